@@ -1,0 +1,195 @@
+"""Protocol benchmark: field merges per second and bytes on the wire per household update.
+
+Run: ``python bench/protocol.py`` (from the repository root, after ``pip install -e .``).
+Prints figures; asserts nothing. Goals (issue "Foundation"): >= 200,000 field merges/s on
+one core; a household update (10 changed fields) batched by 500 <= 25 % of its plain JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+import zlib
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and its name would shadow
+# the `protocol` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+from protocol.changes import Batch, Change, FieldVersion
+from protocol.clock import HybridClock, Timestamp
+from protocol.codec import encode
+from protocol.entities import ENTITIES
+from protocol.ids import UuidV7Generator
+from protocol.merge import RecordState, local_change, merge, merge_field
+
+BOX = "edge-3201012001-a"
+VILLAGE = "3201012001"
+START_MS = 1_795_478_400_000
+
+#: What a village operator changes in a typical household revisit: 10 fields.
+UPDATED_FIELDS = (
+    "address",
+    "rt",
+    "rw",
+    "floor_area_m2",
+    "floor_material",
+    "wall_material",
+    "drinking_water_source",
+    "cooking_fuel",
+    "programmes",
+    "presence_status",
+)
+STREETS = ("Melati", "Mawar", "Kenanga", "Flamboyan", "Cempaka", "Anggrek", "Dahlia", "Teratai")
+
+
+def household_values(rng: random.Random) -> dict[str, object]:
+    """Plausible, varied values for the updated fields."""
+    schema = ENTITIES["household"].fields
+    values: dict[str, object] = {
+        "address": f"Jl. {rng.choice(STREETS)} Gg. {rng.randint(1, 30)} No. {rng.randint(1, 250)}",
+        "rt": f"{rng.randint(1, 25):03d}",
+        "rw": f"{rng.randint(1, 12):03d}",
+        "floor_area_m2": round(rng.uniform(12, 250), 1),
+        "programmes": sorted(rng.sample(schema["programmes"].choices, rng.randint(0, 3))),
+    }
+    for name in UPDATED_FIELDS:
+        if name not in values:
+            values[name] = rng.choice(schema[name].choices)
+    return values
+
+
+def typical_updates(count: int) -> list[tuple[RecordState, Change]]:
+    """``count`` updates of 10 fields of households the box created a day earlier, each with
+    the record's state before it."""
+    rng = random.Random(7)
+    clock = HybridClock(BOX)
+    make_id = UuidV7Generator(random_bytes=rng.randbytes)
+    updates = []
+    for n in range(count):
+        record_id = make_id(START_MS + n)
+        before = household_values(rng)
+        created = local_change(
+            None,
+            entity="household",
+            record_id=record_id,
+            village=VILLAGE,
+            stamp=clock.now(START_MS + n),
+            new_values=before,
+        )
+        assert created is not None
+        after = household_values(rng)
+        while any(after[name] == before[name] for name in UPDATED_FIELDS):
+            after = {
+                name: (value if value != before[name] else household_values(rng)[name])
+                for name, value in after.items()
+            }
+        state = merge(None, created).state
+        change = local_change(
+            state,
+            entity="household",
+            record_id=record_id,
+            village=VILLAGE,
+            stamp=clock.now(START_MS + 86_400_000 + n * 1000),
+            new_values=after,
+        )
+        assert change is not None and len(change.fields) == len(UPDATED_FIELDS)
+        updates.append((state, change))
+    return updates
+
+
+def plain_json(change: Change) -> dict[str, object]:
+    """The straightforward JSON a simple implementation would send for the same change."""
+    return {
+        "entity": change.entity,
+        "record_id": change.record_id,
+        "village": change.village,
+        "origin": change.origin,
+        "fields": {
+            name: {
+                "value": v.value,
+                "hlc": Timestamp(v.time, v.node).to_string(),
+                "seen": {node: Timestamp(t, node).to_string() for node, t in v.seen},
+            }
+            for name, v in change.fields.items()
+        },
+    }
+
+
+def wire_sizes() -> None:
+    updates = [change for _, change in typical_updates(500)]
+    fields_per_update = statistics.mean(len(c.fields) for c in updates)
+    one_json = len(json.dumps(plain_json(updates[0]), separators=(",", ":")).encode())
+    one_wire = len(encode(Batch(BOX, 1, (updates[0],))))
+    batch_json = json.dumps(
+        {"node": BOX, "seq": 1, "changes": [plain_json(c) for c in updates]},
+        separators=(",", ":"),
+    ).encode()
+    batch_wire = encode(Batch(BOX, 1, tuple(updates)))
+    print(f"typical household update: {fields_per_update:.0f} changed fields")
+    print(
+        f"  alone      plain JSON {one_json:6d} B   wire {one_wire:6d} B   "
+        f"({100 * one_wire / one_json:.0f} %)"
+    )
+    per_json = len(batch_json) / 500
+    per_wire = len(batch_wire) / 500
+    per_gzip_json = len(zlib.compress(batch_json, 6)) / 500
+    print(
+        f"  batch 500  plain JSON {per_json:6.0f} B   wire {per_wire:6.0f} B   "
+        f"({100 * per_wire / per_json:.0f} %)   [zlib'd JSON {per_gzip_json:.0f} B]"
+    )
+    print(f"  batch 500 frame: {len(batch_wire)} B")
+
+
+def merge_rate(seconds: float) -> None:
+    """Field merges/s: each incoming version lands on a one-version frontier it has seen
+    (the common case), plus a share of duplicates and concurrent writes."""
+    rng = random.Random(3)
+    frontiers = []
+    incoming = []
+    for i in range(10_000):
+        base = FieldVersion(f"v{i}", (START_MS + i) << 16, BOX)
+        frontiers.append((base,))
+        roll = rng.random()
+        if roll < 0.8:
+            incoming.append(FieldVersion(f"w{i}", base.time + 5, "hub-1", ((BOX, base.time),)))
+        elif roll < 0.9:
+            incoming.append(base)
+        else:
+            incoming.append(FieldVersion(f"c{i}", base.time + 5, "edge-3201012001-b"))
+    pairs = list(zip(frontiers, incoming, strict=True))
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for frontier, version in pairs:
+            merge_field(frontier, version)
+        done += len(pairs)
+    elapsed = time.perf_counter() - started
+    print(f"merge_field: {done / elapsed:,.0f} field merges/s (one core)")
+
+    updates = typical_updates(2000)
+    fields = sum(len(change.fields) for _, change in updates)
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for state, change in updates:
+            merge(state, change)
+        done += fields
+    elapsed = time.perf_counter() - started
+    print(f"merge (10-field change into a record): {done / elapsed:,.0f} field merges/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per rate figure")
+    args = parser.parse_args()
+    wire_sizes()
+    merge_rate(args.seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,561 @@
+"""The entities, declared once: household, member, proposal, complaint, referral.
+
+Fields follow the DTSEN / Regsosek household questionnaire (housing, assets, programmes)
+and the Puskesos intake forms. Field names are English; labels and enum labels are
+Bahasa Indonesia; enum codes are short Indonesian codes that travel on the wire and must
+never be renamed (add a code instead).
+
+To add an entity: declare its :class:`EntitySchema` here and add it to :data:`ENTITIES`;
+if it has a status that moves through steps, add a :class:`Workflow` to :data:`WORKFLOWS`.
+
+Record ids (UUIDv7) are not fields: a record dict may carry its id under
+:data:`RECORD_ID_KEY`, which validation accepts next to the fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from protocol.schema import EntitySchema, FieldKind, FieldSpec
+
+__all__ = [
+    "COMPLAINT",
+    "COMPLAINT_TRANSITIONS",
+    "ENTITIES",
+    "HOUSEHOLD",
+    "MEMBER",
+    "PROPOSAL",
+    "PROPOSAL_TRANSITIONS",
+    "RECORD_ID_KEY",
+    "REFERRAL",
+    "REFERRAL_TRANSITIONS",
+    "WORKFLOWS",
+    "Workflow",
+]
+
+#: Key under which a record dict (a form, a factory's output) carries the record's UUID.
+RECORD_ID_KEY = "id"
+
+K = FieldKind
+
+
+def _enum(
+    name: str,
+    label: str,
+    options: tuple[tuple[str, str], ...],
+    *,
+    kind: FieldKind = K.ENUM,
+    required: bool = False,
+) -> FieldSpec:
+    """An ENUM / ENUM_SET field from ``(code, Indonesian label)`` pairs."""
+    codes = tuple(code for code, _ in options)
+    labels = tuple(text for _, text in options)
+    return FieldSpec(name, kind, label, required, choices=codes, choice_labels=labels)
+
+
+def _text(name: str, label: str, max_length: int, *, required: bool = False) -> FieldSpec:
+    return FieldSpec(name, K.TEXT, label, required, max_length=max_length)
+
+
+def _ref(name: str, label: str, entity: str, *, required: bool = False) -> FieldSpec:
+    return FieldSpec(name, K.REF, label, required, ref=entity)
+
+
+# --- household (rumah tangga / keluarga) -------------------------------------------------
+
+HOUSEHOLD = EntitySchema(
+    "household",
+    "Keluarga",
+    (
+        FieldSpec("village_code", K.REGION, "Kode desa/kelurahan", True, region_level="desa"),
+        _text("address", "Alamat", 200),
+        _text("rt", "RT", 3),
+        _text("rw", "RW", 3),
+        FieldSpec("kk_number", K.KK, "Nomor Kartu Keluarga (KK)"),
+        FieldSpec("floor_area_m2", K.DECIMAL, "Luas lantai (m²)", minimum=0, maximum=10000),
+        _enum(
+            "floor_material",
+            "Jenis lantai terluas",
+            (
+                ("marmer_granit", "Marmer/granit"),
+                ("keramik", "Keramik"),
+                ("parket_vinil_karpet", "Parket/vinil/karpet"),
+                ("ubin_tegel_teraso", "Ubin/tegel/teraso"),
+                ("kayu_papan", "Kayu/papan"),
+                ("semen_bata_merah", "Semen/bata merah"),
+                ("bambu", "Bambu"),
+                ("tanah", "Tanah"),
+                ("lainnya", "Lainnya"),
+            ),
+        ),
+        _enum(
+            "wall_material",
+            "Jenis dinding terluas",
+            (
+                ("tembok", "Tembok"),
+                ("plesteran_anyaman", "Plesteran anyaman bambu/kawat"),
+                ("kayu_papan_gipsum", "Kayu/papan/gipsum/GRC/kalsiboard"),
+                ("anyaman_bambu", "Anyaman bambu"),
+                ("batang_kayu", "Batang kayu"),
+                ("bambu", "Bambu"),
+                ("lainnya", "Lainnya"),
+            ),
+        ),
+        _enum(
+            "roof_material",
+            "Jenis atap terluas",
+            (
+                ("beton", "Beton"),
+                ("genteng", "Genteng"),
+                ("seng", "Seng"),
+                ("asbes", "Asbes"),
+                ("bambu", "Bambu"),
+                ("kayu_sirap", "Kayu/sirap"),
+                ("jerami_ijuk_rumbia", "Jerami/ijuk/daun-daunan/rumbia"),
+                ("lainnya", "Lainnya"),
+            ),
+        ),
+        _enum(
+            "drinking_water_source",
+            "Sumber air minum utama",
+            (
+                ("air_kemasan", "Air kemasan bermerk"),
+                ("air_isi_ulang", "Air isi ulang"),
+                ("leding", "Leding"),
+                ("sumur_bor_pompa", "Sumur bor/pompa"),
+                ("sumur_terlindung", "Sumur terlindung"),
+                ("sumur_tak_terlindung", "Sumur tak terlindung"),
+                ("mata_air_terlindung", "Mata air terlindung"),
+                ("mata_air_tak_terlindung", "Mata air tak terlindung"),
+                ("air_permukaan", "Air permukaan (sungai/danau/waduk/kolam/irigasi)"),
+                ("air_hujan", "Air hujan"),
+                ("lainnya", "Lainnya"),
+            ),
+        ),
+        _enum(
+            "lighting_source",
+            "Sumber penerangan utama",
+            (
+                ("pln_meteran", "Listrik PLN dengan meteran"),
+                ("pln_tanpa_meteran", "Listrik PLN tanpa meteran"),
+                ("listrik_non_pln", "Listrik non-PLN"),
+                ("bukan_listrik", "Bukan listrik"),
+            ),
+        ),
+        _enum(
+            "cooking_fuel",
+            "Bahan bakar utama untuk memasak",
+            (
+                ("listrik", "Listrik"),
+                ("elpiji_5_5_12kg", "Elpiji 5,5 kg/12 kg/blue gaz"),
+                ("elpiji_3kg", "Elpiji 3 kg"),
+                ("gas_kota", "Gas kota/meteran PGN"),
+                ("biogas", "Biogas"),
+                ("minyak_tanah", "Minyak tanah"),
+                ("briket", "Briket"),
+                ("arang", "Arang"),
+                ("kayu_bakar", "Kayu bakar"),
+                ("lainnya", "Lainnya"),
+                ("tidak_memasak", "Tidak memasak di rumah"),
+            ),
+        ),
+        _enum(
+            "toilet_facility",
+            "Fasilitas buang air besar",
+            (
+                ("sendiri", "Ada, digunakan hanya anggota keluarga sendiri"),
+                ("bersama", "Ada, digunakan bersama rumah tangga tertentu"),
+                ("mck_komunal", "Ada, di MCK komunal"),
+                ("mck_umum", "Ada, di MCK umum/siapa pun menggunakan"),
+                ("ada_tidak_digunakan", "Ada, anggota keluarga tidak menggunakan"),
+                ("tidak_ada", "Tidak ada fasilitas"),
+            ),
+        ),
+        _enum(
+            "ownership_status",
+            "Status kepemilikan bangunan tempat tinggal",
+            (
+                ("milik_sendiri", "Milik sendiri"),
+                ("kontrak_sewa", "Kontrak/sewa"),
+                ("bebas_sewa", "Bebas sewa"),
+                ("dinas", "Dinas"),
+                ("lainnya", "Lainnya"),
+            ),
+        ),
+        _enum(
+            "programmes",
+            "Program bantuan yang diterima",
+            (
+                ("pkh", "PKH"),
+                ("sembako_bpnt", "Sembako/BPNT"),
+                ("pbi_jk", "PBI-JK (BPJS Kesehatan dibayar pemerintah)"),
+                ("blt_dana_desa", "BLT Dana Desa"),
+                ("pip", "PIP (Program Indonesia Pintar)"),
+            ),
+            kind=K.ENUM_SET,
+        ),
+        _enum(
+            "assets",
+            "Aset yang dimiliki",
+            (
+                ("lpg_5_5kg", "Tabung gas 5,5 kg atau lebih"),
+                ("kulkas", "Lemari es/kulkas"),
+                ("ac", "AC"),
+                ("sepeda_motor", "Sepeda motor"),
+                ("mobil", "Mobil"),
+                ("perahu", "Perahu/perahu motor"),
+                ("lahan", "Lahan"),
+                ("ternak", "Ternak"),
+                ("emas_tabungan", "Emas/perhiasan/tabungan"),
+            ),
+            kind=K.ENUM_SET,
+        ),
+        _enum(
+            "presence_status",
+            "Status keberadaan keluarga",
+            (
+                ("ditemukan", "Ditemukan"),
+                ("tidak_ditemukan", "Tidak ditemukan"),
+                ("pindah", "Pindah"),
+                ("meninggal", "Meninggal (seluruh anggota)"),
+                ("ganda", "Data ganda"),
+            ),
+        ),
+        # Written by the hub from the national publication (BPS, the 20th of each month).
+        FieldSpec("decile", K.INT, "Desil", minimum=1, maximum=10, readonly=True),
+        _text("notes", "Catatan", 1000),
+    ),
+)
+
+# --- member (anggota keluarga) ------------------------------------------------------------
+
+MEMBER = EntitySchema(
+    "member",
+    "Anggota keluarga",
+    (
+        _ref("household_id", "Keluarga", "household", required=True),
+        FieldSpec("nik", K.NIK, "NIK", True),
+        _text("name", "Nama lengkap", 100, required=True),
+        _enum(
+            "relation_to_head",
+            "Hubungan dengan kepala keluarga",
+            (
+                ("kepala_keluarga", "Kepala keluarga"),
+                ("istri_suami", "Istri/suami"),
+                ("anak", "Anak"),
+                ("menantu", "Menantu"),
+                ("cucu", "Cucu"),
+                ("orang_tua", "Orang tua"),
+                ("mertua", "Mertua"),
+                ("famili_lain", "Famili lain"),
+                ("lainnya", "Lainnya"),
+            ),
+            required=True,
+        ),
+        _enum(
+            "sex",
+            "Jenis kelamin",
+            (("laki_laki", "Laki-laki"), ("perempuan", "Perempuan")),
+            required=True,
+        ),
+        FieldSpec("birth_date", K.DATE, "Tanggal lahir", True),
+        _text("birth_place", "Tempat lahir", 100),
+        _enum(
+            "marital_status",
+            "Status perkawinan",
+            (
+                ("belum_kawin", "Belum kawin"),
+                ("kawin", "Kawin"),
+                ("cerai_hidup", "Cerai hidup"),
+                ("cerai_mati", "Cerai mati"),
+            ),
+        ),
+        _enum(
+            "education",
+            "Pendidikan tertinggi (ijazah)",
+            (
+                ("tidak_belum_sekolah", "Tidak/belum sekolah"),
+                ("tidak_tamat_sd", "Tidak tamat SD/sederajat"),
+                ("sd", "SD/sederajat"),
+                ("smp", "SMP/sederajat"),
+                ("sma", "SMA/SMK/sederajat"),
+                ("d1_d3", "D1/D2/D3"),
+                ("d4_s1", "D4/S1"),
+                ("s2_s3", "S2/S3"),
+            ),
+        ),
+        _text("occupation", "Pekerjaan", 100),
+        _enum(
+            "disability",
+            "Disabilitas",
+            (
+                ("fisik", "Fisik"),
+                ("intelektual", "Intelektual"),
+                ("mental", "Mental"),
+                ("sensorik_netra", "Sensorik netra"),
+                ("sensorik_rungu", "Sensorik rungu"),
+                ("sensorik_wicara", "Sensorik wicara"),
+            ),
+            kind=K.ENUM_SET,
+        ),
+        _enum(
+            "chronic_illness",
+            "Penyakit kronis/menahun",
+            (
+                ("hipertensi", "Hipertensi (darah tinggi)"),
+                ("diabetes", "Diabetes (kencing manis)"),
+                ("tbc", "TBC"),
+                ("jantung", "Jantung"),
+                ("kanker", "Kanker"),
+                ("stroke", "Stroke"),
+                ("ginjal", "Gagal ginjal"),
+                ("lainnya", "Lainnya"),
+            ),
+            kind=K.ENUM_SET,
+        ),
+        FieldSpec("pregnant", K.BOOL, "Sedang hamil"),
+        # Never delete a person: someone who moved or died gets a status.
+        _enum(
+            "status",
+            "Status anggota",
+            (("aktif", "Aktif"), ("pindah", "Pindah"), ("meninggal", "Meninggal")),
+            required=True,
+        ),
+    ),
+)
+
+# --- proposal (usulan to DTSEN) -----------------------------------------------------------
+
+PROPOSAL = EntitySchema(
+    "proposal",
+    "Usulan",
+    (
+        _ref("household_id", "Keluarga", "household", required=True),
+        _enum(
+            "kind",
+            "Jenis usulan",
+            (
+                ("usulan_baru", "Usulan keluarga baru"),
+                ("perbaikan_data", "Perbaikan data"),
+                ("sanggahan", "Sanggahan"),
+                ("meninggal", "Meninggal"),
+                ("pindah", "Pindah"),
+            ),
+            required=True,
+        ),
+        FieldSpec("period", K.PERIOD, "Periode (bulan)", True),
+        _enum(
+            "status",
+            "Status usulan",
+            (
+                ("draf", "Draf"),
+                ("disepakati_musdes", "Disepakati musyawarah desa"),
+                ("disepakati_sptjm", "Disepakati dengan SPTJM"),
+                ("dikirim", "Dikirim ke kabupaten/kota"),
+                ("dikembalikan", "Dikembalikan"),
+                ("diverifikasi", "Diverifikasi"),
+                ("ditetapkan", "Ditetapkan"),
+                ("ditolak", "Ditolak"),
+            ),
+            required=True,
+        ),
+        _text("agreement_ref", "Nomor berita acara musdes / SPTJM", 100),
+        _text("description", "Keterangan", 2000),
+        _text("return_reason", "Alasan dikembalikan", 1000),
+    ),
+)
+
+# --- complaint (pengaduan) ----------------------------------------------------------------
+
+COMPLAINT = EntitySchema(
+    "complaint",
+    "Pengaduan",
+    (
+        _enum(
+            "channel",
+            "Saluran pengaduan",
+            (
+                ("langsung", "Datang langsung"),
+                ("cek_bansos", "Aplikasi Cek Bansos"),
+                ("call_center_171", "Call center 171"),
+                ("sms", "SMS"),
+                ("whatsapp", "WhatsApp"),
+                ("lapor", "LAPOR! (SP4N)"),
+                ("rt_rw", "Melalui RT/RW"),
+                ("musdes", "Musyawarah desa"),
+                ("pendamping", "Pendamping PKH/sosial"),
+            ),
+            required=True,
+        ),
+        _enum(
+            "category",
+            "Kategori pengaduan",
+            (
+                ("data_tidak_valid", "Data tidak valid"),
+                ("bantuan_belum_cair", "Bantuan belum cair/tidak diterima"),
+                ("salah_sasaran", "Bantuan salah sasaran"),
+                ("pemotongan", "Pemotongan bantuan"),
+                ("pungutan_liar", "Pungutan liar"),
+                ("akses_kesehatan_bpjs", "Akses layanan kesehatan/BPJS"),
+                ("biaya_sekolah_ijazah", "Biaya sekolah/penebusan ijazah"),
+                ("lainnya", "Lainnya"),
+            ),
+            required=True,
+        ),
+        _text("reporter_name", "Nama pelapor", 100),
+        FieldSpec("anonymous", K.BOOL, "Pelapor minta dirahasiakan"),
+        _text("reporter_contact", "Kontak pelapor", 100),
+        _ref("household_id", "Keluarga terkait", "household"),
+        _text("chronology", "Kronologi/uraian masalah", 4000, required=True),
+        _enum(
+            "status",
+            "Status pengaduan",
+            (
+                ("baru", "Baru"),
+                ("diproses", "Diproses"),
+                ("dirujuk", "Dirujuk"),
+                ("selesai", "Selesai"),
+                ("ditolak", "Ditolak"),
+            ),
+            required=True,
+        ),
+        _text("rejection_reason", "Alasan ditolak", 1000),
+        FieldSpec("due_date", K.DATE, "Batas waktu tindak lanjut"),
+        FieldSpec("received_date", K.DATE, "Tanggal diterima", True),
+    ),
+)
+
+# --- referral (rujukan) -------------------------------------------------------------------
+
+REFERRAL = EntitySchema(
+    "referral",
+    "Rujukan",
+    (
+        _ref("complaint_id", "Pengaduan", "complaint"),
+        _ref("member_id", "Anggota keluarga", "member"),
+        _text("need", "Kebutuhan", 1000, required=True),
+        _enum(
+            "destination",
+            "Tujuan rujukan",
+            (
+                ("dinas_sosial", "Dinas Sosial"),
+                ("pendamping_pkh", "Pendamping PKH"),
+                ("puskesmas_posyandu", "Puskesmas/Posyandu"),
+                ("sekolah", "Sekolah"),
+                ("lainnya", "Lainnya"),
+            ),
+            required=True,
+        ),
+        _text("destination_name", "Nama instansi/petugas tujuan", 200),
+        _text("letter_number", "Nomor surat rujukan", 100),
+        _enum(
+            "status",
+            "Status rujukan",
+            (
+                ("dirujuk", "Dirujuk"),
+                ("diterima", "Diterima"),
+                ("dilayani", "Dilayani"),
+                ("ditolak", "Ditolak"),
+                ("selesai", "Selesai"),
+            ),
+            required=True,
+        ),
+        _text("outcome", "Hasil tindak lanjut", 2000),
+        FieldSpec("follow_up_date", K.DATE, "Tanggal tindak lanjut"),
+    ),
+)
+
+#: Every entity, by wire name. The codec, the stores and validation all look here.
+ENTITIES: Mapping[str, EntitySchema] = MappingProxyType(
+    {entity.name: entity for entity in (HOUSEHOLD, MEMBER, PROPOSAL, COMPLAINT, REFERRAL)}
+)
+
+# --- status workflows ---------------------------------------------------------------------
+
+#: Usulan: agreed by the village deliberation (or an SPTJM statement), sent to the district,
+#: returned for correction (back to draft) or verified, then set or refused.
+PROPOSAL_TRANSITIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "draf": ("disepakati_musdes", "disepakati_sptjm"),
+        "disepakati_musdes": ("dikirim", "draf"),
+        "disepakati_sptjm": ("dikirim", "draf"),
+        "dikirim": ("dikembalikan", "diverifikasi"),
+        "dikembalikan": ("draf",),
+        "diverifikasi": ("ditetapkan", "ditolak"),
+        "ditetapkan": (),
+        "ditolak": (),
+    }
+)
+
+#: Pengaduan: taken up, possibly referred (a refused referral brings it back to
+#: "diproses"), then closed as resolved or refused. Closed cases stay closed: a resident
+#: who comes back opens a new complaint, so the history of each case stays readable.
+COMPLAINT_TRANSITIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "baru": ("diproses", "ditolak"),
+        "diproses": ("dirujuk", "selesai", "ditolak"),
+        "dirujuk": ("diproses", "selesai", "ditolak"),
+        "selesai": (),
+        "ditolak": (),
+    }
+)
+
+#: Rujukan: the destination accepts or refuses, serves the person, and the case is closed.
+REFERRAL_TRANSITIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "dirujuk": ("diterima", "ditolak"),
+        "diterima": ("dilayani", "ditolak"),
+        "dilayani": ("selesai",),
+        "ditolak": (),
+        "selesai": (),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """How an entity's status field may move.
+
+    ``initial``: the statuses a new record may start in. ``transitions``: status → the
+    statuses it may move to. ``reasons``: status → the text field that must be filled
+    while the record is in that status (a refusal needs its reason).
+    """
+
+    field: str
+    initial: tuple[str, ...]
+    transitions: Mapping[str, tuple[str, ...]]
+    reasons: Mapping[str, str]
+
+
+#: Entities with a status workflow, by wire name.
+WORKFLOWS: Mapping[str, Workflow] = MappingProxyType(
+    {
+        "proposal": Workflow(
+            "status",
+            ("draf",),
+            PROPOSAL_TRANSITIONS,
+            MappingProxyType(
+                {
+                    "disepakati_musdes": "agreement_ref",
+                    "disepakati_sptjm": "agreement_ref",
+                    "dikirim": "agreement_ref",
+                    "dikembalikan": "return_reason",
+                }
+            ),
+        ),
+        "complaint": Workflow(
+            "status",
+            ("baru", "diproses"),
+            COMPLAINT_TRANSITIONS,
+            MappingProxyType({"ditolak": "rejection_reason"}),
+        ),
+        "referral": Workflow(
+            "status",
+            ("dirujuk",),
+            REFERRAL_TRANSITIONS,
+            MappingProxyType({"ditolak": "outcome"}),
+        ),
+    }
+)

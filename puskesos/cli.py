@@ -1,0 +1,41 @@
+"""The ``puskesos`` command. Subcommands (``edge``, ``hub``, ``demo``) join as they are built."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from protocol.codec import WIRE_VERSION
+from puskesos import __version__
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="puskesos",
+        description=(
+            "Puskesos Sync: offline-first village social-welfare intake boxes that "
+            "replicate to a district hub over MQTT."
+        ),
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"puskesos {__version__} (wire format v{WIRE_VERSION})",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    parser = build_parser()
+    parser.parse_args(argv)
+    parser.print_help(sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
