@@ -1,4 +1,5 @@
-"""Edge node: the village office box (intake UI, SQLite store, outbox, sync client).
+"""Edge node: the village office box (intake UI + JSON API on SQLite, outbox, audit trail).
 
-Built in the "Edge node" issue; the package exists so the distribution's layout is fixed.
+The design is in ``docs/edge.md``. Entry points: :func:`edge.web.create_app` and the
+``puskesos edge`` commands.
 """

@@ -27,7 +27,14 @@ from protocol.regions import (
     old_region_name,
 )
 
-__all__ = ["NikInfo", "parse_nik", "validate_kk", "validate_nik", "validate_region"]
+__all__ = [
+    "NikInfo",
+    "mask_number",
+    "parse_nik",
+    "validate_kk",
+    "validate_nik",
+    "validate_region",
+]
 
 _SEX_LABELS = {"laki_laki": ("laki-laki", "male"), "perempuan": ("perempuan", "female")}
 
@@ -210,3 +217,15 @@ def _real_date(year: int, month: int, day: int) -> bool:
     except ValueError:
         return False
     return True
+
+
+def mask_number(value: object) -> str:
+    """A NIK or family-card number as lists, printouts and logs show it: ``3201********0003``.
+
+    Only the detail page of a household shows the full number (and that view is audited).
+    """
+    if not isinstance(value, str):
+        return ""
+    if len(value) < 8:
+        return "*" * len(value)
+    return value[:4] + "*" * (len(value) - 8) + value[-4:]

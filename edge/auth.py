@@ -1,0 +1,309 @@
+"""Accounts, sessions, CSRF and API tokens of the edge box.
+
+Passwords are argon2id hashes. A session is a random token in an HttpOnly cookie; the box
+stores only its SHA-256. The CSRF token of a session is an HMAC of the session's hash with
+the box's secret (``session_secret_file``), so it needs no storage and dies with the
+session. API tokens for automation are random, shown once, stored as SHA-256.
+Five failed logins in a row lock an account for ``login_lockout_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from edge import db
+from edge.store import AuditEntry, Store
+
+__all__ = [
+    "LoginResult",
+    "Role",
+    "User",
+    "authenticate",
+    "create_api_token",
+    "create_session",
+    "create_user",
+    "csrf_token",
+    "end_session",
+    "list_api_tokens",
+    "list_users",
+    "load_secret",
+    "revoke_api_token",
+    "set_password",
+    "set_user_active",
+    "user_for_api_token",
+    "user_for_session",
+]
+
+_hasher = PasswordHasher()
+#: Verified against when the user does not exist, so both cases take the same time.
+_DUMMY_HASH = _hasher.hash("not a password of anyone")
+MIN_PASSWORD_LENGTH = 8
+
+
+class Role(StrEnum):
+    """Who may do what on the box."""
+
+    OPERATOR = "operator"
+    KEPALA_DESA = "kepala_desa"
+    ADMIN = "admin"
+
+
+ROLE_LABELS = {
+    Role.OPERATOR: "Operator desa",
+    Role.KEPALA_DESA: "Kepala desa / lurah",
+    Role.ADMIN: "Admin",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A logged-in person (or the owner of an API token)."""
+
+    id: int
+    username: str
+    full_name: str
+    role: Role
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    """``user`` on success; otherwise ``locked`` tells a locked account from a bad password."""
+
+    user: User | None
+    locked: bool = False
+
+
+def _sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _user(row: sa.Row[tuple[object, ...]]) -> User:
+    return User(row.id, row.username, row.full_name, Role(row.role), bool(row.active))
+
+
+def load_secret(path: Path) -> bytes:
+    """The box's secret, created (mode 0600) on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_bytes(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def csrf_token(secret: bytes, session_token: str) -> str:
+    """The CSRF token that goes with a session."""
+    return hmac.new(secret, _sha256(session_token).encode(), hashlib.sha256).hexdigest()
+
+
+async def create_user(
+    store: Store, *, username: str, full_name: str, role: Role, password: str, actor: str
+) -> User:
+    """Add an account; raises ``ValueError`` for a taken name or a short password."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"password needs at least {MIN_PASSWORD_LENGTH} characters")
+    if not username or not username.replace(".", "").replace("_", "").isalnum():
+        raise ValueError("username: letters, digits, dot and underscore only")
+    password_hash = _hasher.hash(password)
+    async with store.transaction() as conn:
+        taken = await conn.execute(sa.select(db.users.c.id).where(db.users.c.username == username))
+        if taken.first() is not None:
+            raise ValueError(f"username {username!r} is taken")
+        result = await conn.execute(
+            db.users.insert().values(
+                username=username,
+                full_name=full_name,
+                role=role.value,
+                password_hash=password_hash,
+                created_ms=store.now_ms(),
+            )
+        )
+        user_id = result.inserted_primary_key[0] if result.inserted_primary_key else 0
+        await conn.execute(
+            db.audit.insert().values(
+                at_ms=store.now_ms(),
+                actor=actor,
+                action="user_create",
+                detail=json.dumps({"username": username, "role": role.value}),
+            )
+        )
+    return User(int(user_id), username, full_name, role, True)
+
+
+async def authenticate(store: Store, username: str, password: str, address: str) -> LoginResult:
+    """Check a login; count failures and lock the account after too many."""
+    now = store.now_ms()
+    config = store.config
+    async with store.reader.connect() as conn:
+        row = (
+            await conn.execute(sa.select(db.users).where(db.users.c.username == username))
+        ).first()
+    if row is None or not row.active:
+        with contextlib.suppress(VerificationError):
+            _hasher.verify(_DUMMY_HASH, password)
+        await store.audit(AuditEntry(username[:64], "login_failed", address=address))
+        return LoginResult(None)
+    if row.locked_until_ms > now:
+        await store.audit(AuditEntry(row.username, "login_locked", address=address))
+        return LoginResult(None, locked=True)
+    try:
+        _hasher.verify(row.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        failures = row.failed_logins + 1
+        locked_until = (
+            now + config.login_lockout_s * 1000 if failures >= config.login_max_failures else 0
+        )
+        async with store.transaction() as conn:
+            await conn.execute(
+                db.users.update()
+                .where(db.users.c.id == row.id)
+                .values(failed_logins=0 if locked_until else failures, locked_until_ms=locked_until)
+            )
+        await store.audit(
+            AuditEntry(row.username, "login_failed", detail={"failures": failures}, address=address)
+        )
+        return LoginResult(None, locked=bool(locked_until))
+    async with store.transaction() as conn:
+        await conn.execute(
+            db.users.update()
+            .where(db.users.c.id == row.id)
+            .values(failed_logins=0, locked_until_ms=0)
+        )
+    await store.audit(AuditEntry(row.username, "login", address=address))
+    return LoginResult(_user(row))
+
+
+async def create_session(store: Store, user: User, address: str) -> str:
+    """A new session for ``user``; returns the cookie token."""
+    token = secrets.token_urlsafe(32)
+    now = store.now_ms()
+    async with store.transaction() as conn:
+        await conn.execute(
+            db.sessions.insert().values(
+                token_hash=_sha256(token),
+                user_id=user.id,
+                created_ms=now,
+                expires_ms=now + store.config.session_max_age_s * 1000,
+                address=address,
+            )
+        )
+    return token
+
+
+async def user_for_session(store: Store, token: str) -> User | None:
+    """The active user of an unexpired session, else ``None``."""
+    query = (
+        sa.select(db.users)
+        .join(db.sessions, db.sessions.c.user_id == db.users.c.id)
+        .where(
+            db.sessions.c.token_hash == _sha256(token),
+            db.sessions.c.expires_ms > store.now_ms(),
+            db.users.c.active.is_(True),
+        )
+    )
+    async with store.reader.connect() as conn:
+        row = (await conn.execute(query)).first()
+    return _user(row) if row is not None else None
+
+
+async def end_session(store: Store, token: str) -> None:
+    """Log out: the session token stops working."""
+    async with store.transaction() as conn:
+        await conn.execute(db.sessions.delete().where(db.sessions.c.token_hash == _sha256(token)))
+
+
+async def create_api_token(store: Store, user: User, name: str) -> str:
+    """A new API token acting as ``user``; shown once, stored hashed."""
+    token = "psk_" + secrets.token_urlsafe(32)
+    async with store.transaction() as conn:
+        await conn.execute(
+            db.api_tokens.insert().values(
+                name=name, user_id=user.id, token_hash=_sha256(token), created_ms=store.now_ms()
+            )
+        )
+    await store.audit(AuditEntry(user.username, "token_create", detail={"name": name}))
+    return token
+
+
+async def user_for_api_token(store: Store, token: str) -> User | None:
+    """The active user behind a valid, unrevoked API token."""
+    query = (
+        sa.select(db.users)
+        .join(db.api_tokens, db.api_tokens.c.user_id == db.users.c.id)
+        .where(
+            db.api_tokens.c.token_hash == _sha256(token),
+            db.api_tokens.c.revoked.is_(False),
+            db.users.c.active.is_(True),
+        )
+    )
+    async with store.reader.connect() as conn:
+        row = (await conn.execute(query)).first()
+    return _user(row) if row is not None else None
+
+
+async def list_users(store: Store) -> list[User]:
+    """Every account, by user name."""
+    async with store.reader.connect() as conn:
+        rows = (await conn.execute(sa.select(db.users).order_by(db.users.c.username))).all()
+    return [_user(row) for row in rows]
+
+
+async def set_user_active(store: Store, user_id: int, active: bool, *, actor: str) -> None:
+    """Deactivate (or reactivate) an account; a deactivated account's sessions end."""
+    async with store.transaction() as conn:
+        await conn.execute(db.users.update().where(db.users.c.id == user_id).values(active=active))
+        if not active:
+            await conn.execute(db.sessions.delete().where(db.sessions.c.user_id == user_id))
+    action = "user_activate" if active else "user_deactivate"
+    await store.audit(AuditEntry(actor, action, detail={"user_id": user_id}))
+
+
+async def set_password(store: Store, user_id: int, password: str, *, actor: str) -> None:
+    """Set a new password (and unlock the account); its other sessions end."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"password needs at least {MIN_PASSWORD_LENGTH} characters")
+    async with store.transaction() as conn:
+        await conn.execute(
+            db.users.update()
+            .where(db.users.c.id == user_id)
+            .values(password_hash=_hasher.hash(password), failed_logins=0, locked_until_ms=0)
+        )
+        await conn.execute(db.sessions.delete().where(db.sessions.c.user_id == user_id))
+    await store.audit(AuditEntry(actor, "password_set", detail={"user_id": user_id}))
+
+
+async def list_api_tokens(store: Store) -> list[sa.Row[tuple[object, ...]]]:
+    """Every API token (name, owner, created, revoked), never the token itself."""
+    query = (
+        sa.select(
+            db.api_tokens.c.id,
+            db.api_tokens.c.name,
+            db.api_tokens.c.created_ms,
+            db.api_tokens.c.revoked,
+            db.users.c.username,
+        )
+        .join(db.users, db.users.c.id == db.api_tokens.c.user_id)
+        .order_by(db.api_tokens.c.id)
+    )
+    async with store.reader.connect() as conn:
+        return list((await conn.execute(query)).all())
+
+
+async def revoke_api_token(store: Store, token_id: int, *, actor: str) -> None:
+    """The token stops working at once."""
+    async with store.transaction() as conn:
+        await conn.execute(
+            db.api_tokens.update().where(db.api_tokens.c.id == token_id).values(revoked=True)
+        )
+    await store.audit(AuditEntry(actor, "token_revoke", detail={"token_id": token_id}))

@@ -1,0 +1,171 @@
+"""The edge database: tables (SQLAlchemy Core), the async engine, migrations.
+
+SQLite in WAL mode with ``synchronous=FULL``: what a person saw saved is on disk, and
+readers never block the writer. Schema changes go through Alembic revisions in
+``edge/migrations`` because boxes in the field upgrade in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = [
+    "api_tokens",
+    "audit",
+    "create_engine",
+    "meta",
+    "metadata",
+    "outbox",
+    "records",
+    "sessions",
+    "upgrade",
+    "users",
+]
+
+metadata = sa.MetaData()
+
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+records = sa.Table(
+    "records",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("entity", sa.Text, nullable=False),
+    sa.Column("village", sa.Text, nullable=False),
+    sa.Column("household_id", sa.Text),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("nik", sa.Text),
+    sa.Column("kk", sa.Text),
+    sa.Column("name_key", sa.Text),
+    sa.Column("status", sa.Text),
+    sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("conflicts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.Index("ix_records_entity_updated", "entity", "updated_ms"),
+    sa.Index("ix_records_household", "household_id"),
+    sa.Index("ix_records_nik", "nik"),
+    sa.Index("ix_records_kk", "kk"),
+    sa.Index("ix_records_name", "entity", "name_key"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("record_id", sa.Text, nullable=False),
+    sa.Column("entity", sa.Text, nullable=False),
+    sa.Column("change", sa.Text, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.Text, nullable=False, unique=True),
+    sa.Column("full_name", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until_ms", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("token_hash", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("expires_ms", sa.BigInteger, nullable=False),
+    sa.Column("address", sa.Text, nullable=False, server_default=""),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("token_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at_ms", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("entity", sa.Text),
+    sa.Column("record_id", sa.Text),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("address", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_audit_record", "record_id"),
+    sa.Index("ix_audit_at", "at_ms"),
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _alembic_config(database_path: Path) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", f"sqlite:///{database_path}")
+    return config
+
+
+def upgrade(database_path: Path) -> None:
+    """Create the database or bring it to the newest schema (safe to run every start)."""
+    database_path.parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(_alembic_config(database_path), "head")
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Transactions are begun explicitly (see _begin), not by the driver.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_engine(url: str, *, writer: bool) -> AsyncEngine:
+    """An async engine with the durability pragmas set on every connection.
+
+    The box uses two: a *writer* with one connection whose transactions start with
+    ``BEGIN IMMEDIATE`` (the write lock is taken up front, so a transaction that reads then
+    writes never fails half-way on a busy database), and a pool of *readers* whose
+    transactions are deferred and, in WAL mode, never wait for the writer.
+    """
+    if writer:
+        engine = create_async_engine(url, pool_size=1, max_overflow=0)
+    else:
+        engine = create_async_engine(url, pool_size=4, max_overflow=0)
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+    event.listen(engine.sync_engine, "connect", _on_connect)
+    event.listen(engine.sync_engine, "begin", _begin)
+    return engine

@@ -1,0 +1,478 @@
+"""The edge store: records of every entity, their merge state, the outbox and the audit trail.
+
+There is one write path, :meth:`Store.write`: it stamps a person's edits with the box's
+hybrid logical clock, merges them, and writes the records, one outbox row per change, the
+clock state and the audit rows in ONE ``BEGIN IMMEDIATE`` transaction on a database with
+``synchronous=FULL``. When it returns, what the person saved is on disk with its outbox
+entry; when it raises, nothing of it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from edge import db
+from edge.config import EdgeConfig
+from protocol.changes import Change, FieldVersion, Value
+from protocol.clock import HybridClock, Timestamp
+from protocol.merge import Frontier, RecordState, local_change, merge, open_conflicts, values
+from protocol.schema import TOMBSTONE_FIELD
+
+__all__ = ["AuditEntry", "Edit", "Record", "Store", "wall_ms"]
+
+
+def wall_ms() -> int:
+    """The wall clock in Unix milliseconds (the box may have none worth trusting)."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record as stored: shown values plus bookkeeping."""
+
+    id: str
+    entity: str
+    village: str
+    values: Mapping[str, Value]
+    state: RecordState
+    household_id: str | None
+    created_ms: int
+    updated_ms: int
+    deleted: bool
+    conflicts: int
+
+    def get(self, name: str, default: Value = None) -> Value:
+        """A field's shown value."""
+        return self.values.get(name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """What a person changes in one record (a new record when it does not exist yet)."""
+
+    entity: str
+    record_id: str
+    new_values: Mapping[str, Value]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One row of the audit trail."""
+
+    actor: str
+    action: str
+    entity: str | None = None
+    record_id: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    address: str = ""
+
+
+# --- (de)serialising merge state ----------------------------------------------------------
+
+
+def dump_state(state: RecordState) -> str:
+    """Merge state as compact JSON: field → [[value, time, node, [[node, time], ...]], ...]."""
+    return json.dumps(
+        {
+            name: [[v.value, v.time, v.node, v.seen] for v in frontier]
+            for name, frontier in state.items()
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def load_state(text: str) -> dict[str, Frontier]:
+    """Inverse of :func:`dump_state`."""
+    return {
+        name: tuple(
+            FieldVersion(value, time_, node, tuple((n, t) for n, t in seen))
+            for value, time_, node, seen in frontier
+        )
+        for name, frontier in json.loads(text).items()
+    }
+
+
+def dump_change(change: Change) -> str:
+    """An outbox row's change as JSON (turned into wire batches by the sync client)."""
+    return json.dumps(
+        {
+            "entity": change.entity,
+            "record_id": change.record_id,
+            "village": change.village,
+            "origin": change.origin,
+            "fields": {n: [v.value, v.time, v.node, v.seen] for n, v in change.fields.items()},
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def _name_key(entity: str, shown: Mapping[str, Value]) -> str | None:
+    name = shown.get("name") if entity == "member" else shown.get("reporter_name")
+    return name.casefold() if isinstance(name, str) and name else None
+
+
+def _household_of(entity: str, record_id: str, shown: Mapping[str, Value]) -> str | None:
+    if entity == "household":
+        return record_id
+    parent = shown.get("household_id")
+    return parent if isinstance(parent, str) else None
+
+
+def _row_values(entity: str, record_id: str, state: RecordState) -> dict[str, Any]:
+    shown = values(state)
+    nik = shown.get("nik") if entity == "member" else None
+    kk = shown.get("kk_number") if entity == "household" else None
+    status = shown.get("status") if entity != "household" else shown.get("presence_status")
+    return {
+        "household_id": _household_of(entity, record_id, shown),
+        "state": dump_state(state),
+        "data": json.dumps(shown, separators=(",", ":"), ensure_ascii=False),
+        "nik": nik if isinstance(nik, str) else None,
+        "kk": kk if isinstance(kk, str) else None,
+        "name_key": _name_key(entity, shown),
+        "status": status if isinstance(status, str) else None,
+        "deleted": shown.get(TOMBSTONE_FIELD) is True,
+        "conflicts": len(open_conflicts(state)),
+    }
+
+
+def _record(row: Any) -> Record:
+    return Record(
+        id=row.id,
+        entity=row.entity,
+        village=row.village,
+        values=json.loads(row.data),
+        state=load_state(row.state),
+        household_id=row.household_id,
+        created_ms=row.created_ms,
+        updated_ms=row.updated_ms,
+        deleted=bool(row.deleted),
+        conflicts=row.conflicts,
+    )
+
+
+class Store:
+    """The box's database. Open with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(self, config: EdgeConfig, *, clock: Callable[[], int] = wall_ms) -> None:
+        self.config = config
+        self.village = config.village
+        self.node = config.node
+        self._wall = clock
+        self._writer: AsyncEngine | None = None
+        self._reader: AsyncEngine | None = None
+        self._lock = asyncio.Lock()
+        self.clock = HybridClock(config.node, max_drift_ms=config.max_clock_drift_ms)
+
+    async def open(self) -> None:
+        """Connect, and load the clock state (the schema must be at head: ``db.upgrade``)."""
+        self._writer = db.create_engine(self.config.database_url, writer=True)
+        self._reader = db.create_engine(self.config.database_url, writer=False)
+        state = await self.get_meta("clock")
+        self.clock = HybridClock(
+            self.node, state=int(state or 0), max_drift_ms=self.config.max_clock_drift_ms
+        )
+
+    async def close(self) -> None:
+        """Release the connections."""
+        for engine in (self._writer, self._reader):
+            if engine is not None:
+                await engine.dispose()
+
+    @property
+    def reader(self) -> AsyncEngine:
+        """The engine for reads (deferred transactions, never blocked by the writer)."""
+        assert self._reader is not None, "Store.open() first"
+        return self._reader
+
+    def now_ms(self) -> int:
+        """The wall clock this store stamps with."""
+        return self._wall()
+
+    # --- meta ------------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        """A value of the ``meta`` table."""
+        async with self.reader.connect() as conn:
+            return (
+                await conn.execute(sa.select(db.meta.c.value).where(db.meta.c.key == key))
+            ).scalar_one_or_none()
+
+    @staticmethod
+    async def _put_meta(conn: AsyncConnection, key: str, value: str) -> None:
+        stmt = sa.text(
+            "INSERT INTO meta(key, value) VALUES (:k, :v) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+        )
+        await conn.execute(stmt, {"k": key, "v": value})
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Set a value of the ``meta`` table (its own transaction)."""
+        async with self.transaction() as conn:
+            await self._put_meta(conn, key, value)
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def transaction(self) -> Any:
+        """``async with store.transaction() as conn``: one write transaction (BEGIN IMMEDIATE)."""
+        assert self._writer is not None, "Store.open() first"
+        return self._writer.begin()
+
+    async def write(
+        self,
+        edits: Sequence[Edit],
+        *,
+        actor: str,
+        address: str = "",
+        also_audit: Iterable[AuditEntry] = (),
+    ) -> list[Record]:
+        """Apply a person's edits atomically (see the module docstring).
+
+        Each edit's record gets the village of this box; each changed record gets an audit
+        row (``create``/``update`` with the names of the changed fields) by ``actor`` from
+        ``address``, and ``also_audit`` rows are added in the same transaction. Returns the
+        records as saved (unchanged ones too, so the caller can show them).
+        """
+        async with self._lock:
+            wall = self._wall()
+            async with self.transaction() as conn:
+                ids = [edit.record_id for edit in edits]
+                rows = (
+                    await conn.execute(sa.select(db.records).where(db.records.c.id.in_(ids)))
+                ).all()
+                current = {row.id: row for row in rows}
+                stamp: Timestamp | None = None
+                saved: list[Record] = []
+                inserts, updates, outbox_rows, audit_rows = [], [], [], []
+                for edit in edits:
+                    row = current.get(edit.record_id)
+                    if row is not None and row.entity != edit.entity:
+                        raise ValueError(f"record {edit.record_id} is a {row.entity}")
+                    state = load_state(row.state) if row is not None else {}
+                    if stamp is None:
+                        stamp = self.clock.now(wall)
+                    change = local_change(
+                        state,
+                        entity=edit.entity,
+                        record_id=edit.record_id,
+                        village=self.village,
+                        stamp=stamp,
+                        new_values=edit.new_values,
+                    )
+                    if change is None:
+                        if row is not None:
+                            saved.append(_record(row))
+                        continue
+                    new_state = merge(state, change).state
+                    columns = _row_values(edit.entity, edit.record_id, new_state)
+                    if row is None:
+                        columns |= {
+                            "id": edit.record_id,
+                            "entity": edit.entity,
+                            "village": self.village,
+                            "created_ms": wall,
+                            "updated_ms": wall,
+                        }
+                        inserts.append(columns)
+                    else:
+                        columns |= {"b_id": edit.record_id, "updated_ms": wall}
+                        updates.append(columns)
+                    outbox_rows.append(
+                        {
+                            "record_id": edit.record_id,
+                            "entity": edit.entity,
+                            "change": dump_change(change),
+                            "created_ms": wall,
+                        }
+                    )
+                    audit_rows.append(
+                        {
+                            "at_ms": wall,
+                            "actor": actor,
+                            "action": "create" if row is None else "update",
+                            "entity": edit.entity,
+                            "record_id": edit.record_id,
+                            "detail": json.dumps({"fields": sorted(change.fields)}),
+                            "address": address,
+                        }
+                    )
+                    saved.append(
+                        Record(
+                            id=edit.record_id,
+                            entity=edit.entity,
+                            village=self.village,
+                            values=values(new_state),
+                            state=new_state,
+                            household_id=columns["household_id"],
+                            created_ms=row.created_ms if row is not None else wall,
+                            updated_ms=wall,
+                            deleted=columns["deleted"],
+                            conflicts=columns["conflicts"],
+                        )
+                    )
+                audit_rows += [_audit_row(entry, wall) for entry in also_audit]
+                if inserts:
+                    await conn.execute(db.records.insert(), inserts)
+                if updates:
+                    await conn.execute(
+                        db.records.update()
+                        .where(db.records.c.id == sa.bindparam("b_id"))
+                        .values({k: sa.bindparam(k) for k in updates[0] if k != "b_id"}),
+                        updates,
+                    )
+                if outbox_rows:
+                    await conn.execute(db.outbox.insert(), outbox_rows)
+                if audit_rows:
+                    await conn.execute(db.audit.insert(), audit_rows)
+                if stamp is not None:
+                    await self._put_meta(conn, "clock", str(self.clock.state))
+            return saved
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Append one row to the audit trail (e.g. a view of personal data)."""
+        async with self.transaction() as conn:
+            await conn.execute(db.audit.insert(), [_audit_row(entry, self._wall())])
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def get(self, record_id: str, entity: str | None = None) -> Record | None:
+        """One record by id (of ``entity``, when given)."""
+        query = sa.select(db.records).where(db.records.c.id == record_id)
+        if entity is not None:
+            query = query.where(db.records.c.entity == entity)
+        async with self.reader.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _record(row) if row is not None else None
+
+    async def related(self, entity: str, household_id: str) -> list[Record]:
+        """The records of ``entity`` (members, proposals, ...) of a household, oldest first."""
+        query = (
+            sa.select(db.records)
+            .where(db.records.c.entity == entity, db.records.c.household_id == household_id)
+            .order_by(db.records.c.created_ms, db.records.c.id)
+        )
+        async with self.reader.connect() as conn:
+            return [_record(row) for row in (await conn.execute(query)).all()]
+
+    async def list(
+        self,
+        entity: str,
+        *,
+        where: Sequence[sa.ColumnElement[bool]] = (),
+        offset: int = 0,
+        limit: int = 25,
+    ) -> tuple[list[Record], int]:
+        """A page of records of ``entity``, newest change first, and the total count."""
+        conditions = [db.records.c.entity == entity, *where]
+        page = (
+            sa.select(db.records)
+            .where(*conditions)
+            .order_by(db.records.c.updated_ms.desc(), db.records.c.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        count = sa.select(sa.func.count()).select_from(db.records).where(*conditions)
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(page)).all()
+            total = (await conn.execute(count)).scalar_one()
+        return [_record(row) for row in rows], total
+
+    @staticmethod
+    def field_equals(name: str, value: str) -> sa.ColumnElement[bool]:
+        """A condition on a field's shown value (for list filters)."""
+        if name in ("status", "presence_status"):
+            return db.records.c.status == value
+        return sa.func.json_extract(db.records.c.data, f"$.{name}") == value
+
+    async def search_households(
+        self, text: str, *, offset: int = 0, limit: int = 25
+    ) -> tuple[list[Record], int]:
+        """Households whose family-card number is ``text``, that have a member with NIK
+        ``text``, or a member whose name starts with ``text`` (case-insensitive)."""
+        needle = text.strip()
+        if not needle:
+            return await self.list("household", offset=offset, limit=limit)
+        r = db.records
+        if needle.isdigit() and len(needle) == 16:
+            by_member = sa.select(r.c.household_id).where(r.c.entity == "member", r.c.nik == needle)
+            condition = sa.or_(r.c.kk == needle, r.c.id.in_(by_member))
+        else:
+            key = needle.casefold()
+            upper = key[:-1] + chr(ord(key[-1]) + 1)
+            by_member = sa.select(r.c.household_id).where(
+                r.c.entity == "member", r.c.name_key >= key, r.c.name_key < upper
+            )
+            condition = r.c.id.in_(by_member)
+        return await self.list("household", where=[condition], offset=offset, limit=limit)
+
+    async def active_niks(self, niks: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """For each given NIK held by an active member of this box: (member id, household id)."""
+        wanted = sorted(set(niks))
+        if not wanted:
+            return {}
+        r = db.records
+        query = sa.select(r.c.nik, r.c.id, r.c.household_id).where(
+            r.c.entity == "member",
+            r.c.nik.in_(wanted),
+            r.c.deleted.is_(False),
+            sa.or_(r.c.status.is_(None), r.c.status == "aktif"),
+        )
+        async with self.reader.connect() as conn:
+            return {row.nik: (row.id, row.household_id) for row in (await conn.execute(query))}
+
+    async def counts(self) -> dict[str, int]:
+        """How many records of each entity (tombstones excluded)."""
+        query = (
+            sa.select(db.records.c.entity, sa.func.count())
+            .where(db.records.c.deleted.is_(False))
+            .group_by(db.records.c.entity)
+        )
+        async with self.reader.connect() as conn:
+            return {entity: n for entity, n in (await conn.execute(query)).all()}
+
+    async def outbox_pending(self) -> tuple[int, int | None]:
+        """How many changes wait for the hub, and when the oldest was made (ms)."""
+        query = sa.select(sa.func.count(), sa.func.min(db.outbox.c.created_ms))
+        async with self.reader.connect() as conn:
+            count, oldest = (await conn.execute(query)).one()
+        return count, oldest
+
+    async def audit_log(
+        self, *, record_id: str | None = None, offset: int = 0, limit: int = 50
+    ) -> tuple[list[Any], int]:
+        """Audit rows, newest first, optionally of one record; and the total count."""
+        conditions = [db.audit.c.record_id == record_id] if record_id else []
+        page = (
+            sa.select(db.audit)
+            .where(*conditions)
+            .order_by(db.audit.c.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        count = sa.select(sa.func.count()).select_from(db.audit).where(*conditions)
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(page)).all()
+            total = (await conn.execute(count)).scalar_one()
+        return list(rows), total
+
+
+def _audit_row(entry: AuditEntry, at_ms: int) -> dict[str, Any]:
+    return {
+        "at_ms": at_ms,
+        "actor": entry.actor,
+        "action": entry.action,
+        "entity": entry.entity,
+        "record_id": entry.record_id,
+        "detail": json.dumps(dict(entry.detail), ensure_ascii=False),
+        "address": entry.address,
+    }

@@ -1,0 +1,310 @@
+"""The edge box's aiohttp application: UI pages, JSON API, health and metrics.
+
+Every request goes through four middlewares, outermost first:
+1. ``errors``: API errors become ``{"error": code, "fields": {...}}`` JSON, never a 500 for
+   bad input; unexpected failures are logged and answered 500 without details;
+2. ``security_headers``: CSP without inline script, no framing, no caching of pages;
+3. ``timing``: the request-duration histogram by route template;
+4. ``guard``: finds who is calling (session cookie or bearer token), refuses routes that
+   are not in the route table (deny by default), checks the route's roles, and checks the
+   CSRF token of every state-changing request made with a cookie.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from aiohttp import web
+
+from edge import auth
+from edge.config import EdgeConfig
+from edge.metrics import EdgeMetrics
+from edge.services import Actor
+from edge.store import Store
+from edge.web.routing import Route
+from edge.web.templating import create_environment
+
+__all__ = [
+    "CONFIG",
+    "METRICS",
+    "STORE",
+    "actor",
+    "create_app",
+    "json_error",
+    "local_today",
+    "render",
+]
+
+log = logging.getLogger("puskesos.edge.web")
+
+CONFIG = web.AppKey("config", EdgeConfig)
+STORE = web.AppKey("store", Store)
+SECRET = web.AppKey("secret", bytes)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+METRICS = web.AppKey("metrics", EdgeMetrics)
+ROUTES = web.AppKey("routes", dict)
+LIMITER = web.AppKey("login_limiter", dict)
+
+SESSION_COOKIE = "psk_session"
+PRE_CSRF_COOKIE = "psk_csrf"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+STATIC = Path(__file__).parent.parent / "static"
+#: Login attempts allowed per client address per minute (accounts also lock, see auth).
+LOGIN_ATTEMPTS_PER_MINUTE = 10
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: The ``error`` code of API answers made from an HTTP status alone.
+HTTP_ERROR_CODES = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def json_error(
+    status: int, code: str, fields: dict[str, Any] | None = None, **extra: Any
+) -> web.Response:
+    """An API error: ``{"error": code, "fields": {...}}`` with a 4xx status."""
+    return web.json_response({"error": code, "fields": fields or {}, **extra}, status=status)
+
+
+def is_api(request: web.Request) -> bool:
+    """Whether the request is for the JSON API (errors as JSON, 401 instead of a redirect)."""
+    return request.path.startswith("/api/")
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not is_api(request) or exc.status < 400:
+            raise
+        response = json_error(exc.status, HTTP_ERROR_CODES.get(exc.status, "bad_request"))
+        if exc.status == 405:
+            response.headers["Allow"] = exc.headers.get("Allow", "")
+        return response
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        if is_api(request):
+            return json_error(500, "internal_error")
+        return web.Response(status=500, text="Terjadi kesalahan pada server.")
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+        _secure(request, response)
+        raise
+    _secure(request, response)
+    return response
+
+
+def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    if not request.path.startswith("/static/"):
+        headers.setdefault("Cache-Control", "no-store")
+
+
+@web.middleware
+async def timing(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    try:
+        return await handler(request)
+    finally:
+        resource = request.match_info.route.resource
+        template = resource.canonical if resource is not None else "unmatched"
+        request.app[METRICS].request_duration.labels(request.method, template).observe(
+            time.perf_counter() - started
+        )
+
+
+def _route_for(request: web.Request) -> Route | None:
+    resource = request.match_info.route.resource
+    if resource is None:
+        return None
+    method = "GET" if request.method == "HEAD" else request.method
+    route: Route | None = request.app[ROUTES].get((method, resource.canonical))
+    return route
+
+
+async def _caller(request: web.Request) -> tuple[auth.User | None, str | None]:
+    """The user and, for a cookie session, its token (``None`` for a bearer token)."""
+    store = request.app[STORE]
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return await auth.user_for_api_token(store, header[7:].strip()), None
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        user = await auth.user_for_session(store, token)
+        if user is not None:
+            return user, token
+    return None, None
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.match_info.http_exception is not None:
+        raise request.match_info.http_exception
+    if request.path.startswith("/static/"):
+        return await handler(request)
+    route = _route_for(request)
+    if route is None:  # deny by default: only routes of the table answer
+        raise web.HTTPForbidden()
+    user, session_token = await _caller(request)
+    request["user"] = user
+    secret = request.app[SECRET]
+    request["csrf"] = auth.csrf_token(secret, session_token) if session_token else None
+    if not route.public:
+        if user is None:
+            if is_api(request) or request.method != "GET":
+                raise web.HTTPUnauthorized()
+            raise web.HTTPSeeOther(f"/masuk?next={request.rel_url}")
+        if user.role not in route.roles:
+            raise web.HTTPForbidden()
+    if request.method in UNSAFE:
+        await _check_csrf(request, session_token)
+    return await handler(request)
+
+
+async def _check_csrf(request: web.Request, session_token: str | None) -> None:
+    """Cookie-authenticated requests and forms posted before login need a CSRF token."""
+    if request["user"] is not None and session_token is None:
+        return  # bearer token: not sent by browsers on their own, no CSRF possible
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.content_type in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ):
+        sent = (await request.post()).get(CSRF_FIELD)
+    if session_token is not None:
+        expected = request["csrf"]
+    else:  # a form before login: double-submit cookie
+        expected = request.cookies.get(PRE_CSRF_COOKIE)
+    if not isinstance(sent, str) or not expected or not hmac.compare_digest(sent, expected):
+        if is_api(request):
+            raise web.HTTPForbidden(reason="CSRF token missing or wrong")
+        raise web.HTTPForbidden(text="Token formulir tidak sah. Muat ulang halaman lalu coba lagi.")
+
+
+def render_before_login(
+    request: web.Request, template: str, status: int = 200, **context: Any
+) -> web.Response:
+    """A page with a form shown before login: its CSRF token is a double-submit cookie."""
+    token = request.cookies.get(PRE_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    response = render(request, template, status, form_csrf=token, **context)
+    response.set_cookie(
+        PRE_CSRF_COOKIE, token, httponly=True, samesite="Strict",
+        secure=request.app[CONFIG].cookie_secure, path="/",
+    )  # fmt: skip
+    return response
+
+
+def login_allowed(request: web.Request) -> bool:
+    """Per-address rate limit of login attempts."""
+    attempts: deque[float] = request.app[LIMITER].setdefault(request.remote or "", deque())
+    now = time.monotonic()
+    while attempts and now - attempts[0] > 60:
+        attempts.popleft()
+    if len(attempts) >= LOGIN_ATTEMPTS_PER_MINUTE:
+        return False
+    attempts.append(now)
+    return True
+
+
+def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    """Give the browser its session cookie."""
+    config = request.app[CONFIG]
+    response.set_cookie(
+        SESSION_COOKIE, token, httponly=True, samesite="Strict", secure=config.cookie_secure,
+        max_age=config.session_max_age_s, path="/",
+    )  # fmt: skip
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    """An HTML page from a template, with the user, CSRF token and box facts in context."""
+    config = request.app[CONFIG]
+    page = (
+        request.app[TEMPLATES]
+        .get_template(template)
+        .render(
+            user=request.get("user"),
+            csrf=request.get("csrf") or "",
+            village=config.village,
+            node=config.node,
+            path=request.path,
+            static_url=lambda name: str(request.app.router["static"].url_for(filename=name)),
+            **context,
+        )
+    )
+    return web.Response(text=page, content_type="text/html", status=status)
+
+
+def actor(request: web.Request) -> Actor:
+    """Who is acting, for services and the audit trail."""
+    user: auth.User = request["user"]
+    return Actor(user.username, user.role.value, request.remote or "")
+
+
+def local_today(request: web.Request) -> date:
+    """Today in the village's time zone (by the box's wall clock)."""
+    config = request.app[CONFIG]
+    now_ms = request.app[STORE].now_ms()
+    return datetime.fromtimestamp(now_ms / 1000, ZoneInfo(config.timezone)).date()
+
+
+def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Application:
+    """The edge web application. The store is opened and closed with the app."""
+    from edge.web import api, ops, ui
+
+    app = web.Application(
+        middlewares=[errors, security_headers, timing, guard], client_max_size=1024**2
+    )
+    app[CONFIG] = config
+    app[STORE] = store or Store(config)
+    app[SECRET] = auth.load_secret(config.data_dir / config.session_secret_file)
+    app[TEMPLATES] = create_environment(config.timezone)
+    app[METRICS] = EdgeMetrics()
+    app[LIMITER] = {}
+    table: dict[tuple[str, str], Route] = {}
+    for route in (*ops.routes.routes, *ui.routes.routes, *api.routes.routes):
+        app.router.add_route(route.method, route.path, route.handler)
+        table[(route.method, route.path)] = route
+    app[ROUTES] = table
+    app.router.add_static("/static/", STATIC, append_version=True, name="static")
+
+    async def store_lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await app[STORE].open()
+        yield
+        await app[STORE].close()
+
+    app.cleanup_ctx.append(store_lifecycle)
+    return app

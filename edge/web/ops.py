@@ -1,0 +1,42 @@
+"""Health and metrics endpoints for operators and Prometheus (no personal data)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edge.metrics import take_snapshot
+from edge.web.app import METRICS, STORE
+from edge.web.routing import PUBLIC, RouteTable
+
+__all__ = ["routes"]
+
+routes = RouteTable()
+
+
+@routes.get("/healthz", roles=PUBLIC, summary="Liveness: database writable, clock sane")
+async def healthz(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    checks: dict[str, str] = {}
+    try:
+        async with store.transaction() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means not healthy; say which
+        checks["database"] = f"error: {type(exc).__name__}"
+    ahead = store.clock.ahead_ms(store.now_ms())
+    checks["clock"] = "ok" if ahead <= store.clock.max_drift_ms else f"ahead by {ahead} ms"
+    healthy = all(value == "ok" for value in checks.values())
+    return web.json_response(
+        {"status": "ok" if healthy else "error", "checks": checks, "node": store.node},
+        status=200 if healthy else 503,
+    )
+
+
+@routes.get("/metrics", roles=PUBLIC, summary="Prometheus metrics")
+async def metrics(request: web.Request) -> web.Response:
+    edge_metrics = request.app[METRICS]
+    edge_metrics.store_collector.snapshot = await take_snapshot(request.app[STORE])
+    body = generate_latest(edge_metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
