@@ -75,6 +75,23 @@ class AuditEntry:
     address: str = ""
 
 
+@dataclass(slots=True, eq=False)
+class _Job:
+    """One caller's save, waiting for (or taken into) a group commit."""
+
+    edits: list[Edit]
+    actor: str
+    address: str
+    also_audit: tuple[AuditEntry, ...]
+    saved: list[Record] = field(default_factory=list)
+    error: Exception | None = None
+    done: bool = False
+
+    def fail(self, error: Exception) -> None:
+        self.error = error
+        self.done = True
+
+
 # --- (de)serialising merge state ----------------------------------------------------------
 
 
@@ -128,21 +145,27 @@ def _household_of(entity: str, record_id: str, shown: Mapping[str, Value]) -> st
     return parent if isinstance(parent, str) else None
 
 
-def _row_values(entity: str, record_id: str, state: RecordState) -> dict[str, Any]:
-    shown = values(state)
-    nik = shown.get("nik") if entity == "member" else None
-    kk = shown.get("kk_number") if entity == "household" else None
-    status = shown.get("status") if entity != "household" else shown.get("presence_status")
+def _columns(record: Record) -> dict[str, Any]:
+    """The ``records`` row of a record."""
+    shown = record.values
+    nik = shown.get("nik") if record.entity == "member" else None
+    kk = shown.get("kk_number") if record.entity == "household" else None
+    status = shown.get("presence_status" if record.entity == "household" else "status")
     return {
-        "household_id": _household_of(entity, record_id, shown),
-        "state": dump_state(state),
+        "id": record.id,
+        "entity": record.entity,
+        "village": record.village,
+        "household_id": record.household_id,
+        "state": dump_state(record.state),
         "data": json.dumps(shown, separators=(",", ":"), ensure_ascii=False),
         "nik": nik if isinstance(nik, str) else None,
         "kk": kk if isinstance(kk, str) else None,
-        "name_key": _name_key(entity, shown),
+        "name_key": _name_key(record.entity, shown),
         "status": status if isinstance(status, str) else None,
-        "deleted": shown.get(TOMBSTONE_FIELD) is True,
-        "conflicts": len(open_conflicts(state)),
+        "deleted": record.deleted,
+        "conflicts": record.conflicts,
+        "created_ms": record.created_ms,
+        "updated_ms": record.updated_ms,
     }
 
 
@@ -172,6 +195,8 @@ class Store:
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         self._lock = asyncio.Lock()
+        self._pending: list[_Job] = []
+        self._inflight: asyncio.Future[None] | None = None
         self.clock = HybridClock(config.node, max_drift_ms=config.max_clock_drift_ms)
 
     async def open(self) -> None:
@@ -242,101 +267,144 @@ class Store:
         row (``create``/``update`` with the names of the changed fields) by ``actor`` from
         ``address``, and ``also_audit`` rows are added in the same transaction. Returns the
         records as saved (unchanged ones too, so the caller can show them).
+
+        Group commit: saves that arrive while another is being written wait for it, then
+        are written together in the next transaction (one fsync for all of them). Each
+        save still succeeds or fails on its own, and returns only once it is on disk.
         """
+        job = _Job(list(edits), actor, address, tuple(also_audit))
+        self._pending.append(job)
         async with self._lock:
-            wall = self._wall()
-            async with self.transaction() as conn:
-                ids = [edit.record_id for edit in edits]
-                rows = (
-                    await conn.execute(sa.select(db.records).where(db.records.c.id.in_(ids)))
-                ).all()
-                current = {row.id: row for row in rows}
-                stamp: Timestamp | None = None
-                saved: list[Record] = []
-                inserts, updates, outbox_rows, audit_rows = [], [], [], []
-                for edit in edits:
-                    row = current.get(edit.record_id)
-                    if row is not None and row.entity != edit.entity:
-                        raise ValueError(f"record {edit.record_id} is a {row.entity}")
-                    state = load_state(row.state) if row is not None else {}
-                    if stamp is None:
-                        stamp = self.clock.now(wall)
-                    change = local_change(
-                        state,
-                        entity=edit.entity,
-                        record_id=edit.record_id,
-                        village=self.village,
-                        stamp=stamp,
-                        new_values=edit.new_values,
-                    )
-                    if change is None:
-                        if row is not None:
-                            saved.append(_record(row))
-                        continue
-                    new_state = merge(state, change).state
-                    columns = _row_values(edit.entity, edit.record_id, new_state)
-                    if row is None:
-                        columns |= {
-                            "id": edit.record_id,
-                            "entity": edit.entity,
-                            "village": self.village,
-                            "created_ms": wall,
-                            "updated_ms": wall,
-                        }
-                        inserts.append(columns)
-                    else:
-                        columns |= {"b_id": edit.record_id, "updated_ms": wall}
-                        updates.append(columns)
+            # A leader cancelled mid-commit leaves its commit running (shielded): finish it
+            # before deciding whether this save is still waiting.
+            if self._inflight is not None and not self._inflight.done():
+                await asyncio.shield(self._inflight)
+            if not job.done:
+                jobs, self._pending = self._pending, []
+                self._inflight = asyncio.ensure_future(self._commit(jobs))
+                await asyncio.shield(self._inflight)
+        if job.error is not None:
+            raise job.error
+        return job.saved
+
+    async def _commit(self, jobs: list[_Job]) -> None:
+        try:
+            await self._write_together(jobs)
+        except Exception as exc:
+            if len(jobs) == 1:
+                jobs[0].fail(exc)
+                return
+            # One save broke the shared transaction: write each alone so the others land.
+            for job in jobs:
+                job.error = None
+                await self._commit([job])
+
+    async def _write_together(self, jobs: list[_Job]) -> None:
+        wall = self._wall()
+        async with self.transaction() as conn:
+            ids = sorted({edit.record_id for job in jobs for edit in job.edits})
+            rows = (await conn.execute(sa.select(db.records).where(db.records.c.id.in_(ids)))).all()
+            stored: dict[str, Record] = {row.id: _record(row) for row in rows}
+            pending: dict[str, Record] = {}
+            outbox_rows: list[dict[str, Any]] = []
+            audit_rows: list[dict[str, Any]] = []
+            for job in jobs:
+                try:
+                    records, changes = self._plan(job, {**stored, **pending}, wall)
+                except ValueError as exc:
+                    job.fail(exc)
+                    continue
+                job.saved = list(records.values())
+                for change in changes:
+                    pending[change.record_id] = records[change.record_id]
                     outbox_rows.append(
                         {
-                            "record_id": edit.record_id,
-                            "entity": edit.entity,
+                            "record_id": change.record_id,
+                            "entity": change.entity,
                             "change": dump_change(change),
                             "created_ms": wall,
                         }
                     )
+                    first = change.record_id not in stored and not any(
+                        row["record_id"] == change.record_id for row in audit_rows
+                    )
                     audit_rows.append(
                         {
                             "at_ms": wall,
-                            "actor": actor,
-                            "action": "create" if row is None else "update",
-                            "entity": edit.entity,
-                            "record_id": edit.record_id,
+                            "actor": job.actor,
+                            "action": "create" if first else "update",
+                            "entity": change.entity,
+                            "record_id": change.record_id,
                             "detail": json.dumps({"fields": sorted(change.fields)}),
-                            "address": address,
+                            "address": job.address,
                         }
                     )
-                    saved.append(
-                        Record(
-                            id=edit.record_id,
-                            entity=edit.entity,
-                            village=self.village,
-                            values=values(new_state),
-                            state=new_state,
-                            household_id=columns["household_id"],
-                            created_ms=row.created_ms if row is not None else wall,
-                            updated_ms=wall,
-                            deleted=columns["deleted"],
-                            conflicts=columns["conflicts"],
-                        )
-                    )
-                audit_rows += [_audit_row(entry, wall) for entry in also_audit]
-                if inserts:
-                    await conn.execute(db.records.insert(), inserts)
-                if updates:
-                    await conn.execute(
-                        db.records.update()
-                        .where(db.records.c.id == sa.bindparam("b_id"))
-                        .values({k: sa.bindparam(k) for k in updates[0] if k != "b_id"}),
-                        updates,
-                    )
-                if outbox_rows:
-                    await conn.execute(db.outbox.insert(), outbox_rows)
-                if audit_rows:
-                    await conn.execute(db.audit.insert(), audit_rows)
-                if stamp is not None:
-                    await self._put_meta(conn, "clock", str(self.clock.state))
-            return saved
+                audit_rows += [_audit_row(entry, wall) for entry in job.also_audit]
+            inserts = [_columns(r) for r in pending.values() if r.id not in stored]
+            updates = [_columns(r) | {"b_id": r.id} for r in pending.values() if r.id in stored]
+            if inserts:
+                await conn.execute(db.records.insert(), inserts)
+            if updates:
+                columns = [k for k in updates[0] if k not in ("b_id", "id", "created_ms")]
+                await conn.execute(
+                    db.records.update()
+                    .where(db.records.c.id == sa.bindparam("b_id"))
+                    .values({k: sa.bindparam(k) for k in columns}),
+                    updates,
+                )
+            if outbox_rows:
+                await conn.execute(db.outbox.insert(), outbox_rows)
+            if audit_rows:
+                await conn.execute(db.audit.insert(), audit_rows)
+            if pending:
+                await self._put_meta(conn, "clock", str(self.clock.state))
+        for job in jobs:
+            job.done = True
+
+    def _plan(
+        self, job: _Job, current: Mapping[str, Record], wall: int
+    ) -> tuple[dict[str, Record], list[Change]]:
+        """One save, in memory: the records as they will be and the changes to send.
+
+        Raises ``ValueError`` (before anything is written) for an edit that names a record
+        of another entity.
+        """
+        stamp: Timestamp | None = None
+        records: dict[str, Record] = {}
+        changes: list[Change] = []
+        for edit in job.edits:
+            before = records.get(edit.record_id) or current.get(edit.record_id)
+            if before is not None and before.entity != edit.entity:
+                raise ValueError(f"record {edit.record_id} is a {before.entity}")
+            stamp = stamp or self.clock.now(wall)
+            change = local_change(
+                before.state if before else None,
+                entity=edit.entity,
+                record_id=edit.record_id,
+                village=self.village,
+                stamp=stamp,
+                new_values=edit.new_values,
+            )
+            if change is None:
+                if before is not None:
+                    records[edit.record_id] = before
+                continue
+            state = merge(before.state if before else None, change).state
+            shown = values(state)
+            records[edit.record_id] = Record(
+                id=edit.record_id,
+                entity=edit.entity,
+                village=self.village,
+                values=shown,
+                state=state,
+                household_id=_household_of(edit.entity, edit.record_id, shown),
+                created_ms=before.created_ms if before else wall,
+                updated_ms=wall,
+                deleted=shown.get(TOMBSTONE_FIELD) is True,
+                conflicts=len(open_conflicts(state)),
+            )
+            changes.append(change)
+        return records, changes
 
     async def audit(self, entry: AuditEntry) -> None:
         """Append one row to the audit trail (e.g. a view of personal data)."""
