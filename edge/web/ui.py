@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from typing import Any
+
 import sqlalchemy as sa
 from aiohttp import web
+from yarl import URL
 
 from edge import auth, db
 from edge.web.app import (
@@ -17,13 +22,84 @@ from edge.web.app import (
     set_session_cookie,
 )
 from edge.web.routing import ALL_ROLES, PUBLIC, RouteTable
+from protocol.entities import ENTITIES
 
-__all__ = ["routes"]
+__all__ = ["ACTION_LABELS", "audit_rows", "flash", "page_number", "pager_base", "routes"]
 
 routes = RouteTable()
 
 #: Households not updated for this long are listed as needing a visit (ministry: 3 months).
 STALE_HOUSEHOLD_DAYS = 90
+
+
+#: Short confirmations shown after a redirect (``?pesan=...``): code → text.
+FLASH = {
+    "tersimpan": "Data tersimpan.",
+    "tersimpan_peringatan": "Data tersimpan dengan peringatan yang sudah dikonfirmasi.",
+    "disepakati": "Usulan ditandai disepakati.",
+    "status": "Status diperbarui.",
+}
+
+
+#: Audit actions as the trail shows them.
+ACTION_LABELS = {
+    "create": "Membuat",
+    "update": "Mengubah",
+    "view": "Melihat data pribadi",
+    "search": "Mencari NIK/KK",
+    "confirm_warnings": "Menyimpan dengan peringatan",
+    "login": "Masuk",
+    "login_failed": "Gagal masuk",
+    "login_locked": "Akun terkunci",
+    "user_create": "Membuat pengguna",
+    "user_activate": "Mengaktifkan pengguna",
+    "user_deactivate": "Menonaktifkan pengguna",
+    "password_set": "Mengganti kata sandi",
+    "token_create": "Membuat token API",
+    "token_revoke": "Mencabut token API",
+}
+
+
+def audit_rows(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """Audit rows for a page: the action in words and the changed fields by their labels."""
+    shown = []
+    for row in rows:
+        detail = json.loads(row.detail or "{}")
+        schema = ENTITIES.get(row.entity or "")
+        fields = detail.pop("fields", []) if isinstance(detail, dict) else []
+        labels = [schema.fields[f].label if schema and f in schema.fields else f for f in fields]
+        shown.append(
+            {
+                "at_ms": row.at_ms,
+                "actor": row.actor,
+                "action": ACTION_LABELS.get(row.action, row.action),
+                "entity": schema.label if schema else (row.entity or ""),
+                "entity_name": row.entity or "",
+                "record_id": row.record_id,
+                "fields": labels,
+                "detail": detail if isinstance(detail, dict) else {},
+                "address": row.address or "",
+            }
+        )
+    return shown
+
+
+def flash(request: web.Request) -> str | None:
+    """The confirmation named by ``?pesan=`` (only known codes: no text from the URL)."""
+    return FLASH.get(request.query.get("pesan", ""))
+
+
+def page_number(request: web.Request) -> int:
+    """The 1-based ``?page=`` of a list (1 when missing or not a positive number)."""
+    text = request.query.get("page", "1")
+    return max(int(text), 1) if text.isdigit() else 1
+
+
+def pager_base(request: web.Request) -> str:
+    """This list's URL with its filters and without ``page``, ready for ``page=N``."""
+    query = {k: v for k, v in request.query.items() if k != "page"}
+    url = str(URL(request.path).with_query(query))
+    return url + ("&" if query else "?")
 
 
 def _safe_next(target: str | None) -> str:

@@ -1,0 +1,191 @@
+"""Pages for the box itself: sync status, user accounts and API tokens, the audit trail."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from edge import auth, db
+from edge.auth import MIN_PASSWORD_LENGTH, ROLE_LABELS, Role
+from edge.store import Store
+from edge.web.app import CONFIG, STORE, render
+from edge.web.routing import ALL_ROLES, RouteTable
+from edge.web.ui import audit_rows, page_number, pager_base
+
+__all__ = ["routes"]
+
+routes = RouteTable()
+
+ADMIN = frozenset({Role.ADMIN})
+AUDITORS = frozenset({Role.ADMIN, Role.KEPALA_DESA})
+#: The sync page lists at most this many records in conflict.
+CONFLICTS_SHOWN = 100
+
+
+@routes.get("/sinkronisasi", roles=ALL_ROLES, summary="Sync status with the district hub")
+async def sync_page(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    pending, oldest = await store.outbox_pending()
+    r = db.records
+    async with store.reader.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(r.c.id, r.c.entity, r.c.household_id, r.c.conflicts)
+                .where(r.c.conflicts > 0)
+                .order_by(r.c.updated_ms.desc())
+                .limit(CONFLICTS_SHOWN)
+            )
+        ).all()
+    last_ack = await store.get_meta("last_ack_ms")
+    last_contact = await store.get_meta("last_hub_contact_ms")
+    return render(
+        request,
+        "sinkronisasi.html",
+        pending=pending,
+        oldest=oldest,
+        last_ack=int(last_ack) if last_ack else None,
+        last_contact=int(last_contact) if last_contact else None,
+        conflicts=rows,
+    )
+
+
+# --- pengguna (admin only) -----------------------------------------------------------------
+
+
+async def _users_page(
+    request: web.Request,
+    *,
+    errors: dict[str, str] | None = None,
+    form: dict[str, str] | None = None,
+    new_token: str | None = None,
+    notice: str | None = None,
+    status: int = 200,
+) -> web.Response:
+    store = request.app[STORE]
+    return render(
+        request,
+        "pengguna.html",
+        status,
+        users=await auth.list_users(store),
+        tokens=await auth.list_api_tokens(store),
+        roles=ROLE_LABELS,
+        errors=errors or {},
+        form=form or {},
+        new_token=new_token,
+        notice=notice,
+        min_length=MIN_PASSWORD_LENGTH,
+    )
+
+
+def _password_error(password: str, repeat: str) -> str | None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"Kata sandi paling sedikit {MIN_PASSWORD_LENGTH} karakter."
+    if password != repeat:
+        return "Kedua kata sandi tidak sama."
+    return None
+
+
+async def _user_or_404(store: Store, user_id: str) -> auth.User:
+    for user in await auth.list_users(store):
+        if str(user.id) == user_id:
+            return user
+    raise web.HTTPNotFound(text="Pengguna tidak ditemukan.")
+
+
+@routes.get("/pengguna", roles=ADMIN, summary="User accounts and API tokens")
+async def users(request: web.Request) -> web.Response:
+    return await _users_page(request)
+
+
+@routes.post("/pengguna", roles=ADMIN, summary="Add a user account")
+async def user_add(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    post = await request.post()
+    form = {k: str(post.get(k, "")).strip() for k in ("username", "full_name", "role")}
+    password, repeat = str(post.get("password", "")), str(post.get("password2", ""))
+    errors: dict[str, str] = {}
+    username = form["username"]
+    if not username or not username.replace(".", "").replace("_", "").isalnum():
+        errors["username"] = "Nama pengguna hanya huruf, angka, titik dan garis bawah."
+    elif any(u.username == username for u in await auth.list_users(store)):
+        errors["username"] = "Nama pengguna ini sudah dipakai."
+    if not form["full_name"]:
+        errors["full_name"] = "Nama lengkap wajib diisi."
+    if form["role"] not in {role.value for role in Role}:
+        errors["role"] = "Pilih peran."
+    password_error = _password_error(password, repeat)
+    if password_error:
+        errors["password"] = password_error
+    if errors:
+        return await _users_page(request, errors=errors, form=form, status=422)
+    await auth.create_user(
+        store, username=username, full_name=form["full_name"], role=Role(form["role"]),
+        password=password, actor=request["user"].username,
+    )  # fmt: skip
+    return await _users_page(request, notice=f"Pengguna {username} ditambahkan.")
+
+
+@routes.post("/pengguna/{id}/aktif", roles=ADMIN, summary="Deactivate or reactivate a user")
+async def user_active(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    user = await _user_or_404(store, request.match_info["id"])
+    active = (await request.post()).get("active") == "1"
+    if user.id == request["user"].id and not active:
+        errors = {"account": "Anda tidak bisa menonaktifkan akun Anda sendiri."}
+        return await _users_page(request, errors=errors, status=422)
+    await auth.set_user_active(store, user.id, active, actor=request["user"].username)
+    state = "diaktifkan kembali" if active else "dinonaktifkan"
+    return await _users_page(request, notice=f"Pengguna {user.username} {state}.")
+
+
+@routes.post("/pengguna/{id}/sandi", roles=ADMIN, summary="Set a user's new password")
+async def user_password(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    user = await _user_or_404(store, request.match_info["id"])
+    post = await request.post()
+    error = _password_error(str(post.get("password", "")), str(post.get("password2", "")))
+    if error:
+        return await _users_page(request, errors={f"password-{user.id}": error}, status=422)
+    await auth.set_password(
+        store, user.id, str(post.get("password")), actor=request["user"].username
+    )
+    return await _users_page(request, notice=f"Kata sandi {user.username} diganti.")
+
+
+@routes.post("/pengguna/token", roles=ADMIN, summary="Create an API token (shown once)")
+async def token_add(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    post = await request.post()
+    name = str(post.get("name", "")).strip()[:100]
+    owner_id = str(post.get("user_id", ""))
+    if not name:
+        return await _users_page(
+            request, errors={"token": "Nama token wajib diisi."}, form={"token_user": owner_id},
+            status=422,
+        )  # fmt: skip
+    owner = await _user_or_404(store, owner_id)
+    token = await auth.create_api_token(store, owner, name)
+    return await _users_page(request, new_token=token)
+
+
+@routes.post("/pengguna/token/{id}/cabut", roles=ADMIN, summary="Revoke an API token")
+async def token_revoke(request: web.Request) -> web.Response:
+    token_id = request.match_info["id"]
+    if not token_id.isdigit():
+        raise web.HTTPNotFound(text="Token tidak ditemukan.")
+    await auth.revoke_api_token(request.app[STORE], int(token_id), actor=request["user"].username)
+    return await _users_page(request, notice="Token dicabut.")
+
+
+# --- jejak audit ---------------------------------------------------------------------------
+
+
+@routes.get("/audit", roles=AUDITORS, summary="The audit trail, newest first")
+async def audit_trail(request: web.Request) -> web.Response:
+    size = request.app[CONFIG].page_size
+    page = page_number(request)
+    rows, total = await request.app[STORE].audit_log(offset=(page - 1) * size, limit=size)
+    return render(
+        request, "audit.html", rows=audit_rows(rows), page=page, total=total, size=size,
+        base=pager_base(request),
+    )  # fmt: skip

@@ -1,0 +1,227 @@
+"""Pages for households (rumah tangga) with their members: list, search, form, detail."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from edge import services
+from edge.store import Record, Store
+from edge.web.app import CONFIG, STORE, actor, local_today, render
+from edge.web.forms import (
+    Raw,
+    changed,
+    editable,
+    messages_by_input,
+    parse,
+    raw_from_post,
+    raw_from_values,
+)
+from edge.web.routing import ALL_ROLES, RouteTable
+from edge.web.ui import flash, page_number, pager_base
+from protocol.changes import Value
+from protocol.entities import HOUSEHOLD, MEMBER
+from protocol.issues import Issue
+
+__all__ = ["head_of", "routes"]
+
+routes = RouteTable()
+
+HOUSEHOLD_FIELDS = editable(HOUSEHOLD, exclude=("village_code",))
+MEMBER_FIELDS = editable(MEMBER, exclude=("household_id",))
+#: A form never carries more member blocks than this (a household of 30 is already rare).
+MAX_MEMBERS = 30
+#: A new member block with none of these typed in is an unused block, not a member.
+_IDENTIFYING = ("nik", "name", "birth_date")
+
+
+def head_of(members: list[Record]) -> Record | None:
+    """The household's active head, else its first member (for lists and printouts)."""
+    for member in members:
+        if member.get("relation_to_head") == "kepala_keluarga" and member.get("status") in (
+            None,
+            "aktif",
+        ):
+            return member
+    return members[0] if members else None
+
+
+async def household_or_404(store: Store, household_id: str) -> Record:
+    """The household, or the page answers 404."""
+    record = await store.get(household_id, "household")
+    if record is None:
+        raise web.HTTPNotFound(text="Rumah tangga tidak ditemukan.")
+    return record
+
+
+@routes.get("/rumah-tangga", roles=ALL_ROLES, summary="Households: list and search")
+async def household_list(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    size = request.app[CONFIG].page_size
+    page = page_number(request)
+    text = request.query.get("q", "").strip()[:100]
+    rows, total = await services.find_records(
+        store, actor(request), "household", text=text, offset=(page - 1) * size, limit=size
+    )
+    heads = {h.id: head_of(await store.related("member", h.id)) for h in rows}
+    return render(
+        request,
+        "rumah_tangga_list.html",
+        households=rows,
+        heads=heads,
+        q=text,
+        page=page,
+        total=total,
+        size=size,
+        base=pager_base(request),
+        notice=flash(request),
+    )
+
+
+def _member_prefix(index: int) -> str:
+    return f"members-{index}-"
+
+
+def _new_member_raw(index: int, *, head: bool) -> Raw:
+    prefix = _member_prefix(index)
+    raw: Raw = {f"{prefix}status": "aktif"}
+    if head:
+        raw[f"{prefix}relation_to_head"] = "kepala_keluarga"
+    return raw
+
+
+def _form_page(
+    request: web.Request,
+    *,
+    household: Record | None,
+    raw: Raw,
+    blocks: list[tuple[int, str]],
+    issues: Sequence[Issue] = (),
+    member_inputs: Sequence[int] = (),
+    status: int = 200,
+) -> web.Response:
+    errors = messages_by_input(issues, member_inputs)
+    general = [issue for name, found in errors.items() if name not in raw for issue in found]
+    return render(
+        request,
+        "rumah_tangga_form.html",
+        status,
+        household=household,
+        form=raw,
+        blocks=blocks,
+        errors=errors,
+        issues=list(issues),
+        general=general,
+        can_confirm=bool(issues) and all(i.level == "warning" for i in issues),
+        household_fields=HOUSEHOLD_FIELDS,
+        member_fields=MEMBER_FIELDS,
+    )
+
+
+@routes.get("/rumah-tangga/baru", roles=ALL_ROLES, summary="Form: register a household")
+async def household_new(request: web.Request) -> web.Response:
+    raw = raw_from_values(HOUSEHOLD_FIELDS, {}) | _new_member_raw(0, head=True)
+    return _form_page(request, household=None, raw=raw, blocks=[(0, "")])
+
+
+@routes.post("/rumah-tangga/baru", roles=ALL_ROLES, summary="Register a household")
+async def household_create(request: web.Request) -> web.Response:
+    return await _save(request, None)
+
+
+@routes.get("/rumah-tangga/{id}", roles=ALL_ROLES, summary="A household's page (audited view)")
+async def household_detail(request: web.Request) -> web.Response:
+    try:
+        view = await services.view_household(
+            request.app[STORE], actor(request), request.match_info["id"]
+        )
+    except services.NotFound:
+        raise web.HTTPNotFound(text="Rumah tangga tidak ditemukan.") from None
+    return render(
+        request,
+        "rumah_tangga_detail.html",
+        view=view,
+        household_fields=HOUSEHOLD.field_list,
+        notice=flash(request),
+    )
+
+
+@routes.get("/rumah-tangga/{id}/ubah", roles=ALL_ROLES, summary="Form: edit a household")
+async def household_edit(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    household = await household_or_404(store, request.match_info["id"])
+    raw = raw_from_values(HOUSEHOLD_FIELDS, household.values)
+    blocks = []
+    for index, member in enumerate(await store.related("member", household.id)):
+        raw |= raw_from_values(MEMBER_FIELDS, member.values, _member_prefix(index))
+        blocks.append((index, member.id))
+    return _form_page(request, household=household, raw=raw, blocks=blocks)
+
+
+@routes.post("/rumah-tangga/{id}/ubah", roles=ALL_ROLES, summary="Save a household's changes")
+async def household_update(request: web.Request) -> web.Response:
+    return await _save(request, request.match_info["id"])
+
+
+def _block_count(post: MultiDictProxy[Any]) -> int:
+    text = str(post.get("member_count", "0"))
+    return min(int(text), MAX_MEMBERS) if text.isdigit() else 0
+
+
+async def _save(request: web.Request, household_id: str | None) -> web.Response:
+    """Save the household form, or show it again with what was typed and why not."""
+    store = request.app[STORE]
+    post = await request.post()
+    current = await household_or_404(store, household_id) if household_id else None
+    existing = {m.id: m for m in await store.related("member", current.id)} if current else {}
+    raw = raw_from_post(post, HOUSEHOLD_FIELDS)
+    blocks: list[tuple[int, str]] = []
+    for index in range(_block_count(post)):
+        raw |= raw_from_post(post, MEMBER_FIELDS, _member_prefix(index))
+        member_id = str(post.get(f"{_member_prefix(index)}id", ""))
+        if member_id and member_id not in existing:
+            raise web.HTTPBadRequest(text="Anggota tidak dikenal pada formulir ini.")
+        blocks.append((index, member_id))
+
+    if post.get("action") == "tambah_anggota" and len(blocks) < MAX_MEMBERS:
+        raw |= _new_member_raw(len(blocks), head=not blocks)
+        blocks.append((len(blocks), ""))
+        return _form_page(request, household=current, raw=raw, blocks=blocks)
+
+    household = parse(HOUSEHOLD_FIELDS, raw)
+    if current is not None:
+        household = changed(household, current.values)
+    members: list[dict[str, Value]] = []
+    member_inputs: list[int] = []
+    for index, member_id in blocks:
+        values = parse(MEMBER_FIELDS, raw, _member_prefix(index))
+        if member_id:
+            values = changed(values, existing[member_id].values) | {"id": member_id}
+        elif all(values.get(name) is None for name in _IDENTIFYING):
+            continue
+        members.append(values)
+        member_inputs.append(index)
+    outcome = await services.save_household(
+        store,
+        actor(request),
+        household_id=household_id,
+        household=household,
+        members=members,
+        today=local_today(request),
+        confirm_warnings=post.get("confirm_warnings") == "1",
+    )
+    if outcome.saved:
+        notice = "tersimpan_peringatan" if outcome.issues else "tersimpan"
+        raise web.HTTPSeeOther(f"/rumah-tangga/{outcome.record_id}?pesan={notice}")
+    return _form_page(
+        request,
+        household=current,
+        raw=raw,
+        blocks=blocks,
+        issues=outcome.issues,
+        member_inputs=member_inputs,
+        status=200 if outcome.needs_confirmation else 422,
+    )

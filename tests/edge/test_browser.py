@@ -1,0 +1,178 @@
+"""A real browser (Debian's Chromium, headless, through Playwright) on the real app served
+on a free port: what a village operator does in a day, on a phone-sized screen and on a
+laptop. Screenshots of the household form go to /tmp for a person to look at."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from edge import auth
+from edge.web.app import STORE, create_app
+from protocol.identity import mask_number
+from tests.edge.conftest import PASSWORD
+from tests.factories import make_household_with_members
+
+playwright_api = pytest.importorskip("playwright.async_api")
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+PHONE = {"width": 360, "height": 740}
+LAPTOP = {"width": 1280, "height": 900}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def base_url(edge_config) -> AsyncIterator[str]:
+    """The edge app on a real HTTP server in the test's event loop, with two accounts."""
+    app = create_app(edge_config)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    for username, role in (("operator1", auth.Role.OPERATOR), ("admin", auth.Role.ADMIN)):
+        await auth.create_user(
+            app[STORE], username=username, full_name=username.title(), role=role,
+            password=PASSWORD, actor="test",
+        )  # fmt: skip
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        yield chromium
+        await chromium.close()
+
+
+async def log_in(page: Any, base_url: str, username: str) -> None:
+    await page.goto(f"{base_url}/masuk")
+    await page.fill("#username", username)
+    await page.fill("#password", PASSWORD)
+    await page.click("button:has-text('Masuk')")
+    await page.wait_for_url(f"{base_url}/")
+
+
+async def fill_member(page: Any, index: int, member: dict[str, Any]) -> None:
+    prefix = f"#members-{index}-"
+    await page.fill(prefix + "nik", member["nik"])
+    await page.fill(prefix + "name", member["name"])
+    await page.select_option(prefix + "relation_to_head", member["relation_to_head"])
+    await page.select_option(prefix + "sex", member["sex"])
+    await page.fill(prefix + "birth_date", member["birth_date"])
+
+
+def error_next_to(page: Any, input_id: str) -> Any:
+    """The error message inside the same form field as the input ``input_id``."""
+    return page.locator(".field", has=page.locator(f"#{input_id}")).locator(".field-error")
+
+
+async def test_an_operators_day_in_a_real_browser(base_url, browser):
+    household, members = make_household_with_members(3, seed=21)
+    context = await browser.new_context(viewport=PHONE, locale="id-ID")
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await log_in(page, base_url, "operator1")
+
+    # Register a household with three members, on a 360-px phone.
+    await page.click("nav >> text=Rumah tangga")
+    await page.click("text=Daftarkan rumah tangga")
+    await page.fill("#address", household["address"])
+    await page.fill("#rt", household["rt"])
+    await page.fill("#rw", household["rw"])
+    await page.fill("#kk_number", household["kk_number"])
+    await page.select_option("#floor_material", "keramik")
+    await page.check("input[name='programmes'][value='pkh']")
+    await fill_member(page, 0, members[0])
+    await page.click("button:has-text('Tambah anggota')")
+    await fill_member(page, 1, members[1])
+    await page.click("button:has-text('Tambah anggota')")
+    assert await page.input_value("#members-0-nik") == members[0]["nik"]  # kept
+    await fill_member(page, 2, members[2] | {"nik": members[2]["nik"][:-2]})
+    await page.screenshot(path="/tmp/household-form-360.png", full_page=True)
+    await page.click("button:has-text('Simpan')")
+
+    # The bad NIK is explained in Indonesian next to its own field; the rest is kept.
+    message = error_next_to(page, "members-2-nik")
+    await message.wait_for()
+    assert await message.inner_text() == "NIK harus 16 angka (sekarang 14)."
+    assert await page.get_attribute("#members-2-nik", "aria-invalid") == "true"
+    assert await error_next_to(page, "members-1-nik").count() == 0
+    assert await page.input_value("#members-1-name") == members[1]["name"]
+    assert await page.is_checked("input[name='programmes'][value='pkh']")
+    await page.fill("#members-2-nik", members[2]["nik"])
+    await page.click("button:has-text('Simpan')")
+    await page.wait_for_selector("text=Data tersimpan.")
+    household_url = page.url.split("?")[0]
+    assert members[2]["nik"] in await page.inner_text("main")  # full NIK on the detail page
+
+    # Find it again by a member's NIK: the list shows it masked.
+    await page.click("nav >> text=Rumah tangga")
+    await page.fill("#q", members[2]["nik"])
+    await page.click("button:has-text('Cari')")
+    results = await page.inner_text("table")
+    assert members[0]["name"] in results and mask_number(members[0]["nik"]) in results
+    assert members[0]["nik"] not in results
+
+    # Log a complaint for the household, then refer it.
+    await page.goto(household_url)
+    await page.click("text=Pengaduan baru")
+    await page.select_option("#channel", "rt_rw")
+    await page.select_option("#category", "biaya_sekolah_ijazah")
+    await page.fill("#reporter_name", members[1]["name"])
+    await page.fill("#chronology", "Ijazah SMP anak ditahan karena tunggakan biaya sekolah.")
+    await page.click("button:has-text('Simpan pengaduan')")
+    await page.wait_for_selector("text=Data tersimpan.")
+    assert await page.inner_text(".status") == "Baru"
+    await page.click("main a:text-is('Rujuk')")
+    await page.select_option("#destination", "sekolah")
+    await page.fill("#destination_name", "SMPN 1 Gunung Putri")
+    await page.fill("#need", "Penebusan ijazah dengan keringanan biaya.")
+    await page.fill("#letter_number", "012/PSK/2025")
+    await page.click("button:has-text('Simpan rujukan')")
+    await page.wait_for_selector("h1:has-text('Rujukan ke Sekolah')")
+    await page.click("dd >> a:has-text('Biaya sekolah')")
+    assert await page.inner_text(".status") == "Dirujuk"
+
+    # The musdes list prints without the navigation, with masked NIKs.
+    await page.goto(f"{base_url}/musdes")
+    await page.emulate_media(media="print")
+    assert await page.is_hidden("header.top")
+    assert await page.is_hidden("form.no-print")
+    table = await page.inner_text("table.musdes")
+    assert "Usulan keluarga baru" in table and mask_number(members[0]["nik"]) in table
+    await page.emulate_media(media="screen")
+
+    # An operator has no Pengguna page.
+    assert await page.locator("nav >> text=Pengguna").count() == 0
+    response = await page.goto(f"{base_url}/pengguna")
+    assert response is not None and response.status == 403
+
+    # The same form on a laptop.
+    await page.set_viewport_size(LAPTOP)
+    await page.goto(f"{household_url}/ubah")
+    await page.screenshot(path="/tmp/household-form-1280.png", full_page=True)
+    assert await page.input_value("#members-2-nik") == members[2]["nik"]
+    await context.close()

@@ -1,0 +1,304 @@
+"""The HTML pages as a village operator, a kepala desa and an admin use them (no browser:
+forms are posted like a browser without JavaScript would post them)."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from edge.store import Store
+from edge.web.app import STORE
+from protocol.entities import HOUSEHOLD, MEMBER
+from protocol.identity import mask_number
+from protocol.schema import FieldKind
+from tests.edge.conftest import login
+from tests.factories import make_household_with_members
+
+Form = list[tuple[str, str]]
+
+
+def _inputs(schema: Any, values: dict[str, Any], prefix: str = "") -> Form:
+    """What a browser posts for a record's fields (skipping ids, links and hub-only fields)."""
+    form: Form = []
+    for spec in schema.field_list:
+        if spec.readonly or spec.name in ("village_code", "household_id"):
+            continue
+        value = values.get(spec.name)
+        name = prefix + spec.name
+        if spec.kind is FieldKind.ENUM_SET:
+            form += [(name, code) for code in value or []]
+        elif spec.kind is FieldKind.BOOL:
+            form += [(name, "1")] if value else []
+        else:
+            form.append((name, "" if value is None else str(value)))
+    return form
+
+
+def household_form(
+    csrf: str, household: dict[str, Any], members: list[dict[str, Any]], *, ids: bool = False
+) -> Form:
+    """The household form filled with ``household`` and ``members`` (their ids when
+    ``ids``: an edit of stored members)."""
+    form: Form = [("csrf_token", csrf), ("member_count", str(len(members)))]
+    form += _inputs(HOUSEHOLD, household)
+    for index, member in enumerate(members):
+        prefix = f"members-{index}-"
+        form.append((prefix + "id", member["id"] if ids else ""))
+        form += _inputs(MEMBER, member, prefix)
+    return form
+
+
+def replace(form: Form, name: str, value: str) -> Form:
+    return [(k, value if k == name else v) for k, v in form]
+
+
+def field_block(page: str, name: str) -> str:
+    """The HTML of the form field ``name``: its label, input and the messages under it."""
+    for block in page.split('<div class="field">')[1:]:
+        if f'name="{name}"' in block:
+            return block.split("</div>")[0]
+    raise AssertionError(f"no field {name}")
+
+
+def store_of(client: Any) -> Store:
+    return client.server.app[STORE]
+
+
+async def register(client: Any, csrf: str, n: int = 3, seed: int = 1) -> tuple[str, list]:
+    household, members = make_household_with_members(n, seed=seed)
+    response = await client.post(
+        "/rumah-tangga/baru", data=household_form(csrf, household, members), allow_redirects=False
+    )
+    assert response.status == 303, await response.text()
+    household_id = response.headers["Location"].split("/")[2].split("?")[0]
+    return household_id, members
+
+
+async def test_operator_registers_a_household_with_three_members(client):
+    csrf = await login(client, "operator1")
+    page = await (await client.get("/rumah-tangga/baru")).text()
+    assert 'name="members-0-nik"' in page and "Tambah anggota" in page
+
+    household, members = make_household_with_members(3, seed=7)
+    # "Tambah anggota" shows one more empty member block and keeps what was typed.
+    typed = [*household_form(csrf, household, members[:1]), ("action", "tambah_anggota")]
+    response = await client.post("/rumah-tangga/baru", data=typed)
+    page = await response.text()
+    assert response.status == 200
+    assert 'name="members-1-nik"' in page
+    assert f'value="{members[0]["nik"]}"' in page
+    assert f'value="{html.escape(household["address"])}"' in page
+
+    response = await client.post(
+        "/rumah-tangga/baru", data=household_form(csrf, household, members)
+    )
+    page = await response.text()
+    assert response.status == 200 and "Data tersimpan." in page
+    for member in members:  # the detail page shows every member with the full NIK
+        assert member["name"] in page and member["nik"] in page
+    assert "Usulan keluarga baru" in page
+
+    found = await (await client.get("/rumah-tangga", params={"q": members[1]["nik"]})).text()
+    assert members[0]["name"] in found  # the head is listed
+    assert mask_number(members[0]["nik"]) in found and members[0]["nik"] not in found
+    assert household["kk_number"] not in found
+
+
+async def test_a_bad_nik_is_refused_next_to_its_field_and_the_form_keeps_what_was_typed(client):
+    csrf = await login(client, "operator1")
+    household, members = make_household_with_members(3, seed=8)
+    form = replace(household_form(csrf, household, members), "members-1-nik", "32010112")
+    response = await client.post("/rumah-tangga/baru", data=form)
+    page = await response.text()
+    assert response.status == 422
+    block = field_block(page, "members-1-nik")
+    assert "NIK harus 16 angka (sekarang 8)." in block
+    assert 'aria-invalid="true"' in block and 'value="32010112"' in block
+    assert "NIK harus 16 angka" not in field_block(page, "members-0-nik")
+    for member in members:
+        assert html.escape(member["name"]) in page
+    assert (await store_of(client).counts()).get("household", 0) == 0
+
+
+async def test_a_nik_that_disagrees_with_the_birth_date_needs_confirmation(client):
+    csrf = await login(client, "operator1")
+    household, members = make_household_with_members(3, seed=9)
+    members[2]["birth_date"] = "2010-01-01"  # the NIK says otherwise
+    form = household_form(csrf, household, members)
+    response = await client.post("/rumah-tangga/baru", data=form)
+    page = await response.text()
+    assert "berbeda dengan tanggal lahir" in field_block(page, "members-2-birth_date") + (
+        field_block(page, "members-2-nik")
+    )
+    assert "Simpan dengan peringatan" in page
+    assert (await store_of(client).counts()).get("household", 0) == 0
+
+    response = await client.post("/rumah-tangga/baru", data=[*form, ("confirm_warnings", "1")])
+    page = await response.text()
+    assert response.status == 200 and "tersimpan dengan peringatan" in page
+    assert (await store_of(client).counts())["member"] == 3
+
+
+async def test_marking_a_member_deceased_keeps_them_and_makes_a_proposal(client):
+    csrf = await login(client, "operator1")
+    household_id, _ = await register(client, csrf, seed=10)
+    store = store_of(client)
+    stored = [dict(m.values, id=m.id) for m in await store.related("member", household_id)]
+    edit_page = await (await client.get(f"/rumah-tangga/{household_id}/ubah")).text()
+    assert f'value="{stored[2]["id"]}"' in edit_page  # members carry their id
+    assert "Meninggal" in field_block(edit_page, "members-2-status")
+
+    household = (await store.get(household_id)).values
+    form = household_form(csrf, dict(household), stored, ids=True)
+    form = replace(form, "members-2-status", "meninggal")
+    response = await client.post(f"/rumah-tangga/{household_id}/ubah", data=form)
+    page = await response.text()
+    assert response.status == 200 and "Data tersimpan." in page
+    assert stored[2]["name"] in page  # still listed, never deleted
+    members = await store.related("member", household_id)
+    assert [m.get("status") for m in members] == ["aktif", "aktif", "meninggal"]
+    kinds = sorted(str(p.get("kind")) for p in await store.related("proposal", household_id))
+    assert kinds == ["meninggal", "usulan_baru"]
+
+
+async def test_complaint_moves_through_its_statuses_and_a_refusal_needs_a_reason(client):
+    csrf = await login(client, "operator1")
+    form = {
+        "csrf_token": csrf,
+        "channel": "whatsapp",
+        "category": "bantuan_belum_cair",
+        "reporter_name": "Ibu Euis",
+        "received_date": "2025-01-06",
+        "chronology": "",
+    }
+    response = await client.post("/pengaduan/baru", data=form)
+    page = await response.text()
+    assert response.status == 422
+    assert "Kronologi/uraian masalah wajib diisi." in field_block(page, "chronology")
+    assert 'value="Ibu Euis"' in page
+    chronology = "PKH tidak cair sejak tiga bulan."
+    response = await client.post("/pengaduan/baru", data=form | {"chronology": chronology})
+    page = await response.text()
+    complaint_url = str(response.url.path)
+    assert 'Status: <strong class="status">Baru' in page
+
+    status_url = complaint_url + "/status"
+    page = await (
+        await client.post(status_url, data={"csrf_token": csrf, "status": "diproses"})
+    ).text()
+    assert 'Status: <strong class="status">Diproses' in page
+    response = await client.post(status_url, data={"csrf_token": csrf, "status": "ditolak"})
+    page = await response.text()
+    assert response.status == 422
+    assert "Alasan ditolak wajib diisi untuk status Ditolak." in field_block(
+        page, "rejection_reason"
+    )
+    response = await client.post(
+        status_url,
+        data={"csrf_token": csrf, "status": "ditolak", "rejection_reason": "Sudah cair 2 Jan."},
+    )
+    page = await response.text()
+    assert 'Status: <strong class="status">Ditolak' in page
+    assert "sudah ditutup" in page  # no further status change offered
+    history = page.split("<h2>Riwayat</h2>")[1]
+    assert history.count("operator1") == 3
+    assert "Alasan ditolak" in history
+
+
+async def test_referring_a_complaint_marks_it_referred(client):
+    csrf = await login(client, "operator1")
+    store = store_of(client)
+    response = await client.post(
+        "/pengaduan/baru",
+        data={"csrf_token": csrf, "channel": "langsung", "category": "akses_kesehatan_bpjs",
+              "received_date": "2025-01-06", "chronology": "Tidak ada ongkos ke RS."},
+    )  # fmt: skip
+    complaint_id = response.url.path.split("/")[2]
+    assert f"/rujukan/baru?complaint={complaint_id}" in await response.text()
+    response = await client.post(
+        "/rujukan/baru",
+        data={"csrf_token": csrf, "complaint_id": complaint_id, "destination": "dinas_sosial",
+              "need": "Bantuan transport ke RSUD", "letter_number": "045/PSK/I/2025"},
+    )  # fmt: skip
+    page = await response.text()
+    assert response.status == 200 and "Rujukan ke Dinas Sosial" in page
+    assert (await store.get(complaint_id)).get("status") == "dirujuk"
+    listed = await (await client.get("/rujukan", params={"status": "dirujuk"})).text()
+    assert "045/PSK/I/2025" in listed
+
+
+async def test_kepala_desa_agrees_proposals_and_an_operator_cannot(client):
+    csrf = await login(client, "operator1")
+    household_id, members = await register(client, csrf, seed=11)
+    page = await (await client.get("/usulan")).text()
+    assert "Usulan keluarga baru" in page and "/usulan/sepakati" not in page
+    proposal = (await store_of(client).related("proposal", household_id))[0]
+    denied = await client.post(
+        "/usulan/sepakati", data={"csrf_token": csrf, "proposal": proposal.id}
+    )
+    assert denied.status == 403
+    printout = await (await client.get("/musdes")).text()
+    assert mask_number(members[0]["nik"]) in printout and members[0]["nik"] not in printout
+
+    csrf = await login(client, "kades")
+    form = {"csrf_token": csrf, "proposal": proposal.id, "how": "disepakati_musdes"}
+    response = await client.post("/usulan/sepakati", data=form)
+    assert response.status == 422
+    assert "Nomor berita acara musdes / SPTJM wajib diisi" in await response.text()
+    response = await client.post("/usulan/sepakati", data=form | {"reference": "BA/03/2025"})
+    page = await response.text()
+    assert "Disepakati musyawarah desa" in page and "BA/03/2025" in page
+
+
+async def test_operator_is_refused_users_and_audit_pages(client):
+    await login(client, "operator1")
+    home = await (await client.get("/")).text()
+    assert 'href="/pengguna"' not in home and 'href="/audit"' not in home
+    assert (await client.get("/pengguna")).status == 403
+    assert (await client.get("/audit")).status == 403
+    await login(client, "kades")
+    assert (await client.get("/audit")).status == 200
+    assert (await client.get("/pengguna")).status == 403
+
+
+async def test_viewing_a_household_shows_up_in_the_audit_trail(client):
+    csrf = await login(client, "operator1")
+    household_id, _ = await register(client, csrf, seed=12)
+    await login(client, "admin")
+    await client.get(f"/rumah-tangga/{household_id}")
+    page = await (await client.get("/audit")).text()
+    row = re.search(r"<tr>\s*<td>[^<]*</td>\s*<td>admin</td>\s*<td>Melihat data pribadi", page)
+    assert row is not None, page
+    assert f"/rumah-tangga/{household_id}" in page
+
+
+async def test_admin_adds_a_user_and_an_api_token_is_shown_once(client):
+    csrf = await login(client, "admin")
+    response = await client.post(
+        "/pengguna",
+        data={"csrf_token": csrf, "username": "operator2", "full_name": "Dewi",
+              "role": "operator", "password": "rahasia-baru-1", "password2": "rahasia-baru-2"},
+    )  # fmt: skip
+    assert response.status == 422 and "Kedua kata sandi tidak sama." in await response.text()
+    response = await client.post(
+        "/pengguna",
+        data={"csrf_token": csrf, "username": "operator2", "full_name": "Dewi",
+              "role": "operator", "password": "rahasia-baru-1", "password2": "rahasia-baru-1"},
+    )  # fmt: skip
+    assert "Pengguna operator2 ditambahkan." in await response.text()
+
+    response = await client.post(
+        "/pengguna/token", data={"csrf_token": csrf, "name": "ekspor", "user_id": "1"}
+    )
+    token = re.search(r'id="token-baru">(psk_[^<]+)<', await response.text()).group(1)
+    answer = await client.get("/api/v1/sync/status", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status == 200
+    assert token not in await (await client.get("/pengguna")).text()
+
+
+async def test_sync_page_is_honest_before_any_contact(client):
+    await login(client, "operator1")
+    page = await (await client.get("/sinkronisasi")).text()
+    assert "Perubahan menunggu dikirim</dt><dd><strong>0</strong>" in page
+    assert page.count("belum pernah") >= 2 and "Tidak ada konflik." in page
