@@ -1,0 +1,151 @@
+"""What an attacker on the office LAN (or a curious colleague) runs into: CSRF checks,
+account lockout, an audit trail of who viewed a household, no route without login, role
+checks for tokens, revocation, security headers and a locked-down session cookie."""
+
+from __future__ import annotations
+
+import re
+
+from edge import auth
+from edge.web.app import ROUTES, SESSION_COOKIE
+from tests.edge.api_client import household_body, store_of, token_headers, written
+from tests.edge.conftest import PASSWORD, login
+
+UNKNOWN_ID = "01970000-0000-7000-8000-000000000000"
+PUBLIC = {
+    ("GET", "/masuk"),
+    ("POST", "/masuk"),
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    # Public on purpose: the document describes the API's shape and holds no data.
+    ("GET", "/api/v1/openapi.json"),
+}
+
+
+def _routes(client):
+    return client.server.app[ROUTES].values()
+
+
+def _url(path: str) -> str:
+    return re.sub(r"{[a-z_]+}", UNKNOWN_ID, path)
+
+
+async def _login_form(client, username: str, password: str):
+    page = await (await client.get("/masuk")).text()
+    form_csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    form = {"username": username, "password": password, "csrf_token": form_csrf, "next": "/"}
+    return await client.post("/masuk", data=form, allow_redirects=False)
+
+
+async def test_no_csrf_token_means_403_and_nothing_written(client):
+    csrf = await login(client, "admin")
+    unsafe = [r for r in _routes(client) if r.method != "GET" and not r.public]
+    assert {r.path for r in unsafe} >= {"/keluar", "/api/v1/households"}
+    before = await written(client)
+    for route in unsafe:
+        for token in (None, "salah"):
+            form = {"csrf_token": token} if token else {}
+            answer = await client.request(route.method, _url(route.path), data=form)
+            assert answer.status == 403, (route.method, route.path, token)
+    api_call = await client.post("/api/v1/households", json=household_body(2))
+    assert api_call.status == 403
+    assert (await api_call.json())["error"] == "forbidden"
+    assert await written(client) == before
+
+    # The same cookie call with the session's token goes through: the 403s were the CSRF.
+    with_token = await client.post(
+        "/api/v1/households", json=household_body(2), headers={"X-CSRF-Token": csrf}
+    )
+    assert with_token.status == 201, await with_token.text()
+
+
+async def test_five_wrong_passwords_lock_the_account(client):
+    for _ in range(5):
+        answer = await _login_form(client, "operator1", "bukan-sandinya")
+        assert answer.status == 401
+    locked = await _login_form(client, "operator1", PASSWORD)
+    assert locked.status == 401
+    assert "Akun dikunci sementara" in await locked.text()
+    assert SESSION_COOKIE not in {c.key for c in client.session.cookie_jar}
+    # Other accounts still log in.
+    assert (await _login_form(client, "kades", PASSWORD)).status == 303
+
+
+async def test_a_viewer_of_a_household_is_in_the_audit_trail(client):
+    operator = await token_headers(client, "operator1")
+    created = await client.post("/api/v1/households", json=household_body(2), headers=operator)
+    household_id = (await created.json())["id"]
+    kades = await token_headers(client, "kades")
+    assert (await client.get(f"/api/v1/households/{household_id}", headers=kades)).status == 200
+    rows, _ = await store_of(client).audit_log(record_id=household_id)
+    assert ("kades", "view") in [(row.actor, row.action) for row in rows]
+
+
+async def test_no_route_answers_without_a_session_or_token(client):
+    routes = list(_routes(client))
+    assert {(r.method, r.path) for r in routes if r.public} == PUBLIC
+    for headers in ({}, {"Authorization": "Bearer psk_tebakan"}):
+        for route in routes:
+            if route.public:
+                continue
+            answer = await client.request(
+                route.method, _url(route.path), headers=headers, allow_redirects=False
+            )
+            where = (route.method, route.path, headers)
+            if route.path.startswith("/api/"):
+                assert answer.status == 401, where
+                assert (await answer.json())["error"] == "unauthorized", where
+            elif route.method == "GET":
+                assert answer.status == 303, where
+                assert answer.headers["Location"].startswith("/masuk?next="), where
+            else:
+                assert answer.status == 401, where
+
+
+async def test_an_operator_token_cannot_call_admin_routes(client):
+    operator = await token_headers(client, "operator1")
+    closed = [r for r in _routes(client) if not r.public and auth.Role.OPERATOR not in r.roles]
+    assert "/pengguna" in {r.path for r in closed}
+    before = await written(client)
+    for route in closed:
+        answer = await client.request(route.method, _url(route.path), headers=operator)
+        assert answer.status == 403, (route.method, route.path)
+    assert await written(client) == before
+
+
+async def test_a_revoked_token_stops_working(client):
+    headers = await token_headers(client, "admin")
+    assert (await client.get("/api/v1/sync/status", headers=headers)).status == 200
+    store = store_of(client)
+    token = next(t for t in await auth.list_api_tokens(store) if t.name == "test-admin")
+    await auth.revoke_api_token(store, token.id, actor="admin")
+    answer = await client.get("/api/v1/sync/status", headers=headers)
+    assert answer.status == 401
+
+
+async def test_security_headers_on_pages_api_and_errors(client):
+    headers = await token_headers(client, "operator1")
+    answers = [
+        await client.get("/masuk"),
+        await client.get("/api/v1/households", headers=headers),
+        await client.get(f"/api/v1/households/{UNKNOWN_ID}", headers=headers),
+        await client.get("/api/v1/households"),
+    ]
+    for answer in answers:
+        csp = answer.headers["Content-Security-Policy"]
+        assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+        assert answer.headers["X-Frame-Options"] == "DENY"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_the_session_cookie_is_httponly_and_samesite_strict(client):
+    answer = await _login_form(client, "operator1", PASSWORD)
+    assert answer.status == 303
+    cookie = next(
+        c for c in answer.headers.getall("Set-Cookie") if c.startswith(f"{SESSION_COOKIE}=")
+    )
+    attributes = {part.strip().split("=")[0].lower(): part for part in cookie.split(";")}
+    assert "httponly" in attributes
+    assert attributes["samesite"].strip() == "SameSite=Strict"
+    assert int(attributes["max-age"].split("=")[1]) > 0
