@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KEYS", "BrokerConfig", "ConfigError", "EdgeConfig", "load_config"]
+__all__ = ["KEYS", "BrokerConfig", "ConfigError", "EdgeConfig", "load_config", "render_toml"]
 
 
 class ConfigError(Exception):
@@ -105,14 +105,12 @@ def _coerce(name: str, default: Any, raw: Any) -> Any:
                 return False
             raise ValueError(raw)
         if isinstance(default, int):
-            if isinstance(raw, bool):
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
                 raise ValueError(raw)
             return int(raw)
-        if isinstance(default, Path):
-            return Path(raw)
         if not isinstance(raw, str):
             raise ValueError(raw)
-        return raw
+        return Path(raw) if isinstance(default, Path) else raw
     except ValueError:
         raise ConfigError(f"{name}: {raw!r} is not a valid {type(default).__name__}") from None
 

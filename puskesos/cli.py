@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from edge import cli as edge_cli
 from protocol.codec import WIRE_VERSION
 from puskesos import __version__
 
@@ -26,15 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="version",
         version=f"puskesos {__version__} (wire format v{WIRE_VERSION})",
     )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    edge_cli.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help(sys.stdout)
-    return 0
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stdout)
+        return 0
+    status: int = args.handler(args)
+    return status
 
 
 if __name__ == "__main__":

@@ -1,0 +1,247 @@
+"""Edge benchmark: save and search latency, memory and disk of a village box.
+
+Run: ``python bench/edge.py`` (from the repository root, after ``pip install -e .``).
+Prints figures; asserts nothing. A real box is set up with ``puskesos edge init`` in a
+temporary folder and served by ``puskesos edge serve`` as a subprocess pinned to one CPU
+(the load generator runs on another when there is one). Saves go through the real HTTP
+API (``POST /api/v1/households`` with a bearer token). For the search figures the box is
+filled to ``--households`` households by ``Store.write`` in batches (the server stopped),
+then searched over HTTP. Goals (issue 3): p99 < 30 ms at 10 concurrent clients on one
+core; search < 20 ms; RSS < 100 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the
+# `edge` package; the repository root gives the test factories and the box helpers.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+from edge.config import load_config
+from edge.store import Edit, Store
+from tests.edge.box_process import ServedBox, household_body, init_box, puskesos, query
+from tests.factories import make_household_with_members
+
+PASSWORD = "bench-password-123"
+SERVER_CPU = 0
+
+
+def percentiles(samples_ms: list[float]) -> str:
+    cuts = statistics.quantiles(samples_ms, n=100, method="inclusive")
+    return f"p50 {cuts[49]:6.1f} ms  p95 {cuts[94]:6.1f} ms  p99 {cuts[98]:6.1f} ms"
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Pin every thread of ``pid`` to ``cpu`` (threads made later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), {cpu})
+
+
+def start(config: Path, folder: Path, name: str) -> ServedBox:
+    box = ServedBox(config, folder / f"{name}.log").start()
+    assert box.process is not None
+    if os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
+        pin(box.process.pid, SERVER_CPU)
+    return box
+
+
+async def timed(
+    concurrency: int, jobs: list[Callable[[], Awaitable[None]]]
+) -> tuple[list[float], float]:
+    """Run ``jobs`` from ``concurrency`` clients; each job's latency (ms), and the wall time."""
+    waiting = list(jobs)
+    latencies: list[float] = []
+
+    async def client() -> None:
+        while waiting:
+            job = waiting.pop()
+            began = time.perf_counter()
+            await job()
+            latencies.append((time.perf_counter() - began) * 1000)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - began
+
+
+async def bench_saves(
+    url: str,
+    token: str,
+    levels: dict[int, int],
+    first_seed: int = 0,
+    taken: frozenset[str] = frozenset(),
+) -> int:
+    """Save-household-with-4-members latency at each concurrency; returns the next seed."""
+    headers = {"Authorization": f"Bearer {token}"}
+    seed = first_seed
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        def job(body: dict[str, object]) -> Callable[[], Awaitable[None]]:
+            async def post() -> None:
+                async with session.post(f"{url}/api/v1/households", json=body) as answer:
+                    if answer.status != 201:
+                        raise RuntimeError(f"{answer.status}: {await answer.text()}")
+                    await answer.read()
+
+            return post
+
+        for concurrency, count in levels.items():
+            warm_up = concurrency * 2
+            bodies = []
+            while len(bodies) < warm_up + count:  # NIKs already on the box need a confirmation
+                body = household_body(seed)
+                seed += 1
+                if not {m["nik"] for m in body["members"]} & taken:
+                    bodies.append(body)
+            await timed(concurrency, [job(b) for b in bodies[:warm_up]])
+            latencies, wall = await timed(concurrency, [job(b) for b in bodies[warm_up:]])
+            print(
+                f"  {concurrency:3d} clients: {percentiles(latencies)}  "
+                f"({len(latencies) / wall:5.1f} saves/s, n={len(latencies)})"
+            )
+    return seed
+
+
+async def fill(config_path: Path, households: int) -> list[tuple[str, str, str]]:
+    """Add ``households`` households of 4 members by ``Store.write``, 200 per transaction.
+
+    Returns (NIK, family-card number, member name) samples to search for.
+    """
+    store = Store(load_config(config_path))
+    await store.open()
+    samples: list[tuple[str, str, str]] = []
+    try:
+        for first in range(0, households, 200):
+            edits = []
+            for seed in range(first, min(first + 200, households)):
+                household, members = make_household_with_members(4, seed=1_000_000 + seed)
+                household_id = household.pop("id")
+                edits.append(Edit("household", household_id, household))
+                for member in members:
+                    edits.append(Edit("member", member.pop("id"), member))
+                if seed % 100 == 0:
+                    samples.append((members[0]["nik"], household["kk_number"], members[1]["name"]))
+            await store.write(edits, actor="bench")
+    finally:
+        await store.close()
+    return samples
+
+
+async def bench_search(url: str, token: str, samples: list[tuple[str, str, str]]) -> None:
+    """Search latency over HTTP, one client: by NIK, by family-card number, by name."""
+    headers = {"Authorization": f"Bearer {token}"}
+    rng = random.Random(7)
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        def job(text: str) -> Callable[[], Awaitable[None]]:
+            async def get() -> None:
+                async with session.get(f"{url}/api/v1/search", params={"q": text}) as answer:
+                    if answer.status != 200:
+                        raise RuntimeError(f"{answer.status}: {await answer.text()}")
+                    await answer.read()
+
+            return get
+
+        kinds = {
+            "NIK": [s[0] for s in samples],
+            "family-card number": [s[1] for s in samples],
+            "name prefix": [s[2].split()[0][: rng.randint(3, 6)] for s in samples],
+        }
+        await timed(1, [job(text) for text in kinds["NIK"][:10]])  # warm up
+        everything: list[float] = []
+        for kind, texts in kinds.items():
+            latencies, _ = await timed(1, [job(text) for text in texts])
+            everything += latencies
+            print(f"  by {kind:18s}: {percentiles(latencies)}  (n={len(latencies)})")
+        print(f"  all searches      : {percentiles(everything)}  (n={len(everything)})")
+
+
+def database_bytes(database: Path) -> int:
+    return sum(p.stat().st_size for p in database.parent.glob(database.name + "*"))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--households", type=int, default=20_000)
+    parser.add_argument("--saves", type=int, default=300, help="saves measured per level")
+    args = parser.parse_args()
+    if os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - {SERVER_CPU})
+    with tempfile.TemporaryDirectory(prefix="puskesos-bench-") as tmp:
+        folder = Path(tmp)
+        config = init_box(folder, users={"bench": ("operator", PASSWORD)})
+        database = folder / "data" / "edge.sqlite"
+        token = puskesos(
+            "edge", "token", "add", "--config", str(config), "--username", "bench",
+            "--name", "bench",
+        ).stdout.strip()  # fmt: skip
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; server pinned to CPU 0")
+        print("saves through: the HTTP API of `puskesos edge serve` (POST /api/v1/households)")
+
+        box = start(config, folder, "serve-1")
+        try:
+            time.sleep(1)
+            print(f"RSS of the server, idle: {rss_mb(box.process.pid):.1f} MB")  # type: ignore[union-attr]
+            print("save a household with 4 members:")
+            saved = await bench_saves(
+                box.url, token, {1: args.saves, 10: args.saves, 50: args.saves}
+            )
+            print(f"RSS after {saved} saves: {rss_mb(box.process.pid):.1f} MB")  # type: ignore[union-attr]
+            assert box.stop() == 0
+        finally:
+            box.kill()
+        per_saved = database_bytes(database) / saved
+        print(f"database bytes per household saved through the API: {per_saved:,.0f}")
+
+        began = time.perf_counter()
+        samples = await fill(config, args.households - saved)
+        took = time.perf_counter() - began
+        total = query(database, "SELECT count(*) FROM records WHERE entity = 'household'")[0][0]
+        print(f"filled to {total} households by Store.write in {took:.1f} s")
+
+        box = start(config, folder, "serve-2")
+        try:
+            print(
+                f"RSS of the server with {total} households, idle: {rss_mb(box.process.pid):.1f} MB"
+            )  # type: ignore[union-attr]
+            print(f"save a household with 4 members, {total} households on the box:")
+            niks = frozenset(
+                row[0] for row in query(database, "SELECT nik FROM records WHERE nik IS NOT NULL")
+            )
+            await bench_saves(box.url, token, {10: args.saves}, first_seed=saved, taken=niks)
+            print(f"search with {total} households (GET /api/v1/search, 1 client, 25 per page):")
+            await bench_search(box.url, token, samples)
+            print(f"RSS after the searches: {rss_mb(box.process.pid):.1f} MB")  # type: ignore[union-attr]
+            assert box.stop() == 0
+        finally:
+            box.kill()
+        size = database_bytes(database)
+        print(
+            f"database: {size / 1e6:.1f} MB for {total} households, "
+            f"{size / int(total):,.0f} bytes per household (4 members, outbox, audit included)"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,188 @@
+"""Backups that restore: an online copy of the box's database, and bringing one back.
+
+``backup`` copies with SQLite's online backup API, so it is consistent while ``serve`` is
+writing (in WAL mode the copy's read transaction does not block the writer), then checks the
+copy with ``PRAGMA integrity_check``. The copy is a single self-contained file (rollback
+journal mode, no ``-wal`` beside it) that can be carried away on a USB stick.
+
+``restore`` refuses while the box is serving. ``serve`` holds an exclusive ``flock`` on
+``<data_dir>/serve.lock`` for its whole life, and restore takes the same lock: the kernel
+drops it when the process ends, even on ``kill -9`` or power loss, so a crash never leaves a
+stale lock behind, and it holds whatever port or address the server listens on (trying to
+bind the port would miss a server started with another port, and be fooled by another
+program on it). The current database is kept as ``<database>.before-restore``; the backup
+is copied in next to it, synced, and renamed over it (atomic), the old ``-wal``/``-shm`` are
+removed first so SQLite never replays a WAL onto the wrong file, and migrations bring a
+backup made by an older version to the current schema.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edge.config import EdgeConfig
+from edge.db import upgrade
+
+__all__ = ["BackupError", "BoxBusy", "backup", "integrity_problems", "restore", "serving_lock"]
+
+LOCK_FILE = "serve.lock"
+
+
+class BackupError(Exception):
+    """A backup or restore could not be done; the message says why."""
+
+
+class BoxBusy(BackupError):
+    """The box is serving (or another restore runs): its database must not be replaced."""
+
+
+@contextlib.contextmanager
+def serving_lock(config: EdgeConfig) -> Iterator[None]:
+    """Hold the box's exclusive lock (``serve`` for its lifetime, ``restore`` while it runs).
+
+    Raises :class:`BoxBusy` at once when another process holds it.
+    """
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    path = config.data_dir / LOCK_FILE
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise BoxBusy(f"the box is in use by {holder} (lock {path})") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def integrity_problems(path: Path) -> list[str]:
+    """What ``PRAGMA integrity_check`` finds wrong with a database (empty when it is ok)."""
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = [row[0] for row in connection.execute("PRAGMA integrity_check")]
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        return [f"not a readable SQLite database ({exc})"]
+    return [] if rows == ["ok"] else rows
+
+
+def backup(config: EdgeConfig, destination: str | Path) -> Path:
+    """Copy the box's database to ``destination`` (an existing folder or a path ending in
+    ``/``: a file named with the time is made in it) while the box may be serving; returns
+    the path of the checked copy."""
+    source = config.database_path
+    if not source.exists():
+        raise BackupError(f"there is no database at {source}; run `puskesos edge init` first")
+    dest = Path(destination)
+    if dest.is_dir() or str(destination).endswith(os.sep):
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        dest = dest / f"puskesos-{config.node or 'edge'}-{stamp}.sqlite"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temporary = dest.with_name(f".{dest.name}.tmp")
+    _copy(sqlite3.connect(source, timeout=30), temporary)
+    problems = integrity_problems(temporary)
+    if problems:
+        _remove(temporary)
+        raise BackupError(f"the copy failed its integrity check: {problems[0]}")
+    os.replace(temporary, dest)
+    _sync_directory(dest.parent)
+    return dest
+
+
+def restore(config: EdgeConfig, source: Path) -> Path | None:
+    """Replace the box's database with the backup ``source`` (the box must not be serving).
+
+    Returns where the database it replaced was kept (``None`` when there was none).
+    """
+    if not source.is_file():
+        raise BackupError(f"backup {source} does not exist")
+    problems = integrity_problems(source)
+    if problems:
+        raise BackupError(f"backup {source} is damaged: {problems[0]}")
+    with serving_lock(config):
+        target = config.database_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        incoming = target.with_name(f"{target.name}.restore-tmp")
+        _copy(sqlite3.connect(f"file:{source}?mode=ro", uri=True), incoming)
+        try:
+            _check_same_box(incoming, config, source)
+        except BackupError:
+            _remove(incoming)
+            raise
+        kept = None
+        if target.exists():
+            kept = target.with_name(f"{target.name}.before-restore")
+            _copy(sqlite3.connect(target, timeout=30), kept)
+            # Fold the WAL into the file before its -wal/-shm go (nothing else has it open).
+            with contextlib.closing(sqlite3.connect(target, timeout=30)) as connection:
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for stale in (_sidecar(target, "-wal"), _sidecar(target, "-shm")):
+            stale.unlink(missing_ok=True)
+        os.replace(incoming, target)
+        _sync_directory(target.parent)
+        upgrade(target)
+    return kept
+
+
+def _check_same_box(path: Path, config: EdgeConfig, source: Path) -> None:
+    """A backup of another village or node would make ``serve`` refuse to start."""
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            stored = dict(connection.execute("SELECT key, value FROM meta"))
+    except sqlite3.DatabaseError:
+        raise BackupError(f"{source} is not a database of a Puskesos edge box") from None
+    for key in ("village", "node"):
+        wanted = getattr(config, key)
+        if key in stored and stored[key] != wanted:
+            raise BackupError(
+                f"backup {source} belongs to {key} {stored[key]}, this box is {key} {wanted}"
+            )
+
+
+def _copy(source: sqlite3.Connection, target: Path) -> None:
+    """Copy the database open on ``source`` (closing it) into a fresh, synced ``target``
+    that only its owner may read (it holds personal data)."""
+    _remove(target)
+    target.touch(mode=0o600)
+    try:
+        with contextlib.closing(source), contextlib.closing(sqlite3.connect(target)) as copy:
+            source.backup(copy)
+            # A copy of a WAL database is in WAL mode too; a backup file stands alone.
+            copy.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.DatabaseError as exc:
+        _remove(target)
+        raise BackupError(f"copying the database failed: {exc}") from None
+    with open(target, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _sidecar(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _remove(path: Path) -> None:
+    for candidate in (path, _sidecar(path, "-wal"), _sidecar(path, "-shm")):
+        candidate.unlink(missing_ok=True)
+
+
+def _sync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

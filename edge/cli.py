@@ -1,0 +1,412 @@
+"""The ``puskesos edge`` commands: init, user add, token add, serve, backup, restore.
+
+Every command reads ``--config`` (TOML, see :mod:`edge.config`, with ``PUSKESOS_*``
+environment overrides). Exit status: 0 done, 2 usage or configuration error, 1 any other
+failure; an error is one line on stderr. The web stack, SQLAlchemy and Alembic are imported
+inside the commands that need them, so ``puskesos --version`` stays fast on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge.config import ConfigError, EdgeConfig, load_config, render_toml
+from protocol.ids import is_node_id
+from protocol.regions import LEVEL_LABELS, Region, RegionCodeError, lookup, normalize_region_code
+
+if TYPE_CHECKING:
+    from edge.store import Store
+
+__all__ = ["CommandError", "add_parser"]
+
+DEFAULT_CONFIG = Path("/etc/puskesos/edge.toml")
+
+
+class CommandError(Exception):
+    """A command cannot go on; ``status`` is its exit status (2 usage/config, 1 other)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add ``edge`` and its subcommands to the ``puskesos`` parser's subparsers."""
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"the box's TOML configuration (default {DEFAULT_CONFIG})",
+    )
+    edge = subparsers.add_parser(
+        "edge", help="the village office box", description="Commands of the village office box."
+    )
+    commands = edge.add_subparsers(dest="edge_command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
+        parser = commands.add_parser(
+            name, parents=[common], help=text, description=text, allow_abbrev=False
+        )
+        parser.set_defaults(handler=_guarded(f"edge {name}", handler))
+        return parser
+
+    init = command("init", _init, "set up the box: configuration, database, session key")
+    init.add_argument("--village", help="10-digit Kemendagri code of the village")
+    init.add_argument("--node", help="node id of this box, e.g. edge-3201022001-a")
+    init.add_argument("--data-dir", type=Path, help="folder of the database (new config only)")
+
+    user = commands.add_parser("user", help="manage accounts").add_subparsers(
+        dest="user_command", metavar="COMMAND", required=True
+    )
+    user_add = user.add_parser(
+        "add", parents=[common], allow_abbrev=False,
+        help="add an account (password from a prompt, or stdin when it is not a terminal)",
+    )  # fmt: skip
+    user_add.set_defaults(handler=_guarded("edge user add", _user_add))
+    user_add.add_argument("--username", required=True)
+    user_add.add_argument("--full-name", required=True)
+    user_add.add_argument("--role", required=True, help="admin, kepala_desa or operator")
+    user_add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+
+    token = commands.add_parser("token", help="manage API tokens").add_subparsers(
+        dest="token_command", metavar="COMMAND", required=True
+    )
+    token_add = token.add_parser(
+        "add", parents=[common], allow_abbrev=False,
+        help="make an API token acting as a user; printed once",
+    )  # fmt: skip
+    token_add.set_defaults(handler=_guarded("edge token add", _token_add))
+    token_add.add_argument("--username", required=True)
+    token_add.add_argument("--name", required=True, help="what the token is for")
+
+    command("serve", _serve, "run pending migrations, then serve the web UI and API")
+    backup = command("backup", _backup, "consistent copy of the database, also while serving")
+    backup.add_argument("dest", help="a folder (a dated file is made) or a file")
+    restore = command("restore", _restore, "bring a backup back (the box must be stopped)")
+    restore.add_argument("source", type=Path, help="the backup file")
+
+
+def _guarded(
+    name: str, handler: Callable[[argparse.Namespace], int]
+) -> Callable[[argparse.Namespace], int]:
+    """Turn the expected failures into one line on stderr and the exit status."""
+
+    def run(args: argparse.Namespace) -> int:
+        from edge.backup import BackupError
+
+        try:
+            return handler(args)
+        except ConfigError as exc:
+            return _fail(name, f"configuration: {exc}", 2)
+        except CommandError as exc:
+            return _fail(name, str(exc), exc.status)
+        except (BackupError, ValueError, OSError) as exc:
+            return _fail(name, str(exc), 1)
+        except KeyboardInterrupt:
+            return _fail(name, "interrupted", 1)
+
+    return run
+
+
+def _fail(name: str, message: str, status: int) -> int:
+    print(f"puskesos {name}: error: {' '.join(message.split())}", file=sys.stderr)
+    return status
+
+
+# --- init -----------------------------------------------------------------------------------
+
+
+def _village(code: str) -> Region:
+    """The village of a code, or a usage error that says what is wrong with the code."""
+    try:
+        plain = normalize_region_code(code)
+    except RegionCodeError:
+        raise CommandError(
+            f"village {code!r} is not a Kemendagri code: give the 10 digits of the "
+            "desa/kelurahan, e.g. 3201022001",
+            2,
+        ) from None
+    region = lookup(plain)
+    if len(plain) != 10:
+        level = LEVEL_LABELS[region.level][0] if region else "region"
+        named = f" ({region.name})" if region else ""
+        raise CommandError(
+            f"{plain}{named} is a {level} code, not a village: give the 10-digit code", 2
+        )
+    if region is None:
+        kecamatan = lookup(plain[:6])
+        where = (
+            f"; kecamatan {kecamatan.dotted} {kecamatan.name} ({kecamatan.regency}) has no "
+            f"village {plain[6:]}"
+            if kecamatan
+            else f"; there is no kecamatan {plain[:6]} either"
+        )
+        raise CommandError(f"village {plain} does not exist in the Kemendagri 2025 list{where}", 2)
+    return region
+
+
+def _init(args: argparse.Namespace) -> int:
+    from edge import auth, db
+
+    path: Path = args.config
+    given = {"village": args.village, "node": args.node}
+    if given["village"]:
+        given["village"] = _village(given["village"]).code
+    new_file = not path.exists()
+    if new_file:
+        missing = [f"--{key}" for key, value in given.items() if not value]
+        if missing:
+            raise CommandError(f"{path} does not exist yet: {' and '.join(missing)} needed", 2)
+        defaults = EdgeConfig(**given)  # type: ignore[arg-type]
+        if args.data_dir is not None:
+            defaults = replace(defaults, data_dir=args.data_dir.resolve())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pending = path.with_name(f".{path.name}.new")
+        pending.write_text(render_toml(defaults), encoding="utf-8")
+        config_path = pending
+    else:
+        config_path = path
+    try:
+        config = load_config(config_path)
+        for key, value in given.items():
+            if value and getattr(config, key) != value:
+                raise CommandError(
+                    f"{path} says {key} {getattr(config, key) or '(empty)'}, not {value}; "
+                    "edit the file or choose another --config",
+                    2,
+                )
+        if (
+            not new_file
+            and args.data_dir is not None
+            and args.data_dir.resolve() != config.data_dir
+        ):
+            raise CommandError(f"{path} says data_dir {config.data_dir}; edit the file", 2)
+        region = _village(config.village)
+        if not is_node_id(config.node):
+            raise CommandError(
+                f"node id {config.node!r} is not valid: 3–48 characters of a–z, 0–9 and '-', "
+                "e.g. edge-3201022001-a",
+                2,
+            )
+        # Personal data: only the box's user may read the folder.
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        db.upgrade(config.database_path)
+        asyncio.run(_claim(config))
+        auth.load_secret(config.data_dir / config.session_secret_file)
+        if new_file:
+            pending.replace(path)
+    finally:
+        if new_file:
+            pending.unlink(missing_ok=True)
+    print(
+        f"box ready: village {region.code} {region.name} (kec. {region.kecamatan}, "
+        f"{region.regency}, {region.province}), node {config.node}, "
+        f"database {config.database_path}, configuration {path}"
+    )
+    return 0
+
+
+async def _claim(config: EdgeConfig) -> None:
+    """Write the box's village and node into its database, or refuse another box's one."""
+    from edge.store import Store
+
+    store = Store(config)
+    await store.open()
+    try:
+        stored = {key: await store.get_meta(key) for key in ("village", "node")}
+        if any(stored.values()):
+            _check_identity(config, stored)
+        else:
+            for key in ("village", "node"):
+                await store.set_meta(key, getattr(config, key))
+    finally:
+        await store.close()
+
+
+def _check_identity(config: EdgeConfig, stored: dict[str, str | None]) -> None:
+    if not all(stored.values()):
+        raise CommandError(
+            f"{config.database_path} is not set up: run `puskesos edge init` first", 2
+        )
+    wanted = {"village": config.village, "node": config.node}
+    if stored != wanted:
+        raise CommandError(
+            f"the database {config.database_path} belongs to village {stored['village']} node "
+            f"{stored['node']}, but the configuration says village {config.village} node "
+            f"{config.node}; refusing",
+            2,
+        )
+
+
+@asynccontextmanager
+async def _open_box(config: EdgeConfig) -> AsyncIterator[Store]:
+    """The store of an initialised box whose database belongs to this configuration."""
+    from edge.store import Store
+
+    if not config.database_path.exists():
+        raise CommandError(
+            f"there is no database at {config.database_path}: run `puskesos edge init` first", 2
+        )
+    store = Store(config)
+    await store.open()
+    try:
+        _check_identity(config, {key: await store.get_meta(key) for key in ("village", "node")})
+        yield store
+    finally:
+        await store.close()
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+def _read_password(from_stdin: bool) -> str:
+    """From stdin (one line) when asked or when stdin is not a terminal; else asked twice."""
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise CommandError("the two passwords differ")
+    return first
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    from edge import auth
+
+    config = load_config(args.config)
+    try:
+        role = auth.Role(args.role)
+    except ValueError:
+        roles = ", ".join(role.value for role in auth.Role)
+        raise CommandError(f"role {args.role!r} is not one of {roles}", 2) from None
+
+    async def add() -> auth.User:
+        async with _open_box(config) as store:
+            password = _read_password(args.password_stdin)
+            return await auth.create_user(
+                store, username=args.username, full_name=args.full_name,
+                role=role, password=password, actor="cli",
+            )  # fmt: skip
+
+    user = asyncio.run(add())
+    print(f"user {user.username} ({user.role.value}) added")
+    return 0
+
+
+def _token_add(args: argparse.Namespace) -> int:
+    from edge import auth
+
+    config = load_config(args.config)
+
+    async def add() -> str:
+        async with _open_box(config) as store:
+            users = {user.username: user for user in await auth.list_users(store)}
+            user = users.get(args.username)
+            if user is None or not user.active:
+                raise CommandError(f"there is no active user {args.username!r}")
+            return await auth.create_api_token(store, user, args.name)
+
+    token = asyncio.run(add())
+    print(token)
+    print("This token is shown only once; keep it like a password.", file=sys.stderr)
+    return 0
+
+
+# --- serve, backup, restore -------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from edge import db, logs
+    from edge.backup import BoxBusy, serving_lock
+
+    config = load_config(args.config)
+    if not config.database_path.exists():
+        raise CommandError(
+            f"there is no database at {config.database_path}: run `puskesos edge init` first", 2
+        )
+    logs.configure()
+    try:
+        with serving_lock(config):
+            db.upgrade(config.database_path)
+            asyncio.run(_run_app(config))
+    except BoxBusy as exc:
+        raise CommandError(f"{exc}; is the box already serving?") from None
+    return 0
+
+
+async def _run_app(config: EdgeConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then finish the requests in flight and stop."""
+    import logging
+    import signal
+
+    from aiohttp import web
+
+    from edge import logs
+    from edge.web import create_app
+    from puskesos import __version__
+
+    async with _open_box(config):
+        pass  # refuse another box's database before listening
+    log = logging.getLogger("puskesos.edge")
+    runner = web.AppRunner(
+        create_app(config),
+        access_log_class=logs.AccessLogger,
+        access_log=logging.getLogger("puskesos.edge.access"),
+        shutdown_timeout=10,
+    )
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, config.listen_host, config.listen_port).start()
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror}"
+            ) from None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, stop.set)
+        log.info(
+            "serving",
+            extra={
+                "host": config.listen_host, "port": config.listen_port,
+                "village": config.village, "node": config.node, "version": __version__,
+            },
+        )  # fmt: skip
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from edge.backup import backup
+
+    config = load_config(args.config)
+    print(backup(config, args.dest))
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from edge.backup import BoxBusy, restore
+
+    config = load_config(args.config)
+    try:
+        kept = restore(config, args.source)
+    except BoxBusy as exc:
+        raise CommandError(f"{exc}; stop `puskesos edge serve` before restoring") from None
+    print(f"restored {args.source} into {config.database_path}")
+    if kept is not None:
+        print(f"the database it replaced is kept as {kept}")
+    return 0
