@@ -148,10 +148,15 @@ async def save_household(
     niks = [m["nik"] for m in full_members if isinstance(m.get("nik"), str)]
     holders = await store.active_niks(niks)
     village_niks = {nik: mid for nik, (mid, hid) in holders.items() if hid != record_id}
-    issues = validate_household(
-        full_household, full_members, today=today, village_niks=village_niks
+    issues = _readonly_issues(HOUSEHOLD, household_values, current.values if current else {}, "")
+    for index, (member_id, new_values) in enumerate(member_edits):
+        stored = existing[member_id].values if member_id in existing else {}
+        issues += _readonly_issues(MEMBER, new_values, stored, f"members[{index}].")
+    issues += _renumber(
+        validate_household(full_household, full_members, today=today, village_niks=village_niks),
+        order,
+        [mid for mid, _ in member_edits],
     )
-    issues = _renumber(issues, order, [mid for mid, _ in member_edits])
     stop = _stop(record_id, issues, confirm_warnings)
     if stop is not None:
         return stop
@@ -175,6 +180,17 @@ async def save_household(
         else (),
     )
     return Outcome(True, record_id, issues, saved)
+
+
+def _readonly_issues(
+    schema: EntitySchema, submitted: Mapping[str, Value], stored: Mapping[str, Value], prefix: str
+) -> list[Issue]:
+    """Fields only the hub sets (the published decile) cannot be changed from the box."""
+    return [
+        Issue.error(f"{prefix}{name}", "readonly", {"field": name, "label": spec.label})
+        for name, spec in schema.fields.items()
+        if spec.readonly and name in submitted and submitted[name] != stored.get(name)
+    ]
 
 
 def _renumber(issues: list[Issue], order: list[str], submitted: list[str]) -> list[Issue]:

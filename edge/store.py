@@ -476,7 +476,7 @@ class Store:
             condition = sa.or_(r.c.kk == needle, r.c.id.in_(by_member))
         else:
             key = needle.casefold()
-            upper = key[:-1] + chr(ord(key[-1]) + 1)
+            upper = key[:-1] + chr(min(ord(key[-1]) + 1, 0x10FFFF))  # no chr() past U+10FFFF
             by_member = sa.select(r.c.household_id).where(
                 r.c.entity == "member", r.c.name_key >= key, r.c.name_key < upper
             )

@@ -1,9 +1,10 @@
 """The edge box's aiohttp application: UI pages, JSON API, health and metrics.
 
 Every request goes through four middlewares, outermost first:
-1. ``errors``: API errors become ``{"error": code, "fields": {...}}`` JSON, never a 500 for
+1. ``security_headers``: CSP without inline script, no framing, no caching of pages (on
+   every answer, the error answers made by ``errors`` too);
+2. ``errors``: API errors become ``{"error": code, "fields": {...}}`` JSON, never a 500 for
    bad input; unexpected failures are logged and answered 500 without details;
-2. ``security_headers``: CSP without inline script, no framing, no caching of pages;
 3. ``timing``: the request-duration histogram by route template;
 4. ``guard``: finds who is calling (session cookie or bearer token), refuses routes that
    are not in the route table (deny by default), checks the route's roles, and checks the
@@ -189,7 +190,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 raise web.HTTPUnauthorized()
             raise web.HTTPSeeOther(f"/masuk?next={request.rel_url}")
         if user.role not in route.roles:
-            raise web.HTTPForbidden()
+            raise web.HTTPForbidden(text="Anda tidak berhak membuka halaman ini.")
     if request.method in UNSAFE:
         await _check_csrf(request, session_token)
     return await handler(request)
@@ -283,10 +284,10 @@ def local_today(request: web.Request) -> date:
 
 def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Application:
     """The edge web application. The store is opened and closed with the app."""
-    from edge.web import api, ops, ui
+    from edge.web import api, ops, ui, ui_admin, ui_cases, ui_households, ui_proposals
 
     app = web.Application(
-        middlewares=[errors, security_headers, timing, guard], client_max_size=1024**2
+        middlewares=[security_headers, errors, timing, guard], client_max_size=1024**2
     )
     app[CONFIG] = config
     app[STORE] = store or Store(config)
@@ -295,7 +296,8 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
     app[METRICS] = EdgeMetrics()
     app[LIMITER] = {}
     table: dict[tuple[str, str], Route] = {}
-    for route in (*ops.routes.routes, *ui.routes.routes, *api.routes.routes):
+    modules = (ops, ui, ui_households, ui_proposals, ui_cases, ui_admin, api)
+    for route in (route for module in modules for route in module.routes.routes):
         app.router.add_route(route.method, route.path, route.handler)
         table[(route.method, route.path)] = route
     app[ROUTES] = table

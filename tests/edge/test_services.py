@@ -205,3 +205,17 @@ async def test_a_reference_to_a_record_that_does_not_exist_is_an_error(store):
         await services.update_record(
             store, OPERATOR, "complaint", "0193a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b", {}, today=TODAY
         )
+
+
+async def test_the_published_decile_cannot_be_set_from_the_box(store):
+    household, members = form(seed=18)
+    outcome = await services.save_household(
+        store,
+        OPERATOR,
+        household_id=None,
+        household={**household, "decile": 1},
+        members=members,
+        today=TODAY,
+    )
+    assert not outcome.saved
+    assert ("decile", "readonly") in {(i.field, i.code) for i in outcome.issues}

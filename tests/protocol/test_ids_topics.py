@@ -17,10 +17,15 @@ NOV_2026 = 1_795_478_400_000
 
 
 def test_uuid7_carries_its_millisecond_and_is_version_7():
-    value = uuid.UUID(uuid7(NOV_2026))
+    value = uuid.UUID(UuidV7Generator()(NOV_2026))
     assert value.version == 7
     assert value.variant == uuid.RFC_4122
     assert value.int >> 80 == NOV_2026
+
+
+def test_the_shared_generator_never_goes_back_in_one_process():
+    later = uuid7(NOV_2026 + 1000)
+    assert uuid7(NOV_2026) > later
 
 
 def test_ids_made_in_one_millisecond_or_after_the_clock_went_back_still_increase():
