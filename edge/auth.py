@@ -116,39 +116,42 @@ async def create_user(
     if not username or not username.replace(".", "").replace("_", "").isalnum():
         raise ValueError("username: letters, digits, dot and underscore only")
     password_hash = _hasher.hash(password)
-    async with store.transaction() as conn:
-        taken = await conn.execute(sa.select(db.users.c.id).where(db.users.c.username == username))
+    now = store.now_ms()
+    created: list[int] = []
+
+    def insert(conn: sa.Connection) -> None:
+        taken = conn.execute(sa.select(db.users.c.id).where(db.users.c.username == username))
         if taken.first() is not None:
             raise ValueError(f"username {username!r} is taken")
-        result = await conn.execute(
+        result = conn.execute(
             db.users.insert().values(
                 username=username,
                 full_name=full_name,
                 role=role.value,
                 password_hash=password_hash,
-                created_ms=store.now_ms(),
+                created_ms=now,
             )
         )
-        user_id = result.inserted_primary_key[0] if result.inserted_primary_key else 0
-        await conn.execute(
+        created.append(int(result.inserted_primary_key[0]) if result.inserted_primary_key else 0)
+        conn.execute(
             db.audit.insert().values(
-                at_ms=store.now_ms(),
+                at_ms=now,
                 actor=actor,
                 action="user_create",
                 detail=json.dumps({"username": username, "role": role.value}),
             )
         )
-    return User(int(user_id), username, full_name, role, True)
+
+    await store.run_write(insert)
+    return User(created[0], username, full_name, role, True)
 
 
 async def authenticate(store: Store, username: str, password: str, address: str) -> LoginResult:
     """Check a login; count failures and lock the account after too many."""
     now = store.now_ms()
     config = store.config
-    async with store.reader.connect() as conn:
-        row = (
-            await conn.execute(sa.select(db.users).where(db.users.c.username == username))
-        ).first()
+    query = sa.select(db.users).where(db.users.c.username == username)
+    row = await store.read(lambda conn: conn.execute(query).first())
     if row is None or not row.active:
         with contextlib.suppress(VerificationError):
             _hasher.verify(_DUMMY_HASH, password)
@@ -161,25 +164,24 @@ async def authenticate(store: Store, username: str, password: str, address: str)
         _hasher.verify(row.password_hash, password)
     except (VerificationError, InvalidHashError):
         failures = row.failed_logins + 1
-        locked_until = (
-            now + config.login_lockout_s * 1000 if failures >= config.login_max_failures else 0
-        )
-        async with store.transaction() as conn:
-            await conn.execute(
-                db.users.update()
-                .where(db.users.c.id == row.id)
-                .values(failed_logins=0 if locked_until else failures, locked_until_ms=locked_until)
+        locked = failures >= config.login_max_failures
+        count = (
+            db.users.update()
+            .where(db.users.c.id == row.id)
+            .values(
+                failed_logins=0 if locked else failures,
+                locked_until_ms=now + config.login_lockout_s * 1000 if locked else 0,
             )
+        )
+        await store.run_write(lambda conn: conn.execute(count))
         await store.audit(
             AuditEntry(row.username, "login_failed", detail={"failures": failures}, address=address)
         )
-        return LoginResult(None, locked=bool(locked_until))
-    async with store.transaction() as conn:
-        await conn.execute(
-            db.users.update()
-            .where(db.users.c.id == row.id)
-            .values(failed_logins=0, locked_until_ms=0)
-        )
+        return LoginResult(None, locked=locked)
+    reset = (
+        db.users.update().where(db.users.c.id == row.id).values(failed_logins=0, locked_until_ms=0)
+    )
+    await store.run_write(lambda conn: conn.execute(reset))
     await store.audit(AuditEntry(row.username, "login", address=address))
     return LoginResult(_user(row))
 
@@ -188,83 +190,87 @@ async def create_session(store: Store, user: User, address: str) -> str:
     """A new session for ``user``; returns the cookie token."""
     token = secrets.token_urlsafe(32)
     now = store.now_ms()
-    async with store.transaction() as conn:
-        await conn.execute(
-            db.sessions.insert().values(
-                token_hash=_sha256(token),
-                user_id=user.id,
-                created_ms=now,
-                expires_ms=now + store.config.session_max_age_s * 1000,
-                address=address,
-            )
-        )
+    insert = db.sessions.insert().values(
+        token_hash=_sha256(token),
+        user_id=user.id,
+        created_ms=now,
+        expires_ms=now + store.config.session_max_age_s * 1000,
+        address=address,
+    )
+    await store.run_write(lambda conn: conn.execute(insert))
     return token
+
+
+# Built once: these run on every request.
+_USER_BY_SESSION = (
+    sa.select(db.users)
+    .join(db.sessions, db.sessions.c.user_id == db.users.c.id)
+    .where(
+        db.sessions.c.token_hash == sa.bindparam("token_hash"),
+        db.sessions.c.expires_ms > sa.bindparam("now_ms"),
+        db.users.c.active.is_(True),
+    )
+)
+_USER_BY_API_TOKEN = (
+    sa.select(db.users)
+    .join(db.api_tokens, db.api_tokens.c.user_id == db.users.c.id)
+    .where(
+        db.api_tokens.c.token_hash == sa.bindparam("token_hash"),
+        db.api_tokens.c.revoked.is_(False),
+        db.users.c.active.is_(True),
+    )
+)
 
 
 async def user_for_session(store: Store, token: str) -> User | None:
     """The active user of an unexpired session, else ``None``."""
-    query = (
-        sa.select(db.users)
-        .join(db.sessions, db.sessions.c.user_id == db.users.c.id)
-        .where(
-            db.sessions.c.token_hash == _sha256(token),
-            db.sessions.c.expires_ms > store.now_ms(),
-            db.users.c.active.is_(True),
-        )
-    )
-    async with store.reader.connect() as conn:
-        row = (await conn.execute(query)).first()
+    params = {"token_hash": _sha256(token), "now_ms": store.now_ms()}
+    row = await store.read(lambda conn: conn.execute(_USER_BY_SESSION, params).first())
     return _user(row) if row is not None else None
 
 
 async def end_session(store: Store, token: str) -> None:
     """Log out: the session token stops working."""
-    async with store.transaction() as conn:
-        await conn.execute(db.sessions.delete().where(db.sessions.c.token_hash == _sha256(token)))
+    delete = db.sessions.delete().where(db.sessions.c.token_hash == _sha256(token))
+    await store.run_write(lambda conn: conn.execute(delete))
 
 
-async def create_api_token(store: Store, user: User, name: str) -> str:
-    """A new API token acting as ``user``; shown once, stored hashed."""
+async def create_api_token(store: Store, user: User, name: str, *, actor: str = "") -> str:
+    """A new API token acting as ``user``, made by ``actor`` (default: the user);
+    shown once, stored hashed."""
     token = "psk_" + secrets.token_urlsafe(32)
-    async with store.transaction() as conn:
-        await conn.execute(
-            db.api_tokens.insert().values(
-                name=name, user_id=user.id, token_hash=_sha256(token), created_ms=store.now_ms()
-            )
-        )
-    await store.audit(AuditEntry(user.username, "token_create", detail={"name": name}))
+    insert = db.api_tokens.insert().values(
+        name=name, user_id=user.id, token_hash=_sha256(token), created_ms=store.now_ms()
+    )
+    await store.run_write(lambda conn: conn.execute(insert))
+    detail = {"name": name, "user": user.username}
+    await store.audit(AuditEntry(actor or user.username, "token_create", detail=detail))
     return token
 
 
 async def user_for_api_token(store: Store, token: str) -> User | None:
     """The active user behind a valid, unrevoked API token."""
-    query = (
-        sa.select(db.users)
-        .join(db.api_tokens, db.api_tokens.c.user_id == db.users.c.id)
-        .where(
-            db.api_tokens.c.token_hash == _sha256(token),
-            db.api_tokens.c.revoked.is_(False),
-            db.users.c.active.is_(True),
-        )
-    )
-    async with store.reader.connect() as conn:
-        row = (await conn.execute(query)).first()
+    params = {"token_hash": _sha256(token)}
+    row = await store.read(lambda conn: conn.execute(_USER_BY_API_TOKEN, params).first())
     return _user(row) if row is not None else None
 
 
 async def list_users(store: Store) -> list[User]:
     """Every account, by user name."""
-    async with store.reader.connect() as conn:
-        rows = (await conn.execute(sa.select(db.users).order_by(db.users.c.username))).all()
+    query = sa.select(db.users).order_by(db.users.c.username)
+    rows = await store.read(lambda conn: conn.execute(query).all())
     return [_user(row) for row in rows]
 
 
 async def set_user_active(store: Store, user_id: int, active: bool, *, actor: str) -> None:
     """Deactivate (or reactivate) an account; a deactivated account's sessions end."""
-    async with store.transaction() as conn:
-        await conn.execute(db.users.update().where(db.users.c.id == user_id).values(active=active))
+
+    def change(conn: sa.Connection) -> None:
+        conn.execute(db.users.update().where(db.users.c.id == user_id).values(active=active))
         if not active:
-            await conn.execute(db.sessions.delete().where(db.sessions.c.user_id == user_id))
+            conn.execute(db.sessions.delete().where(db.sessions.c.user_id == user_id))
+
+    await store.run_write(change)
     action = "user_activate" if active else "user_deactivate"
     await store.audit(AuditEntry(actor, action, detail={"user_id": user_id}))
 
@@ -273,13 +279,17 @@ async def set_password(store: Store, user_id: int, password: str, *, actor: str)
     """Set a new password (and unlock the account); its other sessions end."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValueError(f"password needs at least {MIN_PASSWORD_LENGTH} characters")
-    async with store.transaction() as conn:
-        await conn.execute(
+    password_hash = _hasher.hash(password)
+
+    def change(conn: sa.Connection) -> None:
+        conn.execute(
             db.users.update()
             .where(db.users.c.id == user_id)
-            .values(password_hash=_hasher.hash(password), failed_logins=0, locked_until_ms=0)
+            .values(password_hash=password_hash, failed_logins=0, locked_until_ms=0)
         )
-        await conn.execute(db.sessions.delete().where(db.sessions.c.user_id == user_id))
+        conn.execute(db.sessions.delete().where(db.sessions.c.user_id == user_id))
+
+    await store.run_write(change)
     await store.audit(AuditEntry(actor, "password_set", detail={"user_id": user_id}))
 
 
@@ -296,14 +306,11 @@ async def list_api_tokens(store: Store) -> list[sa.Row[tuple[object, ...]]]:
         .join(db.users, db.users.c.id == db.api_tokens.c.user_id)
         .order_by(db.api_tokens.c.id)
     )
-    async with store.reader.connect() as conn:
-        return list((await conn.execute(query)).all())
+    return list(await store.read(lambda conn: conn.execute(query).all()))
 
 
 async def revoke_api_token(store: Store, token_id: int, *, actor: str) -> None:
     """The token stops working at once."""
-    async with store.transaction() as conn:
-        await conn.execute(
-            db.api_tokens.update().where(db.api_tokens.c.id == token_id).values(revoked=True)
-        )
+    revoke = db.api_tokens.update().where(db.api_tokens.c.id == token_id).values(revoked=True)
+    await store.run_write(lambda conn: conn.execute(revoke))
     await store.audit(AuditEntry(actor, "token_revoke", detail={"token_id": token_id}))

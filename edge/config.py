@@ -59,11 +59,6 @@ class EdgeConfig:
         """Absolute path of the SQLite database file."""
         return self.data_dir / self.database
 
-    @property
-    def database_url(self) -> str:
-        """SQLAlchemy URL of the database (aiosqlite driver)."""
-        return f"sqlite+aiosqlite:///{self.database_path}"
-
 
 #: (section, key) → one line of documentation. Sections: ``edge`` and ``broker``.
 KEYS: Mapping[tuple[str, str], str] = {

@@ -13,13 +13,12 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import Engine, event
 
 __all__ = [
     "api_tokens",
     "audit",
-    "create_engine",
+    "create_thread_engine",
     "meta",
     "metadata",
     "outbox",
@@ -59,7 +58,7 @@ records = sa.Table(
     sa.Index("ix_records_household", "household_id"),
     sa.Index("ix_records_nik", "nik"),
     sa.Index("ix_records_kk", "kk"),
-    sa.Index("ix_records_name", "entity", "name_key"),
+    sa.Index("ix_records_name", "entity", "name_key", "household_id"),
 )
 
 outbox = sa.Table(
@@ -149,23 +148,30 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str, *, writer: bool) -> AsyncEngine:
-    """An async engine with the durability pragmas set on every connection.
-
-    The box uses two: a *writer* with one connection whose transactions start with
-    ``BEGIN IMMEDIATE`` (the write lock is taken up front, so a transaction that reads then
-    writes never fails half-way on a busy database), and a pool of *readers* whose
-    transactions are deferred and, in WAL mode, never wait for the writer.
-    """
-    if writer:
-        engine = create_async_engine(url, pool_size=1, max_overflow=0)
-    else:
-        engine = create_async_engine(url, pool_size=4, max_overflow=0)
-    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
-
+def _install(engine: Engine, begin: str) -> None:
     def _begin(connection: Any) -> None:
         connection.exec_driver_sql(begin)
 
-    event.listen(engine.sync_engine, "connect", _on_connect)
-    event.listen(engine.sync_engine, "begin", _begin)
+    event.listen(engine, "connect", _on_connect)
+    event.listen(engine, "begin", _begin)
+
+
+#: Reader threads (and connections) of a store.
+READER_THREADS = 4
+
+
+def create_thread_engine(path: Path, *, writer: bool) -> Engine:
+    """A synchronous engine (stdlib sqlite3) for the store's worker threads.
+
+    The *writer* has one connection whose transactions start with ``BEGIN IMMEDIATE``: a
+    whole group commit runs on its thread in one call. *Readers* have one connection per
+    reader thread with deferred transactions, which in WAL mode never wait for the writer.
+    """
+    engine = sa.create_engine(
+        f"sqlite:///{path}",
+        pool_size=1 if writer else READER_THREADS,
+        max_overflow=0,
+        connect_args={"check_same_thread": False},
+    )
+    _install(engine, "BEGIN IMMEDIATE" if writer else "BEGIN")
     return engine

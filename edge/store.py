@@ -13,11 +13,11 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from edge import db
 from edge.config import EdgeConfig
@@ -27,6 +27,24 @@ from protocol.merge import Frontier, RecordState, local_change, merge, open_conf
 from protocol.schema import TOMBSTONE_FIELD
 
 __all__ = ["AuditEntry", "Edit", "Record", "Store", "wall_ms"]
+
+T = TypeVar("T")
+
+
+_PUT_META = sa.text(
+    "INSERT INTO meta(key, value) VALUES (:k, :v) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
+
+
+# Built once: these run on every save or page.
+_GET_BY_ID = sa.select(db.records).where(db.records.c.id == sa.bindparam("id"))
+_GET_BY_ID_AND_ENTITY = _GET_BY_ID.where(db.records.c.entity == sa.bindparam("entity"))
+_ACTIVE_NIKS = sa.select(db.records.c.nik, db.records.c.id, db.records.c.household_id).where(
+    db.records.c.nik.in_(sa.bindparam("niks", expanding=True)),
+    db.records.c.deleted.is_(False),
+    sa.or_(db.records.c.status.is_(None), db.records.c.status == "aktif"),
+)
 
 
 def wall_ms() -> int:
@@ -192,8 +210,10 @@ class Store:
         self.village = config.village
         self.node = config.node
         self._wall = clock
-        self._writer: AsyncEngine | None = None
-        self._reader: AsyncEngine | None = None
+        self._thread_engine: sa.Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._read_engine: sa.Engine | None = None
+        self._readers: ThreadPoolExecutor | None = None
         self._lock = asyncio.Lock()
         self._pending: list[_Job] = []
         self._inflight: asyncio.Future[None] | None = None
@@ -201,8 +221,12 @@ class Store:
 
     async def open(self) -> None:
         """Connect, and load the clock state (the schema must be at head: ``db.upgrade``)."""
-        self._writer = db.create_engine(self.config.database_url, writer=True)
-        self._reader = db.create_engine(self.config.database_url, writer=False)
+        self._thread_engine = db.create_thread_engine(self.config.database_path, writer=True)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-writer")
+        self._read_engine = db.create_thread_engine(self.config.database_path, writer=False)
+        self._readers = ThreadPoolExecutor(
+            max_workers=db.READER_THREADS, thread_name_prefix="edge-reader"
+        )
         state = await self.get_meta("clock")
         self.clock = HybridClock(
             self.node, state=int(state or 0), max_drift_ms=self.config.max_clock_drift_ms
@@ -210,48 +234,56 @@ class Store:
 
     async def close(self) -> None:
         """Release the connections."""
-        for engine in (self._writer, self._reader):
-            if engine is not None:
-                await engine.dispose()
-
-    @property
-    def reader(self) -> AsyncEngine:
-        """The engine for reads (deferred transactions, never blocked by the writer)."""
-        assert self._reader is not None, "Store.open() first"
-        return self._reader
+        for pool in (self._thread, self._readers):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        for thread_engine in (self._thread_engine, self._read_engine):
+            if thread_engine is not None:
+                thread_engine.dispose()
 
     def now_ms(self) -> int:
         """The wall clock this store stamps with."""
         return self._wall()
 
+    async def read(self, query: Callable[[sa.Connection], T]) -> T:
+        """Run ``query(conn)`` on a reader thread with a synchronous connection.
+
+        One thread hop per query: through aiosqlite every statement (execute, fetch, close)
+        is its own hop, about 0.8 ms of CPU per small query against 0.2 ms this way.
+        """
+        assert self._read_engine is not None and self._readers is not None, "open() first"
+        engine = self._read_engine
+
+        def run() -> T:
+            with engine.connect() as conn:
+                return query(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+
+    async def run_write(self, statements: Callable[[sa.Connection], object]) -> None:
+        """Run ``statements(conn)`` in one write transaction on the writer thread (the same
+        thread as the group commits, so writes never wait on each other's locks)."""
+        assert self._thread_engine is not None and self._thread is not None, "open() first"
+        engine = self._thread_engine
+
+        def run() -> None:
+            with engine.begin() as conn:
+                statements(conn)
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, run)
+
     # --- meta ------------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
         """A value of the ``meta`` table."""
-        async with self.reader.connect() as conn:
-            return (
-                await conn.execute(sa.select(db.meta.c.value).where(db.meta.c.key == key))
-            ).scalar_one_or_none()
-
-    @staticmethod
-    async def _put_meta(conn: AsyncConnection, key: str, value: str) -> None:
-        stmt = sa.text(
-            "INSERT INTO meta(key, value) VALUES (:k, :v) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
-        )
-        await conn.execute(stmt, {"k": key, "v": value})
+        query = sa.select(db.meta.c.value).where(db.meta.c.key == key)
+        return await self.read(lambda conn: conn.execute(query).scalar_one_or_none())
 
     async def set_meta(self, key: str, value: str) -> None:
         """Set a value of the ``meta`` table (its own transaction)."""
-        async with self.transaction() as conn:
-            await self._put_meta(conn, key, value)
+        await self.run_write(lambda conn: conn.execute(_PUT_META, {"k": key, "v": value}))
 
     # --- writes ----------------------------------------------------------------------------
-
-    def transaction(self) -> Any:
-        """``async with store.transaction() as conn``: one write transaction (BEGIN IMMEDIATE)."""
-        assert self._writer is not None, "Store.open() first"
-        return self._writer.begin()
 
     async def write(
         self,
@@ -300,10 +332,19 @@ class Store:
                 await self._commit([job])
 
     async def _write_together(self, jobs: list[_Job]) -> None:
+        assert self._thread is not None, "Store.open() first"
         wall = self._wall()
-        async with self.transaction() as conn:
+        await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._write_in_thread, jobs, wall
+        )
+
+    def _write_in_thread(self, jobs: list[_Job], wall: int) -> None:
+        """One group commit, start to end, in the writer thread (the async lock in
+        :meth:`write` guarantees one at a time)."""
+        assert self._thread_engine is not None
+        with self._thread_engine.begin() as conn:
             ids = sorted({edit.record_id for job in jobs for edit in job.edits})
-            rows = (await conn.execute(sa.select(db.records).where(db.records.c.id.in_(ids)))).all()
+            rows = (conn.execute(sa.select(db.records).where(db.records.c.id.in_(ids)))).all()
             stored: dict[str, Record] = {row.id: _record(row) for row in rows}
             pending: dict[str, Record] = {}
             outbox_rows: list[dict[str, Any]] = []
@@ -343,21 +384,21 @@ class Store:
             inserts = [_columns(r) for r in pending.values() if r.id not in stored]
             updates = [_columns(r) | {"b_id": r.id} for r in pending.values() if r.id in stored]
             if inserts:
-                await conn.execute(db.records.insert(), inserts)
+                conn.execute(db.records.insert(), inserts)
             if updates:
                 columns = [k for k in updates[0] if k not in ("b_id", "id", "created_ms")]
-                await conn.execute(
+                conn.execute(
                     db.records.update()
                     .where(db.records.c.id == sa.bindparam("b_id"))
                     .values({k: sa.bindparam(k) for k in columns}),
                     updates,
                 )
             if outbox_rows:
-                await conn.execute(db.outbox.insert(), outbox_rows)
+                conn.execute(db.outbox.insert(), outbox_rows)
             if audit_rows:
-                await conn.execute(db.audit.insert(), audit_rows)
+                conn.execute(db.audit.insert(), audit_rows)
             if pending:
-                await self._put_meta(conn, "clock", str(self.clock.state))
+                conn.execute(_PUT_META, {"k": "clock", "v": str(self.clock.state)})
         for job in jobs:
             job.done = True
 
@@ -408,18 +449,17 @@ class Store:
 
     async def audit(self, entry: AuditEntry) -> None:
         """Append one row to the audit trail (e.g. a view of personal data)."""
-        async with self.transaction() as conn:
-            await conn.execute(db.audit.insert(), [_audit_row(entry, self._wall())])
+        row = _audit_row(entry, self._wall())
+        await self.run_write(lambda conn: conn.execute(db.audit.insert(), [row]))
 
     # --- reads -----------------------------------------------------------------------------
 
     async def get(self, record_id: str, entity: str | None = None) -> Record | None:
         """One record by id (of ``entity``, when given)."""
-        query = sa.select(db.records).where(db.records.c.id == record_id)
+        query, params = _GET_BY_ID, {"id": record_id}
         if entity is not None:
-            query = query.where(db.records.c.entity == entity)
-        async with self.reader.connect() as conn:
-            row = (await conn.execute(query)).first()
+            query, params = _GET_BY_ID_AND_ENTITY, {"id": record_id, "entity": entity}
+        row = await self.read(lambda conn: conn.execute(query, params).first())
         return _record(row) if row is not None else None
 
     async def related(self, entity: str, household_id: str) -> list[Record]:
@@ -429,8 +469,8 @@ class Store:
             .where(db.records.c.entity == entity, db.records.c.household_id == household_id)
             .order_by(db.records.c.created_ms, db.records.c.id)
         )
-        async with self.reader.connect() as conn:
-            return [_record(row) for row in (await conn.execute(query)).all()]
+        rows = await self.read(lambda conn: conn.execute(query).all())
+        return [_record(row) for row in rows]
 
     async def list(
         self,
@@ -450,9 +490,9 @@ class Store:
             .limit(limit)
         )
         count = sa.select(sa.func.count()).select_from(db.records).where(*conditions)
-        async with self.reader.connect() as conn:
-            rows = (await conn.execute(page)).all()
-            total = (await conn.execute(count)).scalar_one()
+        rows, total = await self.read(
+            lambda conn: (conn.execute(page).all(), conn.execute(count).scalar_one())
+        )
         return [_record(row) for row in rows], total
 
     @staticmethod
@@ -466,37 +506,30 @@ class Store:
         self, text: str, *, offset: int = 0, limit: int = 25
     ) -> tuple[list[Record], int]:
         """Households whose family-card number is ``text``, that have a member with NIK
-        ``text``, or a member whose name starts with ``text`` (case-insensitive)."""
+        ``text``, or a member whose name starts with ``text`` (case-insensitive).
+
+        Two steps on purpose: a page of matching household ids is found through the NIK, KK
+        or name index first, then those households are fetched by primary key. In one query
+        SQLite (which has no statistics on a box) walks every household in date order
+        instead. A name search lists households in the order of their members' names.
+        """
         needle = text.strip()
         if not needle:
             return await self.list("household", offset=offset, limit=limit)
-        r = db.records
-        if needle.isdigit() and len(needle) == 16:
-            by_member = sa.select(r.c.household_id).where(r.c.entity == "member", r.c.nik == needle)
-            condition = sa.or_(r.c.kk == needle, r.c.id.in_(by_member))
-        else:
-            key = needle.casefold()
-            upper = key[:-1] + chr(min(ord(key[-1]) + 1, 0x10FFFF))  # no chr() past U+10FFFF
-            by_member = sa.select(r.c.household_id).where(
-                r.c.entity == "member", r.c.name_key >= key, r.c.name_key < upper
-            )
-            condition = r.c.id.in_(by_member)
-        return await self.list("household", where=[condition], offset=offset, limit=limit)
+        return await self.read(lambda conn: _search_households(conn, needle, offset, limit))
 
     async def active_niks(self, niks: Iterable[str]) -> dict[str, tuple[str, str]]:
-        """For each given NIK held by an active member of this box: (member id, household id)."""
+        """For each given NIK held by an active member of this box: (member id, household id).
+
+        Only members have a ``nik`` column value, so the query names no entity: with one,
+        SQLite may pick the entity index and read every member (70 ms at 20,000 households
+        instead of 0.1 ms).
+        """
         wanted = sorted(set(niks))
         if not wanted:
             return {}
-        r = db.records
-        query = sa.select(r.c.nik, r.c.id, r.c.household_id).where(
-            r.c.entity == "member",
-            r.c.nik.in_(wanted),
-            r.c.deleted.is_(False),
-            sa.or_(r.c.status.is_(None), r.c.status == "aktif"),
-        )
-        async with self.reader.connect() as conn:
-            return {row.nik: (row.id, row.household_id) for row in (await conn.execute(query))}
+        rows = await self.read(lambda conn: conn.execute(_ACTIVE_NIKS, {"niks": wanted}).all())
+        return {row.nik: (row.id, row.household_id) for row in rows}
 
     async def counts(self) -> dict[str, int]:
         """How many records of each entity (tombstones excluded)."""
@@ -505,14 +538,13 @@ class Store:
             .where(db.records.c.deleted.is_(False))
             .group_by(db.records.c.entity)
         )
-        async with self.reader.connect() as conn:
-            return {entity: n for entity, n in (await conn.execute(query)).all()}
+        rows = await self.read(lambda conn: conn.execute(query).all())
+        return {entity: n for entity, n in rows}
 
     async def outbox_pending(self) -> tuple[int, int | None]:
         """How many changes wait for the hub, and when the oldest was made (ms)."""
         query = sa.select(sa.func.count(), sa.func.min(db.outbox.c.created_ms))
-        async with self.reader.connect() as conn:
-            count, oldest = (await conn.execute(query)).one()
+        count, oldest = await self.read(lambda conn: conn.execute(query).one())
         return count, oldest
 
     async def audit_log(
@@ -528,10 +560,46 @@ class Store:
             .limit(limit)
         )
         count = sa.select(sa.func.count()).select_from(db.audit).where(*conditions)
-        async with self.reader.connect() as conn:
-            rows = (await conn.execute(page)).all()
-            total = (await conn.execute(count)).scalar_one()
+        rows, total = await self.read(
+            lambda conn: (conn.execute(page).all(), conn.execute(count).scalar_one())
+        )
         return list(rows), total
+
+
+def _search_households(
+    conn: sa.Connection, needle: str, offset: int, limit: int
+) -> tuple[list[Record], int]:
+    r = db.records
+    if needle.isdigit() and len(needle) == 16:
+        # Only members have a `nik` and only households a `kk` (see _columns).
+        matches = sa.union(
+            sa.select(r.c.household_id.label("id")).where(r.c.nik == needle),
+            sa.select(r.c.id).where(r.c.kk == needle),
+        )
+        ids = [row[0] for row in conn.execute(matches) if row[0] is not None]
+        total = len(ids)
+        ids = ids[offset : offset + limit]
+    else:
+        # By member name, in name order, from the (entity, name_key, household_id) index.
+        key = needle.casefold()
+        upper = key[:-1] + chr(min(ord(key[-1]) + 1, 0x10FFFF))  # no chr() past U+10FFFF
+        named = sa.and_(r.c.entity == "member", r.c.name_key >= key, r.c.name_key < upper)
+        page = (
+            sa.select(r.c.household_id)
+            .where(named)
+            .group_by(r.c.household_id)
+            .order_by(sa.func.min(r.c.name_key), r.c.household_id)
+            .offset(offset)
+            .limit(limit)
+        )
+        ids = [row[0] for row in conn.execute(page)]
+        count = sa.select(sa.func.count(sa.distinct(r.c.household_id))).where(named)
+        total = conn.execute(count).scalar_one()
+    if not ids:
+        return [], total
+    query = sa.select(db.records).where(r.c.id.in_(ids), r.c.entity == "household")
+    found = {row.id: _record(row) for row in conn.execute(query)}
+    return [found[i] for i in ids if i in found], total
 
 
 def _audit_row(entry: AuditEntry, at_ms: int) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import uuid
 from collections.abc import Callable
 
 __all__ = ["NODE_ID_RE", "UuidV7Generator", "is_node_id", "uuid7"]
@@ -43,18 +42,19 @@ class UuidV7Generator:
     def __call__(self, now_ms: int) -> str:
         """A new id for a record or batch created at ``now_ms`` (Unix milliseconds)."""
         ms = min(max(now_ms, 0), _MAX_MS)
+        entropy = int.from_bytes(self._random(10))  # 62 bits for rand_b, 11 for a new counter
         if ms <= self._last_ms:
             ms = self._last_ms
             self._counter += 1
             if self._counter > 0xFFF:
                 ms += 1
-                self._counter = int.from_bytes(self._random(2)) & 0x7FF
+                self._counter = entropy >> 69
         else:
-            self._counter = int.from_bytes(self._random(2)) & 0x7FF
+            self._counter = entropy >> 69
         self._last_ms = ms
-        rand_b = int.from_bytes(self._random(8)) & ((1 << 62) - 1)
-        value = (ms << 80) | (0x7 << 76) | (self._counter << 64) | (0b10 << 62) | rand_b
-        return str(uuid.UUID(int=value))
+        rand_b = entropy & ((1 << 62) - 1)
+        h = f"{(ms << 80) | (0x7 << 76) | (self._counter << 64) | (0b10 << 62) | rand_b:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _default = UuidV7Generator()

@@ -20,8 +20,7 @@ async def healthz(request: web.Request) -> web.Response:
     store = request.app[STORE]
     checks: dict[str, str] = {}
     try:
-        async with store.transaction() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        await store.run_write(lambda conn: conn.execute(sa.text("SELECT 1")))
         checks["database"] = "ok"
     except Exception as exc:  # any failure means not healthy; say which
         checks["database"] = f"error: {type(exc).__name__}"

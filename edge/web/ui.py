@@ -170,14 +170,12 @@ async def beranda(request: web.Request) -> web.Response:
     stale, stale_total = await store.list(
         "household", where=[r.c.updated_ms < stale_before, r.c.deleted.is_(False)], limit=10
     )
-    async with store.reader.connect() as conn:
-        drafts = (
-            await conn.execute(
-                sa.select(sa.func.count())
-                .select_from(r)
-                .where(r.c.entity == "proposal", r.c.status == "draf")
-            )
-        ).scalar_one()
+    count_drafts = (
+        sa.select(sa.func.count())
+        .select_from(r)
+        .where(r.c.entity == "proposal", r.c.status == "draf")
+    )
+    drafts = await store.read(lambda conn: conn.execute(count_drafts).scalar_one())
     last_contact = await store.get_meta("last_hub_contact_ms")
     ahead = store.clock.ahead_ms(store.now_ms())
     return render(

@@ -27,15 +27,13 @@ async def sync_page(request: web.Request) -> web.Response:
     store = request.app[STORE]
     pending, oldest = await store.outbox_pending()
     r = db.records
-    async with store.reader.connect() as conn:
-        rows = (
-            await conn.execute(
-                sa.select(r.c.id, r.c.entity, r.c.household_id, r.c.conflicts)
-                .where(r.c.conflicts > 0)
-                .order_by(r.c.updated_ms.desc())
-                .limit(CONFLICTS_SHOWN)
-            )
-        ).all()
+    in_conflict = (
+        sa.select(r.c.id, r.c.entity, r.c.household_id, r.c.conflicts)
+        .where(r.c.conflicts > 0)
+        .order_by(r.c.updated_ms.desc())
+        .limit(CONFLICTS_SHOWN)
+    )
+    rows = await store.read(lambda conn: conn.execute(in_conflict).all())
     last_ack = await store.get_meta("last_ack_ms")
     last_contact = await store.get_meta("last_hub_contact_ms")
     return render(
@@ -164,7 +162,7 @@ async def token_add(request: web.Request) -> web.Response:
             status=422,
         )  # fmt: skip
     owner = await _user_or_404(store, owner_id)
-    token = await auth.create_api_token(store, owner, name)
+    token = await auth.create_api_token(store, owner, name, actor=request["user"].username)
     return await _users_page(request, new_token=token)
 
 

@@ -20,7 +20,6 @@ def test_without_a_file_every_setting_has_a_safe_default():
     assert config == EdgeConfig()
     assert (config.listen_host, config.listen_port) == ("0.0.0.0", 8080)
     assert config.database_path == Path("/var/lib/puskesos/edge.sqlite")
-    assert config.database_url == "sqlite+aiosqlite:////var/lib/puskesos/edge.sqlite"
     assert config.cookie_secure is False
     assert config.broker == BrokerConfig()
 
