@@ -464,13 +464,22 @@ class Store:
 
     async def related(self, entity: str, household_id: str) -> list[Record]:
         """The records of ``entity`` (members, proposals, ...) of a household, oldest first."""
+        return (await self.related_to_each(entity, [household_id]))[household_id]
+
+    async def related_to_each(
+        self, entity: str, household_ids: Sequence[str]
+    ) -> dict[str, list[Record]]:
+        """:meth:`related` for a page of households, in one query."""
         query = (
             sa.select(db.records)
-            .where(db.records.c.entity == entity, db.records.c.household_id == household_id)
+            .where(db.records.c.entity == entity, db.records.c.household_id.in_(household_ids))
             .order_by(db.records.c.created_ms, db.records.c.id)
         )
         rows = await self.read(lambda conn: conn.execute(query).all())
-        return [_record(row) for row in rows]
+        found: dict[str, list[Record]] = {household_id: [] for household_id in household_ids}
+        for row in rows:
+            found[row.household_id].append(_record(row))
+        return found
 
     async def list(
         self,

@@ -54,10 +54,11 @@ async def _household_page(request: web.Request, text: str) -> web.Response:
         offset=(page - 1) * per_page,
         limit=per_page,
     )
+    members = await store.related_to_each("member", [h.id for h in households])
     items = [
         {
             "household": record_json(h, masked=True),
-            "members": [record_json(m, masked=True) for m in await store.related("member", h.id)],
+            "members": [record_json(m, masked=True) for m in members[h.id]],
         }
         for h in households
     ]

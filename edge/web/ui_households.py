@@ -66,7 +66,8 @@ async def household_list(request: web.Request) -> web.Response:
     rows, total = await services.find_records(
         store, actor(request), "household", text=text, offset=(page - 1) * size, limit=size
     )
-    heads = {h.id: head_of(await store.related("member", h.id)) for h in rows}
+    members = await store.related_to_each("member", [h.id for h in rows])
+    heads = {h.id: head_of(members[h.id]) for h in rows}
     return render(
         request,
         "rumah_tangga_list.html",

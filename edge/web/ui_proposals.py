@@ -136,7 +136,8 @@ async def musdes(request: web.Request) -> web.Response:
         limit=MUSDES_LIMIT,
     )
     households = await _households(store, proposals)
-    heads = {hid: head_of(await store.related("member", hid)) for hid in households}
+    members = await store.related_to_each("member", list(households))
+    heads = {hid: head_of(members[hid]) for hid in households}
     return render(
         request,
         "musdes.html",
