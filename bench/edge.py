@@ -31,7 +31,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 from edge.config import load_config
-from edge.store import Edit, Store
+from edge.records import Edit
+from edge.store import Store
 from tests.edge.box_process import ServedBox, household_body, init_box, puskesos, query
 from tests.factories import make_household_with_members
 

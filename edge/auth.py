@@ -23,7 +23,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from edge import db
-from edge.store import AuditEntry, Store
+from edge.records import AuditEntry
+from edge.store import Store
 
 __all__ = [
     "LoginResult",

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from edge.store import AuditEntry, Edit, Record, Store
+from edge.records import AuditEntry, Edit, Record
+from edge.store import Store
 from protocol.changes import Value
 from protocol.entities import COMPLAINT, ENTITIES, HOUSEHOLD, MEMBER, PROPOSAL, RECORD_ID_KEY
 from protocol.identity import mask_number

@@ -21,12 +21,22 @@ import sqlalchemy as sa
 
 from edge import db
 from edge.config import EdgeConfig
-from protocol.changes import Change, FieldVersion, Value
+from edge.records import (
+    AuditEntry,
+    Edit,
+    Record,
+    audit_row,
+    dump_change,
+    from_row,
+    household_of,
+    to_row,
+)
+from protocol.changes import Change
 from protocol.clock import HybridClock, Timestamp
-from protocol.merge import Frontier, RecordState, local_change, merge, open_conflicts, values
+from protocol.merge import local_change, merge, open_conflicts, values
 from protocol.schema import TOMBSTONE_FIELD
 
-__all__ = ["AuditEntry", "Edit", "Record", "Store", "wall_ms"]
+__all__ = ["Store", "wall_ms"]
 
 T = TypeVar("T")
 
@@ -52,47 +62,6 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A record as stored: shown values plus bookkeeping."""
-
-    id: str
-    entity: str
-    village: str
-    values: Mapping[str, Value]
-    state: RecordState
-    household_id: str | None
-    created_ms: int
-    updated_ms: int
-    deleted: bool
-    conflicts: int
-
-    def get(self, name: str, default: Value = None) -> Value:
-        """A field's shown value."""
-        return self.values.get(name, default)
-
-
-@dataclass(frozen=True, slots=True)
-class Edit:
-    """What a person changes in one record (a new record when it does not exist yet)."""
-
-    entity: str
-    record_id: str
-    new_values: Mapping[str, Value]
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """One row of the audit trail."""
-
-    actor: str
-    action: str
-    entity: str | None = None
-    record_id: str | None = None
-    detail: Mapping[str, Any] = field(default_factory=dict)
-    address: str = ""
-
-
 @dataclass(slots=True, eq=False)
 class _Job:
     """One caller's save, waiting for (or taken into) a group commit."""
@@ -108,98 +77,6 @@ class _Job:
     def fail(self, error: Exception) -> None:
         self.error = error
         self.done = True
-
-
-# --- (de)serialising merge state ----------------------------------------------------------
-
-
-def dump_state(state: RecordState) -> str:
-    """Merge state as compact JSON: field → [[value, time, node, [[node, time], ...]], ...]."""
-    return json.dumps(
-        {
-            name: [[v.value, v.time, v.node, v.seen] for v in frontier]
-            for name, frontier in state.items()
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-
-
-def load_state(text: str) -> dict[str, Frontier]:
-    """Inverse of :func:`dump_state`."""
-    return {
-        name: tuple(
-            FieldVersion(value, time_, node, tuple((n, t) for n, t in seen))
-            for value, time_, node, seen in frontier
-        )
-        for name, frontier in json.loads(text).items()
-    }
-
-
-def dump_change(change: Change) -> str:
-    """An outbox row's change as JSON (turned into wire batches by the sync client)."""
-    return json.dumps(
-        {
-            "entity": change.entity,
-            "record_id": change.record_id,
-            "village": change.village,
-            "origin": change.origin,
-            "fields": {n: [v.value, v.time, v.node, v.seen] for n, v in change.fields.items()},
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-
-
-def _name_key(entity: str, shown: Mapping[str, Value]) -> str | None:
-    name = shown.get("name") if entity == "member" else shown.get("reporter_name")
-    return name.casefold() if isinstance(name, str) and name else None
-
-
-def _household_of(entity: str, record_id: str, shown: Mapping[str, Value]) -> str | None:
-    if entity == "household":
-        return record_id
-    parent = shown.get("household_id")
-    return parent if isinstance(parent, str) else None
-
-
-def _columns(record: Record) -> dict[str, Any]:
-    """The ``records`` row of a record."""
-    shown = record.values
-    nik = shown.get("nik") if record.entity == "member" else None
-    kk = shown.get("kk_number") if record.entity == "household" else None
-    status = shown.get("presence_status" if record.entity == "household" else "status")
-    return {
-        "id": record.id,
-        "entity": record.entity,
-        "village": record.village,
-        "household_id": record.household_id,
-        "state": dump_state(record.state),
-        "data": json.dumps(shown, separators=(",", ":"), ensure_ascii=False),
-        "nik": nik if isinstance(nik, str) else None,
-        "kk": kk if isinstance(kk, str) else None,
-        "name_key": _name_key(record.entity, shown),
-        "status": status if isinstance(status, str) else None,
-        "deleted": record.deleted,
-        "conflicts": record.conflicts,
-        "created_ms": record.created_ms,
-        "updated_ms": record.updated_ms,
-    }
-
-
-def _record(row: Any) -> Record:
-    return Record(
-        id=row.id,
-        entity=row.entity,
-        village=row.village,
-        values=json.loads(row.data),
-        state=load_state(row.state),
-        household_id=row.household_id,
-        created_ms=row.created_ms,
-        updated_ms=row.updated_ms,
-        deleted=bool(row.deleted),
-        conflicts=row.conflicts,
-    )
 
 
 class Store:
@@ -345,7 +222,7 @@ class Store:
         with self._thread_engine.begin() as conn:
             ids = sorted({edit.record_id for job in jobs for edit in job.edits})
             rows = (conn.execute(sa.select(db.records).where(db.records.c.id.in_(ids)))).all()
-            stored: dict[str, Record] = {row.id: _record(row) for row in rows}
+            stored: dict[str, Record] = {row.id: from_row(row) for row in rows}
             pending: dict[str, Record] = {}
             outbox_rows: list[dict[str, Any]] = []
             audit_rows: list[dict[str, Any]] = []
@@ -380,9 +257,9 @@ class Store:
                             "address": job.address,
                         }
                     )
-                audit_rows += [_audit_row(entry, wall) for entry in job.also_audit]
-            inserts = [_columns(r) for r in pending.values() if r.id not in stored]
-            updates = [_columns(r) | {"b_id": r.id} for r in pending.values() if r.id in stored]
+                audit_rows += [audit_row(entry, wall) for entry in job.also_audit]
+            inserts = [to_row(r) for r in pending.values() if r.id not in stored]
+            updates = [to_row(r) | {"b_id": r.id} for r in pending.values() if r.id in stored]
             if inserts:
                 conn.execute(db.records.insert(), inserts)
             if updates:
@@ -438,7 +315,7 @@ class Store:
                 village=self.village,
                 values=shown,
                 state=state,
-                household_id=_household_of(edit.entity, edit.record_id, shown),
+                household_id=household_of(edit.entity, edit.record_id, shown),
                 created_ms=before.created_ms if before else wall,
                 updated_ms=wall,
                 deleted=shown.get(TOMBSTONE_FIELD) is True,
@@ -449,7 +326,7 @@ class Store:
 
     async def audit(self, entry: AuditEntry) -> None:
         """Append one row to the audit trail (e.g. a view of personal data)."""
-        row = _audit_row(entry, self._wall())
+        row = audit_row(entry, self._wall())
         await self.run_write(lambda conn: conn.execute(db.audit.insert(), [row]))
 
     # --- reads -----------------------------------------------------------------------------
@@ -460,7 +337,7 @@ class Store:
         if entity is not None:
             query, params = _GET_BY_ID_AND_ENTITY, {"id": record_id, "entity": entity}
         row = await self.read(lambda conn: conn.execute(query, params).first())
-        return _record(row) if row is not None else None
+        return from_row(row) if row is not None else None
 
     async def related(self, entity: str, household_id: str) -> list[Record]:
         """The records of ``entity`` (members, proposals, ...) of a household, oldest first."""
@@ -478,7 +355,7 @@ class Store:
         rows = await self.read(lambda conn: conn.execute(query).all())
         found: dict[str, list[Record]] = {household_id: [] for household_id in household_ids}
         for row in rows:
-            found[row.household_id].append(_record(row))
+            found[row.household_id].append(from_row(row))
         return found
 
     async def list(
@@ -502,7 +379,7 @@ class Store:
         rows, total = await self.read(
             lambda conn: (conn.execute(page).all(), conn.execute(count).scalar_one())
         )
-        return [_record(row) for row in rows], total
+        return [from_row(row) for row in rows], total
 
     @staticmethod
     def field_equals(name: str, value: str) -> sa.ColumnElement[bool]:
@@ -580,7 +457,7 @@ def _search_households(
 ) -> tuple[list[Record], int]:
     r = db.records
     if needle.isdigit() and len(needle) == 16:
-        # Only members have a `nik` and only households a `kk` (see _columns).
+        # Only members have a `nik` and only households a `kk` (see edge.records.to_row).
         matches = sa.union(
             sa.select(r.c.household_id.label("id")).where(r.c.nik == needle),
             sa.select(r.c.id).where(r.c.kk == needle),
@@ -607,17 +484,5 @@ def _search_households(
     if not ids:
         return [], total
     query = sa.select(db.records).where(r.c.id.in_(ids), r.c.entity == "household")
-    found = {row.id: _record(row) for row in conn.execute(query)}
+    found = {row.id: from_row(row) for row in conn.execute(query)}
     return [found[i] for i in ids if i in found], total
-
-
-def _audit_row(entry: AuditEntry, at_ms: int) -> dict[str, Any]:
-    return {
-        "at_ms": at_ms,
-        "actor": entry.actor,
-        "action": entry.action,
-        "entity": entry.entity,
-        "record_id": entry.record_id,
-        "detail": json.dumps(dict(entry.detail), ensure_ascii=False),
-        "address": entry.address,
-    }

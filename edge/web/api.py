@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from edge import services
-from edge.store import AuditEntry, Record
+from edge.records import AuditEntry, Record
 from edge.web.api_io import (
     PAGE,
     PER_PAGE,

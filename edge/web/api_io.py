@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from edge import services
-from edge.store import Record
+from edge.records import Record
 from edge.web.app import json_error
 from edge.web.openapi import field_schema
 from protocol.entities import ENTITIES

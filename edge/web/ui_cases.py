@@ -8,7 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from edge import services
-from edge.store import Record, Store
+from edge.records import Record
+from edge.store import Store
 from edge.web.app import CONFIG, STORE, actor, local_today, render
 from edge.web.forms import (
     Raw,

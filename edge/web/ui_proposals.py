@@ -9,7 +9,8 @@ from aiohttp import web
 
 from edge import services
 from edge.auth import Role
-from edge.store import Record, Store
+from edge.records import Record
+from edge.store import Store
 from edge.web.app import CONFIG, STORE, actor, local_today, render
 from edge.web.forms import editable, messages_by_input, parse, raw_from_post
 from edge.web.routing import ALL_ROLES, RouteTable

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from edge.config import EdgeConfig
-from edge.store import Edit, Store
+from edge.records import Edit
+from edge.store import Store
 from protocol.merge import values
 from tests.factories import make_household_with_members
 

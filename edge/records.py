@@ -1,0 +1,174 @@
+"""Records as the edge stores them, and their conversion to and from database rows.
+
+A :class:`Record` is a record of any entity with its shown values and its merge state; the
+merge state and the outbox's changes are stored as compact JSON. :func:`to_row` and
+:func:`from_row` are the only places that know the ``records`` table's columns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.changes import Change, FieldVersion, Value
+from protocol.merge import Frontier, RecordState
+
+__all__ = [
+    "AuditEntry",
+    "Edit",
+    "Record",
+    "audit_row",
+    "dump_change",
+    "dump_state",
+    "from_row",
+    "household_of",
+    "load_state",
+    "to_row",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record as stored: shown values plus bookkeeping."""
+
+    id: str
+    entity: str
+    village: str
+    values: Mapping[str, Value]
+    state: RecordState
+    household_id: str | None
+    created_ms: int
+    updated_ms: int
+    deleted: bool
+    conflicts: int
+
+    def get(self, name: str, default: Value = None) -> Value:
+        """A field's shown value."""
+        return self.values.get(name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """What a person changes in one record (a new record when it does not exist yet)."""
+
+    entity: str
+    record_id: str
+    new_values: Mapping[str, Value]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One row of the audit trail."""
+
+    actor: str
+    action: str
+    entity: str | None = None
+    record_id: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    address: str = ""
+
+
+# --- (de)serialising merge state ----------------------------------------------------------
+
+
+def dump_state(state: RecordState) -> str:
+    """Merge state as compact JSON: field → [[value, time, node, [[node, time], ...]], ...]."""
+    return json.dumps(
+        {
+            name: [[v.value, v.time, v.node, v.seen] for v in frontier]
+            for name, frontier in state.items()
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def load_state(text: str) -> dict[str, Frontier]:
+    """Inverse of :func:`dump_state`."""
+    return {
+        name: tuple(
+            FieldVersion(value, time_, node, tuple((n, t) for n, t in seen))
+            for value, time_, node, seen in frontier
+        )
+        for name, frontier in json.loads(text).items()
+    }
+
+
+def dump_change(change: Change) -> str:
+    """An outbox row's change as JSON (turned into wire batches by the sync client)."""
+    return json.dumps(
+        {
+            "entity": change.entity,
+            "record_id": change.record_id,
+            "village": change.village,
+            "origin": change.origin,
+            "fields": {n: [v.value, v.time, v.node, v.seen] for n, v in change.fields.items()},
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def _name_key(entity: str, shown: Mapping[str, Value]) -> str | None:
+    name = shown.get("name") if entity == "member" else shown.get("reporter_name")
+    return name.casefold() if isinstance(name, str) and name else None
+
+
+def household_of(entity: str, record_id: str, shown: Mapping[str, Value]) -> str | None:
+    if entity == "household":
+        return record_id
+    parent = shown.get("household_id")
+    return parent if isinstance(parent, str) else None
+
+
+def to_row(record: Record) -> dict[str, Any]:
+    """The ``records`` row of a record."""
+    shown = record.values
+    nik = shown.get("nik") if record.entity == "member" else None
+    kk = shown.get("kk_number") if record.entity == "household" else None
+    status = shown.get("presence_status" if record.entity == "household" else "status")
+    return {
+        "id": record.id,
+        "entity": record.entity,
+        "village": record.village,
+        "household_id": record.household_id,
+        "state": dump_state(record.state),
+        "data": json.dumps(shown, separators=(",", ":"), ensure_ascii=False),
+        "nik": nik if isinstance(nik, str) else None,
+        "kk": kk if isinstance(kk, str) else None,
+        "name_key": _name_key(record.entity, shown),
+        "status": status if isinstance(status, str) else None,
+        "deleted": record.deleted,
+        "conflicts": record.conflicts,
+        "created_ms": record.created_ms,
+        "updated_ms": record.updated_ms,
+    }
+
+
+def from_row(row: Any) -> Record:
+    return Record(
+        id=row.id,
+        entity=row.entity,
+        village=row.village,
+        values=json.loads(row.data),
+        state=load_state(row.state),
+        household_id=row.household_id,
+        created_ms=row.created_ms,
+        updated_ms=row.updated_ms,
+        deleted=bool(row.deleted),
+        conflicts=row.conflicts,
+    )
+
+
+def audit_row(entry: AuditEntry, at_ms: int) -> dict[str, Any]:
+    return {
+        "at_ms": at_ms,
+        "actor": entry.actor,
+        "action": entry.action,
+        "entity": entry.entity,
+        "record_id": entry.record_id,
+        "detail": json.dumps(dict(entry.detail), ensure_ascii=False),
+        "address": entry.address,
+    }
