@@ -9,10 +9,11 @@ Five failed logins in a row lock an account for ``login_lockout_s``.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import hashlib
 import hmac
 import json
+import os
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,6 +28,7 @@ from edge.records import AuditEntry
 from edge.store import Store
 
 __all__ = [
+    "APPROVERS",
     "LoginResult",
     "Role",
     "User",
@@ -44,6 +46,7 @@ __all__ = [
     "set_user_active",
     "user_for_api_token",
     "user_for_session",
+    "valid_username",
 ]
 
 _hasher = PasswordHasher()
@@ -59,6 +62,9 @@ class Role(StrEnum):
     KEPALA_DESA = "kepala_desa"
     ADMIN = "admin"
 
+
+#: Who may mark proposals agreed by the village deliberation or an SPTJM.
+APPROVERS = frozenset({Role.KEPALA_DESA, Role.ADMIN})
 
 ROLE_LABELS = {
     Role.OPERATOR: "Operator desa",
@@ -98,8 +104,14 @@ def load_secret(path: Path) -> bytes:
     """The box's secret, created (mode 0600) on first use."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_bytes(secrets.token_bytes(32))
+        fresh = path.with_name(path.name + ".new")
+        fresh.unlink(missing_ok=True)
+        fresh.touch(mode=0o600)
+        with fresh.open("wb") as file:  # complete and on disk before it takes the name
+            file.write(secrets.token_bytes(32))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(fresh, path)
     return path.read_bytes()
 
 
@@ -108,15 +120,28 @@ def csrf_token(secret: bytes, session_token: str) -> str:
     return hmac.new(secret, _sha256(session_token).encode(), hashlib.sha256).hexdigest()
 
 
+def valid_username(username: str) -> bool:
+    """User names are letters, digits, dots and underscores."""
+    return bool(username) and username.replace(".", "").replace("_", "").isalnum()
+
+
+async def _verify(password_hash: str, password: str) -> bool:
+    """Check a password off the event loop (argon2 takes tens of milliseconds on purpose)."""
+    try:
+        return await asyncio.to_thread(_hasher.verify, password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 async def create_user(
     store: Store, *, username: str, full_name: str, role: Role, password: str, actor: str
 ) -> User:
     """Add an account; raises ``ValueError`` for a taken name or a short password."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValueError(f"password needs at least {MIN_PASSWORD_LENGTH} characters")
-    if not username or not username.replace(".", "").replace("_", "").isalnum():
+    if not valid_username(username):
         raise ValueError("username: letters, digits, dot and underscore only")
-    password_hash = _hasher.hash(password)
+    password_hash = await asyncio.to_thread(_hasher.hash, password)
     now = store.now_ms()
     created: list[int] = []
 
@@ -154,31 +179,39 @@ async def authenticate(store: Store, username: str, password: str, address: str)
     query = sa.select(db.users).where(db.users.c.username == username)
     row = await store.read(lambda conn: conn.execute(query).first())
     if row is None or not row.active:
-        with contextlib.suppress(VerificationError):
-            _hasher.verify(_DUMMY_HASH, password)
+        await _verify(_DUMMY_HASH, password)
         await store.audit(AuditEntry(username[:64], "login_failed", address=address))
         return LoginResult(None)
     if row.locked_until_ms > now:
         await store.audit(AuditEntry(row.username, "login_locked", address=address))
         return LoginResult(None, locked=True)
-    try:
-        _hasher.verify(row.password_hash, password)
-    except (VerificationError, InvalidHashError):
-        failures = row.failed_logins + 1
-        locked = failures >= config.login_max_failures
-        count = (
-            db.users.update()
-            .where(db.users.c.id == row.id)
-            .values(
-                failed_logins=0 if locked else failures,
-                locked_until_ms=now + config.login_lockout_s * 1000 if locked else 0,
+    if not await _verify(row.password_hash, password):
+        user_id = row.id
+
+        def count_failure(conn: sa.Connection) -> int:
+            # In the database, not read-add-write: parallel attempts must all count.
+            users = db.users
+            conn.execute(
+                users.update()
+                .where(users.c.id == user_id)
+                .values(failed_logins=users.c.failed_logins + 1)
             )
-        )
-        await store.run_write(lambda conn: conn.execute(count))
+            failures: int = conn.execute(
+                sa.select(users.c.failed_logins).where(users.c.id == user_id)
+            ).scalar_one()
+            if failures >= config.login_max_failures:
+                conn.execute(
+                    users.update()
+                    .where(users.c.id == user_id)
+                    .values(failed_logins=0, locked_until_ms=now + config.login_lockout_s * 1000)
+                )
+            return failures
+
+        failures = await store.run_write(count_failure)
         await store.audit(
             AuditEntry(row.username, "login_failed", detail={"failures": failures}, address=address)
         )
-        return LoginResult(None, locked=locked)
+        return LoginResult(None, locked=failures >= config.login_max_failures)
     reset = (
         db.users.update().where(db.users.c.id == row.id).values(failed_logins=0, locked_until_ms=0)
     )
@@ -280,7 +313,7 @@ async def set_password(store: Store, user_id: int, password: str, *, actor: str)
     """Set a new password (and unlock the account); its other sessions end."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValueError(f"password needs at least {MIN_PASSWORD_LENGTH} characters")
-    password_hash = _hasher.hash(password)
+    password_hash = await asyncio.to_thread(_hasher.hash, password)
 
     def change(conn: sa.Connection) -> None:
         conn.execute(

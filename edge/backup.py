@@ -125,6 +125,7 @@ def restore(config: EdgeConfig, source: Path) -> Path | None:
             raise
         kept = None
         if target.exists():
+            _keep_clock_ahead(incoming, target)
             kept = target.with_name(f"{target.name}.before-restore")
             _copy(sqlite3.connect(target, timeout=30), kept)
             # Fold the WAL into the file before its -wal/-shm go (nothing else has it open).
@@ -136,6 +137,22 @@ def restore(config: EdgeConfig, source: Path) -> Path | None:
         _sync_directory(target.parent)
         upgrade(target)
     return kept
+
+
+def _keep_clock_ahead(incoming: Path, current: Path) -> None:
+    """The restored box's clock must not go back to the backup's: stamps it issued since
+    were sent to the hub, and new edits stamped lower would lose every merge there."""
+    with contextlib.closing(sqlite3.connect(current, timeout=30)) as connection:
+        row = connection.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()
+    if row is None:
+        return
+    with contextlib.closing(sqlite3.connect(incoming)) as connection, connection:
+        connection.execute(
+            "INSERT INTO meta(key, value) VALUES ('clock', ?) ON CONFLICT(key) DO UPDATE "
+            "SET value = CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) "
+            "AS TEXT)",
+            (row[0],),
+        )
 
 
 def _check_same_box(path: Path, config: EdgeConfig, source: Path) -> None:

@@ -18,6 +18,8 @@ from typing import Any, TextIO
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from edge.web.app import USER
+
 __all__ = ["AccessLogger", "JsonFormatter", "configure"]
 
 #: Attributes every LogRecord has; anything else on a record is an extra and is logged.
@@ -61,7 +63,7 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request: method, path without query, status, duration, who, from where."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        user = request.get("user")
+        user = request.get(USER)
         self.logger.info(
             "request",
             extra={

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from edge.auth import APPROVERS
 from edge.records import AuditEntry, Edit, Record
 from edge.store import Store
 from protocol.changes import Value
@@ -33,6 +34,8 @@ __all__ = [
     "period_of",
     "save_household",
     "update_record",
+    "view_household",
+    "view_record",
 ]
 
 #: Days a complaint may stay open before it is overdue (shown on the Beranda).
@@ -123,10 +126,15 @@ async def save_household(
     existing = {m.id: m for m in await store.related("member", record_id)} if current else {}
 
     member_edits: list[tuple[str, dict[str, Value]]] = []
-    for given in members:
+    repeated: list[Issue] = []
+    for index, given in enumerate(members):
         member_id = given.get(RECORD_ID_KEY)
         if member_id is not None and member_id not in existing:
             raise NotFound(str(member_id))
+        if member_id is not None and any(member_id == mid for mid, _ in member_edits):
+            # Two blocks of one member: only one could be validated, both would be written.
+            path = f"members[{index}].{RECORD_ID_KEY}"
+            repeated.append(Issue.error(path, "invalid_value", {"field": path}))
         new_values = _clean(MEMBER, given) | {"household_id": record_id}
         if member_id is None:
             new_values.setdefault("status", "aktif")
@@ -149,6 +157,8 @@ async def save_household(
     niks = [m["nik"] for m in full_members if isinstance(m.get("nik"), str)]
     holders = await store.active_niks(niks)
     village_niks = {nik: mid for nik, (mid, hid) in holders.items() if hid != record_id}
+    if repeated:
+        return Outcome(False, record_id, repeated)
     issues = _readonly_issues(HOUSEHOLD, household_values, current.values if current else {}, "")
     for index, (member_id, new_values) in enumerate(member_edits):
         stored = existing[member_id].values if member_id in existing else {}
@@ -199,7 +209,8 @@ def _renumber(issues: list[Issue], order: list[str], submitted: list[str]) -> li
 
     ``validate_household`` numbers members in the order it got them (stored ones first);
     a form shows the submitted members, so ``members[i]`` must mean the i-th submitted.
-    Issues of members not in the form keep their household position.
+    Issues of stored members not in the form are named by id (``members[id=...]``), so
+    they cannot be mistaken for a submitted one.
     """
     position = {member_id: index for index, member_id in enumerate(submitted)}
     renamed = []
@@ -207,10 +218,8 @@ def _renumber(issues: list[Issue], order: list[str], submitted: list[str]) -> li
         if issue.field.startswith("members["):
             index_text, _, rest = issue.field[len("members[") :].partition("]")
             member_id = order[int(index_text)]
-            if member_id in position:
-                issue = Issue(
-                    f"members[{position[member_id]}]{rest}", issue.code, issue.level, issue.params
-                )
+            where = position.get(member_id, f"id={member_id}")
+            issue = Issue(f"members[{where}]{rest}", issue.code, issue.level, issue.params)
         renamed.append(issue)
     return renamed
 
@@ -319,7 +328,7 @@ async def update_record(
     if (
         entity == PROPOSAL.name
         and new_values.get("status") in AGREED
-        and actor.role not in ("kepala_desa", "admin")
+        and actor.role not in APPROVERS
     ):
         raise PermissionDenied("only the kepala desa marks proposals agreed")
     issues = validate_fields(schema, new_values, is_new=False, today=today, current=current.values)
@@ -344,7 +353,7 @@ async def agree_proposals(
 ) -> Outcome:
     """The kepala desa marks draft proposals agreed by the village deliberation (``how`` =
     ``disepakati_musdes``, with the minutes' reference) or by an SPTJM statement."""
-    if actor.role not in ("kepala_desa", "admin"):
+    if actor.role not in APPROVERS:
         raise PermissionDenied("only the kepala desa marks proposals agreed")
     if how not in AGREED:
         params = {"field": "status", "label": "Status", "value": how}
@@ -403,6 +412,15 @@ async def view_household(store: Store, actor: Actor, household_id: str) -> House
         await store.related("proposal", household_id),
         await store.related("complaint", household_id),
     )
+
+
+async def view_record(store: Store, actor: Actor, entity: str, record_id: str) -> Record:
+    """Read one record to show it in full, and record that ``actor`` saw it."""
+    record = await store.get(record_id, entity)
+    if record is None:
+        raise NotFound(record_id)
+    await store.audit(AuditEntry(actor.username, "view", entity, record_id, {}, actor.address))
+    return record
 
 
 #: Fields lists may be filtered by (entity → field names); enum fields only.

@@ -32,7 +32,7 @@ from edge.records import (
     to_row,
 )
 from protocol.changes import Change
-from protocol.clock import HybridClock, Timestamp
+from protocol.clock import HybridClock
 from protocol.merge import local_change, merge, open_conflicts, values
 from protocol.schema import TOMBSTONE_FIELD
 
@@ -137,17 +137,17 @@ class Store:
 
         return await asyncio.get_running_loop().run_in_executor(self._readers, run)
 
-    async def run_write(self, statements: Callable[[sa.Connection], object]) -> None:
+    async def run_write(self, statements: Callable[[sa.Connection], T]) -> T:
         """Run ``statements(conn)`` in one write transaction on the writer thread (the same
         thread as the group commits, so writes never wait on each other's locks)."""
         assert self._thread_engine is not None and self._thread is not None, "open() first"
         engine = self._thread_engine
 
-        def run() -> None:
+        def run() -> T:
             with engine.begin() as conn:
-                statements(conn)
+                return statements(conn)
 
-        await asyncio.get_running_loop().run_in_executor(self._thread, run)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, run)
 
     # --- meta ------------------------------------------------------------------------------
 
@@ -183,15 +183,21 @@ class Store:
         """
         job = _Job(list(edits), actor, address, tuple(also_audit))
         self._pending.append(job)
-        async with self._lock:
-            # A leader cancelled mid-commit leaves its commit running (shielded): finish it
-            # before deciding whether this save is still waiting.
-            if self._inflight is not None and not self._inflight.done():
-                await asyncio.shield(self._inflight)
-            if not job.done:
-                jobs, self._pending = self._pending, []
-                self._inflight = asyncio.ensure_future(self._commit(jobs))
-                await asyncio.shield(self._inflight)
+        try:
+            async with self._lock:
+                # A leader cancelled mid-commit leaves its commit running (shielded): finish
+                # it before deciding whether this save is still waiting.
+                if self._inflight is not None and not self._inflight.done():
+                    await asyncio.shield(self._inflight)
+                if not job.done:
+                    jobs, self._pending = self._pending, []
+                    self._inflight = asyncio.ensure_future(self._commit(jobs))
+                    await asyncio.shield(self._inflight)
+        except asyncio.CancelledError:
+            # Cancelled while still waiting: nobody may write this save later in its name.
+            if job in self._pending:
+                self._pending.remove(job)
+            raise
         if job.error is not None:
             raise job.error
         return job.saved
@@ -287,14 +293,15 @@ class Store:
         Raises ``ValueError`` (before anything is written) for an edit that names a record
         of another entity.
         """
-        stamp: Timestamp | None = None
         records: dict[str, Record] = {}
         changes: list[Change] = []
         for edit in job.edits:
             before = records.get(edit.record_id) or current.get(edit.record_id)
             if before is not None and before.entity != edit.entity:
                 raise ValueError(f"record {edit.record_id} is a {before.entity}")
-            stamp = stamp or self.clock.now(wall)
+            # A stamp per edit: two edits of one record in one save must not share a stamp
+            # (the second would look like a duplicate of the first and be dropped).
+            stamp = self.clock.now(wall)
             change = local_change(
                 before.state if before else None,
                 entity=edit.entity,
@@ -434,10 +441,18 @@ class Store:
         return count, oldest
 
     async def audit_log(
-        self, *, record_id: str | None = None, offset: int = 0, limit: int = 50
+        self,
+        *,
+        record_id: str | None = None,
+        actions: Sequence[str] = (),
+        offset: int = 0,
+        limit: int = 50,
     ) -> tuple[list[Any], int]:
-        """Audit rows, newest first, optionally of one record; and the total count."""
+        """Audit rows, newest first, optionally of one record and some actions; and the
+        total count."""
         conditions = [db.audit.c.record_id == record_id] if record_id else []
+        if actions:
+            conditions.append(db.audit.c.action.in_(actions))
         page = (
             sa.select(db.audit)
             .where(*conditions)

@@ -117,7 +117,15 @@ async def _save_household(request: web.Request, household_id: str | None) -> web
         path = f"members[{index}].id"
         issue = Issue.error(path, "invalid_ref", {"field": "id"})
         raise bad(422, "validation_failed", [issue]) from None
+    if outcome.saved and household_id is not None:
+        await _audit_shown(request, household_id)  # the answer shows the household in full
     return save_answer(outcome, 201 if household_id is None else 200)
+
+
+async def _audit_shown(request: web.Request, household_id: str) -> None:
+    who = actor(request)
+    entry = AuditEntry(who.username, "view", HOUSEHOLD.name, household_id, {}, who.address)
+    await request.app[STORE].audit(entry)
 
 
 @routes.post(
@@ -180,10 +188,7 @@ async def _member(request: web.Request) -> Record:
 @answers
 async def get_member(request: web.Request) -> web.Response:
     member = await _member(request)
-    who = actor(request)
-    await request.app[STORE].audit(
-        AuditEntry(who.username, "view", MEMBER.name, member.id, {}, who.address)
-    )
+    await services.view_record(request.app[STORE], actor(request), MEMBER.name, member.id)
     return web.json_response(record_json(member))
 
 
@@ -213,6 +218,8 @@ async def update_member(request: web.Request) -> web.Response:
         today=local_today(request),
         confirm_warnings=confirm,
     )
+    if outcome.saved:
+        await _audit_shown(request, member.household_id)
     place = next(i for i, m in enumerate(siblings) if m.id == member.id)
     outcome = services.Outcome(outcome.saved, member.id, outcome.issues, outcome.records)
     return save_answer(outcome, 200, rename=f"members[{place}].")
@@ -251,9 +258,8 @@ def _register(entity: str, plural: str) -> None:
         return save_answer(outcome, 201)
 
     async def read(request: web.Request) -> web.Response:
-        record = await request.app[STORE].get(path_id(request), entity)
-        if record is None:
-            raise services.NotFound(request.match_info["id"])
+        store = request.app[STORE]
+        record = await services.view_record(store, actor(request), entity, path_id(request))
         return web.json_response(record_json(record))
 
     async def change(request: web.Request) -> web.Response:

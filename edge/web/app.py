@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
+from yarl import URL
 
 from edge import auth
 from edge.config import EdgeConfig
@@ -37,8 +38,10 @@ from edge.web.templating import create_environment
 
 __all__ = [
     "CONFIG",
+    "CSRF",
     "METRICS",
     "STORE",
+    "USER",
     "actor",
     "create_app",
     "json_error",
@@ -55,6 +58,9 @@ TEMPLATES = web.AppKey("templates", jinja2.Environment)
 METRICS = web.AppKey("metrics", EdgeMetrics)
 ROUTES = web.AppKey("routes", dict)
 LIMITER = web.AppKey("login_limiter", dict)
+#: Who is calling (``None`` before login) and, for a cookie session, its CSRF token.
+USER = web.RequestKey("user", auth.User | None)
+CSRF = web.RequestKey("csrf", str | None)
 
 SESSION_COOKIE = "psk_session"
 PRE_CSRF_COOKIE = "psk_csrf"
@@ -181,14 +187,14 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if route is None:  # deny by default: only routes of the table answer
         raise web.HTTPForbidden()
     user, session_token = await _caller(request)
-    request["user"] = user
+    request[USER] = user
     secret = request.app[SECRET]
-    request["csrf"] = auth.csrf_token(secret, session_token) if session_token else None
+    request[CSRF] = auth.csrf_token(secret, session_token) if session_token else None
     if not route.public:
         if user is None:
             if is_api(request) or request.method != "GET":
                 raise web.HTTPUnauthorized()
-            raise web.HTTPSeeOther(f"/masuk?next={request.rel_url}")
+            raise web.HTTPSeeOther(URL("/masuk").with_query(next=str(request.rel_url)))
         if user.role not in route.roles:
             raise web.HTTPForbidden(text="Anda tidak berhak membuka halaman ini.")
     if request.method in UNSAFE:
@@ -198,7 +204,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _check_csrf(request: web.Request, session_token: str | None) -> None:
     """Cookie-authenticated requests and forms posted before login need a CSRF token."""
-    if request["user"] is not None and session_token is None:
+    if request[USER] is not None and session_token is None:
         return  # bearer token: not sent by browsers on their own, no CSRF possible
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.content_type in (
@@ -206,10 +212,8 @@ async def _check_csrf(request: web.Request, session_token: str | None) -> None:
         "multipart/form-data",
     ):
         sent = (await request.post()).get(CSRF_FIELD)
-    if session_token is not None:
-        expected = request["csrf"]
-    else:  # a form before login: double-submit cookie
-        expected = request.cookies.get(PRE_CSRF_COOKIE)
+    # A form before login has no session: its token is a double-submit cookie.
+    expected = request[CSRF] if session_token is not None else request.cookies.get(PRE_CSRF_COOKIE)
     if not isinstance(sent, str) or not expected or not hmac.compare_digest(sent, expected):
         if is_api(request):
             raise web.HTTPForbidden(reason="CSRF token missing or wrong")
@@ -257,8 +261,8 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
         request.app[TEMPLATES]
         .get_template(template)
         .render(
-            user=request.get("user"),
-            csrf=request.get("csrf") or "",
+            user=request.get(USER),
+            csrf=request.get(CSRF) or "",
             village=config.village,
             node=config.node,
             path=request.path,
@@ -271,7 +275,7 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
 
 def actor(request: web.Request) -> Actor:
     """Who is acting, for services and the audit trail."""
-    user: auth.User = request["user"]
+    user: auth.User = request[USER]
     return Actor(user.username, user.role.value, request.remote or "")
 
 

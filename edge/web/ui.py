@@ -92,7 +92,10 @@ def flash(request: web.Request) -> str | None:
 def page_number(request: web.Request) -> int:
     """The 1-based ``?page=`` of a list (1 when missing or not a positive number)."""
     text = request.query.get("page", "1")
-    return max(int(text), 1) if text.isdigit() else 1
+    # ASCII digits only ("²".isdigit() is true), and a page SQLite can still count to.
+    if not text.isascii() or not text.isdigit() or len(text) > 6:
+        return 1
+    return max(int(text), 1)
 
 
 def pager_base(request: web.Request) -> str:
@@ -103,10 +106,17 @@ def pager_base(request: web.Request) -> str:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only local paths: never redirect a login to another site."""
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return "/"
+    """Only a path of this box: never redirect a login to another site.
+
+    The target is parsed the way browsers parse it (tabs and newlines dropped, backslashes
+    read as slashes), and only its path and query are kept.
+    """
+    if not target or any(ch in target for ch in "\\\t\r\n") or not target.startswith("/"):
+        return "/"
+    url = URL(target)
+    if url.scheme or url.host or not url.path.startswith("/") or url.path.startswith("//"):
+        return "/"
+    return url.path_qs
 
 
 @routes.get("/masuk", roles=PUBLIC, summary="Login page")

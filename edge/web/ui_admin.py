@@ -8,7 +8,7 @@ from aiohttp import web
 from edge import auth, db
 from edge.auth import MIN_PASSWORD_LENGTH, ROLE_LABELS, Role
 from edge.store import Store
-from edge.web.app import CONFIG, STORE, render
+from edge.web.app import CONFIG, STORE, USER, render
 from edge.web.routing import ALL_ROLES, RouteTable
 from edge.web.ui import audit_rows, page_number, pager_base
 
@@ -103,7 +103,7 @@ async def user_add(request: web.Request) -> web.Response:
     password, repeat = str(post.get("password", "")), str(post.get("password2", ""))
     errors: dict[str, str] = {}
     username = form["username"]
-    if not username or not username.replace(".", "").replace("_", "").isalnum():
+    if not auth.valid_username(username):
         errors["username"] = "Nama pengguna hanya huruf, angka, titik dan garis bawah."
     elif any(u.username == username for u in await auth.list_users(store)):
         errors["username"] = "Nama pengguna ini sudah dipakai."
@@ -118,7 +118,7 @@ async def user_add(request: web.Request) -> web.Response:
         return await _users_page(request, errors=errors, form=form, status=422)
     await auth.create_user(
         store, username=username, full_name=form["full_name"], role=Role(form["role"]),
-        password=password, actor=request["user"].username,
+        password=password, actor=request[USER].username,
     )  # fmt: skip
     return await _users_page(request, notice=f"Pengguna {username} ditambahkan.")
 
@@ -128,10 +128,10 @@ async def user_active(request: web.Request) -> web.Response:
     store = request.app[STORE]
     user = await _user_or_404(store, request.match_info["id"])
     active = (await request.post()).get("active") == "1"
-    if user.id == request["user"].id and not active:
+    if user.id == request[USER].id and not active:
         errors = {"account": "Anda tidak bisa menonaktifkan akun Anda sendiri."}
         return await _users_page(request, errors=errors, status=422)
-    await auth.set_user_active(store, user.id, active, actor=request["user"].username)
+    await auth.set_user_active(store, user.id, active, actor=request[USER].username)
     state = "diaktifkan kembali" if active else "dinonaktifkan"
     return await _users_page(request, notice=f"Pengguna {user.username} {state}.")
 
@@ -144,9 +144,7 @@ async def user_password(request: web.Request) -> web.Response:
     error = _password_error(str(post.get("password", "")), str(post.get("password2", "")))
     if error:
         return await _users_page(request, errors={f"password-{user.id}": error}, status=422)
-    await auth.set_password(
-        store, user.id, str(post.get("password")), actor=request["user"].username
-    )
+    await auth.set_password(store, user.id, str(post.get("password")), actor=request[USER].username)
     return await _users_page(request, notice=f"Kata sandi {user.username} diganti.")
 
 
@@ -162,7 +160,7 @@ async def token_add(request: web.Request) -> web.Response:
             status=422,
         )  # fmt: skip
     owner = await _user_or_404(store, owner_id)
-    token = await auth.create_api_token(store, owner, name, actor=request["user"].username)
+    token = await auth.create_api_token(store, owner, name, actor=request[USER].username)
     return await _users_page(request, new_token=token)
 
 
@@ -171,7 +169,7 @@ async def token_revoke(request: web.Request) -> web.Response:
     token_id = request.match_info["id"]
     if not token_id.isdigit():
         raise web.HTTPNotFound(text="Token tidak ditemukan.")
-    await auth.revoke_api_token(request.app[STORE], int(token_id), actor=request["user"].username)
+    await auth.revoke_api_token(request.app[STORE], int(token_id), actor=request[USER].username)
     return await _users_page(request, notice="Token dicabut.")
 
 

@@ -52,6 +52,15 @@ _CASES = {
 }
 
 
+async def _view_or_404(request: web.Request, entity: str) -> Record:
+    """A record shown in full (audited), or 404."""
+    try:
+        store, record_id = request.app[STORE], request.match_info["id"]
+        return await services.view_record(store, actor(request), entity, record_id)
+    except services.NotFound:
+        raise web.HTTPNotFound(text="Data tidak ditemukan.") from None
+
+
 async def _get_or_404(store: Store, entity: str, record_id: str) -> Record:
     record = await store.get(record_id, entity)
     if record is None:
@@ -105,7 +114,8 @@ async def _detail(
     store = request.app[STORE]
     _, fields, template = _CASES[entity]
     workflow = WORKFLOWS[entity]
-    history, _ = await store.audit_log(record_id=record.id, limit=200)
+    # The record's history is its changes; who viewed it is on the audit page.
+    history, _ = await store.audit_log(record_id=record.id, actions=("create", "update"), limit=200)
     related: dict[str, Any] = {}
     if entity == "complaint":
         related["referrals"], _ = await store.list(
@@ -192,8 +202,7 @@ async def complaint_create(request: web.Request) -> web.Response:
 
 @routes.get("/pengaduan/{id}", roles=ALL_ROLES, summary="A complaint: status and history")
 async def complaint_detail(request: web.Request) -> web.Response:
-    record = await _get_or_404(request.app[STORE], "complaint", request.match_info["id"])
-    return await _detail(request, "complaint", record)
+    return await _detail(request, "complaint", await _view_or_404(request, "complaint"))
 
 
 @routes.post("/pengaduan/{id}/status", roles=ALL_ROLES, summary="Change a complaint's status")
@@ -252,8 +261,7 @@ async def referral_create(request: web.Request) -> web.Response:
 
 @routes.get("/rujukan/{id}", roles=ALL_ROLES, summary="A referral: status and outcome")
 async def referral_detail(request: web.Request) -> web.Response:
-    record = await _get_or_404(request.app[STORE], "referral", request.match_info["id"])
-    return await _detail(request, "referral", record)
+    return await _detail(request, "referral", await _view_or_404(request, "referral"))
 
 
 @routes.post("/rujukan/{id}/status", roles=ALL_ROLES, summary="Change a referral's status")

@@ -153,11 +153,17 @@ async def household_detail(request: web.Request) -> web.Response:
 
 @routes.get("/rumah-tangga/{id}/ubah", roles=ALL_ROLES, summary="Form: edit a household")
 async def household_edit(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    household = await household_or_404(store, request.match_info["id"])
+    # The form shows every NIK and the KK in full: an audited view, like the detail page.
+    try:
+        view = await services.view_household(
+            request.app[STORE], actor(request), request.match_info["id"]
+        )
+    except services.NotFound:
+        raise web.HTTPNotFound(text="Rumah tangga tidak ditemukan.") from None
+    household = view.household
     raw = raw_from_values(HOUSEHOLD_FIELDS, household.values)
     blocks = []
-    for index, member in enumerate(await store.related("member", household.id)):
+    for index, member in enumerate(view.members):
         raw |= raw_from_values(MEMBER_FIELDS, member.values, _member_prefix(index))
         blocks.append((index, member.id))
     return _form_page(request, household=household, raw=raw, blocks=blocks)

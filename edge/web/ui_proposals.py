@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from edge import services
-from edge.auth import Role
+from edge.auth import APPROVERS
 from edge.records import Record
 from edge.store import Store
-from edge.web.app import CONFIG, STORE, actor, local_today, render
+from edge.web.app import CONFIG, STORE, USER, actor, local_today, render
 from edge.web.forms import editable, messages_by_input, parse, raw_from_post
 from edge.web.routing import ALL_ROLES, RouteTable
 from edge.web.ui import flash, page_number, pager_base
@@ -24,7 +24,6 @@ __all__ = ["routes"]
 
 routes = RouteTable()
 
-APPROVERS = frozenset({Role.KEPALA_DESA, Role.ADMIN})
 OBJECTION_FIELDS = editable(PROPOSAL, "description")
 #: A printed deliberation list holds at most this many proposals.
 MUSDES_LIMIT = 2000
@@ -46,7 +45,7 @@ async def _list_page(
     proposals, total = await services.find_records(
         store, actor(request), "proposal", filters=filters, offset=(page - 1) * size, limit=size
     )
-    user = request["user"]
+    user = request[USER]
     return render(
         request,
         "usulan_list.html",

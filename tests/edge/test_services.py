@@ -219,3 +219,34 @@ async def test_the_published_decile_cannot_be_set_from_the_box(store):
     )
     assert not outcome.saved
     assert ("decile", "readonly") in {(i.field, i.code) for i in outcome.issues}
+
+
+async def test_one_member_twice_in_a_form_is_refused(store):
+    outcome = await register(store, seed=19)
+    member = (await store.related("member", outcome.record_id))[1]
+    again = await services.save_household(
+        store,
+        OPERATOR,
+        household_id=outcome.record_id,
+        household={},
+        members=[{"id": member.id, "nik": "12345"}, {"id": member.id}],
+        today=TODAY,
+    )
+    assert not again.saved
+    assert [(i.field, i.code) for i in again.issues] == [("members[1].id", "invalid_value")]
+    assert (await store.get(member.id)).get("nik") == member.get("nik")
+
+
+async def test_an_issue_of_a_member_not_in_the_request_is_named_by_id(store):
+    outcome = await register(store, seed=20)
+    head = next(
+        m
+        for m in await store.related("member", outcome.record_id)
+        if m.get("relation_to_head") == "kepala_keluarga"
+    )
+    _, extra = form(seed=21, n=1)  # a second head, added
+    saved = await services.save_household(
+        store, OPERATOR, household_id=outcome.record_id, household={}, members=extra, today=TODAY
+    )
+    fields = {i.field for i in saved.issues if i.code == "head_multiple"}
+    assert fields == {"members[0].relation_to_head", f"members[id={head.id}].relation_to_head"}

@@ -109,3 +109,34 @@ async def test_the_clock_never_goes_back_after_a_restart(edge_config):
     version = saved[0].state["rt"][0]
     assert version.time > stamp
     await rebooted.close()
+
+
+async def test_two_edits_of_one_record_in_one_save_both_count(store, edge_config):
+    edits = household_edits(seed=6)
+    await store.write(edits, actor="op")
+    household_id = edits[0].record_id
+    saved = await store.write(
+        [
+            Edit("household", household_id, {"rt": "041"}),
+            Edit("household", household_id, {"rt": "042"}),
+        ],
+        actor="op",
+    )
+    assert saved[-1].get("rt") == "042"
+    assert (await store.get(household_id)).get("rt") == "042"
+    stamps = rows(edge_config, f"SELECT change FROM outbox WHERE record_id = '{household_id}'")
+    times = [json.loads(c)["fields"].get("rt", [None, None])[1] for (c,) in stamps[-2:]]
+    assert times[0] < times[1]
+
+
+async def test_a_save_cancelled_while_waiting_is_never_written(store, edge_config):
+    first = asyncio.ensure_future(store.write(household_edits(seed=7), actor="first"))
+    second = asyncio.ensure_future(store.write(household_edits(seed=8), actor="ghost"))
+    await asyncio.sleep(0)  # both queued; the first leads the commit
+    second.cancel()
+    await first
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    await store.write(household_edits(seed=9), actor="third")
+    actors = {a for (a,) in rows(edge_config, "SELECT DISTINCT actor FROM audit")}
+    assert "ghost" not in actors
