@@ -11,6 +11,8 @@ from aiohttp import web
 from yarl import URL
 
 from edge import auth, db
+from edge.records import Record
+from edge.store import Store
 from edge.web.app import (
     CONFIG,
     SESSION_COOKIE,
@@ -24,7 +26,15 @@ from edge.web.app import (
 from edge.web.routing import ALL_ROLES, PUBLIC, RouteTable
 from protocol.entities import ENTITIES
 
-__all__ = ["ACTION_LABELS", "audit_rows", "flash", "page_number", "pager_base", "routes"]
+__all__ = [
+    "ACTION_LABELS",
+    "audit_rows",
+    "flash",
+    "page_number",
+    "pager_base",
+    "record_or_404",
+    "routes",
+]
 
 routes = RouteTable()
 
@@ -87,6 +97,14 @@ def audit_rows(rows: Iterable[Any]) -> list[dict[str, Any]]:
 def flash(request: web.Request) -> str | None:
     """The confirmation named by ``?pesan=`` (only known codes: no text from the URL)."""
     return FLASH.get(request.query.get("pesan", ""))
+
+
+async def record_or_404(store: Store, entity: str, record_id: str) -> Record:
+    """The record of ``entity`` with that id, or the page answers 404."""
+    record = await store.get(record_id, entity)
+    if record is None:
+        raise web.HTTPNotFound(text="Data tidak ditemukan.")
+    return record
 
 
 def page_number(request: web.Request) -> int:

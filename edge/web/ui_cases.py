@@ -21,7 +21,7 @@ from edge.web.forms import (
     raw_from_values,
 )
 from edge.web.routing import ALL_ROLES, RouteTable
-from edge.web.ui import audit_rows, flash, page_number, pager_base
+from edge.web.ui import audit_rows, flash, page_number, pager_base, record_or_404
 from protocol.entities import COMPLAINT, REFERRAL, WORKFLOWS
 from protocol.issues import Issue
 from protocol.schema import FieldSpec
@@ -59,13 +59,6 @@ async def _view_or_404(request: web.Request, entity: str) -> Record:
         return await services.view_record(store, actor(request), entity, record_id)
     except services.NotFound:
         raise web.HTTPNotFound(text="Data tidak ditemukan.") from None
-
-
-async def _get_or_404(store: Store, entity: str, record_id: str) -> Record:
-    record = await store.get(record_id, entity)
-    if record is None:
-        raise web.HTTPNotFound(text="Data tidak ditemukan.")
-    return record
 
 
 async def _list(request: web.Request, entity: str, template: str) -> web.Response:
@@ -146,7 +139,7 @@ async def _detail(
 async def _update_status(request: web.Request, entity: str) -> web.Response:
     store = request.app[STORE]
     path, fields, _ = _CASES[entity]
-    record = await _get_or_404(store, entity, request.match_info["id"])
+    record = await record_or_404(store, entity, request.match_info["id"])
     raw = raw_from_post(await request.post(), fields)
     values = changed(parse(fields, raw), record.values)
     outcome = await services.update_record(
@@ -166,7 +159,7 @@ async def complaint_list(request: web.Request) -> web.Response:
 
 
 async def _household_from(store: Store, household_id: str) -> Record | None:
-    return await _get_or_404(store, "household", household_id) if household_id else None
+    return await record_or_404(store, "household", household_id) if household_id else None
 
 
 @routes.get("/pengaduan/baru", roles=ALL_ROLES, summary="Form: log a complaint")
@@ -221,9 +214,9 @@ async def referral_list(request: web.Request) -> web.Response:
 async def _subject(store: Store, complaint_id: str, member_id: str) -> dict[str, Record | None]:
     """What a referral is about: a complaint or a household member (one of them)."""
     if complaint_id:
-        return {"complaint": await _get_or_404(store, "complaint", complaint_id), "member": None}
+        return {"complaint": await record_or_404(store, "complaint", complaint_id), "member": None}
     if member_id:
-        return {"complaint": None, "member": await _get_or_404(store, "member", member_id)}
+        return {"complaint": None, "member": await record_or_404(store, "member", member_id)}
     raise web.HTTPBadRequest(text="Rujukan dibuat dari halaman pengaduan atau rumah tangga.")
 
 

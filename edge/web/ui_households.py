@@ -10,7 +10,6 @@ from multidict import MultiDictProxy
 
 from edge import services
 from edge.records import Record
-from edge.store import Store
 from edge.web.app import CONFIG, STORE, actor, local_today, render
 from edge.web.forms import (
     Raw,
@@ -22,7 +21,7 @@ from edge.web.forms import (
     raw_from_values,
 )
 from edge.web.routing import ALL_ROLES, RouteTable
-from edge.web.ui import flash, page_number, pager_base
+from edge.web.ui import flash, page_number, pager_base, record_or_404
 from protocol.changes import Value
 from protocol.entities import HOUSEHOLD, MEMBER
 from protocol.issues import Issue
@@ -48,14 +47,6 @@ def head_of(members: list[Record]) -> Record | None:
         ):
             return member
     return members[0] if members else None
-
-
-async def household_or_404(store: Store, household_id: str) -> Record:
-    """The household, or the page answers 404."""
-    record = await store.get(household_id, "household")
-    if record is None:
-        raise web.HTTPNotFound(text="Rumah tangga tidak ditemukan.")
-    return record
 
 
 @routes.get("/rumah-tangga", roles=ALL_ROLES, summary="Households: list and search")
@@ -183,7 +174,7 @@ async def _save(request: web.Request, household_id: str | None) -> web.Response:
     """Save the household form, or show it again with what was typed and why not."""
     store = request.app[STORE]
     post = await request.post()
-    current = await household_or_404(store, household_id) if household_id else None
+    current = await record_or_404(store, "household", household_id) if household_id else None
     existing = {m.id: m for m in await store.related("member", current.id)} if current else {}
     raw = raw_from_post(post, HOUSEHOLD_FIELDS)
     blocks: list[tuple[int, str]] = []

@@ -14,8 +14,8 @@ from edge.store import Store
 from edge.web.app import CONFIG, STORE, USER, actor, local_today, render
 from edge.web.forms import editable, messages_by_input, parse, raw_from_post
 from edge.web.routing import ALL_ROLES, RouteTable
-from edge.web.ui import flash, page_number, pager_base
-from edge.web.ui_households import head_of, household_or_404
+from edge.web.ui import flash, page_number, pager_base, record_or_404
+from edge.web.ui_households import head_of
 from protocol.entities import PROPOSAL
 from protocol.issues import Issue
 from protocol.schema import wire_value_problem
@@ -96,7 +96,9 @@ async def proposal_agree(request: web.Request) -> web.Response:
 
 @routes.get("/usulan/baru", roles=ALL_ROLES, summary="Form: an objection (sanggahan)")
 async def objection_new(request: web.Request) -> web.Response:
-    household = await household_or_404(request.app[STORE], request.query.get("household", ""))
+    household = await record_or_404(
+        request.app[STORE], "household", request.query.get("household", "")
+    )
     return render(
         request, "usulan_form.html", household=household, form={}, errors={}, issues=[],
         fields=OBJECTION_FIELDS,
@@ -107,7 +109,7 @@ async def objection_new(request: web.Request) -> web.Response:
 async def objection_create(request: web.Request) -> web.Response:
     store = request.app[STORE]
     post = await request.post()
-    household = await household_or_404(store, str(post.get("household_id", "")))
+    household = await record_or_404(store, "household", str(post.get("household_id", "")))
     raw = raw_from_post(post, OBJECTION_FIELDS)
     values = parse(OBJECTION_FIELDS, raw) | {"household_id": household.id, "kind": "sanggahan"}
     outcome = await services.create_record(
