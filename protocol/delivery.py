@@ -1,18 +1,23 @@
-"""Delivery bookkeeping: which sequence numbers of a stream have been applied.
+"""Delivery bookkeeping: packing what to send, and which batches have been applied.
 
-A receiver (the hub for a box's ``up`` stream, a box for its ``down`` stream) applies each
-batch it has not applied before, in whatever order batches arrive, and records it in the
-same transaction. It keeps, per stream, the *watermark* ``w`` (every seq in ``1..w`` is
-applied) and the applied sequence numbers above it; a batch already applied is acked again
-and changes nothing. See ``protocol/SPEC.md``, "Delivery".
+A sender packs what it has to send into batches that respect the wire limits
+(:func:`pack`). A receiver (the hub for a box's ``up`` stream, a box for its ``down``
+stream) applies each batch it has not applied before, in whatever order batches arrive,
+and records it in the same transaction. It keeps, per stream, the *watermark* ``w``
+(every seq in ``1..w`` is applied) and the applied sequence numbers above it; a batch
+already applied is acked again and changes nothing. See ``protocol/SPEC.md``, "Delivery".
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
-__all__ = ["AppliedSeqs"]
+from protocol.changes import Batch, Change, Direction
+from protocol.codec import DEFAULT_LIMITS, Limits, encode
+from protocol.errors import TooLargeError
+
+__all__ = ["AppliedSeqs", "pack"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +72,51 @@ class AppliedSeqs:
         for seq in sorted(above):
             state = state.add(seq)
         return state
+
+
+def pack(
+    node: str,
+    first_seq: int,
+    changes: Sequence[Change],
+    *,
+    direction: Direction = Direction.UP,
+    limits: Limits = DEFAULT_LIMITS,
+) -> list[Batch]:
+    """Pack ``changes``, in order, into batches numbered from ``first_seq`` that each encode
+    within ``limits`` (at most ``limits.max_changes`` changes and ``max_frame_bytes``).
+
+    A change too large for a frame on its own is split into changes with fewer fields:
+    any grouping of field versions merges to the same state (``protocol/SPEC.md`` §3.3).
+    """
+    pending = list(changes)
+    batches: list[Batch] = []
+    seq = first_seq
+    start = 0
+    size = max(1, limits.max_changes)
+    while start < len(pending):
+        count = min(size, len(pending) - start)
+        while True:
+            batch = Batch(node, seq, tuple(pending[start : start + count]), direction)
+            try:
+                encode(batch, limits=limits)
+                break
+            except TooLargeError:
+                if count > 1:
+                    count //= 2
+                    continue
+                pending[start : start + 1] = _split(pending[start])
+        batches.append(batch)
+        start += count
+        seq += 1
+    return batches
+
+
+def _split(change: Change) -> list[Change]:
+    names = list(change.fields)
+    if len(names) < 2:
+        raise TooLargeError(f"field {names[0]!r} of record {change.record_id} alone is too large")
+    half = len(names) // 2
+    return [
+        replace(change, fields={name: change.fields[name] for name in part})
+        for part in (names[:half], names[half:])
+    ]
