@@ -26,6 +26,7 @@ from protocol.validate import validate_fields, validate_household
 
 __all__ = [
     "Actor",
+    "HouseholdView",
     "NotFound",
     "Outcome",
     "PermissionDenied",

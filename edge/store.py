@@ -346,6 +346,17 @@ class Store:
         row = await self.read(lambda conn: conn.execute(query, params).first())
         return from_row(row) if row is not None else None
 
+    async def get_each(self, entity: str, record_ids: Iterable[str]) -> dict[str, Record]:
+        """The records of ``entity`` with these ids that exist, in one query."""
+        wanted = sorted(set(record_ids))
+        if not wanted:
+            return {}
+        query = sa.select(db.records).where(
+            db.records.c.id.in_(wanted), db.records.c.entity == entity
+        )
+        rows = await self.read(lambda conn: conn.execute(query).all())
+        return {row.id: from_row(row) for row in rows}
+
     async def related(self, entity: str, household_id: str) -> list[Record]:
         """The records of ``entity`` (members, proposals, ...) of a household, oldest first."""
         return (await self.related_to_each(entity, [household_id]))[household_id]

@@ -187,8 +187,8 @@ async def _member(request: web.Request) -> Record:
 )
 @answers
 async def get_member(request: web.Request) -> web.Response:
-    member = await _member(request)
-    await services.view_record(request.app[STORE], actor(request), MEMBER.name, member.id)
+    store = request.app[STORE]
+    member = await services.view_record(store, actor(request), MEMBER.name, path_id(request))
     return web.json_response(record_json(member))
 
 

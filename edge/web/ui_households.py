@@ -125,14 +125,19 @@ async def household_create(request: web.Request) -> web.Response:
     return await _save(request, None)
 
 
-@routes.get("/rumah-tangga/{id}", roles=ALL_ROLES, summary="A household's page (audited view)")
-async def household_detail(request: web.Request) -> web.Response:
+async def _viewed_household(request: web.Request) -> services.HouseholdView:
+    """The household of the URL with its members etc., audited as viewed; or 404."""
     try:
-        view = await services.view_household(
+        return await services.view_household(
             request.app[STORE], actor(request), request.match_info["id"]
         )
     except services.NotFound:
         raise web.HTTPNotFound(text="Rumah tangga tidak ditemukan.") from None
+
+
+@routes.get("/rumah-tangga/{id}", roles=ALL_ROLES, summary="A household's page (audited view)")
+async def household_detail(request: web.Request) -> web.Response:
+    view = await _viewed_household(request)
     return render(
         request,
         "rumah_tangga_detail.html",
@@ -145,12 +150,7 @@ async def household_detail(request: web.Request) -> web.Response:
 @routes.get("/rumah-tangga/{id}/ubah", roles=ALL_ROLES, summary="Form: edit a household")
 async def household_edit(request: web.Request) -> web.Response:
     # The form shows every NIK and the KK in full: an audited view, like the detail page.
-    try:
-        view = await services.view_household(
-            request.app[STORE], actor(request), request.match_info["id"]
-        )
-    except services.NotFound:
-        raise web.HTTPNotFound(text="Rumah tangga tidak ditemukan.") from None
+    view = await _viewed_household(request)
     household = view.household
     raw = raw_from_values(HOUSEHOLD_FIELDS, household.values)
     blocks = []

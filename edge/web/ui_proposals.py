@@ -30,9 +30,7 @@ MUSDES_LIMIT = 2000
 
 
 async def _households(store: Store, proposals: list[Record]) -> dict[str, Record]:
-    ids = {p.household_id for p in proposals if p.household_id}
-    found = {hid: await store.get(hid, "household") for hid in ids}
-    return {hid: record for hid, record in found.items() if record is not None}
+    return await store.get_each("household", (p.household_id for p in proposals if p.household_id))
 
 
 async def _list_page(
