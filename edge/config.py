@@ -8,30 +8,20 @@ capitals, e.g. ``PUSKESOS_EDGE_LISTEN_PORT=8081``.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from puskesos.tomlconfig import (
+    BROKER_KEYS,
+    BrokerConfig,
+    ConfigError,
+    read_toml,
+    render_section,
+    section_values,
+)
 
 __all__ = ["KEYS", "BrokerConfig", "ConfigError", "EdgeConfig", "load_config", "render_toml"]
-
-
-class ConfigError(Exception):
-    """The configuration file or an override is not usable; the message says which key."""
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerConfig:
-    """How the box reaches the district's MQTT broker (used by the sync client)."""
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    tls: bool = False
-    ca_file: str = ""
-    username: str = ""
-    password_file: str = ""
-    keepalive_s: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +42,7 @@ class EdgeConfig:
     max_clock_drift_ms: int = 5 * 60 * 1000
     page_size: int = 25
     timezone: str = "Asia/Jakarta"
-    broker: BrokerConfig = BrokerConfig()
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
 
     @property
     def database_path(self) -> Path:
@@ -79,70 +69,18 @@ KEYS: Mapping[tuple[str, str], str] = {
         "edge",
         "timezone",
     ): "IANA time zone of the village (WIB Asia/Jakarta, WITA Asia/Makassar, WIT Asia/Jayapura)",
-    ("broker", "host"): "MQTT broker host",
-    ("broker", "port"): "MQTT broker port",
-    ("broker", "tls"): "connect with TLS",
-    ("broker", "ca_file"): "CA certificate for TLS (empty: system CAs)",
-    ("broker", "username"): "broker user name (defaults to the node id)",
-    ("broker", "password_file"): "file holding the broker password",
-    ("broker", "keepalive_s"): "MQTT keepalive in seconds",
+    **BROKER_KEYS,
 }
-
-
-def _coerce(name: str, default: Any, raw: Any) -> Any:
-    try:
-        if isinstance(default, bool):
-            if isinstance(raw, bool):
-                return raw
-            if str(raw).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(raw).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if isinstance(default, int):
-            if isinstance(raw, bool) or not isinstance(raw, int | str):
-                raise ValueError(raw)
-            return int(raw)
-        if not isinstance(raw, str):
-            raise ValueError(raw)
-        return Path(raw) if isinstance(default, Path) else raw
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a valid {type(default).__name__}") from None
-
-
-def _section(cls: type[Any], section: str, table: Mapping[str, Any], env: Mapping[str, str]) -> Any:
-    known = {f.name for f in fields(cls) if f.name != "broker"}
-    unknown = set(table) - known - {"broker"}
-    if unknown:
-        raise ConfigError(f"[{section}] unknown keys: {', '.join(sorted(unknown))}")
-    values: dict[str, Any] = {}
-    defaults = cls()
-    for name in known:
-        default = getattr(defaults, name)
-        env_name = f"PUSKESOS_{section.upper()}_{name.upper()}"
-        if env_name in env:
-            values[name] = _coerce(env_name, default, env[env_name])
-        elif name in table:
-            values[name] = _coerce(f"[{section}] {name}", default, table[name])
-    return values
 
 
 def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> EdgeConfig:
     """Read ``path`` (optional: defaults only) and apply environment overrides."""
     env = os.environ if env is None else env
-    document: dict[str, Any] = {}
-    if path is not None:
-        try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"configuration file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    unknown = set(document) - {"edge", "broker"}
-    if unknown:
-        raise ConfigError(f"unknown sections: {', '.join(sorted(unknown))}")
-    broker = BrokerConfig(**_section(BrokerConfig, "broker", document.get("broker", {}), env))
-    edge_values = _section(EdgeConfig, "edge", document.get("edge", {}), env)
+    document = read_toml(path, ("edge", "broker"))
+    broker = BrokerConfig(**section_values(BrokerConfig, "broker", document.get("broker", {}), env))
+    edge_values = section_values(
+        EdgeConfig, "edge", document.get("edge", {}), env, nested=("broker",)
+    )
     config = EdgeConfig(**edge_values, broker=broker)
     if path is not None and not config.data_dir.is_absolute():
         config = EdgeConfig(
@@ -154,20 +92,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Edge
 
 def render_toml(config: EdgeConfig) -> str:
     """The configuration as a TOML file, every key with its documentation line."""
-    lines = []
-    for section, obj in (("edge", config), ("broker", config.broker)):
-        lines.append(f"[{section}]")
-        for f in fields(obj):
-            if f.name == "broker":
-                continue
-            value = getattr(obj, f.name)
-            lines.append(f"# {KEYS[(section, f.name)]}")
-            if isinstance(value, bool):
-                lines.append(f"{f.name} = {'true' if value else 'false'}")
-            elif isinstance(value, int):
-                lines.append(f"{f.name} = {value}")
-            else:
-                escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-                lines.append(f'{f.name} = "{escaped}"')
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join(
+        render_section("edge", config, KEYS, nested=("broker",))
+        + render_section("broker", config.broker, KEYS)
+    )

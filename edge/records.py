@@ -12,19 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.changes import Change, FieldVersion, Value
-from protocol.merge import Frontier, RecordState
+from protocol.changes import Value
+from protocol.jsonform import dump_state, load_state
+from protocol.merge import RecordState
 
 __all__ = [
     "AuditEntry",
     "Edit",
     "Record",
     "audit_row",
-    "dump_change",
-    "dump_state",
     "from_row",
     "household_of",
-    "load_state",
     "to_row",
 ]
 
@@ -68,47 +66,6 @@ class AuditEntry:
     record_id: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
     address: str = ""
-
-
-# --- (de)serialising merge state ----------------------------------------------------------
-
-
-def dump_state(state: RecordState) -> str:
-    """Merge state as compact JSON: field → [[value, time, node, [[node, time], ...]], ...]."""
-    return json.dumps(
-        {
-            name: [[v.value, v.time, v.node, v.seen] for v in frontier]
-            for name, frontier in state.items()
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-
-
-def load_state(text: str) -> dict[str, Frontier]:
-    """Inverse of :func:`dump_state`."""
-    return {
-        name: tuple(
-            FieldVersion(value, time_, node, tuple((n, t) for n, t in seen))
-            for value, time_, node, seen in frontier
-        )
-        for name, frontier in json.loads(text).items()
-    }
-
-
-def dump_change(change: Change) -> str:
-    """An outbox row's change as JSON (turned into wire batches by the sync client)."""
-    return json.dumps(
-        {
-            "entity": change.entity,
-            "record_id": change.record_id,
-            "village": change.village,
-            "origin": change.origin,
-            "fields": {n: [v.value, v.time, v.node, v.seen] for n, v in change.fields.items()},
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
 
 
 def _name_key(entity: str, shown: Mapping[str, Value]) -> str | None:

@@ -26,13 +26,13 @@ from edge.records import (
     Edit,
     Record,
     audit_row,
-    dump_change,
     from_row,
     household_of,
     to_row,
 )
 from protocol.changes import Change
 from protocol.clock import HybridClock
+from protocol.jsonform import dump_change
 from protocol.merge import local_change, merge, open_conflicts, values
 from protocol.schema import TOMBSTONE_FIELD
 

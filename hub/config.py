@@ -1,0 +1,93 @@
+"""Hub configuration: one TOML file (``[hub]``, ``[broker]``), overridden by
+``PUSKESOS_HUB_*`` / ``PUSKESOS_BROKER_*`` environment variables.
+
+Every key, its default and its meaning are in :data:`KEYS`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from puskesos.tomlconfig import (
+    BROKER_KEYS,
+    BrokerConfig,
+    read_toml,
+    render_section,
+    section_values,
+)
+
+__all__ = ["KEYS", "HubConfig", "load_config", "render_toml"]
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """Settings of one hub worker process. Relative paths are relative to ``data_dir``."""
+
+    node: str = "hub-1"
+    district: str = ""
+    data_dir: Path = Path("/var/lib/puskesos-hub")
+    database_url: str = ""
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8090
+    max_clock_drift_ms: int = 5 * 60 * 1000
+    share_group: str = "hub"
+    apply_concurrency: int = 4
+    down_window: int = 4
+    batch_changes: int = 500
+    batch_bytes: int = 128 * 1024
+    resend_after_s: int = 30
+    sweep_interval_s: int = 5
+    broker: BrokerConfig = field(default_factory=lambda: BrokerConfig(username="hub"))
+
+    @property
+    def url(self) -> str:
+        """The database URL: ``database_url``, or a SQLite file in ``data_dir``."""
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'hub.sqlite'}"
+
+
+#: (section, key) → one line of documentation.
+KEYS: Mapping[tuple[str, str], str] = {
+    ("hub", "node"): "node id of this hub worker (unique per process: hub-1, hub-2, ...)",
+    ("hub", "district"): "4-digit regency code this hub serves (empty: every district)",
+    ("hub", "data_dir"): "folder of the SQLite database (when database_url is empty)",
+    ("hub", "database_url"): (
+        "SQLAlchemy URL, e.g. postgresql+asyncpg://hub@db/puskesos (empty: SQLite in data_dir)"
+    ),
+    ("hub", "listen_host"): "address the hub API listens on",
+    ("hub", "listen_port"): "port of the hub API, /healthz and /metrics",
+    ("hub", "max_clock_drift_ms"): "how far ahead of the hub's clock a box's stamp may be",
+    ("hub", "share_group"): "MQTT 5 shared-subscription group of the hub workers",
+    ("hub", "apply_concurrency"): "batches one worker applies at once (different villages)",
+    ("hub", "down_window"): "unacked down batches in flight per box",
+    ("hub", "batch_changes"): "most changes in one down batch",
+    ("hub", "batch_bytes"): "most bytes in one down batch frame",
+    ("hub", "resend_after_s"): "seconds before an unacked down batch is sent again",
+    ("hub", "sweep_interval_s"): "seconds between checks for downlink work and resends",
+    **BROKER_KEYS,
+}
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> HubConfig:
+    """Read ``path`` (optional: defaults only) and apply environment overrides."""
+    env = os.environ if env is None else env
+    document = read_toml(path, ("hub", "broker"))
+    broker_values = section_values(BrokerConfig, "broker", document.get("broker", {}), env)
+    broker = BrokerConfig(**{"username": "hub", **broker_values})
+    values = section_values(HubConfig, "hub", document.get("hub", {}), env, nested=("broker",))
+    config = HubConfig(**values, broker=broker)
+    if path is not None and not config.data_dir.is_absolute():
+        config = HubConfig(
+            **{**values, "data_dir": (path.parent / config.data_dir).resolve()}, broker=broker
+        )
+    return config
+
+
+def render_toml(config: HubConfig) -> str:
+    """The configuration as a TOML file, every key with its documentation line."""
+    return "\n".join(
+        render_section("hub", config, KEYS, nested=("broker",))
+        + render_section("broker", config.broker, KEYS)
+    )

@@ -1,0 +1,170 @@
+"""The hub database: tables (SQLAlchemy Core), the async engine, migrations.
+
+SQLite (aiosqlite) is the embedded default; PostgreSQL (asyncpg) is for production with
+several hub workers. Both run the same Alembic revisions in ``hub/migrations``. Which rows
+each table holds, and the locking rule, are in ``docs/replication.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = [
+    "api_tokens",
+    "conflicts",
+    "create_engine",
+    "devices",
+    "down_batches",
+    "is_sqlite",
+    "metadata",
+    "records",
+    "upgrade",
+    "villages",
+]
+
+metadata = sa.MetaData()
+
+villages = sa.Table(
+    "villages",
+    metadata,
+    sa.Column("code", sa.Text, primary_key=True),
+    sa.Column("log_seq", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+records = sa.Table(
+    "records",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("entity", sa.Text, nullable=False),
+    sa.Column("village", sa.Text, nullable=False),
+    sa.Column("household_id", sa.Text),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("conflicts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("log_seq", sa.BigInteger, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.Index("ix_records_village_log", "village", "log_seq"),
+    sa.Index("ix_records_village_entity", "village", "entity", "updated_ms"),
+    sa.Index("ix_records_household", "household_id"),
+)
+
+conflicts = sa.Table(
+    "conflicts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("record_id", sa.Text, nullable=False),
+    sa.Column("entity", sa.Text, nullable=False),
+    sa.Column("village", sa.Text, nullable=False),
+    sa.Column("field", sa.Text, nullable=False),
+    sa.Column("versions", sa.Text, nullable=False),
+    sa.Column("detected_ms", sa.BigInteger, nullable=False),
+    sa.Column("resolved_ms", sa.BigInteger),
+    sa.Column("resolved_by", sa.Text),
+    sa.Column("resolution", sa.Text),
+    sa.Index("ix_conflicts_open", "resolved_ms", "village"),
+    sa.Index("ix_conflicts_record_field", "record_id", "field"),
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("node", sa.Text, primary_key=True),
+    sa.Column("village", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="active"),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("broker_hash", sa.Text, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("revoked_ms", sa.BigInteger),
+    sa.Column("up_watermark", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("up_above", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("down_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("down_cursor", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("down_watermark", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("down_above", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("last_seen_ms", sa.BigInteger),
+    sa.Column("online", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("reported", sa.Text),
+    sa.Column("clock_offset_ms", sa.BigInteger),
+    sa.Column("changes_applied", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("rejected", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_reject", sa.Text),
+    sa.Index("ix_devices_village", "village"),
+)
+
+down_batches = sa.Table(
+    "down_batches",
+    metadata,
+    sa.Column("node", sa.Text, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("changes", sa.Integer, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("sent_ms", sa.BigInteger),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("token_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether ``url`` names a SQLite database."""
+    return url.startswith("sqlite")
+
+
+def upgrade(url: str) -> None:
+    """Create the database or bring it to the newest schema (safe to run every start).
+
+    Blocking; from async code run it in a thread (Alembic runs its own event loop).
+    """
+    if is_sqlite(url):
+        Path(sa.make_url(url).database or "").parent.mkdir(parents=True, exist_ok=True)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["url"] = url
+    command.upgrade(config, "head")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def create_engine(url: str, *, pool_size: int = 8) -> AsyncEngine:
+    """The async engine of the hub database.
+
+    SQLite: WAL, ``synchronous=FULL``, and every transaction ``BEGIN IMMEDIATE`` so writers
+    serialize at the start instead of failing on a lock upgrade. PostgreSQL: a pool of
+    ``pool_size`` connections; writers serialize per village through row locks.
+    """
+    if not is_sqlite(url):
+        return create_async_engine(url, pool_size=pool_size, max_overflow=2, pool_pre_ping=True)
+    engine = create_async_engine(url, connect_args={"isolation_level": None})
+    sync_engine = engine.sync_engine
+    event.listen(sync_engine, "connect", _sqlite_pragmas)
+
+    @event.listens_for(sync_engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,66 @@
+"""The JSON form of merge state and changes, as the edge and the hub store them.
+
+Compact and stable: a field version is ``[value, time, node, [[node, time], ...]]``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from protocol.changes import Change, FieldVersion
+from protocol.merge import Frontier, RecordState
+
+__all__ = ["dump_change", "dump_state", "load_change", "load_state"]
+
+
+def _version(raw: list[Any]) -> FieldVersion:
+    value, time, node, seen = raw
+    return FieldVersion(value, time, node, tuple((n, t) for n, t in seen))
+
+
+def dump_state(state: RecordState) -> str:
+    """Merge state as compact JSON: field → [[value, time, node, [[node, time], ...]], ...]."""
+    return json.dumps(
+        {
+            name: [[v.value, v.time, v.node, v.seen] for v in frontier]
+            for name, frontier in state.items()
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def load_state(text: str) -> dict[str, Frontier]:
+    """Inverse of :func:`dump_state`."""
+    return {
+        name: tuple(_version(raw) for raw in frontier)
+        for name, frontier in json.loads(text).items()
+    }
+
+
+def dump_change(change: Change) -> str:
+    """A change as JSON (an edge outbox row)."""
+    return json.dumps(
+        {
+            "entity": change.entity,
+            "record_id": change.record_id,
+            "village": change.village,
+            "origin": change.origin,
+            "fields": {n: [v.value, v.time, v.node, v.seen] for n, v in change.fields.items()},
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def load_change(text: str) -> Change:
+    """Inverse of :func:`dump_change`."""
+    raw = json.loads(text)
+    return Change(
+        raw["entity"],
+        raw["record_id"],
+        raw["village"],
+        raw["origin"],
+        {name: _version(version) for name, version in raw["fields"].items()},
+    )

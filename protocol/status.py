@@ -1,0 +1,78 @@
+"""The status a box publishes, retained, on its ``status`` topic (and as its last will).
+
+JSON, so an operator can read it with ``mosquitto_sub``. The hub stores the latest one per
+device: how far behind the box is (its outbox), how wrong its clock is (``wall_ms``
+against the hub's clock at receipt), and which software and wire version it runs. On an
+``online`` status the hub answers with an ack of the highest ``seq`` it applied of that
+box (see ``protocol/SPEC.md``, "Status and hello").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+from protocol.errors import MalformedError
+
+__all__ = ["MAX_STATUS_BYTES", "Status", "decode_status", "encode_status"]
+
+#: A status larger than this is refused unread.
+MAX_STATUS_BYTES: Final = 2048
+_STATES: Final = ("online", "offline")
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A box's state as it reports it."""
+
+    state: str
+    up_seq: int = 0
+    down_watermark: int = 0
+    outbox: int = 0
+    oldest_ms: int | None = None
+    wall_ms: int = 0
+    software: str = ""
+    wire: int = 1
+
+
+def encode_status(status: Status) -> bytes:
+    """The status as compact UTF-8 JSON."""
+    return json.dumps(asdict(status), separators=(",", ":")).encode()
+
+
+def _int(document: dict[str, Any], name: str, *, optional: bool = False) -> Any:
+    value = document.get(name, None if optional else 0)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise MalformedError(f"status {name} is not a non-negative integer")
+    return value
+
+
+def decode_status(data: bytes) -> Status:
+    """Parse a status; unknown keys are ignored (newer boxes may add some).
+
+    Raises :class:`~protocol.errors.MalformedError` for anything that is not one.
+    """
+    if len(data) > MAX_STATUS_BYTES:
+        raise MalformedError("status too large")
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedError("status is not JSON") from None
+    if not isinstance(document, dict) or document.get("state") not in _STATES:
+        raise MalformedError("status has no valid state")
+    software = document.get("software", "")
+    if not isinstance(software, str) or len(software) > 64:
+        raise MalformedError("status software is not a short string")
+    return Status(
+        state=document["state"],
+        up_seq=_int(document, "up_seq"),
+        down_watermark=_int(document, "down_watermark"),
+        outbox=_int(document, "outbox"),
+        oldest_ms=_int(document, "oldest_ms", optional=True),
+        wall_ms=_int(document, "wall_ms"),
+        software=software,
+        wire=_int(document, "wire"),
+    )
