@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 __all__ = [
     "api_tokens",
+    "clocks",
     "conflicts",
     "create_engine",
     "devices",
@@ -109,6 +110,13 @@ down_batches = sa.Table(
     sa.Column("changes", sa.Integer, nullable=False),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
     sa.Column("sent_ms", sa.BigInteger),
+)
+
+clocks = sa.Table(
+    "clocks",
+    metadata,
+    sa.Column("node", sa.Text, primary_key=True),
+    sa.Column("state", sa.BigInteger, nullable=False),
 )
 
 api_tokens = sa.Table(

@@ -209,7 +209,8 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Message:
                 raise MalformedError("watermark out of range")
             return Ack(node, seq, wire.watermark, direction)
         assert isinstance(wire, _Reject)
-        direction, node, seq = _stream(wire.direction, wire.node, wire.seq)
+        # seq 0: the refused batch could not be read far enough to know its seq.
+        direction, node, seq = _stream(wire.direction, wire.node, wire.seq, first=0)
         if len(wire.detail) > limits.max_detail_chars:
             raise TooLargeError("reject detail too long")
         if not _REASON_RE.fullmatch(wire.reason):
@@ -240,12 +241,12 @@ def _decompress(body: bytes, compression: int, limits: Limits) -> bytes:
     return plain
 
 
-def _stream(direction: int, node: str, seq: int) -> tuple[Direction, str, int]:
+def _stream(direction: int, node: str, seq: int, first: int = 1) -> tuple[Direction, str, int]:
     if direction not in (Direction.UP, Direction.DOWN):
         raise MalformedError(f"unknown direction {direction}")
     if not is_node_id(node):
         raise MalformedError("bad node id")
-    if not 1 <= seq <= _MAX_SEQ:
+    if not first <= seq <= _MAX_SEQ:
         raise MalformedError("sequence number out of range")
     return Direction(direction), node, seq
 

@@ -33,6 +33,7 @@ __all__ = [
     "REFERRAL_TRANSITIONS",
     "WORKFLOWS",
     "Workflow",
+    "household_of",
 ]
 
 #: Key under which a record dict (a form, a factory's output) carries the record's UUID.
@@ -559,3 +560,12 @@ WORKFLOWS: Mapping[str, Workflow] = MappingProxyType(
         ),
     }
 )
+
+
+def household_of(entity: str, record_id: str, shown: Mapping[str, object]) -> str | None:
+    """The household a record belongs to: itself for a household, else its
+    ``household_id`` field (members, proposals, complaints may have one)."""
+    if entity == "household":
+        return record_id
+    parent = shown.get("household_id")
+    return parent if isinstance(parent, str) else None

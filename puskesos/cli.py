@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from edge import cli as edge_cli
+from hub import cli as hub_cli
 from protocol.codec import WIRE_VERSION
 from puskesos import __version__
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     edge_cli.add_parser(commands)
+    hub_cli.add_parser(commands)
     return parser
 
 

@@ -1,10 +1,12 @@
-"""Suite-wide settings: the hypothesis profile CI runs with."""
+"""Suite-wide settings and fixtures: the hypothesis profile CI runs with, a real Mosquitto."""
 
 from __future__ import annotations
 
 import os
 
 from hypothesis import HealthCheck, settings
+
+from tests.mqtt_broker import mosquitto  # noqa: F401  (a real broker for any test)
 
 settings.register_profile(
     "ci",

@@ -1,4 +1,5 @@
-"""Initial hub schema: villages, records, conflicts, devices, down batches, API tokens.
+"""Initial hub schema: villages, records, conflicts, devices, down batches,
+clocks, API tokens.
 
 Revision ID: 0001
 Revises:
@@ -88,6 +89,11 @@ def upgrade() -> None:
         sa.Column("sent_ms", sa.BigInteger),
     )
     op.create_table(
+        "clocks",
+        sa.Column("node", sa.Text, primary_key=True),
+        sa.Column("state", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
         "api_tokens",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("name", sa.Text, nullable=False),
@@ -98,5 +104,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("api_tokens", "down_batches", "devices", "conflicts", "records", "villages"):
+    for table in (
+        "api_tokens",
+        "clocks",
+        "down_batches",
+        "devices",
+        "conflicts",
+        "records",
+        "villages",
+    ):
         op.drop_table(table)

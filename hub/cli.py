@@ -1,0 +1,203 @@
+"""``puskesos hub ...``: set up and run a district hub worker, manage its API tokens.
+
+The device registry's commands (``device``, ``broker-config``) are in :mod:`hub.devices`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from hub import devices
+from hub.config import HubConfig, load_config, render_toml
+from protocol.ids import is_node_id
+from puskesos.tomlconfig import ConfigError
+
+__all__ = ["add_parser", "broker_password"]
+
+DEFAULT_CONFIG = Path("/etc/puskesos/hub.toml")
+
+
+class CommandError(Exception):
+    """An expected failure: printed as one line, exit status ``status``."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add ``hub`` and its subcommands to the ``puskesos`` parser's subparsers."""
+    hub = subparsers.add_parser(
+        "hub", help="the district hub", description="Commands of a district hub worker."
+    )
+    commands = hub.add_subparsers(dest="hub_command", metavar="COMMAND", required=True)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"the hub's TOML configuration (default {DEFAULT_CONFIG})",
+    )
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
+        parser = commands.add_parser(
+            name, parents=[common], help=text, description=text, allow_abbrev=False
+        )
+        parser.set_defaults(handler=guarded(f"hub {name}", handler))
+        return parser
+
+    init = command("init", _init, "set up the hub: configuration, database, broker password")
+    init.add_argument("--data-dir", type=Path, help="folder of the data (new config only)")
+    init.add_argument("--database-url", help="PostgreSQL URL (new config only; default SQLite)")
+    init.add_argument("--node", help="node id of this hub worker (new config only)")
+    command("serve", _serve, "run pending migrations, then the ingest worker and the API")
+    token = commands.add_parser("token", help="manage API tokens").add_subparsers(
+        dest="token_command", metavar="COMMAND", required=True
+    )
+    token_add = token.add_parser(
+        "add", parents=[common], allow_abbrev=False, help="make an API token; printed once"
+    )
+    token_add.set_defaults(handler=guarded("hub token add", _token_add))
+    token_add.add_argument("--name", required=True, help="what the token is for")
+    devices.add_commands(commands, command)
+
+
+def guarded(
+    name: str, handler: Callable[[argparse.Namespace], int]
+) -> Callable[[argparse.Namespace], int]:
+    """Turn the expected failures into one line on stderr and the exit status."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except ConfigError as exc:
+            return _fail(name, f"configuration: {exc}", 2)
+        except CommandError as exc:
+            return _fail(name, str(exc), exc.status)
+        except (ValueError, OSError) as exc:
+            return _fail(name, str(exc), 1)
+        except KeyboardInterrupt:
+            return _fail(name, "interrupted", 1)
+
+    return run
+
+
+def _fail(name: str, message: str, status: int) -> int:
+    print(f"puskesos {name}: error: {' '.join(message.split())}", file=sys.stderr)
+    return status
+
+
+def broker_password(config: HubConfig) -> str | None:
+    """The hub account's broker password (file ``[broker] password_file``), if set."""
+    if not config.broker.password_file:
+        return None
+    path = Path(config.broker.password_file)
+    if not path.is_absolute():
+        path = config.data_dir / path
+    return path.read_text(encoding="utf-8").strip()
+
+
+def _init(args: argparse.Namespace) -> int:
+    from hub import db
+
+    path: Path = args.config
+    if not path.exists():
+        config = HubConfig(broker=replace(HubConfig().broker, password_file="broker.password"))
+        if args.data_dir is not None:
+            config = replace(config, data_dir=args.data_dir.resolve())
+        if args.database_url:
+            config = replace(config, database_url=args.database_url)
+        if args.node:
+            config = replace(config, node=args.node)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_toml(config), encoding="utf-8")
+    config = load_config(path)
+    if not is_node_id(config.node):
+        raise CommandError(f"node id {config.node!r} is not valid", 2)
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    db.upgrade(config.url)
+    password_file = config.broker.password_file
+    if password_file:
+        secret = Path(password_file)
+        secret = secret if secret.is_absolute() else config.data_dir / secret
+        if not secret.exists():
+            secret.touch(mode=0o600)
+            secret.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")
+    print(f"hub ready: node {config.node}, database {config.url}, configuration {path}")
+    return 0
+
+
+def _open_store(config: HubConfig) -> Any:
+    from hub import db
+    from hub.store import HubStore
+
+    engine = db.create_engine(config.url)
+    return HubStore(engine, node=config.node, max_clock_drift_ms=config.max_clock_drift_ms)
+
+
+def _token_add(args: argparse.Namespace) -> int:
+    from hub.web import add_token
+
+    config = load_config(args.config)
+
+    async def add() -> str:
+        store = _open_store(config)
+        try:
+            return await add_token(store, args.name)
+        finally:
+            await store.engine.dispose()
+
+    print(asyncio.run(add()))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from edge import logs
+    from hub import db
+
+    config = load_config(args.config)
+    logs.configure()
+    db.upgrade(config.url)
+    asyncio.run(_run(config))
+    return 0
+
+
+async def _run(config: HubConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then stop cleanly."""
+    from aiohttp import web
+
+    from hub.web import create_app
+
+    log = logging.getLogger("puskesos.hub")
+    store = _open_store(config)
+    runner = web.AppRunner(create_app(config, store, password=broker_password(config)))
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, config.listen_host, config.listen_port).start()
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror}"
+            ) from None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, stop.set)
+        log.info(
+            "serving",
+            extra={"host": config.listen_host, "port": config.listen_port, "node": config.node},
+        )
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await store.engine.dispose()
+    log.info("stopped")

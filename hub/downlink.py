@@ -1,0 +1,185 @@
+"""The downlink: what each box has not seen yet, as stored, numbered down batches.
+
+For node N of village V the device row keeps ``down_cursor``: the highest ``log_seq`` of V
+already packed for N. :func:`fill` packs the records of V with a greater ``log_seq``, in
+``log_seq`` order, into batches with N's next down ``seq``, stores them (encoded once) and
+advances the cursor in one transaction; the caller publishes them. A stored batch is sent
+again until the box acks it (:func:`due`). A new box starts at cursor 0: the same walk is
+its resync, batch by batch, each acked and so resumable. See ``docs/replication.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from hub import db
+from hub.store import HubStore
+from protocol.changes import Batch, Change, Direction
+from protocol.codec import Limits, encode
+from protocol.delivery import pack
+from protocol.jsonform import load_state
+from protocol.merge import RecordState
+
+__all__ = ["DownBatch", "due", "fill", "record_changes"]
+
+
+@dataclass(frozen=True, slots=True)
+class DownBatch:
+    """A stored down batch to publish."""
+
+    node: str
+    village: str
+    seq: int
+    payload: bytes
+
+
+def record_changes(
+    entity: str, record_id: str, village: str, origin: str, state: RecordState
+) -> Iterator[Change]:
+    """A record's whole state as changes: one per depth of its deepest frontier, so every
+    concurrent version travels and conflicts replicate too."""
+    depth = max((len(frontier) for frontier in state.values()), default=0)
+    for level in range(depth):
+        fields = {name: f[level] for name, f in state.items() if len(f) > level}
+        yield Change(entity, record_id, village, origin, fields)
+
+
+def _only_from(state: RecordState, node: str) -> bool:
+    return all(version.node == node for frontier in state.values() for version in frontier)
+
+
+async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max_bytes: int) -> int:
+    """Pack and store new down batches for ``node`` until it has ``window`` unacked ones
+    or nothing is left to send; returns how many were made (:func:`due` hands them out)."""
+    device = await store.device(node)
+    if device is None or device.status != "active":
+        return 0
+    limits = Limits(max_frame_bytes=max_bytes, max_changes=max_changes)
+    made = 0
+    async with store.engine.begin() as conn:
+        await store.lock_village(conn, device.village)
+        device = await store.device(node, conn)
+        d = db.down_batches
+        unacked = (
+            await conn.execute(sa.select(sa.func.count()).select_from(d).where(d.c.node == node))
+        ).scalar_one()
+        cursor, seq = device.down_cursor, device.down_seq
+        while unacked + made < window:
+            batches, cursor = await _next_batches(
+                conn, node, device.village, cursor, seq, limits, store.node
+            )
+            if not batches:
+                break
+            now = store.wall()
+            for batch in batches:
+                payload = encode(batch, limits=limits)
+                await conn.execute(
+                    d.insert().values(
+                        node=node,
+                        seq=batch.seq,
+                        payload=payload,
+                        changes=len(batch.changes),
+                        created_ms=now,
+                    )
+                )
+                made += 1
+                seq = batch.seq
+        if cursor != device.down_cursor:
+            await conn.execute(
+                db.devices.update()
+                .where(db.devices.c.node == node)
+                .values(down_cursor=cursor, down_seq=seq)
+            )
+    return made
+
+
+async def _next_batches(
+    conn: Any,
+    node: str,
+    village: str,
+    cursor: int,
+    seq: int,
+    limits: Limits,
+    origin: str,
+) -> tuple[list[Batch], int]:
+    """The next batch (several only for one record too large for a frame) after ``cursor``,
+    and the cursor after it. Records written only by ``node`` itself are skipped."""
+    r = db.records
+    changes: list[Change] = []
+    owners: list[int] = []  # for each change, the log_seq of its record
+    last = cursor
+    while len(changes) < limits.max_changes:
+        rows = (
+            await conn.execute(
+                sa.select(r.c.id, r.c.entity, r.c.state, r.c.log_seq)
+                .where(r.c.village == village, r.c.log_seq > last)
+                .order_by(r.c.log_seq)
+                .limit(limits.max_changes)
+            )
+        ).all()
+        if not rows:
+            break
+        for row in rows:
+            last = row.log_seq
+            state = load_state(row.state)
+            if not _only_from(state, node):
+                for change in record_changes(row.entity, row.id, village, origin, state):
+                    changes.append(change)
+                    owners.append(row.log_seq)
+            if len(changes) >= limits.max_changes:
+                break
+    if not changes:
+        return [], last
+    batches = pack(node, seq + 1, changes, direction=Direction.DOWN, limits=limits)
+    if len(batches) == 1:
+        return batches, last
+    # Records are sent whole: cut the first batch after the last record it holds
+    # entirely; a single record larger than a frame (pack split its first change) goes
+    # out as all of its batches.
+    first = batches[0]
+    taken = len(first.changes)
+    if first.changes[0] is not changes[0]:
+        whole = 0
+    elif owners[taken] != owners[taken - 1]:
+        whole = taken
+    else:
+        whole = owners.index(owners[taken - 1])
+    if whole == 0:
+        count = owners.count(owners[0])
+        spread = pack(node, seq + 1, changes[:count], direction=Direction.DOWN, limits=limits)
+        return spread, owners[0]
+    return [Batch(node, seq + 1, tuple(changes[:whole]), Direction.DOWN)], owners[whole - 1]
+
+
+async def due(
+    store: HubStore, *, older_than_ms: int, node: str | None = None, limit: int = 1000
+) -> list[DownBatch]:
+    """Stored down batches (of ``node``, or of every box) never sent or last sent before
+    ``older_than_ms``, oldest first; marks them sent now (the caller publishes them)."""
+    d = db.down_batches
+    query = (
+        sa.select(d.c.node, d.c.seq, d.c.payload, db.devices.c.village)
+        .join(db.devices, db.devices.c.node == d.c.node)
+        .where(
+            db.devices.c.status == "active",
+            sa.or_(d.c.sent_ms.is_(None), d.c.sent_ms < older_than_ms),
+        )
+        .order_by(d.c.node, d.c.seq)
+        .limit(limit)
+    )
+    if node is not None:
+        query = query.where(d.c.node == node)
+    async with store.engine.begin() as conn:
+        rows = (await conn.execute(query)).all()
+        if rows:
+            now = store.wall()
+            for node in {row.node for row in rows}:
+                seqs = [row.seq for row in rows if row.node == node]
+                await conn.execute(
+                    d.update().where(d.c.node == node, d.c.seq.in_(seqs)).values(sent_ms=now)
+                )
+    return [DownBatch(row.node, row.village, row.seq, bytes(row.payload)) for row in rows]

@@ -1,0 +1,251 @@
+"""The hub's MQTT side: ingest of up batches, statuses and down acks, and the downlink.
+
+One :class:`Ingest` per hub worker process. It subscribes (an MQTT 5 shared subscription,
+clean session: durability comes from the boxes' outboxes) to what boxes publish. For an up
+batch: decode, check, apply and record it in one transaction (:meth:`HubStore.apply`),
+publish the ack (or the reject), and only then acknowledge the MQTT message (paho
+``manual_ack``): a worker killed in between leaves the message unacknowledged, and the box
+resends it anyway when no ack comes. A sweep packs downlink batches and resends unacked
+ones. Nothing here assumes a single hub process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+import sqlalchemy as sa
+
+from hub import db, downlink
+from hub.config import HubConfig
+from hub.metrics import HubMetrics
+from hub.store import HubStore, Outcome
+from protocol.changes import Ack, Batch, Direction, Reject
+from protocol.codec import decode, encode
+from protocol.errors import ProtocolError, Reason, TopicError
+from protocol.status import decode_status
+from protocol.topics import Topic, TopicKind, hub_filters, parse_topic
+from puskesos.mqtt import Message, MqttLink
+
+__all__ = ["Ingest"]
+
+log = logging.getLogger("puskesos.hub.ingest")
+
+
+class Ingest:
+    """Receives what boxes send and sends them what they lack."""
+
+    def __init__(
+        self, config: HubConfig, store: HubStore, metrics: HubMetrics, *, password: str | None
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        share = config.share_group if config.broker.mqtt_version == 5 else None
+        filters = hub_filters(district=config.district or "+", share_group=share or None)
+        self.link = MqttLink(
+            config.broker,
+            client_id=f"{config.node}-{uuid.uuid4().hex[:8]}",
+            password=password,
+            subscriptions=[(topic, 1) for topic in filters],
+            clean_start=True,
+            manual_ack=True,
+            on_connect=self._on_connect,
+        )
+        self._slots = asyncio.Semaphore(max(1, config.apply_concurrency))
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Connect and work until cancelled."""
+        await self.link.start()
+        sweeper = asyncio.create_task(self._sweep_forever())
+        try:
+            async for message in self.link.messages():
+                await self._slots.acquire()
+                task = asyncio.create_task(self._handle_guarded(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.link.stop()
+
+    async def _on_connect(self) -> None:
+        self._wake.set()
+
+    async def _handle_guarded(self, message: Message) -> None:
+        try:
+            await self._handle(message)
+        except Exception:
+            # Database down, a bug: leave the MQTT message unacknowledged and carry on; the
+            # box resends what is not acked.
+            log.exception("failed to handle a message on %s", message.topic[:200])
+        finally:
+            self._slots.release()
+
+    async def _handle(self, message: Message) -> None:
+        try:
+            topic = parse_topic(message.topic)
+        except TopicError as exc:
+            self.metrics.rejected.labels(Reason.BAD_TOPIC.value).inc()
+            log.warning("ignored a message: %s", exc.detail)
+            message.ack()
+            return
+        if topic.kind is TopicKind.UP:
+            await self._up(topic, message)
+        elif topic.kind is TopicKind.DOWN_ACK:
+            await self._down_ack(topic, message.payload)
+        elif topic.kind is TopicKind.STATUS:
+            await self._status(topic, message.payload)
+        message.ack()
+
+    async def _up(self, topic: Topic, message: Message) -> None:
+        started = time.perf_counter()
+        try:
+            batch = decode(message.payload)
+        except ProtocolError as exc:
+            await self._reject(topic, 0, exc.reason, exc.detail)
+            return
+        if not isinstance(batch, Batch):
+            await self._reject(topic, 0, Reason.MALFORMED, "an up topic carries batches only")
+            return
+        result = await self.store.apply(batch, topic.node)
+        if result.outcome is Outcome.REJECTED:
+            assert result.reason is not None
+            await self._reject(topic, batch.seq, result.reason, result.detail)
+            return
+        assert result.ack is not None
+        await self.link.publish(
+            str(Topic(topic.village, topic.node, TopicKind.ACK)), encode(result.ack)
+        )
+        self.metrics.batches.labels(result.outcome.value).inc()
+        self.metrics.apply_seconds.observe(time.perf_counter() - started)
+        if result.outcome is Outcome.APPLIED:
+            self.metrics.changes.inc(result.changes)
+            self.metrics.conflicts.inc(result.conflicts)
+            log.info(
+                "applied batch %s of %s: %s changes, %s conflicts",
+                batch.seq,
+                batch.node,
+                result.changes,
+                result.conflicts,
+            )
+            assert result.village is not None
+            await self.push_village(result.village, skip=batch.node)
+
+    async def _reject(self, topic: Topic, seq: int, reason: Reason, detail: str) -> None:
+        self.metrics.batches.labels(Outcome.REJECTED.value).inc()
+        self.metrics.rejected.labels(reason.value).inc()
+        log.warning("refused batch %s of %s: %s: %s", seq, topic.node, reason.value, detail)
+        reject = Reject(topic.node, seq, reason.value, detail[:500], Direction.UP)
+        await self.link.publish(
+            str(Topic(topic.village, topic.node, TopicKind.ERROR)), encode(reject)
+        )
+
+    async def _down_ack(self, topic: Topic, payload: bytes) -> None:
+        try:
+            ack = decode(payload)
+        except ProtocolError as exc:
+            log.warning("unreadable down-ack from %s: %s", topic.node, exc)
+            return
+        if (
+            not isinstance(ack, Ack)
+            or ack.direction is not Direction.DOWN
+            or ack.node != topic.node
+        ):
+            log.warning("a down-ack from %s that is not its own down ack", topic.node)
+            return
+        if await self.store.note_down_ack(ack) is not None:
+            self.metrics.down_acked.inc()
+            await self.push(topic.node)
+
+    async def _status(self, topic: Topic, payload: bytes) -> None:
+        if not payload:
+            return  # a retained status being cleared
+        try:
+            status = decode_status(payload)
+        except ProtocolError as exc:
+            log.warning("unreadable status from %s: %s", topic.node, exc)
+            return
+        answer = await self.store.note_status(topic.node, status)
+        if answer is not None:
+            await self.link.publish(
+                str(Topic(topic.village, topic.node, TopicKind.ACK)), encode(answer)
+            )
+        if status.state == "online":
+            # Whatever it had in flight may be lost: send every unacked down batch again.
+            await self.push(topic.node, resend_all=True)
+
+    # --- downlink --------------------------------------------------------------------------
+
+    async def push(self, node: str, *, resend_all: bool = False) -> None:
+        """Pack what ``node`` lacks and publish its due down batches."""
+        c = self.config
+        made = await downlink.fill(
+            self.store,
+            node,
+            window=c.down_window,
+            max_changes=c.batch_changes,
+            max_bytes=c.batch_bytes,
+        )
+        older = self.store.wall() + 1 if resend_all else self.store.wall() - c.resend_after_s * 1000
+        if made or resend_all:
+            await self._publish(await downlink.due(self.store, older_than_ms=older, node=node))
+
+    async def push_village(self, village: str, *, skip: str | None = None) -> None:
+        """:meth:`push` for every active box of ``village`` but ``skip``."""
+        d = db.devices
+        query = sa.select(d.c.node).where(d.c.village == village, d.c.status == "active")
+        async with self.store.engine.connect() as conn:
+            nodes = [row.node for row in await conn.execute(query)]
+        for node in nodes:
+            if node != skip:
+                await self.push(node)
+
+    async def _publish(self, batches: list[downlink.DownBatch]) -> None:
+        for batch in batches:
+            topic = str(Topic(batch.village, batch.node, TopicKind.DOWN))
+            if await self.link.publish(topic, batch.payload):
+                self.metrics.down_sent.inc()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.sweep_interval_s)
+            self._wake.clear()
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("downlink sweep failed")
+
+    async def sweep(self) -> None:
+        """Pack downlink batches for every box behind its village, then resend what is
+        unacked for longer than ``resend_after_s``."""
+        if not self.link.connected:
+            return
+        d, v = db.devices, db.villages
+        behind = (
+            sa.select(d.c.node)
+            .join(v, v.c.code == d.c.village)
+            .where(d.c.status == "active", v.c.log_seq > d.c.down_cursor)
+        )
+        async with self.store.engine.connect() as conn:
+            nodes = [row.node for row in await conn.execute(behind)]
+        c = self.config
+        for node in nodes:
+            await downlink.fill(
+                self.store,
+                node,
+                window=c.down_window,
+                max_changes=c.batch_changes,
+                max_bytes=c.batch_bytes,
+            )
+        older = self.store.wall() - c.resend_after_s * 1000
+        await self._publish(await downlink.due(self.store, older_than_ms=older))

@@ -1,0 +1,567 @@
+"""The hub store: applying up batches, conflicts, resolutions and device stream state.
+
+Every transaction that writes a village's records, or the stream state of one of its
+devices, first locks that village's row (``SELECT ... FOR UPDATE``; on SQLite every write
+transaction is ``BEGIN IMMEDIATE``). So a batch is applied, and recorded as applied, at
+most once even when two hub workers receive it, and each record written gets the next
+``log_seq`` of its village in commit order (the downlink cursors rely on that). See
+``docs/replication.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hub import db
+from protocol.changes import Ack, Batch, Change, Direction, FieldVersion, Value
+from protocol.clock import COUNTER_BITS, HybridClock
+from protocol.delivery import AppliedSeqs
+from protocol.entities import ENTITIES, household_of
+from protocol.errors import Reason
+from protocol.jsonform import dump_state, load_state
+from protocol.merge import Frontier, merge, open_conflicts, seen_of, values
+from protocol.schema import TOMBSTONE_FIELD, wire_value_error
+from protocol.status import Status
+
+__all__ = [
+    "Applied",
+    "HubStore",
+    "Outcome",
+    "ResolveError",
+    "wall_ms",
+]
+
+
+def wall_ms() -> int:
+    """The hub's wall clock in Unix milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+class Outcome(enum.Enum):
+    """What became of an up batch."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The result of :meth:`HubStore.apply`; ``ack`` is set unless it was rejected."""
+
+    outcome: Outcome
+    village: str | None = None
+    changes: int = 0
+    conflicts: int = 0
+    ack: Ack | None = None
+    reason: Reason | None = None
+    detail: str = ""
+
+
+class ResolveError(Exception):
+    """A conflict resolution that cannot be applied; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Refused(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _versions_json(frontier: Frontier) -> str:
+    return json.dumps(
+        [[v.value, v.time, v.node] for v in frontier], separators=(",", ":"), ensure_ascii=False
+    )
+
+
+class HubStore:
+    """The hub's database, shared by its ingest, downlink and API."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        node: str,
+        max_clock_drift_ms: int,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.engine = engine
+        self.node = node
+        self.max_clock_drift_ms = max_clock_drift_ms
+        self.wall = clock
+        self._postgres = engine.dialect.name == "postgresql"
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _insert(self, table: sa.Table) -> Any:
+        return (postgresql.insert if self._postgres else sqlite.insert)(table)
+
+    async def lock_village(self, conn: AsyncConnection, village: str) -> int:
+        """Take the village's write lock (creating its row) and return its ``log_seq``."""
+        await conn.execute(
+            self._insert(db.villages).values(code=village, log_seq=0).on_conflict_do_nothing()
+        )
+        query = (
+            sa.select(db.villages.c.log_seq).where(db.villages.c.code == village).with_for_update()
+        )
+        return int((await conn.execute(query)).scalar_one())
+
+    @staticmethod
+    async def _set_log_seq(conn: AsyncConnection, village: str, log_seq: int) -> None:
+        await conn.execute(
+            db.villages.update().where(db.villages.c.code == village).values(log_seq=log_seq)
+        )
+
+    async def device(self, node: str, conn: AsyncConnection | None = None) -> Any:
+        """The device row of ``node`` (``None`` when not registered)."""
+        query = sa.select(db.devices).where(db.devices.c.node == node)
+        if conn is not None:
+            return (await conn.execute(query)).first()
+        async with self.engine.connect() as own:
+            return (await own.execute(query)).first()
+
+    # --- up batches ------------------------------------------------------------------------
+
+    def precheck(self, batch: Batch, topic_node: str) -> tuple[Reason, str] | None:
+        """Checks that need no database: direction, topic, clock drift of every stamp."""
+        if batch.direction is not Direction.UP:
+            return Reason.MALFORMED, "a down batch on an up topic"
+        if batch.node != topic_node:
+            return Reason.WRONG_NODE, f"batch of {batch.node} on the topic of {topic_node}"
+        now = self.wall()
+        for change in batch.changes:
+            for version in change.fields.values():
+                ahead = (version.time >> COUNTER_BITS) - now
+                if ahead > self.max_clock_drift_ms:
+                    return (
+                        Reason.CLOCK_AHEAD,
+                        f"stamp is {ahead} ms ahead of the hub (limit {self.max_clock_drift_ms})",
+                    )
+        return None
+
+    async def apply(self, batch: Batch, topic_node: str) -> Applied:
+        """Check and apply one up batch in one transaction (see the module docstring)."""
+        problem = self.precheck(batch, topic_node)
+        # The broker's ACL vouches for the topic's node, not for what the batch claims.
+        device = await self.device(topic_node)
+        if problem is None and device is None:
+            problem = Reason.UNKNOWN_NODE, f"node {topic_node} is not registered"
+        if problem is not None:
+            return await self._refuse(batch, device, *problem)
+        try:
+            async with self.engine.begin() as conn:
+                return await self._apply_locked(conn, batch, device.village)
+        except _Refused as refused:
+            return await self._refuse(batch, device, refused.reason, refused.detail)
+
+    async def _refuse(self, batch: Batch, device: Any, reason: Reason, detail: str) -> Applied:
+        if device is not None:
+            note = json.dumps({"reason": reason.value, "detail": detail, "seq": batch.seq})
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    db.devices.update()
+                    .where(db.devices.c.node == device.node)
+                    .values(rejected=db.devices.c.rejected + 1, last_reject=note)
+                )
+        return Applied(Outcome.REJECTED, reason=reason, detail=detail)
+
+    async def _apply_locked(self, conn: AsyncConnection, batch: Batch, village: str) -> Applied:
+        log_seq = await self.lock_village(conn, village)
+        device = await self.device(batch.node, conn)
+        if device.status != "active":
+            raise _Refused(Reason.REVOKED_NODE, f"node {batch.node} is revoked")
+        applied = AppliedSeqs.from_state(device.up_watermark, json.loads(device.up_above))
+        if batch.seq in applied:
+            ack = Ack(batch.node, batch.seq, applied.watermark)
+            return Applied(Outcome.DUPLICATE, village=village, ack=ack)
+        for change in batch.changes:
+            if change.village != village:
+                raise _Refused(
+                    Reason.WRONG_VILLAGE,
+                    f"record {change.record_id} names village {change.village}, "
+                    f"node {batch.node} belongs to {village}",
+                )
+        ids = sorted({change.record_id for change in batch.changes})
+        stored = await self._load(conn, ids)
+        now = self.wall()
+        working: dict[str, dict[str, Any]] = {}
+        found: dict[tuple[str, str], Frontier] = {}
+        touched: set[tuple[str, str]] = set()
+        for change in batch.changes:
+            current = working.get(change.record_id) or stored.get(change.record_id)
+            if current is not None:
+                if current["village"] != village:
+                    raise _Refused(
+                        Reason.WRONG_VILLAGE,
+                        f"record {change.record_id} belongs to village {current['village']}",
+                    )
+                if current["entity"] != change.entity:
+                    raise _Refused(
+                        Reason.INVALID_CHANGE,
+                        f"record {change.record_id} is a {current['entity']}, not {change.entity}",
+                    )
+            result = merge(current["state"] if current else None, change)
+            row = dict(current) if current else {"created_ms": now, "is_new": True}
+            row.update(entity=change.entity, village=village, state=result.state)
+            working[change.record_id] = row
+            for name in result.changed:
+                touched.add((change.record_id, name))
+            for conflict in result.conflicts:
+                found[(change.record_id, conflict.field)] = conflict.versions
+        log_seq = await self._write_records(conn, working, log_seq, now)
+        await self._record_conflicts(conn, working, found, touched, now, batch.node)
+        applied = applied.add(batch.seq)
+        watermark, above = applied.to_state()
+        await conn.execute(
+            db.devices.update()
+            .where(db.devices.c.node == batch.node)
+            .values(
+                up_watermark=watermark,
+                up_above=json.dumps(above),
+                last_seen_ms=now,
+                changes_applied=db.devices.c.changes_applied + len(batch.changes),
+            )
+        )
+        await self._set_log_seq(conn, village, log_seq)
+        return Applied(
+            Outcome.APPLIED,
+            village=village,
+            changes=len(batch.changes),
+            conflicts=len(found),
+            ack=Ack(batch.node, batch.seq, watermark),
+        )
+
+    async def _load(self, conn: AsyncConnection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        stored: dict[str, dict[str, Any]] = {}
+        r = db.records
+        columns = (r.c.id, r.c.entity, r.c.village, r.c.state, r.c.created_ms)
+        for start in range(0, len(ids), 2000):
+            chunk = ids[start : start + 2000]
+            rows = await conn.execute(sa.select(*columns).where(r.c.id.in_(chunk)))
+            for row in rows:
+                stored[row.id] = {
+                    "entity": row.entity,
+                    "village": row.village,
+                    "state": load_state(row.state),
+                    "created_ms": row.created_ms,
+                }
+        return stored
+
+    async def _write_records(
+        self, conn: AsyncConnection, working: Mapping[str, dict[str, Any]], log_seq: int, now: int
+    ) -> int:
+        """Insert or update the merged records, each with the next ``log_seq``."""
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for record_id, row in working.items():
+            log_seq += 1
+            shown = values(row["state"])
+            full = {
+                "entity": row["entity"],
+                "village": row["village"],
+                "household_id": household_of(row["entity"], record_id, shown),
+                "state": dump_state(row["state"]),
+                "data": json.dumps(shown, separators=(",", ":"), ensure_ascii=False),
+                "deleted": shown.get(TOMBSTONE_FIELD) is True,
+                "conflicts": len(open_conflicts(row["state"])),
+                "log_seq": log_seq,
+                "updated_ms": now,
+            }
+            if row.get("is_new"):
+                inserts.append({"id": record_id, "created_ms": row["created_ms"], **full})
+            else:
+                updates.append({"b_id": record_id, **full})
+        if inserts:
+            await conn.execute(db.records.insert(), inserts)
+        if updates:
+            columns = [name for name in updates[0] if name != "b_id"]
+            await conn.execute(
+                db.records.update()
+                .where(db.records.c.id == sa.bindparam("b_id"))
+                .values({name: sa.bindparam(name) for name in columns}),
+                updates,
+            )
+        return log_seq
+
+    async def _record_conflicts(
+        self,
+        conn: AsyncConnection,
+        working: Mapping[str, dict[str, Any]],
+        found: Mapping[tuple[str, str], Frontier],
+        touched: set[tuple[str, str]],
+        now: int,
+        by: str,
+    ) -> None:
+        """Open (or widen) one conflict per (record, field) the merge reported, and close
+        open ones whose field a later write superseded (someone saw every version)."""
+        c = db.conflicts
+        record_ids = sorted({record_id for record_id, _ in touched})
+        open_rows: dict[tuple[str, str], int] = {}
+        for start in range(0, len(record_ids), 2000):
+            query = sa.select(c.c.id, c.c.record_id, c.c.field).where(
+                c.c.record_id.in_(record_ids[start : start + 2000]), c.c.resolved_ms.is_(None)
+            )
+            for row in await conn.execute(query):
+                open_rows[(row.record_id, row.field)] = row.id
+        inserts = []
+        for (record_id, name), versions in found.items():
+            row = working[record_id]
+            if (record_id, name) in open_rows:
+                await conn.execute(
+                    c.update()
+                    .where(c.c.id == open_rows[(record_id, name)])
+                    .values(versions=_versions_json(versions))
+                )
+            else:
+                inserts.append(
+                    {
+                        "record_id": record_id,
+                        "entity": row["entity"],
+                        "village": row["village"],
+                        "field": name,
+                        "versions": _versions_json(versions),
+                        "detected_ms": now,
+                    }
+                )
+        if inserts:
+            await conn.execute(c.insert(), inserts)
+        settled = [
+            conflict_id
+            for key, conflict_id in open_rows.items()
+            if key in touched
+            and key not in found
+            and not _still_conflicting(working[key[0]]["state"].get(key[1], ()))
+        ]
+        if settled:
+            await conn.execute(
+                c.update()
+                .where(c.c.id.in_(settled))
+                .values(resolved_ms=now, resolved_by=by, resolution="superseded")
+            )
+
+    # --- conflicts -------------------------------------------------------------------------
+
+    async def conflicts(
+        self, *, village: str | None = None, include_resolved: bool = False, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Conflicts, newest first, as JSON-ready dicts."""
+        c = db.conflicts
+        query = sa.select(c).order_by(c.c.id.desc()).limit(limit)
+        if not include_resolved:
+            query = query.where(c.c.resolved_ms.is_(None))
+        if village:
+            query = query.where(c.c.village == village)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_conflict_json(row) for row in rows]
+
+    async def resolve(
+        self, conflict_id: int, *, actor: str, value: Value = None, choose: int | None = None
+    ) -> dict[str, Any]:
+        """Resolve a conflict with one of its versions (``choose``, an index) or a new
+        ``value``: a new version of the field stamped by this hub node that has seen every
+        concurrent version, so it supersedes them all on every replica it reaches."""
+        async with self.engine.begin() as conn:
+            head = (
+                await conn.execute(sa.select(db.conflicts).where(db.conflicts.c.id == conflict_id))
+            ).first()
+            if head is None:
+                raise ResolveError("no such conflict", 404)
+            log_seq = await self.lock_village(conn, head.village)
+            row = (
+                await conn.execute(sa.select(db.conflicts).where(db.conflicts.c.id == conflict_id))
+            ).one()
+            if row.resolved_ms is not None:
+                raise ResolveError("the conflict is already resolved", 409)
+            record = (await self._load(conn, [row.record_id]))[row.record_id]
+            frontier = record["state"].get(row.field, ())
+            if choose is not None:
+                if not 0 <= choose < len(frontier):
+                    raise ResolveError("choose names no current version")
+                value = frontier[choose].value
+            spec = ENTITIES[row.entity].fields[row.field]
+            problem = wire_value_error(spec, value)
+            if problem is not None:
+                raise ResolveError(f"{row.field}: {problem}")
+            now = self.wall()
+            stamp = await self._stamp(conn, frontier)
+            version = FieldVersion(value, stamp, self.node, seen_of(frontier))
+            change = Change(row.entity, row.record_id, row.village, self.node, {row.field: version})
+            record["state"] = merge(record["state"], change).state
+            log_seq = await self._write_records(conn, {row.record_id: record}, log_seq, now)
+            await conn.execute(
+                db.villages.update()
+                .where(db.villages.c.code == row.village)
+                .values(log_seq=log_seq)
+            )
+            resolution = json.dumps({"value": value}, ensure_ascii=False)
+            await conn.execute(
+                db.conflicts.update()
+                .where(db.conflicts.c.id == conflict_id)
+                .values(resolved_ms=now, resolved_by=actor, resolution=resolution)
+            )
+            resolved = (
+                await conn.execute(sa.select(db.conflicts).where(db.conflicts.c.id == conflict_id))
+            ).one()
+        return _conflict_json(resolved)
+
+    async def _stamp(self, conn: AsyncConnection, frontier: Frontier) -> int:
+        """A new stamp of this hub node, after everything in ``frontier``; the clock state
+        is persisted in the caller's transaction."""
+        query = sa.select(db.clocks.c.state).where(db.clocks.c.node == self.node)
+        state = (await conn.execute(query)).scalar_one_or_none() or 0
+        clock = HybridClock(self.node, state=max([state, *(v.time for v in frontier)]))
+        stamp = clock.now(self.wall()).time
+        await conn.execute(
+            self._insert(db.clocks)
+            .values(node=self.node, state=stamp)
+            .on_conflict_do_update(index_elements=["node"], set_={"state": stamp})
+        )
+        return stamp
+
+    # --- devices: status and down acks -----------------------------------------------------
+
+    async def note_status(self, node: str, status: Status) -> Ack | None:
+        """Store a box's status; for an online status, return the ack to answer it with
+        (the highest seq applied of that box), and restart its downlink from scratch when
+        the box reports less of it than the hub saw acked (a box restored from a backup)."""
+        device = await self.device(node)
+        if device is None:
+            return None
+        now = self.wall()
+        async with self.engine.begin() as conn:
+            await self.lock_village(conn, device.village)
+            device = await self.device(node, conn)
+            update: dict[str, Any] = {
+                "online": status.state == "online",
+                "reported": json.dumps(
+                    {
+                        "outbox": status.outbox,
+                        "oldest_ms": status.oldest_ms,
+                        "up_seq": status.up_seq,
+                        "down_watermark": status.down_watermark,
+                        "software": status.software,
+                        "wire": status.wire,
+                        "at_ms": now,
+                    }
+                ),
+                "last_seen_ms": now,
+            }
+            if status.state == "online" and status.wall_ms:
+                update["clock_offset_ms"] = status.wall_ms - now
+            if status.state == "online" and status.down_watermark < device.down_watermark:
+                update.update(down_cursor=0, down_watermark=0, down_above="[]")
+            await conn.execute(db.devices.update().where(db.devices.c.node == node).values(update))
+        if status.state != "online":
+            return None
+        applied = AppliedSeqs.from_state(device.up_watermark, json.loads(device.up_above))
+        highest = max([applied.watermark, *applied.above])
+        return Ack(node, highest, applied.watermark) if highest else None
+
+    async def note_down_ack(self, ack: Ack) -> str | None:
+        """Record a box's ack of a down batch and drop the stored batches it covers;
+        returns the box's village (``None`` for an unknown node)."""
+        device = await self.device(ack.node)
+        if device is None:
+            return None
+        async with self.engine.begin() as conn:
+            await self.lock_village(conn, device.village)
+            device = await self.device(ack.node, conn)
+            if ack.seq > device.down_seq:
+                return device.village  # an ack of a batch never sent: ignore it
+            applied = AppliedSeqs.from_state(
+                device.down_watermark, json.loads(device.down_above)
+            ).add(ack.seq)
+            watermark, above = applied.to_state()
+            await conn.execute(
+                db.devices.update()
+                .where(db.devices.c.node == ack.node)
+                .values(
+                    down_watermark=watermark,
+                    down_above=json.dumps(above),
+                    last_seen_ms=self.wall(),
+                )
+            )
+            d = db.down_batches
+            await conn.execute(
+                d.delete().where(
+                    d.c.node == ack.node,
+                    sa.or_(d.c.seq == ack.seq, d.c.seq <= min(ack.watermark, device.down_seq)),
+                )
+            )
+        return device.village
+
+    # --- reads for the API -----------------------------------------------------------------
+
+    async def records(
+        self, village: str, *, entity: str | None = None, after: str = "", limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """A village's records in id order (``after``: keyset paging), with shown values."""
+        r = db.records
+        query = sa.select(r).where(r.c.village == village, r.c.id > after).order_by(r.c.id)
+        if entity:
+            query = query.where(r.c.entity == entity)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.limit(limit))).all()
+        return [
+            {
+                "id": row.id,
+                "entity": row.entity,
+                "village": row.village,
+                "household_id": row.household_id,
+                "values": json.loads(row.data),
+                "deleted": bool(row.deleted),
+                "conflicts": row.conflicts,
+                "updated_ms": row.updated_ms,
+            }
+            for row in rows
+        ]
+
+    async def record_state(self, record_id: str) -> dict[str, Frontier] | None:
+        """One record's full merge state (for tests and support)."""
+        query = sa.select(db.records.c.state).where(db.records.c.id == record_id)
+        async with self.engine.connect() as conn:
+            text = (await conn.execute(query)).scalar_one_or_none()
+        return load_state(text) if text is not None else None
+
+    async def counts(self) -> dict[str, int]:
+        """Records per entity (tombstones included: they are records too)."""
+        query = sa.select(db.records.c.entity, sa.func.count()).group_by(db.records.c.entity)
+        async with self.engine.connect() as conn:
+            return {entity: n for entity, n in await conn.execute(query)}
+
+
+def _still_conflicting(frontier: Frontier) -> bool:
+    return len(frontier) > 1 and any(v.value != frontier[0].value for v in frontier[1:])
+
+
+def _conflict_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "record_id": row.record_id,
+        "entity": row.entity,
+        "village": row.village,
+        "field": row.field,
+        "versions": [
+            {"value": value, "stamp": f"{time_:016x}@{node}", "node": node}
+            for value, time_, node in json.loads(row.versions)
+        ],
+        "detected_ms": row.detected_ms,
+        "resolved_ms": row.resolved_ms,
+        "resolved_by": row.resolved_by,
+        "resolution": json.loads(row.resolution) if row.resolution else None,
+    }

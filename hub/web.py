@@ -1,0 +1,262 @@
+"""The hub's HTTP side: the JSON API for district staff and tools, ``/healthz``, ``/metrics``.
+
+Every ``/api/`` route needs an API token (``Authorization: Bearer ...``, made by
+``puskesos hub token add``); ``/healthz`` and ``/metrics`` carry no personal data and are
+open to the operators' network. The ingest worker runs in the same process, started and
+stopped through ``cleanup_ctx``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import sqlalchemy as sa
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from hub import db
+from hub.config import HubConfig
+from hub.ingest import Ingest
+from hub.metrics import FleetSnapshot, HubMetrics, take_fleet_snapshot
+from hub.store import HubStore, ResolveError
+
+__all__ = ["INGEST", "STORE", "add_token", "create_app"]
+
+STORE = web.AppKey("store", HubStore)
+METRICS = web.AppKey("metrics", HubMetrics)
+INGEST = web.AppKey("ingest", Ingest)
+_FLEET = web.AppKey("fleet", dict)
+ACTOR = web.RequestKey("actor", str)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_OPEN = ("/healthz", "/metrics")
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def add_token(store: HubStore, name: str) -> str:
+    """Make an API token called ``name``; returns it (only its hash is stored)."""
+    token = secrets.token_urlsafe(32)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            db.api_tokens.insert().values(
+                name=name, token_hash=_token_hash(token), created_ms=store.wall()
+            )
+        )
+    return token
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in _OPEN:
+        return await handler(request)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return _error(401, "unauthorized", "an API token is required")
+    t = db.api_tokens
+    query = sa.select(t.c.name).where(
+        t.c.token_hash == _token_hash(token.strip()), t.c.revoked.is_(False)
+    )
+    async with request.app[STORE].engine.connect() as conn:
+        name = (await conn.execute(query)).scalar_one_or_none()
+    if name is None:
+        return _error(401, "unauthorized", "unknown or revoked API token")
+    request[ACTOR] = f"token:{name}"
+    return await handler(request)
+
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    checks: dict[str, str] = {}
+    try:
+        async with store.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means not healthy; say which
+        checks["database"] = f"error: {type(exc).__name__}"
+    ingest = request.app.get(INGEST)
+    if ingest is not None:
+        checks["broker"] = "ok" if ingest.link.connected else "disconnected"
+    healthy = all(value == "ok" for value in checks.values())
+    return web.json_response(
+        {"status": "ok" if healthy else "error", "checks": checks, "node": store.node},
+        status=200 if healthy else 503,
+    )
+
+
+class _FleetCollector(Collector):
+    def __init__(self) -> None:
+        self.snapshot: FleetSnapshot | None = None
+
+    def collect(self) -> Any:
+        if self.snapshot is not None:
+            yield from self.snapshot.collect()
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    collector: _FleetCollector = request.app[_FLEET]["collector"]
+    collector.snapshot = await take_fleet_snapshot(request.app[STORE])
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _limit(request: web.Request, default: int = 100, most: int = 1000) -> int:
+    try:
+        value = int(request.query.get("limit", default))
+    except ValueError:
+        raise web.HTTPBadRequest(text="limit must be a number") from None
+    return max(1, min(value, most))
+
+
+@routes.get("/api/v1/records")
+async def list_records(request: web.Request) -> web.Response:
+    village = request.query.get("village", "")
+    if len(village) != 10 or not village.isdigit():
+        return _error(400, "bad_village", "village must be a 10-digit code")
+    rows = await request.app[STORE].records(
+        village,
+        entity=request.query.get("entity") or None,
+        after=request.query.get("after", ""),
+        limit=_limit(request),
+    )
+    return web.json_response({"records": rows, "next": rows[-1]["id"] if rows else None})
+
+
+@routes.get("/api/v1/records/{record_id}")
+async def get_record(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    record_id = request.match_info["record_id"]
+    state = await store.record_state(record_id)
+    if state is None:
+        return _error(404, "not_found", "no such record")
+    return web.json_response(
+        {
+            "id": record_id,
+            "fields": {
+                name: [
+                    {"value": v.value, "stamp": f"{v.time:016x}@{v.node}", "node": v.node}
+                    for v in frontier
+                ]
+                for name, frontier in state.items()
+            },
+        }
+    )
+
+
+@routes.get("/api/v1/conflicts")
+async def list_conflicts(request: web.Request) -> web.Response:
+    conflicts = await request.app[STORE].conflicts(
+        village=request.query.get("village") or None,
+        include_resolved=request.query.get("resolved") == "true",
+        limit=_limit(request),
+    )
+    return web.json_response({"conflicts": conflicts})
+
+
+@routes.post("/api/v1/conflicts/{conflict_id}/resolve")
+async def resolve_conflict(request: web.Request) -> web.Response:
+    try:
+        conflict_id = int(request.match_info["conflict_id"])
+        body = await request.json()
+    except (ValueError, json.JSONDecodeError):
+        return _error(400, "bad_request", "expected a conflict id and a JSON body")
+    if not isinstance(body, dict) or ("value" in body) == ("choose" in body):
+        return _error(400, "bad_request", 'send either {"value": ...} or {"choose": index}')
+    choose = body.get("choose")
+    if choose is not None and (isinstance(choose, bool) or not isinstance(choose, int)):
+        return _error(400, "bad_request", "choose must be the index of a version")
+    store = request.app[STORE]
+    try:
+        resolved = await store.resolve(
+            conflict_id, actor=request[ACTOR], value=body.get("value"), choose=choose
+        )
+    except ResolveError as exc:
+        return _error(exc.status, "not_resolved", str(exc))
+    request.app[METRICS].resolutions.inc()
+    ingest = request.app.get(INGEST)
+    if ingest is not None:
+        await ingest.push_village(resolved["village"])
+    return web.json_response(resolved)
+
+
+def _device_json(row: Any) -> dict[str, Any]:
+    reported = json.loads(row.reported) if row.reported else None
+    return {
+        "node": row.node,
+        "village": row.village,
+        "status": row.status,
+        "online": bool(row.online),
+        "created_ms": row.created_ms,
+        "revoked_ms": row.revoked_ms,
+        "last_seen_ms": row.last_seen_ms,
+        "up_watermark": row.up_watermark,
+        "up_above": json.loads(row.up_above),
+        "changes_applied": row.changes_applied,
+        "down_seq": row.down_seq,
+        "down_watermark": row.down_watermark,
+        "reported": reported,
+        "outbox_lag": reported["outbox"] if reported else None,
+        "clock_offset_ms": row.clock_offset_ms,
+        "rejected": row.rejected,
+        "last_reject": json.loads(row.last_reject) if row.last_reject else None,
+    }
+
+
+@routes.get("/api/v1/devices")
+async def list_devices(request: web.Request) -> web.Response:
+    query = sa.select(db.devices).order_by(db.devices.c.village, db.devices.c.node)
+    async with request.app[STORE].engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return web.json_response({"devices": [_device_json(row) for row in rows]})
+
+
+@routes.get("/api/v1/devices/{node}")
+async def get_device(request: web.Request) -> web.Response:
+    row = await request.app[STORE].device(request.match_info["node"])
+    if row is None:
+        return _error(404, "not_found", "no such device")
+    return web.json_response(_device_json(row))
+
+
+def create_app(
+    config: HubConfig, store: HubStore, *, password: str | None, with_ingest: bool = True
+) -> web.Application:
+    """The hub application; with ``with_ingest`` it also runs the MQTT ingest worker."""
+    app = web.Application(middlewares=[_auth])
+    hub_metrics = HubMetrics()
+    collector = _FleetCollector()
+    hub_metrics.registry.register(collector)
+    app[STORE] = store
+    app[METRICS] = hub_metrics
+    app[_FLEET] = {"collector": collector}
+    app.add_routes(routes)
+    if with_ingest:
+        app[INGEST] = Ingest(config, store, hub_metrics, password=password)
+
+        async def ingest_lifecycle(app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(app[INGEST].run())
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        app.cleanup_ctx.append(ingest_lifecycle)
+    return app

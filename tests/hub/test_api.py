@@ -1,0 +1,93 @@
+"""The hub API: district staff list records, conflicts and devices, and resolve conflicts;
+operators read /healthz and /metrics."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from hub.config import HubConfig
+from hub.web import add_token, create_app
+from tests.factories import DEFAULT_VILLAGE, new_id
+from tests.hub.boxes import Box, enrol
+
+
+@pytest.fixture
+async def api(hub_store):
+    app = create_app(HubConfig(), hub_store, password=None, with_ingest=False)
+    token = await add_token(hub_store, "dinsos")
+    async with TestClient(TestServer(app)) as client:
+        client.headers = {"Authorization": f"Bearer {token}"}
+        yield client
+
+
+async def get(client: TestClient, path: str, **params: str) -> dict:
+    response = await client.get(path, params=params, headers=client.headers)
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def test_without_a_token_nothing_personal_is_served(api):
+    for path in ("/api/v1/records?village=" + DEFAULT_VILLAGE, "/api/v1/conflicts"):
+        assert (await api.get(path)).status == 401
+        assert (await api.get(path, headers={"Authorization": "Bearer nope"})).status == 401
+    assert (await api.get("/healthz")).status == 200
+    assert (await api.get("/metrics")).status == 200
+
+
+async def test_staff_resolve_a_conflict_by_choosing_a_version(api, hub_store):
+    a, b = Box("edge-a"), Box("edge-b")
+    await enrol(hub_store, a, b)
+    record = new_id()
+    now = hub_store.wall()
+    await hub_store.apply(a.batch(a.edit(record, now, address="Jl. Mawar")), "edge-a")
+    await hub_store.apply(b.batch(b.edit(record, now + 5, address="Jl. Melati")), "edge-b")
+
+    [conflict] = (await get(api, "/api/v1/conflicts"))["conflicts"]
+    chosen = next(i for i, v in enumerate(conflict["versions"]) if v["value"] == "Jl. Mawar")
+    bad = await api.post(
+        f"/api/v1/conflicts/{conflict['id']}/resolve", json={}, headers=api.headers
+    )
+    assert bad.status == 400
+    done = await api.post(
+        f"/api/v1/conflicts/{conflict['id']}/resolve",
+        json={"choose": chosen},
+        headers=api.headers,
+    )
+    assert done.status == 200, await done.text()
+    assert (await done.json())["resolved_by"] == "token:dinsos"
+    again = await api.post(
+        f"/api/v1/conflicts/{conflict['id']}/resolve", json={"choose": 0}, headers=api.headers
+    )
+    assert again.status == 409
+
+    assert (await get(api, "/api/v1/conflicts"))["conflicts"] == []
+    [row] = (await get(api, "/api/v1/records", village=DEFAULT_VILLAGE))["records"]
+    assert row["values"]["address"] == "Jl. Mawar" and row["conflicts"] == 0
+    metrics = await (await api.get("/metrics")).text()
+    assert "puskesos_hub_conflicts_open 0.0" in metrics
+    assert 'puskesos_hub_records{entity="household"} 1.0' in metrics
+
+
+async def test_a_resolution_with_an_invalid_value_is_refused(api, hub_store):
+    a, b = Box("edge-a"), Box("edge-b")
+    await enrol(hub_store, a, b)
+    record = new_id()
+    now = hub_store.wall()
+    await hub_store.apply(a.batch(a.edit(record, now, rt="001")), "edge-a")
+    await hub_store.apply(b.batch(b.edit(record, now + 5, rt="002")), "edge-b")
+    [conflict] = (await get(api, "/api/v1/conflicts"))["conflicts"]
+    response = await api.post(
+        f"/api/v1/conflicts/{conflict['id']}/resolve", json={"value": 7}, headers=api.headers
+    )
+    assert response.status == 400
+    assert len((await get(api, "/api/v1/conflicts"))["conflicts"]) == 1
+
+
+async def test_the_device_list_shows_stream_state(api, hub_store):
+    a = Box("edge-a")
+    await enrol(hub_store, a)
+    await hub_store.apply(a.batch(a.edit(new_id(), hub_store.wall(), rt="001")), "edge-a")
+    [device] = (await get(api, "/api/v1/devices"))["devices"]
+    assert (device["node"], device["up_watermark"], device["changes_applied"]) == ("edge-a", 1, 1)
+    assert device["last_seen_ms"] is not None

@@ -1,0 +1,153 @@
+"""The hub worker over a real Mosquitto: what a box publishes is applied and acked, bad
+payloads are refused with a reason on the box's error topic, and the box gets the other
+boxes' changes on its down topic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import replace
+
+import pytest
+
+from hub.config import HubConfig
+from hub.ingest import Ingest
+from hub.metrics import HubMetrics
+from protocol.changes import Ack, Batch, Direction, Reject
+from protocol.codec import decode, encode
+from protocol.status import Status, encode_status
+from protocol.topics import Topic, TopicKind
+from puskesos.mqtt import MqttLink
+from puskesos.tomlconfig import BrokerConfig
+from tests.factories import DEFAULT_VILLAGE, new_id
+from tests.hub.boxes import Box, enrol
+
+
+def topic(box: Box, kind: TopicKind) -> str:
+    return str(Topic(box.village, box.node, kind))
+
+
+class Peer:
+    """A box's MQTT side, driven by hand."""
+
+    def __init__(self, box: Box, port: int) -> None:
+        self.box = box
+        self.link = MqttLink(
+            BrokerConfig(port=port),
+            client_id=box.node,
+            subscriptions=[
+                (topic(box, k), 1) for k in (TopicKind.ACK, TopicKind.ERROR, TopicKind.DOWN)
+            ],
+            clean_start=True,
+        )
+        self.received: asyncio.Queue = asyncio.Queue()
+        self._reader: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Peer:
+        await self.link.start()
+        assert await self.link.wait_connected(10)
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._reader is not None
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        await self.link.stop()
+
+    async def _read(self) -> None:
+        async for message in self.link.messages():
+            await self.received.put((message.topic.rsplit("/", 1)[1], decode(message.payload)))
+
+    async def send(self, kind: TopicKind, payload: bytes) -> None:
+        assert await self.link.publish(topic(self.box, kind), payload)
+
+    async def next(self, timeout: float = 10) -> tuple[str, object]:
+        return await asyncio.wait_for(self.received.get(), timeout)
+
+
+@pytest.fixture
+async def worker(hub_store, mosquitto):
+    config = replace(HubConfig(), broker=BrokerConfig(port=mosquitto.port), sweep_interval_s=1)
+    metrics = HubMetrics()
+    ingest = Ingest(config, hub_store, metrics, password=None)
+    task = asyncio.create_task(ingest.run())
+    assert await ingest.link.wait_connected(10)
+    await asyncio.sleep(0.2)  # subscriptions in place
+    yield ingest
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def counter(ingest: Ingest, name: str, **labels: str) -> float:
+    return ingest.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_batch_is_acked_once_applied_and_again_when_it_comes_twice(
+    worker, hub_store, mosquitto
+):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    batch = box.batch(box.edit(new_id(), hub_store.wall(), rt="001"))
+    async with Peer(box, mosquitto.port) as peer:
+        await peer.send(TopicKind.UP, encode(batch))
+        assert await peer.next() == ("ack", Ack("edge-a", 1, 1))
+        await peer.send(TopicKind.UP, encode(batch))
+        assert await peer.next() == ("ack", Ack("edge-a", 1, 1))
+    assert len(await hub_store.records(DEFAULT_VILLAGE)) == 1
+    assert counter(worker, "puskesos_hub_batches_total", outcome="applied") == 1
+    assert counter(worker, "puskesos_hub_batches_total", outcome="duplicate") == 1
+
+
+async def test_bad_payloads_are_refused_with_a_reason_and_good_ones_still_flow(
+    worker, hub_store, mosquitto
+):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    async with Peer(box, mosquitto.port) as peer:
+        await peer.send(TopicKind.UP, b"\x00not a frame")
+        kind, reject = await peer.next()
+        assert kind == "error" and isinstance(reject, Reject)
+        assert (reject.seq, reject.reason) == (0, "malformed")
+        ahead = box.batch(box.edit(new_id(), hub_store.wall() + 86_400_000, rt="001"))
+        await peer.send(TopicKind.UP, encode(ahead))
+        kind, reject = await peer.next()
+        assert (kind, reject.seq, reject.reason) == ("error", 1, "clock_ahead")
+        box.seq = 0  # the box re-stamps and sends seq 1 again, now with a sane clock
+        box.clock = type(box.clock)("edge-a")
+        good = box.batch(box.edit(new_id(), hub_store.wall(), rt="002"))
+        await peer.send(TopicKind.UP, encode(good))
+        assert await peer.next() == ("ack", Ack("edge-a", 1, 1))
+    assert counter(worker, "puskesos_hub_batches_rejected_total", reason="malformed") == 1
+    assert counter(worker, "puskesos_hub_batches_rejected_total", reason="clock_ahead") == 1
+
+
+async def test_a_box_gets_its_neighbours_changes_and_the_hub_forgets_them_once_acked(
+    worker, hub_store, mosquitto
+):
+    a, b = Box("edge-a"), Box("edge-b")
+    await enrol(hub_store, a, b)
+    record = new_id()
+    async with Peer(a, mosquitto.port) as peer_a, Peer(b, mosquitto.port) as peer_b:
+        await peer_b.send(
+            TopicKind.STATUS, encode_status(Status("online", wall_ms=hub_store.wall()))
+        )
+        await peer_a.send(TopicKind.UP, encode(a.batch(a.edit(record, hub_store.wall(), rt="001"))))
+        assert (await peer_a.next())[0] == "ack"
+        kind, down = await peer_b.next()
+        assert kind == "down" and isinstance(down, Batch) and down.direction is Direction.DOWN
+        assert [c.record_id for c in down.changes] == [record]
+        await peer_b.send(
+            TopicKind.DOWN_ACK, encode(Ack("edge-b", down.seq, down.seq, Direction.DOWN))
+        )
+        for _ in range(50):
+            device = await hub_store.device("edge-b")
+            if device.down_watermark == down.seq:
+                break
+            await asyncio.sleep(0.1)
+        assert device.down_watermark == 1 and device.online
+        # Coming back online, the box learns which of its batches the hub applied.
+        await peer_a.send(TopicKind.STATUS, encode_status(Status("online", up_seq=1)))
+        assert await peer_a.next() == ("ack", Ack("edge-a", 1, 1))

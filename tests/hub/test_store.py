@@ -1,0 +1,162 @@
+"""The hub applies what boxes send exactly once, refuses what it must, keeps conflicts for
+people, and hands each box what it lacks (on SQLite and on PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+
+from hub import downlink
+from hub.devices import revoke_device
+from hub.store import HubStore, Outcome
+from protocol.changes import Ack, Batch, Direction
+from protocol.codec import decode
+from protocol.errors import Reason
+from protocol.merge import merge
+from tests.factories import DEFAULT_VILLAGE, new_id
+from tests.hub.boxes import Box, enrol
+
+OTHER_VILLAGE = "3201022002"
+
+
+async def shown(store: HubStore, record_id: str) -> dict:
+    rows = await store.records(DEFAULT_VILLAGE)
+    return next(row["values"] for row in rows if row["id"] == record_id)
+
+
+async def test_a_batch_is_applied_once_however_often_it_arrives(hub_store):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    record = new_id()
+    batch = box.batch(box.edit(record, hub_store.wall(), address="Jl. Mawar 1", rt="001"))
+
+    first = await hub_store.apply(batch, "edge-a")
+    again = await hub_store.apply(batch, "edge-a")
+
+    assert first.outcome is Outcome.APPLIED and first.ack == Ack("edge-a", 1, 1)
+    assert again.outcome is Outcome.DUPLICATE and again.ack == Ack("edge-a", 1, 1)
+    assert await shown(hub_store, record) == {"address": "Jl. Mawar 1", "rt": "001"}
+    device = await hub_store.device("edge-a")
+    assert device.changes_applied == 1  # not counted twice
+
+
+async def test_batches_arriving_out_of_order_are_all_applied_and_the_watermark_closes(hub_store):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    now = hub_store.wall()
+    one = box.batch(box.edit(new_id(), now, address="satu"))
+    two = box.batch(box.edit(new_id(), now, address="dua"))
+
+    late = await hub_store.apply(two, "edge-a")
+    assert late.ack == Ack("edge-a", 2, 0)
+    device = await hub_store.device("edge-a")
+    assert (device.up_watermark, json.loads(device.up_above)) == (0, [2])
+
+    assert (await hub_store.apply(one, "edge-a")).ack == Ack("edge-a", 1, 2)
+    assert len(await hub_store.records(DEFAULT_VILLAGE)) == 2
+
+
+async def test_refused_batches_change_nothing_and_are_counted(hub_store):
+    good, revoked = Box("edge-a"), Box("edge-r")
+    stranger = Box("edge-x")
+    await enrol(hub_store, good, revoked)
+    await revoke_device(hub_store.engine, "edge-r", now_ms=hub_store.wall())
+    now = hub_store.wall()
+    outsider = Box("edge-a", village=OTHER_VILLAGE)  # edge-a's credentials, another village
+    cases = [
+        (stranger.batch(stranger.edit(new_id(), now, rt="001")), "edge-x", Reason.UNKNOWN_NODE),
+        (revoked.batch(revoked.edit(new_id(), now, rt="001")), "edge-r", Reason.REVOKED_NODE),
+        (outsider.batch(outsider.edit(new_id(), now, rt="001")), "edge-a", Reason.WRONG_VILLAGE),
+        (good.batch(good.edit(new_id(), now, rt="001")), "edge-b", Reason.WRONG_NODE),
+        (
+            good.batch(good.edit(new_id(), now + 365 * 86_400_000, rt="001")),
+            "edge-a",
+            Reason.CLOCK_AHEAD,
+        ),
+    ]
+    for batch, topic_node, reason in cases:
+        result = await hub_store.apply(batch, topic_node)
+        assert (result.outcome, result.reason) == (Outcome.REJECTED, reason), reason
+
+    assert await hub_store.records(DEFAULT_VILLAGE) == []
+    assert await hub_store.records(OTHER_VILLAGE) == []
+    device = await hub_store.device("edge-a")
+    assert device.rejected == 2 and device.up_watermark == 0
+    assert json.loads(device.last_reject)["reason"] == "clock_ahead"
+
+
+async def test_a_record_of_another_village_cannot_be_overwritten(hub_store):
+    here, there = Box("edge-a"), Box("edge-b", village=OTHER_VILLAGE)
+    await enrol(hub_store, here, there)
+    record = new_id()
+    now = hub_store.wall()
+    assert (await hub_store.apply(there.batch(there.edit(record, now, rt="009")), "edge-b")).ack
+    # edge-a claims the record for its own village by naming the same id.
+    crafted = here.batch(here.edit(record, now, rt="001"))
+    result = await hub_store.apply(crafted, "edge-a")
+    assert result.reason is Reason.WRONG_VILLAGE
+    rows = await hub_store.records(OTHER_VILLAGE)
+    assert rows[0]["values"] == {"rt": "009"}
+
+
+async def test_concurrent_edits_become_one_conflict_that_a_resolution_settles(hub_store):
+    a, b = Box("edge-a"), Box("edge-b")
+    await enrol(hub_store, a, b)
+    record = new_id()
+    now = hub_store.wall()
+    created = a.edit(record, now, address="Jl. Awal")
+    await hub_store.apply(a.batch(created), "edge-a")
+    b.states[record] = merge(None, created).state  # b received the record, then both edit
+    from_a = a.batch(a.edit(record, now + 10, address="Jl. Mawar"))
+    from_b = b.batch(b.edit(record, now + 20, address="Jl. Melati"))
+
+    assert (await hub_store.apply(from_a, "edge-a")).conflicts == 0
+    assert (await hub_store.apply(from_b, "edge-b")).conflicts == 1
+    assert (await hub_store.apply(from_b, "edge-b")).outcome is Outcome.DUPLICATE
+
+    [conflict] = await hub_store.conflicts()
+    assert conflict["field"] == "address"
+    assert {v["value"] for v in conflict["versions"]} == {"Jl. Mawar", "Jl. Melati"}
+    assert await shown(hub_store, record) == {"address": "Jl. Melati"}  # LWW meanwhile
+
+    resolved = await hub_store.resolve(conflict["id"], actor="token:dinsos", value="Jl. Mawar 2")
+    assert resolved["resolved_by"] == "token:dinsos"
+    assert await hub_store.conflicts() == []
+    state = await hub_store.record_state(record)
+    assert [(v.value, v.node) for v in state["address"]] == [("Jl. Mawar 2", "hub-1")]
+
+
+async def test_each_box_gets_what_it_lacks_and_a_new_box_gets_its_whole_village(hub_store):
+    a, b = Box("edge-a"), Box("edge-b")
+    await enrol(hub_store, a, b)
+    now = hub_store.wall()
+    ids = [new_id() for _ in range(7)]
+    await hub_store.apply(a.batch(*(a.edit(i, now, rt="001") for i in ids[:5])), "edge-a")
+    await hub_store.apply(b.batch(*(b.edit(i, now, rt="002") for i in ids[5:])), "edge-b")
+
+    async def pull(node: str) -> list[Batch]:
+        made = await downlink.fill(hub_store, node, window=10, max_changes=2, max_bytes=65536)
+        # Only what was never sent: nothing is old enough to be sent again yet.
+        due = await downlink.due(hub_store, older_than_ms=hub_store.wall() - 60_000, node=node)
+        assert len(due) == made
+        return [decode(batch.payload) for batch in due]
+
+    to_a = await pull("edge-a")
+    assert sorted(c.record_id for batch in to_a for c in batch.changes) == sorted(ids[5:])
+    assert [batch.seq for batch in to_a] == [1]  # b's two records, one batch of 2
+    to_b = await pull("edge-b")
+    assert sorted(c.record_id for batch in to_b for c in batch.changes) == sorted(ids[:5])
+    assert [batch.seq for batch in to_b] == [1, 2, 3]
+    assert await pull("edge-b") == []  # nothing new until acked or changed
+
+    # A replacement box (a new node id) receives the whole village, resumably.
+    fresh = Box("edge-c")
+    await enrol(hub_store, fresh)
+    first = await downlink.fill(hub_store, "edge-c", window=2, max_changes=3, max_bytes=65536)
+    assert first == 2
+    got = await downlink.due(hub_store, older_than_ms=hub_store.wall(), node="edge-c")
+    await hub_store.note_down_ack(Ack("edge-c", 2, 2, Direction.DOWN))
+    assert await downlink.fill(hub_store, "edge-c", window=2, max_changes=3, max_bytes=65536) == 1
+    got += await downlink.due(hub_store, older_than_ms=hub_store.wall(), node="edge-c")
+    assert [batch.seq for batch in got] == [1, 2, 3]
+    records = {c.record_id for batch in got for c in decode(batch.payload).changes}
+    assert records == set(ids)
