@@ -18,7 +18,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.config import ConfigError, EdgeConfig, load_config, render_toml
+from edge.config import (
+    BrokerConfig,
+    ConfigError,
+    EdgeConfig,
+    SyncConfig,
+    load_config,
+    render_toml,
+)
 from protocol.ids import is_node_id
 from protocol.regions import LEVEL_LABELS, Region, RegionCodeError, lookup, normalize_region_code
 
@@ -63,6 +70,12 @@ def add_parser(subparsers: Any) -> None:
     init.add_argument("--village", help="10-digit Kemendagri code of the village")
     init.add_argument("--node", help="node id of this box, e.g. edge-3201022001-a")
     init.add_argument("--data-dir", type=Path, help="folder of the database (new config only)")
+    init.add_argument("--broker-host", help="the district's MQTT broker (new config only)")
+    init.add_argument("--broker-port", type=int, help="its port (new config only)")
+    init.add_argument(
+        "--broker-password-file",
+        help="file with this box's broker password, relative to the data folder (new config only)",
+    )
 
     user = commands.add_parser("user", help="manage accounts").add_subparsers(
         dest="user_command", metavar="COMMAND", required=True
@@ -168,7 +181,14 @@ def _init(args: argparse.Namespace) -> int:
         missing = [f"--{key}" for key, value in given.items() if not value]
         if missing:
             raise CommandError(f"{path} does not exist yet: {' and '.join(missing)} needed", 2)
-        defaults = EdgeConfig(**given)  # type: ignore[arg-type]
+        broker = replace(BrokerConfig(), **_broker_options(args))
+        # A box set up for the field replicates; `[sync] enabled = false` keeps it alone.
+        defaults = EdgeConfig(
+            village=str(given["village"]),
+            node=str(given["node"]),
+            broker=broker,
+            sync=SyncConfig(enabled=True),
+        )
         if args.data_dir is not None:
             defaults = replace(defaults, data_dir=args.data_dir.resolve())
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +212,13 @@ def _init(args: argparse.Namespace) -> int:
             and args.data_dir.resolve() != config.data_dir
         ):
             raise CommandError(f"{path} says data_dir {config.data_dir}; edit the file", 2)
+        for key, value in _broker_options(args).items():
+            if getattr(config.broker, key) != value:
+                raise CommandError(
+                    f"{path} says broker {key} {getattr(config.broker, key) or '(empty)'}, "
+                    f"not {value}; edit the file",
+                    2,
+                )
         region = _village(config.village)
         if not is_node_id(config.node):
             raise CommandError(
@@ -215,6 +242,16 @@ def _init(args: argparse.Namespace) -> int:
         f"database {config.database_path}, configuration {path}"
     )
     return 0
+
+
+def _broker_options(args: argparse.Namespace) -> dict[str, object]:
+    """The ``[broker]`` keys given on the command line of ``edge init``."""
+    given = {
+        "host": args.broker_host,
+        "port": args.broker_port,
+        "password_file": args.broker_password_file,
+    }
+    return {key: value for key, value in given.items() if value is not None}
 
 
 async def _claim(config: EdgeConfig) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from puskesos.tomlconfig import (
@@ -21,7 +21,30 @@ from puskesos.tomlconfig import (
     section_values,
 )
 
-__all__ = ["KEYS", "BrokerConfig", "ConfigError", "EdgeConfig", "load_config", "render_toml"]
+__all__ = [
+    "KEYS",
+    "BrokerConfig",
+    "ConfigError",
+    "EdgeConfig",
+    "SyncConfig",
+    "load_config",
+    "render_toml",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    """Replication with the district hub (section ``[sync]``, see docs/replication.md)."""
+
+    enabled: bool = False
+    batch_changes: int = 500
+    batch_bytes: int = 65536
+    window: int = 8
+    ack_timeout_s: int = 30
+    status_interval_s: int = 60
+    session_expiry_s: int = 7 * 24 * 3600
+    backoff_min_s: int = 1
+    backoff_max_s: int = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +66,7 @@ class EdgeConfig:
     page_size: int = 25
     timezone: str = "Asia/Jakarta"
     broker: BrokerConfig = field(default_factory=BrokerConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
 
     @property
     def database_path(self) -> Path:
@@ -50,7 +74,7 @@ class EdgeConfig:
         return self.data_dir / self.database
 
 
-#: (section, key) → one line of documentation. Sections: ``edge`` and ``broker``.
+#: (section, key) → one line of documentation. Sections: ``edge``, ``broker`` and ``sync``.
 KEYS: Mapping[tuple[str, str], str] = {
     ("edge", "village"): "10-digit Kemendagri code of the box's village (set by `edge init`)",
     ("edge", "node"): "node id of the box, unique in the district (set by `edge init`)",
@@ -70,29 +94,55 @@ KEYS: Mapping[tuple[str, str], str] = {
         "timezone",
     ): "IANA time zone of the village (WIB Asia/Jakarta, WITA Asia/Makassar, WIT Asia/Jayapura)",
     **BROKER_KEYS,
+    (
+        "sync",
+        "enabled",
+    ): "replicate with the district hub over the broker (`edge init` turns it on)",
+    ("sync", "batch_changes"): "most changes in one batch sent to the hub",
+    ("sync", "batch_bytes"): "most bytes of one batch on the wire (at most 262144)",
+    ("sync", "window"): "batches sent and not yet acknowledged by the hub, at most",
+    ("sync", "ack_timeout_s"): "seconds without the hub's ack before a batch is sent again",
+    ("sync", "status_interval_s"): "seconds between two status messages to the hub",
+    ("sync", "session_expiry_s"): "seconds the broker keeps the box's session while it is away",
+    ("sync", "backoff_min_s"): "first wait in seconds before connecting again to the broker",
+    ("sync", "backoff_max_s"): "longest wait in seconds between two connection attempts",
 }
+
+_NESTED = ("broker", "sync")
 
 
 def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> EdgeConfig:
     """Read ``path`` (optional: defaults only) and apply environment overrides."""
     env = os.environ if env is None else env
-    document = read_toml(path, ("edge", "broker"))
+    document = read_toml(path, ("edge", *_NESTED))
     broker = BrokerConfig(**section_values(BrokerConfig, "broker", document.get("broker", {}), env))
-    edge_values = section_values(
-        EdgeConfig, "edge", document.get("edge", {}), env, nested=("broker",)
-    )
-    config = EdgeConfig(**edge_values, broker=broker)
+    sync = _checked(SyncConfig(**section_values(SyncConfig, "sync", document.get("sync", {}), env)))
+    edge_values = section_values(EdgeConfig, "edge", document.get("edge", {}), env, nested=_NESTED)
+    config = EdgeConfig(**edge_values, broker=broker, sync=sync)
     if path is not None and not config.data_dir.is_absolute():
         config = EdgeConfig(
             **{**edge_values, "data_dir": (path.parent / config.data_dir).resolve()},
             broker=broker,
+            sync=sync,
         )
     return config
+
+
+def _checked(sync: SyncConfig) -> SyncConfig:
+    """Refuse ``[sync]`` numbers the client cannot work with (a window of 0 sends nothing)."""
+    for item in fields(sync):
+        value = getattr(sync, item.name)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise ConfigError(f"[sync] {item.name} must be at least 1, not {value}")
+    if sync.backoff_min_s > sync.backoff_max_s:
+        raise ConfigError("[sync] backoff_min_s must not be above backoff_max_s")
+    return sync
 
 
 def render_toml(config: EdgeConfig) -> str:
     """The configuration as a TOML file, every key with its documentation line."""
     return "\n".join(
-        render_section("edge", config, KEYS, nested=("broker",))
+        render_section("edge", config, KEYS, nested=_NESTED)
         + render_section("broker", config.broker, KEYS)
+        + render_section("sync", config.sync, KEYS)
     )

@@ -22,8 +22,11 @@ __all__ = [
     "meta",
     "metadata",
     "outbox",
+    "put_meta",
+    "read_meta",
     "records",
     "sessions",
+    "up_batches",
     "upgrade",
     "users",
 ]
@@ -69,6 +72,19 @@ outbox = sa.Table(
     sa.Column("entity", sa.Text, nullable=False),
     sa.Column("change", sa.Text, nullable=False),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
+)
+
+#: Up batches, encoded once when sealed (edge.outbox) and kept until the hub acks them: a
+#: resend publishes these bytes, so one ``seq`` always carries the same content.
+up_batches = sa.Table(
+    "up_batches",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("changes", sa.Integer, nullable=False),
+    sa.Column("oldest_ms", sa.BigInteger, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("sent_ms", sa.BigInteger),
 )
 
 users = sa.Table(
@@ -120,6 +136,22 @@ audit = sa.Table(
     sa.Index("ix_audit_record", "record_id"),
     sa.Index("ix_audit_at", "at_ms"),
 )
+
+_PUT_META = sa.text(
+    "INSERT INTO meta(key, value) VALUES (:k, :v) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
+
+
+def read_meta(conn: sa.Connection, key: str) -> str | None:
+    """A value of the ``meta`` table, inside the caller's transaction."""
+    return conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar_one_or_none()
+
+
+def put_meta(conn: sa.Connection, key: str, value: str) -> None:
+    """Set a value of the ``meta`` table, inside the caller's transaction."""
+    conn.execute(_PUT_META, {"k": key, "v": value})
+
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

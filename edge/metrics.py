@@ -12,14 +12,19 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from edge.store import Store
 from protocol.entities import ENTITIES
+from protocol.errors import Reason
 
-__all__ = ["EdgeMetrics", "Snapshot", "StoreCollector", "take_snapshot"]
+__all__ = ["OTHER_REASON", "EdgeMetrics", "Snapshot", "StoreCollector", "take_snapshot"]
+
+#: The ``reason`` label of a refusal whose code this version does not know (newer hubs may
+#: add codes; the label set stays bounded).
+OTHER_REASON = "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,3 +116,36 @@ class EdgeMetrics:
         )
         self.store_collector = StoreCollector()
         self.registry.register(self.store_collector)
+        self.sync_connected = Gauge(
+            "puskesos_edge_sync_connected",
+            "1 while the box is connected to the broker, else 0",
+            registry=self.registry,
+        )
+        self.batches_sent = Counter(
+            "puskesos_edge_sync_batches_sent_total",
+            "Up batches handed to the broker (resends included)",
+            registry=self.registry,
+        )
+        self.batches_acked = Counter(
+            "puskesos_edge_sync_batches_acked_total",
+            "Up batches the hub acknowledged as applied",
+            registry=self.registry,
+        )
+        self.batches_rejected = Counter(
+            "puskesos_edge_sync_batches_rejected_total",
+            "Up batches the hub refused, by reason code",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in (*(r.value for r in Reason), OTHER_REASON):
+            self.batches_rejected.labels(reason)
+        self.down_applied = Counter(
+            "puskesos_edge_sync_down_batches_applied_total",
+            "Down batches from the hub applied on the box (duplicates not counted)",
+            registry=self.registry,
+        )
+
+    def rejected(self, reason: str) -> None:
+        """Count one refusal under its reason, or under ``other`` for an unknown code."""
+        known = reason in {r.value for r in Reason}
+        self.batches_rejected.labels(reason if known else OTHER_REASON).inc()

@@ -14,13 +14,15 @@ from typing import Any
 
 from protocol.changes import Value
 from protocol.jsonform import dump_state, load_state
-from protocol.merge import RecordState
+from protocol.merge import RecordState, open_conflicts, values
+from protocol.schema import TOMBSTONE_FIELD
 
 __all__ = [
     "AuditEntry",
     "Edit",
     "Record",
     "audit_row",
+    "build_record",
     "from_row",
     "household_of",
     "to_row",
@@ -78,6 +80,32 @@ def household_of(entity: str, record_id: str, shown: Mapping[str, Value]) -> str
         return record_id
     parent = shown.get("household_id")
     return parent if isinstance(parent, str) else None
+
+
+def build_record(
+    entity: str,
+    record_id: str,
+    village: str,
+    state: RecordState,
+    *,
+    created_ms: int,
+    updated_ms: int,
+) -> Record:
+    """The record a merge state makes: its shown values, household, tombstone flag and
+    number of fields in conflict (for a local save and a change from the hub alike)."""
+    shown = values(state)
+    return Record(
+        id=record_id,
+        entity=entity,
+        village=village,
+        values=shown,
+        state=state,
+        household_id=household_of(entity, record_id, shown),
+        created_ms=created_ms,
+        updated_ms=updated_ms,
+        deleted=shown.get(TOMBSTONE_FIELD) is True,
+        conflicts=len(open_conflicts(state)),
+    )
 
 
 def to_row(record: Record) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,30 +21,15 @@ import sqlalchemy as sa
 
 from edge import db
 from edge.config import EdgeConfig
-from edge.records import (
-    AuditEntry,
-    Edit,
-    Record,
-    audit_row,
-    from_row,
-    household_of,
-    to_row,
-)
+from edge.records import AuditEntry, Edit, Record, audit_row, build_record, from_row, to_row
 from protocol.changes import Change
 from protocol.clock import HybridClock
 from protocol.jsonform import dump_change
-from protocol.merge import local_change, merge, open_conflicts, values
-from protocol.schema import TOMBSTONE_FIELD
+from protocol.merge import local_change, merge
 
-__all__ = ["Store", "wall_ms"]
+__all__ = ["Store", "pending_changes", "save_records", "wall_ms"]
 
 T = TypeVar("T")
-
-
-_PUT_META = sa.text(
-    "INSERT INTO meta(key, value) VALUES (:k, :v) "
-    "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
-)
 
 
 # Built once: these run on every save or page.
@@ -55,6 +40,38 @@ _ACTIVE_NIKS = sa.select(db.records.c.nik, db.records.c.id, db.records.c.househo
     db.records.c.deleted.is_(False),
     sa.or_(db.records.c.status.is_(None), db.records.c.status == "aktif"),
 )
+
+
+def save_records(
+    conn: sa.Connection, records: Iterable[Record], *, existing: Collection[str]
+) -> None:
+    """Insert the records whose id is not in ``existing`` and update the others (their
+    ``created_ms`` is kept), inside the caller's transaction."""
+    rows = list(records)
+    inserts = [to_row(r) for r in rows if r.id not in existing]
+    updates = [to_row(r) | {"b_id": r.id} for r in rows if r.id in existing]
+    if inserts:
+        conn.execute(db.records.insert(), inserts)
+    if updates:
+        columns = [k for k in updates[0] if k not in ("b_id", "id", "created_ms")]
+        conn.execute(
+            db.records.update()
+            .where(db.records.c.id == sa.bindparam("b_id"))
+            .values({k: sa.bindparam(k) for k in columns}),
+            updates,
+        )
+
+
+def pending_changes(conn: sa.Connection) -> tuple[int, int | None]:
+    """How many changes wait for the hub and when the oldest was made (ms): the outbox rows
+    plus the changes in sealed batches the hub has not acked yet (``edge.outbox``)."""
+    o, b = db.outbox, db.up_batches
+    count, oldest = conn.execute(sa.select(sa.func.count(), sa.func.min(o.c.created_ms))).one()
+    in_batches, oldest_sealed = conn.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(b.c.changes), 0), sa.func.min(b.c.oldest_ms))
+    ).one()
+    known = [ms for ms in (oldest, oldest_sealed) if ms is not None]
+    return count + in_batches, min(known) if known else None
 
 
 def wall_ms() -> int:
@@ -95,6 +112,7 @@ class Store:
         self._pending: list[_Job] = []
         self._inflight: asyncio.Future[None] | None = None
         self.clock = HybridClock(config.node, max_drift_ms=config.max_clock_drift_ms)
+        self._save_listeners: list[Callable[[], None]] = []
 
     async def open(self) -> None:
         """Connect, and load the clock state (the schema must be at head: ``db.upgrade``)."""
@@ -121,6 +139,22 @@ class Store:
     def now_ms(self) -> int:
         """The wall clock this store stamps with."""
         return self._wall()
+
+    def set_clock_state(self, state: int) -> None:
+        """Replace the clock's state, without the drift check of ``HybridClock.observe``.
+
+        Only on the writer thread (inside :meth:`run_write`), and the caller persists the
+        state in the same transaction: moving past stamps received from the hub (the time
+        reference), or back to the wall clock after re-stamping (``edge.restamp``).
+        """
+        self.clock = HybridClock(
+            self.node, state=state, max_drift_ms=self.config.max_clock_drift_ms
+        )
+
+    def on_save(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (in the event loop) after each commit of people's saves: the
+        sync client's cue that the outbox has something new."""
+        self._save_listeners.append(callback)
 
     async def read(self, query: Callable[[sa.Connection], T]) -> T:
         """Run ``query(conn)`` on a reader thread with a synchronous connection.
@@ -158,7 +192,7 @@ class Store:
 
     async def set_meta(self, key: str, value: str) -> None:
         """Set a value of the ``meta`` table (its own transaction)."""
-        await self.run_write(lambda conn: conn.execute(_PUT_META, {"k": key, "v": value}))
+        await self.run_write(lambda conn: db.put_meta(conn, key, value))
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -220,6 +254,8 @@ class Store:
         await asyncio.get_running_loop().run_in_executor(
             self._thread, self._write_in_thread, jobs, wall
         )
+        for callback in self._save_listeners:
+            callback()
 
     def _write_in_thread(self, jobs: list[_Job], wall: int) -> None:
         """One group commit, start to end, in the writer thread (the async lock in
@@ -264,24 +300,13 @@ class Store:
                         }
                     )
                 audit_rows += [audit_row(entry, wall) for entry in job.also_audit]
-            inserts = [to_row(r) for r in pending.values() if r.id not in stored]
-            updates = [to_row(r) | {"b_id": r.id} for r in pending.values() if r.id in stored]
-            if inserts:
-                conn.execute(db.records.insert(), inserts)
-            if updates:
-                columns = [k for k in updates[0] if k not in ("b_id", "id", "created_ms")]
-                conn.execute(
-                    db.records.update()
-                    .where(db.records.c.id == sa.bindparam("b_id"))
-                    .values({k: sa.bindparam(k) for k in columns}),
-                    updates,
-                )
+            save_records(conn, pending.values(), existing=stored.keys())
             if outbox_rows:
                 conn.execute(db.outbox.insert(), outbox_rows)
             if audit_rows:
                 conn.execute(db.audit.insert(), audit_rows)
             if pending:
-                conn.execute(_PUT_META, {"k": "clock", "v": str(self.clock.state)})
+                db.put_meta(conn, "clock", str(self.clock.state))
         for job in jobs:
             job.done = True
 
@@ -315,18 +340,13 @@ class Store:
                     records[edit.record_id] = before
                 continue
             state = merge(before.state if before else None, change).state
-            shown = values(state)
-            records[edit.record_id] = Record(
-                id=edit.record_id,
-                entity=edit.entity,
-                village=self.village,
-                values=shown,
-                state=state,
-                household_id=household_of(edit.entity, edit.record_id, shown),
+            records[edit.record_id] = build_record(
+                edit.entity,
+                edit.record_id,
+                self.village,
+                state,
                 created_ms=before.created_ms if before else wall,
                 updated_ms=wall,
-                deleted=shown.get(TOMBSTONE_FIELD) is True,
-                conflicts=len(open_conflicts(state)),
             )
             changes.append(change)
         return records, changes
@@ -447,9 +467,7 @@ class Store:
 
     async def outbox_pending(self) -> tuple[int, int | None]:
         """How many changes wait for the hub, and when the oldest was made (ms)."""
-        query = sa.select(sa.func.count(), sa.func.min(db.outbox.c.created_ms))
-        count, oldest = await self.read(lambda conn: conn.execute(query).one())
-        return count, oldest
+        return await self.read(pending_changes)
 
     async def audit_log(
         self,

@@ -34,7 +34,7 @@ class HubConfig:
     listen_port: int = 8090
     max_clock_drift_ms: int = 5 * 60 * 1000
     share_group: str = "hub"
-    apply_concurrency: int = 4
+    apply_concurrency: int = 8
     down_window: int = 4
     batch_changes: int = 500
     batch_bytes: int = 128 * 1024

@@ -1,11 +1,12 @@
 """The downlink: what each box has not seen yet, as stored, numbered down batches.
 
 For node N of village V the device row keeps ``down_cursor``: the highest ``log_seq`` of V
-already packed for N. :func:`fill` packs the records of V with a greater ``log_seq``, in
-``log_seq`` order, into batches with N's next down ``seq``, stores them (encoded once) and
-advances the cursor in one transaction; the caller publishes them. A stored batch is sent
-again until the box acks it (:func:`due`). A new box starts at cursor 0: the same walk is
-its resync, batch by batch, each acked and so resumable. See ``docs/replication.md``.
+already packed for N. :func:`fill` packs the records of V with a greater ``log_seq`` (but
+those only N wrote: it has them), in ``log_seq`` order, into batches with N's next down
+``seq``, stores them (encoded once) and advances the cursor in one transaction; the caller
+publishes them. A stored batch is sent again until the box acks it (:func:`due`). A new
+box starts at cursor 0: the same walk is its resync, batch by batch, each acked and so
+resumable. See ``docs/replication.md``.
 """
 
 from __future__ import annotations
@@ -48,10 +49,6 @@ def record_changes(
         yield Change(entity, record_id, village, origin, fields)
 
 
-def _only_from(state: RecordState, node: str) -> bool:
-    return all(version.node == node for frontier in state.values() for version in frontier)
-
-
 async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max_bytes: int) -> int:
     """Pack and store new down batches for ``node`` until it has ``window`` unacked ones
     or nothing is left to send; returns how many were made (:func:`due` hands them out)."""
@@ -61,7 +58,7 @@ async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max
     limits = Limits(max_frame_bytes=max_bytes, max_changes=max_changes)
     made = 0
     async with store.engine.begin() as conn:
-        await store.lock_village(conn, device.village)
+        head = await store.lock_village(conn, device.village)
         device = await store.device(node, conn)
         d = db.down_batches
         unacked = (
@@ -70,7 +67,7 @@ async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max
         cursor, seq = device.down_cursor, device.down_seq
         while unacked + made < window:
             batches, cursor = await _next_batches(
-                conn, node, device.village, cursor, seq, limits, store.node
+                conn, node, device.village, cursor, head, seq, limits, store.node
             )
             if not batches:
                 break
@@ -102,12 +99,14 @@ async def _next_batches(
     node: str,
     village: str,
     cursor: int,
+    head: int,
     seq: int,
     limits: Limits,
     origin: str,
 ) -> tuple[list[Batch], int]:
     """The next batch (several only for one record too large for a frame) after ``cursor``,
-    and the cursor after it. Records written only by ``node`` itself are skipped."""
+    and the cursor after it (``head`` is the village's ``log_seq``). Records written only by
+    ``node`` itself are skipped (it has them)."""
     r = db.records
     changes: list[Change] = []
     owners: list[int] = []  # for each change, the log_seq of its record
@@ -116,20 +115,20 @@ async def _next_batches(
         rows = (
             await conn.execute(
                 sa.select(r.c.id, r.c.entity, r.c.state, r.c.log_seq)
-                .where(r.c.village == village, r.c.log_seq > last)
+                .where(r.c.village == village, r.c.log_seq > last, r.c.writers != node)
                 .order_by(r.c.log_seq)
                 .limit(limits.max_changes)
             )
         ).all()
         if not rows:
+            last = head  # everything up to the village's head is sent or skipped
             break
         for row in rows:
             last = row.log_seq
             state = load_state(row.state)
-            if not _only_from(state, node):
-                for change in record_changes(row.entity, row.id, village, origin, state):
-                    changes.append(change)
-                    owners.append(row.log_seq)
+            for change in record_changes(row.entity, row.id, village, origin, state):
+                changes.append(change)
+                owners.append(row.log_seq)
             if len(changes) >= limits.max_changes:
                 break
     if not changes:

@@ -25,7 +25,7 @@ from hub.metrics import HubMetrics
 from hub.store import HubStore, Outcome
 from protocol.changes import Ack, Batch, Direction, Reject
 from protocol.codec import decode, encode
-from protocol.errors import ProtocolError, Reason, TopicError
+from protocol.errors import MalformedError, ProtocolError, Reason, TopicError
 from protocol.status import decode_status
 from protocol.topics import Topic, TopicKind, hub_filters, parse_topic
 from puskesos.mqtt import Message, MqttLink
@@ -64,8 +64,10 @@ class Ingest:
         await self.link.start()
         sweeper = asyncio.create_task(self._sweep_forever())
         try:
+            # Take every message at once (the link's queue must never stay full: paho's
+            # thread would wait, and our acks go out through it); at most
+            # apply_concurrency of them are handled at a time.
             async for message in self.link.messages():
-                await self._slots.acquire()
                 task = asyncio.create_task(self._handle_guarded(message))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -81,14 +83,13 @@ class Ingest:
         self._wake.set()
 
     async def _handle_guarded(self, message: Message) -> None:
-        try:
-            await self._handle(message)
-        except Exception:
-            # Database down, a bug: leave the MQTT message unacknowledged and carry on; the
-            # box resends what is not acked.
-            log.exception("failed to handle a message on %s", message.topic[:200])
-        finally:
-            self._slots.release()
+        async with self._slots:
+            try:
+                await self._handle(message)
+            except Exception:
+                # Database down, a bug: leave the MQTT message unacknowledged and carry on;
+                # the box resends what is not acked.
+                log.exception("failed to handle a message on %s", message.topic[:200])
 
     async def _handle(self, message: Message) -> None:
         try:
@@ -110,11 +111,11 @@ class Ingest:
         started = time.perf_counter()
         try:
             batch = decode(message.payload)
+            if not isinstance(batch, Batch):
+                raise MalformedError("an up topic carries batches only")
         except ProtocolError as exc:
+            await self.store.note_reject(topic.node, 0, exc.reason, exc.detail)
             await self._reject(topic, 0, exc.reason, exc.detail)
-            return
-        if not isinstance(batch, Batch):
-            await self._reject(topic, 0, Reason.MALFORMED, "an up topic carries batches only")
             return
         result = await self.store.apply(batch, topic.node)
         if result.outcome is Outcome.REJECTED:
@@ -217,8 +218,11 @@ class Ingest:
 
     async def _sweep_forever(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+            # cancellation that arrives as the event fires, and stop would hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.sweep_interval_s)
+                async with asyncio.timeout(self.config.sweep_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.sweep()

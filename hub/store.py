@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub import db
@@ -28,7 +29,7 @@ from protocol.delivery import AppliedSeqs
 from protocol.entities import ENTITIES, household_of
 from protocol.errors import Reason
 from protocol.jsonform import dump_state, load_state
-from protocol.merge import Frontier, merge, open_conflicts, seen_of, values
+from protocol.merge import Frontier, RecordState, merge, open_conflicts, seen_of, values
 from protocol.schema import TOMBSTONE_FIELD, wire_value_error
 from protocol.status import Status
 
@@ -38,6 +39,7 @@ __all__ = [
     "Outcome",
     "ResolveError",
     "wall_ms",
+    "writers_of",
 ]
 
 
@@ -120,6 +122,13 @@ class HubStore:
         )
         return int((await conn.execute(query)).scalar_one())
 
+    def _among(self, column: sa.ColumnElement[str], values: Sequence[str]) -> Any:
+        """``column IN values``; on PostgreSQL as ``= ANY(array)``: one parameter instead of
+        hundreds to render and bind."""
+        if self._postgres:
+            return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(sa.Text)))
+        return column.in_(values)
+
     @staticmethod
     async def _set_log_seq(conn: AsyncConnection, village: str, log_seq: int) -> None:
         await conn.execute(
@@ -170,14 +179,18 @@ class HubStore:
 
     async def _refuse(self, batch: Batch, device: Any, reason: Reason, detail: str) -> Applied:
         if device is not None:
-            note = json.dumps({"reason": reason.value, "detail": detail, "seq": batch.seq})
-            async with self.engine.begin() as conn:
-                await conn.execute(
-                    db.devices.update()
-                    .where(db.devices.c.node == device.node)
-                    .values(rejected=db.devices.c.rejected + 1, last_reject=note)
-                )
+            await self.note_reject(device.node, batch.seq, reason, detail)
         return Applied(Outcome.REJECTED, reason=reason, detail=detail)
+
+    async def note_reject(self, node: str, seq: int, reason: Reason, detail: str) -> None:
+        """Count a refused batch against a registered node (``seq`` 0: unreadable)."""
+        note = json.dumps({"reason": reason.value, "detail": detail, "seq": seq})
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                db.devices.update()
+                .where(db.devices.c.node == node)
+                .values(rejected=db.devices.c.rejected + 1, last_reject=note)
+            )
 
     async def _apply_locked(self, conn: AsyncConnection, batch: Batch, village: str) -> Applied:
         log_seq = await self.lock_village(conn, village)
@@ -248,15 +261,16 @@ class HubStore:
     async def _load(self, conn: AsyncConnection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         stored: dict[str, dict[str, Any]] = {}
         r = db.records
-        columns = (r.c.id, r.c.entity, r.c.village, r.c.state, r.c.created_ms)
+        columns = (r.c.id, r.c.entity, r.c.village, r.c.state, r.c.conflicts, r.c.created_ms)
         for start in range(0, len(ids), 2000):
             chunk = ids[start : start + 2000]
-            rows = await conn.execute(sa.select(*columns).where(r.c.id.in_(chunk)))
+            rows = await conn.execute(sa.select(*columns).where(self._among(r.c.id, chunk)))
             for row in rows:
                 stored[row.id] = {
                     "entity": row.entity,
                     "village": row.village,
                     "state": load_state(row.state),
+                    "had_conflicts": row.conflicts > 0,
                     "created_ms": row.created_ms,
                 }
         return stored
@@ -279,6 +293,7 @@ class HubStore:
                 "deleted": shown.get(TOMBSTONE_FIELD) is True,
                 "conflicts": len(open_conflicts(row["state"])),
                 "log_seq": log_seq,
+                "writers": writers_of(row["state"]),
                 "updated_ms": now,
             }
             if row.get("is_new"):
@@ -309,11 +324,16 @@ class HubStore:
         """Open (or widen) one conflict per (record, field) the merge reported, and close
         open ones whose field a later write superseded (someone saw every version)."""
         c = db.conflicts
-        record_ids = sorted({record_id for record_id, _ in touched})
+        # Only records that had or now have a conflict can have an open one.
+        record_ids = sorted(
+            {record_id for record_id, _ in found}
+            | {record_id for record_id, _ in touched if working[record_id].get("had_conflicts")}
+        )
         open_rows: dict[tuple[str, str], int] = {}
         for start in range(0, len(record_ids), 2000):
             query = sa.select(c.c.id, c.c.record_id, c.c.field).where(
-                c.c.record_id.in_(record_ids[start : start + 2000]), c.c.resolved_ms.is_(None)
+                self._among(c.c.record_id, record_ids[start : start + 2000]),
+                c.c.resolved_ms.is_(None),
             )
             for row in await conn.execute(query):
                 open_rows[(row.record_id, row.field)] = row.id
@@ -437,8 +457,9 @@ class HubStore:
 
     async def note_status(self, node: str, status: Status) -> Ack | None:
         """Store a box's status; for an online status, return the ack to answer it with
-        (the highest seq applied of that box), and restart its downlink from scratch when
-        the box reports less of it than the hub saw acked (a box restored from a backup)."""
+        (the highest seq applied of that box, 0 for none), and restart its downlink from
+        scratch when the box reports less of it than the hub saw acked (a box restored from
+        a backup)."""
         device = await self.device(node)
         if device is None:
             return None
@@ -469,8 +490,7 @@ class HubStore:
         if status.state != "online":
             return None
         applied = AppliedSeqs.from_state(device.up_watermark, json.loads(device.up_above))
-        highest = max([applied.watermark, *applied.above])
-        return Ack(node, highest, applied.watermark) if highest else None
+        return Ack(node, max([applied.watermark, *applied.above]), applied.watermark)
 
     async def note_down_ack(self, ack: Ack) -> str | None:
         """Record a box's ack of a down batch and drop the stored batches it covers;
@@ -543,6 +563,12 @@ class HubStore:
         query = sa.select(db.records.c.entity, sa.func.count()).group_by(db.records.c.entity)
         async with self.engine.connect() as conn:
             return {entity: n for entity, n in await conn.execute(query)}
+
+
+def writers_of(state: RecordState) -> str:
+    """The nodes whose versions a record's state holds, sorted and comma-separated (the
+    downlink skips a record for a box that wrote all of it)."""
+    return ",".join(sorted({v.node for frontier in state.values() for v in frontier}))
 
 
 def _still_conflicting(frontier: Frontier) -> bool:

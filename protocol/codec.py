@@ -204,7 +204,8 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Message:
         if isinstance(wire, _Batch):
             return _batch_from_wire(wire, limits)
         if isinstance(wire, _Ack):
-            direction, node, seq = _stream(wire.direction, wire.node, wire.seq)
+            # seq 0: the answer to a box's hello when nothing of it was applied yet.
+            direction, node, seq = _stream(wire.direction, wire.node, wire.seq, first=0)
             if not 0 <= wire.watermark <= _MAX_SEQ:
                 raise MalformedError("watermark out of range")
             return Ack(node, seq, wire.watermark, direction)

@@ -4,7 +4,7 @@ JSON, so an operator can read it with ``mosquitto_sub``. The hub stores the late
 device: how far behind the box is (its outbox), how wrong its clock is (``wall_ms``
 against the hub's clock at receipt), and which software and wire version it runs. On an
 ``online`` status the hub answers with an ack of the highest ``seq`` it applied of that
-box (see ``protocol/SPEC.md``, "Status and hello").
+box (see ``protocol/SPEC.md`` §7, "Hello").
 """
 
 from __future__ import annotations

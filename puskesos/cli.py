@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from edge import cli as edge_cli
 from hub import cli as hub_cli
 from protocol.codec import WIRE_VERSION
-from puskesos import __version__
+from puskesos import __version__, demo
 
 __all__ = ["build_parser", "main"]
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     edge_cli.add_parser(commands)
     hub_cli.add_parser(commands)
+    demo.add_parser(commands)
     return parser
 
 

@@ -34,6 +34,7 @@ from edge.web.api_io import (
 from edge.web.app import ROUTES, STORE, actor, local_today
 from edge.web.openapi import build_document
 from edge.web.routing import ALL_ROLES, PUBLIC, RouteTable
+from edge.web.sync_view import sync_json, sync_view
 from protocol.entities import ENTITIES, HOUSEHOLD, MEMBER
 from protocol.issues import Issue
 
@@ -318,26 +319,13 @@ _register("referral", "referrals")
 @routes.get(
     "/api/v1/sync/status",
     roles=ALL_ROLES,
-    summary="What waits for the hub and when the hub was last heard from",
+    summary="Replication: connection, what waits for the hub, acks, the hub's last refusal",
     response="SyncStatus",
 )
 async def sync_status(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    pending, oldest = await store.outbox_pending()
-    last_contact = await store.get_meta("last_hub_contact_ms")
-    last_ack = await store.get_meta("last_ack_ms")
-    now = store.now_ms()
-    return web.json_response(
-        {
-            "node": store.node,
-            "village": store.village,
-            "outbox_pending": pending,
-            "outbox_oldest_ms": oldest,
-            "last_hub_contact_ms": int(last_contact) if last_contact else None,
-            "last_ack_ms": int(last_ack) if last_ack else None,
-            "clock_ahead_ms": store.clock.ahead_ms(now),
-        }
-    )
+    view = await sync_view(request.app)
+    return web.json_response(sync_json(view, store.node, store.village))
 
 
 @routes.get(

@@ -33,6 +33,7 @@ from edge.config import EdgeConfig
 from edge.metrics import EdgeMetrics
 from edge.services import Actor
 from edge.store import Store
+from edge.sync import SyncClient, read_password
 from edge.web.routing import Route
 from edge.web.templating import create_environment
 
@@ -41,6 +42,7 @@ __all__ = [
     "CSRF",
     "METRICS",
     "STORE",
+    "SYNC",
     "USER",
     "actor",
     "create_app",
@@ -57,6 +59,8 @@ SECRET = web.AppKey("secret", bytes)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 METRICS = web.AppKey("metrics", EdgeMetrics)
 ROUTES = web.AppKey("routes", dict)
+#: The sync client, ``None`` when ``[sync] enabled`` is off.
+SYNC = web.AppKey("sync", SyncClient | None)
 LIMITER = web.AppKey("login_limiter", dict)
 #: Who is calling (``None`` before login) and, for a cookie session, its CSRF token.
 USER = web.RequestKey("user", auth.User | None)
@@ -287,7 +291,8 @@ def local_today(request: web.Request) -> date:
 
 
 def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Application:
-    """The edge web application. The store is opened and closed with the app."""
+    """The edge web application. The store is opened and closed with the app, and so is
+    the sync client when ``[sync] enabled`` (stopped before the store closes)."""
     from edge.web import api, ops, ui, ui_admin, ui_cases, ui_households, ui_proposals
 
     app = web.Application(
@@ -299,6 +304,11 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
     app[TEMPLATES] = create_environment(config.timezone)
     app[METRICS] = EdgeMetrics()
     app[LIMITER] = {}
+    app[SYNC] = (
+        SyncClient(app[STORE], app[METRICS], password=read_password(config))
+        if config.sync.enabled
+        else None
+    )
     table: dict[tuple[str, str], Route] = {}
     modules = (ops, ui, ui_households, ui_proposals, ui_cases, ui_admin, api)
     for route in (route for module in modules for route in module.routes.routes):
@@ -312,5 +322,14 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
         yield
         await app[STORE].close()
 
+    async def sync_lifecycle(app: web.Application) -> AsyncIterator[None]:
+        client = app[SYNC]
+        if client is not None:
+            await client.start()
+        yield
+        if client is not None:
+            await client.stop()
+
     app.cleanup_ctx.append(store_lifecycle)
+    app.cleanup_ctx.append(sync_lifecycle)
     return app

@@ -272,14 +272,50 @@ def _components() -> dict[str, Any]:
         "required": list(result),
     }
     nullable_int = {"type": ["integer", "null"]}
+    reject = {
+        "seq": {"type": "integer", "description": "The refused batch (0: unreadable)"},
+        "reason": {"type": "string", "description": "Reason code (protocol/SPEC.md 5.4)"},
+        "detail": {"type": "string"},
+        "at_ms": {"type": "integer"},
+        "message": {"type": "string", "description": "What it means, in Bahasa Indonesia"},
+    }
     sync = {
         "node": {"type": "string"},
         "village": {"type": "string"},
-        "outbox_pending": {"type": "integer"},
+        "enabled": {"type": "boolean", "description": "`[sync] enabled` in the configuration"},
+        "connected": {
+            "type": ["boolean", "null"],
+            "description": "Connected to the broker now (null when sync is off)",
+        },
+        "outbox_pending": {
+            "type": "integer",
+            "description": "Changes not yet acknowledged by the hub (queued or in batches)",
+        },
         "outbox_oldest_ms": nullable_int,
+        "unacked_batches": {"type": "integer", "description": "Sealed batches awaiting the ack"},
+        "up_seq": {"type": "integer", "description": "Last sequence number given to a batch"},
+        "down_watermark": {
+            "type": "integer",
+            "description": "Every batch from the hub up to this one is applied",
+        },
         "last_hub_contact_ms": nullable_int,
         "last_ack_ms": nullable_int,
+        "last_reject": {
+            "oneOf": [
+                {"type": "object", "properties": reject, "required": list(reject)},
+                {"type": "null"},
+            ],
+            "description": "The hub's last refusal still unresolved",
+        },
+        "last_restamp_ms": {
+            **nullable_int,
+            "description": "When changes stamped by a wrong clock were last re-stamped",
+        },
         "clock_ahead_ms": {"type": "integer"},
+        "clock_wrong": {
+            "type": "boolean",
+            "description": "The box's clock is ahead, or the hub refused it as ahead",
+        },
     }
     schemas["SyncStatus"] = {"type": "object", "properties": sync, "required": list(sync)}
     schemas["OpenApiDocument"] = {"type": "object"}

@@ -14,7 +14,6 @@ from edge import auth, db
 from edge.records import Record
 from edge.store import Store
 from edge.web.app import (
-    CONFIG,
     SESSION_COOKIE,
     STORE,
     local_today,
@@ -24,6 +23,7 @@ from edge.web.app import (
     set_session_cookie,
 )
 from edge.web.routing import ALL_ROLES, PUBLIC, RouteTable
+from edge.web.sync_view import sync_view
 from protocol.entities import ENTITIES
 
 __all__ = [
@@ -60,6 +60,7 @@ ACTION_LABELS = {
     "confirm_warnings": "Menyimpan dengan peringatan",
     "login": "Masuk",
     "login_failed": "Gagal masuk",
+    "sync": "Diterima dari kabupaten",
     "login_locked": "Akun terkunci",
     "user_create": "Membuat pengguna",
     "user_activate": "Mengaktifkan pengguna",
@@ -186,7 +187,6 @@ async def beranda(request: web.Request) -> web.Response:
     store = request.app[STORE]
     today = local_today(request)
     counts = await store.counts()
-    pending, oldest = await store.outbox_pending()
     r = db.records
     due = sa.func.json_extract(r.c.data, "$.due_date")
     overdue, overdue_total = await store.list(
@@ -204,21 +204,16 @@ async def beranda(request: web.Request) -> web.Response:
         .where(r.c.entity == "proposal", r.c.status == "draf")
     )
     drafts = await store.read(lambda conn: conn.execute(count_drafts).scalar_one())
-    last_contact = await store.get_meta("last_hub_contact_ms")
-    ahead = store.clock.ahead_ms(store.now_ms())
     return render(
         request,
         "beranda.html",
         counts=counts,
-        pending=pending,
-        oldest=oldest,
+        sync=await sync_view(request.app),
         overdue=overdue,
         overdue_total=overdue_total,
         stale=stale,
         stale_total=stale_total,
         stale_days=STALE_HOUSEHOLD_DAYS,
         drafts=drafts,
-        last_contact=int(last_contact) if last_contact else None,
-        clock_wrong=ahead > request.app[CONFIG].max_clock_drift_ms,
         today=today,
     )

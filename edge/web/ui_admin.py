@@ -10,6 +10,7 @@ from edge.auth import MIN_PASSWORD_LENGTH, ROLE_LABELS, Role
 from edge.store import Store
 from edge.web.app import CONFIG, STORE, USER, render
 from edge.web.routing import ALL_ROLES, RouteTable
+from edge.web.sync_view import sync_view
 from edge.web.ui import audit_rows, page_number, pager_base
 
 __all__ = ["routes"]
@@ -25,7 +26,6 @@ CONFLICTS_SHOWN = 100
 @routes.get("/sinkronisasi", roles=ALL_ROLES, summary="Sync status with the district hub")
 async def sync_page(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    pending, oldest = await store.outbox_pending()
     r = db.records
     in_conflict = (
         sa.select(r.c.id, r.c.entity, r.c.household_id, r.c.conflicts)
@@ -34,17 +34,7 @@ async def sync_page(request: web.Request) -> web.Response:
         .limit(CONFLICTS_SHOWN)
     )
     rows = await store.read(lambda conn: conn.execute(in_conflict).all())
-    last_ack = await store.get_meta("last_ack_ms")
-    last_contact = await store.get_meta("last_hub_contact_ms")
-    return render(
-        request,
-        "sinkronisasi.html",
-        pending=pending,
-        oldest=oldest,
-        last_ack=int(last_ack) if last_ack else None,
-        last_contact=int(last_contact) if last_contact else None,
-        conflicts=rows,
-    )
+    return render(request, "sinkronisasi.html", sync=await sync_view(request.app), conflicts=rows)
 
 
 # --- pengguna (admin only) -----------------------------------------------------------------

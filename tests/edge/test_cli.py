@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from edge.backup import integrity_problems
+from edge.config import load_config
 from tests.edge.box_process import (
     NODE,
     VILLAGE,
@@ -216,3 +217,22 @@ def test_commands_on_a_box_that_is_not_set_up_say_what_to_do(tmp_path):
     config.write_text("[edge]\nlisten_port = 'http'\n")
     wrong = puskesos("edge", "serve", "--config", str(config))
     assert wrong.returncode == 2 and "listen_port" in wrong.stderr
+
+
+def test_init_points_a_new_box_at_the_district_broker_with_replication_on(tmp_path):
+    config = tmp_path / "edge.toml"
+    made = puskesos(
+        "edge", "init", "--config", str(config), "--village", VILLAGE, "--node", NODE,
+        "--data-dir", str(tmp_path / "data"), "--broker-host", "mqtt.dinsos.example",
+        "--broker-port", "8883", "--broker-password-file", "broker.password",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    settings = load_config(config, env={})
+    assert (settings.broker.host, settings.broker.port) == ("mqtt.dinsos.example", 8883)
+    assert settings.broker.password_file == "broker.password"
+    assert settings.sync.enabled is True
+    # Once written, the file is the truth: a different broker on the command line is refused.
+    other = puskesos("edge", "init", "--config", str(config), "--broker-host", "elsewhere")
+    assert other.returncode == 2 and "says broker host mqtt.dinsos.example" in other.stderr
+    same = puskesos("edge", "init", "--config", str(config), "--broker-port", "8883")
+    assert same.returncode == 0, same.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import KEYS, BrokerConfig, ConfigError, EdgeConfig, load_config, render_toml
+from tests.config_docs import assert_readme_documents
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -76,6 +77,9 @@ def test_environment_overrides_the_file(tmp_path):
         ("[edge]\nlisten_prot = 8080\n", "listen_prot"),
         ('[broker]\nhostname = "x"\n', "hostname"),
         ('[hub]\nurl = "x"\n', "hub"),
+        ("[sync]\nwindow = 0\n", "window"),
+        ("[sync]\nbackoff_min_s = 60\nbackoff_max_s = 10\n", "backoff_min_s"),
+        ('[sync]\nenabled = "sometimes"\n', "enabled"),
         ("[edge\n", "edge.toml"),
     ],
 )
@@ -115,16 +119,4 @@ def test_the_rendered_file_documents_every_key_and_reads_back_the_same(tmp_path)
 
 
 def test_the_readme_documents_every_key_with_its_variable_and_default():
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    section = ""
-    defaults: dict[tuple[str, str], str] = {}  # the TOML literal of each default
-    for line in render_toml(EdgeConfig()).splitlines():
-        if line.startswith("["):
-            section = line.strip("[]")
-        elif " = " in line:
-            key, literal = line.split(" = ", 1)
-            defaults[(section, key)] = literal
-    for (section, key), doc in KEYS.items():
-        variable = f"PUSKESOS_{section.upper()}_{key.upper()}"
-        row = f"| `{section}.{key}` | `{variable}` | `{defaults[(section, key)]}` | {doc} |"
-        assert row in readme, row
+    assert_readme_documents(KEYS, render_toml(EdgeConfig()))

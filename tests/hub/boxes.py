@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from hub.devices import add_device
-
 from hub.store import HubStore
 from protocol.changes import Batch, Change, Direction
 from protocol.clock import HybridClock

@@ -134,6 +134,8 @@ async def test_a_box_gets_its_neighbours_changes_and_the_hub_forgets_them_once_a
         await peer_b.send(
             TopicKind.STATUS, encode_status(Status("online", wall_ms=hub_store.wall()))
         )
+        # The hub answers a hello: nothing of edge-b applied yet.
+        assert await peer_b.next() == ("ack", Ack("edge-b", 0, 0))
         await peer_a.send(TopicKind.UP, encode(a.batch(a.edit(record, hub_store.wall(), rt="001"))))
         assert (await peer_a.next())[0] == "ack"
         kind, down = await peer_b.next()

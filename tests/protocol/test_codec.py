@@ -277,3 +277,10 @@ def test_batches_with_a_spliced_value_raise_only_protocol_errors(data: st.DataOb
         for field in change[4]:
             field[1] = data.draw(json_like)
     assert_only_protocol_errors(frame(msgspec.msgpack.encode(wire)))
+
+
+def test_only_a_reject_or_a_hello_ack_may_name_seq_0():
+    for message in (Ack("edge-a", 0, 0), Reject("edge-a", 0, "malformed", "unreadable")):
+        assert decode(encode(message)) == message
+    with pytest.raises(MalformedError):
+        decode(encode(Batch("edge-a", 0, ())))

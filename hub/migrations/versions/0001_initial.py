@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("conflicts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("log_seq", sa.BigInteger, nullable=False),
+        sa.Column("writers", sa.Text, nullable=False, server_default=""),
         sa.Column("created_ms", sa.BigInteger, nullable=False),
         sa.Column("updated_ms", sa.BigInteger, nullable=False),
     )

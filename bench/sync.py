@@ -1,0 +1,298 @@
+"""Replication benchmark: box → hub throughput and lag, a hub under 100 boxes, catch-up,
+and bytes on the wire.
+
+Run: ``python bench/sync.py`` (from the repository root, after ``pip install -e .``;
+needs Mosquitto, and PostgreSQL at 127.0.0.1 for the PostgreSQL figures). Prints figures,
+asserts nothing. Sections (``--only a,b,c,d``):
+
+a. one real box → hub (SQLite): changes/s end to end (from the box's first send until the
+   hub committed everything) for a 20,000-change backlog, and the lag from commit at the
+   box to commit at the hub for single-change saves through the box API at 100 saves/s;
+b. 100 simulated boxes (MQTT clients sending real batches) → one hub worker: changes
+   applied and committed per second, on SQLite and on PostgreSQL (and with two workers);
+c. catch-up time of a box that comes online with a 20,000-change backlog (same run as a);
+d. bytes on the wire per change: encoded batch plus MQTT PUBLISH header and topic.
+
+Goals (issue 4): a ≥ 5,000 changes/s, p99 lag < 1 s at 100 changes/s, b ≥ 20,000
+changes/s on PostgreSQL, c < 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+# Run as a script, this file's folder would come first on sys.path; the repository root
+# gives the packages, the test factories and the helpers.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+
+from edge.config import SyncConfig
+from hub import db
+from hub.devices import add_device
+from protocol.codec import encode
+from protocol.ids import uuid7
+from protocol.regions import lookup
+from protocol.topics import Topic, TopicKind
+from puskesos.fleet import Fleet, free_port, wait_for
+from puskesos.mqtt import MqttLink
+from puskesos.tomlconfig import BrokerConfig
+from tests.e2e.conftest import fill_offline, register
+from tests.hub.boxes import Box
+from tests.hub.conftest import drop_postgres, fresh_postgres
+
+VILLAGE = "3201022001"
+
+
+def percentiles(samples: list[float]) -> str:
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return f"p50 {cuts[49]:7.1f} ms  p99 {cuts[98]:7.1f} ms  max {max(samples):7.1f} ms"
+
+
+def applied(fleet: Fleet, node: str) -> int:
+    return int(fleet.hubs[0].api(f"/api/v1/devices/{node}")["changes_applied"])
+
+
+# --- a + c: one real box -------------------------------------------------------------------
+
+
+def one_box(root: Path, backlog: int, lag_saves: int) -> None:
+    fleet = Fleet(root / "one-box", sync=SyncConfig(backoff_min_s=1, backoff_max_s=2))
+    try:
+        fleet.add_hub(start=False)
+        box = fleet.enrol(VILLAGE, "edge-bench")
+        waiting = fill_offline(box, backlog // 5)
+        fleet.start()
+        started = time.monotonic()
+        wait_for(lambda: applied(fleet, "edge-bench") >= waiting, 600, "the backlog", 0.05)
+        took = time.monotonic() - started
+        print(
+            f"a/c  backlog of {waiting:,} changes: at the hub after {took:5.1f} s "
+            f"(box start, connect and send included) = {waiting / took:,.0f} changes/s"
+        )
+        lag(fleet, box, lag_saves)
+    finally:
+        fleet.stop()
+
+
+def lag(fleet: Fleet, box, saves: int) -> None:  # type: ignore[no-untyped-def]
+    """Single-change saves through the box API at 100/s; commit-to-commit lag."""
+    households = [register(box, 10_000 + n) for n in range(20)]
+    time.sleep(3)  # the registrations are at the hub
+    interval = 1 / 100
+    next_at = time.monotonic()
+    for n in range(saves):
+        household = households[n % len(households)]
+        box.api(
+            f"/api/v1/households/{household}",
+            {"household": {"rt": f"{n % 999 + 1:03d}"}},
+            method="PATCH",
+        )
+        next_at += interval
+        time.sleep(max(0, next_at - time.monotonic()))
+    achieved = saves / (time.monotonic() - next_at + saves * interval)
+    time.sleep(5)
+    with sqlite3.connect(f"file:{box.database}?mode=ro", uri=True) as connection:
+        saved = connection.execute(
+            "SELECT record_id, at_ms FROM audit WHERE action = 'update' ORDER BY id DESC LIMIT ?",
+            (saves,),
+        ).fetchall()
+    # A hub row's updated_ms is its last commit: compare each record's last save only.
+    last: dict[str, int] = {}
+    for record_id, at_ms in saved:
+        last.setdefault(record_id, at_ms)
+    hub_db = fleet.hubs[0].folder / "hub.sqlite"
+    with sqlite3.connect(f"file:{hub_db}?mode=ro", uri=True) as connection:
+        samples = [
+            float(connection.execute(query, (record_id,)).fetchone()[0] - at_ms)
+            for record_id, at_ms in last.items()
+            for query in ("SELECT updated_ms FROM records WHERE id = ?",)
+        ]
+    print(
+        f"a    lag box commit → hub commit at {achieved:.0f} saves/s "
+        f"({len(samples)} records' last saves): {percentiles(samples)}"
+    )
+
+
+# --- b: 100 simulated boxes ----------------------------------------------------------------
+
+
+async def hundred_boxes(
+    root: Path, url: str, workers: int, boxes: int, batches: int, size: int
+) -> None:
+    await asyncio.to_thread(db.upgrade, url)
+    engine = db.create_engine(url)
+    # One box per village, like a district's fleet (each box's changes then go to no other).
+    candidates = (f"3201{k:02d}{v}" for k in range(1, 41) for v in range(2001, 2031))
+    villages = [code for code in candidates if lookup(code)][:boxes]
+    nodes = [(village, f"sim-{n:03d}") for n, village in enumerate(villages)]
+    for village, node in nodes:
+        await add_device(engine, village=village, node=node, now_ms=int(time.time() * 1000))
+    await engine.dispose()
+    fleet = Fleet(root)
+    fleet.broker.password_file = fleet.broker.acl_file = None  # anonymous bench broker
+    fleet.broker.start()
+    hubs = []
+    try:
+        for number in range(workers):
+            port = free_port()
+            folder = root / f"hub-{number + 1}"
+            folder.mkdir(parents=True)
+            config = folder / "hub.toml"
+            config.write_text(
+                f'[hub]\nnode = "hub-{number + 1}"\ndata_dir = "{folder}"\n'
+                f'database_url = "{url}"\nlisten_port = {port}\n'
+                f"[broker]\nport = {fleet.broker.port}\n",
+                encoding="utf-8",
+            )
+            log = open(folder / "hub.log", "wb")  # noqa: SIM115 (lives as long as the hub)
+            hubs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "puskesos", "hub", "serve", "--config", str(config)],
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+            wait_for(lambda port=port: _up(port), 60, "hub worker")
+        payloads = []
+        for village, node in nodes:
+            box = Box(node, village)
+            now = int(time.time() * 1000)
+            for _ in range(batches):
+                changes = [
+                    box.edit(str(uuid7(now_ms=now)), now, rt="001", address="Jl. Mawar")
+                    for _ in range(size)
+                ]
+                payloads.append((Topic(village, node, TopicKind.UP), encode(box.batch(*changes))))
+        total = boxes * batches * size
+        await asyncio.sleep(2)
+        started = time.monotonic()
+        await _publish_all(fleet.broker.port, payloads)
+        sent = time.monotonic() - started
+        await asyncio.to_thread(
+            wait_for, lambda: _applied_total(url) >= total, 600, "every change", 0.1
+        )
+        took = time.monotonic() - started
+        dialect = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
+        print(
+            f"b    {boxes} boxes → {workers} hub worker(s) on {dialect}: {total:,} changes "
+            f"({size}/batch) published in {sent:4.1f} s, committed after {took:5.1f} s = "
+            f"{total / took:,.0f} changes/s"
+        )
+    finally:
+        for hub in hubs:
+            hub.terminate()
+            hub.wait(30)
+        fleet.broker.stop()
+
+
+def _up(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def _applied_total(url: str) -> int:
+    async def count() -> int:
+        engine = db.create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                from sqlalchemy import func, select
+
+                value = (
+                    await conn.execute(select(func.sum(db.devices.c.changes_applied)))
+                ).scalar()
+                return int(value or 0)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(count())
+
+
+async def _publish_all(port: int, payloads: list[tuple[Topic, bytes]]) -> None:
+    by_node: dict[str, list[tuple[Topic, bytes]]] = {}
+    for topic, payload in payloads:
+        by_node.setdefault(topic.node, []).append((topic, payload))
+
+    async def one(node: str, items: list[tuple[Topic, bytes]]) -> None:
+        async with MqttLink(BrokerConfig(port=port), client_id=node, clean_start=True) as link:
+            assert await link.wait_connected(30)
+            for topic, payload in items:
+                assert await link.publish(str(topic), payload, timeout=120)
+
+    await asyncio.gather(*(one(node, items) for node, items in by_node.items()))
+
+
+# --- d: bytes on the wire ------------------------------------------------------------------
+
+
+def wire_bytes() -> None:
+    box = Box("edge-3201022001-a")
+    topic = str(Topic(VILLAGE, box.node, TopicKind.UP))
+    now = int(time.time() * 1000)
+    for size in (1, 10, 500):
+        from puskesos.samples import make_household_with_members
+
+        changes = []
+        for _ in range(size):
+            household, _members = make_household_with_members(1)
+            values = {k: v for k, v in household.items() if k not in ("id",)}
+            changes.append(box.edit(household["id"], now, **values))
+        payload = encode(box.batch(*changes))
+        # PUBLISH QoS 1 (MQTT 5): fixed header 1 + remaining length (1-3) + topic length 2 +
+        # topic + packet id 2 + properties length 1; the PUBACK back is 4 bytes.
+        remaining = 2 + len(topic) + 2 + 1 + len(payload)
+        header = 1 + (1 if remaining < 128 else 2 if remaining < 16384 else 3)
+        on_wire = header + remaining + 4
+        fields = len(changes[0].fields)
+        print(
+            f"d    batch of {size:3d} new households ({fields} fields each): payload "
+            f"{len(payload):7,} B, on the wire {on_wire:7,} B = {on_wire / size:6.0f} B/change"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="a,b,d", help="sections to run (a,b,c,d; c is in a)")
+    parser.add_argument("--backlog", type=int, default=20_000)
+    parser.add_argument("--lag-saves", type=int, default=1000)
+    parser.add_argument("--boxes", type=int, default=100)
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=500)
+    args = parser.parse_args()
+    sections = set(args.only.split(","))
+    with tempfile.TemporaryDirectory(prefix="puskesos-bench-") as folder:
+        root = Path(folder)
+        if "d" in sections:
+            wire_bytes()
+        if sections & {"a", "c"}:
+            one_box(root, args.backlog, args.lag_saves)
+        if "b" in sections:
+            shape = (args.boxes, args.batches, args.batch_size)
+            sqlite_url = f"sqlite+aiosqlite:///{root / 'b-sqlite' / 'hub.sqlite'}"
+            (root / "b-sqlite").mkdir()
+            asyncio.run(hundred_boxes(root / "b-sqlite", sqlite_url, 1, *shape))
+            for workers in (1, 2):
+                name, url = fresh_postgres()
+                try:
+                    (root / f"b-pg{workers}").mkdir()
+                    asyncio.run(hundred_boxes(root / f"b-pg{workers}", url, workers, *shape))
+                finally:
+                    drop_postgres(name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""The box's sync client: sends sealed up batches, retires them on the hub's ack, applies
+down batches and acks them, and keeps the box's retained status up to date.
+
+Runs in the web app (``edge.web.app``, when ``[sync] enabled``) over
+:class:`puskesos.mqtt.MqttLink`: client id = node id, a persistent session (MQTT 5
+``clean_start=False`` + session expiry, or 3.1.1 without clean session), QoS 1, reconnect
+with backoff and jitter, and a retained ``offline`` status as last will. Everything that
+must survive lives in SQLite (``edge.outbox``, ``edge.downlink``): after a reconnect or a
+restart every unacked batch is sent again from its stored bytes, and so is any batch left
+unacked for ``ack_timeout_s``; paho's memory of in-flight messages is never relied on.
+
+New batches are numbered only once the hub has answered on this connection (the hub acks
+an online status with the highest ``seq`` it applied of this box), or after
+``ack_timeout_s`` without an answer: a box restored from an older backup must learn the
+hub's ``seq`` before it numbers batches again, or the hub would take new content for
+batches it has already applied (see ``docs/replication.md``, "Status and hello").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TypeVar
+
+from edge import outbox
+from edge.config import EdgeConfig
+from edge.downlink import apply_remote
+from edge.metrics import EdgeMetrics
+from edge.restamp import restamp_due, restamp_if_due
+from edge.store import Store
+from protocol.changes import Ack, Batch, Direction, Reject
+from protocol.codec import WIRE_VERSION, decode, encode
+from protocol.errors import ProtocolError
+from protocol.status import Status, encode_status
+from protocol.topics import Topic, TopicKind
+from puskesos import __version__
+from puskesos.mqtt import Message, MqttLink, Will
+
+__all__ = ["SyncClient", "read_password"]
+
+log = logging.getLogger("puskesos.edge.sync")
+
+_M = TypeVar("_M", Ack, Batch, Reject)
+
+#: How long ``stop`` lets the message being handled finish.
+_STOP_TIMEOUT_S = 10.0
+#: Least time between two rounds: a burst of saves makes one batch, not one each.
+_ROUND_GAP_S = 0.1
+#: Pause after a failed round (database busy, a bug) so a failure cannot spin.
+_RETRY_PAUSE_S = 1.0
+
+
+def read_password(config: EdgeConfig) -> str | None:
+    """The broker password from ``broker.password_file`` (relative to ``data_dir``);
+    ``None`` without one. An unreadable file is logged, not fatal: the box keeps working
+    offline and the broker refuses the connection, which the sync page shows."""
+    if not config.broker.password_file:
+        return None
+    path = config.data_dir / Path(config.broker.password_file)
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        log.error("cannot read the broker password file %s: %s", path, exc.strerror)
+        return None
+
+
+class SyncClient:
+    """Replication of one box with its hub. :meth:`start` once, :meth:`stop` once."""
+
+    def __init__(self, store: Store, metrics: EdgeMetrics, *, password: str | None) -> None:
+        config = store.config
+        self.store = store
+        self.settings = config.sync
+        self.metrics = metrics
+        self.topics = {kind: str(Topic(config.village, config.node, kind)) for kind in TopicKind}
+        broker = config.broker
+        if not broker.username:
+            broker = replace(broker, username=config.node)
+        offline = encode_status(Status("offline", software=__version__, wire=WIRE_VERSION))
+        self.link = MqttLink(
+            broker,
+            client_id=config.node,
+            password=password,
+            subscriptions=[
+                (self.topics[kind], 1) for kind in (TopicKind.ACK, TopicKind.ERROR, TopicKind.DOWN)
+            ],
+            will=Will(self.topics[TopicKind.STATUS], offline, qos=1, retain=True),
+            clean_start=False,
+            session_expiry_s=self.settings.session_expiry_s,
+            manual_ack=True,
+            on_connect=self._on_connect,
+            backoff_min_s=self.settings.backoff_min_s,
+            backoff_max_s=self.settings.backoff_max_s,
+        )
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        # seq → when (monotonic) it was handed to the broker on this connection.
+        self._sent_at: dict[int, float] = {}
+        self._connected_at: float | None = None
+        self._hello = False
+        self._next_status = 0.0
+        self._last_reason: str | None = None
+        self._stopping = False
+
+    @property
+    def connected(self) -> bool:
+        """Connected to the broker right now."""
+        return self.link.connected
+
+    async def start(self) -> None:
+        """Start connecting and working in the background (the box works offline)."""
+        state = await outbox.queue_state(self.store)
+        self._last_reason = state.last_reject.reason if state.last_reject else None
+        self.store.on_save(self.wake)
+        self.metrics.sync_connected.set_function(lambda: 1.0 if self.link.connected else 0.0)
+        await self.link.start()
+        self._tasks = [
+            asyncio.create_task(self._send_forever(), name="edge-sync-send"),
+            asyncio.create_task(self._receive_forever(), name="edge-sync-receive"),
+        ]
+
+    def wake(self) -> None:
+        """Have the sender look at once (called after every committed save)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop sending, publish an ``offline`` status if connected, and disconnect."""
+        self._stopping = True
+        sender, receiver = self._tasks or (None, None)
+        if sender is not None:
+            sender.cancel()
+            # wait, not `await sender` under suppress(CancelledError): that would also
+            # swallow a cancellation of stop() itself.
+            await asyncio.wait([sender])
+        final = None
+        if self.link.connected:
+            status = await self._status("offline")
+            final = (self.topics[TopicKind.STATUS], encode_status(status), True)
+        await self.link.stop(final=final)
+        if receiver is not None:
+            try:
+                await asyncio.wait_for(receiver, _STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("sync receiver did not finish in time")
+        self.metrics.sync_connected.set_function(lambda: 0.0)
+
+    # --- connection and status --------------------------------------------------------------
+
+    async def _on_connect(self) -> None:
+        self._sent_at.clear()  # whatever was in flight may be lost: send it all again
+        self._connected_at = time.monotonic()
+        self._hello = False
+        await self._publish_status()
+        self._wake.set()
+
+    async def _status(self, state: str) -> Status:
+        queue = await outbox.queue_state(self.store)
+        return Status(
+            state=state,
+            up_seq=queue.up_seq,
+            down_watermark=queue.down_watermark,
+            outbox=queue.pending,
+            oldest_ms=queue.oldest_ms,
+            wall_ms=self.store.now_ms(),
+            software=__version__,
+            wire=WIRE_VERSION,
+        )
+
+    async def _publish_status(self) -> None:
+        self._next_status = time.monotonic() + self.settings.status_interval_s
+        payload = encode_status(await self._status("online"))
+        await self.link.publish(self.topics[TopicKind.STATUS], payload, retain=True)
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def _send_forever(self) -> None:
+        while not self._stopping:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives just as the event is set, and stop() would wait forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._sleep_for()):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._round()
+            except Exception:
+                log.exception("sync round failed")
+                await asyncio.sleep(_RETRY_PAUSE_S)
+            # Saves that land meanwhile are sealed together in the next round.
+            await asyncio.sleep(_ROUND_GAP_S)
+
+    def _sleep_for(self) -> float | None:
+        """Seconds until something is due: a status, the end of the hello wait, a resend."""
+        if not self.link.connected:
+            return None  # a connect or a save wakes the sender
+        timeout = self.settings.ack_timeout_s
+        deadlines = [self._next_status, *(sent + timeout for sent in self._sent_at.values())]
+        if not self._hello and self._connected_at is not None:
+            deadlines.append(self._connected_at + timeout)
+        return max(0.05, min(deadlines) - time.monotonic())
+
+    async def _round(self) -> None:
+        """Re-stamp if due, seal what fits in the window, send what is due, and the status."""
+        store, settings = self.store, self.settings
+        if restamp_due(store, self._last_reason, store.now_ms()):
+            if await restamp_if_due(store) is not None:
+                self._sent_at.clear()  # new bytes for the same seqs: send them now
+            self._last_reason = None
+        if not self.link.connected:
+            return
+        now = time.monotonic()
+        if not self._hello and self._connected_at is not None:
+            self._hello = now - self._connected_at >= settings.ack_timeout_s
+        waiting = await outbox.unacked(store, limit=settings.window)
+        room = settings.window - len(waiting)
+        if self._hello and room > 0:
+            sealed = await outbox.seal(
+                store,
+                max_changes=settings.batch_changes,
+                max_bytes=settings.batch_bytes,
+                max_batches=room,
+            )
+            if sealed:
+                waiting = await outbox.unacked(store, limit=settings.window)
+        timeout = settings.ack_timeout_s
+        due = [seq for seq in waiting if now - self._sent_at.get(seq, -timeout) >= timeout]
+        if due:
+            batches = await outbox.stored(store, due)
+            up = self.topics[TopicKind.UP]
+            results = await asyncio.gather(
+                *(self.link.publish(up, b.payload, timeout=timeout) for b in batches)
+            )
+            sent = [batch.seq for batch, ok in zip(batches, results, strict=True) if ok]
+            handed = time.monotonic()
+            for seq in sent:
+                self._sent_at[seq] = handed
+            await outbox.mark_sent(store, sent, store.now_ms())
+            self.metrics.batches_sent.inc(len(sent))
+        if self.link.connected and time.monotonic() >= self._next_status:
+            await self._publish_status()
+
+    # --- receiving --------------------------------------------------------------------------
+
+    async def _receive_forever(self) -> None:
+        async for message in self.link.messages():
+            try:
+                await self._handle(message)
+            except Exception:
+                # A database error or a bug: the hub sends it again (no ack came).
+                log.exception("sync failed to handle a message on %s", message.topic[:200])
+            finally:
+                message.ack()
+
+    async def _handle(self, message: Message) -> None:
+        if message.topic == self.topics[TopicKind.ACK]:
+            await self._on_ack(message.payload)
+        elif message.topic == self.topics[TopicKind.ERROR]:
+            await self._on_reject(message.payload)
+        elif message.topic == self.topics[TopicKind.DOWN]:
+            await self._on_down(message.payload)
+        else:
+            log.warning("sync ignored a message on %s", message.topic[:200])
+
+    def _read(self, payload: bytes, kind: type[_M], direction: Direction, topic: str) -> _M | None:
+        """The decoded message when it is a ``kind`` of this box's ``direction`` stream;
+        anything else is logged and dropped (it never stops the client)."""
+        try:
+            message = decode(payload)
+        except ProtocolError as exc:
+            log.warning("sync dropped an unreadable message on %s: %s", topic, exc)
+            return None
+        if not isinstance(message, kind) or message.direction is not direction:
+            log.warning("sync dropped a message of the wrong kind on %s", topic)
+            return None
+        if message.node != self.store.node:
+            log.warning("sync dropped a message for node %s on %s", message.node, topic)
+            return None
+        return message
+
+    async def _on_ack(self, payload: bytes) -> None:
+        ack = self._read(payload, Ack, Direction.UP, self.topics[TopicKind.ACK])
+        if ack is None:
+            return
+        retired = await outbox.retire(self.store, ack, self.store.now_ms())
+        self._hello = True
+        for seq in [s for s in self._sent_at if s == ack.seq or s <= ack.watermark]:
+            del self._sent_at[seq]
+        self.metrics.batches_acked.inc(retired)
+        self._wake.set()  # room in the window, or the hello this connection waited for
+
+    async def _on_reject(self, payload: bytes) -> None:
+        reject = self._read(payload, Reject, Direction.UP, self.topics[TopicKind.ERROR])
+        if reject is None:
+            return
+        self.metrics.rejected(reject.reason)
+        log.warning(
+            "the hub refused batch %s: %s: %s", reject.seq, reject.reason, reject.detail[:300]
+        )
+        if await outbox.record_reject(self.store, reject, self.store.now_ms()):
+            self._last_reason = reject.reason
+            self._wake.set()  # a clock_ahead may be fixed by re-stamping right away
+
+    async def _on_down(self, payload: bytes) -> None:
+        batch = self._read(payload, Batch, Direction.DOWN, self.topics[TopicKind.DOWN])
+        if batch is None:
+            return
+        applied = await apply_remote(self.store, batch)
+        if applied.fresh:
+            self.metrics.down_applied.inc()
+            log.info("applied down batch %s: %s records changed", batch.seq, applied.records)
+        ack = Ack(self.store.node, batch.seq, applied.watermark, Direction.DOWN)
+        await self.link.publish(self.topics[TopicKind.DOWN_ACK], encode(ack))

@@ -1,0 +1,178 @@
+"""``puskesos demo``: a district on this machine, with sample data, until Ctrl-C.
+
+A Mosquitto broker (with the password file and ACL that ``hub broker-config`` writes),
+a hub worker on SQLite, and two village boxes with households, complaints and referrals,
+all set up with the same commands an operator runs (see :mod:`puskesos.fleet`). It prints
+the URLs and logins, then waits; Ctrl-C stops everything cleanly. Data, configurations
+and logs stay in the folder afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+import tempfile
+import threading
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from edge.config import SyncConfig, load_config
+from puskesos.fleet import MOSQUITTO, Box, Fleet
+
+__all__ = ["add_parser"]
+
+#: Two villages of Kecamatan Gunung Putri, Kabupaten Bogor.
+VILLAGES = (("3201022001", "edge-wanaherang"), ("3201022002", "edge-bojong-kulur"))
+USERS = {
+    "admin": ("admin", "demo-admin-2026"),
+    "operator": ("operator", "demo-operator-2026"),
+}
+HOUSEHOLDS_PER_BOX = 12
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add ``demo`` to the ``puskesos`` parser's subparsers."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="run a hub, a broker and two village boxes with sample data",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    parser.add_argument(
+        "--dir", type=Path, help="folder for all data (default: a new temporary folder)"
+    )
+    parser.set_defaults(handler=_demo)
+
+
+def _seed(box: Box, rng: random.Random) -> None:
+    """Sample households (with members and their proposals), complaints and referrals,
+    saved through the box's own services (the box is not serving yet)."""
+    from edge.services import Actor, create_record, save_household
+    from edge.store import Store
+    from puskesos.samples import make_household_with_members
+
+    async def seed() -> None:
+        store = Store(load_config(box.config))
+        await store.open()
+        try:
+            actor = Actor("admin", "admin", "demo")
+            today = date.today()
+            households = []
+            for _ in range(HOUSEHOLDS_PER_BOX):
+                household, members = make_household_with_members(
+                    rng.randint(1, 6), seed=rng.randrange(1, 10**9)
+                )
+                household.pop("id")
+                for member in members:
+                    member.pop("id"), member.pop("household_id")
+                outcome = await save_household(
+                    store,
+                    actor,
+                    household_id=None,
+                    household=household,
+                    members=members,
+                    today=today,
+                    confirm_warnings=True,
+                )
+                households.append(_saved(outcome))
+            for number, household_id in enumerate(households[:3]):
+                complaint_id = _saved(
+                    await create_record(
+                        store,
+                        actor,
+                        "complaint",
+                        {
+                            "channel": "langsung",
+                            "category": ("bantuan_belum_cair", "data_tidak_valid", "salah_sasaran")[
+                                number
+                            ],
+                            "reporter_name": "Warga RT 00" + str(number + 1),
+                            "household_id": household_id,
+                            "chronology": "Contoh pengaduan untuk demo Puskesos Sync.",
+                        },
+                        today=today,
+                        confirm_warnings=True,
+                    )
+                )
+                if number == 0:
+                    referral = await create_record(
+                        store,
+                        actor,
+                        "referral",
+                        {
+                            "complaint_id": complaint_id,
+                            "need": "Pemeriksaan kesehatan lansia",
+                            "destination": "puskesmas_posyandu",
+                        },
+                        today=today,
+                        confirm_warnings=True,
+                    )
+                    _saved(referral)
+        finally:
+            await store.close()
+
+    asyncio.run(seed())
+
+
+def _saved(outcome: Any) -> str:
+    if not outcome.saved:
+        raise RuntimeError(f"sample record not saved: {outcome.issues}")
+    return str(outcome.record_id)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    root: Path = (args.dir or Path(tempfile.mkdtemp(prefix="puskesos-demo-"))).resolve()
+    if not Path(MOSQUITTO).exists():
+        print("puskesos demo: error: the demo needs Mosquitto (Debian: apt-get install mosquitto)")
+        return 1
+    if root.exists() and any(root.iterdir()):
+        print(f"puskesos demo: error: {root} is not empty; give a new or empty --dir")
+        return 2
+    print(f"Setting up a district in {root} ...", flush=True)
+    fleet = Fleet(root, sync=SyncConfig(ack_timeout_s=10, status_interval_s=15))
+    try:
+        fleet.add_hub(start=False)
+        rng = random.Random(2026)
+        for village, node in VILLAGES:
+            _seed(fleet.enrol(village, node, users=USERS), rng)
+        fleet.start()
+        _print_welcome(fleet)
+        _wait_for_ctrl_c()
+    finally:
+        print("\nStopping ...", flush=True)
+        fleet.stop()
+    print(f"Stopped. Data, configurations and logs stay in {root}.")
+    return 0
+
+
+def _print_welcome(fleet: Fleet) -> None:
+    hub = fleet.hubs[0]
+    lines = [
+        "",
+        "Puskesos Sync demo is running.",
+        "",
+        f"  Hub API     {hub.service.url}/api/v1/devices   (Authorization: Bearer {hub.token})",
+        f"  Hub metrics {hub.service.url}/metrics",
+        f"  Broker      mqtt://127.0.0.1:{fleet.broker.port}  (log {fleet.broker.log_file})",
+    ]
+    for box in fleet.boxes:
+        lines.append(f"  Box {box.node:<18} {box.service.url}/  village {box.village}")
+    lines += [
+        "",
+        "  Logins on every box: "
+        + ", ".join(f"{name} / {secret}" for name, (_, secret) in USERS.items()),
+        f"  Data, configurations and logs: {fleet.root}",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _wait_for_ctrl_c() -> None:
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    while not stop.wait(1):
+        pass

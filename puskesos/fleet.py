@@ -1,0 +1,493 @@
+"""A whole district on one machine: a Mosquitto broker, hub workers and village boxes, each a
+child process set up with the same commands an operator runs.
+
+Used by ``puskesos demo``, the end-to-end tests and ``bench/sync.py``. Every process gets
+a complete TOML configuration in its own folder under ``root`` (so it can be restarted by
+hand), listens on 127.0.0.1 on a free port, and logs to ``<folder>/<name>.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edge.config import EdgeConfig, SyncConfig
+from edge.config import render_toml as render_edge
+from hub.config import HubConfig
+from hub.config import render_toml as render_hub
+from puskesos.tomlconfig import BrokerConfig
+
+__all__ = [
+    "MOSQUITTO",
+    "Box",
+    "Fleet",
+    "Hub",
+    "MosquittoBroker",
+    "Service",
+    "environment",
+    "free_port",
+    "puskesos",
+    "run_puskesos",
+    "wait_for",
+]
+
+#: The broker binary (Debian's ``mosquitto`` package).
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def environment(**overrides: str) -> dict[str, str]:
+    """This process's environment without PUSKESOS_* settings, plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUSKESOS_")}
+    return env | overrides
+
+
+def run_puskesos(
+    *args: str, stdin: str = "", timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``puskesos *args`` to completion (stdin is a pipe: never a terminal)."""
+    return subprocess.run(
+        [sys.executable, "-m", "puskesos", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment(),
+        check=False,
+    )
+
+
+def puskesos(*args: str, stdin: str = "", timeout: float = 120) -> str:
+    """Run ``puskesos *args`` to completion; returns its output, raises on failure."""
+    result = run_puskesos(*args, stdin=stdin, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"puskesos {' '.join(args[:3])} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+class MosquittoBroker:
+    """One Mosquitto process listening on ``host:port``, configured from ``workdir``.
+
+    Without a password file anonymous clients may connect. ``restart()`` keeps the port and
+    the persistence folder, so persistent sessions and retained messages survive it (up to
+    the last autosave, like a real broker after a crash).
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        persistence: bool = True,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.port = port if port is not None else free_port(self.host)
+        self.password_file = password_file
+        self.acl_file = acl_file
+        self.persistence = persistence
+        self.tls = tls
+        self.config_file = workdir / "mosquitto.conf"
+        self.log_file = workdir / "mosquitto.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def _write_config(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            # Run as root (tests in CI), Mosquitto would switch to the "mosquitto" user and
+            # then could not write its log and database in this folder.
+            "user root",
+            "per_listener_settings false",
+            f"listener {self.port} {self.host}",
+            f"allow_anonymous {'false' if self.password_file else 'true'}",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            f"log_dest file {self.log_file}",
+            "log_type all",
+            "connection_messages true",
+        ]
+        if self.password_file is not None:
+            lines.append(f"password_file {self.password_file}")
+        if self.acl_file is not None:
+            lines.append(f"acl_file {self.acl_file}")
+        if self.tls is not None:
+            certificate, key = self.tls
+            lines += [f"certfile {certificate}", f"keyfile {key}"]
+        self.config_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the broker and return once its port accepts connections."""
+        if self._process is not None:
+            raise RuntimeError("broker already running")
+        self._write_config()
+        self._process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                stderr = self._process.stderr.read().decode() if self._process.stderr else ""
+                self._process = None
+                raise RuntimeError(f"mosquitto exited at start: {stderr}\n{self.log_text()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.2),
+            ):
+                return
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"mosquitto did not listen on {self.port}:\n{self.log_text()}")
+
+    def _end(self, sig: signal.Signals) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, sig)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+    def stop(self) -> None:
+        """Stop cleanly (SIGTERM): Mosquitto saves its persistence file first."""
+        self._end(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Kill at once (SIGKILL), like a power cut: what came since the last autosave is lost."""
+        self._end(signal.SIGKILL)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port with the same persistence folder."""
+        self.stop()
+        self.start()
+
+    def reload(self) -> None:
+        """Make the broker re-read its password file and ACL (SIGHUP), like ``kill -HUP``."""
+        if self._process is None:
+            raise RuntimeError("broker not running")
+        mark = self.log_text().count("Reloading config")
+        self._process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while self.log_text().count("Reloading config") == mark:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not reload:\n{self.log_text()}")
+            time.sleep(0.05)
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def log_text(self) -> str:
+        """The broker's log so far (for assertion messages)."""
+        try:
+            return self.log_file.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class Service:
+    """A ``puskesos ... serve`` child process answering ``/healthz`` on ``port``."""
+
+    def __init__(self, argv: list[str], log: Path, port: int) -> None:
+        self.argv = argv
+        self.log = log
+        self.port = port
+        #: Extra environment of the next start (e.g. a fake clock for a test).
+        self.env: dict[str, str] = {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Where it answers."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 60, *, healthy: bool = False) -> None:
+        """Start and wait until ``/healthz`` answers (with 200 when ``healthy``)."""
+        with open(self.log, "ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "puskesos", *self.argv],
+                stdout=output,
+                stderr=output,
+                env=environment(**self.env),
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.argv[:2]} exited: {self.output()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
+                    return
+            except urllib.error.HTTPError:
+                if not healthy:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"{self.argv[:2]} did not come up: {self.output()[-2000:]}")
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM (what systemd sends), then wait; returns the exit status (``None`` when
+        it had to be killed or never ran)."""
+        if not self.running:
+            return self.process.returncode if self.process is not None else None
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL: a power cut."""
+        if self.running:
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait(30)
+
+    def output(self) -> str:
+        """Everything it wrote so far."""
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+@dataclass
+class Hub:
+    """One hub worker."""
+
+    node: str
+    folder: Path
+    config: Path
+    service: Service
+    token: str = ""
+
+    def api(self, path: str, body: Any = None) -> Any:
+        """Call the hub API with the fleet's token; JSON in, JSON out."""
+        return _call(self.service.url + path, self.token, body)
+
+
+@dataclass
+class Box:
+    """One village box."""
+
+    village: str
+    node: str
+    folder: Path
+    config: Path
+    service: Service
+    token: str = ""
+    users: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def database(self) -> Path:
+        """The box's SQLite file."""
+        return self.folder / "data" / "edge.sqlite"
+
+    def api(self, path: str, body: Any = None, method: str | None = None) -> Any:
+        """Call the box API with its admin token; JSON in, JSON out."""
+        return _call(self.service.url + path, self.token, body, method)
+
+
+def _call(url: str, token: str, body: Any = None, method: str | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"null")
+
+
+class Fleet:
+    """Broker, hub workers and boxes under ``root``; stop everything with :meth:`stop`.
+
+    ``database_url`` puts the hub on PostgreSQL (default: SQLite in the first hub's
+    folder). ``mqtt_version`` 4 makes every client speak MQTT 3.1.1. ``sync`` holds the
+    boxes' ``[sync]`` settings (tests shorten the timeouts).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        database_url: str = "",
+        mqtt_version: int = 5,
+        sync: SyncConfig | None = None,
+        district: str = "",
+    ) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.database_url = database_url
+        self.mqtt_version = mqtt_version
+        self.sync = replace(sync or SyncConfig(), enabled=True)
+        self.district = district
+        broker_dir = root / "broker"
+        self.broker = MosquittoBroker(
+            broker_dir, password_file=broker_dir / "passwd", acl_file=broker_dir / "acl"
+        )
+        self.hubs: list[Hub] = []
+        self.boxes: list[Box] = []
+
+    # --- hub ------------------------------------------------------------------------------
+
+    def add_hub(self, node: str = "hub-1", *, start: bool = True) -> Hub:
+        """Set up a hub worker (the first one makes the database and the hub account)."""
+        folder = self.root / node
+        folder.mkdir(parents=True, exist_ok=True)
+        first = self.hubs[0] if self.hubs else None
+        port = free_port()
+        config = HubConfig(
+            node=node,
+            district=self.district,
+            data_dir=first.folder if first else folder,
+            database_url=self.database_url,
+            listen_port=port,
+            sweep_interval_s=1,
+            resend_after_s=10,
+            broker=BrokerConfig(
+                port=self.broker.port,
+                username="hub",
+                password_file="broker.password",
+                mqtt_version=self.mqtt_version,
+            ),
+        )
+        path = folder / "hub.toml"
+        path.write_text(render_hub(config), encoding="utf-8")
+        puskesos("hub", "init", "--config", str(path))
+        hub = Hub(
+            node,
+            folder,
+            path,
+            Service(["hub", "serve", "--config", str(path)], folder / "hub.log", port),
+        )
+        hub.token = (first.token if first else puskesos(
+            "hub", "token", "add", "--config", str(path), "--name", "fleet"
+        ).strip())  # fmt: skip
+        self.hubs.append(hub)
+        if start:
+            hub.service.start()
+        return hub
+
+    def write_broker_config(self) -> None:
+        """``puskesos hub broker-config`` into the broker's folder; reload it if running."""
+        puskesos(
+            "hub", "broker-config", "--config", str(self.hubs[0].config),
+            "--out", str(self.broker.workdir),
+        )  # fmt: skip
+        if self.broker.running:
+            self.broker.reload()
+
+    # --- boxes ----------------------------------------------------------------------------
+
+    def enrol(
+        self, village: str, node: str, *, users: dict[str, tuple[str, str]] | None = None
+    ) -> Box:
+        """Register a box at the hub (``device add``) and set it up (``edge init``, users,
+        an API token for its first user); not started, the broker config not rewritten."""
+        out = puskesos(
+            "hub", "device", "add", "--config", str(self.hubs[0].config),
+            "--village", village, "--node", node,
+        )  # fmt: skip
+        lines = out.splitlines()
+        password = lines[lines.index("broker password (shown only this once):") + 1].strip()
+        folder = self.root / node
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "broker.password").write_text(password + "\n", encoding="utf-8")
+        (folder / "broker.password").chmod(0o600)
+        port = free_port()
+        config = EdgeConfig(
+            village=village,
+            node=node,
+            data_dir=folder / "data",
+            listen_host="127.0.0.1",
+            listen_port=port,
+            broker=BrokerConfig(
+                port=self.broker.port,
+                username=node,
+                password_file=str(folder / "broker.password"),
+                mqtt_version=self.mqtt_version,
+            ),
+            sync=self.sync,
+        )
+        path = folder / "edge.toml"
+        path.write_text(render_edge(config), encoding="utf-8")
+        puskesos("edge", "init", "--config", str(path))
+        users = users or {"admin": ("admin", "rahasia-admin-123")}
+        for username, (role, secret) in users.items():
+            puskesos(
+                "edge", "user", "add", "--config", str(path), "--username", username,
+                "--full-name", username.title(), "--role", role, stdin=secret + "\n",
+            )  # fmt: skip
+        token = puskesos(
+            "edge", "token", "add", "--config", str(path),
+            "--username", next(iter(users)), "--name", "fleet",
+        ).strip()  # fmt: skip
+        service = Service(["edge", "serve", "--config", str(path)], folder / "edge.log", port)
+        box = Box(
+            village, node, folder, path, service, token, {u: p for u, (_, p) in users.items()}
+        )
+        self.boxes.append(box)
+        return box
+
+    def start(self) -> None:
+        """Write the broker config; start the broker, hub workers and boxes not running."""
+        self.write_broker_config()
+        if not self.broker.running:
+            self.broker.start()
+        for service in [h.service for h in self.hubs] + [b.service for b in self.boxes]:
+            if not service.running:
+                service.start()
+
+    def stop(self) -> None:
+        """Stop every box, hub worker and the broker (SIGTERM, then wait)."""
+        for service in [b.service for b in self.boxes] + [h.service for h in self.hubs]:
+            service.stop()
+        self.broker.stop()
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll ``predicate()`` until it returns something truthy; raise after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"gave up waiting for {what} after {timeout} s (last: {last!r})")
