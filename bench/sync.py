@@ -71,13 +71,17 @@ def one_box(root: Path, backlog: int, lag_saves: int) -> None:
         fleet.add_hub(start=False)
         box = fleet.enrol(VILLAGE, "edge-bench")
         waiting = fill_offline(box, backlog // 5)
-        fleet.start()
+        fleet.start()  # returns once the box serves
         started = time.monotonic()
-        wait_for(lambda: applied(fleet, "edge-bench") >= waiting, 600, "the backlog", 0.05)
+        first = wait_for(lambda: applied(fleet, "edge-bench"), 600, "the first batch", 0.02)
+        flowing = time.monotonic()
+        wait_for(lambda: applied(fleet, "edge-bench") >= waiting, 600, "the backlog", 0.02)
         took = time.monotonic() - started
+        rate = (waiting - first) / (time.monotonic() - flowing)
         print(
-            f"a/c  backlog of {waiting:,} changes: at the hub after {took:5.1f} s "
-            f"(box start, connect and send included) = {waiting / took:,.0f} changes/s"
+            f"c    backlog of {waiting:,} changes: all committed at the hub {took:4.1f} s after "
+            f"the box started serving (first batch after {flowing - started:3.1f} s)\n"
+            f"a    one box → hub, committed at the hub: {rate:,.0f} changes/s"
         )
         lag(fleet, box, lag_saves)
     finally:
@@ -86,7 +90,7 @@ def one_box(root: Path, backlog: int, lag_saves: int) -> None:
 
 def lag(fleet: Fleet, box, saves: int) -> None:  # type: ignore[no-untyped-def]
     """Single-change saves through the box API at 100/s; commit-to-commit lag."""
-    households = [register(box, 10_000 + n) for n in range(20)]
+    households = [register(box, 10_000 + n) for n in range(200)]
     time.sleep(3)  # the registrations are at the hub
     interval = 1 / 100
     next_at = time.monotonic()
