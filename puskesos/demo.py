@@ -1,6 +1,7 @@
 """``puskesos demo``: a district on this machine, with sample data, until Ctrl-C.
 
-A Mosquitto broker (with the password file and ACL that ``hub broker-config`` writes),
+A Mosquitto broker (with the password file and ACL that ``hub broker-config`` writes;
+without Mosquitto, the pure-Python amqtt, MQTT 3.1.1 only),
 a hub worker on SQLite, and two village boxes with households, complaints and referrals,
 all set up with the same commands an operator runs (see :mod:`puskesos.fleet`). It prints
 the URLs and logins, then waits; Ctrl-C stops everything cleanly. Data, configurations
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import random
 import signal
 import tempfile
@@ -42,6 +44,12 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--dir", type=Path, help="folder for all data (default: a new temporary folder)"
+    )
+    parser.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "amqtt"),
+        default="auto",
+        help="auto: the installed Mosquitto, else amqtt (pip install 'puskesos[demo]')",
     )
     parser.set_defaults(handler=_demo)
 
@@ -116,6 +124,13 @@ def _seed(box: Box, rng: random.Random) -> None:
     asyncio.run(seed())
 
 
+def _broker(choice: str) -> str | None:
+    """Which broker to run: Mosquitto when installed (or asked for), else amqtt."""
+    if choice == "mosquitto" or (choice == "auto" and Path(MOSQUITTO).exists()):
+        return "mosquitto" if Path(MOSQUITTO).exists() else None
+    return "amqtt" if importlib.util.find_spec("amqtt") is not None else None
+
+
 def _saved(outcome: Any) -> str:
     if not outcome.saved:
         raise RuntimeError(f"sample record not saved: {outcome.issues}")
@@ -124,14 +139,20 @@ def _saved(outcome: Any) -> str:
 
 def _demo(args: argparse.Namespace) -> int:
     root: Path = (args.dir or Path(tempfile.mkdtemp(prefix="puskesos-demo-"))).resolve()
-    if not Path(MOSQUITTO).exists():
-        print("puskesos demo: error: the demo needs Mosquitto (Debian: apt-get install mosquitto)")
+    broker = _broker(args.broker)
+    if broker is None:
+        print(
+            "puskesos demo: error: no MQTT broker: install Mosquitto (Debian: apt-get install "
+            "mosquitto) or the pure-Python one (pip install 'puskesos[demo]')"
+        )
         return 1
     if root.exists() and any(root.iterdir()):
         print(f"puskesos demo: error: {root} is not empty; give a new or empty --dir")
         return 2
     print(f"Setting up a district in {root} ...", flush=True)
-    fleet = Fleet(root, sync=SyncConfig(ack_timeout_s=10, status_interval_s=15))
+    if broker == "amqtt":
+        print("No Mosquitto here: using amqtt (MQTT 3.1.1, no passwords, no ACL).")
+    fleet = Fleet(root, sync=SyncConfig(ack_timeout_s=10, status_interval_s=15), broker=broker)
     try:
         fleet.add_hub(start=False)
         rng = random.Random(2026)

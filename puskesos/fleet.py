@@ -31,6 +31,7 @@ from puskesos.tomlconfig import BrokerConfig
 
 __all__ = [
     "MOSQUITTO",
+    "AmqttBroker",
     "Box",
     "Fleet",
     "Hub",
@@ -216,6 +217,76 @@ class MosquittoBroker:
             return ""
 
 
+class AmqttBroker:
+    """The pure-Python broker amqtt (``pip install 'puskesos[demo]'``), for a machine
+    without Mosquitto: MQTT 3.1.1 only, anonymous, no ACL (a demonstration, never a
+    district's broker). Same interface as :class:`MosquittoBroker`."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port if port is not None else free_port(self.host)
+        self.config_file = workdir / "amqtt.yaml"
+        self.log_file = workdir / "amqtt.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the broker and return once its port accepts connections."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(
+            "listeners:\n  default:\n    type: tcp\n"
+            f"    bind: {self.host}:{self.port}\n"
+            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+            "    allow_anonymous: true\n",
+            encoding="utf-8",
+        )
+        with open(self.log_file, "ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(self.config_file)],
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"amqtt exited at start:\n{self.log_text()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.2),
+            ):
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"amqtt did not listen on {self.port}:\n{self.log_text()}")
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then wait)."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def reload(self) -> None:
+        """Nothing to re-read: amqtt runs without a password file or an ACL here."""
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def log_text(self) -> str:
+        """The broker's log so far."""
+        try:
+            return self.log_file.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
 class Service:
     """A ``puskesos ... serve`` child process answering ``/healthz`` on ``port``."""
 
@@ -350,17 +421,23 @@ class Fleet:
         mqtt_version: int = 5,
         sync: SyncConfig | None = None,
         district: str = "",
+        broker: str = "mosquitto",
     ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.database_url = database_url
-        self.mqtt_version = mqtt_version
         self.sync = replace(sync or SyncConfig(), enabled=True)
         self.district = district
         broker_dir = root / "broker"
-        self.broker = MosquittoBroker(
-            broker_dir, password_file=broker_dir / "passwd", acl_file=broker_dir / "acl"
-        )
+        self.broker: MosquittoBroker | AmqttBroker
+        if broker == "amqtt":
+            self.broker = AmqttBroker(broker_dir)
+            mqtt_version = 4  # amqtt speaks MQTT 3.1.1 only
+        else:
+            self.broker = MosquittoBroker(
+                broker_dir, password_file=broker_dir / "passwd", acl_file=broker_dir / "acl"
+            )
+        self.mqtt_version = mqtt_version
         self.hubs: list[Hub] = []
         self.boxes: list[Box] = []
 

@@ -18,9 +18,10 @@ from puskesos.fleet import environment, wait_for
 pytestmark = pytest.mark.slow
 
 
-def test_the_demo_runs_a_district_that_replicates_and_stops_on_ctrl_c(tmp_path):
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
+def test_the_demo_runs_a_district_that_replicates_and_stops_on_ctrl_c(tmp_path, broker):
     demo = subprocess.Popen(
-        [sys.executable, "-m", "puskesos", "demo", "--dir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "puskesos", "demo", "--dir", str(tmp_path), "--broker", broker],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
