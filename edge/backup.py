@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,6 +124,7 @@ def restore(config: EdgeConfig, source: Path) -> Path | None:
         except BackupError:
             _remove(incoming)
             raise
+        _restart_down_stream(incoming)
         kept = None
         if target.exists():
             _keep_clock_ahead(incoming, target)
@@ -137,6 +139,21 @@ def restore(config: EdgeConfig, source: Path) -> Path | None:
         _sync_directory(target.parent)
         upgrade(target)
     return kept
+
+
+def _restart_down_stream(incoming: Path) -> None:
+    """A restored box lacks what the hub sent it since the backup, and the hub has already
+    forgotten those batches: a new ``epoch`` in its status makes the hub send the village
+    again on a fresh down stream (``docs/replication.md``, "Restored box"). The first
+    connection after the restore uses a clean session, so no batch of the old stream that
+    the broker still holds can arrive under a number of the new one."""
+    with contextlib.closing(sqlite3.connect(incoming)) as connection, connection:
+        connection.execute("DELETE FROM meta WHERE key = 'down_applied'")
+        connection.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+            "SET value = excluded.value",
+            [("epoch", uuid.uuid4().hex), ("clean_session", "1")],
+        )
 
 
 def _keep_clock_ahead(incoming: Path, current: Path) -> None:

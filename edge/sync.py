@@ -26,6 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
+import sqlalchemy as sa
+
 from edge import outbox
 from edge.config import EdgeConfig
 from edge.downlink import apply_remote
@@ -80,22 +82,9 @@ class SyncClient:
         broker = config.broker
         if not broker.username:
             broker = replace(broker, username=config.node)
-        offline = encode_status(Status("offline", software=__version__, wire=WIRE_VERSION))
-        self.link = MqttLink(
-            broker,
-            client_id=config.node,
-            password=password,
-            subscriptions=[
-                (self.topics[kind], 1) for kind in (TopicKind.ACK, TopicKind.ERROR, TopicKind.DOWN)
-            ],
-            will=Will(self.topics[TopicKind.STATUS], offline, qos=1, retain=True),
-            clean_start=False,
-            session_expiry_s=self.settings.session_expiry_s,
-            manual_ack=True,
-            on_connect=self._on_connect,
-            backoff_min_s=self.settings.backoff_min_s,
-            backoff_max_s=self.settings.backoff_max_s,
-        )
+        self._broker, self._password = broker, password
+        self.link = self._make_link(clean_start=False)
+        self._epoch = ""
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # seq → when (monotonic) it was handed to the broker on this connection.
@@ -106,6 +95,24 @@ class SyncClient:
         self._last_reason: str | None = None
         self._stopping = False
 
+    def _make_link(self, *, clean_start: bool) -> MqttLink:
+        offline = encode_status(Status("offline", software=__version__, wire=WIRE_VERSION))
+        return MqttLink(
+            self._broker,
+            client_id=self.store.config.node,
+            password=self._password,
+            subscriptions=[
+                (self.topics[kind], 1) for kind in (TopicKind.ACK, TopicKind.ERROR, TopicKind.DOWN)
+            ],
+            will=Will(self.topics[TopicKind.STATUS], offline, qos=1, retain=True),
+            clean_start=clean_start,
+            session_expiry_s=self.settings.session_expiry_s,
+            manual_ack=True,
+            on_connect=self._on_connect,
+            backoff_min_s=self.settings.backoff_min_s,
+            backoff_max_s=self.settings.backoff_max_s,
+        )
+
     @property
     def connected(self) -> bool:
         """Connected to the broker right now."""
@@ -115,6 +122,10 @@ class SyncClient:
         """Start connecting and working in the background (the box works offline)."""
         state = await outbox.queue_state(self.store)
         self._last_reason = state.last_reject.reason if state.last_reject else None
+        self._epoch = await self.store.get_meta("epoch") or ""
+        if await self.store.get_meta("clean_session") == "1":
+            # Restored from a backup: the broker's session belongs to the old down stream.
+            self.link = self._make_link(clean_start=True)
         self.store.on_save(self.wake)
         self.metrics.sync_connected.set_function(lambda: 1.0 if self.link.connected else 0.0)
         await self.link.start()
@@ -152,6 +163,10 @@ class SyncClient:
 
     async def _on_connect(self) -> None:
         self._sent_at.clear()  # whatever was in flight may be lost: send it all again
+        if self.link.clean_start:
+            await self.store.run_write(
+                lambda conn: conn.execute(sa.text("DELETE FROM meta WHERE key = 'clean_session'"))
+            )
         self._connected_at = time.monotonic()
         self._hello = False
         await self._publish_status()
@@ -168,6 +183,7 @@ class SyncClient:
             wall_ms=self.store.now_ms(),
             software=__version__,
             wire=WIRE_VERSION,
+            epoch=self._epoch,
         )
 
     async def _publish_status(self) -> None:

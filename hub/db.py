@@ -92,6 +92,8 @@ devices = sa.Table(
     sa.Column("down_cursor", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("down_watermark", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("down_above", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("epoch", sa.Text),
+    sa.Column("resync_until", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("last_seen_ms", sa.BigInteger),
     sa.Column("online", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("reported", sa.Text),

@@ -67,7 +67,7 @@ async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max
         cursor, seq = device.down_cursor, device.down_seq
         while unacked + made < window:
             batches, cursor = await _next_batches(
-                conn, node, device.village, cursor, head, seq, limits, store.node
+                conn, device, cursor, head, seq, limits, store.node
             )
             if not batches:
                 break
@@ -96,8 +96,7 @@ async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max
 
 async def _next_batches(
     conn: Any,
-    node: str,
-    village: str,
+    device: Any,
     cursor: int,
     head: int,
     seq: int,
@@ -106,8 +105,11 @@ async def _next_batches(
 ) -> tuple[list[Batch], int]:
     """The next batch (several only for one record too large for a frame) after ``cursor``,
     and the cursor after it (``head`` is the village's ``log_seq``). Records written only by
-    ``node`` itself are skipped (it has them)."""
+    the node itself are skipped (it has them), except up to ``resync_until`` for a box
+    restored from a backup (it lost those it wrote since)."""
+    node, village = device.node, device.village
     r = db.records
+    mine = sa.and_(r.c.writers == node, r.c.log_seq > device.resync_until)
     changes: list[Change] = []
     owners: list[int] = []  # for each change, the log_seq of its record
     last = cursor
@@ -115,7 +117,7 @@ async def _next_batches(
         rows = (
             await conn.execute(
                 sa.select(r.c.id, r.c.entity, r.c.state, r.c.log_seq)
-                .where(r.c.village == village, r.c.log_seq > last, r.c.writers != node)
+                .where(r.c.village == village, r.c.log_seq > last, sa.not_(mine))
                 .order_by(r.c.log_seq)
                 .limit(limits.max_changes)
             )
@@ -176,7 +178,9 @@ async def due(
         rows = (await conn.execute(query)).all()
         if rows:
             now = store.wall()
-            for node in {row.node for row in rows}:
+            # In node order: two workers sweeping at once take their row locks in the same
+            # order and cannot deadlock.
+            for node in sorted({row.node for row in rows}):
                 seqs = [row.seq for row in rows if row.node == node]
                 await conn.execute(
                     d.update().where(d.c.node == node, d.c.seq.in_(seqs)).values(sent_ms=now)

@@ -5,8 +5,10 @@ clean session: durability comes from the boxes' outboxes) to what boxes publish.
 batch: decode, check, apply and record it in one transaction (:meth:`HubStore.apply`),
 publish the ack (or the reject), and only then acknowledge the MQTT message (paho
 ``manual_ack``): a worker killed in between leaves the message unacknowledged, and the box
-resends it anyway when no ack comes. A sweep packs downlink batches and resends unacked
-ones. Nothing here assumes a single hub process.
+resends it anyway when no ack comes. A message whose handling failed is acknowledged too
+(its box resends it): unacknowledged, it would hold a broker in-flight slot for good. A
+sweep packs downlink batches and resends unacked ones. Nothing here assumes a single hub
+process.
 """
 
 from __future__ import annotations
@@ -87,9 +89,13 @@ class Ingest:
             try:
                 await self._handle(message)
             except Exception:
-                # Database down, a bug: leave the MQTT message unacknowledged and carry on;
-                # the box resends what is not acked.
+                # Database down, a bug: the box resends what gets no application ack.
                 log.exception("failed to handle a message on %s", message.topic[:200])
+            finally:
+                # Always, even after a failure: an unacknowledged message holds one of the
+                # broker's in-flight slots for this connection until it ends, and with all
+                # of them held the worker would receive nothing more.
+                message.ack()
 
     async def _handle(self, message: Message) -> None:
         try:
@@ -97,7 +103,6 @@ class Ingest:
         except TopicError as exc:
             self.metrics.rejected.labels(Reason.BAD_TOPIC.value).inc()
             log.warning("ignored a message: %s", exc.detail)
-            message.ack()
             return
         if topic.kind is TopicKind.UP:
             await self._up(topic, message)
@@ -105,7 +110,6 @@ class Ingest:
             await self._down_ack(topic, message.payload)
         elif topic.kind is TopicKind.STATUS:
             await self._status(topic, message.payload)
-        message.ack()
 
     async def _up(self, topic: Topic, message: Message) -> None:
         started = time.perf_counter()

@@ -153,6 +153,12 @@ class HubStore:
             return Reason.WRONG_NODE, f"batch of {batch.node} on the topic of {topic_node}"
         now = self.wall()
         for change in batch.changes:
+            # A box sends its own writes only: versions in another node's name would be
+            # impersonation (and a copied stamp with another value would split replicas).
+            if change.origin != batch.node or any(
+                version.node != batch.node for version in change.fields.values()
+            ):
+                return Reason.INVALID_CHANGE, f"record {change.record_id}: not {batch.node}'s"
             for version in change.fields.values():
                 ahead = (version.time >> COUNTER_BITS) - now
                 if ahead > self.max_clock_drift_ms:
@@ -457,15 +463,15 @@ class HubStore:
 
     async def note_status(self, node: str, status: Status) -> Ack | None:
         """Store a box's status; for an online status, return the ack to answer it with
-        (the highest seq applied of that box, 0 for none), and restart its downlink from
-        scratch when the box reports less of it than the hub saw acked (a box restored from
-        a backup)."""
+        (the highest seq applied of that box, 0 for none). A new ``epoch`` (the box was
+        restored from a backup) restarts its down stream: numbering from 1, the village's
+        whole state, its own records included (see ``docs/replication.md``)."""
         device = await self.device(node)
         if device is None:
             return None
         now = self.wall()
         async with self.engine.begin() as conn:
-            await self.lock_village(conn, device.village)
+            head = await self.lock_village(conn, device.village)
             device = await self.device(node, conn)
             update: dict[str, Any] = {
                 "online": status.state == "online",
@@ -484,8 +490,19 @@ class HubStore:
             }
             if status.state == "online" and status.wall_ms:
                 update["clock_offset_ms"] = status.wall_ms - now
-            if status.state == "online" and status.down_watermark < device.down_watermark:
-                update.update(down_cursor=0, down_watermark=0, down_above="[]")
+            if status.state == "online" and status.epoch != (device.epoch or ""):
+                update["epoch"] = status.epoch
+                if status.epoch:  # restored from a backup: a fresh down stream
+                    update.update(
+                        down_seq=0,
+                        down_cursor=0,
+                        down_watermark=0,
+                        down_above="[]",
+                        resync_until=head,
+                    )
+                    await conn.execute(
+                        db.down_batches.delete().where(db.down_batches.c.node == node)
+                    )
             await conn.execute(db.devices.update().where(db.devices.c.node == node).values(update))
         if status.state != "online":
             return None

@@ -67,11 +67,13 @@ class AppliedSeqs:
 
     @classmethod
     def from_state(cls, watermark: int, above: Iterable[int]) -> AppliedSeqs:
-        """Inverse of :meth:`to_state` (accepts any seqs, normalising them)."""
-        state = cls(watermark)
-        for seq in sorted(above):
-            state = state.add(seq)
-        return state
+        """Inverse of :meth:`to_state` (accepts any seqs, normalising them); linear in
+        the number of seqs above the watermark."""
+        rest = {seq for seq in above if seq > watermark}
+        while watermark + 1 in rest:
+            watermark += 1
+            rest.discard(watermark)
+        return cls(watermark, frozenset(rest))
 
 
 def pack(

@@ -34,6 +34,8 @@ class Status:
     wall_ms: int = 0
     software: str = ""
     wire: int = 1
+    #: Changes when the box is restored from a backup: its down stream starts again.
+    epoch: str = ""
 
 
 def encode_status(status: Status) -> bytes:
@@ -63,9 +65,9 @@ def decode_status(data: bytes) -> Status:
         raise MalformedError("status is not JSON") from None
     if not isinstance(document, dict) or document.get("state") not in _STATES:
         raise MalformedError("status has no valid state")
-    software = document.get("software", "")
-    if not isinstance(software, str) or len(software) > 64:
-        raise MalformedError("status software is not a short string")
+    software, epoch = document.get("software", ""), document.get("epoch", "")
+    if not all(isinstance(text, str) and len(text) <= 64 for text in (software, epoch)):
+        raise MalformedError("status software or epoch is not a short string")
     return Status(
         state=document["state"],
         up_seq=_int(document, "up_seq"),
@@ -75,4 +77,5 @@ def decode_status(data: bytes) -> Status:
         wall_ms=_int(document, "wall_ms"),
         software=software,
         wire=_int(document, "wire"),
+        epoch=epoch,
     )

@@ -224,6 +224,11 @@ class MqttLink:
         await self.stop()
 
     @property
+    def clean_start(self) -> bool:
+        """Whether each connect asks for a new session (else it resumes the stored one)."""
+        return self._clean_start
+
+    @property
     def connected(self) -> bool:
         """Connected, subscribed, and able to publish."""
         return self._connected.is_set()

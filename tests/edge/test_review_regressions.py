@@ -130,3 +130,23 @@ async def test_restore_never_takes_the_clock_back(edge_config, tmp_path):
     await rebooted.open()
     assert rebooted.clock.now(wall[0]).time > issued
     await rebooted.close()
+
+
+async def test_a_restored_box_asks_the_hub_for_a_fresh_down_stream(edge_config, tmp_path):
+    store = Store(edge_config)
+    await store.open()
+    await store.set_meta("down_applied", "[7, []]")
+    await store.close()
+    copy = backup(edge_config, tmp_path / "backup.sqlite")
+    restore(edge_config, copy)
+    first = Store(edge_config)
+    await first.open()
+    epoch = await first.get_meta("epoch")
+    assert epoch and await first.get_meta("down_applied") is None
+    assert await first.get_meta("clean_session") == "1"  # the broker's old session goes
+    await first.close()
+    restore(edge_config, copy)  # every restore is a new epoch
+    second = Store(edge_config)
+    await second.open()
+    assert await second.get_meta("epoch") not in (None, epoch)
+    await second.close()

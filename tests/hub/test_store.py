@@ -12,6 +12,7 @@ from protocol.changes import Ack, Batch, Direction
 from protocol.codec import decode
 from protocol.errors import Reason
 from protocol.merge import merge
+from protocol.status import Status
 from tests.factories import DEFAULT_VILLAGE, new_id
 from tests.hub.boxes import Box, enrol
 
@@ -67,6 +68,12 @@ async def test_refused_batches_change_nothing_and_are_counted(hub_store):
         (revoked.batch(revoked.edit(new_id(), now, rt="001")), "edge-r", Reason.REVOKED_NODE),
         (outsider.batch(outsider.edit(new_id(), now, rt="001")), "edge-a", Reason.WRONG_VILLAGE),
         (good.batch(good.edit(new_id(), now, rt="001")), "edge-b", Reason.WRONG_NODE),
+        # Versions in another node's name (edge-a impersonating edge-r).
+        (
+            Batch("edge-a", 90, (revoked.edit(new_id(), now, rt="001"),)),
+            "edge-a",
+            Reason.INVALID_CHANGE,
+        ),
         (
             good.batch(good.edit(new_id(), now + 365 * 86_400_000, rt="001")),
             "edge-a",
@@ -80,7 +87,7 @@ async def test_refused_batches_change_nothing_and_are_counted(hub_store):
     assert await hub_store.records(DEFAULT_VILLAGE) == []
     assert await hub_store.records(OTHER_VILLAGE) == []
     device = await hub_store.device("edge-a")
-    assert device.rejected == 2 and device.up_watermark == 0
+    assert device.rejected == 3 and device.up_watermark == 0
     assert json.loads(device.last_reject)["reason"] == "clock_ahead"
 
 
@@ -160,3 +167,32 @@ async def test_each_box_gets_what_it_lacks_and_a_new_box_gets_its_whole_village(
     assert [batch.seq for batch in got] == [1, 2, 3]
     records = {c.record_id for batch in got for c in decode(batch.payload).changes}
     assert records == set(ids)
+
+
+async def test_a_box_restored_from_a_backup_gets_its_village_again_its_own_records_too(hub_store):
+    a, b = Box("edge-a"), Box("edge-b")
+    await enrol(hub_store, a, b)
+    now = hub_store.wall()
+    mine, theirs = new_id(), new_id()
+    await hub_store.apply(a.batch(a.edit(mine, now, rt="001")), "edge-a")
+    await hub_store.apply(b.batch(b.edit(theirs, now, rt="002")), "edge-b")
+
+    async def pull() -> set[str]:
+        await downlink.fill(hub_store, "edge-a", window=10, max_changes=100, max_bytes=65536)
+        due = await downlink.due(hub_store, older_than_ms=hub_store.wall() - 60_000, node="edge-a")
+        return {c.record_id for batch in due for c in decode(batch.payload).changes}
+
+    assert await pull() == {theirs}  # its own record it has
+    await hub_store.note_down_ack(Ack("edge-a", 1, 1, Direction.DOWN))
+    # A status that raced past a down-ack (it reports less than the hub saw acked) is no
+    # restore: nothing is sent again.
+    await hub_store.note_status("edge-a", Status("online", down_watermark=0))
+    assert await pull() == set()
+    # Restored from a backup: a new epoch, a fresh down stream from 1, its own record too.
+    await hub_store.note_status("edge-a", Status("online", epoch="e1"))
+    again = await pull()
+    assert again == {mine, theirs}
+    device = await hub_store.device("edge-a")
+    assert (device.down_seq, device.down_watermark) == (1, 0)
+    await hub_store.note_status("edge-a", Status("online", epoch="e1"))  # the same epoch
+    assert await pull() == set()
