@@ -363,8 +363,9 @@ def _token_add(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from edge import db, logs
+    from edge import db
     from edge.backup import BoxBusy, serving_lock
+    from puskesos import logs
 
     config = load_config(args.config)
     if not config.database_path.exists():
@@ -389,9 +390,8 @@ async def _run_app(config: EdgeConfig) -> None:
 
     from aiohttp import web
 
-    from edge import logs
     from edge.web import create_app
-    from puskesos import __version__
+    from puskesos import __version__, logs
 
     async with _open_box(config):
         pass  # refuse another box's database before listening

@@ -161,8 +161,8 @@ def _token_add(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from edge import logs
     from hub import db
+    from puskesos import logs
 
     config = load_config(args.config)
     logs.configure()
@@ -176,10 +176,15 @@ async def _run(config: HubConfig) -> None:
     from aiohttp import web
 
     from hub.web import create_app
+    from puskesos import logs
 
     log = logging.getLogger("puskesos.hub")
     store = _open_store(config)
-    runner = web.AppRunner(create_app(config, store, password=broker_password(config)))
+    runner = web.AppRunner(
+        create_app(config, store, password=broker_password(config)),
+        access_log_class=logs.AccessLogger,
+        access_log=logging.getLogger("puskesos.hub.access"),
+    )
     await runner.setup()
     try:
         try:

@@ -32,7 +32,6 @@ __all__ = ["INGEST", "STORE", "add_token", "create_app"]
 STORE = web.AppKey("store", HubStore)
 METRICS = web.AppKey("metrics", HubMetrics)
 INGEST = web.AppKey("ingest", Ingest)
-_FLEET = web.AppKey("fleet", dict)
 ACTOR = web.RequestKey("actor", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -110,9 +109,12 @@ class _FleetCollector(Collector):
             yield from self.snapshot.collect()
 
 
+_FLEET = web.AppKey("fleet", _FleetCollector)
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    collector: _FleetCollector = request.app[_FLEET]["collector"]
+    collector = request.app[_FLEET]
     collector.snapshot = await take_fleet_snapshot(request.app[STORE])
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -246,7 +248,7 @@ def create_app(
     hub_metrics.registry.register(collector)
     app[STORE] = store
     app[METRICS] = hub_metrics
-    app[_FLEET] = {"collector": collector}
+    app[_FLEET] = collector
     app.add_routes(routes)
     if with_ingest:
         app[INGEST] = Ingest(config, store, hub_metrics, password=password)

@@ -1,4 +1,4 @@
-"""Structured logs of the edge box: one JSON object per line, one line per event.
+"""Structured logs of the edge box and the hub: one JSON object per line, one line per event.
 
 Every line has ``ts`` (UTC, ISO 8601 with milliseconds), ``level``, ``logger`` and ``msg``,
 plus the record's extras (``log.info("listening", extra={"port": 8080})`` adds
