@@ -86,6 +86,9 @@ class QueueState:
     oldest_ms: int | None
     unacked_batches: int
     up_seq: int
+    #: The lowest seq the box may still send: every seq below it is acked (or was lost
+    #: with a restore) and will never be sent again.
+    up_floor: int
     down_watermark: int
     last_ack_ms: int | None
     last_hub_contact_ms: int | None
@@ -335,7 +338,7 @@ def load_applied(conn: sa.Connection) -> AppliedSeqs:
 async def queue_state(store: Store) -> QueueState:
     """The replication state for the sync page, the API, the status and the metrics."""
     b = db.up_batches
-    sealed = sa.select(sa.func.count()).select_from(b)
+    sealed = sa.select(sa.func.count(), sa.func.min(b.c.seq)).select_from(b)
 
     def read(conn: sa.Connection) -> QueueState:
         pending, oldest = pending_changes(conn)
@@ -345,11 +348,14 @@ async def queue_state(store: Store) -> QueueState:
             return int(value) if value else None
 
         restamp = db.read_meta(conn, LAST_RESTAMP)
+        unacked, lowest = conn.execute(sealed).one()
+        up_seq = number(UP_SEQ) or 0
         return QueueState(
             pending=pending,
             oldest_ms=oldest,
-            unacked_batches=conn.execute(sealed).scalar_one(),
-            up_seq=number(UP_SEQ) or 0,
+            unacked_batches=unacked,
+            up_seq=up_seq,
+            up_floor=lowest if lowest is not None else up_seq + 1,
             down_watermark=load_applied(conn).watermark,
             last_ack_ms=number(LAST_ACK),
             last_hub_contact_ms=number(LAST_CONTACT),

@@ -177,6 +177,7 @@ class SyncClient:
         return Status(
             state=state,
             up_seq=queue.up_seq,
+            up_floor=queue.up_floor,
             down_watermark=queue.down_watermark,
             outbox=queue.pending,
             oldest_ms=queue.oldest_ms,

@@ -490,6 +490,13 @@ class HubStore:
             }
             if status.state == "online" and status.wall_ms:
                 update["clock_offset_ms"] = status.wall_ms - now
+            applied = AppliedSeqs.from_state(device.up_watermark, json.loads(device.up_above))
+            if status.up_floor - 1 > applied.watermark:
+                # Seqs below the box's floor will never come: close the gap they leave, or
+                # every later seq would be kept in up_above for ever.
+                applied = AppliedSeqs.from_state(status.up_floor - 1, applied.above)
+                watermark, above = applied.to_state()
+                update.update(up_watermark=watermark, up_above=json.dumps(above))
             if status.state == "online" and status.epoch != (device.epoch or ""):
                 update["epoch"] = status.epoch
                 if status.epoch:  # restored from a backup: a fresh down stream
@@ -506,7 +513,6 @@ class HubStore:
             await conn.execute(db.devices.update().where(db.devices.c.node == node).values(update))
         if status.state != "online":
             return None
-        applied = AppliedSeqs.from_state(device.up_watermark, json.loads(device.up_above))
         return Ack(node, max([applied.watermark, *applied.above]), applied.watermark)
 
     async def note_down_ack(self, ack: Ack) -> str | None:

@@ -28,6 +28,8 @@ class Status:
 
     state: str
     up_seq: int = 0
+    #: Every up seq below it is acked or gone: the box will never send it (again).
+    up_floor: int = 0
     down_watermark: int = 0
     outbox: int = 0
     oldest_ms: int | None = None
@@ -71,6 +73,7 @@ def decode_status(data: bytes) -> Status:
     return Status(
         state=document["state"],
         up_seq=_int(document, "up_seq"),
+        up_floor=_int(document, "up_floor"),
         down_watermark=_int(document, "down_watermark"),
         outbox=_int(document, "outbox"),
         oldest_ms=_int(document, "oldest_ms", optional=True),

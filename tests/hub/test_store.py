@@ -196,3 +196,19 @@ async def test_a_box_restored_from_a_backup_gets_its_village_again_its_own_recor
     assert (device.down_seq, device.down_watermark) == (1, 0)
     await hub_store.note_status("edge-a", Status("online", epoch="e1"))  # the same epoch
     assert await pull() == set()
+
+
+async def test_seqs_a_box_will_never_send_stop_holding_the_watermark_back(hub_store):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    now = hub_store.wall()
+    box.seq = 3  # batches 1-3 were lost with the box's old SD card
+    for _ in range(2):
+        await hub_store.apply(box.batch(box.edit(new_id(), now, rt="001")), "edge-a")
+    device = await hub_store.device("edge-a")
+    assert (device.up_watermark, json.loads(device.up_above)) == (0, [4, 5])
+
+    answer = await hub_store.note_status("edge-a", Status("online", up_seq=5, up_floor=6))
+    assert answer == Ack("edge-a", 5, 5)
+    device = await hub_store.device("edge-a")
+    assert (device.up_watermark, json.loads(device.up_above)) == (5, [])
