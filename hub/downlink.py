@@ -25,7 +25,7 @@ from protocol.delivery import pack
 from protocol.jsonform import load_state
 from protocol.merge import RecordState
 
-__all__ = ["DownBatch", "due", "fill", "record_changes"]
+__all__ = ["DownBatch", "due", "fill"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ class DownBatch:
     payload: bytes
 
 
-def record_changes(
+def _record_changes(
     entity: str, record_id: str, village: str, origin: str, state: RecordState
 ) -> Iterator[Change]:
     """A record's whole state as changes: one per depth of its deepest frontier, so every
@@ -128,7 +128,7 @@ async def _next_batches(
         for row in rows:
             last = row.log_seq
             state = load_state(row.state)
-            for change in record_changes(row.entity, row.id, village, origin, state):
+            for change in _record_changes(row.entity, row.id, village, origin, state):
                 changes.append(change)
                 owners.append(row.log_seq)
             if len(changes) >= limits.max_changes:

@@ -39,7 +39,6 @@ __all__ = [
     "Outcome",
     "ResolveError",
     "wall_ms",
-    "writers_of",
 ]
 
 
@@ -299,7 +298,7 @@ class HubStore:
                 "deleted": shown.get(TOMBSTONE_FIELD) is True,
                 "conflicts": len(open_conflicts(row["state"])),
                 "log_seq": log_seq,
-                "writers": writers_of(row["state"]),
+                "writers": _writers_of(row["state"]),
                 "updated_ms": now,
             }
             if row.get("is_new"):
@@ -581,14 +580,8 @@ class HubStore:
             text = (await conn.execute(query)).scalar_one_or_none()
         return load_state(text) if text is not None else None
 
-    async def counts(self) -> dict[str, int]:
-        """Records per entity (tombstones included: they are records too)."""
-        query = sa.select(db.records.c.entity, sa.func.count()).group_by(db.records.c.entity)
-        async with self.engine.connect() as conn:
-            return {entity: n for entity, n in await conn.execute(query)}
 
-
-def writers_of(state: RecordState) -> str:
+def _writers_of(state: RecordState) -> str:
     """The nodes whose versions a record's state holds, sorted and comma-separated (the
     downlink skips a record for a box that wrote all of it)."""
     return ",".join(sorted({v.node for frontier in state.values() for v in frontier}))
