@@ -85,15 +85,86 @@ def puskesos(*args: str, stdin: str = "", timeout: float = 120) -> str:
     return result.stdout
 
 
-class MosquittoBroker:
+class _BrokerProcess:
+    """A broker as a child process in ``workdir``, listening on ``host:port``."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, workdir: Path, port: int | None, log_file: Path) -> None:
+        self.workdir = workdir
+        self.port = port if port is not None else free_port(self.host)
+        self.log_file = log_file
+        #: What the process writes to stdout and stderr (start-up errors).
+        self.console_file = workdir / "console.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def _launch(self, name: str, argv: list[str], timeout: float) -> None:
+        """Start ``argv`` and return once the port accepts connections."""
+        if self._process is not None:
+            raise RuntimeError("broker already running")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.console_file, "ab") as console:
+            self._process = subprocess.Popen(argv, stdout=console, stderr=console)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                self._process = None
+                raise RuntimeError(f"{name} exited at start:\n{self._console()}{self.log_text()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.2),
+            ):
+                return
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"{name} did not listen on {self.port}:\n{self.log_text()}")
+
+    def _end(self, sig: signal.Signals) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, sig)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        """Stop cleanly (SIGTERM; Mosquitto saves its persistence file first)."""
+        self._end(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Kill at once (SIGKILL), like a power cut: what came since the last autosave is lost."""
+        self._end(signal.SIGKILL)
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def _console(self) -> str:
+        try:
+            return self.console_file.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_text(self) -> str:
+        """The broker's log so far (for assertion messages)."""
+        try:
+            return self.log_file.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class MosquittoBroker(_BrokerProcess):
     """One Mosquitto process listening on ``host:port``, configured from ``workdir``.
 
     Without a password file anonymous clients may connect. ``restart()`` keeps the port and
     the persistence folder, so persistent sessions and retained messages survive it (up to
     the last autosave, like a real broker after a crash).
     """
-
-    host = "127.0.0.1"
 
     def __init__(
         self,
@@ -105,15 +176,12 @@ class MosquittoBroker:
         persistence: bool = True,
         tls: tuple[Path, Path] | None = None,
     ) -> None:
-        self.workdir = workdir
-        self.port = port if port is not None else free_port(self.host)
+        super().__init__(workdir, port, workdir / "mosquitto.log")
         self.password_file = password_file
         self.acl_file = acl_file
         self.persistence = persistence
         self.tls = tls
         self.config_file = workdir / "mosquitto.conf"
-        self.log_file = workdir / "mosquitto.log"
-        self._process: subprocess.Popen[bytes] | None = None
 
     def _write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -142,50 +210,8 @@ class MosquittoBroker:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the broker and return once its port accepts connections."""
-        if self._process is not None:
-            raise RuntimeError("broker already running")
         self._write_config()
-        self._process = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.config_file)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                stderr = self._process.stderr.read().decode() if self._process.stderr else ""
-                self._process = None
-                raise RuntimeError(f"mosquitto exited at start: {stderr}\n{self.log_text()}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((self.host, self.port), 0.2),
-            ):
-                return
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"mosquitto did not listen on {self.port}:\n{self.log_text()}")
-
-    def _end(self, sig: signal.Signals) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, sig)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
-
-    def stop(self) -> None:
-        """Stop cleanly (SIGTERM): Mosquitto saves its persistence file first."""
-        self._end(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """Kill at once (SIGKILL), like a power cut: what came since the last autosave is lost."""
-        self._end(signal.SIGKILL)
+        self._launch("mosquitto", [MOSQUITTO, "-c", str(self.config_file)], timeout)
 
     def restart(self) -> None:
         """Stop and start again on the same port with the same persistence folder."""
@@ -204,32 +230,15 @@ class MosquittoBroker:
                 raise RuntimeError(f"mosquitto did not reload:\n{self.log_text()}")
             time.sleep(0.05)
 
-    @property
-    def running(self) -> bool:
-        """Whether the process is alive."""
-        return self._process is not None and self._process.poll() is None
 
-    def log_text(self) -> str:
-        """The broker's log so far (for assertion messages)."""
-        try:
-            return self.log_file.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-
-class AmqttBroker:
+class AmqttBroker(_BrokerProcess):
     """The pure-Python broker amqtt (``pip install 'puskesos[demo]'``), for a machine
     without Mosquitto: MQTT 3.1.1 only, anonymous, no ACL (a demonstration, never a
     district's broker). Same interface as :class:`MosquittoBroker`."""
 
-    host = "127.0.0.1"
-
     def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.workdir = workdir
-        self.port = port if port is not None else free_port(self.host)
+        super().__init__(workdir, port, workdir / "console.log")  # amqtt logs to stderr
         self.config_file = workdir / "amqtt.yaml"
-        self.log_file = workdir / "amqtt.log"
-        self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the broker and return once its port accepts connections."""
@@ -241,50 +250,11 @@ class AmqttBroker:
             "    allow_anonymous: true\n",
             encoding="utf-8",
         )
-        with open(self.log_file, "ab") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(self.config_file)],
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"amqtt exited at start:\n{self.log_text()}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((self.host, self.port), 0.2),
-            ):
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"amqtt did not listen on {self.port}:\n{self.log_text()}")
-
-    def stop(self) -> None:
-        """Stop it (SIGTERM, then wait)."""
-        process, self._process = self._process, None
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        argv = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(self.config_file)]
+        self._launch("amqtt", argv, timeout)
 
     def reload(self) -> None:
         """Nothing to re-read: amqtt runs without a password file or an ACL here."""
-
-    @property
-    def running(self) -> bool:
-        """Whether the process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def log_text(self) -> str:
-        """The broker's log so far."""
-        try:
-            return self.log_file.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
 
 
 class Service:
