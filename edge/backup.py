@@ -29,14 +29,15 @@ from pathlib import Path
 
 from edge.config import EdgeConfig
 from edge.db import upgrade
+from puskesos.commands import CommandError
 
 __all__ = ["BackupError", "BoxBusy", "backup", "integrity_problems", "restore", "serving_lock"]
 
 LOCK_FILE = "serve.lock"
 
 
-class BackupError(Exception):
-    """A backup or restore could not be done; the message says why."""
+class BackupError(CommandError):
+    """A backup or restore could not be done; the message says why (exit status 1)."""
 
 
 class BoxBusy(BackupError):

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from edge.config import (
     BrokerConfig,
-    ConfigError,
     EdgeConfig,
     SyncConfig,
     load_config,
@@ -28,21 +27,14 @@ from edge.config import (
 )
 from protocol.ids import is_node_id
 from protocol.regions import LEVEL_LABELS, Region, RegionCodeError, lookup, normalize_region_code
+from puskesos.commands import CommandError, guarded
 
 if TYPE_CHECKING:
     from edge.store import Store
 
-__all__ = ["CommandError", "add_parser"]
+__all__ = ["add_parser"]
 
 DEFAULT_CONFIG = Path("/etc/puskesos/edge.toml")
-
-
-class CommandError(Exception):
-    """A command cannot go on; ``status`` is its exit status (2 usage/config, 1 other)."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def add_parser(subparsers: Any) -> None:
@@ -63,7 +55,7 @@ def add_parser(subparsers: Any) -> None:
         parser = commands.add_parser(
             name, parents=[common], help=text, description=text, allow_abbrev=False
         )
-        parser.set_defaults(handler=_guarded(f"edge {name}", handler))
+        parser.set_defaults(handler=guarded(f"edge {name}", handler))
         return parser
 
     init = command("init", _init, "set up the box: configuration, database, session key")
@@ -84,7 +76,7 @@ def add_parser(subparsers: Any) -> None:
         "add", parents=[common], allow_abbrev=False,
         help="add an account (password from a prompt, or stdin when it is not a terminal)",
     )  # fmt: skip
-    user_add.set_defaults(handler=_guarded("edge user add", _user_add))
+    user_add.set_defaults(handler=guarded("edge user add", _user_add))
     user_add.add_argument("--username", required=True)
     user_add.add_argument("--full-name", required=True)
     user_add.add_argument("--role", required=True, help="admin, kepala_desa or operator")
@@ -99,7 +91,7 @@ def add_parser(subparsers: Any) -> None:
         "add", parents=[common], allow_abbrev=False,
         help="make an API token acting as a user; printed once",
     )  # fmt: skip
-    token_add.set_defaults(handler=_guarded("edge token add", _token_add))
+    token_add.set_defaults(handler=guarded("edge token add", _token_add))
     token_add.add_argument("--username", required=True)
     token_add.add_argument("--name", required=True, help="what the token is for")
 
@@ -108,33 +100,6 @@ def add_parser(subparsers: Any) -> None:
     backup.add_argument("dest", help="a folder (a dated file is made) or a file")
     restore = command("restore", _restore, "bring a backup back (the box must be stopped)")
     restore.add_argument("source", type=Path, help="the backup file")
-
-
-def _guarded(
-    name: str, handler: Callable[[argparse.Namespace], int]
-) -> Callable[[argparse.Namespace], int]:
-    """Turn the expected failures into one line on stderr and the exit status."""
-
-    def run(args: argparse.Namespace) -> int:
-        from edge.backup import BackupError
-
-        try:
-            return handler(args)
-        except ConfigError as exc:
-            return _fail(name, f"configuration: {exc}", 2)
-        except CommandError as exc:
-            return _fail(name, str(exc), exc.status)
-        except (BackupError, ValueError, OSError) as exc:
-            return _fail(name, str(exc), 1)
-        except KeyboardInterrupt:
-            return _fail(name, "interrupted", 1)
-
-    return run
-
-
-def _fail(name: str, message: str, status: int) -> int:
-    print(f"puskesos {name}: error: {' '.join(message.split())}", file=sys.stderr)
-    return status
 
 
 # --- init -----------------------------------------------------------------------------------

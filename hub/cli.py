@@ -10,7 +10,6 @@ import asyncio
 import logging
 import secrets
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,19 +18,11 @@ from typing import Any
 from hub import devices
 from hub.config import HubConfig, load_config, render_toml
 from protocol.ids import is_node_id
-from puskesos.tomlconfig import ConfigError
+from puskesos.commands import CommandError, guarded
 
 __all__ = ["add_parser", "broker_password"]
 
 DEFAULT_CONFIG = Path("/etc/puskesos/hub.toml")
-
-
-class CommandError(Exception):
-    """An expected failure: printed as one line, exit status ``status``."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def add_parser(subparsers: Any) -> None:
@@ -69,31 +60,6 @@ def add_parser(subparsers: Any) -> None:
     token_add.set_defaults(handler=guarded("hub token add", _token_add))
     token_add.add_argument("--name", required=True, help="what the token is for")
     devices.add_commands(commands, command)
-
-
-def guarded(
-    name: str, handler: Callable[[argparse.Namespace], int]
-) -> Callable[[argparse.Namespace], int]:
-    """Turn the expected failures into one line on stderr and the exit status."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except ConfigError as exc:
-            return _fail(name, f"configuration: {exc}", 2)
-        except CommandError as exc:
-            return _fail(name, str(exc), exc.status)
-        except (ValueError, OSError) as exc:
-            return _fail(name, str(exc), 1)
-        except KeyboardInterrupt:
-            return _fail(name, "interrupted", 1)
-
-    return run
-
-
-def _fail(name: str, message: str, status: int) -> int:
-    print(f"puskesos {name}: error: {' '.join(message.split())}", file=sys.stderr)
-    return status
 
 
 def broker_password(config: HubConfig) -> str | None:

@@ -269,7 +269,8 @@ def add_commands(commands: Any, command: Callable[..., Any]) -> None:
     ``commands`` is the hub's subparsers; ``command(name, handler, help)`` makes one
     hub command with ``--config`` (see :func:`hub.cli.add_parser`).
     """
-    from hub.cli import DEFAULT_CONFIG, guarded
+    from hub.cli import DEFAULT_CONFIG
+    from puskesos.commands import guarded
 
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument(
