@@ -42,6 +42,7 @@ class SyncConfig:
     window: int = 8
     ack_timeout_s: int = 30
     status_interval_s: int = 60
+    telemetry_interval_s: int = 300
     session_expiry_s: int = 7 * 24 * 3600
     backoff_min_s: int = 1
     backoff_max_s: int = 120
@@ -103,6 +104,9 @@ KEYS: Mapping[tuple[str, str], str] = {
     ("sync", "window"): "batches sent and not yet acknowledged by the hub, at most",
     ("sync", "ack_timeout_s"): "seconds without the hub's ack before a batch is sent again",
     ("sync", "status_interval_s"): "seconds between two status messages to the hub",
+    ("sync", "telemetry_interval_s"): (
+        "seconds between two health reports to the hub (monitoring/METRICS.md)"
+    ),
     ("sync", "session_expiry_s"): "seconds the broker keeps the box's session while it is away",
     ("sync", "backoff_min_s"): "first wait in seconds before connecting again to the broker",
     ("sync", "backoff_max_s"): "longest wait in seconds between two connection attempts",

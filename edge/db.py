@@ -135,6 +135,7 @@ audit = sa.Table(
     sa.Column("address", sa.Text, nullable=False, server_default=""),
     sa.Index("ix_audit_record", "record_id"),
     sa.Index("ix_audit_at", "at_ms"),
+    sa.Index("ix_audit_action", "action"),
 )
 
 _PUT_META = sa.text(

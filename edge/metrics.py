@@ -1,26 +1,48 @@
 """Prometheus metrics of the edge box.
 
-Request durations are observed as they happen. Values that live in the database (records
-by entity, outbox backlog, database size, last hub contact) are read at scrape time: the
-``/metrics`` handler takes a :class:`Snapshot` from the store, and :class:`StoreCollector`
-turns it into samples. Each app has its own registry (tests make as many apps as they like).
+Request durations are observed as they happen. Values that live in the database or the
+host (records by entity, outbox backlog, database size, last hub contact, failed logins,
+free disk, CPU temperature) are read at scrape time: the ``/metrics`` handler takes a
+:class:`Snapshot`, and :class:`StoreCollector` turns it into samples. The sync client sends
+the same snapshot to the hub as telemetry (:func:`telemetry`). Each app has its own registry
+(tests make as many apps as they like). The names and labels are listed in
+``monitoring/METRICS.md``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from edge.store import Store
 from protocol.entities import ENTITIES
 from protocol.errors import Reason
+from protocol.telemetry import Telemetry
+from puskesos import __version__
 
-__all__ = ["OTHER_REASON", "EdgeMetrics", "Snapshot", "StoreCollector", "take_snapshot"]
+__all__ = [
+    "OTHER_REASON",
+    "EdgeMetrics",
+    "Snapshot",
+    "StoreCollector",
+    "take_snapshot",
+    "telemetry",
+]
 
 #: The ``reason`` label of a refusal whose code this version does not know (newer hubs may
 #: add codes; the label set stays bounded).
@@ -38,6 +60,36 @@ class Snapshot:
     last_hub_contact_ms: int | None = None
     now_ms: int = 0
     clock_ahead_ms: int = 0
+    disk_free_bytes: int = 0
+    disk_size_bytes: int = 0
+    login_failures: int = 0
+    cpu_temp_c: float | None = None
+
+    @property
+    def oldest_age_s(self) -> int | None:
+        """Age of the oldest change waiting for the hub (``None`` when none waits)."""
+        if self.outbox_oldest_ms is None:
+            return None
+        return max(0, self.now_ms - self.outbox_oldest_ms) // 1000
+
+    @property
+    def last_contact_age_s(self) -> int | None:
+        """Seconds since the hub was last heard from (``None`` when never)."""
+        if self.last_hub_contact_ms is None:
+            return None
+        return max(0, self.now_ms - self.last_hub_contact_ms) // 1000
+
+
+#: Where Linux (and Raspberry Pi OS) shows the SoC's temperature, in millidegrees.
+THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
+
+
+def cpu_temperature(path: Path = THERMAL_ZONE) -> float | None:
+    """The CPU temperature in °C, or ``None`` where the machine shows none."""
+    try:
+        return int(path.read_text().strip()) / 1000
+    except (OSError, ValueError):
+        return None
 
 
 async def take_snapshot(store: Store) -> Snapshot:
@@ -46,6 +98,7 @@ async def take_snapshot(store: Store) -> Snapshot:
     path = store.config.database_path
     size = sum(os.path.getsize(p) for p in (path, path.with_name(path.name + "-wal")) if p.exists())
     last_contact = await store.get_meta("last_hub_contact_ms")
+    disk = shutil.disk_usage(store.config.data_dir)
     now = store.now_ms()
     return Snapshot(
         records=await store.counts(),
@@ -55,6 +108,27 @@ async def take_snapshot(store: Store) -> Snapshot:
         last_hub_contact_ms=int(last_contact) if last_contact else None,
         now_ms=now,
         clock_ahead_ms=store.clock.ahead_ms(now),
+        disk_free_bytes=disk.free,
+        disk_size_bytes=disk.total,
+        login_failures=await store.login_failures(),
+        cpu_temp_c=cpu_temperature(),
+    )
+
+
+def telemetry(snap: Snapshot, *, uptime_s: float) -> Telemetry:
+    """The report the box sends the hub (see ``protocol/telemetry.py``)."""
+    return Telemetry(
+        wall_ms=snap.now_ms,
+        software=__version__,
+        uptime_s=int(uptime_s),
+        outbox=snap.outbox_pending,
+        oldest_age_s=snap.oldest_age_s,
+        last_ack_age_s=snap.last_contact_age_s,
+        disk_free_bytes=snap.disk_free_bytes,
+        disk_size_bytes=snap.disk_size_bytes,
+        db_bytes=snap.database_bytes,
+        cpu_temp_c=snap.cpu_temp_c,
+        login_failures=snap.login_failures,
     )
 
 
@@ -79,11 +153,10 @@ class StoreCollector(Collector):
             "Changes saved on the box and not yet acknowledged by the hub",
             value=snap.outbox_pending,
         )
-        oldest_age = (snap.now_ms - snap.outbox_oldest_ms) / 1000 if snap.outbox_oldest_ms else 0
         yield GaugeMetricFamily(
             "puskesos_edge_outbox_oldest_pending_age_seconds",
             "Age of the oldest change waiting for the hub (0 when none waits)",
-            value=max(oldest_age, 0),
+            value=snap.oldest_age_s or 0,
         )
         yield GaugeMetricFamily(
             "puskesos_edge_database_size_bytes",
@@ -100,13 +173,40 @@ class StoreCollector(Collector):
             "How far the box's logical clock is ahead of its wall clock",
             value=snap.clock_ahead_ms / 1000,
         )
+        yield GaugeMetricFamily(
+            "puskesos_edge_disk_free_bytes",
+            "Free bytes on the file system of the data directory",
+            value=snap.disk_free_bytes,
+        )
+        yield GaugeMetricFamily(
+            "puskesos_edge_disk_size_bytes",
+            "Size of the file system of the data directory",
+            value=snap.disk_size_bytes,
+        )
+        yield CounterMetricFamily(
+            "puskesos_edge_login_failures",
+            "Failed logins recorded in the box's audit trail",
+            value=snap.login_failures,
+        )
+        if snap.cpu_temp_c is not None:
+            yield GaugeMetricFamily(
+                "puskesos_edge_cpu_temperature_celsius",
+                "Temperature of the CPU, where the machine shows one",
+                value=snap.cpu_temp_c,
+            )
 
 
 class EdgeMetrics:
     """The metric objects of one edge app and their registry."""
 
     def __init__(self) -> None:
+        # No `_created` twin of every counter and histogram: it doubles the series and
+        # means nothing to our rules (this switch is process-wide; every app wants it).
+        disable_created_metrics()
         self.registry = CollectorRegistry()
+        #: When the app was made (monotonic): the uptime the box reports.
+        self.started = time.monotonic()
+        ProcessCollector(registry=self.registry)
         self.request_duration = Histogram(
             "puskesos_edge_http_request_duration_seconds",
             "Time to answer an HTTP request, by method and route template",

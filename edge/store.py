@@ -469,6 +469,15 @@ class Store:
         """How many changes wait for the hub, and when the oldest was made (ms)."""
         return await self.read(pending_changes)
 
+    async def login_failures(self) -> int:
+        """Failed logins ever recorded on this box (the audit trail keeps them)."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(db.audit)
+            .where(db.audit.c.action == "login_failed")
+        )
+        return await self.read(lambda conn: conn.execute(query).scalar_one())
+
     async def audit_log(
         self,
         *,

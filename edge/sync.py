@@ -1,5 +1,6 @@
 """The box's sync client: sends sealed up batches, retires them on the hub's ack, applies
-down batches and acks them, and keeps the box's retained status up to date.
+down batches and acks them, keeps the box's retained status up to date, and reports the
+box's health as telemetry (``protocol/telemetry.py``).
 
 Runs in the web app (``edge.web.app``, when ``[sync] enabled``) over
 :class:`puskesos.mqtt.MqttLink`: client id = node id, a persistent session (MQTT 5
@@ -31,13 +32,14 @@ import sqlalchemy as sa
 from edge import outbox
 from edge.config import EdgeConfig
 from edge.downlink import apply_remote
-from edge.metrics import EdgeMetrics
+from edge.metrics import EdgeMetrics, take_snapshot, telemetry
 from edge.restamp import restamp_due, restamp_if_due
 from edge.store import Store
 from protocol.changes import Ack, Batch, Direction, Reject
 from protocol.codec import WIRE_VERSION, decode, encode
 from protocol.errors import ProtocolError
 from protocol.status import Status, encode_status
+from protocol.telemetry import encode_telemetry
 from protocol.topics import Topic, TopicKind
 from puskesos import __version__
 from puskesos.mqtt import Message, MqttLink, Will
@@ -92,6 +94,7 @@ class SyncClient:
         self._connected_at: float | None = None
         self._hello = False
         self._next_status = 0.0
+        self._next_telemetry = 0.0
         self._last_reason: str | None = None
         self._stopping = False
 
@@ -170,6 +173,7 @@ class SyncClient:
         self._connected_at = time.monotonic()
         self._hello = False
         await self._publish_status()
+        self._next_telemetry = 0.0  # a fresh report on every connect
         self._wake.set()
 
     async def _status(self, state: str) -> Status:
@@ -192,6 +196,14 @@ class SyncClient:
         payload = encode_status(await self._status("online"))
         await self.link.publish(self.topics[TopicKind.STATUS], payload, retain=True)
 
+    async def _publish_telemetry(self) -> None:
+        """A health report, QoS 0: a lost one is replaced by the next, and none queue up."""
+        self._next_telemetry = time.monotonic() + self.settings.telemetry_interval_s
+        report = telemetry(
+            await take_snapshot(self.store), uptime_s=time.monotonic() - self.metrics.started
+        )
+        await self.link.publish(self.topics[TopicKind.TELEMETRY], encode_telemetry(report), qos=0)
+
     # --- sending ----------------------------------------------------------------------------
 
     async def _send_forever(self) -> None:
@@ -211,17 +223,23 @@ class SyncClient:
             await asyncio.sleep(_ROUND_GAP_S)
 
     def _sleep_for(self) -> float | None:
-        """Seconds until something is due: a status, the end of the hello wait, a resend."""
+        """Seconds until something is due: a status, a report, the end of the hello wait, a
+        resend."""
         if not self.link.connected:
             return None  # a connect or a save wakes the sender
         timeout = self.settings.ack_timeout_s
-        deadlines = [self._next_status, *(sent + timeout for sent in self._sent_at.values())]
+        deadlines = [
+            self._next_status,
+            self._next_telemetry,
+            *(sent + timeout for sent in self._sent_at.values()),
+        ]
         if not self._hello and self._connected_at is not None:
             deadlines.append(self._connected_at + timeout)
         return max(0.05, min(deadlines) - time.monotonic())
 
     async def _round(self) -> None:
-        """Re-stamp if due, seal what fits in the window, send what is due, and the status."""
+        """Re-stamp if due, seal what fits in the window, send what is due, the status and
+        the report."""
         store, settings = self.store, self.settings
         if restamp_due(store, self._last_reason, store.now_ms()):
             if await restamp_if_due(store) is not None:
@@ -259,6 +277,8 @@ class SyncClient:
             self.metrics.batches_sent.inc(len(sent))
         if self.link.connected and time.monotonic() >= self._next_status:
             await self._publish_status()
+        if self.link.connected and time.monotonic() >= self._next_telemetry:
+            await self._publish_telemetry()
 
     # --- receiving --------------------------------------------------------------------------
 

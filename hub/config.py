@@ -40,6 +40,7 @@ class HubConfig:
     batch_bytes: int = 128 * 1024
     resend_after_s: int = 30
     sweep_interval_s: int = 5
+    box_stale_after_s: int = 900
     broker: BrokerConfig = field(default_factory=lambda: BrokerConfig(username="hub"))
 
     @property
@@ -66,6 +67,9 @@ KEYS: Mapping[tuple[str, str], str] = {
     ("hub", "batch_bytes"): "most bytes in one down batch frame",
     ("hub", "resend_after_s"): "seconds before an unacked down batch is sent again",
     ("hub", "sweep_interval_s"): "seconds between checks for downlink work and resends",
+    ("hub", "box_stale_after_s"): (
+        "seconds without a status, report or batch before a box counts as stale in /metrics"
+    ),
     **BROKER_KEYS,
 }
 

@@ -37,6 +37,7 @@ villages = sa.Table(
     metadata,
     sa.Column("code", sa.Text, primary_key=True),
     sa.Column("log_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_change_ms", sa.BigInteger),
 )
 
 records = sa.Table(
@@ -101,6 +102,8 @@ devices = sa.Table(
     sa.Column("changes_applied", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("rejected", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("last_reject", sa.Text),
+    sa.Column("telemetry", sa.Text),
+    sa.Column("telemetry_ms", sa.BigInteger),
     sa.Index("ix_devices_village", "village"),
 )
 

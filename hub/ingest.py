@@ -1,4 +1,5 @@
-"""The hub's MQTT side: ingest of up batches, statuses and down acks, and the downlink.
+"""The hub's MQTT side: ingest of up batches, statuses, telemetry and down acks, the
+broker's ``$SYS`` statistics, and the downlink.
 
 One :class:`Ingest` per hub worker process. It subscribes (an MQTT 5 shared subscription,
 clean session: durability comes from the boxes' outboxes) to what boxes publish. For an up
@@ -29,7 +30,8 @@ from protocol.changes import Ack, Batch, Direction, Reject
 from protocol.codec import decode, encode
 from protocol.errors import MalformedError, ProtocolError, Reason, TopicError
 from protocol.status import decode_status
-from protocol.topics import Topic, TopicKind, hub_filters, parse_topic
+from protocol.telemetry import decode_telemetry
+from protocol.topics import BROKER_SYS_FILTER, Topic, TopicKind, hub_filters, parse_topic
 from puskesos.mqtt import Message, MqttLink
 
 __all__ = ["Ingest"]
@@ -52,7 +54,7 @@ class Ingest:
             config.broker,
             client_id=f"{config.node}-{uuid.uuid4().hex[:8]}",
             password=password,
-            subscriptions=[(topic, 1) for topic in filters],
+            subscriptions=[*((topic, 1) for topic in filters), (BROKER_SYS_FILTER, 0)],
             clean_start=True,
             manual_ack=True,
             on_connect=self._on_connect,
@@ -60,6 +62,7 @@ class Ingest:
         self._slots = asyncio.Semaphore(max(1, config.apply_concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        metrics.broker_connected.set_function(lambda: 1.0 if self.link.connected else 0.0)
 
     async def run(self) -> None:
         """Connect and work until cancelled."""
@@ -98,6 +101,9 @@ class Ingest:
                 message.ack()
 
     async def _handle(self, message: Message) -> None:
+        if message.topic.startswith("$SYS/"):
+            self.metrics.broker.note(message.topic, message.payload)
+            return
         try:
             topic = parse_topic(message.topic)
         except TopicError as exc:
@@ -110,6 +116,8 @@ class Ingest:
             await self._down_ack(topic, message.payload)
         elif topic.kind is TopicKind.STATUS:
             await self._status(topic, message.payload)
+        elif topic.kind is TopicKind.TELEMETRY:
+            await self._telemetry(topic, message.payload)
 
     async def _up(self, topic: Topic, message: Message) -> None:
         started = time.perf_counter()
@@ -187,6 +195,16 @@ class Ingest:
         if status.state == "online":
             # Whatever it had in flight may be lost: send every unacked down batch again.
             await self.push(topic.node, resend_all=True)
+
+    async def _telemetry(self, topic: Topic, payload: bytes) -> None:
+        try:
+            report = decode_telemetry(payload)
+        except ProtocolError as exc:
+            self.metrics.telemetry.labels("malformed").inc()
+            log.warning("unreadable telemetry from %s: %s", topic.node, exc)
+            return
+        stored = await self.store.note_telemetry(topic.node, topic.village, report)
+        self.metrics.telemetry.labels("stored" if stored else "unknown_node").inc()
 
     # --- downlink --------------------------------------------------------------------------
 

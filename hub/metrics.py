@@ -1,34 +1,56 @@
-"""Prometheus metrics of a hub worker.
+"""Prometheus metrics of a hub worker: its own work, the fleet, and the broker.
 
 Counters and the apply histogram are per worker process (Prometheus sums the workers).
-Fleet values that live in the database (records, open conflicts, per-device lag) are
-read at scrape time by :func:`fleet_samples`; the per-device series are bounded by the
-device registry (one district: a few hundred boxes).
+The fleet's values live in the database (records and open conflicts per village, each
+box's last status and telemetry) and are read at scrape time (:meth:`HubMetrics.refresh`),
+the same on every worker. The broker's come from its ``$SYS`` topics as this worker last
+received them (:class:`BrokerStats`). Names, labels and cardinality are documented in
+``monitoring/METRICS.md``; label values are village codes and node ids from the device
+registry, never anything a person typed.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from hub import db
 from hub.store import HubStore
 from protocol.errors import Reason
+from protocol.telemetry import decode_telemetry
+from protocol.topics import district_of
 
-__all__ = ["FleetSnapshot", "HubMetrics", "take_fleet_snapshot"]
+__all__ = ["SYS_TOPICS", "BrokerStats", "FleetSnapshot", "HubMetrics", "take_fleet_snapshot"]
+
+#: Telemetry outcomes (the ``outcome`` label of ``puskesos_hub_telemetry_messages_total``).
+TELEMETRY_OUTCOMES: Final = ("stored", "malformed", "unknown_node")
+_BOX_LABELS: Final = ["district", "village", "node"]
 
 
 class HubMetrics:
     """The metric objects of one hub worker, in their own registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+    def __init__(self, *, stale_after_s: float) -> None:
+        # No `_created` twin of every counter and histogram: it doubles the series and
+        # means nothing to our rules (this switch is process-wide; every app wants it).
+        disable_created_metrics()
+        self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
         self.batches = Counter(
             "puskesos_hub_batches_total",
             "Up batches handled, by outcome (applied, duplicate, rejected)",
@@ -70,94 +92,250 @@ class HubMetrics:
             "Conflicts resolved through the API",
             registry=r,
         )
+        self.telemetry = Counter(
+            "puskesos_hub_telemetry_messages_total",
+            "Telemetry reports from boxes, by outcome (stored, malformed, unknown_node)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in TELEMETRY_OUTCOMES:
+            self.telemetry.labels(outcome)
+        self.broker_connected = Gauge(
+            "puskesos_hub_broker_connected",
+            "1 while this worker is connected to the broker, else 0",
+            registry=r,
+        )
+        self.broker = BrokerStats()
+        r.register(self.broker)
+        self._fleet = _FleetCollector(stale_after_s)
+        r.register(self._fleet)
+
+    async def refresh(self, store: HubStore) -> None:
+        """Read the fleet's values from the database for the next scrape."""
+        self._fleet.snapshot = await take_fleet_snapshot(store)
 
 
-class FleetSnapshot:
-    """Database values read at scrape time, turned into samples by :meth:`collect`."""
+# --- the broker, from its $SYS topics ------------------------------------------------------
 
-    def __init__(
-        self, records: dict[str, int], open_conflicts: int, devices: list[Any], now_ms: int
-    ) -> None:
-        self.records = records
-        self.open_conflicts = open_conflicts
-        self.devices = devices
-        self.now_ms = now_ms
+
+@dataclass(frozen=True, slots=True)
+class _SysMetric:
+    name: str
+    help: str
+    counter: bool = False
+
+
+#: Mosquitto's ``$SYS`` topic → the metric it becomes (see monitoring/METRICS.md).
+SYS_TOPICS: Final = {
+    "$SYS/broker/uptime": _SysMetric(
+        "puskesos_broker_uptime_seconds", "Seconds since the broker started"
+    ),
+    "$SYS/broker/clients/connected": _SysMetric(
+        "puskesos_broker_clients_connected", "Clients connected to the broker"
+    ),
+    "$SYS/broker/messages/stored": _SysMetric(
+        "puskesos_broker_messages_stored", "Messages the broker holds (retained and queued)"
+    ),
+    "$SYS/broker/messages/received": _SysMetric(
+        "puskesos_broker_messages_received", "Messages the broker received", counter=True
+    ),
+    "$SYS/broker/messages/sent": _SysMetric(
+        "puskesos_broker_messages_sent", "Messages the broker sent", counter=True
+    ),
+    "$SYS/broker/publish/messages/dropped": _SysMetric(
+        "puskesos_broker_messages_dropped",
+        "Messages the broker dropped (queue limits, offline clients)",
+        counter=True,
+    ),
+}
+
+
+class BrokerStats(Collector):
+    """The broker's latest ``$SYS`` values as this worker received them."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+
+    def note(self, topic: str, payload: bytes) -> bool:
+        """Take one ``$SYS`` message; ``False`` when it is not one we expose or unreadable.
+        Mosquitto writes numbers as text, the uptime as ``"123 seconds"``."""
+        if topic not in SYS_TOPICS:
+            return False
+        try:
+            self.values[topic] = float(payload.split(maxsplit=1)[0])
+        except (IndexError, ValueError):
+            return False
+        return True
 
     def collect(self) -> Iterator[Metric]:
-        """The samples."""
-        records = GaugeMetricFamily(
-            "puskesos_hub_records", "Records held by the hub, by entity", labels=["entity"]
+        for topic, metric in SYS_TOPICS.items():
+            if topic in self.values:
+                family = CounterMetricFamily if metric.counter else GaugeMetricFamily
+                yield family(metric.name, metric.help, value=self.values[topic])
+
+
+# --- the fleet, from the database ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSnapshot:
+    """Database values read at scrape time."""
+
+    #: (village, entity) → records held.
+    records: dict[tuple[str, str], int]
+    #: village → open conflicts.
+    conflicts: dict[str, int]
+    #: village → when its data last changed (ms), or when its first box was registered.
+    last_change_ms: dict[str, int]
+    devices: list[Any]
+    now_ms: int
+
+
+def _gauge(name: str, text: str, labels: list[str] = _BOX_LABELS) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, text, labels=labels)
+
+
+class _FleetCollector(Collector):
+    """Turns the latest :class:`FleetSnapshot` into samples."""
+
+    def __init__(self, stale_after_s: float) -> None:
+        self.stale_after_ms = stale_after_s * 1000
+        self.snapshot: FleetSnapshot | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        if snap is None:
+            return
+        yield from self._villages(snap)
+        yield from self._boxes(snap)
+
+    @staticmethod
+    def _villages(snap: FleetSnapshot) -> Iterator[Metric]:
+        village = ["district", "village"]
+        records = _gauge(
+            "puskesos_hub_village_records",
+            "Records the hub holds of the village, by entity",
+            [*village, "entity"],
         )
-        for entity, count in sorted(self.records.items()):
-            records.add_metric([entity], count)
-        yield records
-        yield GaugeMetricFamily(
-            "puskesos_hub_conflicts_open", "Conflicts waiting for review", value=self.open_conflicts
+        for (code, entity), count in sorted(snap.records.items()):
+            records.add_metric([district_of(code), code, entity], count)
+        conflicts = _gauge(
+            "puskesos_hub_village_conflicts_open", "Conflicts waiting for review", village
         )
-        online = GaugeMetricFamily(
-            "puskesos_hub_device_online", "1 while the box's status is online", labels=["node"]
+        last_change = _gauge(
+            "puskesos_hub_village_last_change_timestamp_seconds",
+            "When the hub last applied a change from the village (or registered its first box)",
+            village,
         )
-        outbox = GaugeMetricFamily(
-            "puskesos_hub_device_outbox_changes",
-            "Changes waiting in the box's outbox, as it last reported",
-            labels=["node"],
+        for code in sorted(snap.last_change_ms.keys() | snap.conflicts.keys()):
+            conflicts.add_metric([district_of(code), code], snap.conflicts.get(code, 0))
+            if code in snap.last_change_ms:
+                last_change.add_metric([district_of(code), code], snap.last_change_ms[code] / 1000)
+        yield from (records, conflicts, last_change)
+
+    def _boxes(self, snap: FleetSnapshot) -> Iterator[Metric]:
+        info = _gauge(
+            "puskesos_box_info",
+            "Always 1: the box's software and wire version as last reported",
+            [*_BOX_LABELS, "software", "wire"],
         )
-        silence = GaugeMetricFamily(
-            "puskesos_hub_device_last_seen_age_seconds",
-            "Seconds since the hub last heard from the box",
-            labels=["node"],
-        )
-        offset = GaugeMetricFamily(
-            "puskesos_hub_device_clock_offset_seconds",
-            "The box's wall clock minus the hub's, at its last status",
-            labels=["node"],
-        )
-        down_lag = GaugeMetricFamily(
-            "puskesos_hub_device_down_unacked_batches",
-            "Down batches the box has not acked yet",
-            labels=["node"],
-        )
-        for device in self.devices:
-            label = [device.node]
-            online.add_metric(label, 1 if device.online else 0)
+        gauges = {
+            name: _gauge(f"puskesos_box_{name}", text)
+            for name, text in (
+                ("online", "1 while the box's status is online"),
+                ("stale", "1 when the hub has heard nothing from the box for box_stale_after_s"),
+                ("last_seen_timestamp_seconds", "When the hub last heard from the box"),
+                ("uptime_seconds", "Seconds the box's edge process runs, as last reported"),
+                ("outbox_pending_changes", "Changes waiting in the box's outbox, as reported"),
+                ("outbox_oldest_pending_age_seconds", "Age of the box's oldest pending change"),
+                ("last_ack_age_seconds", "Seconds since the box last heard from the hub"),
+                ("disk_free_bytes", "Free bytes on the box's data file system"),
+                ("disk_size_bytes", "Size of the box's data file system"),
+                ("database_size_bytes", "Size of the box's database and its write-ahead log"),
+                ("clock_offset_seconds", "The box's wall clock minus the hub's, when it reported"),
+                ("cpu_temperature_celsius", "Temperature of the box's CPU, where it has a sensor"),
+                ("down_unacked_batches", "Down batches the box has not acked yet"),
+            )
+        }
+        counters = {
+            name: CounterMetricFamily(f"puskesos_box_{name}", text, labels=_BOX_LABELS)
+            for name, text in (
+                ("login_failures", "Failed logins recorded on the box, as last reported"),
+                ("changes_applied", "Changes from the box applied by the hub"),
+                ("batches_rejected", "Up batches of the box the hub refused"),
+            )
+        }
+        for device in snap.devices:
+            labels = [district_of(device.village), device.village, device.node]
             reported = json.loads(device.reported) if device.reported else {}
-            outbox.add_metric(label, reported.get("outbox", 0))
-            if device.last_seen_ms is not None:
-                silence.add_metric(label, max(0, self.now_ms - device.last_seen_ms) / 1000)
-            if device.clock_offset_ms is not None:
-                offset.add_metric(label, device.clock_offset_ms / 1000)
-            down_lag.add_metric(label, device.down_seq - device.down_watermark)
-        yield from (online, outbox, silence, offset, down_lag)
+            report = decode_telemetry(device.telemetry.encode()) if device.telemetry else None
+            info.add_metric(
+                [*labels, reported.get("software", ""), str(reported.get("wire", ""))], 1
+            )
+            last_seen = device.last_seen_ms
+            stale = last_seen is None or snap.now_ms - last_seen > self.stale_after_ms
+            values: dict[str, float | None] = {
+                "online": 1 if device.online and not stale else 0,
+                "stale": 1 if stale else 0,
+                "last_seen_timestamp_seconds": last_seen / 1000 if last_seen else None,
+                "clock_offset_seconds": (
+                    device.clock_offset_ms / 1000 if device.clock_offset_ms is not None else None
+                ),
+                "down_unacked_batches": device.down_seq - device.down_watermark,
+                "outbox_pending_changes": reported.get("outbox", 0),
+            }
+            if report is not None:
+                values.update(
+                    uptime_seconds=report.uptime_s,
+                    outbox_oldest_pending_age_seconds=report.oldest_age_s or 0,
+                    last_ack_age_seconds=report.last_ack_age_s,
+                    disk_free_bytes=report.disk_free_bytes,
+                    disk_size_bytes=report.disk_size_bytes,
+                    database_size_bytes=report.db_bytes,
+                    cpu_temperature_celsius=report.cpu_temp_c,
+                )
+                if device.telemetry_ms >= (_reported_at(reported) or 0):
+                    values["outbox_pending_changes"] = report.outbox
+                counters["login_failures"].add_metric(labels, report.login_failures)
+            for name, value in values.items():
+                if value is not None:
+                    gauges[name].add_metric(labels, value)
+            counters["changes_applied"].add_metric(labels, device.changes_applied)
+            counters["batches_rejected"].add_metric(labels, device.rejected)
+        yield info
+        yield from gauges.values()
+        yield from counters.values()
+
+
+def _reported_at(reported: dict[str, Any]) -> int | None:
+    value = reported.get("at_ms")
+    return value if isinstance(value, int) else None
 
 
 async def take_fleet_snapshot(store: HubStore) -> FleetSnapshot:
-    """Read what :class:`FleetSnapshot` exposes."""
-    d = db.devices
+    """Read what the fleet metrics expose: active devices, records and open conflicts per
+    village, and when each village's data last changed."""
+    d, r, c, v = db.devices, db.records, db.conflicts, db.villages
+    by_village = sa.select(r.c.village, r.c.entity, sa.func.count()).group_by(
+        r.c.village, r.c.entity
+    )
     async with store.engine.connect() as conn:
-        records = {
-            entity: n
-            for entity, n in await conn.execute(
-                sa.select(db.records.c.entity, sa.func.count()).group_by(db.records.c.entity)
+        records = {(village, entity): n for village, entity, n in await conn.execute(by_village)}
+        conflicts = {
+            village: n
+            for village, n in await conn.execute(
+                sa.select(c.c.village, sa.func.count())
+                .where(c.c.resolved_ms.is_(None))
+                .group_by(c.c.village)
             )
         }
-        open_conflicts = (
-            await conn.execute(
-                sa.select(sa.func.count())
-                .select_from(db.conflicts)
-                .where(db.conflicts.c.resolved_ms.is_(None))
-            )
-        ).scalar_one()
-        devices = (
-            await conn.execute(
-                sa.select(
-                    d.c.node,
-                    d.c.online,
-                    d.c.reported,
-                    d.c.last_seen_ms,
-                    d.c.clock_offset_ms,
-                    d.c.down_seq,
-                    d.c.down_watermark,
-                ).where(d.c.status == "active")
-            )
-        ).all()
-    return FleetSnapshot(records, open_conflicts, list(devices), store.wall())
+        devices = (await conn.execute(sa.select(d).where(d.c.status == "active"))).all()
+        changed = dict((await conn.execute(sa.select(v.c.code, v.c.last_change_ms))).all())
+    last_change: dict[str, int] = {}
+    for device in devices:
+        first = min(device.created_ms, last_change.get(device.village, device.created_ms))
+        last_change[device.village] = first
+    for village, at_ms in changed.items():
+        if at_ms is not None:
+            last_change[village] = at_ms
+    return FleetSnapshot(records, conflicts, last_change, list(devices), store.wall())

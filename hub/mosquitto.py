@@ -2,10 +2,10 @@
 
 Every topic string comes from :mod:`protocol.topics`. A box may publish only on its own
 ``up``, ``down-ack``, ``telemetry`` and ``status`` and read only its own ``ack``, ``error``
-and ``down``; the hub account reads what every box publishes and writes what every box
-reads. Mosquitto checks a shared subscription (``$share/hub/<filter>``) against the ACL
-of ``<filter>`` when it delivers, so the hub's lines need no ``$share`` form (the hub tests
-check this against a real broker).
+and ``down``; the hub account reads what every box publishes and the broker's ``$SYS``
+statistics, and writes what every box reads. Mosquitto checks a shared subscription
+(``$share/hub/<filter>``) against the ACL of ``<filter>`` when it delivers, so the hub's lines
+need no ``$share`` form (the hub tests check this against a real broker).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Iterable
 
 from protocol.ids import is_node_id
-from protocol.topics import BOX_PUBLISHES, Topic, TopicKind, hub_filters
+from protocol.topics import BOX_PUBLISHES, BROKER_SYS_FILTER, Topic, TopicKind, hub_filters
 
 __all__ = [
     "BOX_READS",
@@ -82,6 +82,8 @@ def acl_text(hub_username: str, devices: Iterable[tuple[str, str]]) -> str:
         f"user {check_username(hub_username)}",
         *(f"topic read {f}" for f in hub_filters(BOX_PUBLISHES, share_group=None)),
         *(f"topic write {f}" for f in hub_filters(BOX_READS, share_group=None)),
+        "# ... and the broker's statistics (monitoring/METRICS.md).",
+        f"topic read {BROKER_SYS_FILTER}",
     ]
     for node, village in devices:
         if not is_node_id(node) or node == hub_username:

@@ -32,6 +32,7 @@ from protocol.jsonform import dump_state, load_state
 from protocol.merge import Frontier, RecordState, merge, open_conflicts, seen_of, values
 from protocol.schema import TOMBSTONE_FIELD, wire_value_error
 from protocol.status import Status
+from protocol.telemetry import Telemetry, encode_telemetry
 
 __all__ = [
     "Applied",
@@ -129,9 +130,12 @@ class HubStore:
         return column.in_(values)
 
     @staticmethod
-    async def _set_log_seq(conn: AsyncConnection, village: str, log_seq: int) -> None:
+    async def _village_changed(conn: AsyncConnection, village: str, log_seq: int, now: int) -> None:
+        """Move the village's ``log_seq`` on, and note that its data changed ``now``."""
         await conn.execute(
-            db.villages.update().where(db.villages.c.code == village).values(log_seq=log_seq)
+            db.villages.update()
+            .where(db.villages.c.code == village)
+            .values(log_seq=log_seq, last_change_ms=now)
         )
 
     async def device(self, node: str, conn: AsyncConnection | None = None) -> Any:
@@ -254,7 +258,7 @@ class HubStore:
                 changes_applied=db.devices.c.changes_applied + len(batch.changes),
             )
         )
-        await self._set_log_seq(conn, village, log_seq)
+        await self._village_changed(conn, village, log_seq, now)
         return Applied(
             Outcome.APPLIED,
             village=village,
@@ -513,6 +517,24 @@ class HubStore:
         if status.state != "online":
             return None
         return Ack(node, max([applied.watermark, *applied.above]), applied.watermark)
+
+    async def note_telemetry(self, node: str, village: str, report: Telemetry) -> bool:
+        """Store a box's latest health report (and how far its clock is off); ``False`` for
+        a node that is not an active device of ``village`` (its report is dropped)."""
+        now = self.wall()
+        d = db.devices
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                d.update()
+                .where(d.c.node == node, d.c.village == village, d.c.status == "active")
+                .values(
+                    telemetry=encode_telemetry(report).decode(),
+                    telemetry_ms=now,
+                    last_seen_ms=now,
+                    clock_offset_ms=report.wall_ms - now,
+                )
+            )
+        return bool(result.rowcount)
 
     async def note_down_ack(self, ack: Ack) -> str | None:
         """Record a box's ack of a down batch and drop the stored batches it covers;

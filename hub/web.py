@@ -19,12 +19,11 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import Collector
 
 from hub import db
 from hub.config import HubConfig
 from hub.ingest import Ingest
-from hub.metrics import FleetSnapshot, HubMetrics, take_fleet_snapshot
+from hub.metrics import HubMetrics
 from hub.store import HubStore, ResolveError
 
 __all__ = ["INGEST", "STORE", "add_token", "create_app"]
@@ -100,23 +99,11 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-class _FleetCollector(Collector):
-    def __init__(self) -> None:
-        self.snapshot: FleetSnapshot | None = None
-
-    def collect(self) -> Any:
-        if self.snapshot is not None:
-            yield from self.snapshot.collect()
-
-
-_FLEET = web.AppKey("fleet", _FleetCollector)
-
-
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    collector = request.app[_FLEET]
-    collector.snapshot = await take_fleet_snapshot(request.app[STORE])
-    body = generate_latest(request.app[METRICS].registry)
+    hub_metrics = request.app[METRICS]
+    await hub_metrics.refresh(request.app[STORE])
+    body = generate_latest(hub_metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -243,12 +230,9 @@ def create_app(
 ) -> web.Application:
     """The hub application; with ``with_ingest`` it also runs the MQTT ingest worker."""
     app = web.Application(middlewares=[_auth])
-    hub_metrics = HubMetrics()
-    collector = _FleetCollector()
-    hub_metrics.registry.register(collector)
+    hub_metrics = HubMetrics(stale_after_s=config.box_stale_after_s)
     app[STORE] = store
     app[METRICS] = hub_metrics
-    app[_FLEET] = collector
     app.add_routes(routes)
     if with_ingest:
         app[INGEST] = Ingest(config, store, hub_metrics, password=password)

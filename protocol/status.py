@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import Final
 
+from protocol._jsondoc import non_negative_int, read_object
 from protocol.errors import MalformedError
 
 __all__ = ["MAX_STATUS_BYTES", "Status", "decode_status", "encode_status"]
@@ -45,40 +46,30 @@ def encode_status(status: Status) -> bytes:
     return json.dumps(asdict(status), separators=(",", ":")).encode()
 
 
-def _int(document: dict[str, Any], name: str, *, optional: bool = False) -> Any:
-    value = document.get(name, None if optional else 0)
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-        raise MalformedError(f"status {name} is not a non-negative integer")
-    return value
-
-
 def decode_status(data: bytes) -> Status:
     """Parse a status; unknown keys are ignored (newer boxes may add some).
 
     Raises :class:`~protocol.errors.MalformedError` for anything that is not one.
     """
-    if len(data) > MAX_STATUS_BYTES:
-        raise MalformedError("status too large")
-    try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedError("status is not JSON") from None
-    if not isinstance(document, dict) or document.get("state") not in _STATES:
+    document = read_object(data, MAX_STATUS_BYTES, "status")
+    if document.get("state") not in _STATES:
         raise MalformedError("status has no valid state")
     software, epoch = document.get("software", ""), document.get("epoch", "")
     if not all(isinstance(text, str) and len(text) <= 64 for text in (software, epoch)):
         raise MalformedError("status software or epoch is not a short string")
+
+    def count(name: str) -> int:
+        return non_negative_int(document, name, "status") or 0
+
     return Status(
         state=document["state"],
-        up_seq=_int(document, "up_seq"),
-        up_floor=_int(document, "up_floor"),
-        down_watermark=_int(document, "down_watermark"),
-        outbox=_int(document, "outbox"),
-        oldest_ms=_int(document, "oldest_ms", optional=True),
-        wall_ms=_int(document, "wall_ms"),
+        up_seq=count("up_seq"),
+        up_floor=count("up_floor"),
+        down_watermark=count("down_watermark"),
+        outbox=count("outbox"),
+        oldest_ms=non_negative_int(document, "oldest_ms", "status"),
+        wall_ms=count("wall_ms"),
         software=software,
-        wire=_int(document, "wire"),
+        wire=count("wire"),
         epoch=epoch,
     )

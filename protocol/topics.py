@@ -17,16 +17,20 @@ from protocol.ids import is_node_id
 
 __all__ = [
     "BOX_PUBLISHES",
+    "BROKER_SYS_FILTER",
     "ROOT",
     "TOPIC_VERSION",
     "Topic",
     "TopicKind",
+    "district_of",
     "hub_filters",
     "node_prefix",
     "parse_topic",
 ]
 
 ROOT: Final = "puskesos"
+#: The broker's own statistics (Mosquitto's ``$SYS`` tree), which the hub turns into metrics.
+BROKER_SYS_FILTER: Final = "$SYS/broker/#"
 TOPIC_VERSION: Final = "v1"
 
 
@@ -46,6 +50,11 @@ class TopicKind(StrEnum):
 BOX_PUBLISHES: Final = (TopicKind.UP, TopicKind.DOWN_ACK, TopicKind.TELEMETRY, TopicKind.STATUS)
 
 
+def district_of(village: str) -> str:
+    """The 4-digit regency (kabupaten/kota) code a 10-digit village code starts with."""
+    return village[:4]
+
+
 @dataclass(frozen=True, slots=True)
 class Topic:
     """One topic of a node."""
@@ -63,7 +72,7 @@ class Topic:
     @property
     def district(self) -> str:
         """The 4-digit regency (kabupaten/kota) code."""
-        return self.village[:4]
+        return district_of(self.village)
 
     def __str__(self) -> str:
         return f"{node_prefix(self.village, self.node)}/{self.kind.value}"

@@ -413,8 +413,9 @@ class Fleet:
 
     # --- hub ------------------------------------------------------------------------------
 
-    def add_hub(self, node: str = "hub-1", *, start: bool = True) -> Hub:
-        """Set up a hub worker (the first one makes the database and the hub account)."""
+    def add_hub(self, node: str = "hub-1", *, start: bool = True, **settings: Any) -> Hub:
+        """Set up a hub worker (the first one makes the database and the hub account);
+        ``settings`` are more :class:`HubConfig` values (e.g. ``box_stale_after_s``)."""
         folder = self.root / node
         folder.mkdir(parents=True, exist_ok=True)
         first = self.hubs[0] if self.hubs else None
@@ -433,6 +434,7 @@ class Fleet:
                 password_file="broker.password",
                 mqtt_version=self.mqtt_version,
             ),
+            **settings,
         )
         path = folder / "hub.toml"
         path.write_text(render_hub(config), encoding="utf-8")

@@ -26,15 +26,18 @@ QUICK = SyncConfig(ack_timeout_s=3, status_interval_s=5, backoff_min_s=1, backof
 
 @pytest.fixture
 def make_fleet(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
-    """Build a started district: a broker and hub workers (``hubs``), no boxes yet
-    (``fleet.enrol`` them, then ``fleet.start()``). Keyword arguments go to :class:`Fleet`."""
+    """Build a started district: a broker and hub workers (``hubs``, with more
+    ``hub_settings``), no boxes yet (``fleet.enrol`` them, then ``fleet.start()``). Keyword
+    arguments go to :class:`Fleet`."""
     made: list[Fleet] = []
 
-    def make(hubs: Sequence[str] = ("hub-1",), **options: Any) -> Fleet:
+    def make(
+        hubs: Sequence[str] = ("hub-1",), hub_settings: dict[str, Any] | None = None, **options: Any
+    ) -> Fleet:
         district = Fleet(tmp_path / f"district-{len(made)}", **{"sync": QUICK, **options})
         made.append(district)
         for node in hubs:
-            district.add_hub(node, start=False)
+            district.add_hub(node, start=False, **(hub_settings or {}))
         district.start()
         return district
 

@@ -10,6 +10,7 @@ from hub.config import HubConfig
 from hub.web import add_token, create_app
 from tests.factories import DEFAULT_VILLAGE, new_id
 from tests.hub.boxes import Box, enrol
+from tests.metrics_text import value
 
 
 @pytest.fixture
@@ -65,8 +66,9 @@ async def test_staff_resolve_a_conflict_by_choosing_a_version(api, hub_store):
     [row] = (await get(api, "/api/v1/records", village=DEFAULT_VILLAGE))["records"]
     assert row["values"]["address"] == "Jl. Mawar" and row["conflicts"] == 0
     metrics = await (await api.get("/metrics")).text()
-    assert "puskesos_hub_conflicts_open 0.0" in metrics
-    assert 'puskesos_hub_records{entity="household"} 1.0' in metrics
+    village = {"district": "3201", "village": DEFAULT_VILLAGE}
+    assert value(metrics, "puskesos_hub_village_conflicts_open", **village) == 0
+    assert value(metrics, "puskesos_hub_village_records", entity="household", **village) == 1
 
 
 async def test_a_resolution_with_an_invalid_value_is_refused(api, hub_store):

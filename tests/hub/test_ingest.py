@@ -16,6 +16,7 @@ from hub.metrics import HubMetrics
 from protocol.changes import Ack, Batch, Direction, Reject
 from protocol.codec import decode, encode
 from protocol.status import Status, encode_status
+from protocol.telemetry import Telemetry, decode_telemetry, encode_telemetry
 from protocol.topics import Topic, TopicKind
 from puskesos.mqtt import MqttLink
 from puskesos.tomlconfig import BrokerConfig
@@ -70,7 +71,7 @@ class Peer:
 @pytest.fixture
 async def worker(hub_store, mosquitto):
     config = replace(HubConfig(), broker=BrokerConfig(port=mosquitto.port), sweep_interval_s=1)
-    metrics = HubMetrics()
+    metrics = HubMetrics(stale_after_s=config.box_stale_after_s)
     ingest = Ingest(config, hub_store, metrics, password=None)
     task = asyncio.create_task(ingest.run())
     assert await ingest.link.wait_connected(10)
@@ -153,3 +154,37 @@ async def test_a_box_gets_its_neighbours_changes_and_the_hub_forgets_them_once_a
         # Coming back online, the box learns which of its batches the hub applied.
         await peer_a.send(TopicKind.STATUS, encode_status(Status("online", up_seq=1)))
         assert await peer_a.next() == ("ack", Ack("edge-a", 1, 1))
+
+
+async def test_telemetry_is_kept_per_box_and_junk_or_strangers_are_counted_not_stored(
+    worker, hub_store, mosquitto
+):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    report = Telemetry(wall_ms=hub_store.wall() - 90_000, outbox=12, disk_free_bytes=5)
+    stranger = Box("edge-z")  # never enrolled
+    async with Peer(box, mosquitto.port) as peer, Peer(stranger, mosquitto.port) as other:
+        await peer.send(TopicKind.TELEMETRY, b"{not json")
+        await other.send(TopicKind.TELEMETRY, encode_telemetry(report))
+        await peer.send(TopicKind.TELEMETRY, encode_telemetry(report))
+        for outcome in ("malformed", "unknown_node", "stored"):
+            for _ in range(50):
+                if counter(worker, "puskesos_hub_telemetry_messages_total", outcome=outcome):
+                    break
+                await asyncio.sleep(0.1)
+            assert counter(worker, "puskesos_hub_telemetry_messages_total", outcome=outcome) == 1
+    device = await hub_store.device("edge-a")
+    assert decode_telemetry(device.telemetry.encode()) == report
+    assert -95_000 < device.clock_offset_ms < -89_000, "its clock is 90 s behind the hub's"
+    assert await hub_store.device("edge-z") is None
+
+
+async def test_the_brokers_own_statistics_become_metrics(worker):
+    # Mosquitto publishes $SYS/broker/... every sys_interval (10 s by default), retained.
+    for _ in range(150):
+        if counter(worker, "puskesos_broker_uptime_seconds"):
+            break
+        await asyncio.sleep(0.1)
+    assert counter(worker, "puskesos_broker_uptime_seconds") > 0
+    assert counter(worker, "puskesos_broker_clients_connected") >= 1  # the worker itself
+    assert counter(worker, "puskesos_hub_broker_connected") == 1
