@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from hub import db
-from hub.store import HubStore
+from hub.store import HubStore, Outcome
 from protocol.errors import Reason
 from protocol.telemetry import decode_telemetry
 from protocol.topics import district_of
@@ -57,6 +57,8 @@ class HubMetrics:
             ["outcome"],
             registry=r,
         )
+        for outcome in Outcome:
+            self.batches.labels(outcome.value)
         self.changes = Counter(
             "puskesos_hub_changes_applied_total", "Changes applied from up batches", registry=r
         )

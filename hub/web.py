@@ -206,6 +206,8 @@ def _device_json(row: Any) -> dict[str, Any]:
         "clock_offset_ms": row.clock_offset_ms,
         "rejected": row.rejected,
         "last_reject": json.loads(row.last_reject) if row.last_reject else None,
+        "telemetry": json.loads(row.telemetry) if row.telemetry else None,
+        "telemetry_ms": row.telemetry_ms,
     }
 
 

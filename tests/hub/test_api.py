@@ -8,6 +8,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from hub.config import HubConfig
 from hub.web import add_token, create_app
+from protocol.telemetry import Telemetry
 from tests.factories import DEFAULT_VILLAGE, new_id
 from tests.hub.boxes import Box, enrol
 from tests.metrics_text import value
@@ -93,3 +94,9 @@ async def test_the_device_list_shows_stream_state(api, hub_store):
     [device] = (await get(api, "/api/v1/devices"))["devices"]
     assert (device["node"], device["up_watermark"], device["changes_applied"]) == ("edge-a", 1, 1)
     assert device["last_seen_ms"] is not None
+    assert device["telemetry"] is None, "no health report yet"
+    report = Telemetry(wall_ms=hub_store.wall(), outbox=3, disk_free_bytes=10**9)
+    assert await hub_store.note_telemetry("edge-a", DEFAULT_VILLAGE, report)
+    device = await get(api, "/api/v1/devices/edge-a")
+    assert device["telemetry"]["outbox"] == 3
+    assert device["telemetry"]["disk_free_bytes"] == 10**9
