@@ -85,20 +85,24 @@ class Ingest:
             await self.link.stop()
 
     async def _on_connect(self) -> None:
+        self.metrics.broker.forget()
         self._wake.set()
 
     async def _handle_guarded(self, message: Message) -> None:
-        async with self._slots:
-            try:
+        self.metrics.in_progress.inc()
+        try:
+            async with self._slots:
                 await self._handle(message)
-            except Exception:
-                # Database down, a bug: the box resends what gets no application ack.
-                log.exception("failed to handle a message on %s", message.topic[:200])
-            finally:
-                # Always, even after a failure: an unacknowledged message holds one of the
-                # broker's in-flight slots for this connection until it ends, and with all
-                # of them held the worker would receive nothing more.
-                message.ack()
+        except Exception:
+            # Database down, a bug: the box resends what gets no application ack.
+            self.metrics.failures.inc()
+            log.exception("failed to handle a message on %s", message.topic[:200])
+        finally:
+            self.metrics.in_progress.dec()
+            # Always, even after a failure: an unacknowledged message holds one of the
+            # broker's in-flight slots for this connection until it ends, and with all of
+            # them held the worker would receive nothing more.
+            message.ack()
 
     async def _handle(self, message: Message) -> None:
         if message.topic.startswith("$SYS/"):
@@ -115,7 +119,7 @@ class Ingest:
         elif topic.kind is TopicKind.DOWN_ACK:
             await self._down_ack(topic, message.payload)
         elif topic.kind is TopicKind.STATUS:
-            await self._status(topic, message.payload)
+            await self._status(topic, message.payload, retained=message.retain)
         elif topic.kind is TopicKind.TELEMETRY:
             await self._telemetry(topic, message.payload)
 
@@ -179,7 +183,7 @@ class Ingest:
             self.metrics.down_acked.inc()
             await self.push(topic.node)
 
-    async def _status(self, topic: Topic, payload: bytes) -> None:
+    async def _status(self, topic: Topic, payload: bytes, *, retained: bool) -> None:
         if not payload:
             return  # a retained status being cleared
         try:
@@ -187,7 +191,7 @@ class Ingest:
         except ProtocolError as exc:
             log.warning("unreadable status from %s: %s", topic.node, exc)
             return
-        answer = await self.store.note_status(topic.node, status)
+        answer = await self.store.note_status(topic.node, status, retained=retained)
         if answer is not None:
             await self.link.publish(
                 str(Topic(topic.village, topic.node, TopicKind.ACK)), encode(answer)

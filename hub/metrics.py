@@ -12,6 +12,8 @@ registry, never anything a person typed.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -30,11 +32,13 @@ from prometheus_client.registry import Collector
 
 from hub import db
 from hub.store import HubStore, Outcome
-from protocol.errors import Reason
-from protocol.telemetry import decode_telemetry
+from protocol.errors import MalformedError, Reason
+from protocol.telemetry import Telemetry, decode_telemetry
 from protocol.topics import district_of
 
 __all__ = ["SYS_TOPICS", "BrokerStats", "FleetSnapshot", "HubMetrics", "take_fleet_snapshot"]
+
+log = logging.getLogger("puskesos.hub.metrics")
 
 #: Telemetry outcomes (the ``outcome`` label of ``puskesos_hub_telemetry_messages_total``).
 TELEMETRY_OUTCOMES: Final = ("stored", "malformed", "unknown_node")
@@ -102,6 +106,16 @@ class HubMetrics:
         )
         for outcome in TELEMETRY_OUTCOMES:
             self.telemetry.labels(outcome)
+        self.in_progress = Gauge(
+            "puskesos_hub_messages_in_progress",
+            "Messages this worker took from the broker and has not finished handling",
+            registry=r,
+        )
+        self.failures = Counter(
+            "puskesos_hub_message_failures_total",
+            "Messages whose handling failed (database unreachable, a bug); boxes resend",
+            registry=r,
+        )
         self.broker_connected = Gauge(
             "puskesos_hub_broker_connected",
             "1 while this worker is connected to the broker, else 0",
@@ -152,11 +166,19 @@ SYS_TOPICS: Final = {
 }
 
 
+#: A ``$SYS`` value older than this is not shown: Mosquitto refreshes its uptime every
+#: ``sys_interval`` (10 s by default), so silence this long means the statistics stopped.
+SYS_FRESH_S: Final = 300
+
+
 class BrokerStats(Collector):
-    """The broker's latest ``$SYS`` values as this worker received them."""
+    """The broker's latest ``$SYS`` values as this worker received them, shown only while
+    fresh (frozen figures would look like a healthy broker) and forgotten on every new
+    connection (the broker sends its retained ones again)."""
 
     def __init__(self) -> None:
-        self.values: dict[str, float] = {}
+        #: topic → (value, when received, monotonic seconds).
+        self.values: dict[str, tuple[float, float]] = {}
 
     def note(self, topic: str, payload: bytes) -> bool:
         """Take one ``$SYS`` message; ``False`` when it is not one we expose or unreadable.
@@ -164,16 +186,22 @@ class BrokerStats(Collector):
         if topic not in SYS_TOPICS:
             return False
         try:
-            self.values[topic] = float(payload.split(maxsplit=1)[0])
+            self.values[topic] = (float(payload.split(maxsplit=1)[0]), time.monotonic())
         except (IndexError, ValueError):
             return False
         return True
 
+    def forget(self) -> None:
+        """Drop every value (a new connection: they may belong to another broker)."""
+        self.values.clear()
+
     def collect(self) -> Iterator[Metric]:
+        now = time.monotonic()
         for topic, metric in SYS_TOPICS.items():
-            if topic in self.values:
+            value, received = self.values.get(topic, (0.0, -SYS_FRESH_S))
+            if now - received < SYS_FRESH_S:
                 family = CounterMetricFamily if metric.counter else GaugeMetricFamily
-                yield family(metric.name, metric.help, value=self.values[topic])
+                yield family(metric.name, metric.help, value=value)
 
 
 # --- the fleet, from the database ----------------------------------------------------------
@@ -270,7 +298,7 @@ class _FleetCollector(Collector):
         for device in snap.devices:
             labels = [district_of(device.village), device.village, device.node]
             reported = json.loads(device.reported) if device.reported else {}
-            report = decode_telemetry(device.telemetry.encode()) if device.telemetry else None
+            report = _stored_report(device)
             info.add_metric(
                 [*labels, reported.get("software", ""), str(reported.get("wire", ""))], 1
             )
@@ -307,6 +335,18 @@ class _FleetCollector(Collector):
         yield info
         yield from gauges.values()
         yield from counters.values()
+
+
+def _stored_report(device: Any) -> Telemetry | None:
+    """The device's latest report; ``None`` when it has none, or when a stored report cannot
+    be read (then that box's report is missing from the scrape, not the whole scrape)."""
+    if not device.telemetry:
+        return None
+    try:
+        return decode_telemetry(device.telemetry.encode())
+    except MalformedError as exc:
+        log.warning("the stored report of %s is unreadable: %s", device.node, exc)
+        return None
 
 
 def _reported_at(reported: dict[str, Any]) -> int | None:

@@ -464,11 +464,15 @@ class HubStore:
 
     # --- devices: status and down acks -----------------------------------------------------
 
-    async def note_status(self, node: str, status: Status) -> Ack | None:
+    async def note_status(self, node: str, status: Status, *, retained: bool = False) -> Ack | None:
         """Store a box's status; for an online status, return the ack to answer it with
         (the highest seq applied of that box, 0 for none). A new ``epoch`` (the box was
         restored from a backup) restarts its down stream: numbering from 1, the village's
-        whole state, its own records included (see ``docs/replication.md``)."""
+        whole state, its own records included (see ``docs/replication.md``).
+
+        A ``retained`` status is the broker's copy of an old one (a hub worker gets every
+        box's on subscribing): it says nothing about when the box was last heard of or how
+        its clock is now, so it moves neither."""
         device = await self.device(node)
         if device is None:
             return None
@@ -489,10 +493,11 @@ class HubStore:
                         "at_ms": now,
                     }
                 ),
-                "last_seen_ms": now,
             }
-            if status.state == "online" and status.wall_ms:
-                update["clock_offset_ms"] = status.wall_ms - now
+            if not retained:
+                update["last_seen_ms"] = now
+                if status.state == "online" and status.wall_ms:
+                    update["clock_offset_ms"] = status.wall_ms - now
             applied = AppliedSeqs.from_state(device.up_watermark, json.loads(device.up_above))
             if status.up_floor - 1 > applied.watermark:
                 # Seqs below the box's floor will never come: close the gap they leave, or

@@ -26,7 +26,7 @@ MAX_TELEMETRY_BYTES: Final = 1024
 @dataclass(frozen=True, slots=True)
 class Telemetry:
     """One report. ``None`` means "not known" (no pending change, never heard from the hub,
-    no temperature sensor)."""
+    no temperature sensor); a count the box did not send reads as 0."""
 
     wall_ms: int
     software: str = ""
@@ -44,17 +44,17 @@ class Telemetry:
 def encode_telemetry(report: Telemetry) -> bytes:
     """The report as compact UTF-8 JSON (``None`` values left out)."""
     document = {key: value for key, value in asdict(report).items() if value is not None}
-    return json.dumps(document, separators=(",", ":")).encode()
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _temperature(document: dict[str, Any]) -> float | None:
+    """The optional CPU temperature; a reading that is not a plausible number (a broken
+    sensor) counts as no reading: it must not cost the rest of the report."""
     value = document.get("cpu_temp_c")
-    if value is None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise MalformedError("telemetry cpu_temp_c is not a number")
-    if not -100 <= value <= 200:
-        raise MalformedError("telemetry cpu_temp_c is out of range")
+    if not math.isfinite(value) or not -100 <= value <= 200:
+        return None
     return float(value)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from hub import db
 from hub.config import HubConfig
 from hub.web import add_token, create_app
 from protocol.telemetry import Telemetry
@@ -100,3 +101,21 @@ async def test_the_device_list_shows_stream_state(api, hub_store):
     device = await get(api, "/api/v1/devices/edge-a")
     assert device["telemetry"]["outbox"] == 3
     assert device["telemetry"]["disk_free_bytes"] == 10**9
+
+
+async def test_one_unreadable_stored_report_does_not_break_the_scrape(api, hub_store):
+    a, b = Box("edge-a"), Box("edge-b")
+    await enrol(hub_store, a, b)
+    report = Telemetry(wall_ms=hub_store.wall(), disk_size_bytes=32 * 10**9)
+    for node in ("edge-a", "edge-b"):
+        assert await hub_store.note_telemetry(node, DEFAULT_VILLAGE, report)
+    async with hub_store.engine.begin() as conn:
+        await conn.execute(
+            db.devices.update().where(db.devices.c.node == "edge-a").values(telemetry="{broken")
+        )
+    response = await api.get("/metrics")
+    assert response.status == 200
+    metrics = await response.text()
+    assert value(metrics, "puskesos_box_disk_size_bytes", node="edge-b") == 32 * 10**9
+    assert value(metrics, "puskesos_box_disk_size_bytes", node="edge-a") is None
+    assert value(metrics, "puskesos_box_online", node="edge-a") is not None

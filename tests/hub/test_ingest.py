@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import replace
 
 import pytest
 
 from hub.config import HubConfig
 from hub.ingest import Ingest
-from hub.metrics import HubMetrics
+from hub.metrics import SYS_FRESH_S, HubMetrics
 from protocol.changes import Ack, Batch, Direction, Reject
 from protocol.codec import decode, encode
 from protocol.status import Status, encode_status
@@ -188,3 +189,44 @@ async def test_the_brokers_own_statistics_become_metrics(worker):
     assert counter(worker, "puskesos_broker_uptime_seconds") > 0
     assert counter(worker, "puskesos_broker_clients_connected") >= 1  # the worker itself
     assert counter(worker, "puskesos_hub_broker_connected") == 1
+
+
+async def test_a_status_the_broker_kept_does_not_revive_a_dead_box(hub_store, mosquitto):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    week_ago = hub_store.wall() - 7 * 86_400_000
+    # The box's last will, published a week ago and kept by the broker.
+    async with Peer(box, mosquitto.port) as peer:
+        assert await peer.link.publish(
+            topic(box, TopicKind.STATUS),
+            encode_status(Status("offline", wall_ms=week_ago)),
+            retain=True,
+        )
+    config = replace(HubConfig(), broker=BrokerConfig(port=mosquitto.port))
+    ingest = Ingest(config, hub_store, HubMetrics(stale_after_s=900), password=None)
+    task = asyncio.create_task(ingest.run())
+    try:
+        for _ in range(100):
+            device = await hub_store.device("edge-a")
+            if device.reported:
+                break
+            await asyncio.sleep(0.1)
+        assert device.reported, "the hub took the retained status"
+        assert not device.online
+        assert device.last_seen_ms is None, "a kept status is not news from the box"
+        assert device.clock_offset_ms is None
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_broker_statistics_that_stop_coming_disappear():
+    stats = HubMetrics(stale_after_s=900).broker
+    assert stats.note("$SYS/broker/uptime", b"120 seconds")
+    assert not stats.note("$SYS/broker/version", b"mosquitto 2.0.11")
+    assert not stats.note("$SYS/broker/clients/connected", b"")
+    assert [m.name for m in stats.collect()] == ["puskesos_broker_uptime_seconds"]
+    value, _ = stats.values["$SYS/broker/uptime"]
+    stats.values["$SYS/broker/uptime"] = (value, time.monotonic() - SYS_FRESH_S - 1)
+    assert list(stats.collect()) == [], "a value older than 5 min is not shown"
