@@ -29,6 +29,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
 
 from hub import db
 from hub.store import HubStore, Outcome
@@ -127,8 +128,15 @@ class HubMetrics:
         r.register(self._fleet)
 
     async def refresh(self, store: HubStore) -> None:
-        """Read the fleet's values from the database for the next scrape."""
-        self._fleet.snapshot = await take_fleet_snapshot(store)
+        """Read the fleet's values from the database for the next scrape. When the database
+        cannot answer, the scrape still shows this worker's own counters (its failures
+        among them) and no fleet values, rather than failing as a whole: a worker whose
+        database is down is not a worker that is down."""
+        try:
+            self._fleet.snapshot = await take_fleet_snapshot(store)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("metrics without the fleet: the database did not answer: %s", exc)
+            self._fleet.snapshot = None
 
 
 # --- the broker, from its $SYS topics ------------------------------------------------------

@@ -4,6 +4,7 @@ operators read /healthz and /metrics."""
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
 from hub import db
@@ -119,3 +120,21 @@ async def test_one_unreadable_stored_report_does_not_break_the_scrape(api, hub_s
     assert value(metrics, "puskesos_box_disk_size_bytes", node="edge-b") == 32 * 10**9
     assert value(metrics, "puskesos_box_disk_size_bytes", node="edge-a") is None
     assert value(metrics, "puskesos_box_online", node="edge-a") is not None
+
+
+async def test_metrics_travel_compressed_to_a_prometheus_that_asks(api):
+    response = await api.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert response.status == 200
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert "puskesos_hub_batches_total" in await response.text()
+
+
+async def test_a_worker_whose_database_is_gone_still_shows_its_own_counters(api, hub_store):
+    await hub_store.engine.dispose()
+    async with hub_store.engine.begin() as conn:
+        await conn.execute(sa.text("DROP TABLE devices"))  # every fleet query now fails
+    response = await api.get("/metrics")
+    assert response.status == 200
+    metrics = await response.text()
+    assert value(metrics, "puskesos_hub_message_failures_total") == 0
+    assert value(metrics, "puskesos_box_online") is None
