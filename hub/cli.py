@@ -20,9 +20,43 @@ from hub.config import HubConfig, load_config, render_toml
 from protocol.ids import is_node_id
 from puskesos.commands import CommandError, guarded
 
-__all__ = ["add_parser", "broker_password"]
+__all__ = ["HubCommands", "add_parser", "broker_password"]
 
 DEFAULT_CONFIG = Path("/etc/puskesos/hub.toml")
+
+
+class HubCommands:
+    """The ``puskesos hub`` subcommands, each with ``--config``. Modules add their own
+    (:mod:`hub.devices`) through :meth:`command`."""
+
+    def __init__(self, subparsers: Any) -> None:
+        self._subparsers = subparsers
+        self._groups: dict[str, Any] = {}
+        self._common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        self._common.add_argument(
+            "--config",
+            type=Path,
+            default=DEFAULT_CONFIG,
+            help=f"the hub's TOML configuration (default {DEFAULT_CONFIG})",
+        )
+
+    def group(self, name: str, text: str) -> None:
+        """Add a group of commands (``device``, ``keys``, ...)."""
+        self._groups[name] = self._subparsers.add_parser(
+            name, help=text, description=text
+        ).add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+
+    def command(
+        self, name: str, handler: Callable[[argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
+        """Add ``name`` (``"serve"``, or ``"device add"`` inside a :meth:`group`)."""
+        *group, last = name.split()
+        where = self._groups[group[0]] if group else self._subparsers
+        parser: argparse.ArgumentParser = where.add_parser(
+            last, parents=[self._common], help=text, description=text, allow_abbrev=False
+        )
+        parser.set_defaults(handler=guarded(f"hub {name}", handler))
+        return parser
 
 
 def add_parser(subparsers: Any) -> None:
@@ -30,46 +64,25 @@ def add_parser(subparsers: Any) -> None:
     hub = subparsers.add_parser(
         "hub", help="the district hub", description="Commands of a district hub worker."
     )
-    commands = hub.add_subparsers(dest="hub_command", metavar="COMMAND", required=True)
-    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    common.add_argument(
-        "--config",
-        type=Path,
-        default=DEFAULT_CONFIG,
-        help=f"the hub's TOML configuration (default {DEFAULT_CONFIG})",
+    commands = HubCommands(hub.add_subparsers(dest="hub_command", metavar="COMMAND", required=True))
+    init = commands.command(
+        "init", _init, "set up the hub: configuration, database, broker password"
     )
-
-    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
-        parser = commands.add_parser(
-            name, parents=[common], help=text, description=text, allow_abbrev=False
-        )
-        parser.set_defaults(handler=guarded(f"hub {name}", handler))
-        return parser
-
-    init = command("init", _init, "set up the hub: configuration, database, broker password")
     init.add_argument("--data-dir", type=Path, help="folder of the data (new config only)")
     init.add_argument("--database-url", help="PostgreSQL URL (new config only; default SQLite)")
     init.add_argument("--node", help="node id of this hub worker (new config only)")
-    command("serve", _serve, "run pending migrations, then the ingest worker and the API")
-    token = commands.add_parser("token", help="manage API tokens").add_subparsers(
-        dest="token_command", metavar="COMMAND", required=True
-    )
-    token_add = token.add_parser(
-        "add", parents=[common], allow_abbrev=False, help="make an API token; printed once"
-    )
-    token_add.set_defaults(handler=guarded("hub token add", _token_add))
+    commands.command("serve", _serve, "run pending migrations, then the ingest worker and the API")
+    commands.group("token", "manage API tokens")
+    token_add = commands.command("token add", _token_add, "make an API token; printed once")
     token_add.add_argument("--name", required=True, help="what the token is for")
-    devices.add_commands(commands, command)
+    devices.add_commands(commands)
 
 
 def broker_password(config: HubConfig) -> str | None:
     """The hub account's broker password (file ``[broker] password_file``), if set."""
     if not config.broker.password_file:
         return None
-    path = Path(config.broker.password_file)
-    if not path.is_absolute():
-        path = config.data_dir / path
-    return path.read_text(encoding="utf-8").strip()
+    return config.path(config.broker.password_file).read_text(encoding="utf-8").strip()
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -93,8 +106,7 @@ def _init(args: argparse.Namespace) -> int:
     db.upgrade(config.url)
     password_file = config.broker.password_file
     if password_file:
-        secret = Path(password_file)
-        secret = secret if secret.is_absolute() else config.data_dir / secret
+        secret = config.path(password_file)
         if not secret.exists():
             secret.touch(mode=0o600)
             secret.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")

@@ -1,10 +1,11 @@
-"""The device registry: enrol boxes, list and revoke them, and give the broker its files.
+"""The device registry: enrol boxes, list, revoke and re-key them, and give the broker its files.
 
 A box is enrolled once under a node id that is never used again: a wiped or replaced box
 is enrolled as a new node (its old id stays revoked), so no stamp, sequence number or
 broker session of the old box can be mistaken for the new one's. Enrolling makes a random
 broker password, shown once; the registry keeps an argon2 hash of it and the Mosquitto
-hash for the password file. ``broker-config`` writes the password file and the ACL
+hash for the password file. ``device rotate`` replaces both with a new password's (a
+leaked one, a routine change). ``broker-config`` writes the password file and the ACL
 (:mod:`hub.mosquitto`) from the active devices; the broker reads them again on SIGHUP.
 
 SQLAlchemy, argon2 and the database module are imported inside the functions: this module
@@ -19,11 +20,11 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hub.mosquitto import acl_text, check_username, passwd_text, verify_mosquitto_hash
 from protocol.ids import is_node_id
@@ -32,6 +33,8 @@ from protocol.regions import Region, RegionCodeError, lookup
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+    from hub.cli import HubCommands
+
 __all__ = [
     "Device",
     "DeviceError",
@@ -39,6 +42,7 @@ __all__ = [
     "add_device",
     "list_devices",
     "revoke_device",
+    "rotate_device",
     "write_broker_config",
 ]
 
@@ -46,6 +50,8 @@ ACTIVE = "active"
 #: Where ``device add`` tells the operator to put a box's broker password.
 BOX_PASSWORD_FILE = "/etc/puskesos/broker.password"
 REVOKED = "revoked"
+
+_T = TypeVar("_T")
 
 
 class DeviceError(ValueError):
@@ -87,6 +93,31 @@ def _insert(conn: AsyncConnection, table: Any) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
+async def _new_password() -> tuple[str, dict[str, str]]:
+    """A random broker password, and the registry's columns for it: its argon2 hash and the
+    Mosquitto hash that goes into the broker's password file."""
+    from argon2 import PasswordHasher
+
+    from hub.mosquitto import mosquitto_hash
+
+    password = secrets.token_urlsafe(24)
+    password_hash = await asyncio.to_thread(PasswordHasher().hash, password)
+    return password, {"password_hash": password_hash, "broker_hash": mosquitto_hash(password)}
+
+
+async def _status(conn: AsyncConnection, node: str) -> str:
+    """A node's status in the registry; :class:`DeviceError` if it was never enrolled."""
+    import sqlalchemy as sa
+
+    from hub import db
+
+    d = db.devices
+    status = (await conn.execute(sa.select(d.c.status).where(d.c.node == node))).scalar()
+    if status is None:
+        raise DeviceError(f"no device {node!r} is enrolled")
+    return str(status)
+
+
 async def add_device(engine: AsyncEngine, *, village: str, node: str, now_ms: int) -> str:
     """Enrol a box; returns its broker password (the only time it exists in clear).
 
@@ -94,17 +125,14 @@ async def add_device(engine: AsyncEngine, *, village: str, node: str, now_ms: in
     already enrolled (revoked ones included: node ids are never reused).
     """
     import sqlalchemy as sa
-    from argon2 import PasswordHasher
     from sqlalchemy.exc import IntegrityError
 
     from hub import db
-    from hub.mosquitto import mosquitto_hash
 
     if not is_node_id(node):
         raise DeviceError(f"node id {node!r} is not valid (3-48 characters of a-z, 0-9, -)")
     region = await _village(village)
-    password = secrets.token_urlsafe(24)
-    password_hash = await asyncio.to_thread(PasswordHasher().hash, password)
+    password, hashes = await _new_password()
     refused = DeviceError(
         f"node {node} is already enrolled; node ids are never reused: "
         "enrol a new or wiped box under a new node id"
@@ -126,9 +154,8 @@ async def add_device(engine: AsyncEngine, *, village: str, node: str, now_ms: in
                     node=node,
                     village=region.code,
                     status=ACTIVE,
-                    password_hash=password_hash,
-                    broker_hash=mosquitto_hash(password),
                     created_ms=now_ms,
+                    **hashes,
                 )
             )
     except IntegrityError:  # the same node enrolled at the same moment elsewhere
@@ -173,21 +200,42 @@ async def revoke_device(engine: AsyncEngine, node: str, now_ms: int) -> bool:
     """Revoke a box: the hub refuses its batches from now on, the broker after the next
     ``broker-config`` and reload. False if it was revoked already (nothing changes);
     :class:`DeviceError` if no such node was ever enrolled."""
-    import sqlalchemy as sa
-
     from hub import db
 
     d = db.devices
     async with engine.begin() as conn:
-        status = (await conn.execute(sa.select(d.c.status).where(d.c.node == node))).scalar()
-        if status is None:
-            raise DeviceError(f"no device {node!r} is enrolled")
-        if status == REVOKED:
+        if await _status(conn, node) == REVOKED:
             return False
         await conn.execute(
             d.update().where(d.c.node == node).values(status=REVOKED, revoked_ms=now_ms)
         )
     return True
+
+
+async def rotate_device(engine: AsyncEngine, node: str) -> str:
+    """Give an active box a new broker password; returns it (the only time it exists in
+    clear). The broker takes the new one instead of the old after the next
+    ``broker-config`` and reload; the box needs it before that.
+
+    Raises :class:`DeviceError` for a node never enrolled or revoked (a revoked node stays
+    shut out: a box back in service is enrolled under a new node id).
+    """
+    from hub import db
+
+    d = db.devices
+    password, hashes = await _new_password()
+    async with engine.begin() as conn:
+        # One statement decides: a revocation at the same moment cannot be undone by it.
+        renewed = await conn.execute(
+            d.update().where(d.c.node == node, d.c.status == ACTIVE).values(**hashes)
+        )
+        if renewed.rowcount == 0:
+            await _status(conn, node)  # raises for an unknown node
+            raise DeviceError(
+                f"device {node} is revoked and gets no new password; node ids are never "
+                "reused: enrol the box under a new node id"
+            )
+    return password
 
 
 def _write_private(path: Path, text: str, mode: int) -> None:
@@ -263,43 +311,27 @@ async def write_broker_config(
 # --- the `puskesos hub device ...` and `puskesos hub broker-config` commands --------------
 
 
-def add_commands(commands: Any, command: Callable[..., Any]) -> None:
-    """Register ``device add|list|revoke`` and ``broker-config`` under ``puskesos hub``.
-
-    ``commands`` is the hub's subparsers; ``command(name, handler, help)`` makes one
-    hub command with ``--config`` (see :func:`hub.cli.add_parser`).
-    """
-    from hub.cli import DEFAULT_CONFIG
-    from puskesos.commands import guarded
-
-    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    common.add_argument(
-        "--config",
-        type=Path,
-        default=DEFAULT_CONFIG,
-        help=f"the hub's TOML configuration (default {DEFAULT_CONFIG})",
-    )
-    device = commands.add_parser(
-        "device", help="enrol, list and revoke boxes", description="The device registry."
-    ).add_subparsers(dest="device_command", metavar="COMMAND", required=True)
-
-    def sub(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
-        parser = device.add_parser(
-            name, parents=[common], help=text, description=text, allow_abbrev=False
-        )
-        parser.set_defaults(handler=guarded(f"hub device {name}", handler))
-        return parser
-
-    add = sub("add", _add, "enrol a box; prints its broker password once")
+def add_commands(commands: HubCommands) -> None:
+    """Register ``device add|list|revoke|rotate`` and ``broker-config`` under ``puskesos hub``."""
+    commands.group("device", "enrol, list, revoke boxes and give them new passwords")
+    add = commands.command("device add", _add, "enrol a box; prints its broker password once")
     add.add_argument("--village", required=True, help="10-digit Kemendagri code of the village")
     add.add_argument("--node", required=True, help="a node id never used before")
     add.add_argument(
         "--broker-host", help="the broker's address as boxes reach it (default: [broker] host)"
     )
-    sub("list", _list, "every box with its sync state")
-    revoke = sub("revoke", _revoke, "revoke a box (then run broker-config and reload)")
+    commands.command("device list", _list, "every box with its sync state")
+    revoke = commands.command(
+        "device revoke", _revoke, "revoke a box (then run broker-config and reload)"
+    )
     revoke.add_argument("node")
-    broker = command("broker-config", _broker_config, "write Mosquitto's password file and ACL")
+    rotate = commands.command(
+        "device rotate", _rotate, "a new broker password for a box; prints it once"
+    )
+    rotate.add_argument("node")
+    broker = commands.command(
+        "broker-config", _broker_config, "write Mosquitto's password file and ACL"
+    )
     broker.add_argument("--out", type=Path, required=True, help="folder for passwd and acl")
 
 
@@ -313,11 +345,25 @@ def _load(args: argparse.Namespace) -> Any:
     return load_config(args.config)
 
 
-def _engine(config: Any) -> Any:
+def _run(config: Any, work: Callable[[AsyncEngine], Awaitable[_T]]) -> _T:
+    """Run ``work`` on the hub's database (migrated first), closing it after."""
     from hub import db
 
     db.upgrade(config.url)
-    return db.create_engine(config.url)
+    engine = db.create_engine(config.url)
+
+    async def run() -> _T:
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _shown_once(password: str) -> list[str]:
+    """How ``device add`` and ``device rotate`` print a password (provisioning reads it)."""
+    return ["broker password (shown only this once):", password, ""]
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -331,15 +377,10 @@ def _add(args: argparse.Namespace) -> int:
     region = lookup(args.village)
     if region is not None and not region.code.startswith(config.district):
         raise DeviceError(f"village {region.code} is not in this hub's district {config.district}")
-    engine = _engine(config)
-
-    async def add() -> str:
-        try:
-            return await add_device(engine, village=args.village, node=args.node, now_ms=_now_ms())
-        finally:
-            await engine.dispose()
-
-    password = asyncio.run(add())
+    password = _run(
+        config,
+        lambda engine: add_device(engine, village=args.village, node=args.node, now_ms=_now_ms()),
+    )
     assert region is not None  # add_device checked it
     box_broker = replace(
         config.broker,
@@ -351,9 +392,7 @@ def _add(args: argparse.Namespace) -> int:
     lines = [
         f"device {args.node} enrolled for village {region.code} {region.name} "
         f"(kec. {region.kecamatan}, {region.regency})",
-        "broker password (shown only this once):",
-        password,
-        "",
+        *_shown_once(password),
         f"On the box, put the password alone in {BOX_PASSWORD_FILE} (mode 0600)",
         "and these lines in its configuration:",
         "",
@@ -379,15 +418,7 @@ def _ago(ms: int | None, now_ms: int) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    engine = _engine(_load(args))
-
-    async def fetch() -> list[Device]:
-        try:
-            return await list_devices(engine)
-        finally:
-            await engine.dispose()
-
-    devices = asyncio.run(fetch())
+    devices = _run(_load(args), list_devices)
     if not devices:
         print("no devices enrolled")
         return 0
@@ -418,18 +449,26 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    engine = _engine(_load(args))
-
-    async def revoke() -> bool:
-        try:
-            return await revoke_device(engine, args.node, _now_ms())
-        finally:
-            await engine.dispose()
-
-    if asyncio.run(revoke()):
+    if _run(_load(args), lambda engine: revoke_device(engine, args.node, _now_ms())):
         print(f"device {args.node} revoked; run `puskesos hub broker-config` and reload the broker")
     else:
         print(f"device {args.node} was already revoked")
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    password = _run(_load(args), lambda engine: rotate_device(engine, args.node))
+    lines = [
+        f"device {args.node} has a new broker password",
+        *_shown_once(password),
+        f"On the box, replace the password in {BOX_PASSWORD_FILE} with it and restart the box.",
+    ]
+    print("\n".join(lines))
+    print(
+        "Then run `puskesos hub broker-config` and reload the broker: from then on the old "
+        "password is refused.",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -443,16 +482,11 @@ def _broker_config(args: argparse.Namespace) -> int:
             "the hub's broker account has no password: set [broker] password_file "
             "(`puskesos hub init` makes one)"
         )
-    engine = _engine(config)
-
-    async def write() -> tuple[Path, Path]:
-        try:
-            return await write_broker_config(
-                engine, args.out, hub_username=config.broker.username, hub_password=password
-            )
-        finally:
-            await engine.dispose()
-
-    passwd, acl = asyncio.run(write())
+    passwd, acl = _run(
+        config,
+        lambda engine: write_broker_config(
+            engine, args.out, hub_username=config.broker.username, hub_password=password
+        ),
+    )
     print(f"wrote {passwd} and {acl}; reload the broker (kill -HUP) to apply them")
     return 0

@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -258,10 +259,22 @@ class AmqttBroker(_BrokerProcess):
 
 
 class Service:
-    """A ``puskesos ... serve`` child process answering ``/healthz`` on ``port``."""
+    """A ``puskesos ... serve`` child process answering ``/healthz`` on ``port``.
 
-    def __init__(self, argv: list[str], log: Path, port: int) -> None:
+    It runs ``[*command, *argv]``: by default this interpreter's ``python -m puskesos``,
+    or another ``puskesos`` (e.g. a provisioned venv's) given as ``command``.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        log: Path,
+        port: int,
+        *,
+        command: Sequence[str] = (sys.executable, "-m", "puskesos"),
+    ) -> None:
         self.argv = argv
+        self.command = tuple(command)
         self.log = log
         self.port = port
         #: Extra environment of the next start (e.g. a fake clock for a test).
@@ -282,7 +295,7 @@ class Service:
         """Start and wait until ``/healthz`` answers (with 200 when ``healthy``)."""
         with open(self.log, "ab") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "puskesos", *self.argv],
+                [*self.command, *self.argv],
                 stdout=output,
                 stderr=output,
                 env=environment(**self.env),

@@ -1,5 +1,5 @@
-"""The device registry: enrolling, listing and revoking boxes on both databases, and the
-broker files it writes, enforced by a real Mosquitto."""
+"""The device registry: enrolling, listing, revoking and re-keying boxes on both databases,
+and the broker files it writes, enforced by a real Mosquitto."""
 
 from __future__ import annotations
 
@@ -15,7 +15,14 @@ from argon2 import PasswordHasher
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub import db
-from hub.devices import DeviceError, add_device, list_devices, revoke_device, write_broker_config
+from hub.devices import (
+    DeviceError,
+    add_device,
+    list_devices,
+    revoke_device,
+    rotate_device,
+    write_broker_config,
+)
 from hub.mosquitto import verify_mosquitto_hash
 from protocol.topics import Topic, TopicKind, hub_filters
 from puskesos import cli
@@ -107,6 +114,48 @@ async def test_revoking_marks_the_box_once_and_unknown_boxes_are_an_error(
     by_node = {d.node: d for d in await list_devices(engine)}
     assert (by_node["edge-a"].status, by_node["edge-a"].revoked_ms) == ("revoked", NOW + 10)
     assert (by_node["edge-b"].status, by_node["edge-b"].revoked_ms) == ("active", None)
+
+
+async def hashes(engine: AsyncEngine, node: str) -> tuple[str, str]:
+    """The registry's argon2 and Mosquitto hashes of a node's password."""
+    d = db.devices
+    async with engine.connect() as conn:
+        row = (await conn.execute(sa.select(d).where(d.c.node == node))).one()
+    return row.password_hash, row.broker_hash
+
+
+async def test_rotating_gives_an_active_box_a_new_password_and_forgets_the_old_one(
+    engine: AsyncEngine,
+) -> None:
+    old = await add_device(engine, village=DEFAULT_VILLAGE, node="edge-a", now_ms=NOW)
+    neighbour = await add_device(engine, village=DEFAULT_VILLAGE, node="edge-b", now_ms=NOW)
+    neighbour_hashes = await hashes(engine, "edge-b")
+
+    new = await rotate_device(engine, "edge-a")
+
+    assert len(new) >= 24 and new != old
+    password_hash, broker_hash = await hashes(engine, "edge-a")
+    assert new not in (password_hash, broker_hash)
+    assert PasswordHasher().verify(password_hash, new)
+    assert verify_mosquitto_hash(new, broker_hash)
+    assert not verify_mosquitto_hash(old, broker_hash)
+    assert await hashes(engine, "edge-b") == neighbour_hashes
+    assert verify_mosquitto_hash(neighbour, neighbour_hashes[1])
+    by_node = {d.node: d for d in await list_devices(engine)}
+    assert (by_node["edge-a"].status, by_node["edge-a"].created_ms) == ("active", NOW)
+
+
+async def test_unknown_and_revoked_boxes_get_no_new_password(engine: AsyncEngine) -> None:
+    await add_device(engine, village=DEFAULT_VILLAGE, node="edge-r", now_ms=NOW)
+    await revoke_device(engine, "edge-r", NOW + 1)
+    revoked_hashes = await hashes(engine, "edge-r")
+
+    with pytest.raises(DeviceError, match="no device 'edge-z'"):
+        await rotate_device(engine, "edge-z")
+    with pytest.raises(DeviceError, match="edge-r is revoked"):
+        await rotate_device(engine, "edge-r")
+    assert await hashes(engine, "edge-r") == revoked_hashes
+    assert [(d.node, d.status) for d in await list_devices(engine)] == [("edge-r", "revoked")]
 
 
 async def test_broker_files_list_active_boxes_only_and_are_stable(
@@ -276,6 +325,52 @@ async def test_a_revoked_box_is_shut_out_once_the_broker_reloads(
         broker.kill()
 
 
+async def test_after_a_rotation_and_a_reload_the_old_password_is_refused_and_the_new_one_works(
+    sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    passwords = {
+        node: await add_device(sqlite_engine, village=DEFAULT_VILLAGE, node=node, now_ms=NOW)
+        for node in ("edge-a", "edge-b")
+    }
+    etc = tmp_path / "etc"
+    passwd, acl = await write_broker_config(
+        sqlite_engine, etc, hub_username="hub", hub_password=HUB_PASSWORD
+    )
+    broker = MosquittoBroker(tmp_path / "mosquitto", password_file=passwd, acl_file=acl)
+    broker.start()
+
+    def box(node: str, password: str) -> MqttLink:
+        return MqttLink(
+            BrokerConfig(port=broker.port, username=node),
+            client_id=node,
+            password=password,
+            **FAST,
+        )
+
+    try:
+        async with connected(box("edge-a", passwords["edge-a"])):
+            pass
+        new = await rotate_device(sqlite_engine, "edge-a")
+        # Until the broker has the new files, the old password is the one it knows.
+        async with connected(box("edge-a", passwords["edge-a"])):
+            pass
+        await write_broker_config(sqlite_engine, etc, hub_username="hub", hub_password=HUB_PASSWORD)
+        broker.reload()
+
+        refused = box("edge-a", passwords["edge-a"])
+        await refused.start()
+        try:
+            assert not await refused.wait_connected(1.5), "the old password still works"
+        finally:
+            await refused.stop()
+        async with connected(box("edge-a", new)) as renewed:
+            assert await renewed.publish(topic("edge-a", TopicKind.UP), b"after rotation")
+        async with connected(box("edge-b", passwords["edge-b"])):
+            pass  # the neighbour keeps its password
+    finally:
+        broker.kill()
+
+
 # --- the commands ---------------------------------------------------------------------------
 
 
@@ -312,10 +407,26 @@ def test_an_operator_enrols_lists_revokes_and_writes_the_broker_files(
     capsys.readouterr()
     assert "edge-wanaherang-a:$7$101$" in (out / "passwd").read_text()
 
+    assert cli.main(["hub", "device", "rotate", "--config", str(config), "edge-wanaherang-a"]) == 0
+    rotated = capsys.readouterr()
+    lines = rotated.out.splitlines()
+    new_password = lines[lines.index("broker password (shown only this once):") + 1]
+    assert len(new_password) >= 24 and new_password != password
+    assert "broker-config" in rotated.err
+    old_line = next(line for line in (out / "passwd").read_text().splitlines() if "edge-" in line)
+    assert cli.main(["hub", "broker-config", "--config", str(config), "--out", str(out)]) == 0
+    capsys.readouterr()
+    new_line = next(line for line in (out / "passwd").read_text().splitlines() if "edge-" in line)
+    assert verify_mosquitto_hash(password, old_line.split(":", 1)[1])
+    assert verify_mosquitto_hash(new_password, new_line.split(":", 1)[1])
+    assert not verify_mosquitto_hash(password, new_line.split(":", 1)[1])
+
     assert cli.main(["hub", "device", "revoke", "--config", str(config), "edge-wanaherang-a"]) == 0
     assert "revoked" in capsys.readouterr().out
     assert cli.main(["hub", "device", "revoke", "--config", str(config), "edge-nobody"]) == 1
     assert "no device" in capsys.readouterr().err
+    assert cli.main(["hub", "device", "rotate", "--config", str(config), "edge-wanaherang-a"]) == 1
+    assert "revoked" in capsys.readouterr().err
     assert cli.main(["hub", "broker-config", "--config", str(config), "--out", str(out)]) == 0
     assert "edge-wanaherang-a" not in (out / "passwd").read_text()
 

@@ -1,0 +1,319 @@
+"""A district set up by the playbooks, then run from what they rendered: site.yml twice
+(the second run changes nothing), the units checked by systemd, a box syncing to the hub
+through Mosquitto, a dead box replaced, a rollout stopped by a box that does not answer."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import stat
+import subprocess
+import urllib.error
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from edge.config import load_config as load_edge_config
+from hub.config import load_config as load_hub_config
+from protocol.topics import Topic, TopicKind
+from puskesos.fleet import Box, Hub, wait_for
+from puskesos.mqtt import MqttLink
+from puskesos.tomlconfig import BrokerConfig
+from tests.edge.box_process import household_body
+from tests.provisioning.conftest import (
+    VILLAGE_A,
+    District,
+    ProvisionedMosquitto,
+    UnitService,
+    build_wheel,
+    recap,
+)
+
+pytestmark = pytest.mark.slow
+
+BOXES = ("desa-a", "desa-b")
+EDGE_UNITS = (
+    "puskesos-edge.service",
+    "puskesos-edge-backup.service",
+    "puskesos-edge-backup.timer",
+    "puskesos-edge-health.service",
+    "puskesos-edge-health.timer",
+)
+
+
+def broker_accepts(district: District, username: str, password: str) -> bool:
+    """Whether the provisioned broker lets ``username`` in over TLS with ``password``."""
+
+    async def attempt() -> bool:
+        link = MqttLink(
+            BrokerConfig(
+                host="127.0.0.1",
+                port=district.broker_port,
+                tls=True,
+                ca_file=str(district.ca_dir / "ca.crt"),
+                username=username,
+            ),
+            client_id=f"{username}-probe",
+            password=password,
+            backoff_min_s=0.2,
+            backoff_max_s=0.5,
+        )
+        await link.start()
+        try:
+            return await link.wait_connected(5)
+        finally:
+            await link.stop()
+
+    return asyncio.run(attempt())
+
+
+def start_box(district: District, host: str) -> Box:
+    """Start a provisioned box from its unit, with an admin account and an API token."""
+    config = district.config(host)
+    edge = load_edge_config(config)
+    district.puskesos(
+        host, "edge", "user", "add", "--config", str(config), "--username", "admin",
+        "--full-name", "Admin Desa", "--role", "admin", stdin="rahasia-admin-123\n",
+    )  # fmt: skip
+    token = district.puskesos(
+        host, "edge", "token", "add", "--config", str(config), "--username", "admin",
+        "--name", "uji",
+    ).strip()  # fmt: skip
+    service = UnitService(
+        district.unit(host, "puskesos-edge.service"),
+        district.machine(host) / "edge.log",
+        edge.listen_port,
+    )
+    district.services.append(service)
+    service.start(healthy=True)
+    return Box(edge.village, edge.node, district.machine(host), config, service, token)
+
+
+def holds(box: Box, household: str) -> bool:
+    """Whether the box shows the household."""
+    try:
+        box.api(f"/api/v1/households/{household}")
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return False
+        raise
+    return True
+
+
+def at_hub(hub: Hub, village: str) -> set[str]:
+    """The ids of a village's records at the hub."""
+    return {
+        row["id"] for row in hub.api(f"/api/v1/records?village={village}&limit=1000")["records"]
+    }
+
+
+@dataclass
+class Running:
+    """The provisioned broker, hub and the box of host desa-a (its successor once replaced),
+    started; a household saved on the first box."""
+
+    broker: ProvisionedMosquitto
+    hub: Hub
+    box: Box
+    household: str
+
+
+@pytest.fixture(scope="module")
+def running(district: District) -> Iterator[Running]:
+    """Broker, hub and box A started from what site.yml rendered; a household saved on A."""
+    broker = ProvisionedMosquitto(district.machine("broker"), district.broker_port)
+    district.services.append(broker)
+    broker.start()
+    hub_config = district.config("hub")
+    service = UnitService(
+        district.unit("hub", "puskesos-hub@.service"),
+        district.machine("hub") / "hub.log",
+        district.hub_port,
+        instance="hub-1",
+    )
+    district.services.append(service)
+    service.start(healthy=True)  # healthy: connected to the broker
+    token = district.puskesos(
+        "hub", "hub", "token", "add", "--config", str(hub_config), "--name", "uji"
+    )
+    hub = Hub("hub-1", district.machine("hub"), hub_config, service, token.strip())
+    box = start_box(district, "desa-a")
+    body = household_body(41)
+    body["household"].pop("village_code", None)  # the box fills in its own village
+    yield Running(broker, hub, box, str(box.api("/api/v1/households", body)["id"]))
+
+
+def test_site_installs_the_release_and_renders_hub_broker_and_boxes(district: District) -> None:
+    version = district.wheel.name.split("-")[1]
+    for host in ("hub", *BOXES):
+        assert district.puskesos(host, "--version").split()[1] == version
+        python = district.machine(host) / "opt/puskesos/venv/bin/python"
+        where = subprocess.run(
+            [str(python), "-c", "import edge; print(edge.__file__)"],
+            cwd=district.root, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert where.startswith(str(district.machine(host))), "the package is not in the venv"
+
+    for host in BOXES:
+        edge = load_edge_config(district.config(host))
+        wanted = district.boxes[host]
+        assert (edge.village, edge.node) == (wanted["edge_village"], wanted["edge_node"])
+        assert (edge.broker.port, edge.broker.tls, edge.sync.enabled) == (
+            district.broker_port, True, True
+        )  # fmt: skip
+        assert edge.sync.ack_timeout_s == 3  # edge_settings reach the file
+        password = district.machine(host) / "etc/puskesos/broker.password"
+        assert stat.S_IMODE(password.stat().st_mode) == 0o640
+        with sqlite3.connect(edge.database_path) as db:
+            claimed = dict(
+                db.execute("SELECT key, value FROM meta WHERE key IN ('village', 'node')")
+            )
+        assert claimed == {"village": edge.village, "node": edge.node}
+    hub = load_hub_config(district.config("hub"))
+    assert (hub.district, hub.broker.tls, hub.sweep_interval_s) == ("3201", True, 1)
+
+    broker_files = district.machine("broker") / "etc/mosquitto/puskesos"
+    users = {line.split(":")[0] for line in (broker_files / "passwd").read_text().splitlines()}
+    assert users == {"hub", "edge-3201022001-a", "edge-3201022002-a"}
+    acl = (broker_files / "acl").read_text()
+    assert f"topic write {Topic(VILLAGE_A, 'edge-3201022001-a', TopicKind.UP)}" in acl
+
+    certificate = district.machine("broker") / "etc/mosquitto/certs/server.crt"
+    verified = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(district.ca_dir / "ca.crt"), "-verify_ip",
+         "127.0.0.1", str(certificate)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    keys = {
+        path.name
+        for host in ("hub", "broker", *BOXES)
+        for path in district.machine(host).rglob("*.key")
+    }
+    assert keys == {"server.key", "session.key"}, "the CA's key left the control host"
+
+
+def test_a_second_run_of_site_changes_nothing(district: District) -> None:
+    assert all(stats["changed"] > 0 for stats in recap(district.first_run).values())
+    result = district.play("site.yml")
+    assert result.returncode == 0, result.stdout[-4000:]
+    stats = recap(result.stdout)
+    assert set(stats) == {"hub", "broker", *BOXES}
+    assert {host: (s["changed"], s["failed"]) for host, s in stats.items()} == {
+        host: (0, 0) for host in stats
+    }, result.stdout[-6000:]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_systemd_finds_nothing_wrong_in_the_rendered_units(district: District) -> None:
+    units = [district.unit("desa-a", name) for name in EDGE_UNITS]
+    # The hub's template unit, checked as the instance systemd would start.
+    units.append(district.unit("hub", "puskesos-hub@hub-1.service"))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == ""
+
+
+def test_the_provisioned_box_answers_and_its_work_reaches_the_provisioned_hub(
+    running: Running,
+) -> None:
+    health = running.box.api("/healthz")
+    assert (health["status"], health["node"]) == ("ok", "edge-3201022001-a")
+    wait_for(lambda: running.household in at_hub(running.hub, VILLAGE_A), 60, "the hub to have it")
+
+
+def test_a_replaced_box_is_shut_out_and_its_successor_gets_the_village_back(
+    district: District, running: Running
+) -> None:
+    wait_for(lambda: running.household in at_hub(running.hub, VILLAGE_A), 60, "the hub to have it")
+    old = district.boxes["desa-a"]
+    old_password = (district.machine("desa-a") / "etc/puskesos/broker.password").read_text().strip()
+    running.box.service.kill()  # the SD card dies
+    assert broker_accepts(district, old["edge_node"], old_password)
+
+    # The district's IT gives the village's host the new box, under a new node id.
+    district.add_box("desa-a", VILLAGE_A, "edge-3201022001-b", edge_replaces=old["edge_node"])
+    result = district.play("replace-edge.yml", "-e", "boxes=desa-a")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert recap(result.stdout)["desa-a"]["changed"] > 0
+    running.broker.reload()  # what the broker role's handler does with systemd
+
+    assert not broker_accepts(district, old["edge_node"], old_password)
+    listed = district.puskesos("hub", "hub", "device", "list", "--config", str(running.hub.config))
+    status = {line.split()[0]: line.split()[2] for line in listed.splitlines()[1:]}
+    assert status["edge-3201022001-a"] == "revoked"
+    successor = start_box(district, "desa-a")
+    assert successor.node == "edge-3201022001-b"
+    running.box = successor
+    wait_for(lambda: holds(successor, running.household), 90, "the village on the new box")
+
+
+def test_rotating_credentials_retires_the_old_passwords_and_the_broker_certificate(
+    district: District, running: Running
+) -> None:
+    hub_password_file = district.machine("hub") / "var/lib/puskesos-hub/broker.password"
+    certificate = district.machine("broker") / "etc/mosquitto/certs/server.crt"
+    box, nodes = running.box, {host: district.boxes[host]["edge_node"] for host in BOXES}
+
+    def box_password(host: str) -> str:
+        return (district.machine(host) / "etc/puskesos/broker.password").read_text().strip()
+
+    old = {"hub": hub_password_file.read_text().strip(), **{h: box_password(h) for h in BOXES}}
+    old_certificate = certificate.read_text()
+    wait_for(lambda: box.api("/api/v1/sync/status")["connected"], 60, "the box to be connected")
+
+    result = district.play("rotate-credentials.yml")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert all(stats["changed"] > 0 for stats in recap(result.stdout).values()), result.stdout
+    assert "shown only this once" not in result.stdout + result.stderr
+    new = {"hub": hub_password_file.read_text().strip(), **{h: box_password(h) for h in BOXES}}
+    assert all(new[name] != old[name] for name in old), "a password was not rotated"
+    assert not any(password in result.stdout for password in new.values())
+    # What the handlers do with systemd: the broker restarts (new certificate), then the hub
+    # workers and the box restart with their new passwords.
+    running.broker.restart()
+    assert certificate.read_text() != old_certificate
+    assert not broker_accepts(district, "hub", old["hub"])
+    assert broker_accepts(district, "hub", new["hub"])  # over TLS: the new certificate holds
+    for host in BOXES:
+        assert not broker_accepts(district, nodes[host], old[host]), f"{host}'s old password"
+        assert broker_accepts(district, nodes[host], new[host])
+    running.hub.service.stop()
+    running.hub.service.start(healthy=True)
+    box.service.stop()
+    box.service.start(healthy=True)
+
+    body = household_body(42)
+    body["household"].pop("village_code", None)
+    saved = str(box.api("/api/v1/households", body)["id"])
+    wait_for(lambda: saved in at_hub(running.hub, VILLAGE_A), 60, "the hub to have it")
+
+
+def test_a_rollout_backs_up_and_upgrades_a_box_and_stops_at_the_first_that_does_not_answer(
+    district: District, running: Running
+) -> None:
+    for service in district.services:
+        if isinstance(service, UnitService) and service.argv[:2] == ["edge", "serve"]:
+            service.stop()  # desa-a, first in the inventory, will not answer after the upgrade
+    current = district.wheel.name.split("-")[1]
+    parts = current.split(".")
+    release = ".".join([*parts[:-1], str(int(parts[-1]) + 1)])
+    wheel = build_wheel(district.root / "next", release)
+
+    result = district.play(
+        "upgrade.yml", "-e", f"puskesos_version={release}", "-e", f"puskesos_wheel={wheel}",
+        "-e", "upgrade_batch=1", "-e", "upgrade_health_retries=2",
+    )  # fmt: skip
+    assert result.returncode != 0
+    stats = recap(result.stdout)
+    assert stats["hub"]["failed"] == 0  # upgraded, and its worker answered healthy
+    assert stats["desa-a"]["failed"] == 1
+    assert "desa-b" not in stats, "the rollout went on after a box failed its health check"
+    assert district.puskesos("desa-a", "--version").split()[1] == release
+    backups = district.machine("desa-a") / "var/lib/puskesos/backups"
+    assert (backups / f"before-upgrade-to-{release}.sqlite").stat().st_size > 0
+    assert district.puskesos("desa-b", "--version").split()[1] == current
