@@ -1,6 +1,7 @@
 """``puskesos hub ...``: set up and run a district hub worker, manage its API tokens.
 
-The device registry's commands (``device``, ``broker-config``) are in :mod:`hub.devices`.
+The device registry's commands (``device``, ``broker-config``) are in :mod:`hub.devices`,
+``keys`` in :mod:`hub.keys`, ``forward`` in :mod:`hub.forward`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hub import devices
+from hub import devices, forward, keys
 from hub.config import HubConfig, load_config, render_toml
 from protocol.ids import is_node_id
 from puskesos.commands import CommandError, guarded
@@ -27,7 +28,7 @@ DEFAULT_CONFIG = Path("/etc/puskesos/hub.toml")
 
 class HubCommands:
     """The ``puskesos hub`` subcommands, each with ``--config``. Modules add their own
-    (:mod:`hub.devices`) through :meth:`command`."""
+    (:mod:`hub.devices`, :mod:`hub.keys`, :mod:`hub.forward`) through :meth:`command`."""
 
     def __init__(self, subparsers: Any) -> None:
         self._subparsers = subparsers
@@ -76,6 +77,8 @@ def add_parser(subparsers: Any) -> None:
     token_add = commands.command("token add", _token_add, "make an API token; printed once")
     token_add.add_argument("--name", required=True, help="what the token is for")
     devices.add_commands(commands)
+    keys.add_commands(commands)
+    forward.add_commands(commands)
 
 
 def broker_password(config: HubConfig) -> str | None:

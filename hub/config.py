@@ -41,12 +41,22 @@ class HubConfig:
     resend_after_s: int = 30
     sweep_interval_s: int = 5
     box_stale_after_s: int = 900
+    signing_key_file: str = "signing.key"
+    national_url: str = ""
+    national_token_file: str = ""
+    national_ca_file: str = ""
+    forward_chunk_bytes: int = 4 * 1024 * 1024
     broker: BrokerConfig = field(default_factory=lambda: BrokerConfig(username="hub"))
 
     @property
     def url(self) -> str:
         """The database URL: ``database_url``, or a SQLite file in ``data_dir``."""
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'hub.sqlite'}"
+
+    def path(self, setting: str) -> Path:
+        """A file setting's path: as given if absolute, else relative to ``data_dir``."""
+        path = Path(setting)
+        return path if path.is_absolute() else self.data_dir / path
 
 
 #: (section, key) → one line of documentation.
@@ -70,6 +80,15 @@ KEYS: Mapping[tuple[str, str], str] = {
     ("hub", "box_stale_after_s"): (
         "seconds without a status, report or batch before a box counts as stale in /metrics"
     ),
+    ("hub", "signing_key_file"): (
+        "the district's Ed25519 signing key (PKCS#8 PEM, made by `puskesos hub keys init`)"
+    ),
+    ("hub", "national_url"): "base URL of the national receiver (empty: no forwarding)",
+    ("hub", "national_token_file"): "file holding this district's token at the national receiver",
+    ("hub", "national_ca_file"): (
+        "CA bundle that signs the national receiver's certificate (empty: the system's)"
+    ),
+    ("hub", "forward_chunk_bytes"): "bytes per request when forwarding a dataset",
     **BROKER_KEYS,
 }
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from edge import cli as edge_cli
 from hub import cli as hub_cli
+from national import cli as national_cli
 from protocol.codec import WIRE_VERSION
 from puskesos import __version__, demo
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     edge_cli.add_parser(commands)
     hub_cli.add_parser(commands)
+    national_cli.add_parser(commands)
     demo.add_parser(commands)
     return parser
 

@@ -1,0 +1,280 @@
+"""Write a signed dataset folder from a stream of records, in flat memory.
+
+The caller (the monthly cycle's freeze, a test, the benchmark) supplies the records as an
+async or plain iterable of :class:`ExportRecord`. Each entity gets a JSON Lines file
+(``{"id", "village", "values"}`` per line, the authoritative form) and a CSV file for
+spreadsheets (columns ``id``, ``village`` and the entity's fields in the order of
+:data:`protocol.entities.ENTITIES`). Bytes, records and SHA-256 are counted while writing,
+so nothing is read twice and only one batch of records is in memory at a time; the
+encoding runs in a worker thread, batch by batch, so the event loop stays free.
+
+The folder is built under a temporary name beside the target and renamed into place once
+every file, ``manifest.json`` and ``manifest.sig`` are on disk: a crash leaves either no
+dataset or a whole one (the half-built one is a dot-folder that a new export ignores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from hub.keys import sign
+from protocol.dataset import (
+    FORMATS,
+    MANIFEST_FILE,
+    SIGNATURE_FILE,
+    DatasetFile,
+    Manifest,
+    canonical_bytes,
+    file_name,
+    is_district,
+    is_period,
+)
+from protocol.entities import ENTITIES
+from protocol.schema import FieldKind as K
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["SCHEMA_VERSION", "ExportError", "ExportRecord", "export_dataset", "hub_records"]
+
+#: Version of the record layout inside the files (entity fields as in protocol/entities.py).
+SCHEMA_VERSION = 1
+#: Records handed to the worker thread at once.
+BATCH = 5000
+#: Text a spreadsheet would run as a formula; such a CSV cell gets a leading apostrophe.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ExportError(ValueError):
+    """An export that cannot be made; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRecord:
+    """One record as it goes into the dataset: its shown values, without stamps."""
+
+    entity: str
+    id: str
+    village: str
+    values: Mapping[str, Any]
+
+
+class _Sink:
+    """One output file that counts its bytes and hashes them as they are written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._out = open(path, "wb")  # noqa: SIM115 (closed in close())
+        self._sha = hashlib.sha256()
+        self.bytes = 0
+        self.records = 0
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` (a whole batch of lines at once: one call, one hash update)."""
+        self._out.write(data)
+        self._sha.update(data)
+        self.bytes += len(data)
+
+    def close(self) -> str:
+        """Flush to disk; returns the hex SHA-256."""
+        self._out.flush()
+        os.fsync(self._out.fileno())
+        self._out.close()
+        return self._sha.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """An entity's CSV columns and which of them need converting (positions in a row)."""
+
+    columns: tuple[str, ...]
+    flags: tuple[int, ...]
+    lists: tuple[int, ...]
+    texts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, entity: str) -> _Layout:
+        specs = list(ENTITIES[entity].fields.values())
+        at = {kind: tuple(i + 2 for i, s in enumerate(specs) if s.kind is kind) for kind in K}
+        return cls(tuple(s.name for s in specs), at[K.BOOL], at[K.ENUM_SET], at[K.TEXT])
+
+
+class _Writer:
+    """The files of one dataset while it is written (used from one thread at a time).
+
+    A batch is encoded into memory per entity, then written and hashed in one call per
+    file: per-line writes and hash updates would cost more than the encoding.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._encode = msgspec.json.Encoder().encode
+        self._layouts = {entity: _Layout.of(entity) for entity in ENTITIES}
+        self._jsonl = {e: _Sink(folder / file_name(e, "jsonl")) for e in ENTITIES}
+        self._csv = {e: _Sink(folder / file_name(e, "csv")) for e in ENTITIES}
+        self._text = io.StringIO()
+        self._rows = csv.writer(self._text)
+        for entity, layout in self._layouts.items():
+            self._rows.writerow(("id", "village", *layout.columns))
+            self._flush_csv(entity)
+
+    def _flush_csv(self, entity: str) -> None:
+        self._csv[entity].write(self._text.getvalue().encode())
+        self._text.seek(0)
+        self._text.truncate()
+
+    def write(self, batch: Sequence[ExportRecord]) -> None:
+        """Append a batch of records (in order) to their entities' files."""
+        encode, rows = self._encode, self._rows
+        by_entity: dict[str, list[ExportRecord]] = {}
+        for record in batch:
+            by_entity.setdefault(record.entity, []).append(record)
+        for entity, records in by_entity.items():
+            layout = self._layouts.get(entity)
+            if layout is None:
+                raise ExportError(f"record {records[0].id}: unknown entity {entity!r}")
+            lines = []
+            for record in records:
+                values = record.values
+                lines.append(encode({"id": record.id, "village": record.village, "values": values}))
+                row = [record.id, record.village, *map(values.get, layout.columns)]
+                for i in layout.flags:
+                    if row[i] is not None:
+                        row[i] = "true" if row[i] else "false"
+                for i in layout.lists:
+                    if row[i] is not None:
+                        row[i] = ";".join(row[i])
+                for i in layout.texts:
+                    if row[i] and row[i].startswith(_FORMULA_START):
+                        row[i] = "'" + row[i]
+                rows.writerow(row)
+            lines.append(b"")
+            self._jsonl[entity].write(b"\n".join(lines))
+            self._jsonl[entity].records += len(records)
+            self._flush_csv(entity)
+            self._csv[entity].records += len(records)
+
+    def close(self) -> tuple[DatasetFile, ...]:
+        """Close every file; the manifest's entries, JSON Lines then CSV per entity."""
+        files = []
+        for entity in ENTITIES:
+            for fmt in FORMATS:
+                sink = self._jsonl[entity] if fmt == "jsonl" else self._csv[entity]
+                digest = sink.close()
+                files.append(
+                    DatasetFile(sink.path.name, entity, fmt, sink.records, sink.bytes, digest)
+                )
+        return tuple(files)
+
+
+async def _batches(
+    records: AsyncIterable[ExportRecord] | Iterable[ExportRecord],
+) -> AsyncIterator[list[ExportRecord]]:
+    batch: list[ExportRecord] = []
+    if isinstance(records, AsyncIterable):
+        async for record in records:
+            batch.append(record)
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+    else:
+        for record in records:
+            batch.append(record)
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    with open(path, "xb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+async def export_dataset(
+    records: AsyncIterable[ExportRecord] | Iterable[ExportRecord],
+    target: Path,
+    *,
+    district: str,
+    period: str,
+    key: Ed25519PrivateKey,
+    now_ms: int,
+) -> Manifest:
+    """Write ``records`` as the signed dataset folder ``target`` for (district, period).
+
+    Returns the manifest. Raises :class:`ExportError` when ``target`` exists, the district
+    or period is not valid, or a record is of an unknown entity (nothing is left behind).
+    """
+    if not is_district(district) or not is_period(period):
+        raise ExportError(f"district {district!r} / period {period!r} is not valid")
+    if target.exists():
+        raise ExportError(f"{target} exists; a dataset is never overwritten")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        writer = await asyncio.to_thread(_Writer, temp)
+        try:
+            async for batch in _batches(records):
+                await asyncio.to_thread(writer.write, batch)
+        finally:
+            files = await asyncio.to_thread(writer.close)
+        counts: dict[str, int] = {}
+        for f in files:
+            counts[f.entity] = f.records
+        manifest = Manifest(district, period, now_ms, SCHEMA_VERSION, files, counts)
+        signed = canonical_bytes(manifest)
+        _write_new(temp / MANIFEST_FILE, signed)
+        _write_new(temp / SIGNATURE_FILE, (sign(key, signed) + "\n").encode("ascii"))
+        _fsync_dir(temp)
+        if target.exists():
+            raise ExportError(f"{target} appeared while exporting; a dataset is never overwritten")
+        temp.rename(target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return manifest
+
+
+async def hub_records(engine: AsyncEngine, *, batch: int = BATCH) -> AsyncIterator[ExportRecord]:
+    """Every record of the hub's ``records`` table with its shown values, streamed.
+
+    The ``data`` column holds exactly :func:`protocol.merge.values` of the ``state`` column
+    (the store writes both in one statement), so it is read instead of decoding every
+    field's versions again. Tombstones are included: their ``deleted`` is ``true``.
+    """
+    import json
+
+    import sqlalchemy as sa
+
+    from hub import db
+
+    r = db.records
+    query = sa.select(r.c.entity, r.c.id, r.c.village, r.c.data)
+    async with engine.connect() as conn:
+        result = await conn.stream(query.execution_options(yield_per=batch))
+        async for row in result:
+            yield ExportRecord(row.entity, row.id, row.village, json.loads(row.data))
