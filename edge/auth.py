@@ -9,26 +9,28 @@ Five failed logins in a row lock an account for ``login_lockout_s``.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from edge import db
 from edge.records import AuditEntry
 from edge.store import Store
+from puskesos import webauth
+from puskesos.webauth import (
+    MIN_PASSWORD_LENGTH,
+    csrf_token,
+    hash_password,
+    load_secret,
+    valid_username,
+)
 
 __all__ = [
     "APPROVERS",
+    "MIN_PASSWORD_LENGTH",
     "LoginResult",
     "Role",
     "User",
@@ -48,11 +50,6 @@ __all__ = [
     "user_for_session",
     "valid_username",
 ]
-
-_hasher = PasswordHasher()
-#: Verified against when the user does not exist, so both cases take the same time.
-_DUMMY_HASH = _hasher.hash("not a password of anyone")
-MIN_PASSWORD_LENGTH = 8
 
 
 class Role(StrEnum):
@@ -92,45 +89,8 @@ class LoginResult:
     locked: bool = False
 
 
-def _sha256(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def _user(row: sa.Row[tuple[object, ...]]) -> User:
     return User(row.id, row.username, row.full_name, Role(row.role), bool(row.active))
-
-
-def load_secret(path: Path) -> bytes:
-    """The box's secret, created (mode 0600) on first use."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = path.with_name(path.name + ".new")
-        fresh.unlink(missing_ok=True)
-        fresh.touch(mode=0o600)
-        with fresh.open("wb") as file:  # complete and on disk before it takes the name
-            file.write(secrets.token_bytes(32))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(fresh, path)
-    return path.read_bytes()
-
-
-def csrf_token(secret: bytes, session_token: str) -> str:
-    """The CSRF token that goes with a session."""
-    return hmac.new(secret, _sha256(session_token).encode(), hashlib.sha256).hexdigest()
-
-
-def valid_username(username: str) -> bool:
-    """User names are letters, digits, dots and underscores."""
-    return bool(username) and username.replace(".", "").replace("_", "").isalnum()
-
-
-async def _verify(password_hash: str, password: str) -> bool:
-    """Check a password off the event loop (argon2 takes tens of milliseconds on purpose)."""
-    try:
-        return await asyncio.to_thread(_hasher.verify, password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 async def create_user(
@@ -141,7 +101,7 @@ async def create_user(
         raise ValueError(f"password needs at least {MIN_PASSWORD_LENGTH} characters")
     if not valid_username(username):
         raise ValueError("username: letters, digits, dot and underscore only")
-    password_hash = await asyncio.to_thread(_hasher.hash, password)
+    password_hash = await hash_password(password)
     now = store.now_ms()
     created: list[int] = []
 
@@ -179,13 +139,13 @@ async def authenticate(store: Store, username: str, password: str, address: str)
     query = sa.select(db.users).where(db.users.c.username == username)
     row = await store.read(lambda conn: conn.execute(query).first())
     if row is None or not row.active:
-        await _verify(_DUMMY_HASH, password)
+        await webauth.verify_nobody(password)
         await store.audit(AuditEntry(username[:64], "login_failed", address=address))
         return LoginResult(None)
     if row.locked_until_ms > now:
         await store.audit(AuditEntry(row.username, "login_locked", address=address))
         return LoginResult(None, locked=True)
-    if not await _verify(row.password_hash, password):
+    if not await webauth.verify_password(row.password_hash, password):
         user_id = row.id
 
         def count_failure(conn: sa.Connection) -> int:
@@ -225,7 +185,7 @@ async def create_session(store: Store, user: User, address: str) -> str:
     token = secrets.token_urlsafe(32)
     now = store.now_ms()
     insert = db.sessions.insert().values(
-        token_hash=_sha256(token),
+        token_hash=webauth.sha256(token),
         user_id=user.id,
         created_ms=now,
         expires_ms=now + store.config.session_max_age_s * 1000,
@@ -258,14 +218,14 @@ _USER_BY_API_TOKEN = (
 
 async def user_for_session(store: Store, token: str) -> User | None:
     """The active user of an unexpired session, else ``None``."""
-    params = {"token_hash": _sha256(token), "now_ms": store.now_ms()}
+    params = {"token_hash": webauth.sha256(token), "now_ms": store.now_ms()}
     row = await store.read(lambda conn: conn.execute(_USER_BY_SESSION, params).first())
     return _user(row) if row is not None else None
 
 
 async def end_session(store: Store, token: str) -> None:
     """Log out: the session token stops working."""
-    delete = db.sessions.delete().where(db.sessions.c.token_hash == _sha256(token))
+    delete = db.sessions.delete().where(db.sessions.c.token_hash == webauth.sha256(token))
     await store.run_write(lambda conn: conn.execute(delete))
 
 
@@ -274,7 +234,7 @@ async def create_api_token(store: Store, user: User, name: str, *, actor: str = 
     shown once, stored hashed."""
     token = "psk_" + secrets.token_urlsafe(32)
     insert = db.api_tokens.insert().values(
-        name=name, user_id=user.id, token_hash=_sha256(token), created_ms=store.now_ms()
+        name=name, user_id=user.id, token_hash=webauth.sha256(token), created_ms=store.now_ms()
     )
     await store.run_write(lambda conn: conn.execute(insert))
     detail = {"name": name, "user": user.username}
@@ -284,7 +244,7 @@ async def create_api_token(store: Store, user: User, name: str, *, actor: str = 
 
 async def user_for_api_token(store: Store, token: str) -> User | None:
     """The active user behind a valid, unrevoked API token."""
-    params = {"token_hash": _sha256(token)}
+    params = {"token_hash": webauth.sha256(token)}
     row = await store.read(lambda conn: conn.execute(_USER_BY_API_TOKEN, params).first())
     return _user(row) if row is not None else None
 
@@ -313,7 +273,7 @@ async def set_password(store: Store, user_id: int, password: str, *, actor: str)
     """Set a new password (and unlock the account); its other sessions end."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValueError(f"password needs at least {MIN_PASSWORD_LENGTH} characters")
-    password_hash = await asyncio.to_thread(_hasher.hash, password)
+    password_hash = await hash_password(password)
 
     def change(conn: sa.Connection) -> None:
         conn.execute(

@@ -1,7 +1,8 @@
 """``puskesos hub ...``: set up and run a district hub worker, manage its API tokens.
 
 The device registry's commands (``device``, ``broker-config``) are in :mod:`hub.devices`,
-``keys`` in :mod:`hub.keys`, ``forward`` in :mod:`hub.forward`.
+``keys`` in :mod:`hub.keys`, ``forward`` in :mod:`hub.forward`, ``cycle`` and
+``import-published`` in :mod:`hub.cycle_commands`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hub import devices, forward, keys
+from hub import auth, cycle_commands, devices, forward, keys
 from hub.config import HubConfig, load_config, render_toml
 from protocol.ids import is_node_id
 from puskesos.commands import CommandError, guarded
+from puskesos.webauth import load_secret
 
 __all__ = ["HubCommands", "add_parser", "broker_password"]
 
@@ -79,6 +81,8 @@ def add_parser(subparsers: Any) -> None:
     devices.add_commands(commands)
     keys.add_commands(commands)
     forward.add_commands(commands)
+    cycle_commands.add_commands(commands)
+    auth.add_commands(commands)
 
 
 def broker_password(config: HubConfig) -> str | None:
@@ -113,6 +117,7 @@ def _init(args: argparse.Namespace) -> int:
         if not secret.exists():
             secret.touch(mode=0o600)
             secret.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")
+    load_secret(config.path(config.session_secret_file))  # the review UI's CSRF key
     print(f"hub ready: node {config.node}, database {config.url}, configuration {path}")
     return 0
 

@@ -46,6 +46,12 @@ class HubConfig:
     national_token_file: str = ""
     national_ca_file: str = ""
     forward_chunk_bytes: int = 4 * 1024 * 1024
+    session_secret_file: str = "session.secret"
+    login_lockout_s: int = 900
+    national_key_file: str = ""
+    cutoff_day: int = 17
+    cutoff_time: str = "23:59"
+    timezone: str = "Asia/Jakarta"
     broker: BrokerConfig = field(default_factory=lambda: BrokerConfig(username="hub"))
 
     @property
@@ -89,6 +95,16 @@ KEYS: Mapping[tuple[str, str], str] = {
         "CA bundle that signs the national receiver's certificate (empty: the system's)"
     ),
     ("hub", "forward_chunk_bytes"): "bytes per request when forwarding a dataset",
+    ("hub", "session_secret_file"): (
+        "key file the review UI's CSRF tokens are derived from (made by `puskesos hub init`)"
+    ),
+    ("hub", "login_lockout_s"): "seconds a review UI account stays locked after 5 failed logins",
+    ("hub", "national_key_file"): (
+        "the national receiver's public key (PEM) that signs published results (empty: none)"
+    ),
+    ("hub", "cutoff_day"): "day of the month whose cut-off freezes the period (past the end: last)",
+    ("hub", "cutoff_time"): "time of day (HH:MM) of the monthly cut-off",
+    ("hub", "timezone"): "time zone of the monthly cut-off and of decision dates",
     **BROKER_KEYS,
 }
 

@@ -18,15 +18,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 __all__ = [
     "api_tokens",
+    "audit",
     "clocks",
     "conflicts",
+    "counters",
     "create_engine",
+    "decisions",
     "devices",
     "down_batches",
     "is_sqlite",
     "metadata",
+    "period_villages",
+    "periods",
     "records",
+    "sessions",
+    "snapshot_rows",
     "upgrade",
+    "users",
     "villages",
 ]
 
@@ -55,7 +63,17 @@ records = sa.Table(
     sa.Column("writers", sa.Text, nullable=False, server_default=""),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
     sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    # Review and the monthly cycle (docs/cycle.md).
+    sa.Column("pending", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("approved", sa.Text),
+    sa.Column("approved_seq", sa.BigInteger),
+    sa.Column("first_approved_seq", sa.BigInteger),
+    sa.Column("approved_status", sa.Text),
+    sa.Column("nik", sa.Text),
     sa.Index("ix_records_village_log", "village", "log_seq"),
+    sa.Index("ix_records_pending", "pending", "village", "household_id"),
+    sa.Index("ix_records_approved", "approved_seq"),
+    sa.Index("ix_records_nik", "nik"),
     sa.Index("ix_records_village_entity", "village", "entity", "updated_ms"),
     sa.Index("ix_records_household", "household_id"),
 )
@@ -133,6 +151,117 @@ api_tokens = sa.Table(
     sa.Column("token_hash", sa.Text, nullable=False, unique=True),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
     sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# --- review and the monthly cycle (docs/cycle.md) -----------------------------------------
+
+counters = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("household_id", sa.Text, nullable=False),
+    sa.Column("village", sa.Text, nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("decided_ms", sa.BigInteger, nullable=False),
+    sa.Column("approval_seq", sa.BigInteger, nullable=False),
+    sa.Column("period", sa.Text, nullable=False),
+    sa.Column("changes", sa.Text, nullable=False),
+    sa.Index("ix_decisions_household", "household_id", "decided_ms"),
+    sa.Index("ix_decisions_seq", "approval_seq"),
+)
+
+periods = sa.Table(
+    "periods",
+    metadata,
+    sa.Column("period", sa.Text, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("cutoff_ms", sa.BigInteger, nullable=False),
+    sa.Column("frozen_seq", sa.BigInteger),
+    sa.Column("frozen_ms", sa.BigInteger),
+    sa.Column("frozen_by", sa.Text),
+    sa.Column("submitted_ms", sa.BigInteger),
+    sa.Column("submitted_by", sa.Text),
+    sa.Column("signed_ms", sa.BigInteger),
+    sa.Column("signed_by", sa.Text),
+    sa.Column("dataset", sa.Text),
+    sa.Column("manifest_sha256", sa.Text),
+    sa.Column("forward_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("forward_error", sa.Text),
+    sa.Column("next_forward_ms", sa.BigInteger),
+    sa.Column("forwarded_ms", sa.BigInteger),
+    sa.Column("receipt", sa.Text),
+    sa.Column("published_ms", sa.BigInteger),
+    sa.Column("published_by", sa.Text),
+    sa.Column("published_count", sa.BigInteger),
+)
+
+period_villages = sa.Table(
+    "period_villages",
+    metadata,
+    sa.Column("period", sa.Text, primary_key=True),
+    sa.Column("village", sa.Text, primary_key=True),
+    sa.Column("frozen_seq", sa.BigInteger),
+    sa.Column("returned_ms", sa.BigInteger),
+    sa.Column("returned_by", sa.Text),
+    sa.Column("return_note", sa.Text),
+    sa.Column("totals", sa.Text),
+)
+
+snapshot_rows = sa.Table(
+    "snapshot_rows",
+    metadata,
+    sa.Column("period", sa.Text, primary_key=True),
+    sa.Column("record_id", sa.Text, primary_key=True),
+    sa.Column("entity", sa.Text, nullable=False),
+    sa.Column("village", sa.Text, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("status", sa.Text),
+    sa.Index("ix_snapshot_rows_village", "period", "village"),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.Text, nullable=False, unique=True),
+    sa.Column("full_name", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until_ms", sa.BigInteger),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("token_hash", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Integer, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("last_seen_ms", sa.BigInteger, nullable=False),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at_ms", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False, server_default=""),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+    sa.Index("ix_audit_at", "at_ms"),
+    sa.Index("ix_audit_subject", "subject", "at_ms"),
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -48,10 +48,20 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["SCHEMA_VERSION", "ExportError", "ExportRecord", "export_dataset", "hub_records"]
+__all__ = [
+    "CYCLE_ENTITIES",
+    "SCHEMA_VERSION",
+    "ExportError",
+    "ExportRecord",
+    "export_dataset",
+    "hub_records",
+    "period_records",
+]
 
 #: Version of the record layout inside the files (entity fields as in protocol/entities.py).
 SCHEMA_VERSION = 1
+#: The entities of a period's dataset (the monthly cycle's export).
+CYCLE_ENTITIES = ("household", "member")
 #: Records handed to the worker thread at once.
 BATCH = 5000
 #: Text a spreadsheet would run as a formula; such a CSV cell gets a leading apostrophe.
@@ -119,11 +129,11 @@ class _Writer:
     file: per-line writes and hash updates would cost more than the encoding.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, entities: Sequence[str]) -> None:
         self._encode = msgspec.json.Encoder().encode
-        self._layouts = {entity: _Layout.of(entity) for entity in ENTITIES}
-        self._jsonl = {e: _Sink(folder / file_name(e, "jsonl")) for e in ENTITIES}
-        self._csv = {e: _Sink(folder / file_name(e, "csv")) for e in ENTITIES}
+        self._layouts = {entity: _Layout.of(entity) for entity in entities}
+        self._jsonl = {e: _Sink(folder / file_name(e, "jsonl")) for e in entities}
+        self._csv = {e: _Sink(folder / file_name(e, "csv")) for e in entities}
         self._text = io.StringIO()
         self._rows = csv.writer(self._text)
         for entity, layout in self._layouts.items():
@@ -144,7 +154,9 @@ class _Writer:
         for entity, records in by_entity.items():
             layout = self._layouts.get(entity)
             if layout is None:
-                raise ExportError(f"record {records[0].id}: unknown entity {entity!r}")
+                raise ExportError(
+                    f"record {records[0].id}: unknown entity {entity!r} (or not exported)"
+                )
             lines = []
             for record in records:
                 values = record.values
@@ -169,7 +181,7 @@ class _Writer:
     def close(self) -> tuple[DatasetFile, ...]:
         """Close every file; the manifest's entries, JSON Lines then CSV per entity."""
         files = []
-        for entity in ENTITIES:
+        for entity in self._layouts:
             for fmt in FORMATS:
                 sink = self._jsonl[entity] if fmt == "jsonl" else self._csv[entity]
                 digest = sink.close()
@@ -222,20 +234,27 @@ async def export_dataset(
     period: str,
     key: Ed25519PrivateKey,
     now_ms: int,
+    entities: Sequence[str] = tuple(ENTITIES),
 ) -> Manifest:
-    """Write ``records`` as the signed dataset folder ``target`` for (district, period).
+    """Write ``records`` as the signed dataset folder ``target`` for (district, period),
+    with the files of ``entities`` (every entity by default; the monthly cycle exports
+    households and members).
 
     Returns the manifest. Raises :class:`ExportError` when ``target`` exists, the district
-    or period is not valid, or a record is of an unknown entity (nothing is left behind).
+    or period is not valid, or a record is of an entity not exported (nothing is left
+    behind).
     """
     if not is_district(district) or not is_period(period):
         raise ExportError(f"district {district!r} / period {period!r} is not valid")
+    unknown = [entity for entity in entities if entity not in ENTITIES]
+    if unknown or not entities:
+        raise ExportError(f"entities {list(entities)!r}: unknown or none")
     if target.exists():
         raise ExportError(f"{target} exists; a dataset is never overwritten")
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        writer = await asyncio.to_thread(_Writer, temp)
+        writer = await asyncio.to_thread(_Writer, temp, entities)
         try:
             async for batch in _batches(records):
                 await asyncio.to_thread(writer.write, batch)
@@ -278,3 +297,39 @@ async def hub_records(engine: AsyncEngine, *, batch: int = BATCH) -> AsyncIterat
         result = await conn.stream(query.execution_options(yield_per=batch))
         async for row in result:
             yield ExportRecord(row.entity, row.id, row.village, json.loads(row.data))
+
+
+async def period_records(
+    engine: AsyncEngine, period: str, *, batch: int = BATCH
+) -> AsyncIterator[ExportRecord]:
+    """The frozen dataset of ``period``, streamed (a server-side cursor on PostgreSQL):
+    every household and member approved at or before the period's ``frozen_seq`` (its
+    village's own, if the village was re-submitted), with its approved values, except
+    where ``snapshot_rows`` keeps the values an approval after the freeze replaced
+    (docs/cycle.md, "The monthly cycle"). One statement, so one consistent snapshot."""
+    import json
+
+    import sqlalchemy as sa
+
+    from hub import db
+
+    r, p, pv, s = db.records, db.periods, db.period_villages, db.snapshot_rows
+    frozen = sa.func.coalesce(pv.c.frozen_seq, p.c.frozen_seq)
+    query = (
+        sa.select(r.c.entity, r.c.id, r.c.village, sa.func.coalesce(s.c.data, r.c.approved))
+        .select_from(
+            r.join(p, p.c.period == period)
+            .outerjoin(pv, sa.and_(pv.c.period == period, pv.c.village == r.c.village))
+            .outerjoin(s, sa.and_(s.c.period == period, s.c.record_id == r.c.id))
+        )
+        .where(
+            r.c.entity.in_(CYCLE_ENTITIES),
+            p.c.frozen_seq.is_not(None),
+            sa.or_(r.c.approved_seq <= frozen, s.c.record_id.is_not(None)),
+        )
+        .order_by(r.c.entity, r.c.id)
+    )
+    async with engine.connect() as conn:
+        result = await conn.stream(query.execution_options(yield_per=batch))
+        async for entity, record_id, village, data in result:
+            yield ExportRecord(entity, record_id, village, json.loads(data))

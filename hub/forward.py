@@ -272,7 +272,11 @@ def add_commands(commands: HubCommands) -> None:
     text = "deliver a signed dataset folder to the national receiver (hub.national_url)"
     parser = commands.command("forward", _forward, text)
     parser.add_argument("--period", required=True, help="YYYY-MM: the period of the dataset")
-    parser.add_argument("--dataset", type=Path, required=True, help="the dataset folder")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        help="the dataset folder (default: the signed period's own, and its state moves on)",
+    )
 
 
 def _forward(args: argparse.Namespace) -> int:
@@ -283,6 +287,8 @@ def _forward(args: argparse.Namespace) -> int:
     from puskesos.commands import CommandError
 
     config = load_config(args.config)
+    if args.dataset is None:
+        return _forward_period(args)
     if not config.national_url:
         raise CommandError("hub.national_url is not set", 2)
     if not config.national_token_file:
@@ -318,4 +324,24 @@ def _forward(args: argparse.Namespace) -> int:
     temp.write_text(receipt + "\n", encoding="utf-8")
     os.replace(temp, args.dataset / RECEIPT_FILE)
     print(receipt)
+    return 0
+
+
+def _forward_period(args: argparse.Namespace) -> int:
+    """``hub forward --period P``: the period's own dataset, through the monthly cycle (its
+    receipt stored, the period ``diteruskan``); a period that is not signed is refused."""
+    import getpass
+
+    from hub import cycle
+    from hub.cycle_commands import run_with_store
+    from puskesos.commands import CommandError
+
+    async def work(store: Any, config: Any) -> Any:
+        return await cycle.forward_period(store, config, args.period, getpass.getuser())
+
+    try:
+        done = run_with_store(args.config, work)
+    except ForwardError as exc:
+        raise CommandError(str(exc)) from None
+    print(json.dumps(done.receipt, indent=2, sort_keys=True))
     return 0

@@ -22,7 +22,7 @@ import uuid
 
 import sqlalchemy as sa
 
-from hub import db, downlink
+from hub import cycle, db, downlink
 from hub.config import HubConfig
 from hub.metrics import HubMetrics
 from hub.store import HubStore, Outcome
@@ -62,6 +62,7 @@ class Ingest:
         self._slots = asyncio.Semaphore(max(1, config.apply_concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._cycle: asyncio.Task[None] | None = None
         metrics.broker_connected.set_function(lambda: 1.0 if self.link.connected else 0.0)
 
     async def run(self) -> None:
@@ -77,9 +78,11 @@ class Ingest:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, self._cycle):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.link.stop()
@@ -254,6 +257,17 @@ class Ingest:
                 await self.sweep()
             except Exception:
                 log.exception("downlink sweep failed")
+            if self._cycle is None or self._cycle.done():
+                # In its own task: a delivery may take minutes, the downlink must not wait.
+                self._cycle = asyncio.create_task(self._cycle_sweep())
+
+    async def _cycle_sweep(self) -> None:
+        """The monthly cycle's automatic steps (docs/cycle.md); a failure is logged and
+        tried again at the next sweep, it never stops ingest."""
+        try:
+            await cycle.sweep(self.store, self.config)
+        except Exception:
+            log.exception("monthly cycle sweep failed")
 
     async def sweep(self) -> None:
         """Pack downlink batches for every box behind its village, then resend what is

@@ -236,9 +236,12 @@ class HubStore:
                         Reason.INVALID_CHANGE,
                         f"record {change.record_id} is a {current['entity']}, not {change.entity}",
                     )
-            result = merge(current["state"] if current else None, change)
+            before = current["state"] if current else None
+            result = merge(before, change)
             row = dict(current) if current else {"created_ms": now, "is_new": True}
             row.update(entity=change.entity, village=village, state=result.state)
+            if change.entity in _REVIEWED and values(before or {}) != values(result.state):
+                row["pending"] = True  # a box changed it: the district reviews it
             working[change.record_id] = row
             for name in result.changed:
                 touched.add((change.record_id, name))
@@ -270,7 +273,15 @@ class HubStore:
     async def _load(self, conn: AsyncConnection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         stored: dict[str, dict[str, Any]] = {}
         r = db.records
-        columns = (r.c.id, r.c.entity, r.c.village, r.c.state, r.c.conflicts, r.c.created_ms)
+        columns = (
+            r.c.id,
+            r.c.entity,
+            r.c.village,
+            r.c.state,
+            r.c.conflicts,
+            r.c.created_ms,
+            r.c.pending,
+        )
         for start in range(0, len(ids), 2000):
             chunk = ids[start : start + 2000]
             rows = await conn.execute(sa.select(*columns).where(self._among(r.c.id, chunk)))
@@ -281,13 +292,15 @@ class HubStore:
                     "state": load_state(row.state),
                     "had_conflicts": row.conflicts > 0,
                     "created_ms": row.created_ms,
+                    "pending": bool(row.pending),
                 }
         return stored
 
     async def _write_records(
         self, conn: AsyncConnection, working: Mapping[str, dict[str, Any]], log_seq: int, now: int
     ) -> int:
-        """Insert or update the merged records, each with the next ``log_seq``."""
+        """Insert or update the merged records, each with the next ``log_seq``; ``pending``
+        as the row says (set by a box's change), ``nik`` for an active member."""
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         for record_id, row in working.items():
@@ -304,6 +317,8 @@ class HubStore:
                 "log_seq": log_seq,
                 "writers": _writers_of(row["state"]),
                 "updated_ms": now,
+                "pending": bool(row.get("pending")),
+                "nik": _active_nik(row["entity"], shown),
             }
             if row.get("is_new"):
                 inserts.append({"id": record_id, "created_ms": row["created_ms"], **full})
@@ -427,15 +442,8 @@ class HubStore:
             if problem is not None:
                 raise ResolveError(f"{row.field}: {problem}")
             now = self.wall()
-            stamp = await self._stamp(conn, frontier)
-            version = FieldVersion(value, stamp, self.node, seen_of(frontier))
-            change = Change(row.entity, row.record_id, row.village, self.node, {row.field: version})
-            record["state"] = merge(record["state"], change).state
-            log_seq = await self._write_records(conn, {row.record_id: record}, log_seq, now)
-            await conn.execute(
-                db.villages.update()
-                .where(db.villages.c.code == row.village)
-                .values(log_seq=log_seq)
+            log_seq = await self.write_hub_values(
+                conn, {row.record_id: {row.field: value}}, log_seq, now
             )
             resolution = json.dumps({"value": value}, ensure_ascii=False)
             await conn.execute(
@@ -447,6 +455,44 @@ class HubStore:
                 await conn.execute(sa.select(db.conflicts).where(db.conflicts.c.id == conflict_id))
             ).one()
         return _conflict_json(resolved)
+
+    async def write_hub_values(
+        self,
+        conn: AsyncConnection,
+        values_by_record: Mapping[str, Mapping[str, Value]],
+        log_seq: int,
+        now: int,
+    ) -> int:
+        """Write field values of existing records of one village as versions of this hub
+        node that have seen every current version (a resolution, a decision, a published
+        decile): they supersede what the boxes hold and travel down to them. The caller
+        holds the village lock and passes its ``log_seq``; the village's new ``log_seq``
+        is stored and returned. A hub write never makes a record pending."""
+        ids = sorted(values_by_record)
+        records = await self._load(conn, ids)
+        frontiers = tuple(
+            version
+            for record_id in ids
+            for name in values_by_record[record_id]
+            for version in records[record_id]["state"].get(name, ())
+        )
+        stamp = await self._stamp(conn, frontiers)
+        village = ""
+        for record_id in ids:
+            record = records[record_id]
+            village = record["village"]
+            fields = {
+                name: FieldVersion(value, stamp, self.node, seen_of(record["state"].get(name, ())))
+                for name, value in values_by_record[record_id].items()
+            }
+            change = Change(record["entity"], record_id, village, self.node, fields)
+            record["state"] = merge(record["state"], change).state
+        log_seq = await self._write_records(conn, records, log_seq, now)
+        if village:
+            await conn.execute(
+                db.villages.update().where(db.villages.c.code == village).values(log_seq=log_seq)
+            )
+        return log_seq
 
     async def _stamp(self, conn: AsyncConnection, frontier: Frontier) -> int:
         """A new stamp of this hub node, after everything in ``frontier``; the clock state
@@ -606,6 +652,18 @@ class HubStore:
         async with self.engine.connect() as conn:
             text = (await conn.execute(query)).scalar_one_or_none()
         return load_state(text) if text is not None else None
+
+
+#: Entities whose changes from a box wait for the district's review (docs/cycle.md).
+_REVIEWED = frozenset({"household", "member"})
+
+
+def _active_nik(entity: str, shown: Mapping[str, Any]) -> str | None:
+    """The NIK an active member holds (duplicates are found by it); ``None`` otherwise."""
+    if entity != "member" or shown.get("status") != "aktif" or shown.get(TOMBSTONE_FIELD):
+        return None
+    nik = shown.get("nik")
+    return nik if isinstance(nik, str) else None
 
 
 def _writers_of(state: RecordState) -> str:

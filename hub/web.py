@@ -1,4 +1,5 @@
-"""The hub's HTTP side: the JSON API for district staff and tools, ``/healthz``, ``/metrics``.
+"""The hub's HTTP side: the JSON API for district staff and tools, ``/healthz``, ``/metrics``,
+and the review UI's pages (:mod:`hub.ui`, signed in with a session).
 
 Every ``/api/`` route needs an API token (``Authorization: Bearer ...``, made by
 ``puskesos hub token add``); ``/healthz`` and ``/metrics`` carry no personal data and are
@@ -34,7 +35,6 @@ INGEST = web.AppKey("ingest", Ingest)
 ACTOR = web.RequestKey("actor", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_OPEN = ("/healthz", "/metrics")
 
 
 def _token_hash(token: str) -> str:
@@ -59,7 +59,9 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in _OPEN:
+    """``/api/`` needs a bearer token; a session cookie is not one. Pages have their own
+    guard (:mod:`hub.ui.base`), which in turn ignores bearer tokens."""
+    if not request.path.startswith("/api/"):
         return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -233,12 +235,17 @@ async def get_device(request: web.Request) -> web.Response:
 def create_app(
     config: HubConfig, store: HubStore, *, password: str | None, with_ingest: bool = True
 ) -> web.Application:
-    """The hub application; with ``with_ingest`` it also runs the MQTT ingest worker."""
-    app = web.Application(middlewares=[_auth])
+    """The hub application: the JSON API and the review UI; with ``with_ingest`` it also
+    runs the MQTT ingest worker."""
+    from hub import ui
+    from hub.ui.base import security_headers, session_guard
+
+    app = web.Application(middlewares=[security_headers, _auth, session_guard])
     hub_metrics = HubMetrics(stale_after_s=config.box_stale_after_s)
     app[STORE] = store
     app[METRICS] = hub_metrics
     app.add_routes(routes)
+    ui.setup(app, config)
     if with_ingest:
         app[INGEST] = Ingest(config, store, hub_metrics, password=password)
 

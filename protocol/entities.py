@@ -66,6 +66,14 @@ def _ref(name: str, label: str, entity: str, *, required: bool = False) -> Field
 
 # --- household (rumah tangga / keluarga) -------------------------------------------------
 
+_PROGRAMMES = (
+    ("pkh", "PKH"),
+    ("sembako_bpnt", "Sembako/BPNT"),
+    ("pbi_jk", "PBI-JK (BPJS Kesehatan dibayar pemerintah)"),
+    ("blt_dana_desa", "BLT Dana Desa"),
+    ("pip", "PIP (Program Indonesia Pintar)"),
+)
+
 HOUSEHOLD = EntitySchema(
     "household",
     "Keluarga",
@@ -185,18 +193,7 @@ HOUSEHOLD = EntitySchema(
                 ("lainnya", "Lainnya"),
             ),
         ),
-        _enum(
-            "programmes",
-            "Program bantuan yang diterima",
-            (
-                ("pkh", "PKH"),
-                ("sembako_bpnt", "Sembako/BPNT"),
-                ("pbi_jk", "PBI-JK (BPJS Kesehatan dibayar pemerintah)"),
-                ("blt_dana_desa", "BLT Dana Desa"),
-                ("pip", "PIP (Program Indonesia Pintar)"),
-            ),
-            kind=K.ENUM_SET,
-        ),
+        _enum("programmes", "Program bantuan yang diterima", _PROGRAMMES, kind=K.ENUM_SET),
         _enum(
             "assets",
             "Aset yang dimiliki",
@@ -226,6 +223,26 @@ HOUSEHOLD = EntitySchema(
         ),
         # Written by the hub from the national publication (BPS, the 20th of each month).
         FieldSpec("decile", K.INT, "Desil", minimum=1, maximum=10, readonly=True),
+        FieldSpec("decile_period", K.PERIOD, "Periode desil", readonly=True),
+        FieldSpec(
+            "eligible_programmes",
+            K.ENUM_SET,
+            "Program yang layak diterima",
+            choices=tuple(code for code, _ in _PROGRAMMES),
+            choice_labels=tuple(label for _, label in _PROGRAMMES),
+            readonly=True,
+        ),
+        # Written by the hub when the district's verifier decides (docs/cycle.md).
+        FieldSpec(
+            "review_status",
+            K.ENUM,
+            "Hasil verifikasi kabupaten",
+            choices=("disetujui", "ditolak", "periksa_lapangan"),
+            choice_labels=("Disetujui", "Ditolak", "Perlu periksa lapangan"),
+            readonly=True,
+        ),
+        FieldSpec("review_note", K.TEXT, "Catatan verifikasi", max_length=1000, readonly=True),
+        FieldSpec("review_date", K.DATE, "Tanggal verifikasi", readonly=True),
         _text("notes", "Catatan", 1000),
     ),
 )
@@ -321,7 +338,13 @@ MEMBER = EntitySchema(
         _enum(
             "status",
             "Status anggota",
-            (("aktif", "Aktif"), ("pindah", "Pindah"), ("meninggal", "Meninggal")),
+            (
+                ("aktif", "Aktif"),
+                ("pindah", "Pindah"),
+                ("meninggal", "Meninggal"),
+                # Set by the district when the same person is recorded twice (docs/cycle.md).
+                ("ganda", "Data ganda"),
+            ),
             required=True,
         ),
     ),

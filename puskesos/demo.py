@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import SyncConfig, load_config
-from puskesos.fleet import MOSQUITTO, Box, Fleet
+from puskesos.fleet import MOSQUITTO, Box, Fleet, puskesos
 
 __all__ = ["add_parser"]
 
@@ -31,6 +31,12 @@ VILLAGES = (("3201022001", "edge-wanaherang"), ("3201022002", "edge-bojong-kulur
 USERS = {
     "admin": ("admin", "demo-admin-2026"),
     "operator": ("operator", "demo-operator-2026"),
+}
+#: Accounts of the hub's review UI: username → (role, password).
+HUB_USERS = {
+    "verifikator": ("verifikator", "demo-verifikator-2026"),
+    "pimpinan": ("pimpinan", "demo-pimpinan-2026"),
+    "admin": ("admin", "demo-admin-2026"),
 }
 HOUSEHOLDS_PER_BOX = 12
 
@@ -154,7 +160,13 @@ def _demo(args: argparse.Namespace) -> int:
         print("No Mosquitto here: using amqtt (MQTT 3.1.1, no passwords, no ACL).")
     fleet = Fleet(root, sync=SyncConfig(ack_timeout_s=10, status_interval_s=15), broker=broker)
     try:
-        fleet.add_hub(start=False)
+        hub = fleet.add_hub(start=False)
+        puskesos("hub", "keys", "init", "--config", str(hub.config))
+        for username, (role, secret) in HUB_USERS.items():
+            puskesos(
+                "hub", "user", "add", "--config", str(hub.config), "--username", username,
+                "--role", role, "--full-name", username.title(), stdin=secret + "\n",
+            )  # fmt: skip
         rng = random.Random(2026)
         for village, node in VILLAGES:
             _seed(fleet.enrol(village, node, users=USERS), rng)
@@ -174,6 +186,7 @@ def _print_welcome(fleet: Fleet) -> None:
         "",
         "Puskesos Sync demo is running.",
         "",
+        f"  Hub review  {hub.service.url}/   (review UI of the district office)",
         f"  Hub API     {hub.service.url}/api/v1/devices   (Authorization: Bearer {hub.token})",
         f"  Hub metrics {hub.service.url}/metrics",
         f"  Broker      mqtt://127.0.0.1:{fleet.broker.port}  (log {fleet.broker.log_file})",
@@ -182,6 +195,8 @@ def _print_welcome(fleet: Fleet) -> None:
         lines.append(f"  Box {box.node:<18} {box.service.url}/  village {box.village}")
     lines += [
         "",
+        "  Logins on the hub: "
+        + ", ".join(f"{name} / {secret}" for name, (_, secret) in HUB_USERS.items()),
         "  Logins on every box: "
         + ", ".join(f"{name} / {secret}" for name, (_, secret) in USERS.items()),
         f"  Data, configurations and logs: {fleet.root}",

@@ -6,6 +6,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+from tests.browser import browser  # noqa: F401  (a real browser for any test)
 from tests.mqtt_broker import mosquitto  # noqa: F401  (a real broker for any test)
 
 settings.register_profile(

@@ -3,19 +3,34 @@ replicates, and Ctrl-C stops it cleanly."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
 
+from puskesos.demo import HOUSEHOLDS_PER_BOX
 from puskesos.fleet import environment, wait_for
 
 pytestmark = pytest.mark.slow
+
+
+def signed_in_page(base_url: str, username: str, password: str, path: str) -> str:
+    """``path`` of the hub's review UI, signed in through its form like a browser."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    form = opener.open(f"{base_url}/masuk", timeout=10).read().decode()
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    body = {"username": username, "password": password, "csrf_token": csrf, "next": "/"}
+    opener.open(f"{base_url}/masuk", urllib.parse.urlencode(body).encode(), timeout=30)
+    return str(opener.open(base_url + path, timeout=10).read().decode())
 
 
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
@@ -63,6 +78,10 @@ def test_the_demo_runs_a_district_that_replicates_and_stops_on_ctrl_c(tmp_path, 
             records = api(f"/api/v1/records?village={village}&limit=1000")["records"]
             entities = {record["entity"] for record in records}
             assert {"household", "member", "complaint", "referral"} <= entities
+        # The district's verifier signs in with the printed login; the boxes' households
+        # wait in the queue of both villages.
+        queue = signed_in_page(hub_url, "verifikator", "demo-verifikator-2026", "/antrian")
+        assert all(f"{village} ({HOUSEHOLDS_PER_BOX})" in queue for _n, _u, village in boxes)
     finally:
         demo.send_signal(signal.SIGINT)
         rest = demo.communicate(timeout=60)[0]

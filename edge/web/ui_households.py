@@ -60,11 +60,21 @@ async def household_list(request: web.Request) -> web.Response:
     )
     members = await store.related_to_each("member", [h.id for h in rows])
     heads = {h.id: head_of(members[h.id]) for h in rows}
+    # A search by NIK asks "is this person registered, and in which decile?": answer it.
+    nik = text if len(text) == 16 and text.isdigit() else ""
+    registered = [
+        (household, member)
+        for household in rows
+        for member in members[household.id]
+        if nik and member.get("nik") == nik
+    ]
     return render(
         request,
         "rumah_tangga_list.html",
         households=rows,
         heads=heads,
+        nik=nik,
+        registered=registered,
         q=text,
         page=page,
         total=total,

@@ -14,23 +14,13 @@ from aiohttp import web
 from edge import auth
 from edge.web.app import STORE, create_app
 from protocol.identity import mask_number
+from tests.browser import LAPTOP, PHONE
 from tests.edge.conftest import PASSWORD
 from tests.factories import make_household_with_members
 
-playwright_api = pytest.importorskip("playwright.async_api")
+pytest.importorskip("playwright.async_api")
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-PHONE = {"width": 360, "height": 740}
-LAPTOP = {"width": 1280, "height": 900}
 
 
 def _free_port() -> int:
@@ -55,16 +45,6 @@ async def base_url(edge_config) -> AsyncIterator[str]:
         )  # fmt: skip
     yield f"http://127.0.0.1:{port}"
     await runner.cleanup()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        yield chromium
-        await chromium.close()
 
 
 async def log_in(page: Any, base_url: str, username: str) -> None:

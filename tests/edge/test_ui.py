@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from typing import Any
 
+from edge.downlink import apply_remote
 from edge.store import Store
 from edge.web.app import STORE
+from protocol.changes import Batch, Change, Direction, FieldVersion
+from protocol.clock import pack
 from protocol.entities import HOUSEHOLD, MEMBER
 from protocol.identity import mask_number
 from protocol.schema import FieldKind
 from tests.edge.conftest import login
-from tests.factories import make_household_with_members
+from tests.factories import DEFAULT_VILLAGE, make_household_with_members
 
 Form = list[tuple[str, str]]
 
@@ -302,3 +306,43 @@ async def test_sync_page_is_honest_before_any_contact(client):
     page = await (await client.get("/sinkronisasi")).text()
     assert "Perubahan menunggu dikirim</dt><dd><strong>0</strong>" in page
     assert page.count("belum pernah") >= 2 and "Tidak ada konflik." in page
+
+
+async def test_what_the_district_decided_and_published_shows_on_the_household_and_its_nik(
+    client, edge_config
+):
+    csrf = await login(client, "operator1")
+    household, members = make_household_with_members(2, seed=11)
+    saved = await client.post("/rumah-tangga/baru", data=household_form(csrf, household, members))
+    household_id = saved.url.path.rsplit("/", 1)[1]
+    page = await saved.text()
+    assert "belum diverifikasi" in page and "Desil</dt><dd>belum ada" in page
+
+    # The hub's decision and the published decile arrive with the normal downlink.
+    stamp = pack(int(time.time() * 1000), 0)
+    published = {
+        "decile": 2,
+        "decile_period": "2026-11",
+        "eligible_programmes": ["pkh", "sembako_bpnt"],
+        "review_status": "ditolak",
+        "review_note": "Foto rumah belum ada",
+        "review_date": "2026-11-18",
+    }
+    versions = {name: FieldVersion(value, stamp, "hub-1", ()) for name, value in published.items()}
+    change = Change("household", household_id, DEFAULT_VILLAGE, "hub-1", versions)
+    store: Store = client.app[STORE]
+    await apply_remote(store, Batch(edge_config.node, 1, (change,), Direction.DOWN))
+
+    page = await (await client.get(f"/rumah-tangga/{household_id}")).text()
+    card = page.split('id="dari-kabupaten"')[1].split("</section>")[0]
+    assert "2 (periode 2026-11)" in card
+    assert "PKH, Sembako/BPNT" in card
+    assert "Ditolak, 18 November 2026: Foto rumah belum ada" in card
+
+    nik = members[1]["nik"]
+    found = await (await client.get("/rumah-tangga", params={"q": nik})).text()
+    answer = found.split('id="jawaban-nik"')[1].split("</div>")[0]
+    assert f"NIK {nik} terdaftar" in answer and members[1]["name"] in answer
+    assert "Desil: <strong>2</strong> (periode 2026-11)" in answer
+    unknown = await (await client.get("/rumah-tangga", params={"q": "3201020101900099"})).text()
+    assert "NIK 3201020101900099 belum terdaftar" in unknown

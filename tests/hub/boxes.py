@@ -22,10 +22,12 @@ class Box:
         self.states: dict[str, dict] = {}
         self.seq = 0
 
-    def edit(self, record_id: str, wall_ms: int, **values: object) -> Change:
+    def edit(
+        self, record_id: str, wall_ms: int, *, entity: str = "household", **values: object
+    ) -> Change:
         change = local_change(
             self.states.get(record_id),
-            entity="household",
+            entity=entity,
             record_id=record_id,
             village=self.village,
             stamp=self.clock.now(wall_ms),

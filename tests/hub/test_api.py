@@ -17,8 +17,8 @@ from tests.metrics_text import value
 
 
 @pytest.fixture
-async def api(hub_store):
-    app = create_app(HubConfig(), hub_store, password=None, with_ingest=False)
+async def api(hub_store, tmp_path):
+    app = create_app(HubConfig(data_dir=tmp_path), hub_store, password=None, with_ingest=False)
     token = await add_token(hub_store, "dinsos")
     async with TestClient(TestServer(app)) as client:
         client.headers = {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,126 @@
+"""``puskesos hub cycle ...`` and ``puskesos hub import-published``: the monthly cycle's
+steps from the command line, for operators and tests (the review UI calls the same
+services in :mod:`hub.cycle`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from hub.cli import HubCommands
+    from hub.config import HubConfig
+    from hub.store import HubStore
+
+__all__ = ["add_commands"]
+
+T = TypeVar("T")
+
+
+def add_commands(commands: HubCommands) -> None:
+    """Register ``cycle status|freeze|submit|sign`` and ``import-published``."""
+    commands.group("cycle", "the monthly cycle: freeze, submit, sign a period")
+    for name, handler, text in (
+        ("status", _status, "show a period (default: the open one) as JSON"),
+        ("freeze", _freeze, "freeze a period before its cut-off"),
+        ("submit", _submit, "submit a frozen period to the regent's office"),
+        ("sign", _sign, "sign a period: export and sign its dataset"),
+    ):
+        parser = commands.command(f"cycle {name}", handler, text)
+        parser.add_argument("--period", required=name != "status", help="YYYY-MM")
+        if name != "status":
+            parser.add_argument("--as", dest="actor", required=True, help="who takes the step")
+    published = commands.command(
+        "import-published",
+        _import_published,
+        "import a period's published results (checked against hub.national_key_file)",
+    )
+    published.add_argument("file", type=Path, help="the published-results file (.sig beside it)")
+    published.add_argument("--as", dest="actor", default="admin", help="who imports it")
+
+
+def run_with_store(config_path: Path, work: Callable[[HubStore, HubConfig], Awaitable[T]]) -> T:
+    """Run ``work`` with the hub's store; a refused step becomes a command error."""
+    from hub.cli import _open_store
+    from hub.config import load_config
+    from hub.cycle_rules import CycleError
+    from puskesos.commands import CommandError
+
+    config = load_config(config_path)
+
+    async def run() -> T:
+        store = _open_store(config)
+        try:
+            return await work(store, config)
+        finally:
+            await store.engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except CycleError as exc:
+        raise CommandError(f"{exc.code}: {exc.message}") from None
+
+
+def _show(period: Any) -> int:
+    from dataclasses import asdict
+
+    print(json.dumps(asdict(period), indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from hub import cycle
+    from hub.cycle_rules import CycleError
+
+    async def work(store: HubStore, config: HubConfig) -> Any:
+        if args.period is None:
+            return await cycle.ensure_current(store, config, store.wall())
+        found = await cycle.get(store.engine, args.period)
+        if found is None:
+            raise CycleError("unknown_period", f"Periode {args.period} tidak ditemukan.")
+        return found
+
+    return _show(run_with_store(args.config, work))
+
+
+def _freeze(args: argparse.Namespace) -> int:
+    from hub import cycle
+
+    return _show(
+        run_with_store(
+            args.config, lambda store, config: cycle.freeze(store, config, args.period, args.actor)
+        )
+    )
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from hub import cycle
+
+    return _show(
+        run_with_store(args.config, lambda store, _: cycle.submit(store, args.period, args.actor))
+    )
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from hub import cycle
+
+    return _show(
+        run_with_store(
+            args.config, lambda store, config: cycle.sign(store, config, args.period, args.actor)
+        )
+    )
+
+
+def _import_published(args: argparse.Namespace) -> int:
+    from hub import cycle
+
+    written = run_with_store(
+        args.config,
+        lambda store, config: cycle.import_published(store, config, args.file, args.actor),
+    )
+    print(f"{written} households updated")
+    return 0

@@ -1,0 +1,34 @@
+"""The review UI of the district hub (Bahasa Indonesia): one module per page.
+
+:func:`setup` adds every page to the hub's app; :mod:`hub.ui.base` holds what they share
+(roles per route, the session guard, CSRF, rendering).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hub.config import HubConfig
+from hub.ui import (
+    antrian,
+    audit,
+    base,
+    duplikat,
+    konflik,
+    masuk,
+    pengguna,
+    perangkat,
+    ringkasan,
+    siklus,
+)
+
+__all__ = ["PAGES", "setup"]
+
+#: The page modules, each with its ``routes``.
+PAGES = (masuk, ringkasan, antrian, konflik, duplikat, siklus, perangkat, audit, pengguna)
+
+
+def setup(app: web.Application, config: HubConfig) -> None:
+    """Add the pages and what their middlewares need to ``app``."""
+    app[masuk.LIMITER] = {}
+    base.setup(app, config, PAGES)

@@ -1,0 +1,104 @@
+"""Antrian verifikasi: the households a box changed since their last decision, each
+change old → new with the box and time that wrote it, and the verifier's decision."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hub import audit, cycle, review
+from hub.roles import Role
+from hub.ui.base import (
+    CONFIG,
+    READERS,
+    STORE,
+    USER,
+    RouteTable,
+    actor,
+    form_data,
+    page_number,
+    push_down,
+    render,
+    valid_village,
+)
+
+__all__ = ["routes"]
+
+routes = RouteTable()
+
+PAGE_SIZE = 50
+#: The page's buttons: decision code → its label.
+BUTTONS = {"disetujui": "Setujui", "ditolak": "Tolak", "periksa_lapangan": "Periksa lapangan"}
+FLASH = {
+    "disetujui": "Perubahan disetujui.",
+    "ditolak": "Perubahan ditolak; desa akan memperbaiki dan mengirim lagi.",
+    "periksa_lapangan": "Keluarga ditandai perlu periksa lapangan.",
+}
+
+
+@routes.get("/antrian", roles=READERS)
+async def antrian(request: web.Request) -> web.Response:
+    village = request.query.get("desa", "").strip()
+    if village and not valid_village(village):
+        village = ""
+    page = page_number(request)
+    store = request.app[STORE]
+    items = await review.queue(
+        store.engine, village=village or None, limit=PAGE_SIZE + 1,
+        offset=(page - 1) * PAGE_SIZE,
+    )  # fmt: skip
+    counts = await review.queue_counts(store.engine)
+    base = f"/antrian?desa={village}&" if village else "/antrian?"
+    return render(
+        request, "antrian.html", items=items[:PAGE_SIZE], has_next=len(items) > PAGE_SIZE,
+        page=page, base=base, village=village, counts=counts,
+        flash=FLASH.get(request.query.get("pesan", "")),
+    )  # fmt: skip
+
+
+async def _detail(
+    request: web.Request, status: int = 200, *, errors: dict[str, str], form: dict[str, str]
+) -> web.Response:
+    """The household's changes; every view of its personal data is audited."""
+    household_id = request.match_info["household_id"]
+    store = request.app[STORE]
+    changes = await review.household_changes(store.engine, household_id)
+    if changes is None:
+        raise web.HTTPNotFound(text="Keluarga tidak ditemukan.")
+    async with store.engine.begin() as conn:
+        await audit.record(
+            conn, at_ms=store.wall(), actor=actor(request), action="household.view",
+            subject=household_id, detail={"village": changes.village},
+        )  # fmt: skip
+    return render(
+        request, "antrian_detail.html", status, household=changes, errors=errors, form=form,
+        buttons=BUTTONS, decisions=review.DECISIONS,
+        may_decide=request[USER].role is Role.VERIFIER,
+        flash=FLASH.get(request.query.get("pesan", "")),
+    )  # fmt: skip
+
+
+@routes.get("/antrian/{household_id}", roles=READERS)
+async def household(request: web.Request) -> web.Response:
+    return await _detail(request, errors={}, form={})
+
+
+@routes.post("/antrian/{household_id}", roles={Role.VERIFIER})
+async def decide(request: web.Request) -> web.StreamResponse:
+    household_id = request.match_info["household_id"]
+    form = await form_data(request)
+    store = request.app[STORE]
+    # The open period decisions count for: after an early freeze, already the next one.
+    period = (await cycle.ensure_current(store, request.app[CONFIG], store.wall())).period
+    decision = form.get("keputusan", "")
+    try:
+        await review.decide(
+            store, household_id, decision, form.get("alasan", ""), actor(request),
+            period=period, timezone=request.app[CONFIG].timezone,
+        )  # fmt: skip
+    except review.ReviewError as exc:
+        field = "alasan" if exc.code == "reason_required" else "keputusan"
+        return await _detail(request, 422, errors={field: exc.message}, form=form)
+    changes = await review.household_changes(store.engine, household_id)
+    if changes is not None:
+        await push_down(request, changes.village)
+    raise web.HTTPSeeOther(f"/antrian/{household_id}?pesan={decision}")

@@ -1,0 +1,51 @@
+"""Duplikat: one NIK on two or more active members; the verifier picks who keeps the
+person and the others are marked "Data ganda" (nothing is deleted)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hub import duplicates
+from hub.review import ReviewError
+from hub.roles import Role
+from hub.ui.base import READERS, STORE, USER, RouteTable, actor, form_data, push_down, render
+
+__all__ = ["routes"]
+
+routes = RouteTable()
+
+
+async def _page(
+    request: web.Request, status: int = 200, *, error: str | None = None
+) -> web.Response:
+    groups = await duplicates.duplicates(request.app[STORE].engine, limit=200)
+    flash = "Data ganda ditandai." if request.query.get("pesan") == "ganda" else None
+    return render(
+        request, "duplikat.html", status, groups=groups, error=error, flash=flash,
+        may_keep=request[USER].role is Role.VERIFIER,
+    )  # fmt: skip
+
+
+@routes.get("/duplikat", roles=READERS)
+async def duplikat(request: web.Request) -> web.Response:
+    return await _page(request)
+
+
+@routes.post("/duplikat", roles={Role.VERIFIER})
+async def keep(request: web.Request) -> web.StreamResponse:
+    form = await form_data(request)
+    nik = form.get("nik", "")
+    store = request.app[STORE]
+    villages = {
+        m.village
+        for g in await duplicates.duplicates(store.engine, limit=200)
+        if g.nik == nik
+        for m in g.members
+    }
+    try:
+        await duplicates.keep(store, nik, form.get("pertahankan", ""), actor(request))
+    except ReviewError as exc:
+        return await _page(request, 422, error=exc.message)
+    for village in sorted(villages):
+        await push_down(request, village)
+    raise web.HTTPSeeOther("/duplikat?pesan=ganda")

@@ -1,0 +1,96 @@
+"""Sign in (``/masuk``) and sign out (``/keluar``)."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from aiohttp import web
+from yarl import URL
+
+from hub import auth
+from hub.ui.base import (
+    ALL_ROLES,
+    CONFIG,
+    PUBLIC,
+    SESSION_COOKIE,
+    STORE,
+    RouteTable,
+    form_data,
+    render_before_login,
+    set_session_cookie,
+)
+
+__all__ = ["LIMITER", "routes"]
+
+routes = RouteTable()
+
+#: Sign-in attempts per client address in the last minute (accounts also lock, see auth).
+LIMITER = web.AppKey("ui_login_limiter", dict)
+ATTEMPTS_PER_MINUTE = 10
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of this hub: a sign-in never redirects to another site. Parsed the way
+    browsers parse it (tabs and newlines dropped, backslashes read as slashes)."""
+    if not target or any(ch in target for ch in "\\\t\r\n") or not target.startswith("/"):
+        return "/"
+    url = URL(target)
+    if url.scheme or url.host or not url.path.startswith("/") or url.path.startswith("//"):
+        return "/"
+    return url.path_qs
+
+
+def _allowed(request: web.Request) -> bool:
+    attempts: deque[float] = request.app[LIMITER].setdefault(request.remote or "", deque())
+    now = time.monotonic()
+    while attempts and now - attempts[0] > 60:
+        attempts.popleft()
+    if len(attempts) >= ATTEMPTS_PER_MINUTE:
+        return False
+    attempts.append(now)
+    return True
+
+
+@routes.get("/masuk", roles=PUBLIC)
+async def login_page(request: web.Request) -> web.Response:
+    target = _safe_next(request.query.get("next"))
+    return render_before_login(request, "masuk.html", next=target, error=None, username="")
+
+
+@routes.post("/masuk", roles=PUBLIC)
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await form_data(request)
+    username = form.get("username", "")
+    target = _safe_next(form.get("next"))
+    if not _allowed(request):
+        error = "Terlalu banyak percobaan masuk dari alamat ini. Tunggu satu menit."
+        result = auth.LoginResult(None)
+    else:
+        result = await auth.authenticate(
+            request.app[STORE], username, form.get("password", ""), request.remote or "",
+            lockout_s=request.app[CONFIG].login_lockout_s,
+        )  # fmt: skip
+        error = (
+            "Akun dikunci sementara karena terlalu banyak percobaan yang salah. Coba lagi nanti."
+            if result.locked
+            else "Nama pengguna atau kata sandi salah."
+        )
+    if result.user is None:
+        return render_before_login(
+            request, "masuk.html", 401, next=target, error=error, username=username
+        )
+    token = await auth.create_session(request.app[STORE], result.user)
+    response = web.HTTPSeeOther(target)
+    set_session_cookie(response, token)
+    raise response
+
+
+@routes.post("/keluar", roles=ALL_ROLES)
+async def logout(request: web.Request) -> web.StreamResponse:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        await auth.end_session(request.app[STORE], token)
+    response = web.HTTPSeeOther("/masuk")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    raise response

@@ -1,0 +1,33 @@
+"""Ringkasan: per village, its households, changes this period, what waits for review,
+open conflicts, when its boxes were last heard of, and whether its data is too old."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hub import review
+from hub.ui.base import ALL_ROLES, STORE, RouteTable, current_period, render
+
+__all__ = ["routes"]
+
+routes = RouteTable()
+
+
+@routes.get("/", roles=ALL_ROLES)
+async def ringkasan(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    now = store.wall()
+    period, period_start_ms = current_period(request, now)
+    villages = await review.village_summary(
+        store.engine, now_ms=now, period_start_ms=period_start_ms
+    )
+    totals = {
+        "households": sum(v.households for v in villages),
+        "changes": sum(v.changes for v in villages),
+        "pending": sum(v.pending_households for v in villages),
+        "conflicts": sum(v.open_conflicts for v in villages),
+    }
+    return render(
+        request, "ringkasan.html", villages=villages, totals=totals, period=period,
+        stale_days=review.STALE_AFTER_DAYS,
+    )  # fmt: skip

@@ -1,0 +1,200 @@
+"""Siklus bulanan: the periods and their states, the per-village totals for the leader, and
+the buttons each role may use (docs/cycle.md, "The monthly cycle").
+
+A button is shown only when :func:`hub.cycle_rules.allowed` says the role may take the
+step and the period stands where the step starts; the route's roles refuse the rest with
+403, and :mod:`hub.cycle` refuses a step from the wrong state (a second click).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from pathlib import Path
+
+from aiohttp import BodyPartReader, web
+
+from hub import cycle
+from hub.cycle_rules import Action, CycleError, State, allowed
+from hub.forward import ForwardError
+from hub.roles import Role
+from hub.ui.base import (
+    CONFIG,
+    CSRF,
+    READERS,
+    STORE,
+    USER,
+    RouteTable,
+    actor,
+    render,
+)
+
+__all__ = ["routes"]
+
+routes = RouteTable()
+
+#: The step each button takes, from the state it starts at.
+_STARTS = {
+    Action.FREEZE: State.OPEN,
+    Action.SUBMIT: State.FROZEN,
+    Action.RETURN_VILLAGES: State.LEADER_REVIEW,
+    Action.SIGN: State.LEADER_REVIEW,
+    Action.FORWARD: State.SIGNED,
+    Action.PUBLISH: State.FORWARDED,
+}
+FLASH = {
+    "bekukan": "Periode dibekukan.",
+    "ajukan": "Periode diajukan ke pimpinan.",
+    "kembalikan": "Desa dikembalikan ke verifikator.",
+    "tandatangani": "Periode ditandatangani.",
+    "kirim": "Data terkirim ke pusat.",
+    "impor": "Hasil pusat diimpor.",
+}
+TOTAL_LABELS = {
+    "households": "Keluarga",
+    "members": "Anggota aktif",
+    "added": "Keluarga baru",
+    "changed": "Keluarga berubah",
+    "moved_or_deceased": "Pindah/meninggal",
+    "rejected": "Ditolak",
+}
+
+
+def actions_for(role: Role, state: State) -> set[Action]:
+    """The buttons a role sees on a period in ``state``."""
+    return {a for a, start in _STARTS.items() if start is state and allowed(a, role)}
+
+
+async def _page(
+    request: web.Request, status: int = 200, *, error: str | None = None,
+    errors: dict[str, str] | None = None, form: dict[str, str] | None = None,
+) -> web.Response:  # fmt: skip
+    store = request.app[STORE]
+    await cycle.ensure_current(store, request.app[CONFIG], store.wall())
+    role = request[USER].role
+    periods = await cycle.periods(store.engine)
+    return render(
+        request, "siklus.html", status, periods=periods,
+        actions={p.period: actions_for(role, p.state) for p in periods},
+        Action=Action, State=State, totals_labels=TOTAL_LABELS, error=error,
+        errors=errors or {}, form=form or {}, flash=FLASH.get(request.query.get("pesan", "")),
+    )  # fmt: skip
+
+
+@routes.get("/siklus", roles=READERS)
+async def siklus(request: web.Request) -> web.Response:
+    return await _page(request)
+
+
+def _done(code: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(f"/siklus?pesan={code}")
+
+
+@routes.post("/siklus/{period}/bekukan", roles={Role.VERIFIER})
+async def freeze(request: web.Request) -> web.StreamResponse:
+    try:
+        await cycle.freeze(
+            request.app[STORE], request.app[CONFIG], request.match_info["period"], actor(request)
+        )
+    except CycleError as exc:
+        return await _page(request, 409, error=exc.message)
+    raise _done("bekukan")
+
+
+@routes.post("/siklus/{period}/ajukan", roles={Role.VERIFIER})
+async def submit(request: web.Request) -> web.StreamResponse:
+    try:
+        await cycle.submit(request.app[STORE], request.match_info["period"], actor(request))
+    except CycleError as exc:
+        return await _page(request, 409, error=exc.message)
+    raise _done("ajukan")
+
+
+@routes.post("/siklus/{period}/kembalikan", roles={Role.LEADER})
+async def return_villages(request: web.Request) -> web.StreamResponse:
+    post = await request.post()
+    villages = [str(v) for v in post.getall("desa", [])]
+    note = str(post.get("catatan", ""))
+    period = request.match_info["period"]
+    try:
+        await cycle.return_villages(request.app[STORE], period, villages, note, actor(request))
+    except CycleError as exc:
+        field = {"note_required": "catatan", "no_villages": "desa"}.get(exc.code)
+        if field is None:
+            return await _page(request, 409, error=exc.message)
+        return await _page(request, 422, errors={field: exc.message}, form={"catatan": note})
+    raise _done("kembalikan")
+
+
+@routes.post("/siklus/{period}/tandatangani", roles={Role.LEADER})
+async def sign(request: web.Request) -> web.StreamResponse:
+    try:
+        await cycle.sign(
+            request.app[STORE], request.app[CONFIG], request.match_info["period"], actor(request)
+        )
+    except CycleError as exc:
+        return await _page(request, 409, error=exc.message)
+    raise _done("tandatangani")
+
+
+@routes.post("/siklus/{period}/kirim", roles={Role.ADMIN})
+async def forward(request: web.Request) -> web.StreamResponse:
+    try:
+        await cycle.forward_period(
+            request.app[STORE], request.app[CONFIG], request.match_info["period"], actor(request)
+        )
+    except CycleError as exc:
+        return await _page(request, 409, error=exc.message)
+    except ForwardError as exc:
+        return await _page(request, 502, error=f"Pengiriman gagal: {exc.detail}")
+    raise _done("kirim")
+
+
+@routes.post("/siklus/impor", roles={Role.ADMIN}, upload=True)
+async def publish(request: web.Request) -> web.StreamResponse:
+    """The national receiver's results file and its signature, streamed to a folder of
+    their own under ``data_dir`` and imported from there."""
+    config = request.app[CONFIG]
+    folder = config.data_dir / "published" / secrets.token_hex(8)
+    folder.mkdir(parents=True)
+    try:
+        path = await _receive(request, folder)
+        if path is None:
+            return await _page(
+                request, 422, errors={"hasil": "Pilih berkas hasil dan tanda tangannya."}
+            )
+        await cycle.import_published(request.app[STORE], config, path, actor(request))
+    except CycleError as exc:
+        return await _page(request, 422, errors={"hasil": exc.message})
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    raise _done("impor")
+
+
+async def _receive(request: web.Request, folder: Path) -> Path | None:
+    """Read the upload form: the CSRF token first (nothing is written without it), then
+    the results file and its ``.sig``. ``None`` when a file is missing."""
+    reader = await request.multipart()
+    first = await reader.next()
+    expected = request[CSRF]
+    if (
+        not isinstance(first, BodyPartReader)
+        or first.name != "csrf_token"
+        or not expected
+        or not secrets.compare_digest(await first.text(), expected)
+    ):
+        raise web.HTTPForbidden(text="Token formulir tidak sah. Muat ulang halaman lalu coba lagi.")
+    results = folder / "hasil.jsonl"
+    targets = {"hasil": results, "tanda_tangan": folder / "hasil.jsonl.sig"}
+    received = set()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or part.name not in targets:
+            continue
+        size = 0
+        with targets[part.name].open("wb") as out:
+            while chunk := await part.read_chunk():
+                out.write(chunk)
+                size += len(chunk)
+        if size:
+            received.add(part.name)
+    return results if received == set(targets) else None

@@ -1,0 +1,89 @@
+"""Login helpers shared by the edge box's UI and the district hub's review UI.
+
+Only what does not depend on either side's store: the secret file CSRF tokens are derived
+from, the CSRF token of a session (an HMAC of the session token's hash, so it needs no
+storage and dies with the session), the user-name rule, and argon2id hashing and checking
+off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+__all__ = [
+    "MIN_PASSWORD_LENGTH",
+    "csrf_token",
+    "hash_password",
+    "load_secret",
+    "sha256",
+    "valid_username",
+    "verify_nobody",
+    "verify_password",
+]
+
+_hasher = PasswordHasher()
+MIN_PASSWORD_LENGTH = 8
+
+
+def sha256(token: str) -> str:
+    """What is stored of a session or API token: its SHA-256, in hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def load_secret(path: Path) -> bytes:
+    """The secret CSRF tokens are derived from, created (mode 0600) on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = path.with_name(path.name + ".new")
+        fresh.unlink(missing_ok=True)
+        fresh.touch(mode=0o600)
+        with fresh.open("wb") as file:  # complete and on disk before it takes the name
+            file.write(secrets.token_bytes(32))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(fresh, path)
+    return path.read_bytes()
+
+
+def csrf_token(secret: bytes, session_token: str) -> str:
+    """The CSRF token that goes with a session."""
+    return hmac.new(secret, sha256(session_token).encode(), hashlib.sha256).hexdigest()
+
+
+def valid_username(username: str) -> bool:
+    """User names are letters, digits, dots and underscores."""
+    return bool(username) and username.replace(".", "").replace("_", "").isalnum()
+
+
+async def hash_password(password: str) -> str:
+    """An argon2id hash of ``password``, made off the event loop."""
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(password_hash: str, password: str) -> bool:
+    """Check a password off the event loop (argon2 takes tens of milliseconds on purpose)."""
+    try:
+        return await asyncio.to_thread(_hasher.verify, password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    # Made on first use, not at import: the command line imports this module too.
+    return _hasher.hash("not a password of anyone")
+
+
+async def verify_nobody(password: str) -> None:
+    """Spend the time of a password check for a login to an unknown or inactive account,
+    so the answer's timing does not tell which accounts exist."""
+    await verify_password(await asyncio.to_thread(_dummy_hash), password)

@@ -1,0 +1,159 @@
+"""The verifier's queue: a box's change waits with old → new, and each decision does what
+docs/cycle.md says, down to the village's box (on SQLite and on PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from hub import db, downlink, review
+from hub.review import ReviewError
+from protocol.codec import decode
+from tests.factories import DEFAULT_VILLAGE
+from tests.hub.boxes import Box, enrol
+from tests.hub.families import change, send_family
+
+PERIOD = "2026-11"
+OTHER_VILLAGE = "3201022002"
+
+
+async def downlink_values(store, node: str, record_id: str) -> dict:
+    """The values of ``record_id`` that the down batches to ``node`` carry."""
+    await downlink.fill(store, node, window=50, max_changes=500, max_bytes=1 << 20)
+    due = await downlink.due(store, older_than_ms=store.wall() + 1, node=node)
+    found: dict = {}
+    for batch in due:
+        for item in decode(batch.payload).changes:
+            if item.record_id == record_id:
+                found.update({name: v.value for name, v in item.fields.items()})
+    return found
+
+
+async def row(store, record_id: str):
+    async with store.engine.connect() as conn:
+        return (await conn.execute(sa.select(db.records).where(db.records.c.id == record_id))).one()
+
+
+async def test_a_new_household_waits_in_the_queue_of_its_village_with_every_field_new(hub_store):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    household, (head, child) = await send_family(hub_store, box, Siti={"sex": "perempuan"})
+
+    [item] = await review.queue(hub_store.engine)
+    assert (item.household_id, item.village, item.head_name) == (
+        household,
+        DEFAULT_VILLAGE,
+        "Asep Saepudin",
+    )
+    assert item.pending_records == 3 and item.is_new and not item.flagged
+    assert await review.queue(hub_store.engine, village=OTHER_VILLAGE) == []
+    assert await review.queue_counts(hub_store.engine) == {DEFAULT_VILLAGE: 1}
+
+    detail = await review.household_changes(hub_store.engine, household)
+    assert [r.record_id for r in detail.records] == [household, head, child]
+    names = {c.field: c for c in detail.records[2].changes}
+    assert names["name"].old is None and names["name"].new == "Siti"
+    assert names["name"].label == "Nama lengkap"
+    assert names["name"].origin == "edge-a" and abs(names["name"].at_ms - hub_store.wall()) < 60_000
+
+
+async def test_an_approved_change_shows_old_and_new_and_leaves_the_queue(hub_store):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    household, (head,) = await send_family(hub_store, box)
+    await review.decide(hub_store, household, "disetujui", "", "verif", period=PERIOD)
+    assert await review.queue(hub_store.engine) == []
+
+    await change(hub_store, box, head, "member", occupation="Petani")
+    [item] = await review.queue(hub_store.engine)
+    assert item.pending_records == 1 and not item.is_new
+    detail = await review.household_changes(hub_store.engine, household)
+    member = detail.records[1]
+    assert member.pending and [(c.field, c.old, c.new) for c in member.changes] == [
+        ("occupation", "Buruh harian lepas", "Petani")
+    ]
+    assert detail.records[0].changes == ()  # the household itself did not change
+
+    decision_id = await review.decide(hub_store, household, "disetujui", "", "verif", period=PERIOD)
+    stored = await row(hub_store, head)
+    assert not stored.pending and json.loads(stored.approved)["occupation"] == "Petani"
+    assert stored.approved_seq == 2 and stored.first_approved_seq == 1
+    assert stored.approved_status == "aktif"
+    detail = await review.household_changes(hub_store.engine, household)
+    assert detail.decisions[0].id == decision_id
+    assert detail.decisions[0].changes == {head: {"occupation": ["Buruh harian lepas", "Petani"]}}
+    values = await downlink_values(hub_store, "edge-a", household)
+    assert values["review_status"] == "disetujui" and values["review_date"]
+
+
+async def test_a_rejection_needs_a_reason_keeps_the_approved_values_and_reaches_the_box(hub_store):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    household, _ = await send_family(hub_store, box)
+    await review.decide(hub_store, household, "disetujui", "", "verif", period=PERIOD)
+    await change(hub_store, box, household, "household", floor_area_m2=400.0)
+
+    with pytest.raises(ReviewError) as refused:
+        await review.decide(hub_store, household, "ditolak", "  ", "verif", period=PERIOD)
+    assert refused.value.code == "reason_required" and "Alasan" in refused.value.message
+
+    await review.decide(hub_store, household, "ditolak", "Luas tidak wajar", "verif", period=PERIOD)
+    stored = await row(hub_store, household)
+    assert not stored.pending and json.loads(stored.approved)["floor_area_m2"] == 36.0
+    assert json.loads(stored.data)["floor_area_m2"] == 400.0
+    assert await review.queue(hub_store.engine) == []
+    values = await downlink_values(hub_store, "edge-a", household)
+    assert (values["review_status"], values["review_note"]) == ("ditolak", "Luas tidak wajar")
+    with pytest.raises(ReviewError) as again:
+        await review.decide(hub_store, household, "disetujui", "", "verif", period=PERIOD)
+    assert again.value.code == "not_pending"
+    async with hub_store.engine.connect() as conn:
+        entries = (await conn.execute(sa.select(db.audit.c.action, db.audit.c.subject))).all()
+    assert [tuple(e) for e in entries] == [("review.decide", household)] * 2
+
+
+async def test_a_field_check_keeps_the_household_in_the_queue_flagged(hub_store):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    household, _ = await send_family(hub_store, box)
+    await review.decide(
+        hub_store, household, "periksa_lapangan", "Cek rumah", "verif", period=PERIOD
+    )
+    [item] = await review.queue(hub_store.engine)
+    assert item.flagged and item.is_new
+    stored = await row(hub_store, household)
+    assert stored.pending and stored.approved is None
+    # The hub's own write did not make anything newly pending or change the box's data.
+    assert json.loads(stored.data)["review_status"] == "periksa_lapangan"
+
+
+async def test_unknown_households_and_decisions_are_refused(hub_store):
+    with pytest.raises(ReviewError) as unknown:
+        await review.decide(hub_store, "nope", "disetujui", "", "verif", period=PERIOD)
+    assert unknown.value.code == "unknown_household"
+    with pytest.raises(ReviewError) as wrong:
+        await review.decide(hub_store, "nope", "terserah", "", "verif", period=PERIOD)
+    assert wrong.value.code == "unknown_decision"
+
+
+async def test_the_summary_counts_each_village(hub_store):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    household, _ = await send_family(hub_store, box)
+    await send_family(hub_store, box)
+    await review.decide(hub_store, household, "disetujui", "", "verif", period=PERIOD)
+    now = hub_store.wall()
+
+    [summary] = await review.village_summary(hub_store.engine, now_ms=now, period_start_ms=0)
+    assert (summary.village, summary.households, summary.pending_households) == (
+        DEFAULT_VILLAGE,
+        2,
+        1,
+    )
+    assert summary.changes == 4 and summary.open_conflicts == 0
+    assert summary.data_age_days == 0 and not summary.stale
+    later = now + 91 * 86_400_000
+    [old] = await review.village_summary(hub_store.engine, now_ms=later, period_start_ms=later)
+    assert old.stale and old.data_age_days == 91 and old.changes == 0

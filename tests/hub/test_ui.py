@@ -1,0 +1,489 @@
+"""The hub's review UI in-process: sign-in, roles per page, CSRF, the queue and its
+decisions, conflicts, the audit trail (on SQLite and on PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+import sqlalchemy as sa
+from aiohttp.test_utils import TestClient, TestServer
+
+from edge import auth as edge_auth
+from edge.config import EdgeConfig
+from edge.db import upgrade as edge_upgrade
+from edge.store import Store as EdgeStore
+from hub import auth, db
+from hub.config import HubConfig
+from hub.keys import generate_key_pair
+from hub.roles import Role
+from hub.store import HubStore
+from hub.ui.base import SESSION_COOKIE
+from hub.web import add_token, create_app
+from puskesos import cli
+from tests.factories import DEFAULT_VILLAGE
+from tests.hub.boxes import Box, enrol
+from tests.hub.families import change, send_family
+
+PASSWORD = "rahasia-kabupaten-1"
+USERS = {
+    "verif": Role.VERIFIER,
+    "pimpinan": Role.LEADER,
+    "admin": Role.ADMIN,
+    "teknisi": Role.IT,
+}
+#: Who may open each page (GET); everyone else gets 403.
+PAGES = {
+    "/": set(USERS),
+    "/antrian": {"verif", "pimpinan", "admin"},
+    "/konflik": {"verif", "pimpinan", "admin"},
+    "/duplikat": {"verif", "pimpinan", "admin"},
+    "/siklus": {"verif", "pimpinan", "admin"},
+    "/perangkat": {"teknisi", "admin"},
+    "/audit": {"pimpinan", "admin"},
+    "/pengguna": {"admin"},
+}
+OTHER_VILLAGE = "3201022002"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+async def client(hub_store: HubStore, tmp_path) -> AsyncIterator[TestClient]:
+    for username, role in USERS.items():
+        await auth.create_user(
+            hub_store, username=username, full_name=username.title(), role=role,
+            password=PASSWORD, actor="test",
+        )  # fmt: skip
+    config = HubConfig(data_dir=tmp_path, district="3201")
+    app = create_app(config, hub_store, password=None, with_ingest=False)
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client
+
+
+async def login_form(client: TestClient, username: str, password: str = PASSWORD):
+    page = await (await client.get("/masuk")).text()
+    token = _CSRF.search(page, page.index('action="/masuk"')).group(1)
+    return await client.post(
+        "/masuk",
+        data={"username": username, "password": password, "csrf_token": token, "next": "/"},
+        allow_redirects=False,
+    )
+
+
+async def login(client: TestClient, username: str) -> str:
+    """Sign in as ``username``; returns the session's CSRF token."""
+    client.session.cookie_jar.clear()
+    answer = await login_form(client, username)
+    assert answer.status == 303, await answer.text()
+    return await csrf_of(client, "/")
+
+
+async def csrf_of(client: TestClient, path: str) -> str:
+    page = await client.get(path)
+    assert page.status == 200, await page.text()
+    return _CSRF.search(await page.text()).group(1)
+
+
+async def audit_actions(store: HubStore) -> list[tuple[str, str, str]]:
+    a = db.audit
+    async with store.engine.connect() as conn:
+        rows = await conn.execute(sa.select(a.c.actor, a.c.action, a.c.subject).order_by(a.c.id))
+        return [tuple(row) for row in rows]
+
+
+# --- sign-in and security --------------------------------------------------------------------
+
+
+async def test_signing_in_and_out(client, hub_store):
+    first = await client.get("/antrian", allow_redirects=False)
+    assert first.status == 303 and first.headers["Location"].startswith("/masuk?next=/antrian")
+
+    wrong = await login_form(client, "verif", "bukan-sandinya")
+    assert wrong.status == 401 and "Nama pengguna atau kata sandi salah" in await wrong.text()
+    csrf = await login(client, "verif")
+    home = await client.get("/")
+    assert "Ringkasan" in await home.text() and "Verif" in await home.text()
+    # Signed in, one may still sign in as someone else from /masuk.
+    assert (await login_form(client, "admin")).status == 303
+    csrf = await login(client, "verif")
+
+    out = await client.post("/keluar", data={"csrf_token": csrf}, allow_redirects=False)
+    assert out.status == 303 and out.headers["Location"] == "/masuk"
+    assert (await client.get("/", allow_redirects=False)).status == 303
+    actions = [(actor, action) for actor, action, _ in await audit_actions(hub_store)]
+    assert ("verif", "login.failed") in actions and ("verif", "login.ok") in actions
+
+
+async def test_the_session_cookie_is_httponly_strict_and_only_hashed_in_the_database(
+    client, hub_store
+):
+    answer = await login_form(client, "admin")
+    cookie = answer.cookies[SESSION_COOKIE]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict"
+    async with hub_store.engine.connect() as conn:
+        stored = (await conn.execute(sa.select(db.sessions.c.token_hash))).scalars().all()
+    assert cookie.value not in stored and len(stored) == 1 and len(stored[0]) == 64
+
+
+async def test_a_session_ends_after_half_an_hour_without_a_request(hub_store):
+    now = [hub_store.wall()]
+    store = HubStore(hub_store.engine, node="hub-1", max_clock_drift_ms=0, clock=lambda: now[0])
+    user = await auth.create_user(
+        store, username="rina", full_name="Rina", role=Role.VERIFIER, password=PASSWORD,
+        actor="test",
+    )  # fmt: skip
+    token = await auth.create_session(store, user)
+    for _ in range(3):  # in use: 20 minutes apart, still signed in after an hour
+        now[0] += 20 * 60_000
+        assert await auth.user_for_session(store, token) == user
+    now[0] += auth.SESSION_IDLE_S * 1000 + 1
+    assert await auth.user_for_session(store, token) is None
+
+
+async def test_five_wrong_passwords_lock_the_account(client):
+    for _ in range(5):
+        assert (await login_form(client, "pimpinan", "salah-terus")).status == 401
+    locked = await login_form(client, "pimpinan")
+    assert locked.status == 401
+    assert "Akun dikunci sementara" in await locked.text()
+    assert (await login_form(client, "admin")).status == 303  # others still sign in
+
+
+async def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(client, hub_store):
+    csrf = await login(client, "admin")
+    form = {"username": "baru", "full_name": "Baru", "role": "it", "password": PASSWORD}
+    for token in (None, "salah"):
+        data = {**form, "csrf_token": token} if token else form
+        answer = await client.post("/pengguna", data=data)
+        assert answer.status == 403
+        assert "Token formulir tidak sah" in await answer.text()
+    assert "baru" not in {u.username for u in await auth.list_users(hub_store)}
+    answer = await client.post("/pengguna", data={**form, "csrf_token": csrf})
+    assert answer.status == 200 and "Pengguna ditambahkan" in await answer.text()
+
+
+@pytest.mark.parametrize("username", sorted(USERS))
+async def test_each_role_opens_its_pages_and_gets_403_elsewhere(client, username):
+    await login(client, username)
+    for path, allowed in PAGES.items():
+        answer = await client.get(path, allow_redirects=False)
+        if username in allowed:
+            assert answer.status == 200, (username, path)
+        else:
+            assert answer.status == 403, (username, path)
+            assert "Anda tidak berhak membuka halaman ini" in await answer.text()
+
+
+async def test_pages_carry_security_headers(client):
+    await login(client, "admin")
+    for path in ("/", "/masuk", "/tidak-ada"):
+        headers = (await client.get(path)).headers
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Cache-Control"] == "no-store"
+
+
+async def test_api_tokens_open_no_page_and_sessions_open_no_api(client, hub_store, tmp_path):
+    token = await add_token(hub_store, "dinsos")
+    bearer = {"Authorization": f"Bearer {token}"}
+    for path in PAGES:
+        answer = await client.get(path, headers=bearer, allow_redirects=False)
+        assert answer.status == 303 and answer.headers["Location"].startswith("/masuk")
+    assert (await client.get("/api/v1/conflicts", headers=bearer)).status == 200
+
+    await login(client, "admin")
+    answer = await client.get("/api/v1/conflicts")
+    assert answer.status == 401 and (await answer.json())["error"] == "unauthorized"
+
+    # A village box's operator token is no credential at the hub.
+    box = EdgeConfig(village=DEFAULT_VILLAGE, node="edge-a", data_dir=tmp_path / "box")
+    edge_upgrade(box.database_path)
+    edge_store = EdgeStore(box)
+    await edge_store.open()
+    try:
+        operator = await edge_auth.create_user(
+            edge_store, username="operator1", full_name="Operator", role=edge_auth.Role.OPERATOR,
+            password=PASSWORD, actor="test",
+        )  # fmt: skip
+        edge_token = await edge_auth.create_api_token(edge_store, operator, "hp")
+    finally:
+        await edge_store.close()
+    client.session.cookie_jar.clear()
+    answer = await client.get(
+        "/api/v1/records",
+        params={"village": DEFAULT_VILLAGE},
+        headers={"Authorization": f"Bearer {edge_token}"},
+    )
+    assert answer.status == 401
+
+
+# --- the queue and decisions ------------------------------------------------------------------
+
+
+async def test_the_queue_shows_old_and_new_and_a_decision_clears_it(client, hub_store):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    household, (head,) = await send_family(hub_store, box)
+    csrf = await login(client, "verif")
+    queue = await (await client.get("/antrian")).text()
+    assert "Asep Saepudin" in queue and "Keluarga baru" in queue
+
+    approved = await client.post(
+        f"/antrian/{household}", data={"csrf_token": csrf, "keputusan": "disetujui"}
+    )
+    assert approved.status == 200 and "Perubahan disetujui" in await approved.text()
+    assert "Tidak ada perubahan yang menunggu" in await (await client.get("/antrian")).text()
+
+    await change(hub_store, box, head, "member", occupation="Petani")
+    page = await (await client.get(f"/antrian?desa={DEFAULT_VILLAGE}")).text()
+    assert "Asep Saepudin" in page and "Keluarga baru" not in page
+    detail = await (await client.get(f"/antrian/{household}")).text()
+    rows = re.findall(r'<tr class="perubahan">(.*?)</tr>', detail, re.S)
+    [occupation] = [r for r in rows if "Pekerjaan" in r or "Petani" in r]
+    assert "Buruh harian lepas" in occupation and "Petani" in occupation
+    assert "edge-a" in occupation
+    assert ("verif", "household.view", household) in await audit_actions(hub_store)
+
+
+async def test_a_rejection_without_a_reason_is_refused_next_to_the_field(client, hub_store):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    household, _ = await send_family(hub_store, box)
+    csrf = await login(client, "verif")
+
+    refused = await client.post(
+        f"/antrian/{household}", data={"csrf_token": csrf, "keputusan": "ditolak", "alasan": " "}
+    )
+    assert refused.status == 422
+    text = await refused.text()
+    assert re.search(r'id="alasan-pesan">Alasan wajib diisi', text)
+    assert "Asep Saepudin" in await (await client.get("/antrian")).text()  # nothing changed
+
+    rejected = await client.post(
+        f"/antrian/{household}",
+        data={"csrf_token": csrf, "keputusan": "ditolak", "alasan": "NIK kepala salah ketik"},
+    )
+    assert "Perubahan ditolak" in await rejected.text()
+    assert "NIK kepala salah ketik" in await rejected.text()  # in the decision history
+    assert "Tidak ada perubahan yang menunggu" in await (await client.get("/antrian")).text()
+    decisions = [a for a in await audit_actions(hub_store) if a[1] == "review.decide"]
+    assert decisions == [("verif", "review.decide", household)]
+
+
+async def test_only_the_verifier_may_decide(client, hub_store):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    household, _ = await send_family(hub_store, box)
+    csrf = await login(client, "pimpinan")
+    detail = await (await client.get(f"/antrian/{household}")).text()
+    assert "Asep Saepudin" in detail and 'value="disetujui"' not in detail
+    answer = await client.post(
+        f"/antrian/{household}", data={"csrf_token": csrf, "keputusan": "disetujui"}
+    )
+    assert answer.status == 403
+    assert "Asep Saepudin" in await (await client.get("/antrian")).text()
+
+
+# --- conflicts, accounts, devices, audit ----------------------------------------------------
+
+
+async def _conflict(store: HubStore) -> str:
+    """Two boxes set one household's address at once; returns the household id."""
+    one, two = Box("edge-a"), Box("edge-b")
+    await enrol(store, one, two)
+    household, _ = await send_family(store, one)
+    now = store.wall()
+    two.states[household] = one.states[household]
+    for box, address in ((one, "Jl. Mawar 1"), (two, "Jl. Melati 2")):
+        edit = box.edit(household, now, entity="household", address=address)
+        await store.apply(box.batch(edit), box.node)
+    assert len(await store.conflicts()) == 1
+    return household
+
+
+async def test_a_conflict_is_resolved_from_the_page(client, hub_store):
+    await _conflict(hub_store)
+    csrf = await login(client, "verif")
+    page = await (await client.get("/konflik")).text()
+    assert "Jl. Mawar 1" in page and "Jl. Melati 2" in page and "edge-b" in page
+    [conflict] = await hub_store.conflicts()
+
+    chosen = next(i for i, v in enumerate(conflict["versions"]) if v["value"] == "Jl. Melati 2")
+    done = await client.post(
+        f"/konflik/{conflict['id']}", data={"csrf_token": csrf, "pilih": str(chosen)}
+    )
+    assert done.status == 200 and "Konflik diselesaikan" in await done.text()
+    assert "Tidak ada konflik terbuka" in await done.text()
+    assert await hub_store.conflicts() == []
+    assert any(a[1] == "conflict.resolve" for a in await audit_actions(hub_store))
+
+
+async def test_a_typed_value_is_validated_before_it_resolves(client, hub_store):
+    household = await _conflict(hub_store)
+    csrf = await login(client, "verif")
+    [conflict] = await hub_store.conflicts()
+    url = f"/konflik/{conflict['id']}"
+    too_long = await client.post(
+        url, data={"csrf_token": csrf, "pilih": "baru", "nilai": "x" * 600}
+    )
+    assert too_long.status == 422
+    assert re.search(
+        r'class="field-error"[^>]*>Alamat paling banyak 200 karakter', await too_long.text()
+    )
+    assert len(await hub_store.conflicts()) == 1
+
+    typed = await client.post(
+        url, data={"csrf_token": csrf, "pilih": "baru", "nilai": "Jl. Kenanga 3"}
+    )
+    assert "Konflik diselesaikan" in await typed.text()
+    [record] = [r for r in await hub_store.records(DEFAULT_VILLAGE) if r["id"] == household]
+    assert record["values"]["address"] == "Jl. Kenanga 3"
+
+
+async def test_the_admin_adds_and_deactivates_an_account(client, hub_store):
+    csrf = await login(client, "admin")
+    short = await client.post(
+        "/pengguna",
+        data={"csrf_token": csrf, "username": "rina", "full_name": "Rina", "role": "verifikator",
+              "password": "pendek"},
+    )  # fmt: skip
+    assert short.status == 422 and re.search(
+        r'id="password-pesan">Kata sandi minimal 8', await short.text()
+    )
+    added = await client.post(
+        "/pengguna",
+        data={"csrf_token": csrf, "username": "rina", "full_name": "Rina", "role": "verifikator",
+              "password": PASSWORD},
+    )  # fmt: skip
+    assert "Pengguna ditambahkan" in await added.text()
+    rina = next(u for u in await auth.list_users(hub_store) if u.username == "rina")
+
+    await login(client, "rina")
+    assert (await client.get("/antrian")).status == 200
+    csrf = await login(client, "admin")
+    await client.post(f"/pengguna/{rina.id}/status", data={"csrf_token": csrf, "aktif": "0"})
+    assert (await login_form(client, "rina")).status == 401
+    actions = await audit_actions(hub_store)
+    assert ("admin", "user.create", "rina") in actions
+    assert ("admin", "user.deactivate", "rina") in actions
+
+
+async def test_devices_and_the_audit_trail_newest_first(client, hub_store):
+    await enrol(hub_store, Box("edge-a"))
+    await login(client, "teknisi")
+    assert "edge-a" in await (await client.get("/perangkat")).text()
+    await login(client, "pimpinan")
+    trail = await (await client.get("/audit")).text()
+    assert trail.index("pimpinan") < trail.index("teknisi")  # newest first
+    assert "Masuk" in trail
+
+
+# --- duplicates and the monthly cycle -------------------------------------------------------
+
+
+async def test_the_verifier_keeps_one_of_two_members_with_the_same_nik(client, hub_store):
+    one, two = Box("edge-a"), Box("edge-b", village=OTHER_VILLAGE)
+    await enrol(hub_store, one, two)
+    _, (head,) = await send_family(hub_store, one)
+    [stored] = [r for r in await hub_store.records(DEFAULT_VILLAGE) if r["id"] == head]
+    nik, born = stored["values"]["nik"], stored["values"]["birth_date"]
+    await send_family(hub_store, two, head="Dewi Lestari", Asep={"nik": nik, "birth_date": born})
+    csrf = await login(client, "verif")
+    page = await (await client.get("/duplikat")).text()
+    assert nik in page and OTHER_VILLAGE in page
+
+    kept = await client.post(
+        "/duplikat", data={"csrf_token": csrf, "nik": nik, "pertahankan": head}
+    )
+    assert "Data ganda ditandai" in await kept.text()
+    assert "Tidak ada NIK ganda" in await kept.text()
+    [other] = [r for r in await hub_store.records(OTHER_VILLAGE) if r["values"].get("nik") == nik]
+    assert other["values"]["status"] == "ganda"
+
+
+def _buttons(page: str) -> set[str]:
+    return set(re.findall(r'<button type="submit"[^>]*>([^<]+)</button>', page)) - {"Keluar"}
+
+
+async def test_the_cycle_moves_by_the_buttons_each_role_may_use(client, hub_store, tmp_path):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    household, _ = await send_family(hub_store, box)
+    csrf = await login(client, "verif")
+    await client.post(f"/antrian/{household}", data={"csrf_token": csrf, "keputusan": "disetujui"})
+
+    page = await (await client.get("/siklus")).text()
+    assert "Terbuka" in page and _buttons(page) == {"Bekukan sekarang"}
+    period = re.search(r'action="/siklus/([0-9-]+)/bekukan"', page).group(1)
+    # A verifier cannot sign: no button, and the request is refused.
+    assert (
+        await client.post(f"/siklus/{period}/tandatangani", data={"csrf_token": csrf})
+    ).status == 403
+
+    frozen = await client.post(f"/siklus/{period}/bekukan", data={"csrf_token": csrf})
+    assert "Periode dibekukan" in await frozen.text()
+    again = await client.post(f"/siklus/{period}/bekukan", data={"csrf_token": csrf})
+    assert again.status == 409 and "hanya dapat dibekukan selagi terbuka" in await again.text()
+    submitted = await client.post(f"/siklus/{period}/ajukan", data={"csrf_token": csrf})
+    assert "Periode diajukan ke pimpinan" in await submitted.text()
+
+    csrf = await login(client, "pimpinan")
+    page = await (await client.get("/siklus")).text()
+    assert "Ditinjau pimpinan" in page
+    assert {"Kembalikan desa", "Tandatangani"} <= _buttons(page)
+    section = page[page.index(f'id="periode-{period}"') :]
+    assert re.search(r"<td>1</td>", section)  # the village's household, counted at the freeze
+    no_note = await client.post(
+        f"/siklus/{period}/kembalikan", data={"csrf_token": csrf, "desa": DEFAULT_VILLAGE}
+    )
+    assert no_note.status == 422
+    assert 'id="catatan-pesan">Catatan pengembalian wajib diisi' in await no_note.text()
+
+    generate_key_pair(tmp_path / "signing.key")
+    signed = await client.post(f"/siklus/{period}/tandatangani", data={"csrf_token": csrf})
+    assert "Periode ditandatangani" in await signed.text(), await signed.text()
+    assert "Ditandatangani" in await signed.text()
+
+    await login(client, "admin")
+    page = await (await client.get("/siklus")).text()
+    assert "Coba kirim lagi" in _buttons(page)
+    actions = [a[1] for a in await audit_actions(hub_store)]
+    assert {"cycle.freeze", "cycle.submit", "cycle.sign"} <= set(actions)
+    trail = await (await client.get("/audit")).text()
+    assert "Menandatangani periode" in trail and "Membekukan periode" in trail
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def test_init_makes_the_session_key_and_user_add_makes_an_account_that_signs_in(
+    tmp_path, capsys, monkeypatch
+):
+    config = tmp_path / "hub.toml"
+    data = tmp_path / "data"
+    assert cli.main(["hub", "init", "--config", str(config), "--data-dir", str(data)]) == 0
+    assert (data / "session.secret").stat().st_mode & 0o777 == 0o600
+    add = ["hub", "user", "add", "--config", str(config), "--username", "rina",
+           "--role", "verifikator", "--full-name", "Rina Marlina"]  # fmt: skip
+    monkeypatch.setattr("sys.stdin", io.StringIO("pendek\n"))
+    assert cli.main(add) == 2
+    assert "minimal 8" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert cli.main(add) == 0
+    capsys.readouterr()
+    assert cli.main(["hub", "user", "list", "--config", str(config)]) == 0
+    assert "rina\tverifikator\tactive\tRina Marlina" in capsys.readouterr().out
+
+    async def sign_in() -> bool:
+        engine = db.create_engine(f"sqlite+aiosqlite:///{data / 'hub.sqlite'}")
+        store = HubStore(engine, node="hub-1", max_clock_drift_ms=300_000)
+        try:
+            result = await auth.authenticate(store, "rina", PASSWORD, "", lockout_s=900)
+            return result.user is not None and result.user.role is Role.VERIFIER
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(sign_in())

@@ -1,0 +1,124 @@
+"""The review UI in a real browser (Debian's Chromium, headless, through Playwright) on the
+hub served on a free port: a verifier works through the queue on a laptop, the leader
+reads the audit trail. A screenshot of the household page goes to /tmp for a person to
+look at."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from hub import auth, db
+from hub.config import HubConfig
+from hub.roles import Role
+from hub.store import HubStore
+from hub.web import create_app
+from tests.browser import LAPTOP
+from tests.edge.test_browser import _free_port
+from tests.hub.boxes import Box, enrol
+from tests.hub.families import change, send_family
+
+pytest.importorskip("playwright.async_api")
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "rahasia-kabupaten-1"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hub.sqlite'}"
+    db.upgrade(url)
+    return url
+
+
+@pytest.fixture
+async def hub(sqlite_url, tmp_path) -> AsyncIterator[tuple[str, HubStore]]:
+    """The hub (SQLite) on a real HTTP server, with a verifier and a leader."""
+    engine = db.create_engine(sqlite_url)
+    store = HubStore(engine, node="hub-1", max_clock_drift_ms=300_000)
+    for username, role in (("verif", Role.VERIFIER), ("pimpinan", Role.LEADER)):
+        await auth.create_user(
+            store, username=username, full_name=username.title(), role=role,
+            password=PASSWORD, actor="test",
+        )  # fmt: skip
+    app = create_app(HubConfig(data_dir=tmp_path), store, password=None, with_ingest=False)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}", store
+    await runner.cleanup()
+    await engine.dispose()
+
+
+async def sign_in(page: Any, base_url: str, username: str) -> None:
+    await page.goto(f"{base_url}/")  # not signed in: sent to /masuk
+    await page.fill("#username", username)
+    await page.fill("#password", PASSWORD)
+    await page.click("button:has-text('Masuk')")
+    await page.wait_for_url(f"{base_url}/")
+
+
+async def test_a_verifier_works_through_the_queue_in_a_real_browser(hub, browser):
+    base_url, store = hub
+    box = Box("edge-a")
+    await enrol(store, box)
+    _, (head,) = await send_family(store, box)
+    context = await browser.new_context(viewport=LAPTOP, locale="id-ID")
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    blocked: list[str] = []  # anything the Content Security Policy refused
+    page.on(
+        "console",
+        lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+
+    await sign_in(page, base_url, "verif")
+    assert await page.locator("h1").inner_text() == "Ringkasan"
+    await page.click("nav >> text=Antrian verifikasi")
+    await page.click("text=Asep Saepudin")
+    await page.click("button:has-text('Setujui')")
+    await page.locator("text=Perubahan disetujui.").wait_for()
+
+    # The box changes the head's occupation: old → new, and which box.
+    await change(store, box, head, "member", occupation="Petani")
+    await page.goto(f"{base_url}/antrian")
+    await page.click("text=Asep Saepudin")
+    row = page.locator("tr.perubahan", has_text="Petani")
+    cells = await row.locator("td").all_inner_texts()
+    assert cells[1:4] == ["Buruh harian lepas", "Petani", "edge-a"]
+    await page.screenshot(path="/tmp/hub-antrian-detail.png", full_page=True)
+
+    # Rejecting needs a reason, said next to the field; nothing is decided.
+    await page.click("button:has-text('Tolak')")
+    message = page.locator("#alasan-pesan")
+    await message.wait_for()
+    assert await message.inner_text() == (
+        "Alasan wajib diisi untuk keputusan ditolak atau periksa lapangan."
+    )
+    assert await page.get_attribute("#alasan", "aria-invalid") == "true"
+    await page.fill("#alasan", "Pekerjaan belum sesuai surat keterangan desa")
+    await page.click("button:has-text('Tolak')")
+    await page.locator("text=Perubahan ditolak").wait_for()
+    await page.goto(f"{base_url}/antrian")
+    await page.locator("text=Tidak ada perubahan yang menunggu verifikasi.").wait_for()
+
+    # The page is styled by the shared stylesheet; the CSP ('self' only) blocked nothing.
+    colour = await page.eval_on_selector("header.top", "el => getComputedStyle(el).backgroundColor")
+    assert colour == "rgb(11, 79, 108)"
+    assert blocked == []
+    await page.click("button:has-text('Keluar')")
+    await page.wait_for_url(f"{base_url}/masuk")
+
+    # The leader reads who did what, newest first; the verifier sees no audit menu.
+    await sign_in(page, base_url, "pimpinan")
+    await page.click("nav >> text=Jejak audit")
+    first = await page.locator("tbody tr").first.locator("td").all_inner_texts()
+    assert first[1:3] == ["pimpinan", "Masuk"]
+    assert await page.locator("td", has_text="Memutuskan verifikasi").count() == 2
+    assert await page.locator("td", has_text="Melihat data keluarga").count() >= 2
+    await context.close()
