@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hub import db
+from hub import audit, db
 from protocol.changes import Ack, Batch, Change, Direction, FieldVersion, Value
 from protocol.clock import COUNTER_BITS, HybridClock
 from protocol.delivery import AppliedSeqs
@@ -418,7 +418,8 @@ class HubStore:
     ) -> dict[str, Any]:
         """Resolve a conflict with one of its versions (``choose``, an index) or a new
         ``value``: a new version of the field stamped by this hub node that has seen every
-        concurrent version, so it supersedes them all on every replica it reaches."""
+        concurrent version, so it supersedes them all on every replica it reaches. Audited
+        in the same transaction."""
         async with self.engine.begin() as conn:
             head = (
                 await conn.execute(sa.select(db.conflicts).where(db.conflicts.c.id == conflict_id))
@@ -451,6 +452,10 @@ class HubStore:
                 .where(db.conflicts.c.id == conflict_id)
                 .values(resolved_ms=now, resolved_by=actor, resolution=resolution)
             )
+            await audit.record(
+                conn, at_ms=now, actor=actor, action="conflict.resolve", subject=row.record_id,
+                detail={"conflict": conflict_id, "field": row.field, "value": value},
+            )  # fmt: skip
             resolved = (
                 await conn.execute(sa.select(db.conflicts).where(db.conflicts.c.id == conflict_id))
             ).one()

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from edge.web.forms import parse
-from hub import audit, db
+from hub import db
 from hub.roles import Role
 from hub.store import HubStore, ResolveError
 from hub.ui.base import (
@@ -127,11 +127,5 @@ async def resolve(request: web.Request) -> web.StreamResponse:
         return await _page(
             request, 409 if exc.status == 409 else 422, errors={conflict_id: message}
         )
-    async with store.engine.begin() as conn:
-        await audit.record(
-            conn, at_ms=store.wall(), actor=actor(request), action="conflict.resolve",
-            subject=resolved["record_id"],
-            detail={"conflict": conflict_id, "field": resolved["field"], **resolved["resolution"]},
-        )  # fmt: skip
     await push_down(request, resolved["village"])
     raise web.HTTPSeeOther("/konflik?pesan=selesai")

@@ -13,6 +13,7 @@ from hub.web import add_token, create_app
 from protocol.telemetry import Telemetry
 from tests.factories import DEFAULT_VILLAGE, new_id
 from tests.hub.boxes import Box, enrol
+from tests.hub.test_ui import audit_actions
 from tests.metrics_text import value
 
 
@@ -64,6 +65,7 @@ async def test_staff_resolve_a_conflict_by_choosing_a_version(api, hub_store):
         f"/api/v1/conflicts/{conflict['id']}/resolve", json={"choose": 0}, headers=api.headers
     )
     assert again.status == 409
+    assert await audit_actions(hub_store) == [("token:dinsos", "conflict.resolve", record)]
 
     assert (await get(api, "/api/v1/conflicts"))["conflicts"] == []
     [row] = (await get(api, "/api/v1/records", village=DEFAULT_VILLAGE))["records"]
