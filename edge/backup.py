@@ -30,6 +30,7 @@ from pathlib import Path
 from edge.config import EdgeConfig
 from edge.db import upgrade
 from puskesos.commands import CommandError
+from puskesos.durable import fsync_dir
 
 __all__ = ["BackupError", "BoxBusy", "backup", "integrity_problems", "restore", "serving_lock"]
 
@@ -101,7 +102,7 @@ def backup(config: EdgeConfig, destination: str | Path) -> Path:
         _remove(temporary)
         raise BackupError(f"the copy failed its integrity check: {problems[0]}")
     os.replace(temporary, dest)
-    _sync_directory(dest.parent)
+    fsync_dir(dest.parent)
     return dest
 
 
@@ -137,7 +138,7 @@ def restore(config: EdgeConfig, source: Path) -> Path | None:
         for stale in (_sidecar(target, "-wal"), _sidecar(target, "-shm")):
             stale.unlink(missing_ok=True)
         os.replace(incoming, target)
-        _sync_directory(target.parent)
+        fsync_dir(target.parent)
         upgrade(target)
     return kept
 
@@ -212,12 +213,3 @@ def _sidecar(path: Path, suffix: str) -> Path:
 def _remove(path: Path) -> None:
     for candidate in (path, _sidecar(path, "-wal"), _sidecar(path, "-shm")):
         candidate.unlink(missing_ok=True)
-
-
-def _sync_directory(path: Path) -> None:
-    """Make a rename in ``path`` durable."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

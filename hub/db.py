@@ -7,6 +7,8 @@ each table holds, and the locking rule, are in ``docs/replication.md``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 __all__ = [
     "api_tokens",
@@ -297,8 +299,9 @@ def create_engine(url: str, *, pool_size: int = 8) -> AsyncEngine:
     """The async engine of the hub database.
 
     SQLite: WAL, ``synchronous=FULL``, and every transaction ``BEGIN IMMEDIATE`` so writers
-    serialize at the start instead of failing on a lock upgrade. PostgreSQL: a pool of
-    ``pool_size`` connections; writers serialize per village through row locks.
+    serialize at the start instead of failing on a lock upgrade, except a :func:`reading`
+    one. PostgreSQL: a pool of ``pool_size`` connections; writers serialize per village
+    through row locks.
     """
     if not is_sqlite(url):
         return create_async_engine(url, pool_size=pool_size, max_overflow=2, pool_pre_ping=True)
@@ -308,6 +311,20 @@ def create_engine(url: str, *, pool_size: int = 8) -> AsyncEngine:
 
     @event.listens_for(sync_engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+_READ_ONLY = "puskesos_read_only"
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for a long read (an export): one consistent snapshot that does not
+    hold SQLite's write lock, so boxes keep syncing while it runs (WAL readers never
+    block the writer). Writing through it fails on SQLite."""
+    async with engine.connect() as conn:
+        await conn.execution_options(**{_READ_ONLY: True})
+        yield conn

@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from puskesos.durable import write_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -65,13 +66,9 @@ def public_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        write_file(path, data, new=True, mode=mode)
     except FileExistsError:
         raise KeyFileError(f"{path} already exists; a key is never overwritten") from None
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
 
 
 def generate_key_pair(private_path: Path) -> bytes:

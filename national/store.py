@@ -42,6 +42,7 @@ from protocol.dataset import (
     parse_manifest,
 )
 from protocol.ids import uuid7
+from puskesos.durable import fsync_dir, write_file
 
 __all__ = [
     "RECEIPT_FILE",
@@ -137,21 +138,6 @@ class FileState:
     received: int
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-
-
 def _sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as source:
@@ -213,13 +199,13 @@ class DeliveryStore:
         period_dir.mkdir(parents=True)
         temp = period_dir / f".{upload}"
         temp.mkdir()
-        _write_file(temp / MANIFEST_FILE, canonical_bytes(manifest))
-        _write_file(temp / SIGNATURE_FILE, (signature + "\n").encode("ascii"))
+        write_file(temp / MANIFEST_FILE, canonical_bytes(manifest))
+        write_file(temp / SIGNATURE_FILE, (signature + "\n").encode("ascii"))
         for f in manifest.files:
             (temp / f.name).touch()
-        _fsync_dir(temp)
+        fsync_dir(temp)
         temp.rename(folder)
-        _fsync_dir(period_dir)
+        fsync_dir(period_dir)
         return upload, True
 
     def manifest(self, district: str, period: str, upload: str) -> Manifest:
@@ -272,12 +258,12 @@ class DeliveryStore:
             uuid7(now_ms), district, period, upload, now_ms, manifest.total_bytes
         ).to_json()
         signed = {"receipt": receipt, "signature": sign(key, canonical_json(receipt))}
-        _write_file(folder / RECEIPT_FILE, canonical_json(signed))
-        _fsync_dir(folder)
+        write_file(folder / RECEIPT_FILE, canonical_json(signed))
+        fsync_dir(folder)
         target = self.delivery_dir(district, period)
         target.parent.mkdir(parents=True, exist_ok=True)
         folder.rename(target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         shutil.rmtree(folder.parent, ignore_errors=True)
         return signed
 
