@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import secrets
-import signal
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -159,36 +157,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _run(config: HubConfig) -> None:
     """Serve until SIGTERM or SIGINT, then stop cleanly."""
-    from aiohttp import web
-
     from hub.web import create_app
-    from puskesos import logs
+    from puskesos.serving import serve
 
-    log = logging.getLogger("puskesos.hub")
     store = _open_store(config)
-    runner = web.AppRunner(
-        create_app(config, store, password=broker_password(config)),
-        access_log_class=logs.AccessLogger,
-        access_log=logging.getLogger("puskesos.hub.access"),
-    )
-    await runner.setup()
     try:
-        try:
-            await web.TCPSite(runner, config.listen_host, config.listen_port).start()
-        except OSError as exc:
-            raise CommandError(
-                f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror}"
-            ) from None
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for number in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(number, stop.set)
-        log.info(
-            "serving",
-            extra={"host": config.listen_host, "port": config.listen_port, "node": config.node},
-        )
-        await stop.wait()
+        await serve(
+            create_app(config, store, password=broker_password(config)),
+            config.listen_host, config.listen_port, name="hub", node=config.node,
+        )  # fmt: skip
     finally:
-        await runner.cleanup()
         await store.engine.dispose()
-    log.info("stopped")

@@ -48,6 +48,7 @@ class HubConfig:
     forward_chunk_bytes: int = 4 * 1024 * 1024
     session_secret_file: str = "session.secret"
     login_lockout_s: int = 900
+    cookie_secure: bool = False
     national_key_file: str = ""
     cutoff_day: int = 17
     cutoff_time: str = "23:59"
@@ -99,6 +100,9 @@ KEYS: Mapping[tuple[str, str], str] = {
         "key file the review UI's CSRF tokens are derived from (made by `puskesos hub init`)"
     ),
     ("hub", "login_lockout_s"): "seconds a review UI account stays locked after 5 failed logins",
+    ("hub", "cookie_secure"): (
+        "mark the review UI's cookies Secure (when it is served over HTTPS, as it should be)"
+    ),
     ("hub", "national_key_file"): (
         "the national receiver's public key (PEM) that signs published results (empty: none)"
     ),

@@ -238,7 +238,8 @@ def create_app(
     """The hub application: the JSON API and the review UI; with ``with_ingest`` it also
     runs the MQTT ingest worker."""
     from hub import ui
-    from hub.ui.base import security_headers, session_guard
+    from hub.ui.base import session_guard
+    from puskesos.webpages import security_headers
 
     app = web.Application(middlewares=[security_headers, _auth, session_guard])
     hub_metrics = HubMetrics(stale_after_s=config.box_stale_after_s)

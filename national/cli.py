@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from national.config import NationalConfig, load_config, render_toml
-from puskesos.commands import CommandError, guarded
+from puskesos.commands import guarded
 
 __all__ = ["add_parser"]
 
@@ -129,31 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _run(config: NationalConfig, key: Any) -> None:
     """Serve until SIGTERM or SIGINT, then stop cleanly."""
-    from aiohttp import web
-
     from national.web import create_app
-    from puskesos import logs
+    from puskesos.serving import serve
 
-    log = logging.getLogger("puskesos.national")
-    runner = web.AppRunner(
-        create_app(config, key),
-        access_log_class=logs.AccessLogger,
-        access_log=logging.getLogger("puskesos.national.access"),
-    )
-    await runner.setup()
-    try:
-        try:
-            await web.TCPSite(runner, config.listen_host, config.listen_port).start()
-        except OSError as exc:
-            raise CommandError(
-                f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror}"
-            ) from None
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for number in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(number, stop.set)
-        log.info("serving", extra={"host": config.listen_host, "port": config.listen_port})
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-    log.info("stopped")
+    await serve(create_app(config, key), config.listen_host, config.listen_port, name="national")

@@ -24,6 +24,7 @@ __all__ = [
     "csrf_token",
     "hash_password",
     "load_secret",
+    "login_error",
     "sha256",
     "valid_username",
     "verify_nobody",
@@ -57,6 +58,13 @@ def load_secret(path: Path) -> bytes:
 def csrf_token(secret: bytes, session_token: str) -> str:
     """The CSRF token that goes with a session."""
     return hmac.new(secret, sha256(session_token).encode(), hashlib.sha256).hexdigest()
+
+
+def login_error(locked: bool) -> str:
+    """What the sign-in page says when a sign-in fails (never which of the two was wrong)."""
+    if locked:
+        return "Akun dikunci sementara karena terlalu banyak percobaan yang salah. Coba lagi nanti."
+    return "Nama pengguna atau kata sandi salah."
 
 
 def valid_username(username: str) -> bool:

@@ -36,6 +36,7 @@ from edge.store import Store
 from edge.sync import SyncClient, read_password
 from edge.web.routing import Route
 from edge.web.templating import create_environment
+from puskesos.webpages import security_headers, set_private_cookie
 
 __all__ = [
     "CONFIG",
@@ -74,11 +75,6 @@ UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 STATIC = Path(__file__).parent.parent / "static"
 #: Login attempts allowed per client address per minute (accounts also lock, see auth).
 LOGIN_ATTEMPTS_PER_MINUTE = 10
-
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
-)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -121,28 +117,6 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if is_api(request):
             return json_error(500, "internal_error")
         return web.Response(status=500, text="Terjadi kesalahan pada server.")
-
-
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        response = exc
-        _secure(request, response)
-        raise
-    _secure(request, response)
-    return response
-
-
-def _secure(request: web.Request, response: web.StreamResponse) -> None:
-    headers = response.headers
-    headers.setdefault("Content-Security-Policy", CSP)
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "same-origin")
-    if not request.path.startswith("/static/"):
-        headers.setdefault("Cache-Control", "no-store")
 
 
 @web.middleware
@@ -230,10 +204,7 @@ def render_before_login(
     """A page with a form shown before login: its CSRF token is a double-submit cookie."""
     token = request.cookies.get(PRE_CSRF_COOKIE) or secrets.token_urlsafe(24)
     response = render(request, template, status, form_csrf=token, **context)
-    response.set_cookie(
-        PRE_CSRF_COOKIE, token, httponly=True, samesite="Strict",
-        secure=request.app[CONFIG].cookie_secure, path="/",
-    )  # fmt: skip
+    set_private_cookie(response, PRE_CSRF_COOKIE, token, secure=request.app[CONFIG].cookie_secure)
     return response
 
 
@@ -252,9 +223,9 @@ def login_allowed(request: web.Request) -> bool:
 def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
     """Give the browser its session cookie."""
     config = request.app[CONFIG]
-    response.set_cookie(
-        SESSION_COOKIE, token, httponly=True, samesite="Strict", secure=config.cookie_secure,
-        max_age=config.session_max_age_s, path="/",
+    set_private_cookie(
+        response, SESSION_COOKIE, token, secure=config.cookie_secure,
+        max_age=config.session_max_age_s,
     )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from edge.web.app import (
 from edge.web.routing import ALL_ROLES, PUBLIC, RouteTable
 from edge.web.sync_view import sync_view
 from protocol.entities import ENTITIES
+from puskesos import webauth
 
 __all__ = [
     "ACTION_LABELS",
@@ -157,11 +158,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         result = await auth.authenticate(
             request.app[STORE], username, password, request.remote or ""
         )
-        error = (
-            "Akun dikunci sementara karena terlalu banyak percobaan yang salah. Coba lagi nanti."
-            if result.locked
-            else "Nama pengguna atau kata sandi salah."
-        )
+        error = webauth.login_error(result.locked)
     if result.user is None:
         return render_before_login(
             request, "masuk.html", 401, next=target, error=error, username=username

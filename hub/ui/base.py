@@ -12,10 +12,8 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
@@ -26,6 +24,7 @@ from hub.config import HubConfig
 from hub.roles import ROLE_LABELS, Role
 from hub.web import INGEST, STORE
 from puskesos import webauth
+from puskesos.webpages import environment, set_private_cookie
 
 __all__ = [
     "ALL_ROLES",
@@ -45,7 +44,6 @@ __all__ = [
     "push_down",
     "render",
     "render_before_login",
-    "security_headers",
     "session_guard",
     "set_session_cookie",
     "setup",
@@ -73,15 +71,6 @@ PUBLIC: frozenset[Role] = frozenset()
 #: Who may read the review pages: everyone but IT (docs/cycle.md, "Roles").
 READERS: frozenset[Role] = frozenset({Role.VERIFIER, Role.LEADER, Role.ADMIN})
 
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
-)
-
-MONTHS = (
-    "Januari", "Februari", "Maret", "April", "Mei", "Juni",
-    "Juli", "Agustus", "September", "Oktober", "November", "Desember",
-)  # fmt: skip
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -130,28 +119,6 @@ def _is_page(request: web.Request) -> bool:
         "/healthz",
         "/metrics",
     )
-
-
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """CSP without inline script, no framing, no sniffing; pages are never cached."""
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        _secure(request, exc)
-        raise
-    _secure(request, response)
-    return response
-
-
-def _secure(request: web.Request, response: web.StreamResponse) -> None:
-    headers = response.headers
-    headers.setdefault("Content-Security-Policy", CSP)
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "same-origin")
-    if not request.path.startswith("/static/"):
-        headers.setdefault("Cache-Control", "no-store")
 
 
 def _route_for(request: web.Request) -> Route | None:
@@ -231,16 +198,15 @@ def render_before_login(
     """A page with a form shown before sign-in: its CSRF token is a double-submit cookie."""
     token = request.cookies.get(PRE_CSRF_COOKIE) or secrets.token_urlsafe(24)
     response = render(request, template, status, form_csrf=token, **context)
-    response.set_cookie(PRE_CSRF_COOKIE, token, httponly=True, samesite="Strict", path="/")
+    secure = request.app[CONFIG].cookie_secure
+    set_private_cookie(response, PRE_CSRF_COOKIE, token, secure=secure)
     return response
 
 
-def set_session_cookie(response: web.StreamResponse, token: str) -> None:
-    """Give the browser its session cookie (HttpOnly, SameSite=Strict)."""
-    response.set_cookie(
-        SESSION_COOKIE, token, httponly=True, samesite="Strict", max_age=auth.SESSION_MAX_S,
-        path="/",
-    )  # fmt: skip
+def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    """Give the browser its session cookie."""
+    secure = request.app[CONFIG].cookie_secure
+    set_private_cookie(response, SESSION_COOKIE, token, secure=secure, max_age=auth.SESSION_MAX_S)
 
 
 def actor(request: web.Request) -> str:
@@ -277,22 +243,7 @@ async def push_down(request: web.Request, village: str) -> None:
 
 
 def _environment(timezone: str) -> jinja2.Environment:
-    zone = ZoneInfo(timezone)
-
-    def waktu(ms: object) -> str:
-        if not isinstance(ms, int) or ms <= 0:
-            return "-"
-        moment = datetime.fromtimestamp(ms / 1000, UTC).astimezone(zone)
-        return f"{moment.day} {MONTHS[moment.month - 1]} {moment.year} {moment:%H:%M}"
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
-        autoescape=jinja2.select_autoescape(["html"]),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["waktu"] = waktu
+    env = environment(jinja2.FileSystemLoader(TEMPLATE_DIR), timezone)
     env.globals["ROLE_LABELS"] = ROLE_LABELS
     env.globals["Role"] = Role
     return env

@@ -20,6 +20,7 @@ from hub.ui.base import (
     render_before_login,
     set_session_cookie,
 )
+from puskesos import webauth
 
 __all__ = ["LIMITER", "routes"]
 
@@ -71,18 +72,14 @@ async def login(request: web.Request) -> web.StreamResponse:
             request.app[STORE], username, form.get("password", ""), request.remote or "",
             lockout_s=request.app[CONFIG].login_lockout_s,
         )  # fmt: skip
-        error = (
-            "Akun dikunci sementara karena terlalu banyak percobaan yang salah. Coba lagi nanti."
-            if result.locked
-            else "Nama pengguna atau kata sandi salah."
-        )
+        error = webauth.login_error(result.locked)
     if result.user is None:
         return render_before_login(
             request, "masuk.html", 401, next=target, error=error, username=username
         )
     token = await auth.create_session(request.app[STORE], result.user)
     response = web.HTTPSeeOther(target)
-    set_session_cookie(response, token)
+    set_session_cookie(request, response, token)
     raise response
 
 

@@ -21,7 +21,7 @@ from hub.config import HubConfig
 from hub.keys import generate_key_pair
 from hub.roles import Role
 from hub.store import HubStore
-from hub.ui.base import SESSION_COOKIE
+from hub.ui.base import PRE_CSRF_COOKIE, SESSION_COOKIE
 from hub.web import add_token, create_app
 from puskesos import cli
 from tests.factories import DEFAULT_VILLAGE
@@ -126,6 +126,27 @@ async def test_the_session_cookie_is_httponly_strict_and_only_hashed_in_the_data
     async with hub_store.engine.connect() as conn:
         stored = (await conn.execute(sa.select(db.sessions.c.token_hash))).scalars().all()
     assert cookie.value not in stored and len(stored) == 1 and len(stored[0]) == 64
+
+
+async def test_served_over_https_the_cookies_are_marked_secure(client, hub_store, tmp_path):
+    plain = await client.get("/masuk")
+    assert "secure" not in plain.headers["Set-Cookie"].lower()  # the default: plain HTTP
+    config = HubConfig(data_dir=tmp_path, district="3201", cookie_secure=True)
+    app = create_app(config, hub_store, password=None, with_ingest=False)
+    async with TestClient(TestServer(app)) as https:
+        form = await https.get("/masuk")
+        pre = form.cookies[PRE_CSRF_COOKIE]
+        assert pre["secure"] and pre["httponly"]
+        # The browser sends a Secure cookie back only over HTTPS; here it is sent by hand.
+        answer = await https.post(
+            "/masuk",
+            data={"username": "admin", "password": PASSWORD, "csrf_token": pre.value},
+            headers={"Cookie": f"{PRE_CSRF_COOKIE}={pre.value}"},
+            allow_redirects=False,
+        )
+        assert answer.status == 303, await answer.text()
+        session = answer.cookies[SESSION_COOKIE]
+        assert session["secure"] and session["httponly"] and session["samesite"] == "Strict"
 
 
 async def test_a_session_ends_after_half_an_hour_without_a_request(hub_store):

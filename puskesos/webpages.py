@@ -1,0 +1,98 @@
+"""What the edge's and the hub's server-rendered pages share: the security headers, the
+private cookies, and a Jinja environment with the Indonesian date filters."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+import jinja2
+from aiohttp import web
+
+__all__ = ["CSP", "MONTHS", "environment", "security_headers", "set_private_cookie", "tanggal"]
+
+#: No inline script or style, nothing from elsewhere, never framed.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+
+MONTHS = (
+    "Januari", "Februari", "Maret", "April", "Mei", "Juni",
+    "Juli", "Agustus", "September", "Oktober", "November", "Desember",
+)  # fmt: skip
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def tanggal(value: object) -> str:
+    """An ISO date as Indonesians write it: ``24 November 2026``."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return value
+    return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+def environment(loader: jinja2.BaseLoader, timezone: str) -> jinja2.Environment:
+    """A template environment (autoescaped, strict about undefined names) with the
+    ``tanggal`` filter and ``waktu``, which shows stored milliseconds as local time in
+    ``timezone``."""
+    zone = ZoneInfo(timezone)
+
+    def waktu(ms: object) -> str:
+        if not isinstance(ms, int) or ms <= 0:
+            return "-"
+        moment = datetime.fromtimestamp(ms / 1000, UTC).astimezone(zone)
+        return f"{moment.day} {MONTHS[moment.month - 1]} {moment.year} {moment:%H:%M}"
+
+    env = jinja2.Environment(
+        loader=loader,
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["tanggal"] = tanggal
+    env.filters["waktu"] = waktu
+    return env
+
+
+def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    if not request.path.startswith("/static/"):
+        headers.setdefault("Cache-Control", "no-store")
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CSP without inline script, no framing, no sniffing; pages are never cached."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _secure(request, exc)
+        raise
+    _secure(request, response)
+    return response
+
+
+def set_private_cookie(
+    response: web.StreamResponse,
+    name: str,
+    value: str,
+    *,
+    secure: bool,
+    max_age: int | None = None,
+) -> None:
+    """A cookie scripts cannot read and other sites never send (HttpOnly,
+    SameSite=Strict); ``secure`` when the pages are served over HTTPS."""
+    response.set_cookie(
+        name, value, httponly=True, samesite="Strict", secure=secure, max_age=max_age, path="/"
+    )
