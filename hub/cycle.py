@@ -5,12 +5,13 @@ SQLite the engine's ``BEGIN IMMEDIATE``), checks the state with :mod:`hub.cycle_
 moves it and writes the audit entry: a second click or a second worker finds the state
 moved and gets a :class:`CycleError`. Roles are checked by the callers (the UI, with
 :func:`hub.cycle_rules.allowed`); the services take the acting person's name. The hub's
-sweep runs the automatic steps (:func:`sweep`). The plan is ``docs/cycle.md``.
+sweep runs the automatic steps (:func:`sweep`). Delivery to the national level and the
+import of its published results are in :mod:`hub.cycle_delivery`. The plan is
+``docs/cycle.md``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -37,18 +38,14 @@ from hub.review import take_approval_seq
 from hub.store import HubStore
 
 __all__ = [
-    "FORWARD_LEASE_MS",
     "SIGN_GRACE_MS",
     "SYSTEM",
     "Period",
     "PeriodVillage",
     "dataset_folder",
     "ensure_current",
-    "forward_due",
-    "forward_period",
     "freeze",
     "get",
-    "import_published",
     "periods",
     "return_villages",
     "sign",
@@ -128,7 +125,8 @@ def _period(row: Any, villages: Sequence[Any]) -> Period:
     )
 
 
-async def _read(conn: AsyncConnection, period: str) -> Period | None:
+async def read_period(conn: AsyncConnection, period: str) -> Period | None:
+    """The period's row and its villages (``None`` if unknown)."""
     row = (await conn.execute(sa.select(db.periods).where(db.periods.c.period == period))).first()
     if row is None:
         return None
@@ -142,7 +140,7 @@ async def _read(conn: AsyncConnection, period: str) -> Period | None:
 async def get(engine: AsyncEngine, period: str) -> Period | None:
     """One period, ``None`` if it has no row yet."""
     async with engine.connect() as conn:
-        return await _read(conn, period)
+        return await read_period(conn, period)
 
 
 async def periods(engine: AsyncEngine) -> list[Period]:
@@ -176,24 +174,24 @@ async def ensure_current(store: HubStore, config: HubConfig, now_ms: int) -> Per
     async with store.engine.begin() as conn:
         while True:
             await _create(store, conn, config, period)
-            found = await _read(conn, period)
+            found = await read_period(conn, period)
             assert found is not None
             if found.state is State.OPEN:
                 return found
             period = following(period)
 
 
-async def _lock(conn: AsyncConnection, period: str) -> Period:
+async def lock_period(conn: AsyncConnection, period: str) -> Period:
     """The period's row, locked until the transaction ends."""
     query = sa.select(db.periods.c.period).where(db.periods.c.period == period).with_for_update()
     if (await conn.execute(query)).first() is None:
         raise CycleError("unknown_period", f"Periode {period} tidak ditemukan.")
-    found = await _read(conn, period)
+    found = await read_period(conn, period)
     assert found is not None
     return found
 
 
-async def _move(
+async def move(
     conn: AsyncConnection,
     period: str,
     state: State,
@@ -204,6 +202,8 @@ async def _move(
     values: Mapping[str, Any],
     detail: Mapping[str, Any] | None = None,
 ) -> None:
+    """Move ``period`` to ``state`` with ``values`` and audit the step (in ``conn``'s
+    transaction, after :func:`lock_period`)."""
     await conn.execute(
         db.periods.update().where(db.periods.c.period == period).values(state=state.value, **values)
     )
@@ -302,10 +302,10 @@ async def freeze(store: HubStore, config: HubConfig, period: str, actor: str) ->
     now = store.wall()
     async with store.engine.begin() as conn:
         await _create(store, conn, config, period)
-        found = await _lock(conn, period)
+        found = await lock_period(conn, period)
         state = next_state(found.state, Action.FREEZE)
         seq = await take_approval_seq(store, conn, peek=True)
-        await _move(
+        await move(
             conn,
             period,
             state,
@@ -325,7 +325,7 @@ async def freeze(store: HubStore, config: HubConfig, period: str, actor: str) ->
                 ],
             )
         await _create(store, conn, config, following(period))
-        frozen = await _read(conn, period)
+        frozen = await read_period(conn, period)
     assert frozen is not None
     return frozen
 
@@ -337,7 +337,7 @@ async def submit(store: HubStore, period: str, actor: str) -> Period:
     now = store.wall()
     pv = db.period_villages
     async with store.engine.begin() as conn:
-        found = await _lock(conn, period)
+        found = await lock_period(conn, period)
         state = next_state(found.state, Action.SUBMIT)
         returned = list(found.returned)
         if returned:
@@ -358,7 +358,7 @@ async def submit(store: HubStore, period: str, actor: str) -> Period:
                         totals=json.dumps(totals.get(village, {})),
                     )
                 )
-        await _move(
+        await move(
             conn,
             period,
             state,
@@ -368,7 +368,7 @@ async def submit(store: HubStore, period: str, actor: str) -> Period:
             values={"submitted_ms": now, "submitted_by": actor},
             detail={"resubmitted": returned},
         )
-        submitted = await _read(conn, period)
+        submitted = await read_period(conn, period)
     assert submitted is not None
     return submitted
 
@@ -386,7 +386,7 @@ async def return_villages(
     now = store.wall()
     pv = db.period_villages
     async with store.engine.begin() as conn:
-        found = await _lock(conn, period)
+        found = await lock_period(conn, period)
         state = next_state(found.state, Action.RETURN_VILLAGES)
         known = {v.village for v in found.villages}
         unknown = sorted(set(villages) - known)
@@ -399,7 +399,7 @@ async def return_villages(
             .where(pv.c.period == period, pv.c.village.in_(list(villages)))
             .values(returned_ms=now, returned_by=actor, return_note=note)
         )
-        await _move(
+        await move(
             conn,
             period,
             state,
@@ -409,7 +409,7 @@ async def return_villages(
             values={},
             detail={"villages": sorted(villages), "note": note},
         )
-        moved = await _read(conn, period)
+        moved = await read_period(conn, period)
     assert moved is not None
     return moved
 
@@ -423,12 +423,12 @@ async def sign(store: HubStore, config: HubConfig, period: str, actor: str) -> P
     """The leader signs: who and when are recorded, then the frozen dataset is exported
     and its manifest signed with the district's key; only then the period is
     ``ditandatangani``. If the export is cut short, :func:`sweep` finishes it."""
-    key = _signing_key(config)
+    key = signing_key(config)
     if not config.district:
         raise CycleError("no_district", "Kode kabupaten (hub.district) belum diatur.")
     now = store.wall()
     async with store.engine.begin() as conn:
-        found = await _lock(conn, period)
+        found = await lock_period(conn, period)
         next_state(found.state, Action.SIGN)
         if found.returned:
             raise CycleError("villages_returned", "Masih ada desa yang dikembalikan.")
@@ -443,7 +443,9 @@ async def sign(store: HubStore, config: HubConfig, period: str, actor: str) -> P
     return await _finish_sign(store, config, period, key)
 
 
-def _signing_key(config: HubConfig) -> Any:
+def signing_key(config: HubConfig) -> Any:
+    """The district's private key (``hub.signing_key_file``), or a :class:`CycleError`
+    saying how to make one."""
     from hub.keys import KeyFileError, load_private_key
 
     try:
@@ -482,9 +484,9 @@ async def _finish_sign(store: HubStore, config: HubConfig, period: str, key: Any
             manifest = parse_manifest((folder / MANIFEST_FILE).read_bytes())
     now = store.wall()
     async with store.engine.begin() as conn:
-        found = await _lock(conn, period)
+        found = await lock_period(conn, period)
         if found.state is State.LEADER_REVIEW and found.signed_ms is not None:
-            await _move(
+            await move(
                 conn,
                 period,
                 next_state(found.state, Action.SIGN),
@@ -494,221 +496,11 @@ async def _finish_sign(store: HubStore, config: HubConfig, period: str, key: Any
                 values={"dataset": str(folder), "manifest_sha256": manifest_sha256(manifest)},
                 detail={"dataset": str(folder), "counts": dict(manifest.counts)},
             )
-        signed = await _read(conn, period)
+        signed = await read_period(conn, period)
     assert signed is not None
     if signed.state is not State.SIGNED or signed.dataset != str(folder):
         next_state(signed.state, Action.SIGN)  # another worker moved it: say so
     return signed
-
-
-# --- forwarding --------------------------------------------------------------------------
-
-#: A worker claims a delivery for this long (another worker leaves it alone meanwhile).
-FORWARD_LEASE_MS = 15 * 60 * 1000
-_BACKOFF_MS = (60_000, 5 * 60_000, 15 * 60_000, 60 * 60_000, 6 * 60 * 60_000)
-
-
-async def forward_period(
-    store: HubStore, config: HubConfig, period: str, actor: str, *, max_attempts: int = 8
-) -> Period:
-    """Deliver the signed dataset of ``period`` to the national receiver now; on success
-    the receipt is stored (in the database and as ``receipt.json`` beside the dataset)
-    and the period is ``diteruskan``; forwarding again stores once and answers the same
-    receipt. On failure the error and the next try are recorded, and it is raised."""
-    import ssl
-
-    from hub.forward import RECEIPT_FILE, ForwardError, forward
-
-    found = await get(store.engine, period)
-    if found is None or found.dataset is None:
-        raise CycleError(
-            "not_signed", f"Periode {period} belum ditandatangani; tidak ada yang diteruskan."
-        )
-    if not config.national_url or not config.national_token_file:
-        raise CycleError("no_receiver", "Alamat atau token penerima pusat belum diatur.")
-    token = config.path(config.national_token_file).read_text(encoding="utf-8").strip()
-    folder = Path(found.dataset)
-    context = ssl.create_default_context(cafile=config.national_ca_file or None)
-    try:
-        done = await forward(
-            folder,
-            config.national_url,
-            token,
-            public_key=_signing_key(config).public_key(),
-            chunk_bytes=config.forward_chunk_bytes,
-            max_attempts=max_attempts,
-            ssl_context=context,
-        )
-    except ForwardError as exc:
-        now = store.wall()
-        attempts = found.forward_attempts + 1
-        wait = _BACKOFF_MS[min(attempts, len(_BACKOFF_MS)) - 1]
-        async with store.engine.begin() as conn:
-            await conn.execute(
-                db.periods.update()
-                .where(db.periods.c.period == period)
-                .values(
-                    forward_attempts=attempts, forward_error=str(exc), next_forward_ms=now + wait
-                )
-            )
-        raise
-    receipt = json.dumps(done.signed, sort_keys=True, ensure_ascii=False)
-    temp = folder / f".{RECEIPT_FILE}.partial"
-    temp.write_text(json.dumps(done.signed, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    temp.replace(folder / RECEIPT_FILE)
-    now = store.wall()
-    async with store.engine.begin() as conn:
-        locked = await _lock(conn, period)
-        if locked.state is State.SIGNED:
-            await _move(
-                conn,
-                period,
-                next_state(locked.state, Action.FORWARD),
-                actor=actor,
-                action=Action.FORWARD,
-                now=now,
-                values={
-                    "forwarded_ms": now,
-                    "receipt": receipt,
-                    "forward_error": None,
-                    "next_forward_ms": None,
-                    "forward_attempts": locked.forward_attempts + 1,
-                },
-                detail={"manifest_sha256": done.receipt.manifest_sha256},
-            )
-        forwarded = await _read(conn, period)
-    assert forwarded is not None
-    return forwarded
-
-
-async def forward_due(store: HubStore, config: HubConfig, now_ms: int) -> list[str]:
-    """Forward every signed period whose next try is due (the sweep); returns the
-    periods delivered. A worker first claims a period for :data:`FORWARD_LEASE_MS`, so
-    two workers never upload the same one at once; a failure sets the next try."""
-    from hub.forward import ForwardError
-
-    if not config.national_url:
-        return []
-    p = db.periods
-    due = sa.and_(
-        p.c.state == State.SIGNED.value,
-        sa.or_(p.c.next_forward_ms.is_(None), p.c.next_forward_ms <= now_ms),
-    )
-    async with store.engine.connect() as conn:
-        candidates = list((await conn.execute(sa.select(p.c.period).where(due))).scalars())
-    delivered = []
-    for period in candidates:
-        async with store.engine.begin() as conn:
-            claimed = await conn.execute(
-                p.update()
-                .where(p.c.period == period, due)
-                .values(next_forward_ms=now_ms + FORWARD_LEASE_MS)
-            )
-        if not claimed.rowcount:
-            continue
-        try:
-            await forward_period(store, config, period, SYSTEM, max_attempts=3)
-        except (ForwardError, CycleError, OSError) as exc:
-            log.warning("forwarding failed", extra={"period": period, "error": str(exc)})
-            continue
-        delivered.append(period)
-    return delivered
-
-
-# --- published results -------------------------------------------------------------------
-
-
-async def import_published(store: HubStore, config: HubConfig, path: Path, actor: str) -> int:
-    """Import the national receiver's published results of a forwarded period: check its
-    signature (``<file>.sig``, by the key of ``national_key_file``) and the file's digest,
-    then write ``decile``, ``decile_period`` and ``eligible_programmes`` of each known
-    household as hub versions (one village per transaction, so they go down to the boxes);
-    the period becomes ``diterbitkan``. Returns how many households were written."""
-    statement = _verified_statement(config, path)
-    period = str(statement["period"])
-    found = await get(store.engine, period)
-    if found is None:
-        raise CycleError("unknown_period", f"Periode {period} tidak ditemukan.")
-    next_state(found.state, Action.PUBLISH)
-    results: dict[str, dict[str, Any]] = {}
-    with open(path, "rb") as lines:
-        next(lines)  # the header, checked with the statement
-        for line in lines:
-            item = json.loads(line)
-            results[item["id"]] = {
-                "decile": item["decile"],
-                "decile_period": period,
-                "eligible_programmes": item["programmes"],
-            }
-    r = db.records
-    by_village: dict[str, list[str]] = {}
-    ids = sorted(results)
-    async with store.engine.connect() as conn:
-        for start in range(0, len(ids), 2000):
-            query = sa.select(r.c.id, r.c.village).where(
-                r.c.entity == "household", r.c.id.in_(ids[start : start + 2000])
-            )
-            for row in await conn.execute(query):
-                by_village.setdefault(row.village, []).append(row.id)
-    written = 0
-    for village, household_ids in sorted(by_village.items()):
-        async with store.engine.begin() as conn:
-            log_seq = await store.lock_village(conn, village)
-            for start in range(0, len(household_ids), 500):
-                chunk = household_ids[start : start + 500]
-                log_seq = await store.write_hub_values(
-                    conn, {i: results[i] for i in chunk}, log_seq, store.wall()
-                )
-        written += len(household_ids)
-    now = store.wall()
-    async with store.engine.begin() as conn:
-        locked = await _lock(conn, period)
-        await _move(
-            conn,
-            period,
-            next_state(locked.state, Action.PUBLISH),
-            actor=actor,
-            action=Action.PUBLISH,
-            now=now,
-            values={"published_ms": now, "published_by": actor, "published_count": written},
-            detail={"households": written, "file_sha256": statement["file_sha256"]},
-        )
-    return written
-
-
-def _verified_statement(config: HubConfig, path: Path) -> Mapping[str, Any]:
-    """The signed statement beside ``path``, checked: the receiver's signature, the
-    file's size and SHA-256, its header and this hub's district."""
-    from hub.keys import KeyFileError, load_public_key, verify
-    from protocol.dataset import canonical_json
-
-    if not config.national_key_file:
-        raise CycleError("no_national_key", "Kunci publik penerima pusat belum diatur.")
-    try:
-        key = load_public_key(config.path(config.national_key_file).read_bytes())
-    except (OSError, KeyFileError):
-        raise CycleError("no_national_key", "Kunci publik penerima pusat tidak terbaca.") from None
-    bad = CycleError("bad_signature", "Tanda tangan berkas hasil tidak sah atau berkas berubah.")
-    try:
-        signed = json.loads(path.with_name(path.name + ".sig").read_bytes())
-        statement, signature = signed["statement"], signed["signature"]
-        data = path.read_bytes()
-    except (OSError, ValueError, KeyError, TypeError):
-        raise bad from None
-    if not isinstance(statement, dict) or not verify(key, canonical_json(statement), signature):
-        raise bad
-    if statement.get("file_sha256") != hashlib.sha256(data).hexdigest():
-        raise bad
-    header = json.loads(data.split(b"\n", 1)[0])
-    if header.get("period") != statement.get("period") or header.get("district") != statement.get(
-        "district"
-    ):
-        raise bad
-    if config.district and statement.get("district") != config.district:
-        raise CycleError(
-            "wrong_district", f"Berkas hasil untuk kabupaten {statement.get('district')}."
-        )
-    return statement
 
 
 # --- the sweep ---------------------------------------------------------------------------
@@ -748,5 +540,7 @@ async def sweep(store: HubStore, config: HubConfig) -> None:
         except CycleError:
             continue  # another worker froze it first
     for period in unfinished:
-        await _finish_sign(store, config, period, _signing_key(config))
+        await _finish_sign(store, config, period, signing_key(config))
+    from hub.cycle_delivery import forward_due  # it builds on this module
+
     await forward_due(store, config, now)

@@ -116,11 +116,11 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _import_published(args: argparse.Namespace) -> int:
-    from hub import cycle
+    from hub import cycle_delivery
 
     written = run_with_store(
         args.config,
-        lambda store, config: cycle.import_published(store, config, args.file, args.actor),
+        lambda store, config: cycle_delivery.import_published(store, config, args.file, args.actor),
     )
     print(f"{written} households updated")
     return 0

@@ -332,12 +332,12 @@ def _forward_period(args: argparse.Namespace) -> int:
     receipt stored, the period ``diteruskan``); a period that is not signed is refused."""
     import getpass
 
-    from hub import cycle
+    from hub import cycle_delivery
     from hub.cycle_commands import run_with_store
     from puskesos.commands import CommandError
 
     async def work(store: Any, config: Any) -> Any:
-        return await cycle.forward_period(store, config, args.period, getpass.getuser())
+        return await cycle_delivery.forward_period(store, config, args.period, getpass.getuser())
 
     try:
         done = run_with_store(args.config, work)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 
-from hub import cycle
+from hub import cycle, cycle_delivery
 from hub.cycle_rules import Action, CycleError, State, allowed
 from hub.forward import ForwardError
 from hub.roles import Role
@@ -140,7 +140,7 @@ async def sign(request: web.Request) -> web.StreamResponse:
 @routes.post("/siklus/{period}/kirim", roles={Role.ADMIN})
 async def forward(request: web.Request) -> web.StreamResponse:
     try:
-        await cycle.forward_period(
+        await cycle_delivery.forward_period(
             request.app[STORE], request.app[CONFIG], request.match_info["period"], actor(request)
         )
     except CycleError as exc:
@@ -163,7 +163,7 @@ async def publish(request: web.Request) -> web.StreamResponse:
             return await _page(
                 request, 422, errors={"hasil": "Pilih berkas hasil dan tanda tangannya."}
             )
-        await cycle.import_published(request.app[STORE], config, path, actor(request))
+        await cycle_delivery.import_published(request.app[STORE], config, path, actor(request))
     except CycleError as exc:
         return await _page(request, 422, errors={"hasil": exc.message})
     finally:

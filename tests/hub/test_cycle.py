@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from hub import cycle, db, review
+from hub import cycle, cycle_delivery, db, review
 from hub.config import HubConfig
 from hub.cycle_rules import CycleError, State, cutoff_ms
 from hub.keys import generate_key_pair, load_private_key
@@ -212,11 +212,15 @@ async def test_a_signed_period_is_forwarded_once_then_its_published_deciles_go_d
         national_token_file="national.token",
         national_key_file="national.pub",
     )
-    assert await cycle.forward_due(store, config, store.wall()) == [PERIOD]
+    assert await cycle_delivery.forward_due(store, config, store.wall()) == [PERIOD]
     forwarded = await cycle.get(store.engine, PERIOD)
     assert forwarded.state is State.FORWARDED and forwarded.receipt["receipt"]["period"] == PERIOD
-    assert await cycle.forward_due(store, config, store.wall()) == []  # nothing due any more
-    again = await cycle.forward_period(store, config, PERIOD, "admin")  # by hand: stored once
+    assert (
+        await cycle_delivery.forward_due(store, config, store.wall()) == []
+    )  # nothing due any more
+    again = await cycle_delivery.forward_period(
+        store, config, PERIOD, "admin"
+    )  # by hand: stored once
     assert again.receipt == forwarded.receipt
 
     published = tmp_path / "published.jsonl"
@@ -233,10 +237,10 @@ async def test_a_signed_period_is_forwarded_once_then_its_published_deciles_go_d
     )
     (tmp_path / "tampered.jsonl.sig").write_bytes((tmp_path / "published.jsonl.sig").read_bytes())
     with pytest.raises(CycleError) as bad:
-        await cycle.import_published(store, config, tmp_path / "tampered.jsonl", "admin")
+        await cycle_delivery.import_published(store, config, tmp_path / "tampered.jsonl", "admin")
     assert bad.value.code == "bad_signature"
 
-    assert await cycle.import_published(store, config, published, "admin") == 1
+    assert await cycle_delivery.import_published(store, config, published, "admin") == 1
     done = await cycle.get(store.engine, PERIOD)
     assert done.state is State.PUBLISHED and done.published_count == 1
     values = await downlink_values(store, "edge-a", household)
