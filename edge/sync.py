@@ -37,6 +37,7 @@ from edge.restamp import restamp_due, restamp_if_due
 from edge.store import Store
 from protocol.changes import Ack, Batch, Direction, Reject
 from protocol.codec import WIRE_VERSION, decode, encode
+from protocol.entities import SCHEMA_VERSION
 from protocol.errors import ProtocolError
 from protocol.status import Status, encode_status
 from protocol.telemetry import encode_telemetry
@@ -99,7 +100,9 @@ class SyncClient:
         self._stopping = False
 
     def _make_link(self, *, clean_start: bool) -> MqttLink:
-        offline = encode_status(Status("offline", software=__version__, wire=WIRE_VERSION))
+        offline = encode_status(
+            Status("offline", software=__version__, wire=WIRE_VERSION, schema=SCHEMA_VERSION)
+        )
         return MqttLink(
             self._broker,
             client_id=self.store.config.node,
@@ -189,6 +192,7 @@ class SyncClient:
             software=__version__,
             wire=WIRE_VERSION,
             epoch=self._epoch,
+            schema=SCHEMA_VERSION,
         )
 
     async def _publish_status(self) -> None:

@@ -7,6 +7,11 @@ those only N wrote: it has them), in ``log_seq`` order, into batches with N's ne
 publishes them. A stored batch is sent again until the box acks it (:func:`due`). A new
 box starts at cursor 0: the same walk is its resync, batch by batch, each acked and so
 resumable. See ``docs/replication.md``.
+
+A box is sent only what its entity schema version knows (its status says which; a box
+never heard of is sent nothing yet): fields, entities or enum codes added later are left
+out of its batches, and sent when it reports the newer version (``HubStore.note_status``
+starts its walk again). See ``protocol/SPEC.md`` §8.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from hub import db
-from hub.store import HubStore
+from hub.store import HubStore, known_schema
 from protocol.changes import Batch, Change, Direction
 from protocol.codec import Limits, encode
 from protocol.delivery import pack
+from protocol.entities import known_state
 from protocol.jsonform import load_state
 from protocol.merge import RecordState
 
@@ -53,7 +59,7 @@ async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max
     """Pack and store new down batches for ``node`` until it has ``window`` unacked ones
     or nothing is left to send; returns how many were made (:func:`due` hands them out)."""
     device = await store.device(node)
-    if device is None or device.status != "active":
+    if device is None or device.status != "active" or known_schema(device.reported) == 0:
         return 0
     limits = Limits(max_frame_bytes=max_bytes, max_changes=max_changes)
     made = 0
@@ -108,6 +114,7 @@ async def _next_batches(
     the node itself are skipped (it has them), except up to ``resync_until`` for a box
     restored from a backup (it lost those it wrote since)."""
     node, village = device.node, device.village
+    schema = known_schema(device.reported)
     r = db.records
     mine = sa.and_(r.c.writers == node, r.c.log_seq > device.resync_until)
     changes: list[Change] = []
@@ -127,7 +134,7 @@ async def _next_batches(
             break
         for row in rows:
             last = row.log_seq
-            state = load_state(row.state)
+            state = known_state(row.entity, load_state(row.state), schema)
             for change in _record_changes(row.entity, row.id, village, origin, state):
                 changes.append(change)
                 owners.append(row.log_seq)

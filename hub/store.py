@@ -39,6 +39,7 @@ __all__ = [
     "HubStore",
     "Outcome",
     "ResolveError",
+    "known_schema",
     "wall_ms",
 ]
 
@@ -523,7 +524,10 @@ class HubStore:
 
         A ``retained`` status is the broker's copy of an old one (a hub worker gets every
         box's on subscribing): it says nothing about when the box was last heard of or how
-        its clock is now, so it moves neither."""
+        its clock is now, so it moves neither.
+
+        The ``schema`` it reports decides which fields it is sent (``known_schema``); a
+        higher one than before (the box was upgraded) sends the village again."""
         device = await self.device(node)
         if device is None:
             return None
@@ -541,6 +545,7 @@ class HubStore:
                         "down_watermark": status.down_watermark,
                         "software": status.software,
                         "wire": status.wire,
+                        "schema": status.schema,
                         "at_ms": now,
                     }
                 ),
@@ -556,6 +561,10 @@ class HubStore:
                 applied = AppliedSeqs.from_state(status.up_floor - 1, applied.above)
                 watermark, above = applied.to_state()
                 update.update(up_watermark=watermark, up_above=json.dumps(above))
+            if status.schema > known_schema(device.reported):
+                # Upgraded: what was left out for the old version is sent now, with the
+                # village's whole state again (the box merges what it has, idempotently).
+                update["down_cursor"] = 0
             if status.state == "online" and status.epoch != (device.epoch or ""):
                 update["epoch"] = status.epoch
                 if status.epoch:  # restored from a backup: a fresh down stream
@@ -661,6 +670,14 @@ class HubStore:
 
 #: Entities whose changes from a box wait for the district's review (docs/cycle.md).
 _REVIEWED = frozenset({"household", "member"})
+
+
+def known_schema(reported: str | None) -> int:
+    """The entity schema version of a box by its last stored status (``reported``): 1 for
+    a box that did not report one, 0 for a box never heard of (it is sent nothing)."""
+    if reported is None:
+        return 0
+    return int(json.loads(reported).get("schema", 1))
 
 
 def _active_nik(entity: str, shown: Mapping[str, Any]) -> str | None:

@@ -8,6 +8,12 @@ never be renamed (add a code instead).
 To add an entity: declare its :class:`EntitySchema` here and add it to :data:`ENTITIES`;
 if it has a status that moves through steps, add a :class:`Workflow` to :data:`WORKFLOWS`.
 
+Boxes in the field run older versions and refuse what they do not know, so every
+entity, field or enum code added after the first release names the :data:`SCHEMA_VERSION`
+that added it (``since`` / ``codes_since``; raise the version then). Boxes report their
+version in their status, and the hub sends each box only what its version knows
+(``protocol/SPEC.md`` §8).
+
 Record ids (UUIDv7) are not fields: a record dict may carry its id under
 :data:`RECORD_ID_KEY`, which validation accepts next to the fields.
 """
@@ -18,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from protocol.changes import FieldVersion
 from protocol.schema import EntitySchema, FieldKind, FieldSpec
 
 __all__ = [
@@ -31,13 +38,21 @@ __all__ = [
     "RECORD_ID_KEY",
     "REFERRAL",
     "REFERRAL_TRANSITIONS",
+    "SCHEMA_VERSION",
     "WORKFLOWS",
     "Workflow",
     "household_of",
+    "known_state",
 ]
 
 #: Key under which a record dict (a form, a factory's output) carries the record's UUID.
 RECORD_ID_KEY = "id"
+
+#: The version of the entities below; raise it with every field, entity or enum code
+#: added, and mark what was added with ``since`` / ``codes_since``.
+#: 1: the first release. 2: the district's review and published results (household
+#: ``decile_period``, ``eligible_programmes``, ``review_*``; member status ``ganda``).
+SCHEMA_VERSION = 2
 
 K = FieldKind
 
@@ -49,11 +64,14 @@ def _enum(
     *,
     kind: FieldKind = K.ENUM,
     required: bool = False,
+    codes_since: tuple[tuple[str, int], ...] = (),
 ) -> FieldSpec:
     """An ENUM / ENUM_SET field from ``(code, Indonesian label)`` pairs."""
     codes = tuple(code for code, _ in options)
     labels = tuple(text for _, text in options)
-    return FieldSpec(name, kind, label, required, choices=codes, choice_labels=labels)
+    return FieldSpec(
+        name, kind, label, required, choices=codes, choice_labels=labels, codes_since=codes_since
+    )
 
 
 def _text(name: str, label: str, max_length: int, *, required: bool = False) -> FieldSpec:
@@ -223,7 +241,7 @@ HOUSEHOLD = EntitySchema(
         ),
         # Written by the hub from the national publication (BPS, the 20th of each month).
         FieldSpec("decile", K.INT, "Desil", minimum=1, maximum=10, readonly=True),
-        FieldSpec("decile_period", K.PERIOD, "Periode desil", readonly=True),
+        FieldSpec("decile_period", K.PERIOD, "Periode desil", readonly=True, since=2),
         FieldSpec(
             "eligible_programmes",
             K.ENUM_SET,
@@ -231,6 +249,7 @@ HOUSEHOLD = EntitySchema(
             choices=tuple(code for code, _ in _PROGRAMMES),
             choice_labels=tuple(label for _, label in _PROGRAMMES),
             readonly=True,
+            since=2,
         ),
         # Written by the hub when the district's verifier decides (docs/cycle.md).
         FieldSpec(
@@ -240,9 +259,12 @@ HOUSEHOLD = EntitySchema(
             choices=("disetujui", "ditolak", "periksa_lapangan"),
             choice_labels=("Disetujui", "Ditolak", "Perlu periksa lapangan"),
             readonly=True,
+            since=2,
         ),
-        FieldSpec("review_note", K.TEXT, "Catatan verifikasi", max_length=1000, readonly=True),
-        FieldSpec("review_date", K.DATE, "Tanggal verifikasi", readonly=True),
+        FieldSpec(
+            "review_note", K.TEXT, "Catatan verifikasi", max_length=1000, readonly=True, since=2
+        ),
+        FieldSpec("review_date", K.DATE, "Tanggal verifikasi", readonly=True, since=2),
         _text("notes", "Catatan", 1000),
     ),
 )
@@ -346,6 +368,7 @@ MEMBER = EntitySchema(
                 ("ganda", "Data ganda"),
             ),
             required=True,
+            codes_since=(("ganda", 2),),
         ),
     ),
 )
@@ -592,3 +615,21 @@ def household_of(entity: str, record_id: str, shown: Mapping[str, object]) -> st
         return record_id
     parent = shown.get("household_id")
     return parent if isinstance(parent, str) else None
+
+
+def known_state(
+    entity: str, state: Mapping[str, tuple[FieldVersion, ...]], schema: int
+) -> dict[str, tuple[FieldVersion, ...]]:
+    """What of a record's merge state a receiver at entity schema version ``schema`` can
+    read: the fields it knows, each with every version's value known to it (a field with
+    a code it lacks is left out whole, so it keeps what it had). Empty when it does not
+    know the entity."""
+    spec = ENTITIES.get(entity)
+    if spec is None or spec.since > schema:
+        return {}
+    kept = {}
+    for name, frontier in state.items():
+        field_spec = spec.fields.get(name)
+        if field_spec is not None and all(field_spec.known_in(schema, v.value) for v in frontier):
+            kept[name] = frontier
+    return kept

@@ -73,6 +73,8 @@ class FieldSpec:
     ``choices`` lists the allowed codes for ENUM and ENUM_SET fields; ``choice_labels``
     gives their Indonesian labels in the same order. ``region_level`` pins a REGION field
     to one level (a household's village is a ``"desa"`` code, 10 digits).
+    ``since`` is the entity schema version that added the field, ``codes_since`` the
+    version that added each later enum code (see :meth:`known_in`).
     """
 
     name: str
@@ -87,6 +89,19 @@ class FieldSpec:
     readonly: bool = False
     ref: str | None = None
     region_level: RegionLevel | None = None
+    since: int = 1
+    codes_since: tuple[tuple[str, int], ...] = ()
+
+    def known_in(self, schema: int, value: object) -> bool:
+        """Whether a receiver at entity schema version ``schema`` can read this field
+        holding ``value``: it knows the field and, for an enum, every code in it."""
+        if self.since > schema:
+            return False
+        if not self.codes_since:
+            return True
+        codes = value if isinstance(value, list | tuple) else (value,)
+        later = dict(self.codes_since)
+        return all(later.get(code, 1) <= schema for code in codes if isinstance(code, str))
 
     def __post_init__(self) -> None:
         if self.kind in (FieldKind.ENUM, FieldKind.ENUM_SET) and not self.choices:
@@ -99,6 +114,8 @@ class FieldSpec:
             self.kind is not FieldKind.REGION or self.region_level not in LEVEL_DIGITS
         ):
             raise ValueError(f"{self.name}: only a region field has a region level")
+        if any(code not in self.choices for code, _ in self.codes_since):
+            raise ValueError(f"{self.name}: codes_since names a code that is not a choice")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +129,8 @@ class EntitySchema:
     label: str
     field_list: tuple[FieldSpec, ...]
     fields: Mapping[str, FieldSpec] = field(init=False)
+    #: The entity schema version that added the entity.
+    since: int = 1
 
     def __post_init__(self) -> None:
         specs = {spec.name: spec for spec in self.field_list}

@@ -2,7 +2,8 @@
 
 JSON, so an operator can read it with ``mosquitto_sub``. The hub stores the latest one per
 device: how far behind the box is (its outbox), how wrong its clock is (``wall_ms``
-against the hub's clock at receipt), and which software and wire version it runs. On an
+against the hub's clock at receipt), and which software, wire version and entity schema
+version it runs. On an
 ``online`` status the hub answers with an ack of the highest ``seq`` it applied of that
 box (see ``protocol/SPEC.md`` §7, "Hello").
 """
@@ -39,6 +40,9 @@ class Status:
     wire: int = 1
     #: Changes when the box is restored from a backup: its down stream starts again.
     epoch: str = ""
+    #: The entity schema version the box knows (``protocol.entities.SCHEMA_VERSION``); a
+    #: box from before it was reported knows version 1.
+    schema: int = 1
 
 
 def encode_status(status: Status) -> bytes:
@@ -72,4 +76,5 @@ def decode_status(data: bytes) -> Status:
         software=software,
         wire=count("wire"),
         epoch=epoch,
+        schema=count("schema") or 1,
     )

@@ -6,7 +6,9 @@ from hub.devices import add_device
 from hub.store import HubStore
 from protocol.changes import Batch, Change, Direction
 from protocol.clock import HybridClock
+from protocol.entities import SCHEMA_VERSION
 from protocol.merge import local_change, merge
+from protocol.status import Status
 from tests.factories import DEFAULT_VILLAGE
 
 __all__ = ["Box", "enrol"]
@@ -42,6 +44,9 @@ class Box:
         return Batch(self.node, self.seq, changes, Direction.UP)
 
 
-async def enrol(store: HubStore, *boxes: Box) -> None:
+async def enrol(store: HubStore, *boxes: Box, schema: int = SCHEMA_VERSION) -> None:
+    """Register ``boxes`` and let each say hello, as a box of entity schema ``schema``
+    (the hub sends a box nothing before it has heard what the box knows)."""
     for box in boxes:
         await add_device(store.engine, village=box.village, node=box.node, now_ms=store.wall())
+        await store.note_status(box.node, Status("offline", schema=schema), retained=True)
