@@ -28,21 +28,19 @@ from protocol.jsonform import load_state
 
 __all__ = [
     "DECISIONS",
-    "STALE_AFTER_DAYS",
+    "REVIEWED_ENTITIES",
     "Decision",
     "FieldChange",
     "HouseholdChanges",
     "QueueItem",
     "RecordChanges",
     "ReviewError",
-    "VillageSummary",
     "decide",
     "head_names",
     "household_changes",
     "queue",
     "queue_counts",
     "take_approval_seq",
-    "village_summary",
 ]
 
 #: Decision code → its name on the page.
@@ -54,9 +52,8 @@ DECISIONS: Mapping[str, str] = {
 #: Decisions that need a written reason (the village reads it on its box).
 _NEEDS_REASON = frozenset({"ditolak", "periksa_lapangan"})
 #: A village whose data has not changed for longer than this is shown as stale.
-STALE_AFTER_DAYS = 90
-_DAY_MS = 86_400_000
-_REVIEWED = ("household", "member")
+#: The entities whose changes wait for the verifier.
+REVIEWED_ENTITIES = ("household", "member")
 
 _MESSAGES: Mapping[str, str] = {
     "unknown_decision": "Keputusan tidak dikenal.",
@@ -143,20 +140,6 @@ class HouseholdChanges:
     decisions: tuple[Decision, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class VillageSummary:
-    """A village on the summary page (Ringkasan)."""
-
-    village: str
-    households: int
-    changes: int
-    pending_households: int
-    open_conflicts: int
-    last_contact_ms: int | None
-    data_age_days: int | None
-    stale: bool
-
-
 # --- reading -----------------------------------------------------------------------------
 
 
@@ -230,7 +213,9 @@ async def queue(
             sa.func.count().label("pending_records"),
             changed,
         )
-        .where(r.c.pending.is_(True), r.c.household_id.is_not(None), r.c.entity.in_(_REVIEWED))
+        .where(
+            r.c.pending.is_(True), r.c.household_id.is_not(None), r.c.entity.in_(REVIEWED_ENTITIES)
+        )
         .group_by(r.c.household_id)
         .order_by(changed, r.c.household_id)
         .limit(limit)
@@ -277,7 +262,9 @@ async def queue_counts(engine: AsyncEngine) -> dict[str, int]:
     r = db.records
     query = (
         sa.select(r.c.village, sa.func.count(sa.distinct(r.c.household_id)).label("n"))
-        .where(r.c.pending.is_(True), r.c.household_id.is_not(None), r.c.entity.in_(_REVIEWED))
+        .where(
+            r.c.pending.is_(True), r.c.household_id.is_not(None), r.c.entity.in_(REVIEWED_ENTITIES)
+        )
         .group_by(r.c.village)
     )
     async with engine.connect() as conn:
@@ -464,7 +451,7 @@ async def decide(
                 sa.select(r)
                 .where(
                     r.c.pending.is_(True),
-                    r.c.entity.in_(_REVIEWED),
+                    r.c.entity.in_(REVIEWED_ENTITIES),
                     sa.or_(r.c.id == household_id, r.c.household_id == household_id),
                 )
                 .order_by(r.c.id)
@@ -540,63 +527,3 @@ async def _approve(conn: AsyncConnection, record_ids: Sequence[str], seq: int) -
                 pending=False,
             )
         )
-
-
-# --- the summary -------------------------------------------------------------------------
-
-
-async def village_summary(
-    engine: AsyncEngine, *, now_ms: int, period_start_ms: int
-) -> list[VillageSummary]:
-    """Every village: households, changes this period, waiting households, open
-    conflicts, when its boxes were last heard of and how old its data is."""
-    r, c, d, v = db.records, db.conflicts, db.devices, db.villages
-
-    async def grouped(conn: AsyncConnection, query: Any) -> dict[str, Any]:
-        return {row[0]: row[1] for row in await conn.execute(query)}
-
-    async with engine.connect() as conn:
-        villages = (await conn.execute(sa.select(v.c.code, v.c.last_change_ms))).all()
-        households = await grouped(
-            conn,
-            sa.select(r.c.village, sa.func.count())
-            .where(r.c.entity == "household", r.c.deleted.is_(False))
-            .group_by(r.c.village),
-        )
-        changes = await grouped(
-            conn,
-            sa.select(r.c.village, sa.func.count())
-            .where(r.c.updated_ms >= period_start_ms)
-            .group_by(r.c.village),
-        )
-        pending = await grouped(
-            conn,
-            sa.select(r.c.village, sa.func.count(sa.distinct(r.c.household_id)))
-            .where(r.c.pending.is_(True), r.c.household_id.is_not(None), r.c.entity.in_(_REVIEWED))
-            .group_by(r.c.village),
-        )
-        conflicts = await grouped(
-            conn,
-            sa.select(c.c.village, sa.func.count())
-            .where(c.c.resolved_ms.is_(None))
-            .group_by(c.c.village),
-        )
-        contact = await grouped(
-            conn, sa.select(d.c.village, sa.func.max(d.c.last_seen_ms)).group_by(d.c.village)
-        )
-    summaries = []
-    for row in sorted(villages, key=lambda row: row.code):
-        age = (now_ms - row.last_change_ms) // _DAY_MS if row.last_change_ms is not None else None
-        summaries.append(
-            VillageSummary(
-                village=row.code,
-                households=int(households.get(row.code, 0)),
-                changes=int(changes.get(row.code, 0)),
-                pending_households=int(pending.get(row.code, 0)),
-                open_conflicts=int(conflicts.get(row.code, 0)),
-                last_contact_ms=contact.get(row.code),
-                data_age_days=age,
-                stale=age is None or age > STALE_AFTER_DAYS,
-            )
-        )
-    return summaries

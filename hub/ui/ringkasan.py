@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hub import review
+from hub import summary
 from hub.ui.base import ALL_ROLES, STORE, RouteTable, current_period, render
 
 __all__ = ["routes"]
@@ -18,7 +18,7 @@ async def ringkasan(request: web.Request) -> web.Response:
     store = request.app[STORE]
     now = store.wall()
     period, period_start_ms = current_period(request, now)
-    villages = await review.village_summary(
+    villages = await summary.village_summary(
         store.engine, now_ms=now, period_start_ms=period_start_ms
     )
     totals = {
@@ -29,5 +29,5 @@ async def ringkasan(request: web.Request) -> web.Response:
     }
     return render(
         request, "ringkasan.html", villages=villages, totals=totals, period=period,
-        stale_days=review.STALE_AFTER_DAYS,
+        stale_days=summary.STALE_AFTER_DAYS,
     )  # fmt: skip

@@ -8,7 +8,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from hub import db, downlink, review
+from hub import db, downlink, review, summary
 from hub.review import ReviewError
 from protocol.codec import decode
 from tests.factories import DEFAULT_VILLAGE
@@ -146,14 +146,14 @@ async def test_the_summary_counts_each_village(hub_store):
     await review.decide(hub_store, household, "disetujui", "", "verif", period=PERIOD)
     now = hub_store.wall()
 
-    [summary] = await review.village_summary(hub_store.engine, now_ms=now, period_start_ms=0)
-    assert (summary.village, summary.households, summary.pending_households) == (
+    [village] = await summary.village_summary(hub_store.engine, now_ms=now, period_start_ms=0)
+    assert (village.village, village.households, village.pending_households) == (
         DEFAULT_VILLAGE,
         2,
         1,
     )
-    assert summary.changes == 4 and summary.open_conflicts == 0
-    assert summary.data_age_days == 0 and not summary.stale
+    assert village.changes == 4 and village.open_conflicts == 0
+    assert village.data_age_days == 0 and not village.stale
     later = now + 91 * 86_400_000
-    [old] = await review.village_summary(hub_store.engine, now_ms=later, period_start_ms=later)
+    [old] = await summary.village_summary(hub_store.engine, now_ms=later, period_start_ms=later)
     assert old.stale and old.data_age_days == 91 and old.changes == 0
