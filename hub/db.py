@@ -322,9 +322,10 @@ _READ_ONLY = "puskesos_read_only"
 
 @asynccontextmanager
 async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for a long read (an export): one consistent snapshot that does not
-    hold SQLite's write lock, so boxes keep syncing while it runs (WAL readers never
-    block the writer). Writing through it fails on SQLite."""
+    """A connection for reads that may take long (an export, a metrics scrape, a page
+    that counts every record): one consistent snapshot that does not hold SQLite's write
+    lock, so boxes keep syncing while it runs (WAL readers never block the writer).
+    Writing through it fails on SQLite."""
     async with engine.connect() as conn:
         await conn.execution_options(**{_READ_ONLY: True})
         yield conn

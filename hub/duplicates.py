@@ -53,7 +53,7 @@ async def duplicates(engine: AsyncEngine, *, limit: int = 100) -> list[Duplicate
         .order_by(r.c.nik)
         .limit(limit)
     )
-    async with engine.connect() as conn:
+    async with db.reading(engine) as conn:
         niks = list((await conn.execute(shared)).scalars())
         if not niks:
             return []

@@ -369,7 +369,7 @@ async def take_fleet_snapshot(store: HubStore) -> FleetSnapshot:
     by_village = sa.select(r.c.village, r.c.entity, sa.func.count()).group_by(
         r.c.village, r.c.entity
     )
-    async with store.engine.connect() as conn:
+    async with db.reading(store.engine) as conn:
         records = {(village, entity): n for village, entity, n in await conn.execute(by_village)}
         conflicts = {
             village: n

@@ -223,7 +223,7 @@ async def queue(
     )
     if village:
         query = query.where(r.c.village == village)
-    async with engine.connect() as conn:
+    async with db.reading(engine) as conn:
         rows = (await conn.execute(query)).all()
         ids = [row.household_id for row in rows]
         if not ids:
@@ -267,7 +267,7 @@ async def queue_counts(engine: AsyncEngine) -> dict[str, int]:
         )
         .group_by(r.c.village)
     )
-    async with engine.connect() as conn:
+    async with db.reading(engine) as conn:
         return {row.village: int(row.n) for row in await conn.execute(query)}
 
 

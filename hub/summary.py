@@ -44,7 +44,7 @@ async def village_summary(
     async def grouped(conn: AsyncConnection, query: Any) -> dict[str, Any]:
         return {row[0]: row[1] for row in await conn.execute(query)}
 
-    async with engine.connect() as conn:
+    async with db.reading(engine) as conn:
         villages = (await conn.execute(sa.select(v.c.code, v.c.last_change_ms))).all()
         households = await grouped(
             conn,

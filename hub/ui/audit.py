@@ -48,7 +48,7 @@ async def jejak(request: web.Request) -> web.Response:
         .limit(PAGE_SIZE + 1)
         .offset((page - 1) * PAGE_SIZE)
     )
-    async with request.app[STORE].engine.connect() as conn:
+    async with db.reading(request.app[STORE].engine) as conn:
         rows = (await conn.execute(query)).all()
     entries = [
         {
