@@ -1,5 +1,6 @@
 """What the edge's and the hub's server-rendered pages share: the security headers, the
-private cookies, and a Jinja environment with the Indonesian date filters."""
+private cookies, and a Jinja environment with the Indonesian date filters and the shared
+templates (``puskesos/templates``: the sign-in page)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def tanggal(value: object) -> str:
 def environment(loader: jinja2.BaseLoader, timezone: str) -> jinja2.Environment:
     """A template environment (autoescaped, strict about undefined names) with the
     ``tanggal`` filter and ``waktu``, which shows stored milliseconds as local time in
-    ``timezone``."""
+    ``timezone``. Templates come from ``loader`` first, then the shared ones, which extend
+    the app's own ``base.html``."""
     zone = ZoneInfo(timezone)
 
     def waktu(ms: object) -> str:
@@ -50,7 +52,7 @@ def environment(loader: jinja2.BaseLoader, timezone: str) -> jinja2.Environment:
         return f"{moment.day} {MONTHS[moment.month - 1]} {moment.year} {moment:%H:%M}"
 
     env = jinja2.Environment(
-        loader=loader,
+        loader=jinja2.ChoiceLoader([loader, jinja2.PackageLoader("puskesos", "templates")]),
         autoescape=jinja2.select_autoescape(["html"]),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
