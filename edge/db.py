@@ -57,6 +57,8 @@ records = sa.Table(
     sa.Column("conflicts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
     sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    #: ``protocol.digest.record_digest`` of ``state``, as a signed 64-bit integer.
+    sa.Column("digest", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_records_entity_updated", "entity", "updated_ms"),
     sa.Index("ix_records_household", "household_id"),
     sa.Index("ix_records_nik", "nik"),

@@ -87,7 +87,7 @@ def _apply(store: Store, conn: sa.Connection, batch: Batch, now: int) -> Applied
         )
         changed.setdefault(change.record_id, set()).update(result.changed)
         actors[change.record_id] = change.origin
-    save_records(conn, (current[i] for i in changed), existing=stored.keys())
+    save_records(conn, (current[i] for i in changed), existing=stored)
     if changed:
         conn.execute(
             db.audit.insert(),

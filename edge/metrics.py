@@ -34,6 +34,7 @@ from protocol.entities import ENTITIES
 from protocol.errors import Reason
 from protocol.telemetry import Telemetry
 from puskesos import __version__
+from puskesos.linkmetrics import LinkCounters
 
 __all__ = [
     "OTHER_REASON",
@@ -221,6 +222,9 @@ class EdgeMetrics:
             "1 while the box is connected to the broker, else 0",
             registry=self.registry,
         )
+        #: Connects and lost connections of the sync link: flapping that the gauge misses.
+        self.sync_link = LinkCounters("puskesos_edge_sync", "the box")
+        self.registry.register(self.sync_link)
         self.batches_sent = Counter(
             "puskesos_edge_sync_batches_sent_total",
             "Up batches handed to the broker (resends included)",

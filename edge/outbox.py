@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from edge import db
+from edge.digest import Check, read_check, read_root
 from edge.store import Store, pending_changes
 from protocol.changes import Ack, Batch, Change, Reject
 from protocol.codec import DEFAULT_LIMITS, Limits, encode
@@ -94,6 +95,11 @@ class QueueState:
     last_hub_contact_ms: int | None
     last_reject: LastReject | None
     last_restamp_ms: int | None
+    #: The root of the box's record digest, how many records it holds, and what the hub's
+    #: last probe said (``edge.digest``).
+    digest_root: int
+    records: int
+    check: Check | None
 
 
 # --- sealing --------------------------------------------------------------------------------
@@ -350,6 +356,7 @@ async def queue_state(store: Store) -> QueueState:
         restamp = db.read_meta(conn, LAST_RESTAMP)
         unacked, lowest = conn.execute(sealed).one()
         up_seq = number(UP_SEQ) or 0
+        root, records = read_root(conn)
         return QueueState(
             pending=pending,
             oldest_ms=oldest,
@@ -361,6 +368,9 @@ async def queue_state(store: Store) -> QueueState:
             last_hub_contact_ms=number(LAST_CONTACT),
             last_reject=read_reject(conn),
             last_restamp_ms=int(json.loads(restamp)["at"]) if restamp else None,
+            digest_root=root,
+            records=records,
+            check=read_check(conn),
         )
 
     return await store.read(read)

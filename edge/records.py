@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.changes import Value
+from protocol.digest import from_signed, record_digest, to_signed
 from protocol.jsonform import dump_state, load_state
 from protocol.merge import RecordState, open_conflicts, values
 from protocol.schema import TOMBSTONE_FIELD
@@ -43,6 +44,8 @@ class Record:
     updated_ms: int
     deleted: bool
     conflicts: int
+    #: The state's digest (``protocol.digest.record_digest``), kept for anti-entropy.
+    digest: int
 
     def get(self, name: str, default: Value = None) -> Value:
         """A field's shown value."""
@@ -105,6 +108,7 @@ def build_record(
         updated_ms=updated_ms,
         deleted=shown.get(TOMBSTONE_FIELD) is True,
         conflicts=len(open_conflicts(state)),
+        digest=record_digest(entity, record_id, state),
     )
 
 
@@ -129,6 +133,7 @@ def to_row(record: Record) -> dict[str, Any]:
         "conflicts": record.conflicts,
         "created_ms": record.created_ms,
         "updated_ms": record.updated_ms,
+        "digest": to_signed(record.digest),
     }
 
 
@@ -144,6 +149,7 @@ def from_row(row: Any) -> Record:
         updated_ms=row.updated_ms,
         deleted=bool(row.deleted),
         conflicts=row.conflicts,
+        digest=from_signed(row.digest),
     )
 
 

@@ -133,7 +133,8 @@ def _restamp(store: Store, conn: sa.Connection, now: int) -> Restamped | None:
     ids = sorted({change.record_id for change in queued})
     found = conn.execute(sa.select(db.records).where(db.records.c.id.in_(ids))).all()
     records: list[Record] = []
-    for record in (from_row(row) for row in found):
+    stored = {row.id: from_row(row) for row in found}
+    for record in stored.values():
         state = {name: _frontier(f, node, new) for name, f in record.state.items()}
         if state != dict(record.state):
             records.append(
@@ -146,7 +147,7 @@ def _restamp(store: Store, conn: sa.Connection, now: int) -> Restamped | None:
                     updated_ms=record.updated_ms,
                 )
             )
-    save_records(conn, records, existing={r.id for r in records})
+    save_records(conn, records, existing=stored)
     store.set_clock_state(clock.state)
     db.put_meta(conn, "clock", str(clock.state))
     conn.execute(sa.delete(db.meta).where(db.meta.c.key == LAST_REJECT))

@@ -1,8 +1,10 @@
 """What village staff do, as plain async functions used by the UI and the API alike.
 
 Every function validates with :mod:`protocol.validate` (errors block, warnings need
-``confirm_warnings``), then saves through :meth:`edge.store.Store.write`, so a save is one
-transaction with its outbox rows and audit rows. Nothing is ever deleted: members move or
+``confirm_warnings``; while the box's own clock is not trusted, see :mod:`edge.boxtime`, a
+date after ``today`` is a warning, never a refusal), then saves through
+:meth:`edge.store.Store.write`, so a save is one transaction with its outbox rows and audit
+rows. Nothing is ever deleted: members move or
 die by status, records are withdrawn with the tombstone field.
 """
 
@@ -165,7 +167,13 @@ async def save_household(
         stored = existing[member_id].values if member_id in existing else {}
         issues += _readonly_issues(MEMBER, new_values, stored, f"members[{index}].")
     issues += _renumber(
-        validate_household(full_household, full_members, today=today, village_niks=village_niks),
+        validate_household(
+            full_household,
+            full_members,
+            today=today,
+            village_niks=village_niks,
+            clock_trusted=store.box_time().trusted,
+        ),
         order,
         [mid for mid, _ in member_edits],
     )
@@ -295,7 +303,9 @@ async def create_record(
         new_values.setdefault("status", "draf")
         new_values.setdefault("period", period_of(today))
     record_id = _new_id(store)
-    issues = validate_fields(schema, new_values, is_new=True, today=today)
+    issues = validate_fields(
+        schema, new_values, is_new=True, today=today, clock_trusted=store.box_time().trusted
+    )
     issues += await _reference_issues(store, schema, new_values)
     stop = _stop(record_id, issues, confirm_warnings)
     if stop is not None:
@@ -332,7 +342,14 @@ async def update_record(
         and actor.role not in APPROVERS
     ):
         raise PermissionDenied("only the kepala desa marks proposals agreed")
-    issues = validate_fields(schema, new_values, is_new=False, today=today, current=current.values)
+    issues = validate_fields(
+        schema,
+        new_values,
+        is_new=False,
+        today=today,
+        current=current.values,
+        clock_trusted=store.box_time().trusted,
+    )
     issues += await _reference_issues(store, schema, new_values)
     stop = _stop(record_id, issues, confirm_warnings)
     if stop is not None:

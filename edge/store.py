@@ -10,9 +10,10 @@ entry; when it raises, nothing of it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -20,7 +21,10 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from edge import db
+from edge.boxtime import CONFIRMATION_KEY, BoxTime, Confirmation, best_time
 from edge.config import EdgeConfig
+from edge.digest import fold_digests
+from edge.disk import FULL_BELOW_BYTES, DiskReport, DiskWatch
 from edge.records import AuditEntry, Edit, Record, audit_row, build_record, from_row, to_row
 from protocol.changes import Change
 from protocol.clock import HybridClock
@@ -43,11 +47,13 @@ _ACTIVE_NIKS = sa.select(db.records.c.nik, db.records.c.id, db.records.c.househo
 
 
 def save_records(
-    conn: sa.Connection, records: Iterable[Record], *, existing: Collection[str]
+    conn: sa.Connection, records: Iterable[Record], *, existing: Mapping[str, Record]
 ) -> None:
-    """Insert the records whose id is not in ``existing`` and update the others (their
-    ``created_ms`` is kept), inside the caller's transaction."""
+    """Insert the records whose id is not in ``existing`` (the stored records) and update
+    the others (their ``created_ms`` is kept), and fold their new digests into the box's
+    root, inside the caller's transaction."""
     rows = list(records)
+    fold_digests(conn, [(existing.get(r.id), r) for r in rows])
     inserts = [to_row(r) for r in rows if r.id not in existing]
     updates = [to_row(r) | {"b_id": r.id} for r in rows if r.id in existing]
     if inserts:
@@ -72,6 +78,12 @@ def pending_changes(conn: sa.Connection) -> tuple[int, int | None]:
     ).one()
     known = [ms for ms in (oldest, oldest_sealed) if ms is not None]
     return count + in_batches, min(known) if known else None
+
+
+def _changes(conn: sa.Connection) -> int:
+    """Rows changed on this SQLite connection since it was opened."""
+    changes: int = conn.connection.driver_connection.total_changes  # type: ignore[union-attr]
+    return changes
 
 
 def wall_ms() -> int:
@@ -112,10 +124,15 @@ class Store:
         self._pending: list[_Job] = []
         self._inflight: asyncio.Future[None] | None = None
         self.clock = HybridClock(config.node, max_drift_ms=config.max_clock_drift_ms)
+        #: An admin's confirmation of today's date (``edge.boxtime.confirm_today``).
+        self.clock_confirmation: Confirmation | None = None
         self._save_listeners: list[Callable[[], None]] = []
+        #: Told how every write went: ``/healthz`` and Beranda say when the disk is full.
+        self.disk = DiskWatch(config.data_dir)
 
     async def open(self) -> None:
-        """Connect, and load the clock state (the schema must be at head: ``db.upgrade``)."""
+        """Connect, and load the clock state and an admin's confirmation of today's date
+        (the schema must be at head: ``db.upgrade``)."""
         self._thread_engine = db.create_thread_engine(self.config.database_path, writer=True)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-writer")
         self._read_engine = db.create_thread_engine(self.config.database_path, writer=False)
@@ -126,6 +143,7 @@ class Store:
         self.clock = HybridClock(
             self.node, state=int(state or 0), max_drift_ms=self.config.max_clock_drift_ms
         )
+        self.clock_confirmation = Confirmation.from_json(await self.get_meta(CONFIRMATION_KEY))
 
     async def close(self) -> None:
         """Release the connections."""
@@ -139,6 +157,18 @@ class Store:
     def now_ms(self) -> int:
         """The wall clock this store stamps with."""
         return self._wall()
+
+    def box_time(self, *, confirmed: bool = True) -> BoxTime:
+        """The best time this box knows and whether its wall clock agrees (see
+        :mod:`edge.boxtime`): what dates people type are checked against. ``confirmed=False``
+        leaves out the admin's confirmation of today's date (to judge a new one)."""
+        return best_time(
+            self._wall(),
+            self.clock.state,
+            self.clock_confirmation if confirmed else None,
+            max_drift_ms=self.config.max_clock_drift_ms,
+            timezone=self.config.timezone,
+        )
 
     def set_clock_state(self, state: int) -> None:
         """Replace the clock's state, without the drift check of ``HybridClock.observe``.
@@ -177,11 +207,33 @@ class Store:
         assert self._thread_engine is not None and self._thread is not None, "open() first"
         engine = self._thread_engine
 
-        def run() -> T:
+        def run() -> tuple[T, bool]:
             with engine.begin() as conn:
-                return statements(conn)
+                before = _changes(conn)
+                result = statements(conn)
+                changed = _changes(conn) != before
+            return result, changed
 
-        return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+        try:
+            result, changed = await asyncio.get_running_loop().run_in_executor(self._thread, run)
+        except Exception as exc:
+            self.disk.failed(exc, self._wall())
+            raise
+        if changed:  # a transaction that changed nothing proves nothing about free space
+            self.disk.wrote()
+        return result
+
+    async def disk_report(self) -> DiskReport:
+        """The disk of the data folder (``edge.disk``). After a write was refused for lack
+        of space, a small write tries again once the file system shows room, so space freed
+        by an operator is noticed without waiting for someone's save."""
+        report = self.disk.report()
+        if report.write_failed_ms is not None and report.free_bytes >= FULL_BELOW_BYTES:
+            # Still no room (run_write remembers it), or unknown: keep what we know.
+            with contextlib.suppress(sa.exc.DBAPIError, OSError):
+                await self.set_meta("disk_checked_ms", str(self._wall()))
+            report = self.disk.report()
+        return report
 
     # --- meta ------------------------------------------------------------------------------
 
@@ -240,6 +292,7 @@ class Store:
         try:
             await self._write_together(jobs)
         except Exception as exc:
+            self.disk.failed(exc, self._wall())
             if len(jobs) == 1:
                 jobs[0].fail(exc)
                 return
@@ -251,15 +304,17 @@ class Store:
     async def _write_together(self, jobs: list[_Job]) -> None:
         assert self._thread is not None, "Store.open() first"
         wall = self._wall()
-        await asyncio.get_running_loop().run_in_executor(
+        wrote = await asyncio.get_running_loop().run_in_executor(
             self._thread, self._write_in_thread, jobs, wall
         )
+        if wrote:
+            self.disk.wrote()
         for callback in self._save_listeners:
             callback()
 
-    def _write_in_thread(self, jobs: list[_Job], wall: int) -> None:
+    def _write_in_thread(self, jobs: list[_Job], wall: int) -> bool:
         """One group commit, start to end, in the writer thread (the async lock in
-        :meth:`write` guarantees one at a time)."""
+        :meth:`write` guarantees one at a time). Returns whether it wrote anything."""
         assert self._thread_engine is not None
         with self._thread_engine.begin() as conn:
             ids = sorted({edit.record_id for job in jobs for edit in job.edits})
@@ -300,7 +355,7 @@ class Store:
                         }
                     )
                 audit_rows += [audit_row(entry, wall) for entry in job.also_audit]
-            save_records(conn, pending.values(), existing=stored.keys())
+            save_records(conn, pending.values(), existing=stored)
             if outbox_rows:
                 conn.execute(db.outbox.insert(), outbox_rows)
             if audit_rows:
@@ -309,6 +364,7 @@ class Store:
                 db.put_meta(conn, "clock", str(self.clock.state))
         for job in jobs:
             job.done = True
+        return bool(outbox_rows or audit_rows)
 
     def _plan(
         self, job: _Job, current: Mapping[str, Record], wall: int

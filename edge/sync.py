@@ -31,12 +31,15 @@ import sqlalchemy as sa
 
 from edge import outbox
 from edge.config import EdgeConfig
+from edge.digest import answer_probe
 from edge.downlink import apply_remote
 from edge.metrics import EdgeMetrics, take_snapshot, telemetry
 from edge.restamp import restamp_due, restamp_if_due
 from edge.store import Store
 from protocol.changes import Ack, Batch, Direction, Reject
 from protocol.codec import WIRE_VERSION, decode, encode
+from protocol.codec import Message as WireMessage
+from protocol.digest import DigestProbe, root_hex
 from protocol.entities import SCHEMA_VERSION
 from protocol.errors import ProtocolError
 from protocol.status import Status, encode_status
@@ -55,6 +58,9 @@ _M = TypeVar("_M", Ack, Batch, Reject)
 _STOP_TIMEOUT_S = 10.0
 #: Least time between two rounds: a burst of saves makes one batch, not one each.
 _ROUND_GAP_S = 0.1
+#: After a probe, the root is reported again once the box has sent all it has and no repair
+#: batch came for this long.
+_RECHECK_QUIET_S = 2.0
 #: Pause after a failed round (database busy, a bug) so a failure cannot spin.
 _RETRY_PAUSE_S = 1.0
 
@@ -98,6 +104,8 @@ class SyncClient:
         self._next_telemetry = 0.0
         self._last_reason: str | None = None
         self._stopping = False
+        #: When to report the root again after a probe (monotonic), ``None`` when not due.
+        self._recheck_at: float | None = None
 
     def _make_link(self, *, clean_start: bool) -> MqttLink:
         offline = encode_status(
@@ -134,6 +142,7 @@ class SyncClient:
             self.link = self._make_link(clean_start=True)
         self.store.on_save(self.wake)
         self.metrics.sync_connected.set_function(lambda: 1.0 if self.link.connected else 0.0)
+        self.metrics.sync_link.watch(lambda: self.link)
         await self.link.start()
         self._tasks = [
             asyncio.create_task(self._send_forever(), name="edge-sync-send"),
@@ -193,6 +202,8 @@ class SyncClient:
             wire=WIRE_VERSION,
             epoch=self._epoch,
             schema=SCHEMA_VERSION,
+            digest=root_hex(queue.digest_root),
+            records=queue.records,
         )
 
     async def _publish_status(self) -> None:
@@ -239,6 +250,8 @@ class SyncClient:
         ]
         if not self._hello and self._connected_at is not None:
             deadlines.append(self._connected_at + timeout)
+        if self._recheck_at is not None:
+            deadlines.append(self._recheck_at)
         return max(0.05, min(deadlines) - time.monotonic())
 
     async def _round(self) -> None:
@@ -279,6 +292,11 @@ class SyncClient:
                 self._sent_at[seq] = handed
             await outbox.mark_sent(store, sent, store.now_ms())
             self.metrics.batches_sent.inc(len(sent))
+        if self._recheck_at is not None and time.monotonic() >= self._recheck_at and not waiting:
+            queue = await outbox.queue_state(store)
+            if queue.pending == 0:
+                self._recheck_at = None
+                self._next_status = 0.0
         if self.link.connected and time.monotonic() >= self._next_status:
             await self._publish_status()
         if self.link.connected and time.monotonic() >= self._next_telemetry:
@@ -314,6 +332,11 @@ class SyncClient:
         except ProtocolError as exc:
             log.warning("sync dropped an unreadable message on %s: %s", topic, exc)
             return None
+        return self._accept(message, kind, direction, topic)
+
+    def _accept(
+        self, message: WireMessage, kind: type[_M], direction: Direction, topic: str
+    ) -> _M | None:
         if not isinstance(message, kind) or message.direction is not direction:
             log.warning("sync dropped a message of the wrong kind on %s", topic)
             return None
@@ -346,12 +369,46 @@ class SyncClient:
             self._wake.set()  # a clock_ahead may be fixed by re-stamping right away
 
     async def _on_down(self, payload: bytes) -> None:
-        batch = self._read(payload, Batch, Direction.DOWN, self.topics[TopicKind.DOWN])
+        topic = self.topics[TopicKind.DOWN]
+        try:
+            message = decode(payload)
+        except ProtocolError as exc:
+            log.warning("sync dropped an unreadable message on %s: %s", topic, exc)
+            return
+        if isinstance(message, DigestProbe):
+            await self._on_probe(message)
+            return
+        batch = self._accept(message, Batch, Direction.DOWN, topic)
         if batch is None:
             return
+        if self._recheck_at is not None:  # a repair is arriving: report the root after it
+            self._recheck_at = time.monotonic() + _RECHECK_QUIET_S
         applied = await apply_remote(self.store, batch)
         if applied.fresh:
             self.metrics.down_applied.inc()
             log.info("applied down batch %s: %s records changed", batch.seq, applied.records)
         ack = Ack(self.store.node, batch.seq, applied.watermark, Direction.DOWN)
-        await self.link.publish(self.topics[TopicKind.DOWN_ACK], encode(ack))
+        if not await self.link.publish(self.topics[TopicKind.DOWN_ACK], encode(ack)):
+            # The status carries the down watermark, and the hub trusts it: send it soon
+            # (the hub resends whatever it still holds above that, and that is acked again).
+            self._next_status = min(self._next_status, time.monotonic() + _ROUND_GAP_S)
+            self._wake.set()
+
+    async def _on_probe(self, probe: DigestProbe) -> None:
+        """The hub compared digests (``edge.digest``): answer its bucket hashes, queue what
+        it wants, and report the root again once the repair has gone both ways."""
+        if probe.node != self.store.node:
+            log.warning("sync dropped a probe for node %s", probe.node)
+            return
+        reply = await answer_probe(self.store, probe)
+        if probe.matched:
+            return
+        log.warning(
+            "the hub found this box's data differs: %s buckets compared, %s records wanted",
+            len(reply.buckets) if reply else 0,
+            len(probe.wanted),
+        )
+        if reply is not None:
+            await self.link.publish(self.topics[TopicKind.UP], encode(reply))
+        self._recheck_at = time.monotonic() + _RECHECK_QUIET_S
+        self._wake.set()

@@ -48,6 +48,10 @@ villages = sa.Table(
     sa.Column("code", sa.Text, primary_key=True),
     sa.Column("log_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("last_change_ms", sa.BigInteger),
+    # Anti-entropy (protocol/digest.py): the XOR of the village's record digests, and how
+    # many records it has.
+    sa.Column("digest", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("records", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 records = sa.Table(
@@ -72,6 +76,8 @@ records = sa.Table(
     sa.Column("first_approved_seq", sa.BigInteger),
     sa.Column("approved_status", sa.Text),
     sa.Column("nik", sa.Text),
+    #: ``protocol.digest.record_digest`` of ``state``, as a signed 64-bit integer.
+    sa.Column("digest", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_records_village_log", "village", "log_seq"),
     sa.Index("ix_records_pending", "pending", "village", "household_id"),
     sa.Index("ix_records_approved", "approved_seq"),
@@ -124,6 +130,14 @@ devices = sa.Table(
     sa.Column("last_reject", sa.Text),
     sa.Column("telemetry", sa.Text),
     sa.Column("telemetry_ms", sa.BigInteger),
+    # Anti-entropy (hub/antientropy.py): the last comparison of the box's root with the
+    # village's ("match" or "diverged") and when, when the box was last told, how many
+    # divergences were found and how many records were sent down to repair them.
+    sa.Column("digest_state", sa.Text),
+    sa.Column("digest_ms", sa.BigInteger),
+    sa.Column("digest_told_ms", sa.BigInteger),
+    sa.Column("divergences", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("repaired", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_devices_village", "village"),
 )
 
@@ -274,8 +288,9 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def upgrade(url: str) -> None:
-    """Create the database or bring it to the newest schema (safe to run every start).
+def upgrade(url: str, revision: str = "head") -> None:
+    """Create the database or bring it to the newest schema (safe to run every start), or
+    to an older ``revision`` (tests of a migration start from the one before it).
 
     Blocking; from async code run it in a thread (Alembic runs its own event loop).
     """
@@ -284,7 +299,7 @@ def upgrade(url: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = url
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -75,6 +75,15 @@ class Device:
     outbox: int | None
     clock_offset_ms: int | None
     rejected: int
+    #: Anti-entropy: the last comparison ("match", "diverged", ``None`` before one) and
+    #: when, divergences found, records sent again; the records the box reported and the
+    #: hub holds of the village.
+    digest_state: str | None = None
+    digest_ms: int | None = None
+    divergences: int = 0
+    repaired: int = 0
+    box_records: int | None = None
+    hub_records: int = 0
 
 
 async def _village(code: str) -> Region:
@@ -169,8 +178,12 @@ async def list_devices(engine: AsyncEngine) -> list[Device]:
 
     from hub import db
 
-    d = db.devices
-    query = sa.select(d).order_by(d.c.village, d.c.node)
+    d, v = db.devices, db.villages
+    query = (
+        sa.select(d, v.c.records.label("hub_records"))
+        .outerjoin(v, v.c.code == d.c.village)
+        .order_by(d.c.village, d.c.node)
+    )
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     devices = []
@@ -191,6 +204,12 @@ async def list_devices(engine: AsyncEngine) -> list[Device]:
                 outbox=reported.get("outbox"),
                 clock_offset_ms=row.clock_offset_ms,
                 rejected=row.rejected,
+                digest_state=row.digest_state,
+                digest_ms=row.digest_ms,
+                divergences=row.divergences,
+                repaired=row.repaired,
+                box_records=reported.get("records"),
+                hub_records=row.hub_records or 0,
             )
         )
     return devices

@@ -16,7 +16,7 @@ starts its walk again). See ``protocol/SPEC.md`` §8.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from protocol.entities import known_state
 from protocol.jsonform import load_state
 from protocol.merge import RecordState
 
-__all__ = ["DownBatch", "due", "fill"]
+__all__ = ["DownBatch", "due", "fill", "store_records"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,20 +77,8 @@ async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max
             )
             if not batches:
                 break
-            now = store.wall()
-            for batch in batches:
-                payload = encode(batch, limits=limits)
-                await conn.execute(
-                    d.insert().values(
-                        node=node,
-                        seq=batch.seq,
-                        payload=payload,
-                        changes=len(batch.changes),
-                        created_ms=now,
-                    )
-                )
-                made += 1
-                seq = batch.seq
+            seq = await _store(conn, node, batches, limits, store.wall())
+            made += len(batches)
         if cursor != device.down_cursor:
             await conn.execute(
                 db.devices.update()
@@ -98,6 +86,69 @@ async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max
                 .values(down_cursor=cursor, down_seq=seq)
             )
     return made
+
+
+async def _store(conn: Any, node: str, batches: Sequence[Batch], limits: Limits, now: int) -> int:
+    """Store ``batches`` (encoded once) as down batches of ``node``; returns the last seq."""
+    for batch in batches:
+        await conn.execute(
+            db.down_batches.insert().values(
+                node=node,
+                seq=batch.seq,
+                payload=encode(batch, limits=limits),
+                changes=len(batch.changes),
+                created_ms=now,
+            )
+        )
+    return batches[-1].seq
+
+
+async def store_records(
+    store: HubStore, node: str, record_ids: Sequence[str], *, max_changes: int, max_bytes: int
+) -> int:
+    """Store the whole state of ``record_ids`` (records of ``node``'s village) as down
+    batches of ``node`` after its last one, whoever wrote them and whatever its cursor
+    (anti-entropy's repair, ``hub/antientropy.py``); returns how many records went in."""
+    device = await store.device(node)
+    if device is None or device.status != "active":
+        return 0
+    limits = Limits(max_frame_bytes=max_bytes, max_changes=max_changes)
+    schema = known_schema(device.reported)
+    r = db.records
+    sent = 0
+    async with store.engine.begin() as conn:
+        await store.lock_village(conn, device.village)
+        device = await store.device(node, conn)
+        seq = device.down_seq
+        for start in range(0, len(record_ids), max_changes):
+            rows = (
+                await conn.execute(
+                    sa.select(r.c.id, r.c.entity, r.c.state).where(
+                        r.c.village == device.village,
+                        r.c.id.in_(record_ids[start : start + max_changes]),
+                    )
+                )
+            ).all()
+            changes = [
+                change
+                for row in rows
+                for change in _record_changes(
+                    row.entity,
+                    row.id,
+                    device.village,
+                    store.node,
+                    known_state(row.entity, load_state(row.state), schema),
+                )
+            ]
+            if changes:
+                batches = pack(node, seq + 1, changes, direction=Direction.DOWN, limits=limits)
+                seq = await _store(conn, node, batches, limits, store.wall())
+                sent += len(rows)
+        if seq != device.down_seq:
+            await conn.execute(
+                db.devices.update().where(db.devices.c.node == node).values(down_seq=seq)
+            )
+    return sent
 
 
 async def _next_batches(

@@ -22,14 +22,15 @@ import uuid
 
 import sqlalchemy as sa
 
-from hub import cycle, db, downlink
+from hub import antientropy, cycle, db, downlink
 from hub.config import HubConfig
 from hub.metrics import HubMetrics
 from hub.store import HubStore, Outcome
 from protocol.changes import Ack, Batch, Direction, Reject
 from protocol.codec import decode, encode
+from protocol.digest import DigestProbe, DigestReply
 from protocol.errors import MalformedError, ProtocolError, Reason, TopicError
-from protocol.status import decode_status
+from protocol.status import Status, decode_status
 from protocol.telemetry import decode_telemetry
 from protocol.topics import BROKER_SYS_FILTER, Topic, TopicKind, hub_filters, parse_topic
 from puskesos.mqtt import Message, MqttLink
@@ -64,6 +65,7 @@ class Ingest:
         self._wake = asyncio.Event()
         self._cycle: asyncio.Task[None] | None = None
         metrics.broker_connected.set_function(lambda: 1.0 if self.link.connected else 0.0)
+        metrics.broker_link.watch(lambda: self.link)
 
     async def run(self) -> None:
         """Connect and work until cancelled."""
@@ -130,8 +132,11 @@ class Ingest:
         started = time.perf_counter()
         try:
             batch = decode(message.payload)
+            if isinstance(batch, DigestReply) and batch.node == topic.node:
+                await self._digest_reply(topic, batch)
+                return
             if not isinstance(batch, Batch):
-                raise MalformedError("an up topic carries batches only")
+                raise MalformedError("an up topic carries batches and digest replies only")
         except ProtocolError as exc:
             await self.store.note_reject(topic.node, 0, exc.reason, exc.detail)
             await self._reject(topic, 0, exc.reason, exc.detail)
@@ -202,6 +207,41 @@ class Ingest:
         if status.state == "online":
             # Whatever it had in flight may be lost: send every unacked down batch again.
             await self.push(topic.node, resend_all=True)
+            if not retained:
+                await self._compare(topic, status)
+
+    # --- anti-entropy (hub/antientropy.py) ------------------------------------------------
+
+    async def _compare(self, topic: Topic, status: Status) -> None:
+        comparison = await antientropy.compare(self.store, topic.node, status)
+        self.metrics.digest_checks.labels(comparison.verdict.value).inc()
+        if comparison.verdict is antientropy.Verdict.DIVERGED:
+            log.warning("the data of %s differs from the hub's: probing", topic.node)
+        if comparison.tell:
+            probe = await antientropy.probe(self.store, topic.node, comparison.verdict)
+            await self._send_probe(topic, probe)
+
+    async def _send_probe(self, topic: Topic, probe: DigestProbe) -> None:
+        await self.link.publish(
+            str(Topic(topic.village, topic.node, TopicKind.DOWN)), encode(probe)
+        )
+
+    async def _digest_reply(self, topic: Topic, reply: DigestReply) -> None:
+        c = self.config
+        wanted = await antientropy.repair(
+            self.store, reply, max_changes=c.batch_changes, max_bytes=c.batch_bytes
+        )
+        log.info(
+            "repairing %s: %s buckets differ, %s records wanted back",
+            topic.node,
+            len(reply.buckets),
+            len(wanted.wanted) if wanted else 0,
+        )
+        await self._publish(
+            await downlink.due(self.store, older_than_ms=self.store.wall() + 1, node=topic.node)
+        )
+        if wanted is not None:
+            await self._send_probe(topic, wanted)
 
     async def _telemetry(self, topic: Topic, payload: bytes) -> None:
         try:

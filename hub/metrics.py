@@ -36,6 +36,7 @@ from hub.store import HubStore, Outcome
 from protocol.errors import MalformedError, Reason
 from protocol.telemetry import Telemetry, decode_telemetry
 from protocol.topics import district_of
+from puskesos.linkmetrics import LinkCounters
 
 __all__ = ["SYS_TOPICS", "BrokerStats", "FleetSnapshot", "HubMetrics", "take_fleet_snapshot"]
 
@@ -91,6 +92,15 @@ class HubMetrics:
             "Down batches published (first sends and resends)",
             registry=r,
         )
+        self.digest_checks = Counter(
+            "puskesos_hub_digest_checks_total",
+            "Comparisons of a box's digest with its village's, by outcome "
+            "(match, diverged, unchecked: something was in flight)",
+            ["outcome"],
+            registry=r,
+        )
+        for verdict in ("match", "diverged", "unchecked"):
+            self.digest_checks.labels(verdict)
         self.down_acked = Counter(
             "puskesos_hub_down_batches_acked_total", "Down batches acked by boxes", registry=r
         )
@@ -122,6 +132,9 @@ class HubMetrics:
             "1 while this worker is connected to the broker, else 0",
             registry=r,
         )
+        #: Connects and lost connections of the worker's link: flapping that the gauge misses.
+        self.broker_link = LinkCounters("puskesos_hub_broker", "this worker")
+        r.register(self.broker_link)
         self.broker = BrokerStats()
         r.register(self.broker)
         self._fleet = _FleetCollector(stale_after_s)
@@ -293,6 +306,11 @@ class _FleetCollector(Collector):
                 ("clock_offset_seconds", "The box's wall clock minus the hub's, when it reported"),
                 ("cpu_temperature_celsius", "Temperature of the box's CPU, where it has a sensor"),
                 ("down_unacked_batches", "Down batches the box has not acked yet"),
+                (
+                    "digest_diverged",
+                    "1 while the box's data differs from the hub's (anti-entropy repairing), "
+                    "0 when their digests last matched",
+                ),
             )
         }
         counters = {
@@ -301,6 +319,11 @@ class _FleetCollector(Collector):
                 ("login_failures", "Failed logins recorded on the box, as last reported"),
                 ("changes_applied", "Changes from the box applied by the hub"),
                 ("batches_rejected", "Up batches of the box the hub refused"),
+                ("divergences", "Times the box's data was found to differ from the hub's"),
+                (
+                    "digest_repaired_records",
+                    "Records the hub sent the box again to repair a divergence",
+                ),
             )
         }
         for device in snap.devices:
@@ -319,7 +342,9 @@ class _FleetCollector(Collector):
                 "clock_offset_seconds": (
                     device.clock_offset_ms / 1000 if device.clock_offset_ms is not None else None
                 ),
-                "down_unacked_batches": device.down_seq - device.down_watermark,
+                "down_unacked_batches": (
+                    device.down_seq - device.down_watermark - len(json.loads(device.down_above))
+                ),
                 "outbox_pending_changes": reported.get("outbox", 0),
             }
             if report is not None:
@@ -338,6 +363,12 @@ class _FleetCollector(Collector):
             for name, value in values.items():
                 if value is not None:
                     gauges[name].add_metric(labels, value)
+            if device.digest_state is not None:
+                gauges["digest_diverged"].add_metric(
+                    labels, 1 if device.digest_state == "diverged" else 0
+                )
+            counters["divergences"].add_metric(labels, device.divergences)
+            counters["digest_repaired_records"].add_metric(labels, device.repaired)
             counters["changes_applied"].add_metric(labels, device.changes_applied)
             counters["batches_rejected"].add_metric(labels, device.rejected)
         yield info

@@ -26,6 +26,7 @@ from hub import audit, db
 from protocol.changes import Ack, Batch, Change, Direction, FieldVersion, Value
 from protocol.clock import COUNTER_BITS, HybridClock
 from protocol.delivery import AppliedSeqs
+from protocol.digest import from_signed, record_digest, to_signed
 from protocol.entities import ENTITIES, household_of
 from protocol.errors import Reason
 from protocol.jsonform import dump_state, load_state
@@ -76,6 +77,12 @@ class ResolveError(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+#: The ``resolution`` of a conflict settled on a box: a later save there, made after seeing
+#: every concurrent version, superseded them all (no person on the hub chose). A person's
+#: resolution is ``{"value": ...}`` instead. Both shapes are documented in README.md.
+SUPERSEDED = json.dumps({"superseded": True})
 
 
 class _Refused(Exception):
@@ -282,6 +289,7 @@ class HubStore:
             r.c.conflicts,
             r.c.created_ms,
             r.c.pending,
+            r.c.digest,
         )
         for start in range(0, len(ids), 2000):
             chunk = ids[start : start + 2000]
@@ -294,6 +302,7 @@ class HubStore:
                     "had_conflicts": row.conflicts > 0,
                     "created_ms": row.created_ms,
                     "pending": bool(row.pending),
+                    "digest": from_signed(row.digest),
                 }
         return stored
 
@@ -304,9 +313,14 @@ class HubStore:
         as the row says (set by a box's change), ``nik`` for an active member."""
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
+        delta, added, village = 0, 0, ""
         for record_id, row in working.items():
             log_seq += 1
             shown = values(row["state"])
+            digest = record_digest(row["entity"], record_id, row["state"])
+            delta ^= digest ^ row.get("digest", 0)
+            added += bool(row.get("is_new"))
+            village = row["village"]
             full = {
                 "entity": row["entity"],
                 "village": row["village"],
@@ -320,6 +334,7 @@ class HubStore:
                 "updated_ms": now,
                 "pending": bool(row.get("pending")),
                 "nik": _active_nik(row["entity"], shown),
+                "digest": to_signed(digest),
             }
             if row.get("is_new"):
                 inserts.append({"id": record_id, "created_ms": row["created_ms"], **full})
@@ -335,7 +350,23 @@ class HubStore:
                 .values({name: sa.bindparam(name) for name in columns}),
                 updates,
             )
+        if delta or added:
+            await self._fold_digest(conn, village, delta, added)
         return log_seq
+
+    @staticmethod
+    async def _fold_digest(conn: AsyncConnection, village: str, delta: int, added: int) -> None:
+        """Fold the XOR of written records' old and new digests into the village's root
+        (the caller holds the village lock)."""
+        v = db.villages
+        row = (
+            await conn.execute(sa.select(v.c.digest, v.c.records).where(v.c.code == village))
+        ).one()
+        await conn.execute(
+            v.update()
+            .where(v.c.code == village)
+            .values(digest=to_signed(from_signed(row.digest) ^ delta), records=row.records + added)
+        )
 
     async def _record_conflicts(
         self,
@@ -395,19 +426,22 @@ class HubStore:
             await conn.execute(
                 c.update()
                 .where(c.c.id.in_(settled))
-                .values(resolved_ms=now, resolved_by=by, resolution="superseded")
+                .values(resolved_ms=now, resolved_by=by, resolution=SUPERSEDED)
             )
 
     # --- conflicts -------------------------------------------------------------------------
 
     async def conflicts(
-        self, *, village: str | None = None, include_resolved: bool = False, limit: int = 100
+        self, *, village: str | None = None, resolved: bool | None = False, limit: int = 100
     ) -> list[dict[str, Any]]:
-        """Conflicts, newest first, as JSON-ready dicts."""
+        """Conflicts, newest first, as JSON-ready dicts: the open ones (``resolved=False``),
+        the resolved ones (``True``) or both (``None``)."""
         c = db.conflicts
         query = sa.select(c).order_by(c.c.id.desc()).limit(limit)
-        if not include_resolved:
-            query = query.where(c.c.resolved_ms.is_(None))
+        if resolved is not None:
+            query = query.where(
+                c.c.resolved_ms.is_not(None) if resolved else c.c.resolved_ms.is_(None)
+            )
         if village:
             query = query.where(c.c.village == village)
         async with self.engine.connect() as conn:
@@ -546,6 +580,8 @@ class HubStore:
                         "software": status.software,
                         "wire": status.wire,
                         "schema": status.schema,
+                        "digest": status.digest,
+                        "records": status.records,
                         "at_ms": now,
                     }
                 ),
@@ -578,6 +614,12 @@ class HubStore:
                     await conn.execute(
                         db.down_batches.delete().where(db.down_batches.c.node == node)
                     )
+            elif status.epoch == (device.epoch or ""):
+                # The box's own word on its down stream (of this epoch: a status from before
+                # a restore says nothing about the new stream): acks it sent may be lost.
+                applied_down = _down_applied(device, status.down_watermark)
+                if applied_down.watermark > device.down_watermark:
+                    await self._store_down_applied(conn, device, applied_down)
             await conn.execute(db.devices.update().where(db.devices.c.node == node).values(update))
         if status.state != "online":
             return None
@@ -612,27 +654,31 @@ class HubStore:
             device = await self.device(ack.node, conn)
             if ack.seq > device.down_seq:
                 return device.village  # an ack of a batch never sent: ignore it
-            applied = AppliedSeqs.from_state(
-                device.down_watermark, json.loads(device.down_above)
-            ).add(ack.seq)
-            watermark, above = applied.to_state()
-            await conn.execute(
-                db.devices.update()
-                .where(db.devices.c.node == ack.node)
-                .values(
-                    down_watermark=watermark,
-                    down_above=json.dumps(above),
-                    last_seen_ms=self.wall(),
-                )
-            )
-            d = db.down_batches
-            await conn.execute(
-                d.delete().where(
-                    d.c.node == ack.node,
-                    sa.or_(d.c.seq == ack.seq, d.c.seq <= min(ack.watermark, device.down_seq)),
-                )
+            applied = _down_applied(device, ack.watermark).add(ack.seq)
+            await self._store_down_applied(
+                conn, device, applied, also=ack.seq, last_seen_ms=self.wall()
             )
         return device.village
+
+    @staticmethod
+    async def _store_down_applied(
+        conn: AsyncConnection, device: Any, applied: AppliedSeqs, *, also: int = 0, **more: Any
+    ) -> None:
+        """Store what ``device`` has applied of its down stream (and ``more`` columns) and
+        forget the stored batches it covers (and ``also``, a seq just acked)."""
+        watermark, above = applied.to_state()
+        await conn.execute(
+            db.devices.update()
+            .where(db.devices.c.node == device.node)
+            .values(down_watermark=watermark, down_above=json.dumps(above), **more)
+        )
+        d = db.down_batches
+        done = [seq for seq in (also, *above) if seq]
+        await conn.execute(
+            d.delete().where(
+                d.c.node == device.node, sa.or_(d.c.seq <= watermark, d.c.seq.in_(done))
+            )
+        )
 
     # --- reads for the API -----------------------------------------------------------------
 
@@ -686,6 +732,16 @@ def _active_nik(entity: str, shown: Mapping[str, Any]) -> str | None:
         return None
     nik = shown.get("nik")
     return nik if isinstance(nik, str) else None
+
+
+def _down_applied(device: Any, box_watermark: int) -> AppliedSeqs:
+    """What ``device`` has applied of its down stream: the hub's record of its acks, raised
+    to the contiguous watermark the box itself reports (an ack or a status carries it). A
+    box's watermark covers every batch up to it, whichever of their acks were lost; it
+    never counts past what the hub has numbered."""
+    known = AppliedSeqs.from_state(device.down_watermark, json.loads(device.down_above))
+    reported = min(box_watermark, device.down_seq)
+    return AppliedSeqs.from_state(max(known.watermark, reported), known.above)
 
 
 def _writers_of(state: RecordState) -> str:

@@ -159,7 +159,7 @@ async def get_record(request: web.Request) -> web.Response:
 async def list_conflicts(request: web.Request) -> web.Response:
     conflicts = await request.app[STORE].conflicts(
         village=request.query.get("village") or None,
-        include_resolved=request.query.get("resolved") == "true",
+        resolved=None if request.query.get("resolved") == "true" else False,
         limit=_limit(request),
     )
     return web.json_response({"conflicts": conflicts})
@@ -213,6 +213,10 @@ def _device_json(row: Any) -> dict[str, Any]:
         "last_reject": json.loads(row.last_reject) if row.last_reject else None,
         "telemetry": json.loads(row.telemetry) if row.telemetry else None,
         "telemetry_ms": row.telemetry_ms,
+        "digest_state": row.digest_state,
+        "digest_ms": row.digest_ms,
+        "divergences": row.divergences,
+        "repaired": row.repaired,
     }
 
 

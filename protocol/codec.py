@@ -16,6 +16,7 @@ from typing import Any, Final, TypeAlias
 import msgspec
 
 from protocol.changes import Ack, Batch, Change, Direction, FieldVersion, Reject
+from protocol.digest import BUCKETS, DigestProbe, DigestReply
 from protocol.entities import ENTITIES
 from protocol.errors import (
     InvalidChangeError,
@@ -52,6 +53,10 @@ class Kind:
     BATCH: Final = 1
     ACK: Final = 2
     REJECT: Final = 3
+    #: Anti-entropy (``protocol/digest.py``): sent only to and by boxes whose status
+    #: carries a digest; an older box drops them unread.
+    PROBE: Final = 4
+    REPLY: Final = 5
 
 
 class Compression:
@@ -75,7 +80,7 @@ class Limits:
 
 DEFAULT_LIMITS: Final = Limits()
 
-Message: TypeAlias = Batch | Ack | Reject
+Message: TypeAlias = Batch | Ack | Reject | DigestProbe | DigestReply
 
 
 class _Field(msgspec.Struct, array_like=True, frozen=True):
@@ -117,10 +122,24 @@ class _Reject(msgspec.Struct, array_like=True, frozen=True):
     detail: str
 
 
+class _Probe(msgspec.Struct, array_like=True, frozen=True):
+    node: str
+    buckets: bytes
+    wanted: list[bytes]
+
+
+class _Reply(msgspec.Struct, array_like=True, frozen=True):
+    node: str
+    buckets: list[int]
+    records: list[tuple[bytes, int]]
+
+
 _BODY_TYPES: Final[dict[int, type[msgspec.Struct]]] = {
     Kind.BATCH: _Batch,
     Kind.ACK: _Ack,
     Kind.REJECT: _Reject,
+    Kind.PROBE: _Probe,
+    Kind.REPLY: _Reply,
 }
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODERS: Final = {kind: msgspec.msgpack.Decoder(t) for kind, t in _BODY_TYPES.items()}
@@ -136,6 +155,15 @@ def encode(message: Message, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
         kind = Kind.ACK
         wire_ack = _Ack(message.direction, message.node, message.seq, message.watermark)
         body = _ENCODER.encode(wire_ack)
+    elif isinstance(message, DigestProbe):
+        kind = Kind.PROBE
+        buckets = b"".join(h.to_bytes(8, "big") for h in message.buckets)
+        wanted = [uuid.UUID(record_id).bytes for record_id in message.wanted]
+        body = _ENCODER.encode(_Probe(message.node, buckets, wanted))
+    elif isinstance(message, DigestReply):
+        kind = Kind.REPLY
+        records = [(uuid.UUID(record_id).bytes, h) for record_id, h in message.records]
+        body = _ENCODER.encode(_Reply(message.node, list(message.buckets), records))
     else:
         kind = Kind.REJECT
         detail = message.detail[: limits.max_detail_chars]
@@ -209,6 +237,10 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Message:
             if not 0 <= wire.watermark <= _MAX_SEQ:
                 raise MalformedError("watermark out of range")
             return Ack(node, seq, wire.watermark, direction)
+        if isinstance(wire, _Probe):
+            return _probe_from_wire(wire, limits)
+        if isinstance(wire, _Reply):
+            return _reply_from_wire(wire, limits)
         assert isinstance(wire, _Reject)
         # seq 0: the refused batch could not be read far enough to know its seq.
         direction, node, seq = _stream(wire.direction, wire.node, wire.seq, first=0)
@@ -250,6 +282,43 @@ def _stream(direction: int, node: str, seq: int, first: int = 1) -> tuple[Direct
     if not first <= seq <= _MAX_SEQ:
         raise MalformedError("sequence number out of range")
     return Direction(direction), node, seq
+
+
+def _record_id(raw: bytes) -> str:
+    if len(raw) != 16:
+        raise MalformedError("record id is not 16 bytes")
+    record = uuid.UUID(bytes=raw)
+    if record.version != 7 or record.variant != uuid.RFC_4122:
+        raise MalformedError("record id is not a UUIDv7")
+    return str(record)
+
+
+def _probe_from_wire(wire: _Probe, limits: Limits) -> DigestProbe:
+    _stream(Direction.DOWN, wire.node, 0, first=0)
+    if len(wire.buckets) not in (0, 8 * BUCKETS):
+        raise MalformedError(f"a probe carries {BUCKETS} bucket hashes or none")
+    if len(wire.wanted) > limits.max_changes:
+        raise TooLargeError(f"{len(wire.wanted)} wanted records over {limits.max_changes}")
+    buckets = tuple(
+        int.from_bytes(wire.buckets[i : i + 8], "big") for i in range(0, len(wire.buckets), 8)
+    )
+    return DigestProbe(wire.node, buckets, tuple(_record_id(raw) for raw in wire.wanted))
+
+
+def _reply_from_wire(wire: _Reply, limits: Limits) -> DigestReply:
+    _stream(Direction.UP, wire.node, 0, first=0)
+    if len(set(wire.buckets)) != len(wire.buckets) or not all(
+        0 <= index < BUCKETS for index in wire.buckets
+    ):
+        raise MalformedError("reply buckets are repeated or out of range")
+    if len(wire.records) > limits.max_changes:
+        raise TooLargeError(f"{len(wire.records)} records over {limits.max_changes}")
+    records = []
+    for raw, digest in wire.records:
+        if not 0 <= digest <= _MAX_TIME:
+            raise MalformedError("record digest out of range")
+        records.append((_record_id(raw), digest))
+    return DigestReply(wire.node, tuple(wire.buckets), tuple(records))
 
 
 def _invalid(index: int, detail: str) -> InvalidChangeError:

@@ -77,6 +77,12 @@ MESSAGES: Mapping[str, tuple[str, str]] = MappingProxyType(
             "{label} tidak boleh setelah hari ini.",
             "{label} cannot be after today.",
         ),
+        "date_after_box_clock": (
+            "{label} setelah tanggal hari ini menurut perangkat ini ({today}). Jam perangkat "
+            "ini mungkin salah: periksa tanggalnya, lalu simpan bila sudah benar.",
+            "{label} is after today by this device ({today}). The device's clock may be "
+            "wrong: check the date, then save if it is right.",
+        ),
         "age_implausible": (
             "Umur lebih dari {max_age} tahun. Periksa kembali tanggal lahir.",
             "Older than {max_age} years. Please check the birth date.",

@@ -11,6 +11,7 @@ box (see ``protocol/SPEC.md`` §7, "Hello").
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Final
 
@@ -22,6 +23,7 @@ __all__ = ["MAX_STATUS_BYTES", "Status", "decode_status", "encode_status"]
 #: A status larger than this is refused unread.
 MAX_STATUS_BYTES: Final = 2048
 _STATES: Final = ("online", "offline")
+_DIGEST_RE: Final = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,10 @@ class Status:
     #: The entity schema version the box knows (``protocol.entities.SCHEMA_VERSION``); a
     #: box from before it was reported knows version 1.
     schema: int = 1
+    #: The root of the box's record digest (``protocol/digest.py``, 16 hex digits) and how
+    #: many records it holds; ``""`` from a box without anti-entropy.
+    digest: str = ""
+    records: int = 0
 
 
 def encode_status(status: Status) -> bytes:
@@ -61,6 +67,9 @@ def decode_status(data: bytes) -> Status:
     software, epoch = document.get("software", ""), document.get("epoch", "")
     if not all(isinstance(text, str) and len(text) <= 64 for text in (software, epoch)):
         raise MalformedError("status software or epoch is not a short string")
+    digest = document.get("digest", "")
+    if not isinstance(digest, str) or (digest and not _DIGEST_RE.fullmatch(digest)):
+        raise MalformedError("status digest is not 16 hex digits")
 
     def count(name: str) -> int:
         return non_negative_int(document, name, "status") or 0
@@ -77,4 +86,6 @@ def decode_status(data: bytes) -> Status:
         wire=count("wire"),
         epoch=epoch,
         schema=count("schema") or 1,
+        digest=digest,
+        records=count("records"),
     )

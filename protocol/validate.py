@@ -9,6 +9,12 @@ a value of the wrong type is an :class:`Issue` like any other. Messages come fro
 :mod:`protocol.messages`; the NIK, KK and region checks live in :mod:`protocol.identity`
 and :class:`Issue` in :mod:`protocol.issues` (both re-exported here).
 
+``clock_trusted=False`` says that ``today`` is only the best time a device knows while its
+own clock is wrong (a box without an RTC booting in 1970): a lower bound, not a fact. Then
+nothing is refused for being after it (a warning ``date_after_box_clock`` instead of the
+error ``date_in_future``; the pregnancy age is a warning), because a save must never fail
+on a device's clock.
+
 Per-field rules run on the values an edit writes; rules that relate several fields look at
 the record as it will be after the edit (``current`` overlaid with ``values``) and run when
 the edit touches one of their fields. An empty form input for a non-text field must reach
@@ -68,6 +74,15 @@ _NIK_CROSS_CHECKS = frozenset({"nik_birth_date_mismatch", "nik_sex_mismatch"})
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Today:
+    """Today, and whether it is known for sure or only a lower bound (a device's clock is
+    wrong, see the module docstring)."""
+
+    today: date
+    trusted: bool
+
+
 # --- records -------------------------------------------------------------------------------
 
 
@@ -78,6 +93,7 @@ def validate_fields(
     is_new: bool,
     today: date,
     current: Mapping[str, object] | None = None,
+    clock_trusted: bool = True,
 ) -> list[Issue]:
     """Check an edit of one record before it is saved.
 
@@ -86,9 +102,17 @@ def validate_fields(
     unknown fields; required fields filled (all of them for a new record, and never
     cleared by an update); readonly fields (set by the hub) left unchanged; each value's
     shape; NIK, KK and region rules; dates that cannot be in the future; the rules of the
-    entity and its status workflow (see the module docstring).
+    entity and its status workflow (see the module docstring). ``clock_trusted``: whether
+    ``today`` is known for sure (see the module docstring).
     """
-    return _record_issues(entity, values, current, is_new=is_new, today=today, full=False)
+    return _record_issues(
+        entity,
+        values,
+        current,
+        is_new=is_new,
+        when=_Today(today, clock_trusted),
+        full=False,
+    )
 
 
 def validate_household(
@@ -97,6 +121,7 @@ def validate_household(
     *,
     today: date,
     village_niks: Mapping[str, str] | None = None,
+    clock_trusted: bool = True,
 ) -> list[Issue]:
     """Check a household and its members as they will stand after a save.
 
@@ -106,9 +131,10 @@ def validate_household(
     ``aktif`` and not withdrawn): exactly one head of household; a NIK at most once in the
     household, and not registered to another resident of the village (``village_niks``:
     NIK → id of the member holding it, from the caller's store). Member issues are named
-    ``members[i].<field>``.
+    ``members[i].<field>``. ``clock_trusted`` as for :func:`validate_fields`.
     """
-    issues = _record_issues(HOUSEHOLD, household, None, is_new=True, today=today, full=True)
+    when = _Today(today, clock_trusted)
+    issues = _record_issues(HOUSEHOLD, household, None, is_new=True, when=when, full=True)
     if not isinstance(members, Sequence) or isinstance(members, str | bytes):
         return [*issues, Issue.error("members", "invalid_value", {"field": "members"})]
     household_id = household.get(RECORD_ID_KEY) if isinstance(household, Mapping) else None
@@ -118,7 +144,7 @@ def validate_household(
         if not isinstance(member, Mapping):
             issues.append(Issue.error(path, "invalid_value", {"field": path}))
             continue
-        for issue in _record_issues(MEMBER, member, None, is_new=True, today=today, full=True):
+        for issue in _record_issues(MEMBER, member, None, is_new=True, when=when, full=True):
             issues.append(dataclasses.replace(issue, field=f"{path}.{issue.field}"))
         linked = member.get("household_id")
         if isinstance(household_id, str) and isinstance(linked, str) and linked != household_id:
@@ -179,7 +205,7 @@ def _record_issues(
     current: object,
     *,
     is_new: bool,
-    today: date,
+    when: _Today,
     full: bool,
 ) -> list[Issue]:
     if not isinstance(values, Mapping):
@@ -196,9 +222,9 @@ def _record_issues(
             issues.append(Issue.error(name, "unknown_field", {"field": name}))
     for spec in entity.fields.values():
         if spec.name in values or (is_new and spec.required):
-            issues += _field_issues(spec, values, stored, today=today, full=full)
+            issues += _field_issues(spec, values, stored, when=when, full=full)
     context = _Context(
-        entity, values, record, is_new or full, is_new or full or current is not None, today
+        entity, values, record, is_new or full, is_new or full or current is not None, when
     )
     rules = _ENTITY_RULES.get(entity.name)
     if rules is not None:
@@ -213,7 +239,7 @@ def _field_issues(
     values: Mapping[str, object],
     stored: Mapping[object, object],
     *,
-    today: date,
+    when: _Today,
     full: bool,
 ) -> list[Issue]:
     name = spec.name
@@ -237,8 +263,11 @@ def _field_issues(
         return validate_region(value, name, spec.region_level, label=spec.label)
     if spec.kind is FieldKind.DATE and name in _PAST_ONLY:
         parsed = _as_date(value)
-        if parsed is not None and parsed > today:
-            return [Issue.error(name, "date_in_future", base)]
+        if parsed is not None and parsed > when.today:
+            if when.trusted:
+                return [Issue.error(name, "date_in_future", base)]
+            params = {**base, "today": f"{when.today:%d-%m-%Y}"}
+            return [Issue.warning(name, "date_after_box_clock", params)]
     return []
 
 
@@ -253,7 +282,11 @@ class _Context:
     record: Mapping[object, object]
     new: bool
     complete: bool
-    today: date
+    when: _Today
+
+    @property
+    def today(self) -> date:
+        return self.when.today
 
     def touches(self, *names: str) -> bool:
         return any(name in self.values for name in names)
@@ -308,7 +341,10 @@ def _member_rules(ctx: _Context) -> list[Issue]:
                 "minimum": str(low),
                 "maximum": str(high),
             }
-            issues.append(Issue.error("pregnant", "pregnant_age", params))
+            if ctx.when.trusted:
+                issues.append(Issue.error("pregnant", "pregnant_age", params))
+            else:  # the age is only as right as the device's date
+                issues.append(Issue.warning("pregnant", "pregnant_age", params))
         status = record.get("status")
         if _is_inactive(status):
             params = {**base, "status": ctx.choice_label("status", status)}

@@ -478,10 +478,17 @@ class Fleet:
     # --- boxes ----------------------------------------------------------------------------
 
     def enrol(
-        self, village: str, node: str, *, users: dict[str, tuple[str, str]] | None = None
+        self,
+        village: str,
+        node: str,
+        *,
+        users: dict[str, tuple[str, str]] | None = None,
+        broker_port: int | None = None,
     ) -> Box:
         """Register a box at the hub (``device add``) and set it up (``edge init``, users,
-        an API token for its first user); not started, the broker config not rewritten."""
+        an API token for its first user); not started, the broker config not rewritten.
+        ``broker_port``: where the box finds the broker (a test's proxy; default: the
+        broker's own port)."""
         out = puskesos(
             "hub", "device", "add", "--config", str(self.hubs[0].config),
             "--village", village, "--node", node,
@@ -500,7 +507,7 @@ class Fleet:
             listen_host="127.0.0.1",
             listen_port=port,
             broker=BrokerConfig(
-                port=self.broker.port,
+                port=broker_port or self.broker.port,
                 username=node,
                 password_file=str(folder / "broker.password"),
                 mqtt_version=self.mqtt_version,

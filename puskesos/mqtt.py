@@ -172,6 +172,9 @@ class MqttLink:
         self._stopping = False
         self._closed = False
         self._loop: asyncio.AbstractEventLoop
+        self._connects = 0
+        self._disconnects = 0
+        self._last_disconnect_reason: str | None = None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -232,6 +235,26 @@ class MqttLink:
     def connected(self) -> bool:
         """Connected, subscribed, and able to publish."""
         return self._connected.is_set()
+
+    @property
+    def connects(self) -> int:
+        """Connections that got as far as connected and subscribed, since :meth:`start`."""
+        return self._connects
+
+    @property
+    def disconnects(self) -> int:
+        """Of those, the ones lost (not ended by :meth:`stop`). ``connected`` alone hides a
+        connection that drops and comes back between two looks at it: a broker kicking us
+        off because another client took our client id, every few seconds."""
+        return self._disconnects
+
+    @property
+    def last_disconnect_reason(self) -> str | None:
+        """Why the last connection was lost, as paho reported it: the broker's reason code
+        when it sent an MQTT 5 DISCONNECT (``Session taken over``, ``Keep alive timeout``),
+        else ``Unspecified error`` for a closed socket (what Mosquitto 2.0 does to a client
+        whose id another one took)."""
+        return self._last_disconnect_reason
 
     async def wait_connected(self, timeout: float | None = None) -> bool:
         """Wait until connected; False if ``timeout`` seconds passed first."""
@@ -372,6 +395,7 @@ class MqttLink:
         if not await self._subscribe(conn):
             return False
         conn.up = True
+        self._connects += 1
         self._connected.set()
         log.info(
             "mqtt connected",
@@ -383,7 +407,17 @@ class MqttLink:
             except Exception:
                 log.exception("mqtt on_connect failed", extra=self._log_extra())
         await conn.closed.wait()
-        log.info("mqtt disconnected", extra={**self._log_extra(), "reason": conn.close_reason})
+        if conn.close_reason != "stopped":
+            self._disconnects += 1
+            self._last_disconnect_reason = conn.close_reason
+        log.info(
+            "mqtt disconnected",
+            extra={
+                **self._log_extra(),
+                "reason": conn.close_reason,
+                "disconnects": self._disconnects,
+            },
+        )
         return True
 
     async def _subscribe(self, conn: _Connection) -> bool:

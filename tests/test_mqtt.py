@@ -333,6 +333,23 @@ async def test_a_refused_password_backs_off_instead_of_hammering_the_broker(
         broker.kill()
 
 
+@pytest.mark.parametrize("version", [5, 4])
+async def test_a_client_that_takes_our_client_id_kicks_us_off_and_it_is_counted(
+    mosquitto: MosquittoBroker, version: int
+) -> None:
+    """The broker drops a client when another connects with the same id; the link comes
+    back at once, so only its counts show that it keeps being kicked off (issue 14)."""
+    hub = MqttLink(config(mosquitto, version), client_id="hub-1", clean_start=True, **FAST)
+    async with running(hub):
+        assert (hub.connects, hub.disconnects, hub.last_disconnect_reason) == (1, 0, None)
+        intruder = MqttLink(config(mosquitto, version), client_id="hub-1", clean_start=True, **FAST)
+        async with running(intruder):
+            assert await _eventually(lambda: hub.disconnects >= 2 and hub.connects >= 3)
+        assert hub.last_disconnect_reason  # the broker's reason code, or paho's
+        assert await _eventually(lambda: hub.connected)
+    assert hub.connects == hub.disconnects + 1, "a clean stop is not a lost connection"
+
+
 async def test_after_stop_the_stream_ends_and_publish_says_no(
     mosquitto: MosquittoBroker,
 ) -> None:

@@ -18,7 +18,7 @@ from aiohttp import web
 from edge import services
 from edge.records import Record
 from edge.web.app import json_error
-from edge.web.openapi import field_schema
+from edge.web.openapi import SEARCH_PARAMETER, field_schema
 from protocol.entities import ENTITIES
 from protocol.identity import mask_number
 from protocol.issues import Issue
@@ -65,7 +65,7 @@ PER_PAGE: dict[str, Any] = {
     "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 25},
 }
 SEARCH: dict[str, Any] = {
-    "name": "q",
+    "name": SEARCH_PARAMETER,
     "in": "query",
     "description": "A NIK or family-card number (16 digits), or the start of a member's name",
     "schema": {"type": "string", "maxLength": 100},

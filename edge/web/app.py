@@ -4,7 +4,9 @@ Every request goes through four middlewares, outermost first:
 1. ``security_headers``: CSP without inline script, no framing, no caching of pages (on
    every answer, the error answers made by ``errors`` too);
 2. ``errors``: API errors become ``{"error": code, "fields": {...}}`` JSON, never a 500 for
-   bad input; unexpected failures are logged and answered 500 without details;
+   bad input; a write refused because the disk is full is answered 507 (``disk_full``, or
+   a page saying so in the UI); unexpected failures are logged and answered 500 without
+   details;
 3. ``timing``: the request-duration histogram by route template;
 4. ``guard``: finds who is calling (session cookie or bearer token), refuses routes that
    are not in the route table (deny by default), checks the route's roles, and checks the
@@ -19,10 +21,9 @@ import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
@@ -30,6 +31,7 @@ from yarl import URL
 
 from edge import auth
 from edge.config import EdgeConfig
+from edge.disk import is_disk_full
 from edge.metrics import EdgeMetrics
 from edge.services import Actor
 from edge.store import Store
@@ -86,13 +88,14 @@ HTTP_ERROR_CODES = {
     405: "method_not_allowed",
     413: "too_large",
     415: "unsupported_media_type",
+    507: "disk_full",
 }
 
 
 def json_error(
     status: int, code: str, fields: dict[str, Any] | None = None, **extra: Any
 ) -> web.Response:
-    """An API error: ``{"error": code, "fields": {...}}`` with a 4xx status."""
+    """An API error: ``{"error": code, "fields": {...}}`` with a 4xx (or 507) status."""
     return web.json_response({"error": code, "fields": fields or {}, **extra}, status=status)
 
 
@@ -112,11 +115,22 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "")
         return response
-    except Exception:
+    except Exception as exc:
+        if is_disk_full(exc):
+            return _disk_full(request, exc)
         log.exception("unhandled error on %s %s", request.method, request.path)
         if is_api(request):
             return json_error(500, "internal_error")
         return web.Response(status=500, text="Terjadi kesalahan pada server.")
+
+
+def _disk_full(request: web.Request, exc: Exception) -> web.Response:
+    """507: nothing was saved because the disk is full. Said plainly, since a 500 would
+    send people to retry, and the box stays up for reads until space is freed."""
+    log.error("disk full, nothing saved on %s %s: %s", request.method, request.path, exc)
+    if is_api(request):
+        return json_error(507, HTTP_ERROR_CODES[507])
+    return render(request, "disk_penuh.html", 507)
 
 
 @web.middleware
@@ -255,10 +269,9 @@ def actor(request: web.Request) -> Actor:
 
 
 def local_today(request: web.Request) -> date:
-    """Today in the village's time zone (by the box's wall clock)."""
-    config = request.app[CONFIG]
-    now_ms = request.app[STORE].now_ms()
-    return datetime.fromtimestamp(now_ms / 1000, ZoneInfo(config.timezone)).date()
+    """Today in the village's time zone, by the best time the box knows: not its wall clock
+    alone, which may say 1970 (see :mod:`edge.boxtime`)."""
+    return request.app[STORE].box_time().today
 
 
 def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Application:

@@ -10,7 +10,8 @@ decorator's extra keyword arguments say what the table alone cannot:
 
 Path parameters (``{id}``) are record UUIDs. Error answers are added from what the route
 can meet: 401/403 unless public, 404 with a path id, 400 with a body or query, 409/413/422
-with a body. Component schemas per entity: ``<Entity>New`` (a create: required fields),
+with a body, 507 where the request writes (a body, or an audited view: a path id or a
+search). Component schemas per entity: ``<Entity>New`` (a create: required fields),
 ``<Entity>Change`` (an update: any subset), ``<Entity>Values`` and ``<Entity>Record``
 (answers: types only, since lists mask NIK and KK and the hub may add codes).
 """
@@ -31,6 +32,8 @@ __all__ = ["VERSION", "build_document", "component", "field_schema"]
 
 VERSION = "1.0.0"
 _PATH_PARAM = re.compile(r"{([a-z_]+)}")
+#: The query parameter of a search by NIK, KK or name (audited: ``edge.services``).
+SEARCH_PARAMETER = "q"
 UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 #: Fields the box fills in itself: a value sent is replaced (the box's village; the
@@ -75,6 +78,9 @@ status: 400 malformed JSON or a body of the wrong shape (unknown top-level keys 
 warnings: send again with `"confirm_warnings": true`), 422 `validation_failed`. Unknown
 fields inside a record are refused (422 `unknown_field`), never silently dropped, and so are
 fields only the district hub writes (422 `readonly`). Messages are in Bahasa Indonesia.
+507 `disk_full`: the box's disk is full and nothing was saved (a change, or the audit row
+that a view of personal data needs); reads go on working, and the same request succeeds
+once space is freed, without a restart.
 
 Lists mask NIK and family-card numbers (`3201********0003`); a household's detail shows
 them in full and that view is written to the audit trail.
@@ -279,6 +285,12 @@ def _components() -> dict[str, Any]:
         "at_ms": {"type": "integer"},
         "message": {"type": "string", "description": "What it means, in Bahasa Indonesia"},
     }
+    check = {
+        "state": {"type": "string", "enum": ["match", "diverged"]},
+        "at_ms": {"type": "integer"},
+        "divergences": {"type": "integer", "description": "Times the hub found a difference"},
+        "records_sent": {"type": "integer", "description": "Records the box sent again"},
+    }
     sync = {
         "node": {"type": "string"},
         "village": {"type": "string"},
@@ -316,6 +328,18 @@ def _components() -> dict[str, Any]:
             "type": "boolean",
             "description": "The box's clock is ahead, or the hub refused it as ahead",
         },
+        "records": {"type": "integer", "description": "Records the box holds"},
+        "digest": {
+            "type": "string",
+            "description": "Root of the box's record digest (16 hex digits, protocol/digest.py)",
+        },
+        "digest_check": {
+            "oneOf": [
+                {"type": "object", "properties": check, "required": list(check)},
+                {"type": "null"},
+            ],
+            "description": "What the hub's last digest comparison said (null before one)",
+        },
     }
     schemas["SyncStatus"] = {"type": "object", "properties": sync, "required": list(sync)}
     schemas["OpenApiDocument"] = {"type": "object"}
@@ -330,6 +354,7 @@ _ERRORS = {
     409: "Only warnings stopped the save: confirm with `confirm_warnings`",
     413: "Request body over the size limit (1 MiB)",
     422: "Validation errors (and warnings), per field",
+    507: "`disk_full`: the box's disk is full, nothing was saved",
 }
 
 
@@ -354,6 +379,9 @@ def _operation(route: Route) -> dict[str, Any]:
         codes.add(404)
     if extra.get("parameters"):
         codes.add(400)
+    searches = any(p.get("name") == SEARCH_PARAMETER for p in extra.get("parameters", ()))
+    if "body" in extra or (names and not route.public) or searches:
+        codes.add(507)  # it writes: the change, or the audit row of a view or a search
     responses: dict[str, Any] = {
         str(status): {
             "description": "OK" if status == 200 else "Created",

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from edge.disk import DiskState
 from edge.metrics import take_snapshot
 from edge.web.app import METRICS, STORE
 from edge.web.routing import PUBLIC, RouteTable
@@ -15,8 +16,13 @@ __all__ = ["routes"]
 routes = RouteTable()
 
 
-@routes.get("/healthz", roles=PUBLIC, summary="Liveness: database writable, clock sane")
+@routes.get(
+    "/healthz", roles=PUBLIC, summary="Liveness: database writable, disk not full, clock sane"
+)
 async def healthz(request: web.Request) -> web.Response:
+    """200 when the box can do its work, else 503 naming the failing check. The database
+    probe takes the write lock but writes nothing, so it cannot see a full disk: the
+    ``disk`` check does (``edge.disk``), and a ``low`` disk is reported without failing."""
     store = request.app[STORE]
     checks: dict[str, str] = {}
     try:
@@ -24,11 +30,22 @@ async def healthz(request: web.Request) -> web.Response:
         checks["database"] = "ok"
     except Exception as exc:  # any failure means not healthy; say which
         checks["database"] = f"error: {type(exc).__name__}"
+    disk = await store.disk_report()
+    checks["disk"] = disk.state.value
     ahead = store.clock.ahead_ms(store.now_ms())
     checks["clock"] = "ok" if ahead <= store.clock.max_drift_ms else f"ahead by {ahead} ms"
-    healthy = all(value == "ok" for value in checks.values())
+    healthy = all(value in ("ok", DiskState.LOW) for value in checks.values())
     return web.json_response(
-        {"status": "ok" if healthy else "error", "checks": checks, "node": store.node},
+        {
+            "status": "ok" if healthy else "error",
+            "checks": checks,
+            "disk": {
+                "free_bytes": disk.free_bytes,
+                "size_bytes": disk.size_bytes,
+                "write_failed_ms": disk.write_failed_ms,
+            },
+            "node": store.node,
+        },
         status=200 if healthy else 503,
     )
 

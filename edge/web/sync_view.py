@@ -13,6 +13,7 @@ from aiohttp import web
 from edge import outbox
 from edge.outbox import QueueState
 from edge.web.app import CONFIG, STORE, SYNC
+from protocol.digest import root_hex
 from protocol.errors import Reason
 
 __all__ = ["REJECT_MESSAGES", "SyncView", "reject_message", "sync_json", "sync_view"]
@@ -106,4 +107,14 @@ def sync_json(view: SyncView, node: str, village: str) -> dict[str, Any]:
         "last_restamp_ms": queue.last_restamp_ms,
         "clock_ahead_ms": view.clock_ahead_ms,
         "clock_wrong": view.clock_wrong,
+        "records": queue.records,
+        "digest": root_hex(queue.digest_root),
+        "digest_check": None
+        if queue.check is None
+        else {
+            "state": queue.check.state,
+            "at_ms": queue.check.at_ms,
+            "divergences": queue.check.divergences,
+            "records_sent": queue.check.records_sent,
+        },
     }

@@ -69,6 +69,7 @@ ACTION_LABELS = {
     "password_set": "Mengganti kata sandi",
     "token_create": "Membuat token API",
     "token_revoke": "Mencabut token API",
+    "clock_confirm": "Mengonfirmasi tanggal hari ini",
 }
 
 
@@ -206,6 +207,7 @@ async def beranda(request: web.Request) -> web.Response:
         "beranda.html",
         counts=counts,
         sync=await sync_view(request.app),
+        disk=await store.disk_report(),
         overdue=overdue,
         overdue_total=overdue_total,
         stale=stale,
@@ -213,4 +215,5 @@ async def beranda(request: web.Request) -> web.Response:
         stale_days=STALE_HOUSEHOLD_DAYS,
         drafts=drafts,
         today=today,
+        box_time=store.box_time(),
     )

@@ -1,12 +1,17 @@
-"""Pages for the box itself: sync status, user accounts and API tokens, the audit trail."""
+"""Pages for the box itself: sync status, today's date when the box's clock is wrong, user
+accounts and API tokens, the audit trail."""
 
 from __future__ import annotations
+
+import re
+from datetime import date
 
 import sqlalchemy as sa
 from aiohttp import web
 
 from edge import auth, db
 from edge.auth import MIN_PASSWORD_LENGTH, ROLE_LABELS, Role
+from edge.boxtime import SOFTWARE_DATE, confirm_today
 from edge.store import Store
 from edge.web.app import CONFIG, STORE, USER, render
 from edge.web.routing import ALL_ROLES, RouteTable
@@ -21,6 +26,7 @@ ADMIN = frozenset({Role.ADMIN})
 AUDITORS = frozenset({Role.ADMIN, Role.KEPALA_DESA})
 #: The sync page lists at most this many records in conflict.
 CONFLICTS_SHOWN = 100
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @routes.get("/sinkronisasi", roles=ALL_ROLES, summary="Sync status with the district hub")
@@ -35,6 +41,69 @@ async def sync_page(request: web.Request) -> web.Response:
     )
     rows = await store.read(lambda conn: conn.execute(in_conflict).all())
     return render(request, "sinkronisasi.html", sync=await sync_view(request.app), conflicts=rows)
+
+
+# --- tanggal perangkat (admin only) --------------------------------------------------------
+
+
+async def _clock_page(
+    request: web.Request,
+    *,
+    error: str | None = None,
+    typed: str = "",
+    notice: str | None = None,
+    status: int = 200,
+) -> web.Response:
+    store = request.app[STORE]
+    return render(
+        request, "jam.html", status, box=store.box_time(), wall_ms=store.now_ms(),
+        confirmation=store.clock_confirmation, error=error, typed=typed, notice=notice,
+    )  # fmt: skip
+
+
+def _confirmed_day_error(typed: str, store: Store) -> str | None:
+    """Why the typed date cannot be today's, in words for the admin; ``None`` if it can.
+
+    A date earlier than the box already knows (without an earlier confirmation, which this
+    one replaces) would change nothing, so it is refused rather than silently ignored.
+    """
+    if not typed:
+        return "Tanggal hari ini wajib diisi."
+    try:
+        # The pattern first: fromisoformat() also takes "20261204" and "2026-W49-5".
+        day = date.fromisoformat(typed) if _ISO_DATE.fullmatch(typed) else None
+    except ValueError:
+        day = None
+    if day is None:
+        return "Tanggal tidak sah (format TTTT-BB-HH)."
+    if day < SOFTWARE_DATE:
+        return "Tanggal ini lebih awal dari pembuatan perangkat lunak ini. Periksa kembali."
+    known = store.box_time(confirmed=False).today
+    if day < known:
+        return (
+            f"Perangkat ini sudah tahu tanggal yang lebih baru ({known:%d-%m-%Y}), "
+            "misalnya dari kabupaten. Periksa kembali."
+        )
+    return None
+
+
+@routes.get("/jam", roles=ADMIN, summary="The date the box uses; confirm today's date")
+async def clock_page(request: web.Request) -> web.Response:
+    return await _clock_page(request)
+
+
+@routes.post("/jam", roles=ADMIN, summary="Confirm today's date while the box's clock is wrong")
+async def clock_confirm(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    typed = str((await request.post()).get("tanggal", "")).strip()
+    error = _confirmed_day_error(typed, store)
+    if error is not None:
+        return await _clock_page(request, error=error, typed=typed, status=422)
+    user = request[USER]
+    await confirm_today(
+        store, date.fromisoformat(typed), actor=user.username, address=request.remote or ""
+    )
+    return await _clock_page(request, notice="Tanggal hari ini dikonfirmasi.")
 
 
 # --- pengguna (admin only) -----------------------------------------------------------------

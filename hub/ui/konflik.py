@@ -33,9 +33,14 @@ __all__ = ["routes"]
 
 routes = RouteTable()
 
+#: How many of the latest resolved conflicts the page lists under the open ones, so that a
+#: verifier sees where one went (settled by a colleague, or by a later save in the village).
+RECENTLY_SETTLED = 20
+
 
 def _shown(conflict: dict[str, Any]) -> dict[str, Any]:
-    """A conflict as the page shows it: the field's label and each version's time."""
+    """A conflict as the page shows it: the field's label, each version's time, and whether
+    a later save on a box settled it (else a person set ``resolution["value"]``)."""
     entity = ENTITIES[conflict["entity"]]
     spec = entity.fields.get(conflict["field"])
     versions = [
@@ -47,6 +52,7 @@ def _shown(conflict: dict[str, Any]) -> dict[str, Any]:
         "entity_label": entity.label,
         "label": spec.label if spec is not None else conflict["field"],
         "versions": versions,
+        "superseded": bool((conflict["resolution"] or {}).get("superseded")),
     }
 
 
@@ -55,13 +61,14 @@ async def _page(
     typed: dict[int, str] | None = None, flash: str | None = None,
 ) -> web.Response:  # fmt: skip
     village = request.query.get("desa", "").strip()
-    conflicts = await request.app[STORE].conflicts(
-        village=village if valid_village(village) else None, limit=200
-    )
+    only = village if valid_village(village) else None
+    store = request.app[STORE]
+    conflicts = await store.conflicts(village=only, limit=200)
+    settled = await store.conflicts(village=only, resolved=True, limit=RECENTLY_SETTLED)
     return render(
         request, "konflik.html", status, conflicts=[_shown(c) for c in conflicts],
-        errors=errors or {}, typed=typed or {}, flash=flash,
-        may_resolve=request[USER].role is Role.VERIFIER,
+        settled=[_shown(c) for c in settled], errors=errors or {}, typed=typed or {},
+        flash=flash, may_resolve=request[USER].role is Role.VERIFIER,
     )  # fmt: skip
 
 

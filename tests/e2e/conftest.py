@@ -4,7 +4,11 @@ and ACL from ``broker-config``, hub workers and boxes as processes; see puskesos
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
+import re
 import sqlite3
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,6 +152,20 @@ def converged(hub: Hub, village: str, boxes: list[Box]) -> bool:
     return all(comparable(box_states(box)) == at_hub for box in boxes)
 
 
+def sign_in(box: Box, username: str, password: str) -> urllib.request.OpenerDirector:
+    """Sign in on the box's web UI as a person would (the form with its CSRF token); the
+    opener keeps the session cookie. A refused sign-in raises ``urllib.error.HTTPError``."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    with opener.open(box.service.url + "/masuk", timeout=10) as response:
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', response.read().decode())
+    assert csrf, "the login page has a CSRF token"
+    form = {"username": username, "password": password, "csrf_token": csrf[1], "next": "/"}
+    opener.open(box.service.url + "/masuk", urllib.parse.urlencode(form).encode(), timeout=10)
+    return opener
+
+
 def register(box: Box, seed: int) -> str:
     """Register a new household through the box's API; returns its id."""
     body = household_body(seed)
@@ -174,5 +192,6 @@ __all__ = [
     "hub_states",
     "meta",
     "register",
+    "sign_in",
     "wait_for",
 ]

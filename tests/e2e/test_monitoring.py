@@ -4,8 +4,6 @@ stale, while the others stay fresh."""
 
 from __future__ import annotations
 
-import http.cookiejar
-import re
 import shutil
 import time
 import urllib.error
@@ -17,7 +15,7 @@ import pytest
 
 from puskesos import __version__
 from puskesos.fleet import Box, Hub
-from tests.e2e.conftest import QUICK, VILLAGE_A, VILLAGE_B, converged, register, wait_for
+from tests.e2e.conftest import QUICK, VILLAGE_A, VILLAGE_B, converged, register, sign_in, wait_for
 from tests.metrics_text import value
 
 pytestmark = pytest.mark.slow
@@ -35,16 +33,8 @@ def scrape(hub: Hub) -> str:
 
 def fail_login(box: Box, username: str) -> None:
     """Try to log in on the box's web UI with a wrong password, as a stranger would."""
-    opener = urllib.request.build_opener(
-        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-    )
-    with opener.open(box.service.url + "/masuk", timeout=10) as response:
-        page = response.read().decode()
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert csrf, "the login page has a CSRF token"
-    form = {"username": username, "password": "bukan-sandinya", "csrf_token": csrf[1], "next": "/"}
     try:
-        opener.open(box.service.url + "/masuk", urllib.parse.urlencode(form).encode(), timeout=10)
+        sign_in(box, username, "bukan-sandinya")
     except urllib.error.HTTPError as refused:
         assert refused.code in (400, 401, 403, 429), refused.code
 

@@ -3,6 +3,7 @@ uses, running them again changes nothing, and the audit trail cannot be edited."
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -46,7 +47,9 @@ def test_upgrading_again_changes_nothing_and_keeps_the_data(tmp_path):
     upgrade(path)
     assert schema(path) == before
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT value FROM meta").fetchall() == [("3201022001",)]
+        assert connection.execute("SELECT value FROM meta WHERE key = 'village'").fetchall() == [
+            ("3201022001",)
+        ]
         assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
             (head(),)
         ]
@@ -70,3 +73,36 @@ def test_the_audit_trail_refuses_update_and_delete(tmp_path):
         assert connection.execute("SELECT actor, action FROM audit").fetchall() == [
             ("operator1", "view")
         ]
+
+
+def test_a_box_of_the_previous_release_gets_digests_of_the_records_it_holds(tmp_path):
+    from alembic import command
+
+    from edge.db import _alembic_config
+    from protocol.changes import Change, FieldVersion
+    from protocol.digest import from_signed, record_digest
+    from protocol.jsonform import dump_state, load_state
+    from protocol.merge import merge
+    from tests.factories import new_id
+
+    path = tmp_path / "edge.sqlite"
+    command.upgrade(_alembic_config(path), "0005")
+    with sqlite3.connect(path) as connection:
+        for number in range(3):
+            record_id = new_id()
+            fields = {"address": FieldVersion(f"Jl. Mawar {number}", 1 << 20, "edge-a1", ())}
+            change = Change("household", record_id, "3201022001", "edge-a1", fields)
+            connection.execute(
+                "INSERT INTO records(id, entity, village, state, data, created_ms, updated_ms) "
+                "VALUES (?, 'household', '3201022001', ?, '{}', 1, 1)",
+                (record_id, dump_state(merge(None, change).state)),
+            )
+    upgrade(path)
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute("SELECT id, entity, state, digest FROM records").fetchall()
+        root = connection.execute("SELECT value FROM meta WHERE key = 'digest'").fetchone()[0]
+    expected = 0
+    for record_id, entity, state, digest in rows:
+        assert from_signed(digest) == record_digest(entity, record_id, load_state(state))
+        expected ^= from_signed(digest)
+    assert json.loads(root) == {"root": expected, "records": 3}

@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hub import db
 from hub.config import HubConfig
 from hub.web import add_token, create_app
+from protocol.merge import merge
 from protocol.telemetry import Telemetry
 from tests.factories import DEFAULT_VILLAGE, new_id
 from tests.hub.boxes import Box, enrol
@@ -89,6 +90,26 @@ async def test_a_resolution_with_an_invalid_value_is_refused(api, hub_store):
     )
     assert response.status == 400
     assert len((await get(api, "/api/v1/conflicts"))["conflicts"]) == 1
+
+
+async def test_a_conflict_a_later_save_on_a_box_settled_is_listed_with_how(api, hub_store):
+    a, b = Box("edge-a"), Box("edge-b")
+    await enrol(hub_store, a, b)
+    record = new_id()
+    now = hub_store.wall()
+    from_a = a.edit(record, now, address="Jl. Mawar")
+    from_b = b.edit(record, now + 5, address="Jl. Melati")
+    await hub_store.apply(a.batch(from_a), "edge-a")
+    assert (await hub_store.apply(b.batch(from_b), "edge-b")).conflicts == 1
+    # edge-a receives edge-b's version (the downlink), and its user saves the address again.
+    a.states[record] = merge(a.states[record], from_b).state
+    await hub_store.apply(a.batch(a.edit(record, now + 60, address="Jl. Mawar 3")), "edge-a")
+
+    assert (await get(api, "/api/v1/conflicts"))["conflicts"] == []
+    [settled] = (await get(api, "/api/v1/conflicts", resolved="true"))["conflicts"]
+    assert settled["field"] == "address" and settled["resolved_by"] == "edge-a"
+    assert settled["resolution"] == {"superseded": True}
+    assert settled["resolved_ms"] is not None
 
 
 async def test_the_device_list_shows_stream_state(api, hub_store):

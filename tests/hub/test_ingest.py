@@ -191,6 +191,25 @@ async def test_the_brokers_own_statistics_become_metrics(worker):
     assert counter(worker, "puskesos_hub_broker_connected") == 1
 
 
+async def test_a_worker_kicked_off_by_a_client_with_its_id_shows_it_on_metrics(worker, mosquitto):
+    """Issue 14: another client held the worker's client id, the broker kept dropping the
+    worker, and ``broker_connected`` still read 1 at every scrape."""
+    assert counter(worker, "puskesos_hub_broker_connects_total") == 1
+    assert counter(worker, "puskesos_hub_broker_disconnects_total") == 0
+    intruder = MqttLink(BrokerConfig(port=mosquitto.port), client_id=worker.link.client_id)
+    await intruder.start()
+    try:
+        for _ in range(100):
+            if counter(worker, "puskesos_hub_broker_disconnects_total"):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await intruder.stop()
+    assert counter(worker, "puskesos_hub_broker_disconnects_total") >= 1
+    assert await worker.link.wait_connected(10), "the worker comes back once the id is free"
+    assert counter(worker, "puskesos_hub_broker_connects_total") >= 2
+
+
 async def test_a_status_the_broker_kept_does_not_revive_a_dead_box(hub_store, mosquitto):
     box = Box("edge-a")
     await enrol(hub_store, box)
@@ -230,3 +249,58 @@ async def test_broker_statistics_that_stop_coming_disappear():
     value, _ = stats.values["$SYS/broker/uptime"]
     stats.values["$SYS/broker/uptime"] = (value, time.monotonic() - SYS_FRESH_S - 1)
     assert list(stats.collect()) == [], "a value older than 5 min is not shown"
+
+
+async def _down_batches_for_stopped_box(hub_store, peer_a: Peer, a: Box, b: Box) -> None:
+    """Box B has said hello and gone; box A makes two changes: the hub stores down batches
+    1 and 2 for B."""
+    for rt in ("001", "002"):
+        await peer_a.send(TopicKind.UP, encode(a.batch(a.edit(new_id(), hub_store.wall(), rt=rt))))
+        assert (await peer_a.next())[0] == "ack"
+    for _ in range(50):
+        if (await hub_store.device(b.node)).down_seq == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert (await hub_store.device(b.node)).down_seq == 2
+
+
+async def _device_when(hub_store, node: str, done) -> object:
+    for _ in range(50):
+        device = await hub_store.device(node)
+        if done(device):
+            break
+        await asyncio.sleep(0.1)
+    return device
+
+
+@pytest.mark.parametrize("word", ["ack", "status"])
+async def test_a_box_whose_down_acks_were_lost_leaves_no_hole_at_the_hub(
+    worker, hub_store, mosquitto, word
+):
+    a, b = Box("edge-a"), Box("edge-b")
+    await enrol(hub_store, a, b)
+    async with Peer(a, mosquitto.port) as peer_a:
+        await _down_batches_for_stopped_box(hub_store, peer_a, a, b)
+        async with Peer(b, mosquitto.port) as peer_b:
+            if word == "ack":  # B applied both; the ack of 1 was lost, the ack of 2 says so
+                await peer_b.send(TopicKind.DOWN_ACK, encode(Ack("edge-b", 2, 2, Direction.DOWN)))
+            else:  # both acks were lost; B's next status says what it has applied
+                online = Status("online", down_watermark=2, wall_ms=hub_store.wall())
+                await peer_b.send(TopicKind.STATUS, encode_status(online))
+            device = await _device_when(hub_store, "edge-b", lambda d: d.down_watermark == 2)
+    assert (device.down_watermark, device.down_above) == (2, "[]")
+    assert await _stored_down_batches(hub_store, "edge-b") == []
+    # A box cannot claim more than the hub has numbered.
+    await hub_store.note_status("edge-b", Status("online", down_watermark=9))
+    assert (await hub_store.device("edge-b")).down_watermark == 2
+
+
+async def _stored_down_batches(hub_store, node: str) -> list[int]:
+    import sqlalchemy as sa
+
+    from hub import db
+
+    d = db.down_batches
+    async with hub_store.engine.connect() as conn:
+        rows = await conn.execute(sa.select(d.c.seq).where(d.c.node == node))
+        return [row.seq for row in rows]

@@ -340,6 +340,21 @@ async def test_a_conflict_is_resolved_from_the_page(client, hub_store):
     assert "Tidak ada konflik terbuka" in await done.text()
     assert await hub_store.conflicts() == []
     assert any(a[1] == "conflict.resolve" for a in await audit_actions(hub_store))
+    settled = await (await client.get("/konflik")).text()
+    assert "Baru diselesaikan" in settled and "Nilai ditetapkan: Jl. Melati 2" in settled
+
+
+async def test_a_conflict_a_later_save_in_the_village_settled_shows_as_settled(client, hub_store):
+    household = await _conflict(hub_store)
+    box = Box("edge-a")
+    box.states[household] = (await hub_store.record_state(household)) or {}
+    box.seq = 1_000  # after the batches _conflict sent
+    later = box.edit(household, hub_store.wall() + 60_000, address="Jl. Mawar 3")
+    await hub_store.apply(box.batch(later), "edge-a")
+    await login(client, "verif")
+    page = await (await client.get("/konflik")).text()
+    assert "Tidak ada konflik terbuka" in page
+    assert "Diselesaikan oleh simpanan baru di desa" in page and "edge-a" in page
 
 
 async def test_a_typed_value_is_validated_before_it_resolves(client, hub_store):

@@ -347,6 +347,38 @@ def test_nik_disagreeing_with_the_member_is_a_warning() -> None:
     assert warnings_only(issues) == issues
 
 
+def test_a_device_whose_clock_is_wrong_warns_about_a_later_date_and_refuses_nothing() -> None:
+    """``today`` is then only the best date the device knows: a birth date or a complaint
+    received after it must be confirmed, not refused; with a right clock it is refused."""
+    later = {"birth_date": "2025-06-02"}
+    assert codes(validate_fields(MEMBER, later, is_new=False, today=TODAY)) == {
+        ("date_in_future", E)
+    }
+    doubtful = validate_fields(MEMBER, later, is_new=False, today=TODAY, clock_trusted=False)
+    assert codes(doubtful) == {("date_after_box_clock", W)}
+    assert doubtful[0].message() == (
+        "Tanggal lahir setelah tanggal hari ini menurut perangkat ini (01-06-2025). Jam "
+        "perangkat ini mungkin salah: periksa tanggalnya, lalu simpan bila sudah benar."
+    )
+    assert_renders(doubtful[0])
+    received = {"received_date": "2025-07-01"}
+    issues = validate_fields(COMPLAINT, received, is_new=False, today=TODAY, clock_trusted=False)
+    assert codes(issues) == {("date_after_box_clock", W)}
+
+    # A pregnant mother born after the device's today: her age is as wrong as its date.
+    mother = person("kepala_keluarga", sex="perempuan", birth_date="2001-03-01", pregnant=True)
+    household, members = household_of(mother, person(birth_date="2026-02-01"))
+    early = date(2000, 1, 1)
+    assert has_errors(validate_household(household, members, today=early))
+    issues = validate_household(household, members, today=early, clock_trusted=False)
+    assert not has_errors(issues)
+    assert by_field(issues) == {
+        ("members[0].birth_date", "date_after_box_clock"),
+        ("members[0].pregnant", "pregnant_age"),
+        ("members[1].birth_date", "date_after_box_clock"),
+    }
+
+
 def test_missing_required_fields_on_create() -> None:
     issues = validate_fields(MEMBER, {}, is_new=True, today=TODAY)
     assert by_field(issues) == {(name, "required") for name in MEMBER.required}
