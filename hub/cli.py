@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hub import auth, cycle_commands, devices, forward, keys
+from hub import auth, cycle_commands, devices, forward, keys, registry_commands
 from hub.config import HubConfig, load_config, render_toml
 from protocol.ids import is_node_id
 from puskesos.commands import CommandError, guarded
@@ -81,6 +81,7 @@ def add_parser(subparsers: Any) -> None:
     forward.add_commands(commands)
     cycle_commands.add_commands(commands)
     auth.add_commands(commands)
+    registry_commands.add_commands(commands)
 
 
 def broker_password(config: HubConfig) -> str | None:

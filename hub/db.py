@@ -33,6 +33,8 @@ __all__ = [
     "period_villages",
     "periods",
     "records",
+    "registry_imports",
+    "registry_rows",
     "sessions",
     "snapshot_rows",
     "upgrade",
@@ -157,6 +159,32 @@ clocks = sa.Table(
     metadata,
     sa.Column("node", sa.Text, primary_key=True),
     sa.Column("state", sa.BigInteger, nullable=False),
+)
+
+#: The district's registry extracts (docs/registry.md): one row per import command.
+registry_imports = sa.Table(
+    "registry_imports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("started_ms", sa.BigInteger, nullable=False),
+    sa.Column("finished_ms", sa.BigInteger),
+    sa.Column("files", sa.Text, nullable=False),
+    sa.Column("summary", sa.Text),
+)
+
+#: The link of each record imported to its extract id, and the values last imported: a
+#: re-import writes only what changed, and flags what a newer extract no longer lists.
+registry_rows = sa.Table(
+    "registry_rows",
+    metadata,
+    sa.Column("entity", sa.Text, primary_key=True),
+    sa.Column("registry_id", sa.Text, primary_key=True),
+    sa.Column("record_id", sa.Text, nullable=False),
+    sa.Column("village", sa.Text, nullable=False),
+    sa.Column("imported", sa.Text, nullable=False),
+    sa.Column("import_id", sa.Integer, nullable=False),
+    sa.Column("missing", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_registry_rows_village", "village", "import_id"),
 )
 
 api_tokens = sa.Table(

@@ -225,38 +225,10 @@ class HubStore:
                     f"record {change.record_id} names village {change.village}, "
                     f"node {batch.node} belongs to {village}",
                 )
-        ids = sorted({change.record_id for change in batch.changes})
-        stored = await self._load(conn, ids)
         now = self.wall()
-        working: dict[str, dict[str, Any]] = {}
-        found: dict[tuple[str, str], Frontier] = {}
-        touched: set[tuple[str, str]] = set()
-        for change in batch.changes:
-            current = working.get(change.record_id) or stored.get(change.record_id)
-            if current is not None:
-                if current["village"] != village:
-                    raise _Refused(
-                        Reason.WRONG_VILLAGE,
-                        f"record {change.record_id} belongs to village {current['village']}",
-                    )
-                if current["entity"] != change.entity:
-                    raise _Refused(
-                        Reason.INVALID_CHANGE,
-                        f"record {change.record_id} is a {current['entity']}, not {change.entity}",
-                    )
-            before = current["state"] if current else None
-            result = merge(before, change)
-            row = dict(current) if current else {"created_ms": now, "is_new": True}
-            row.update(entity=change.entity, village=village, state=result.state)
-            if change.entity in _REVIEWED and values(before or {}) != values(result.state):
-                row["pending"] = True  # a box changed it: the district reviews it
-            working[change.record_id] = row
-            for name in result.changed:
-                touched.add((change.record_id, name))
-            for conflict in result.conflicts:
-                found[(change.record_id, conflict.field)] = conflict.versions
-        log_seq = await self._write_records(conn, working, log_seq, now)
-        await self._record_conflicts(conn, working, found, touched, now, batch.node)
+        log_seq, conflicts = await self.merge_changes(
+            conn, village, batch.changes, log_seq, now, by=batch.node, review=True
+        )
         applied = applied.add(batch.seq)
         watermark, above = applied.to_state()
         await conn.execute(
@@ -274,9 +246,64 @@ class HubStore:
             Outcome.APPLIED,
             village=village,
             changes=len(batch.changes),
-            conflicts=len(found),
+            conflicts=conflicts,
             ack=Ack(batch.node, batch.seq, watermark),
         )
+
+    async def merge_changes(
+        self,
+        conn: AsyncConnection,
+        village: str,
+        changes: Sequence[Change],
+        log_seq: int,
+        now: int,
+        *,
+        by: str,
+        review: bool,
+    ) -> tuple[int, int]:
+        """Merge ``changes`` (records of ``village``) into the stored records, open or settle
+        their conflicts and write them, each with the next ``log_seq``; the caller holds the
+        village lock, and moves the village's ``log_seq`` on. ``review``: records whose
+        shown values change wait for the district's review (a box's changes; not the
+        district's own imports). Returns the new ``log_seq`` and the conflicts found.
+
+        Raises ``_Refused`` for a record of another village or entity."""
+        ids = sorted({change.record_id for change in changes})
+        stored = await self._load(conn, ids)
+        working: dict[str, dict[str, Any]] = {}
+        found: dict[tuple[str, str], Frontier] = {}
+        touched: set[tuple[str, str]] = set()
+        for change in changes:
+            current = working.get(change.record_id) or stored.get(change.record_id)
+            if current is not None:
+                if current["village"] != village:
+                    raise _Refused(
+                        Reason.WRONG_VILLAGE,
+                        f"record {change.record_id} belongs to village {current['village']}",
+                    )
+                if current["entity"] != change.entity:
+                    raise _Refused(
+                        Reason.INVALID_CHANGE,
+                        f"record {change.record_id} is a {current['entity']}, not {change.entity}",
+                    )
+            before = current["state"] if current else None
+            result = merge(before, change)
+            row = dict(current) if current else {"created_ms": now, "is_new": True}
+            row.update(entity=change.entity, village=village, state=result.state)
+            if (
+                review
+                and change.entity in _REVIEWED
+                and values(before or {}) != values(result.state)
+            ):
+                row["pending"] = True  # a box changed it: the district reviews it
+            working[change.record_id] = row
+            for name in result.changed:
+                touched.add((change.record_id, name))
+            for conflict in result.conflicts:
+                found[(change.record_id, conflict.field)] = conflict.versions
+        log_seq = await self._write_records(conn, working, log_seq, now)
+        await self._record_conflicts(conn, working, found, touched, now, by)
+        return log_seq, len(found)
 
     async def _load(self, conn: AsyncConnection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         stored: dict[str, dict[str, Any]] = {}
@@ -516,7 +543,7 @@ class HubStore:
             for name in values_by_record[record_id]
             for version in records[record_id]["state"].get(name, ())
         )
-        stamp = await self._stamp(conn, frontiers)
+        stamp = await self.stamp(conn, frontiers)
         village = ""
         for record_id in ids:
             record = records[record_id]
@@ -534,16 +561,20 @@ class HubStore:
             )
         return log_seq
 
-    async def _stamp(self, conn: AsyncConnection, frontier: Frontier) -> int:
-        """A new stamp of this hub node, after everything in ``frontier``; the clock state
-        is persisted in the caller's transaction."""
-        query = sa.select(db.clocks.c.state).where(db.clocks.c.node == self.node)
+    async def stamp(
+        self, conn: AsyncConnection, frontier: Frontier, *, node: str | None = None
+    ) -> int:
+        """A new stamp of this hub node (or of ``node``, a writer of the hub's own such as
+        the registry import), after everything in ``frontier``; the clock state is
+        persisted in the caller's transaction."""
+        node = node or self.node
+        query = sa.select(db.clocks.c.state).where(db.clocks.c.node == node)
         state = (await conn.execute(query)).scalar_one_or_none() or 0
-        clock = HybridClock(self.node, state=max([state, *(v.time for v in frontier)]))
+        clock = HybridClock(node, state=max([state, *(v.time for v in frontier)]))
         stamp = clock.now(self.wall()).time
         await conn.execute(
             self._insert(db.clocks)
-            .values(node=self.node, state=stamp)
+            .values(node=node, state=stamp)
             .on_conflict_do_update(index_elements=["node"], set_={"state": stamp})
         )
         return stamp

@@ -52,7 +52,7 @@ RECORD_ID_KEY = "id"
 #: added, and mark what was added with ``since`` / ``codes_since``.
 #: 1: the first release. 2: the district's review and published results (household
 #: ``decile_period``, ``eligible_programmes``, ``review_*``; member status ``ganda``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 K = FieldKind
 
@@ -265,6 +265,10 @@ HOUSEHOLD = EntitySchema(
             "review_note", K.TEXT, "Catatan verifikasi", max_length=1000, readonly=True, since=2
         ),
         FieldSpec("review_date", K.DATE, "Tanggal verifikasi", readonly=True, since=2),
+        # The district's registry extract's own id of the family (docs/registry.md).
+        FieldSpec(
+            "registry_id", K.TEXT, "ID keluarga DTSEN", max_length=64, readonly=True, since=3
+        ),
         _text("notes", "Catatan", 1000),
     ),
 )
@@ -356,6 +360,7 @@ MEMBER = EntitySchema(
             kind=K.ENUM_SET,
         ),
         FieldSpec("pregnant", K.BOOL, "Sedang hamil"),
+        FieldSpec("registry_id", K.TEXT, "ID anggota DTSEN", max_length=64, readonly=True, since=3),
         # Never delete a person: someone who moved or died gets a status.
         _enum(
             "status",

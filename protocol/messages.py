@@ -23,6 +23,29 @@ MESSAGES: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
         # --- the shape of a value (protocol.schema) and the generic field rules ---
         "invalid_value": ("Isian tidak sah.", "Invalid value."),
+        # --- rows of a district's registry extract (protocol.registry, hub.registry) ---
+        "registry_id_missing": (
+            "Baris ini tidak punya ID keluarga atau ID anggota DTSEN.",
+            "The row has no registry household or member id.",
+        ),
+        "registry_id_twice": (
+            "ID {id} sudah ada di baris lain dengan isi berbeda; baris ini tidak disimpan.",
+            "Id {id} appears on another row with other values; this row is not saved.",
+        ),
+        "registry_household_missing": (
+            "Keluarga dengan ID {id} tidak ada di data ini maupun di kabupaten.",
+            "No household with id {id} in this extract or at the hub.",
+        ),
+        "registry_moved": (
+            "ID {id} sudah tercatat di desa {village}; perpindahan desa diusulkan lewat desa, "
+            "bukan lewat impor.",
+            "Id {id} is registered in village {village}; a move is proposed by the village, "
+            "not imported.",
+        ),
+        "registry_other_village": (
+            "Anggota ini tercatat di desa {village}, keluarganya di desa {household_village}.",
+            "The member is listed in village {village}, its household in {household_village}.",
+        ),
         "unknown_field": (
             "Isian {field} tidak dikenal.",
             "Unknown field {field}.",

@@ -95,3 +95,65 @@ def test_a_hub_in_the_field_gets_its_box_settled_conflicts_readable(empty_url):
     assert (by_box["resolved_by"], by_box["resolution"]) == ("edge-a", {"superseded": True})
     assert (by_person["resolved_by"], by_person["resolution"]) == ("rina", {"value": "Jl. A"})
     assert differences(empty_url) == ([], ScriptDirectory(str(MIGRATIONS)).get_current_head())
+
+
+def test_a_hub_in_the_field_gets_digests_of_the_records_it_holds(empty_url):
+    """0005 computes the anti-entropy digests of the records a hub already holds, and each
+    village's root and count, as the code would have kept them."""
+    from protocol.changes import Change, FieldVersion
+    from protocol.digest import from_signed, record_digest
+    from protocol.jsonform import dump_state
+    from protocol.merge import merge
+    from tests.factories import new_id
+
+    upgrade(empty_url, "0004")
+    villages = {"3201022001": [new_id(), new_id()], "3201022002": [new_id()]}
+
+    async def insert() -> None:
+        engine = create_engine(empty_url)
+        try:
+            async with engine.begin() as conn:
+                for village, ids in villages.items():
+                    await conn.execute(db.villages.insert().values(code=village, log_seq=9))
+                    for number, record_id in enumerate(ids):
+                        version = FieldVersion(f"Jl. {number}", 1 << 20, "edge-a", ())
+                        change = Change("household", record_id, village, "edge-a",
+                                        {"address": version})  # fmt: skip
+                        await conn.execute(
+                            sa.text(
+                                "INSERT INTO records (id, entity, village, state, data, log_seq, "
+                                "created_ms, updated_ms) VALUES (:i, 'household', :v, :s, '{}', "
+                                ":n, 1, 1)"
+                            ),
+                            {"i": record_id, "v": village, "n": number + 1,
+                             "s": dump_state(merge(None, change).state)},
+                        )  # fmt: skip
+        finally:
+            await engine.dispose()
+
+    async def read() -> tuple[list, list]:
+        engine = create_engine(empty_url)
+        try:
+            async with engine.connect() as conn:
+                records = (await conn.execute(
+                    sa.select(db.records.c.id, db.records.c.village, db.records.c.state,
+                              db.records.c.digest))).all()  # fmt: skip
+                roots = (await conn.execute(
+                    sa.select(db.villages.c.code, db.villages.c.digest, db.villages.c.records)
+                )).all()  # fmt: skip
+            return records, roots
+        finally:
+            await engine.dispose()
+
+    asyncio.run(insert())
+    upgrade(empty_url)
+    records, roots = asyncio.run(read())
+    from protocol.jsonform import load_state
+
+    expected: dict[str, int] = {}
+    for record_id, village, state, digest in records:
+        assert from_signed(digest) == record_digest("household", record_id, load_state(state))
+        expected[village] = expected.get(village, 0) ^ from_signed(digest)
+    assert {code: (from_signed(root), count) for code, root, count in roots} == {
+        village: (expected[village], len(ids)) for village, ids in villages.items()
+    }

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import protocol.identity
+import protocol.registry
 import protocol.schema
 import protocol.validate
 from protocol.entities import (
@@ -648,12 +649,18 @@ def test_the_default_village_exists() -> None:
 
 # --- messages -------------------------------------------------------------------------------
 
-_VALIDATION_MODULES = (protocol.validate, protocol.identity, protocol.schema)
+_VALIDATION_MODULES = (
+    protocol.validate,
+    protocol.identity,
+    protocol.schema,
+    protocol.registry,
+)
 
 
 def _codes_in_source() -> set[str]:
-    """Codes written in the validation modules: the code argument of ``Issue.error``,
-    ``Issue.warning`` and ``WireProblem``, and ``*_code=`` keyword arguments."""
+    """Codes written in the validation modules (and the registry import's): the code
+    argument of ``Issue.error``, ``Issue.warning``, ``WireProblem`` and ``RowIssue``, and
+    ``*_code=`` keyword arguments."""
     found: set[str] = set()
 
     def literals(node: ast.expr) -> list[str]:
@@ -670,7 +677,7 @@ def _codes_in_source() -> set[str]:
                 continue
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if name in ("error", "warning") and len(node.args) >= 2:
+            if name in ("error", "warning", "RowIssue") and len(node.args) >= 2:
                 found.update(literals(node.args[1]))
             if name == "WireProblem" and node.args:
                 found.update(literals(node.args[0]))

@@ -1,0 +1,415 @@
+"""Importing the district's registry extract into the hub (``docs/registry.md``, section 1).
+
+Rows are read one at a time (:mod:`hub.registry_files`), turned into households and
+members and checked (:mod:`protocol.registry`), and written in chunks, one transaction per
+village and chunk, as versions of the writer :data:`REGISTRY_NODE`. ``registry_rows``
+links each extract id to its record and keeps the values last imported, so that a
+re-import writes only what changed and a field a box changed since is a conflict, not an
+overwrite. Imported records reach the boxes through the ordinary downlink.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, TextIO
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hub import audit, db
+from hub.registry_files import open_rows
+from hub.store import HubStore
+from protocol.changes import Change, FieldVersion
+from protocol.entities import HOUSEHOLD, MEMBER
+from protocol.ids import uuid7
+from protocol.merge import Frontier, values
+from protocol.registry import ImportIssues, Layout, RowIssue, RowPart, check_part, parse_row
+
+__all__ = ["REGISTRY_NODE", "ImportSummary", "Report", "import_files"]
+
+#: The writer of every imported version: a hub-side node of its own, so the import's own
+#: history of a field can be told from what boxes and the district wrote.
+REGISTRY_NODE = "registry"
+#: Records per transaction (per village).
+CHUNK = 2000
+
+
+@dataclass
+class ImportSummary:
+    """What an import did; ``rows == written + unchanged + refused``."""
+
+    rows: int = 0
+    written: int = 0
+    unchanged: int = 0
+    refused: int = 0
+    created: int = 0
+    updated: int = 0
+    conflicts: int = 0
+    warnings: int = 0
+    missing: int = 0
+    villages: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows, "written": self.written, "unchanged": self.unchanged,
+            "refused": self.refused, "created": self.created, "updated": self.updated,
+            "conflicts": self.conflicts, "warnings": self.warnings, "missing": self.missing,
+            "villages": dict(self.villages),
+        }  # fmt: skip
+
+
+class Report:
+    """The error report: CSV with ``berkas, baris, kolom, kode, tingkat, pesan``."""
+
+    HEADER = ("berkas", "baris", "kolom", "kode", "tingkat", "pesan")
+
+    def __init__(self, out: TextIO) -> None:
+        self._writer = csv.writer(out)
+        self._writer.writerow(self.HEADER)
+        self.errors = 0
+        self.warnings = 0
+
+    def add(self, where: tuple[str, int], issue: RowIssue) -> None:
+        level = "kesalahan" if issue.level == "error" else "peringatan"
+        self._writer.writerow((*where, issue.column, issue.code, level, issue.message))
+        if issue.level == "error":
+            self.errors += 1
+        else:
+            self.warnings += 1
+
+
+@dataclass
+class _Pending:
+    part: RowPart
+    where: tuple[str, int]
+    warnings: list[RowIssue]
+
+
+@dataclass
+class _Import:
+    store: HubStore
+    layout: Layout
+    report: Report
+    today: date
+    import_id: int
+    summary: ImportSummary = field(default_factory=ImportSummary)
+    #: Row outcomes of the chunk being written: (file, row) → "refused"/"written"/...
+    outcome: dict[tuple[str, int], str] = field(default_factory=dict)
+    seen_villages: set[str] = field(default_factory=set)
+
+    def note(self, where: tuple[str, int], what: str) -> None:
+        order = ("unchanged", "written", "refused")
+        before = self.outcome.get(where, "unchanged")
+        self.outcome[where] = max(before, what, key=order.index)
+
+    def refuse(self, where: tuple[str, int], issue: RowIssue) -> None:
+        self.report.add(where, issue)
+        self.note(where, "refused")
+
+    def settle_rows(self) -> None:
+        counts = Counter(self.outcome.values())
+        self.summary.written += counts["written"]
+        self.summary.unchanged += counts["unchanged"]
+        self.summary.refused += counts["refused"]
+        self.outcome.clear()
+
+
+async def import_files(
+    store: HubStore,
+    paths: Sequence[Path],
+    layout: Layout,
+    report: Report,
+    *,
+    today: date,
+    progress: Callable[[int, float], None] | None = None,
+) -> ImportSummary:
+    """Import ``paths`` (households and members, in one file or several) and return the
+    summary; bad rows go to ``report`` and nothing of them is written."""
+    async with store.engine.begin() as conn:
+        result = await conn.execute(
+            db.registry_imports.insert().values(
+                started_ms=store.wall(), files=json.dumps([p.name for p in paths])
+            )
+        )
+        import_id = int(result.inserted_primary_key[0])
+    run = _Import(store, layout, report, today, import_id)
+    pending: list[_Pending] = []
+    for index, path in enumerate(paths):
+        reader = open_rows(path)
+        for number, row in reader:
+            where = (path.name, number)
+            run.summary.rows += 1
+            run.note(where, "unchanged")
+            parts, issues = parse_row(row, layout)
+            for issue in issues:
+                run.refuse(where, issue)
+            for part in parts:
+                found = check_part(part, layout, today=today)
+                errors = [i for i in found if i.level == "error"]
+                for issue in errors:
+                    run.refuse(where, issue)
+                if not errors:
+                    pending.append(_Pending(part, where, [i for i in found if i.level != "error"]))
+            if len(pending) >= CHUNK:
+                await _flush(run, pending)
+                pending = []
+            if progress is not None and run.summary.rows % 1000 == 0:
+                progress(run.summary.rows, (index + reader.fraction) / len(paths))
+    await _flush(run, pending)
+    run.summary.missing = await _flag_missing(store, import_id, run.seen_villages)
+    run.summary.warnings = report.warnings
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            db.registry_imports.update()
+            .where(db.registry_imports.c.id == import_id)
+            .values(finished_ms=store.wall(), summary=json.dumps(run.summary.as_dict()))
+        )
+    if progress is not None:
+        progress(run.summary.rows, 1.0)
+    return run.summary
+
+
+async def _flush(run: _Import, pending: list[_Pending]) -> None:
+    """Write a chunk: its households first (members link to them), then its members."""
+    households = [p for p in pending if p.part.entity == HOUSEHOLD.name]
+    members = [p for p in pending if p.part.entity == MEMBER.name]
+    for village, group in _by_village(households, lambda p: str(p.part.values["village_code"])):
+        await _write(run, village, HOUSEHOLD.name, group)
+    if members:
+        members = await _link_members(run, members)
+        for village, group in _by_village(members, lambda p: str(p.part.values["_village"])):
+            await _write(run, village, MEMBER.name, group)
+    run.settle_rows()
+
+
+def _by_village(
+    items: Iterable[_Pending], village_of: Callable[[_Pending], str]
+) -> list[tuple[str, list[_Pending]]]:
+    groups: dict[str, list[_Pending]] = {}
+    for item in items:
+        groups.setdefault(village_of(item), []).append(item)
+    return sorted(groups.items())
+
+
+async def _link_members(run: _Import, members: list[_Pending]) -> list[_Pending]:
+    """Members whose household is known, with ``household_id`` set; the others are
+    refused (an unknown household, or one of another village)."""
+    ids = sorted({m.part.household_registry_id for m in members})
+    rr = db.registry_rows
+    async with run.store.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(rr.c.registry_id, rr.c.record_id, rr.c.village).where(
+                rr.c.entity == HOUSEHOLD.name, rr.c.registry_id.in_(ids)
+            )
+        )
+        households = {row.registry_id: (row.record_id, row.village) for row in rows}
+    linked = []
+    for member in members:
+        part = member.part
+        if run.outcome.get(member.where) == "refused":
+            continue  # its row's household part was refused: nothing of the row is written
+        household = households.get(part.household_registry_id)
+        if household is None:
+            issue = ImportIssues.household_missing(
+                run.layout.member_household, part.household_registry_id
+            )
+            run.refuse(member.where, issue)
+            continue
+        record_id, village = household
+        if part.village and part.village != village:
+            column = _village_column(run.layout, part)
+            run.refuse(member.where, ImportIssues.other_village(column, part.village, village))
+            continue
+        part.values["household_id"] = record_id
+        part.values["_village"] = village
+        linked.append(member)
+    return linked
+
+
+async def _write(run: _Import, village: str, entity: str, group: list[_Pending]) -> None:
+    """One village's records of a chunk, in one transaction (see the module docstring)."""
+    store, rr = run.store, db.registry_rows
+    run.seen_villages.add(village)
+    async with store.engine.begin() as conn:
+        log_seq = await store.lock_village(conn, village)
+        ids = [p.part.registry_id for p in group]
+        links = {
+            row.registry_id: row
+            for row in await conn.execute(
+                sa.select(rr).where(rr.c.entity == entity, rr.c.registry_id.in_(ids))
+            )
+        }
+        plans: list[tuple[_Pending, str, dict[str, object], dict[str, object]]] = []
+        taken: dict[str, dict[str, object]] = {}
+        for item in group:
+            part = item.part
+            imported = {k: v for k, v in part.values.items() if not k.startswith("_")}
+            if part.registry_id in taken:  # twice in this chunk
+                _twice(run, item, taken[part.registry_id], imported)
+                continue
+            link = links.get(part.registry_id)
+            if link is not None and link.village != village:
+                column = _village_column(run.layout, part)
+                run.refuse(item.where, ImportIssues.moved(column, part.registry_id, link.village))
+                continue
+            before = json.loads(link.imported) if link is not None else {}
+            if link is not None and link.import_id == run.import_id:
+                _twice(run, item, before, imported)
+                continue
+            taken[part.registry_id] = imported
+            record_id = (
+                link.record_id if link is not None else (part.record_id or uuid7(store.wall()))
+            )
+            changed = {k: v for k, v in imported.items() if before.get(k) != v}
+            plans.append((item, record_id, imported, changed))
+        changes, written = await _changes(run, conn, entity, village, plans, links)
+        if changes:
+            log_seq, conflicts = await store.merge_changes(
+                conn, village, changes, log_seq, store.wall(), by=REGISTRY_NODE, review=False
+            )
+            run.summary.conflicts += conflicts
+            await conn.execute(
+                db.villages.update().where(db.villages.c.code == village).values(log_seq=log_seq)
+            )
+        await _save_links(conn, run, entity, village, plans, links)
+        for item, record_id, _, _ in plans:
+            if record_id in written:
+                run.note(item.where, "written")
+                run.summary.villages[village] += 1
+            for warning in item.warnings:
+                run.report.add(item.where, warning)
+            if item.warnings:
+                await audit.record(
+                    conn, at_ms=store.wall(), actor=REGISTRY_NODE, action="registry.warning",
+                    subject=record_id, detail={"codes": [w.code for w in item.warnings]},
+                )  # fmt: skip
+
+
+def _village_column(layout: Layout, part: RowPart) -> str:
+    return part.sources.get("village_code") or layout.column_of(HOUSEHOLD.name, "village_code")
+
+
+def _twice(
+    run: _Import, item: _Pending, before: dict[str, object], imported: dict[str, object]
+) -> None:
+    """An id met again in this import: the same values (a household repeated on each of
+    its members' rows) are fine, other values are refused."""
+    if before != imported:
+        column = run.layout.household_id
+        if item.part.entity == MEMBER.name:
+            column = run.layout.member_id
+        run.refuse(item.where, ImportIssues.twice(column, item.part.registry_id))
+
+
+async def _changes(
+    run: _Import,
+    conn: AsyncConnection,
+    entity: str,
+    village: str,
+    plans: list[tuple[_Pending, str, dict[str, object], dict[str, object]]],
+    links: dict[str, Any],
+) -> tuple[list[Change], set[str]]:
+    """The versions to write: every field of a new record; of a known one, each field
+    whose extract value changed since the last import and differs from what the record
+    shows, ``seen`` being the import's own last version of that field (so a box's later
+    edit stays concurrent: a conflict when the values differ)."""
+    known = [
+        record_id
+        for item, record_id, _, changed in plans
+        if changed and item.part.registry_id in links
+    ]
+    states = await _states(conn, known)
+    frontiers = [v for state in states.values() for f in state.values() for v in f]
+    stamp = await run.store.stamp(conn, tuple(frontiers), node=REGISTRY_NODE)
+    changes: list[Change] = []
+    written: set[str] = set()
+    for item, record_id, _, changed in plans:
+        state = states.get(record_id)
+        if item.part.registry_id not in links:
+            fields = {**changed, "registry_id": item.part.registry_id}
+            versions = {n: FieldVersion(v, stamp, REGISTRY_NODE, ()) for n, v in fields.items()}  # type: ignore[arg-type]
+            run.summary.created += 1
+        else:
+            if state is None:
+                continue
+            shown = values(state)
+            versions = {
+                name: FieldVersion(value, stamp, REGISTRY_NODE, _seen(state.get(name, ())))  # type: ignore[arg-type]
+                for name, value in changed.items()
+                if shown.get(name) != value
+            }
+            if not versions:
+                continue
+            run.summary.updated += 1
+        changes.append(Change(entity, record_id, village, REGISTRY_NODE, versions))
+        written.add(record_id)
+    return changes, written
+
+
+def _seen(frontier: Frontier) -> tuple[tuple[str, int], ...]:
+    """What a new import version of a field has seen: the import's previous version."""
+    times = [v.time for v in frontier if v.node == REGISTRY_NODE]
+    times += [t for v in frontier for n, t in v.seen if n == REGISTRY_NODE]
+    return ((REGISTRY_NODE, max(times)),) if times else ()
+
+
+async def _states(conn: AsyncConnection, ids: list[str]) -> dict[str, dict[str, Frontier]]:
+    from protocol.jsonform import load_state
+
+    if not ids:
+        return {}
+    r = db.records
+    rows = await conn.execute(sa.select(r.c.id, r.c.state).where(r.c.id.in_(ids)))
+    return {row.id: load_state(row.state) for row in rows}
+
+
+async def _save_links(
+    conn: AsyncConnection,
+    run: _Import,
+    entity: str,
+    village: str,
+    plans: list[tuple[_Pending, str, dict[str, object], dict[str, object]]],
+    links: dict[str, Any],
+) -> None:
+    rr = db.registry_rows
+    inserts, updates = [], []
+    for item, record_id, imported, _ in plans:
+        document = json.dumps(imported, ensure_ascii=False, sort_keys=True)
+        registry_id = item.part.registry_id
+        if registry_id in links:
+            updates.append({"b_id": registry_id, "imported": document})
+        else:
+            inserts.append(
+                {
+                    "entity": entity, "registry_id": registry_id, "record_id": record_id,
+                    "village": village, "imported": document, "import_id": run.import_id,
+                }
+            )  # fmt: skip
+    if updates:
+        await conn.execute(
+            rr.update()
+            .where(rr.c.entity == entity, rr.c.registry_id == sa.bindparam("b_id"))
+            .values(imported=sa.bindparam("imported"), import_id=run.import_id, missing=False),
+            updates,
+        )
+    if inserts:
+        await conn.execute(rr.insert(), inserts)
+
+
+async def _flag_missing(store: HubStore, import_id: int, villages: set[str]) -> int:
+    """Flag the records of the imported villages that this extract no longer lists (never
+    deleted); returns how many are flagged."""
+    if not villages:
+        return 0
+    rr = db.registry_rows
+    where = sa.and_(rr.c.village.in_(sorted(villages)), rr.c.import_id != import_id)
+    async with store.engine.begin() as conn:
+        await conn.execute(rr.update().where(where).values(missing=True))
+        count = await conn.execute(sa.select(sa.func.count()).select_from(rr).where(where))
+        return int(count.scalar_one())
