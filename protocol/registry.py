@@ -25,6 +25,7 @@ from protocol.validate import validate_fields
 
 __all__ = [
     "DEFAULT_LAYOUT",
+    "RANKING_FIELDS",
     "ImportIssues",
     "Layout",
     "LayoutError",
@@ -32,6 +33,7 @@ __all__ = [
     "RowPart",
     "check_part",
     "layout_from_toml",
+    "missing_fields",
     "parse_row",
 ]
 
@@ -351,3 +353,28 @@ class ImportIssues:
     def twice(column: str, registry_id: str) -> RowIssue:
         message = render("registry_id_twice", id=registry_id)
         return RowIssue(column, "registry_id_twice", "error", message)
+
+
+#: The variables BPS needs to rank a household (its proxy-means test), per entity: what
+#: field verification completes. A field counts as answered once it has a value (an empty
+#: list is an answer: "none of these").
+RANKING_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    HOUSEHOLD.name: (
+        "floor_area_m2", "floor_material", "wall_material", "roof_material",
+        "drinking_water_source", "lighting_source", "cooking_fuel", "toilet_facility",
+        "ownership_status", "assets",
+    ),
+    MEMBER.name: (
+        "nik", "birth_date", "sex", "relation_to_head", "marital_status", "education",
+        "occupation", "disability",
+    ),
+}  # fmt: skip
+
+
+def missing_fields(entity: str, values: Mapping[str, object]) -> list[str]:
+    """The ranking variables a record still lacks, in :data:`RANKING_FIELDS` order."""
+    return [
+        name
+        for name in RANKING_FIELDS.get(entity, ())
+        if values.get(name) is None or values.get(name) == ""
+    ]

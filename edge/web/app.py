@@ -277,7 +277,16 @@ def local_today(request: web.Request) -> date:
 def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Application:
     """The edge web application. The store is opened and closed with the app, and so is
     the sync client when ``[sync] enabled`` (stopped before the store closes)."""
-    from edge.web import api, ops, ui, ui_admin, ui_cases, ui_households, ui_proposals
+    from edge.web import (
+        api,
+        ops,
+        ui,
+        ui_admin,
+        ui_cases,
+        ui_households,
+        ui_proposals,
+        ui_registry,
+    )
 
     app = web.Application(
         middlewares=[security_headers, errors, timing, guard], client_max_size=1024**2
@@ -294,7 +303,7 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
         else None
     )
     table: dict[tuple[str, str], Route] = {}
-    modules = (ops, ui, ui_households, ui_proposals, ui_cases, ui_admin, api)
+    modules = (ops, ui, ui_households, ui_registry, ui_proposals, ui_cases, ui_admin, api)
     for route in (route for module in modules for route in module.routes.routes):
         app.router.add_route(route.method, route.path, route.handler)
         table[(route.method, route.path)] = route

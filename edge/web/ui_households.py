@@ -22,6 +22,7 @@ from edge.web.forms import (
 )
 from edge.web.routing import ALL_ROLES, RouteTable
 from edge.web.ui import flash, page_number, pager_base, record_or_404
+from edge.web.ui_registry import missing_labels
 from protocol.changes import Value
 from protocol.entities import HOUSEHOLD, MEMBER
 from protocol.issues import Issue
@@ -148,10 +149,12 @@ async def _viewed_household(request: web.Request) -> services.HouseholdView:
 @routes.get("/rumah-tangga/{id}", roles=ALL_ROLES, summary="A household's page (audited view)")
 async def household_detail(request: web.Request) -> web.Response:
     view = await _viewed_household(request)
+    missing = missing_labels(view.household.values, (m.values for m in view.members))
     return render(
         request,
         "rumah_tangga_detail.html",
         view=view,
+        missing=missing,
         household_fields=HOUSEHOLD.field_list,
         notice=flash(request),
     )
