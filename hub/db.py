@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 __all__ = [
     "api_tokens",
     "audit",
+    "civil_rows",
     "clocks",
     "conflicts",
     "counters",
@@ -185,6 +186,16 @@ registry_rows = sa.Table(
     sa.Column("import_id", sa.Integer, nullable=False),
     sa.Column("missing", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_registry_rows_village", "village", "import_id"),
+)
+
+#: The civil registry's extract of the latest ``registry match-civil``, by NIK.
+civil_rows = sa.Table(
+    "civil_rows",
+    metadata,
+    sa.Column("nik", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("birth_date", sa.Text, nullable=False, server_default=""),
+    sa.Column("sex", sa.Text, nullable=False, server_default=""),
 )
 
 api_tokens = sa.Table(

@@ -27,7 +27,7 @@ DATASET_MAPPING = Path(__file__).parent / "registry_maps" / "dataset.toml"
 
 
 def add_commands(commands: HubCommands) -> None:
-    """Register ``registry import``."""
+    """Register ``registry import`` and ``registry match-civil``."""
     commands.group("registry", "the district's registry extract (DTSEN)")
     parser = commands.command(
         "registry import",
@@ -42,6 +42,16 @@ def add_commands(commands: HubCommands) -> None:
         "dataset's CSV files); default: the layout of docs/registry.md",
     )
     parser.add_argument("--errors", type=Path, help="the error report (default FILE.kesalahan.csv)")
+    civil = commands.command(
+        "registry match-civil",
+        _match_civil,
+        "match every member with a civil-registry extract (NIK, name, birth date, sex) and "
+        "flag what differs; changes no data",
+    )
+    civil.add_argument("file", type=Path, help="the extract: CSV, XLSX or JSON Lines")
+    civil.add_argument(
+        "--mapping", type=Path, help="a TOML mapping of its columns (as for registry import)"
+    )
 
 
 def _layout(mapping: Path | None):  # type: ignore[no-untyped-def]
@@ -103,4 +113,32 @@ def _import(args: argparse.Namespace) -> int:
     for village, count in sorted(summary.villages.items()):
         print(f"  {village}: {count} records written")
     print(f"report: {report_path}")
+    return 0
+
+
+def _match_civil(args: argparse.Namespace) -> int:
+    from hub.civil import CivilSummary, match_civil
+    from hub.cycle_commands import run_with_store
+    from hub.registry_files import FileError
+
+    layout = _layout(args.mapping)
+    started = time.monotonic()
+    progress = _progress(started) if sys.stderr.isatty() else None
+
+    async def work(store: HubStore, config: HubConfig) -> CivilSummary:
+        try:
+            return await match_civil(store, args.file, layout=layout, progress=progress)
+        except FileError as exc:
+            raise CommandError(str(exc)) from None
+
+    summary = run_with_store(args.config, work)
+    if progress is not None:
+        sys.stderr.write("\n")
+    flags = ", ".join(f"{code} {count}" for code, count in sorted(summary.flags.items()))
+    print(
+        f"{summary.civil_rows} civil-registry rows loaded ({summary.skipped_rows} without a "
+        f"valid NIK and name), {summary.members} members matched in "
+        f"{time.monotonic() - started:.1f} s: {summary.changed} changed flags; "
+        f"flagged: {flags or 'none'}"
+    )
     return 0

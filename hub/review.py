@@ -110,6 +110,8 @@ class RecordChanges:
     name: str
     pending: bool
     changes: tuple[FieldChange, ...]
+    #: What matching with the civil registry found (member ``civil_flags``, as labels).
+    civil: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +307,11 @@ def _record_changes(row: Any) -> RecordChanges:
             )
         )
     name = data.get("name") if row.entity == "member" else data.get("address")
-    return RecordChanges(row.entity, row.id, str(name or ""), bool(row.pending), tuple(changes))
+    flags = ENTITIES[row.entity].fields.get("civil_flags")
+    civil = tuple(flags.label_of(f) for f in data.get("civil_flags") or ()) if flags else ()
+    return RecordChanges(
+        row.entity, row.id, str(name or ""), bool(row.pending), tuple(changes), civil
+    )
 
 
 async def household_changes(engine: AsyncEngine, household_id: str) -> HouseholdChanges | None:

@@ -361,6 +361,21 @@ MEMBER = EntitySchema(
         ),
         FieldSpec("pregnant", K.BOOL, "Sedang hamil"),
         FieldSpec("registry_id", K.TEXT, "ID anggota DTSEN", max_length=64, readonly=True, since=3),
+        # What the district's matching with the civil registry found (protocol/civil.py).
+        FieldSpec(
+            "civil_flags",
+            K.ENUM_SET,
+            "Pemadanan Dukcapil",
+            choices=("nik_unknown", "name_differs", "birth_date_differs", "sex_differs"),
+            choice_labels=(
+                "NIK tidak ditemukan di Dukcapil",
+                "Nama berbeda dengan Dukcapil",
+                "Tanggal lahir berbeda dengan Dukcapil",
+                "Jenis kelamin berbeda dengan Dukcapil",
+            ),
+            readonly=True,
+            since=3,
+        ),
         # Never delete a person: someone who moved or died gets a status.
         _enum(
             "status",

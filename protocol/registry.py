@@ -34,6 +34,7 @@ __all__ = [
     "check_part",
     "layout_from_toml",
     "missing_fields",
+    "parse_date",
     "parse_row",
 ]
 
@@ -229,6 +230,18 @@ def _coerce(spec: Any, value: object, layout: Layout) -> object:
     if kind in (FieldKind.NIK, FieldKind.KK, FieldKind.REGION):
         return text.lstrip("'").replace(" ", "").replace(".", "")
     return text
+
+
+def parse_date(value: object, layout: Layout) -> str | None:
+    """A cell as a ``YYYY-MM-DD`` date in the layout's formats; ``None`` when it is none."""
+    cell = _cell({"v": value}, "v")
+    if cell is None:
+        return None
+    text = _date(_text(cell), layout.date_formats)
+    try:
+        return date.fromisoformat(text).isoformat() if len(text) == 10 else None
+    except ValueError:
+        return None
 
 
 def _date(text: str, formats: tuple[str, ...]) -> str:

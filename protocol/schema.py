@@ -103,6 +103,14 @@ class FieldSpec:
         later = dict(self.codes_since)
         return all(later.get(code, 1) <= schema for code in codes if isinstance(code, str))
 
+    def label_of(self, code: object) -> str:
+        """The Indonesian label of an enum code (the code itself when it has none)."""
+        if not isinstance(code, str):
+            return "" if code is None else str(code)
+        if code in self.choices and self.choice_labels:
+            return self.choice_labels[self.choices.index(code)]
+        return code
+
     def __post_init__(self) -> None:
         if self.kind in (FieldKind.ENUM, FieldKind.ENUM_SET) and not self.choices:
             raise ValueError(f"{self.name}: an enum field needs choices")

@@ -16,11 +16,9 @@ def create_environment(timezone: str) -> jinja2.Environment:
 
     def choice_label(code: object, entity: str, name: str) -> str:
         spec = ENTITIES[entity].fields.get(name)
-        if spec is None or not isinstance(code, str):
+        if spec is None:
             return "" if code is None else str(code)
-        if code in spec.choices and spec.choice_labels:
-            return spec.choice_labels[spec.choices.index(code)]
-        return code
+        return spec.label_of(code)
 
     env = environment(jinja2.PackageLoader("edge", "templates"), timezone)
     env.filters["mask"] = mask_number

@@ -155,6 +155,7 @@ async def household_detail(request: web.Request) -> web.Response:
         "rumah_tangga_detail.html",
         view=view,
         missing=missing,
+        civil_flagged=any(member.get("civil_flags") for member in view.members),
         household_fields=HOUSEHOLD.field_list,
         notice=flash(request),
     )

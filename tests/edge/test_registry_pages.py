@@ -60,7 +60,7 @@ async def test_beneficiaries_include_households_the_district_imported(client, ed
                 "household_id": household, "nik": head["nik"], "name": "Siti Aminah",
                 "relation_to_head": "kepala_keluarga", "sex": "perempuan",
                 "birth_date": head["birth_date"], "status": "aktif",
-                "registry_id": "ART-000777-0",
+                "registry_id": "ART-000777-0", "civil_flags": ["name_differs"],
             }),
         ),
         Direction.DOWN,
@@ -76,5 +76,7 @@ async def test_beneficiaries_include_households_the_district_imported(client, ed
     assert "Siti Aminah" not in none
     page = await (await client.get(f"/rumah-tangga/{household}")).text()
     assert "DTSEN-000777" in page
+    # The district's matching with the civil registry shows before the month's submission.
+    assert 'id="dukcapil"' in page and "Nama berbeda dengan Dukcapil" in page
     found = await (await client.get("/rumah-tangga", params={"q": head["nik"]})).text()
     assert f"NIK {head['nik']} terdaftar" in found  # the NIK lookup answers for imported people

@@ -1,5 +1,6 @@
-"""The district's registry extract (docs/registry.md): imports, and the link of each record
-imported to its extract id with the values last imported.
+"""The district's registry extract (docs/registry.md): imports, the link of each record
+imported to its extract id with the values last imported, and the civil registry's
+extract for matching members.
 
 Revision ID: 0006
 Revises: 0005
@@ -37,9 +38,17 @@ def upgrade() -> None:
         sa.Column("missing", sa.Boolean, nullable=False, server_default=sa.false()),
     )
     op.create_index("ix_registry_rows_village", "registry_rows", ["village", "import_id"])
+    op.create_table(
+        "civil_rows",
+        sa.Column("nik", sa.Text, primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("birth_date", sa.Text, nullable=False, server_default=""),
+        sa.Column("sex", sa.Text, nullable=False, server_default=""),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("civil_rows")
     op.drop_index("ix_registry_rows_village", "registry_rows")
     op.drop_table("registry_rows")
     op.drop_table("registry_imports")
