@@ -101,7 +101,7 @@ async def _insert(store: HubStore, rows: dict[str, dict[str, str]]) -> None:
         return
     c = db.civil_rows
     async with store.engine.begin() as conn:
-        await conn.execute(c.delete().where(c.c.nik.in_(sorted(rows))))
+        await conn.execute(c.delete().where(store.among(c.c.nik, sorted(rows))))
         await conn.execute(c.insert(), list(rows.values()))
 
 

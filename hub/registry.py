@@ -102,6 +102,8 @@ class _Import:
     #: Row outcomes of the chunk being written: (file, row) → "refused"/"written"/...
     outcome: dict[tuple[str, int], str] = field(default_factory=dict)
     seen_villages: set[str] = field(default_factory=set)
+    #: Records created when the tables' statistics are refreshed next (PostgreSQL).
+    analyzed_at: int = CHUNK
 
     def note(self, where: tuple[str, int], what: str) -> None:
         order = ("unchanged", "written", "refused")
@@ -159,6 +161,7 @@ async def import_files(
             if len(pending) >= CHUNK:
                 await _flush(run, pending)
                 pending = []
+                await _analyze_as_it_grows(run)
             if progress is not None and run.summary.rows % 1000 == 0:
                 progress(run.summary.rows, (index + reader.fraction) / len(paths))
     await _flush(run, pending)
@@ -173,6 +176,19 @@ async def import_files(
     if progress is not None:
         progress(run.summary.rows, 1.0)
     return run.summary
+
+
+async def _analyze_as_it_grows(run: _Import) -> None:
+    """On PostgreSQL, refresh the planner's statistics of the tables an import fills each
+    time the records it created double: a first import starts from empty tables, and the
+    plans cached for them then (sequential scans) would otherwise stay for the whole run,
+    making every chunk's lookup slower than the last."""
+    if run.store.engine.dialect.name != "postgresql" or run.summary.created < run.analyzed_at:
+        return
+    run.analyzed_at = 2 * max(run.summary.created, CHUNK)
+    async with run.store.engine.connect() as conn:
+        await conn.execute(sa.text("ANALYZE registry_rows, records"))
+        await conn.commit()
 
 
 async def _flush(run: _Import, pending: list[_Pending]) -> None:
@@ -205,7 +221,7 @@ async def _link_members(run: _Import, members: list[_Pending]) -> list[_Pending]
     async with run.store.engine.connect() as conn:
         rows = await conn.execute(
             sa.select(rr.c.registry_id, rr.c.record_id, rr.c.village).where(
-                rr.c.entity == HOUSEHOLD.name, rr.c.registry_id.in_(ids)
+                rr.c.entity == HOUSEHOLD.name, run.store.among(rr.c.registry_id, ids)
             )
         )
         households = {row.registry_id: (row.record_id, row.village) for row in rows}
@@ -242,7 +258,7 @@ async def _write(run: _Import, village: str, entity: str, group: list[_Pending])
         links = {
             row.registry_id: row
             for row in await conn.execute(
-                sa.select(rr).where(rr.c.entity == entity, rr.c.registry_id.in_(ids))
+                sa.select(rr).where(rr.c.entity == entity, store.among(rr.c.registry_id, ids))
             )
         }
         plans: list[tuple[_Pending, str, dict[str, object], dict[str, object]]] = []
@@ -324,7 +340,7 @@ async def _changes(
         for item, record_id, _, changed in plans
         if changed and item.part.registry_id in links
     ]
-    states = await _states(conn, known)
+    states = await _states(run.store, conn, known)
     frontiers = [v for state in states.values() for f in state.values() for v in f]
     stamp = await run.store.stamp(conn, tuple(frontiers), node=REGISTRY_NODE)
     changes: list[Change] = []
@@ -359,13 +375,15 @@ def _seen(frontier: Frontier) -> tuple[tuple[str, int], ...]:
     return ((REGISTRY_NODE, max(times)),) if times else ()
 
 
-async def _states(conn: AsyncConnection, ids: list[str]) -> dict[str, dict[str, Frontier]]:
+async def _states(
+    store: HubStore, conn: AsyncConnection, ids: list[str]
+) -> dict[str, dict[str, Frontier]]:
     from protocol.jsonform import load_state
 
     if not ids:
         return {}
     r = db.records
-    rows = await conn.execute(sa.select(r.c.id, r.c.state).where(r.c.id.in_(ids)))
+    rows = await conn.execute(sa.select(r.c.id, r.c.state).where(store.among(r.c.id, ids)))
     return {row.id: load_state(row.state) for row in rows}
 
 

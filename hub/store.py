@@ -130,7 +130,7 @@ class HubStore:
         )
         return int((await conn.execute(query)).scalar_one())
 
-    def _among(self, column: sa.ColumnElement[str], values: Sequence[str]) -> Any:
+    def among(self, column: sa.ColumnElement[str], values: Sequence[str]) -> Any:
         """``column IN values``; on PostgreSQL as ``= ANY(array)``: one parameter instead of
         hundreds to render and bind."""
         if self._postgres:
@@ -320,7 +320,7 @@ class HubStore:
         )
         for start in range(0, len(ids), 2000):
             chunk = ids[start : start + 2000]
-            rows = await conn.execute(sa.select(*columns).where(self._among(r.c.id, chunk)))
+            rows = await conn.execute(sa.select(*columns).where(self.among(r.c.id, chunk)))
             for row in rows:
                 stored[row.id] = {
                     "entity": row.entity,
@@ -415,7 +415,7 @@ class HubStore:
         open_rows: dict[tuple[str, str], int] = {}
         for start in range(0, len(record_ids), 2000):
             query = sa.select(c.c.id, c.c.record_id, c.c.field).where(
-                self._among(c.c.record_id, record_ids[start : start + 2000]),
+                self.among(c.c.record_id, record_ids[start : start + 2000]),
                 c.c.resolved_ms.is_(None),
             )
             for row in await conn.execute(query):
