@@ -43,10 +43,12 @@ from protocol.digest import (
 from protocol.entities import SCHEMA_VERSION
 from protocol.status import Status
 
-__all__ = ["Verdict", "compare", "probe", "repair"]
+__all__ = ["Comparison", "Verdict", "compare", "probe", "repair"]
 
 #: A box whose root matched is told so again at most this often (it shows it).
 TELL_MATCH_EVERY_MS = 3_600_000
+#: A box still diverged after a repair is probed again at most this often.
+REPROBE_AFTER_MS = 300_000
 
 
 class Verdict(enum.Enum):
@@ -79,7 +81,10 @@ async def compare(store: HubStore, node: str, status: Status) -> Comparison:
         up = AppliedSeqs.from_state(device.up_watermark, json.loads(device.up_above))
         settled = (
             status.outbox == 0
-            and up.watermark >= status.up_seq
+            # Exactly what the status counted: a batch sealed after it and applied before
+            # this check would put a write in the hub's root that the box's root lacks.
+            and up.watermark == status.up_seq
+            and not up.above
             and device.down_cursor == head
             and device.down_watermark == device.down_seq == status.down_watermark
             and known_schema(device.reported) == SCHEMA_VERSION
@@ -101,11 +106,17 @@ async def compare(store: HubStore, node: str, status: Status) -> Comparison:
                 values["digest_told_ms"] = now
             await _update_device(conn, node, values)
             return Comparison(Verdict.MATCH, tell)
-        values = {"digest_state": Verdict.DIVERGED.value, "digest_ms": now, "digest_told_ms": now}
-        if device.digest_state != Verdict.DIVERGED.value:
+        values = {"digest_state": Verdict.DIVERGED.value, "digest_ms": now}
+        new_episode = device.digest_state != Verdict.DIVERGED.value
+        # A divergence the repair cannot settle must not make a probe every few seconds on
+        # a 2G link: probe again only after REPROBE_AFTER_MS (the alert reports it).
+        tell = new_episode or now - (device.digest_told_ms or 0) >= REPROBE_AFTER_MS
+        if new_episode:
             values["divergences"] = db.devices.c.divergences + 1
+        if tell:
+            values["digest_told_ms"] = now
         await _update_device(conn, node, values)
-        return Comparison(Verdict.DIVERGED, True)
+        return Comparison(Verdict.DIVERGED, tell)
 
 
 async def _update_device(conn: AsyncConnection, node: str, values: dict[str, Any]) -> None:

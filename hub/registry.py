@@ -92,6 +92,19 @@ class _Pending:
 
 
 @dataclass
+class _Plan:
+    """What to do with one part: its record (``exists``: already stored, by an earlier
+    import or under the id the file gives), the values imported now and those that
+    changed since the last import."""
+
+    item: _Pending
+    record_id: str
+    imported: dict[str, object]
+    changed: dict[str, object]
+    exists: bool
+
+
+@dataclass
 class _Import:
     store: HubStore
     layout: Layout
@@ -101,7 +114,8 @@ class _Import:
     summary: ImportSummary = field(default_factory=ImportSummary)
     #: Row outcomes of the chunk being written: (file, row) → "refused"/"written"/...
     outcome: dict[tuple[str, int], str] = field(default_factory=dict)
-    seen_villages: set[str] = field(default_factory=set)
+    #: The (village, entity) pairs this import listed: only their records can be missing.
+    seen: set[tuple[str, str]] = field(default_factory=set)
     #: Records created when the tables' statistics are refreshed next (PostgreSQL).
     analyzed_at: int = CHUNK
 
@@ -149,14 +163,12 @@ async def import_files(
             run.summary.rows += 1
             run.note(where, "unchanged")
             parts, issues = parse_row(row, layout)
-            for issue in issues:
+            checked = [(part, check_part(part, layout, today=today)) for part in parts]
+            errors = issues + [i for _, found in checked for i in found if i.level == "error"]
+            for issue in errors:
                 run.refuse(where, issue)
-            for part in parts:
-                found = check_part(part, layout, today=today)
-                errors = [i for i in found if i.level == "error"]
-                for issue in errors:
-                    run.refuse(where, issue)
-                if not errors:
+            if not errors:  # a row with an error is written in no part
+                for part, found in checked:
                     pending.append(_Pending(part, where, [i for i in found if i.level != "error"]))
             if len(pending) >= CHUNK:
                 await _flush(run, pending)
@@ -165,7 +177,7 @@ async def import_files(
             if progress is not None and run.summary.rows % 1000 == 0:
                 progress(run.summary.rows, (index + reader.fraction) / len(paths))
     await _flush(run, pending)
-    run.summary.missing = await _flag_missing(store, import_id, run.seen_villages)
+    run.summary.missing = await _flag_missing(store, import_id, run.seen)
     run.summary.warnings = report.warnings
     async with store.engine.begin() as conn:
         await conn.execute(
@@ -251,7 +263,7 @@ async def _link_members(run: _Import, members: list[_Pending]) -> list[_Pending]
 async def _write(run: _Import, village: str, entity: str, group: list[_Pending]) -> None:
     """One village's records of a chunk, in one transaction (see the module docstring)."""
     store, rr = run.store, db.registry_rows
-    run.seen_villages.add(village)
+    run.seen.add((village, entity))
     async with store.engine.begin() as conn:
         log_seq = await store.lock_village(conn, village)
         ids = [p.part.registry_id for p in group]
@@ -261,8 +273,9 @@ async def _write(run: _Import, village: str, entity: str, group: list[_Pending])
                 sa.select(rr).where(rr.c.entity == entity, store.among(rr.c.registry_id, ids))
             )
         }
-        plans: list[tuple[_Pending, str, dict[str, object], dict[str, object]]] = []
+        plans: list[_Plan] = []
         taken: dict[str, dict[str, object]] = {}
+        stored = await _stored(store, conn, [p.part.record_id for p in group if p.part.record_id])
         for item in group:
             part = item.part
             imported = {k: v for k, v in part.values.items() if not k.startswith("_")}
@@ -278,13 +291,19 @@ async def _write(run: _Import, village: str, entity: str, group: list[_Pending])
             if link is not None and link.import_id == run.import_id:
                 _twice(run, item, before, imported)
                 continue
+            if link is not None:
+                record_id = link.record_id
+            elif part.record_id in stored and stored[part.record_id] != (entity, village):
+                issue = ImportIssues.record_taken(run.layout.record_id, part.record_id)
+                run.refuse(item.where, issue)
+                continue
+            else:
+                record_id = part.record_id or uuid7(store.wall())
             taken[part.registry_id] = imported
-            record_id = (
-                link.record_id if link is not None else (part.record_id or uuid7(store.wall()))
-            )
             changed = {k: v for k, v in imported.items() if before.get(k) != v}
-            plans.append((item, record_id, imported, changed))
-        changes, written = await _changes(run, conn, entity, village, plans, links)
+            exists = link is not None or record_id in stored
+            plans.append(_Plan(item, record_id, imported, changed, exists))
+        changes, written = await _changes(run, conn, entity, village, plans)
         if changes:
             log_seq, conflicts = await store.merge_changes(
                 conn, village, changes, log_seq, store.wall(), by=REGISTRY_NODE, review=False
@@ -294,7 +313,8 @@ async def _write(run: _Import, village: str, entity: str, group: list[_Pending])
                 db.villages.update().where(db.villages.c.code == village).values(log_seq=log_seq)
             )
         await _save_links(conn, run, entity, village, plans, links)
-        for item, record_id, _, _ in plans:
+        for plan in plans:
+            item, record_id = plan.item, plan.record_id
             if record_id in written:
                 run.note(item.where, "written")
                 run.summary.villages[village] += 1
@@ -328,27 +348,24 @@ async def _changes(
     conn: AsyncConnection,
     entity: str,
     village: str,
-    plans: list[tuple[_Pending, str, dict[str, object], dict[str, object]]],
-    links: dict[str, Any],
+    plans: list[_Plan],
 ) -> tuple[list[Change], set[str]]:
     """The versions to write: every field of a new record; of a known one, each field
     whose extract value changed since the last import and differs from what the record
     shows, ``seen`` being the import's own last version of that field (so a box's later
     edit stays concurrent: a conflict when the values differ)."""
-    known = [
-        record_id
-        for item, record_id, _, changed in plans
-        if changed and item.part.registry_id in links
-    ]
+    known = [plan.record_id for plan in plans if plan.changed and plan.exists]
     states = await _states(run.store, conn, known)
     frontiers = [v for state in states.values() for f in state.values() for v in f]
     stamp = await run.store.stamp(conn, tuple(frontiers), node=REGISTRY_NODE)
     changes: list[Change] = []
     written: set[str] = set()
-    for item, record_id, _, changed in plans:
+    for plan in plans:
+        record_id = plan.record_id
+        changed = {**plan.changed, "registry_id": plan.item.part.registry_id}
         state = states.get(record_id)
-        if item.part.registry_id not in links:
-            fields = {**changed, "registry_id": item.part.registry_id}
+        if not plan.exists:
+            fields = changed
             versions = {n: FieldVersion(v, stamp, REGISTRY_NODE, ()) for n, v in fields.items()}  # type: ignore[arg-type]
             run.summary.created += 1
         else:
@@ -375,6 +392,17 @@ def _seen(frontier: Frontier) -> tuple[tuple[str, int], ...]:
     return ((REGISTRY_NODE, max(times)),) if times else ()
 
 
+async def _stored(
+    store: HubStore, conn: AsyncConnection, ids: list[str]
+) -> dict[str, tuple[str, str]]:
+    """The records already stored under ids the file gives: id → (entity, village)."""
+    if not ids:
+        return {}
+    r = db.records
+    query = sa.select(r.c.id, r.c.entity, r.c.village).where(store.among(r.c.id, ids))
+    return {row.id: (row.entity, row.village) for row in await conn.execute(query)}
+
+
 async def _states(
     store: HubStore, conn: AsyncConnection, ids: list[str]
 ) -> dict[str, dict[str, Frontier]]:
@@ -392,14 +420,15 @@ async def _save_links(
     run: _Import,
     entity: str,
     village: str,
-    plans: list[tuple[_Pending, str, dict[str, object], dict[str, object]]],
+    plans: list[_Plan],
     links: dict[str, Any],
 ) -> None:
     rr = db.registry_rows
     inserts, updates = [], []
-    for item, record_id, imported, _ in plans:
+    for plan in plans:
+        record_id, imported = plan.record_id, plan.imported
         document = json.dumps(imported, ensure_ascii=False, sort_keys=True)
-        registry_id = item.part.registry_id
+        registry_id = plan.item.part.registry_id
         if registry_id in links:
             updates.append({"b_id": registry_id, "imported": document})
         else:
@@ -420,14 +449,16 @@ async def _save_links(
         await conn.execute(rr.insert(), inserts)
 
 
-async def _flag_missing(store: HubStore, import_id: int, villages: set[str]) -> int:
-    """Flag the records of the imported villages that this extract no longer lists (never
-    deleted); returns how many are flagged."""
-    if not villages:
-        return 0
+async def _flag_missing(store: HubStore, import_id: int, seen: set[tuple[str, str]]) -> int:
+    """Flag the records of the villages and entities this import listed that it no longer
+    lists (never deleted): a members-only file flags no household. Returns how many."""
     rr = db.registry_rows
-    where = sa.and_(rr.c.village.in_(sorted(villages)), rr.c.import_id != import_id)
+    flagged = 0
     async with store.engine.begin() as conn:
-        await conn.execute(rr.update().where(where).values(missing=True))
-        count = await conn.execute(sa.select(sa.func.count()).select_from(rr).where(where))
-        return int(count.scalar_one())
+        for village, entity in sorted(seen):
+            where = sa.and_(
+                rr.c.village == village, rr.c.entity == entity, rr.c.import_id != import_id
+            )
+            result = await conn.execute(rr.update().where(where).values(missing=True))
+            flagged += result.rowcount or 0
+    return flagged

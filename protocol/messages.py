@@ -36,6 +36,12 @@ MESSAGES: Mapping[str, tuple[str, str]] = MappingProxyType(
             "Keluarga dengan ID {id} tidak ada di data ini maupun di kabupaten.",
             "No household with id {id} in this extract or at the hub.",
         ),
+        "registry_record_taken": (
+            "ID data {id} sudah dipakai data lain (jenis atau desa berbeda); baris ini tidak "
+            "disimpan.",
+            "Record id {id} belongs to another record (another entity or village); the row is "
+            "not saved.",
+        ),
         "registry_moved": (
             "ID {id} sudah tercatat di desa {village}; perpindahan desa diusulkan lewat desa, "
             "bukan lewat impor.",

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Final
 
-from protocol.entities import HOUSEHOLD, MEMBER
+from protocol.entities import HOUSEHOLD, MEMBER, RECORD_ID_KEY
 from protocol.issues import Issue, Level
 from protocol.messages import render
 from protocol.schema import EntitySchema, FieldKind, wire_value_problem
@@ -274,15 +275,34 @@ def _read(
     return values, sources
 
 
+def _uuid7(text: str) -> str | None:
+    """A record id in its canonical form (lowercase), ``None`` when it is no UUIDv7."""
+    try:
+        parsed = uuid.UUID(text)
+    except ValueError:
+        return None
+    return str(parsed) if parsed.version == 7 and parsed.variant == uuid.RFC_4122 else None
+
+
+def _id(row: Mapping[str, object], column: str) -> str:
+    """An extract id from its column; one that is a UUIDv7 (our own dataset's) in its
+    canonical form, so that it names the same record however it was written."""
+    text = _text(_cell(row, column) or "")
+    return _uuid7(text) or text
+
+
 def _part(
     row: Mapping[str, object], layout: Layout, schema: EntitySchema, registry_id: str
 ) -> RowPart:
     values, sources = _read(row, layout, schema)
-    record_id = _text(_cell(row, layout.record_id) or "") if layout.record_id else ""
+    written = _text(_cell(row, layout.record_id) or "") if layout.record_id else ""
+    record_id = _uuid7(written) or written  # refused by check_part unless a UUIDv7
+    if record_id:
+        sources[RECORD_ID_KEY] = layout.record_id
     if schema is HOUSEHOLD:
         return RowPart(HOUSEHOLD.name, registry_id, values, record_id, sources=sources)
     values.setdefault("status", "aktif")  # the extract lists the living
-    household = _text(_cell(row, layout.member_household) or "")
+    household = _id(row, layout.member_household)
     village = _read(row, layout, HOUSEHOLD)[0].get("village_code", "")
     return RowPart(MEMBER.name, registry_id, values, record_id, household, str(village), sources)
 
@@ -295,8 +315,8 @@ def parse_row(row: Mapping[str, object], layout: Layout) -> tuple[list[RowPart],
     ids = {layout.household_id, layout.member_id, layout.member_household, layout.record_id}
     household_only = [c for c in layout.household if c not in layout.member and c not in ids]
     member_only = [c for c in layout.member if c not in layout.household and c not in ids]
-    member_id = _text(_cell(row, layout.member_id) or "")
-    household_id = _text(_cell(row, layout.household_id) or "")
+    member_id = _id(row, layout.member_id)
+    household_id = _id(row, layout.household_id)
     is_member = bool(member_id) and any(_cell(row, c) is not None for c in member_only)
     # A member row's village alone says where the member is listed, not a household.
     filled = any(
@@ -323,6 +343,8 @@ def check_part(part: RowPart, layout: Layout, *, today: date) -> list[RowIssue]:
     if schema is MEMBER:
         typed["household_id"] = "00000000-0000-7000-8000-000000000000"  # linked by the hub
     issues = validate_fields(schema, typed, is_new=True, today=today)
+    if part.record_id and _uuid7(part.record_id) != part.record_id:
+        issues.append(Issue.error(RECORD_ID_KEY, "invalid_ref", {"label": "ID data"}))
     for name, value in part.values.items():
         spec = schema.fields[name]
         if spec.readonly:
@@ -361,6 +383,11 @@ class ImportIssues:
     def moved(column: str, registry_id: str, village: str) -> RowIssue:
         message = render("registry_moved", id=registry_id, village=village)
         return RowIssue(column, "registry_moved", "error", message)
+
+    @staticmethod
+    def record_taken(column: str, record_id: str) -> RowIssue:
+        message = render("registry_record_taken", id=record_id)
+        return RowIssue(column, "registry_record_taken", "error", message)
 
     @staticmethod
     def twice(column: str, registry_id: str) -> RowIssue:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tomllib
 from datetime import date
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from hub.registry import REGISTRY_NODE, Report, import_files
 from hub.registry_files import open_rows
 from protocol.clock import HybridClock
 from protocol.registry import DEFAULT_LAYOUT
-from tests.factories import DEFAULT_VILLAGE, make_household_with_members
+from tests.factories import DEFAULT_VILLAGE, make_household_with_members, new_id
 from tests.hub.boxes import Box, enrol
 
 TODAY = date(2026, 12, 4)
@@ -253,3 +254,51 @@ def test_files_of_every_kind_read_the_same_rows(tmp_path, suffix, delimiter, enc
     assert number == (1 if suffix == ".jsonl" else 2)
     assert read["alamat"] == rows[0]["alamat"] and read["nama"] == "Siti Nur’aini"
     assert str(read["kode_desa"]) == DEFAULT_VILLAGE
+
+
+async def test_a_row_with_an_error_in_any_part_is_written_in_no_part(hub_store, tmp_path):
+    # A valid new household on the same row as a member with a short NIK.
+    row = {**household_row(12), **member_rows(12, 1, nik="12345")[0]}
+    summary, report = await run_import(hub_store, write_csv(tmp_path / "dtsen.csv", [row]))
+    assert (summary.refused, summary.written, summary.created) == (1, 0, 0)
+    assert [r["kode"] for r in report] == ["nik_length"]
+    assert (await village_state(hub_store))[1] == {}
+
+
+async def test_our_own_dataset_keeps_its_record_ids_and_refuses_ids_that_are_not_ours(
+    hub_store, tmp_path
+):
+    from protocol.registry import layout_from_toml
+
+    dataset = Path(__file__).parents[2] / "hub" / "registry_maps" / "dataset.toml"
+    layout = layout_from_toml(tomllib.loads(dataset.read_text(encoding="utf-8")))
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    household, _ = make_household_with_members(1, seed=31)
+    record = household.pop("id")
+    await hub_store.apply(box.batch(box.edit(record, hub_store.wall(), **household)), box.node)
+    member_of_box = new_id()
+    await hub_store.apply(
+        box.batch(box.edit(member_of_box, hub_store.wall(), entity="member", name="X")), box.node
+    )
+    path = tmp_path / "household.csv"
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "village", "address", "rt"])
+        writer.writerow([record.upper(), DEFAULT_VILLAGE, household["address"], household["rt"]])
+        writer.writerow(["not-a-uuid", DEFAULT_VILLAGE, "Jl. A", "001"])
+        writer.writerow([member_of_box, DEFAULT_VILLAGE, "Jl. B", "002"])  # a member's id
+    out = io.StringIO()
+    summary = await import_files(hub_store, [path], layout, Report(out), today=TODAY)
+    report = list(csv.DictReader(io.StringIO(out.getvalue())))
+
+    assert [(r["baris"], r["kode"]) for r in report] == [
+        ("3", "invalid_ref"),
+        ("4", "registry_record_taken"),
+    ]
+    # The household the box registered is the same record, not a copy; its values are
+    # the dataset's already, so nothing new was written.
+    _, states = await village_state(hub_store)
+    assert len(states) == 2 and record in states
+    assert (summary.created, summary.conflicts) == (0, 0)
+    assert await record_of(hub_store, "household", record) == record
