@@ -240,6 +240,9 @@ class FleetSnapshot:
     last_change_ms: dict[str, int]
     devices: list[Any]
     now_ms: int
+    #: (village, entity, "listed" or "missing") → records imported from the district's
+    #: registry extract that its latest import lists, or no longer lists.
+    registry: dict[tuple[str, str, str], int]
 
 
 def _gauge(name: str, text: str, labels: list[str] = _BOX_LABELS) -> GaugeMetricFamily:
@@ -270,6 +273,23 @@ class _FleetCollector(Collector):
         )
         for (code, entity), count in sorted(snap.records.items()):
             records.add_metric([district_of(code), code, entity], count)
+        registry = {
+            state: _gauge(
+                f"puskesos_hub_village_registry_{state}_records",
+                text,
+                [*village, "entity"],
+            )
+            for state, text in (
+                ("listed", "Records of the district's registry extract its latest import lists"),
+                (
+                    "missing",
+                    "Records imported earlier that the latest extract no longer lists "
+                    "(flagged, never deleted)",
+                ),
+            )
+        }
+        for (code, entity, state), count in sorted(snap.registry.items()):
+            registry[state].add_metric([district_of(code), code, entity], count)
         conflicts = _gauge(
             "puskesos_hub_village_conflicts_open", "Conflicts waiting for review", village
         )
@@ -282,7 +302,7 @@ class _FleetCollector(Collector):
             conflicts.add_metric([district_of(code), code], snap.conflicts.get(code, 0))
             if code in snap.last_change_ms:
                 last_change.add_metric([district_of(code), code], snap.last_change_ms[code] / 1000)
-        yield from (records, conflicts, last_change)
+        yield from (records, *registry.values(), conflicts, last_change)
 
     def _boxes(self, snap: FleetSnapshot) -> Iterator[Metric]:
         info = _gauge(
@@ -412,6 +432,15 @@ async def take_fleet_snapshot(store: HubStore) -> FleetSnapshot:
         }
         devices = (await conn.execute(sa.select(d).where(d.c.status == "active"))).all()
         changed = dict((await conn.execute(sa.select(v.c.code, v.c.last_change_ms))).all())
+        rr = db.registry_rows
+        registry = {
+            (village, entity, "missing" if missing else "listed"): n
+            for village, entity, missing, n in await conn.execute(
+                sa.select(rr.c.village, rr.c.entity, rr.c.missing, sa.func.count()).group_by(
+                    rr.c.village, rr.c.entity, rr.c.missing
+                )
+            )
+        }
     last_change: dict[str, int] = {}
     for device in devices:
         first = min(device.created_ms, last_change.get(device.village, device.created_ms))
@@ -419,4 +448,4 @@ async def take_fleet_snapshot(store: HubStore) -> FleetSnapshot:
     for village, at_ms in changed.items():
         if at_ms is not None:
             last_change[village] = at_ms
-    return FleetSnapshot(records, conflicts, last_change, list(devices), store.wall())
+    return FleetSnapshot(records, conflicts, last_change, list(devices), store.wall(), registry)

@@ -12,8 +12,9 @@ from dataclasses import replace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from puskesos.fleet import Box, Fleet, Hub
+from puskesos.fleet import Box, Fleet, Hub, puskesos
 from tests.e2e.conftest import QUICK, VILLAGE_A, register, wait_for
+from tests.hub.test_registry import household_row, member_rows, write_csv
 from tests.metrics_text import value
 from tests.monitoring.catalogue import entries
 
@@ -74,6 +75,11 @@ def district(tmp_path_factory):
 def _reported(fleet: Fleet, box: Box) -> Iterator[tuple[Hub, Box]]:
     register(box, seed=1)
     hub = fleet.hubs[0]
+    # The district's extract, imported twice: the newer one no longer lists household 2.
+    for number, households in enumerate(((1, 2), (1,))):
+        rows = [row for h in households for row in (household_row(h), *member_rows(h))]
+        extract = write_csv(fleet.root / f"dtsen-{number}.csv", rows)
+        puskesos("hub", "registry", "import", str(extract), "--config", str(hub.config))
 
     def ready() -> bool:
         with urllib.request.urlopen(hub.service.url + "/metrics", timeout=10) as response:
@@ -138,3 +144,15 @@ def test_label_values_name_no_person_and_no_record(district):
             for sample in family.samples:
                 for label, text_value in sample.labels.items():
                     assert not personal.search(text_value), (sample.name, label, text_value)
+
+
+def test_the_registry_state_of_each_village_is_on_metrics(district):
+    hub, _ = district
+    with urllib.request.urlopen(hub.service.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    listed = "puskesos_hub_village_registry_listed_records"
+    missing = "puskesos_hub_village_registry_missing_records"
+    assert value(text, listed, village=VILLAGE_A, entity="household") == 1
+    assert value(text, listed, village=VILLAGE_A, entity="member") == 2
+    assert value(text, missing, village=VILLAGE_A, entity="household") == 1
+    assert value(text, missing, village=VILLAGE_A, entity="member") == 2
