@@ -80,6 +80,7 @@ class Ingest:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         finally:
+            self.link.close_intake()
             for task in (sweeper, self._cycle):
                 if task is not None:
                     task.cancel()

@@ -295,6 +295,17 @@ class MqttLink:
         finally:
             conn.pubacks.pop(info.mid, None)
 
+    def close_intake(self) -> None:
+        """Stop taking messages, leaving the connection up for what is still to publish.
+
+        :meth:`messages` ends; what arrives from now on is left unacknowledged, so the
+        broker delivers it again on the next session. For a shutdown that lets the
+        handlers already running finish (and publish their acks): nobody reads the queue
+        any more, and paho's thread must not wait for room in it meanwhile, because it
+        is also the thread that reads our PUBACKs.
+        """
+        self._close_messages()
+
     def messages(self) -> AsyncIterator[Message]:
         """The received messages, in arrival order, until :meth:`stop`.
 
@@ -555,6 +566,8 @@ class MqttLink:
         self._call(deliver)
 
     def _paho_message(self, client: paho.Client, _u: Any, raw: paho.MQTTMessage) -> None:
+        if self._closed:
+            return  # unacknowledged: the broker delivers it again next session
         half_keepalive = max(self.broker.keepalive_s / 2, 1.0)
         if not self._room.acquire(timeout=half_keepalive) or self._closed:
             if not self._closed:

@@ -365,6 +365,29 @@ async def test_after_stop_the_stream_ends_and_publish_says_no(
     assert not await link.publish("t", b"too late")
 
 
+async def test_after_closing_intake_a_full_queue_does_not_hold_up_a_publish(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """A hub shutting down stops reading but lets its running handlers publish their acks:
+    paho's thread, waiting for room in a queue nobody reads, would not read the PUBACKs."""
+    box = MqttLink(
+        config(mosquitto, 4, keepalive_s=60),
+        client_id="box-a",
+        subscriptions=[("box-a/down", 1)],
+        max_pending=2,
+        **FAST,
+    )
+    hub = MqttLink(config(mosquitto, 4), client_id="hub-1", clean_start=True, **FAST)
+    async with running(box), running(hub):
+        for n in range(5):
+            assert await hub.publish("box-a/down", b"%d" % n)
+        await asyncio.sleep(0.3)  # two fill the queue; paho's thread waits with the third
+        box.close_intake()
+        assert await receive(box, 1) == [], "the stream ended"
+        assert await box.publish("box-a/up", b"ack", timeout=5), "the PUBACK was read"
+        assert box.connected
+
+
 @pytest.mark.slow
 async def test_without_a_receive_window_a_full_queue_costs_a_reconnect_not_a_message(
     mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture
