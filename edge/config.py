@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from protocol.rounds import ROUND_MONTHS
 from puskesos.tomlconfig import (
     BROKER_KEYS,
     BrokerConfig,
     ConfigError,
+    check_one_of,
     read_toml,
     render_section,
     section_values,
@@ -66,6 +68,7 @@ class EdgeConfig:
     max_clock_drift_ms: int = 5 * 60 * 1000
     page_size: int = 25
     timezone: str = "Asia/Jakarta"
+    round_months: int = 3
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
 
@@ -94,6 +97,9 @@ KEYS: Mapping[tuple[str, str], str] = {
         "edge",
         "timezone",
     ): "IANA time zone of the village (WIB Asia/Jakarta, WITA Asia/Makassar, WIT Asia/Jayapura)",
+    ("edge", "round_months"): (
+        "months of one verification round, from January (1, 2, 3, 4, 6 or 12; give the hub's)"
+    ),
     **BROKER_KEYS,
     (
         "sync",
@@ -123,6 +129,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Edge
     sync = _checked(SyncConfig(**section_values(SyncConfig, "sync", document.get("sync", {}), env)))
     edge_values = section_values(EdgeConfig, "edge", document.get("edge", {}), env, nested=_NESTED)
     config = EdgeConfig(**edge_values, broker=broker, sync=sync)
+    check_one_of("edge", "round_months", config.round_months, ROUND_MONTHS)
     if path is not None and not config.data_dir.is_absolute():
         config = EdgeConfig(
             **{**edge_values, "data_dir": (path.parent / config.data_dir).resolve()},

@@ -19,7 +19,16 @@ from edge.auth import APPROVERS
 from edge.records import AuditEntry, Edit, Record
 from edge.store import Store
 from protocol.changes import Value
-from protocol.entities import COMPLAINT, ENTITIES, HOUSEHOLD, MEMBER, PROPOSAL, RECORD_ID_KEY
+from protocol.entities import (
+    COMPLAINT,
+    ENTITIES,
+    HOUSEHOLD,
+    MEMBER,
+    PROPOSAL,
+    RECORD_ID_KEY,
+    VISIT,
+    VISIT_PROPOSALS,
+)
 from protocol.identity import mask_number
 from protocol.ids import uuid7
 from protocol.issues import Issue, has_errors
@@ -286,10 +295,14 @@ async def create_record(
     today: date,
     confirm_warnings: bool = False,
 ) -> Outcome:
-    """Create a proposal, complaint or referral (households go through save_household).
+    """Create a proposal, complaint, referral or visit (households go through
+    save_household).
 
     Complaints start ``baru``, received today and due in :data:`COMPLAINT_DUE_DAYS` days
-    unless given; a referral made from a complaint moves the complaint to ``dirujuk``.
+    unless given; a referral made from a complaint moves the complaint to ``dirujuk``. A
+    visit is dated today and made by ``actor`` unless given; its outcome becomes the
+    household's ``presence_status``, and a household not found, moved or dead gets the
+    month's draft proposal of that kind (:func:`_visit_consequences`).
     """
     schema = ENTITIES[entity]
     new_values = _clean(schema, values)
@@ -302,6 +315,9 @@ async def create_record(
     elif entity == PROPOSAL.name:
         new_values.setdefault("status", "draf")
         new_values.setdefault("period", period_of(today))
+    elif entity == VISIT.name:
+        new_values.setdefault("visit_date", today.isoformat())
+        new_values.setdefault("officer", actor.username)
     record_id = _new_id(store)
     issues = validate_fields(
         schema, new_values, is_new=True, today=today, clock_trusted=store.box_time().trusted
@@ -316,8 +332,42 @@ async def create_record(
         complaint = await store.get(complaint_id, "complaint")
         if complaint is not None and complaint.get("status") in ("baru", "diproses"):
             edits.append(Edit("complaint", complaint_id, {"status": "dirujuk"}))
+    if entity == VISIT.name:
+        edits += await _visit_consequences(store, new_values, today)
     saved = await store.write(edits, actor=actor.username, address=actor.address)
     return Outcome(True, record_id, issues, saved)
+
+
+async def _visit_consequences(store: Store, visit: Mapping[str, Value], today: date) -> list[Edit]:
+    """What a visit changes besides itself: the household's presence status, and the
+    proposal a household not found, moved or dead needs (once a month)."""
+    household_id = str(visit["household_id"])
+    outcome = visit["outcome"]
+    household = await store.get(household_id, HOUSEHOLD.name)
+    edits = []
+    if household is not None and household.get("presence_status") != outcome:
+        edits.append(Edit(HOUSEHOLD.name, household_id, {"presence_status": outcome}))
+    kind = VISIT_PROPOSALS.get(str(outcome))
+    period = period_of(today)
+    if kind is not None and not any(
+        p.get("kind") == kind and p.get("period") == period and p.get("status") == "draf"
+        for p in await store.related(PROPOSAL.name, household_id)
+    ):
+        note = f"Hasil kunjungan {visit['visit_date']} oleh {visit['officer']}"
+        edits.append(
+            Edit(
+                PROPOSAL.name,
+                _new_id(store),
+                {
+                    "household_id": household_id,
+                    "kind": kind,
+                    "period": period,
+                    "status": "draf",
+                    "description": note,
+                },
+            )
+        )
+    return edits
 
 
 async def update_record(
@@ -413,10 +463,12 @@ class HouseholdView:
     members: list[Record]
     proposals: list[Record]
     complaints: list[Record]
+    #: Field visits, the latest first.
+    visits: list[Record]
 
 
 async def view_household(store: Store, actor: Actor, household_id: str) -> HouseholdView:
-    """Read a household with its members, proposals and complaints, and record in the audit
+    """Read a household with its members, proposals, complaints and visits, and record in the audit
     trail that ``actor`` saw its personal data (UU 27/2022 processing record)."""
     household = await store.get(household_id, "household")
     if household is None:
@@ -429,6 +481,11 @@ async def view_household(store: Store, actor: Actor, household_id: str) -> House
         await store.related("member", household_id),
         await store.related("proposal", household_id),
         await store.related("complaint", household_id),
+        sorted(
+            await store.related(VISIT.name, household_id),
+            key=lambda v: (str(v.get("visit_date")), v.created_ms),
+            reverse=True,
+        ),
     )
 
 
@@ -448,6 +505,7 @@ FILTERS: Mapping[str, tuple[str, ...]] = {
     "proposal": ("status", "kind", "period"),
     "complaint": ("status", "category", "channel"),
     "referral": ("status", "destination"),
+    "visit": ("outcome",),
 }
 
 

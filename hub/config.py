@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocol.rounds import ROUND_MONTHS
 from puskesos.tomlconfig import (
     BROKER_KEYS,
     BrokerConfig,
+    check_one_of,
     read_toml,
     render_section,
     section_values,
@@ -53,6 +55,7 @@ class HubConfig:
     cutoff_day: int = 17
     cutoff_time: str = "23:59"
     timezone: str = "Asia/Jakarta"
+    round_months: int = 3
     broker: BrokerConfig = field(default_factory=lambda: BrokerConfig(username="hub"))
 
     @property
@@ -109,6 +112,9 @@ KEYS: Mapping[tuple[str, str], str] = {
     ("hub", "cutoff_day"): "day of the month whose cut-off freezes the period (past the end: last)",
     ("hub", "cutoff_time"): "time of day (HH:MM) of the monthly cut-off",
     ("hub", "timezone"): "time zone of the monthly cut-off and of decision dates",
+    ("hub", "round_months"): (
+        "months of one verification round, from January (1, 2, 3, 4, 6 or 12; give the boxes')"
+    ),
     **BROKER_KEYS,
 }
 
@@ -121,6 +127,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> HubC
     broker = BrokerConfig(**{"username": "hub", **broker_values})
     values = section_values(HubConfig, "hub", document.get("hub", {}), env, nested=("broker",))
     config = HubConfig(**values, broker=broker)
+    check_one_of("hub", "round_months", config.round_months, ROUND_MONTHS)
     if path is not None and not config.data_dir.is_absolute():
         config = HubConfig(
             **{**values, "data_dir": (path.parent / config.data_dir).resolve()}, broker=broker

@@ -11,12 +11,15 @@ registry, never anything a person typed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from prometheus_client import (
@@ -32,6 +35,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub import db
+from hub.progress import VillageProgress, round_progress
 from hub.store import HubStore, Outcome
 from protocol.errors import MalformedError, Reason
 from protocol.telemetry import Telemetry, decode_telemetry
@@ -47,10 +51,17 @@ TELEMETRY_OUTCOMES: Final = ("stored", "malformed", "unknown_node")
 _BOX_LABELS: Final = ["district", "village", "node"]
 
 
+#: Seconds between two counts of the round's progress (a scan of the district's records,
+#: in the background; it moves with visits, slowly).
+PROGRESS_EVERY_S: Final = 300
+
+
 class HubMetrics:
     """The metric objects of one hub worker, in their own registry."""
 
-    def __init__(self, *, stale_after_s: float) -> None:
+    def __init__(
+        self, *, stale_after_s: float, round_months: int = 3, timezone: str = "Asia/Jakarta"
+    ) -> None:
         # No `_created` twin of every counter and histogram: it doubles the series and
         # means nothing to our rules (this switch is process-wide; every app wants it).
         disable_created_metrics()
@@ -139,17 +150,35 @@ class HubMetrics:
         r.register(self.broker)
         self._fleet = _FleetCollector(stale_after_s)
         r.register(self._fleet)
+        self._round = (round_months, ZoneInfo(timezone))
+        self._progress_due = 0.0
+        self._progress_task: asyncio.Task[None] | None = None
 
     async def refresh(self, store: HubStore) -> None:
         """Read the fleet's values from the database for the next scrape. When the database
         cannot answer, the scrape still shows this worker's own counters (its failures
         among them) and no fleet values, rather than failing as a whole: a worker whose
         database is down is not a worker that is down."""
+        if time.monotonic() >= self._progress_due and (
+            self._progress_task is None or self._progress_task.done()
+        ):
+            self._progress_due = time.monotonic() + PROGRESS_EVERY_S
+            self._progress_task = asyncio.create_task(self._count_progress(store))
         try:
             self._fleet.snapshot = await take_fleet_snapshot(store)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("metrics without the fleet: the database did not answer: %s", exc)
             self._fleet.snapshot = None
+
+    async def _count_progress(self, store: HubStore) -> None:
+        """Count the round's progress for a later scrape: on a district of millions of
+        records it takes longer than a scrape may wait."""
+        months, zone = self._round
+        today = datetime.fromtimestamp(store.wall() / 1000, zone).date()
+        try:
+            _, self._fleet.progress = await round_progress(store, today=today, round_months=months)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("the round's progress was not counted: %s", exc)
 
 
 # --- the broker, from its $SYS topics ------------------------------------------------------
@@ -255,13 +284,28 @@ class _FleetCollector(Collector):
     def __init__(self, stale_after_s: float) -> None:
         self.stale_after_ms = stale_after_s * 1000
         self.snapshot: FleetSnapshot | None = None
+        #: village → its progress in the verification round, refreshed less often.
+        self.progress: dict[str, VillageProgress] = {}
 
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot
         if snap is None:
             return
         yield from self._villages(snap)
+        yield self._round_progress()
         yield from self._boxes(snap)
+
+    def _round_progress(self) -> Metric:
+        households = _gauge(
+            "puskesos_hub_village_round_households",
+            "Households of the village in the current verification round, by state: total, "
+            "visited, incomplete, not_found, stale (no visit in 90 days)",
+            ["district", "village", "state"],
+        )
+        for code, progress in sorted(self.progress.items()):
+            for state in ("total", "visited", "incomplete", "not_found", "stale"):
+                households.add_metric([district_of(code), code, state], getattr(progress, state))
+        return households
 
     @staticmethod
     def _villages(snap: FleetSnapshot) -> Iterator[Metric]:

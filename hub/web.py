@@ -246,7 +246,11 @@ def create_app(
     from puskesos.webpages import security_headers
 
     app = web.Application(middlewares=[security_headers, _auth, session_guard])
-    hub_metrics = HubMetrics(stale_after_s=config.box_stale_after_s)
+    hub_metrics = HubMetrics(
+        stale_after_s=config.box_stale_after_s,
+        round_months=config.round_months,
+        timezone=config.timezone,
+    )
     app[STORE] = store
     app[METRICS] = hub_metrics
     app.add_routes(routes)

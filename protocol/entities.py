@@ -1,4 +1,4 @@
-"""The entities, declared once: household, member, proposal, complaint, referral.
+"""The entities, declared once: household, member, proposal, complaint, referral, visit.
 
 Fields follow the DTSEN / Regsosek household questionnaire (housing, assets, programmes)
 and the Puskesos intake forms. Field names are English; labels and enum labels are
@@ -39,6 +39,8 @@ __all__ = [
     "REFERRAL",
     "REFERRAL_TRANSITIONS",
     "SCHEMA_VERSION",
+    "VISIT",
+    "VISIT_PROPOSALS",
     "WORKFLOWS",
     "Workflow",
     "household_of",
@@ -52,7 +54,9 @@ RECORD_ID_KEY = "id"
 #: added, and mark what was added with ``since`` / ``codes_since``.
 #: 1: the first release. 2: the district's review and published results (household
 #: ``decile_period``, ``eligible_programmes``, ``review_*``; member status ``ganda``).
-SCHEMA_VERSION = 3
+#: 3: the district's registry (``registry_id``, member ``civil_flags``). 4: field visits
+#: (entity ``visit``, proposal kind ``tidak_ditemukan``).
+SCHEMA_VERSION = 4
 
 K = FieldKind
 
@@ -409,8 +413,10 @@ PROPOSAL = EntitySchema(
                 ("sanggahan", "Sanggahan"),
                 ("meninggal", "Meninggal"),
                 ("pindah", "Pindah"),
+                ("tidak_ditemukan", "Tidak ditemukan saat verifikasi lapangan"),
             ),
             required=True,
+            codes_since=(("tidak_ditemukan", 4),),
         ),
         FieldSpec("period", K.PERIOD, "Periode (bulan)", True),
         _enum(
@@ -534,9 +540,37 @@ REFERRAL = EntitySchema(
     ),
 )
 
+# --- visit (kunjungan verifikasi lapangan) ------------------------------------------------
+
+#: What an officer found at the door; the household's ``presence_status`` takes it.
+_OUTCOMES = HOUSEHOLD.fields["presence_status"]
+
+VISIT = EntitySchema(
+    "visit",
+    "Kunjungan verifikasi",
+    (
+        _ref("household_id", "Keluarga", "household", required=True),
+        FieldSpec("visit_date", K.DATE, "Tanggal kunjungan", True),
+        _text("officer", "Petugas", 100, required=True),
+        _enum(
+            "outcome",
+            "Hasil kunjungan",
+            tuple(zip(_OUTCOMES.choices, _OUTCOMES.choice_labels, strict=True)),
+            required=True,
+        ),
+        _text("notes", "Catatan", 1000),
+    ),
+    since=4,
+)
+
+#: A visit outcome → the proposal (usulan) kind it makes.
+VISIT_PROPOSALS: Mapping[str, str] = MappingProxyType(
+    {"tidak_ditemukan": "tidak_ditemukan", "pindah": "pindah", "meninggal": "meninggal"}
+)
+
 #: Every entity, by wire name. The codec, the stores and validation all look here.
 ENTITIES: Mapping[str, EntitySchema] = MappingProxyType(
-    {entity.name: entity for entity in (HOUSEHOLD, MEMBER, PROPOSAL, COMPLAINT, REFERRAL)}
+    {entity.name: entity for entity in (HOUSEHOLD, MEMBER, PROPOSAL, COMPLAINT, REFERRAL, VISIT)}
 )
 
 # --- status workflows ---------------------------------------------------------------------

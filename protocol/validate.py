@@ -29,6 +29,7 @@ Rules beyond the shape of each field:
 - complaint: received not in the future; due date not before the date received (errors);
   an anonymous reporter with a name (warning: the name will not be shown).
 - referral: about a complaint or a member (error).
+- visit: the visit date not in the future (error).
 - status workflows (:data:`protocol.entities.WORKFLOWS`): a new record starts in an initial
   status; an update moves only along the allowed transitions; a status that needs a
   reason (a refusal, a returned proposal) has it (errors).
@@ -67,7 +68,7 @@ PREGNANCY_AGE = (10, 55)
 #: Above this age a birth date is probably mistyped (a warning).
 _MAX_PLAUSIBLE_AGE = 110
 #: Date fields that describe something that already happened.
-_PAST_ONLY = frozenset({"birth_date", "received_date"})
+_PAST_ONLY = frozenset({"birth_date", "received_date", "visit_date"})
 _HEAD = "kepala_keluarga"
 _INACTIVE = frozenset({"pindah", "meninggal"})
 _NIK_CROSS_CHECKS = frozenset({"nik_birth_date_mismatch", "nik_sex_mismatch"})

@@ -103,6 +103,14 @@ def section_values(
     return values
 
 
+def check_one_of(section: str, key: str, value: object, allowed: Iterable[object]) -> None:
+    """Refuse a setting outside the values the program can work with."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        choices = ", ".join(str(a) for a in allowed)
+        raise ConfigError(f"[{section}] {key} must be one of {choices}, not {value}")
+
+
 def read_toml(path: Path | None, sections: Iterable[str]) -> dict[str, Any]:
     """The document at ``path`` (empty without one); only the named sections are allowed."""
     if path is None:

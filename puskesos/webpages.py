@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 import jinja2
 from aiohttp import web
 
+from protocol.identity import mask_number
+
 __all__ = ["CSP", "MONTHS", "environment", "security_headers", "set_private_cookie", "tanggal"]
 
 #: No inline script or style, nothing from elsewhere, never framed.
@@ -38,11 +40,18 @@ def tanggal(value: object) -> str:
     return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
 
 
+def angka(value: object) -> str:
+    """A whole number as Indonesians write it: ``1.234``."""
+    if not isinstance(value, int):
+        return ""
+    return f"{value:,}".replace(",", ".")
+
+
 def environment(loader: jinja2.BaseLoader, timezone: str) -> jinja2.Environment:
     """A template environment (autoescaped, strict about undefined names) with the
-    ``tanggal`` filter and ``waktu``, which shows stored milliseconds as local time in
-    ``timezone``. Templates come from ``loader`` first, then the shared ones, which extend
-    the app's own ``base.html``."""
+    ``tanggal``, ``angka`` and ``mask`` (a NIK or KK shown masked) filters and ``waktu``,
+    which shows stored milliseconds as local time in ``timezone``. Templates come from
+    ``loader`` first, then the shared ones, which extend the app's own ``base.html``."""
     zone = ZoneInfo(timezone)
 
     def waktu(ms: object) -> str:
@@ -59,6 +68,8 @@ def environment(loader: jinja2.BaseLoader, timezone: str) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["tanggal"] = tanggal
+    env.filters["angka"] = angka
+    env.filters["mask"] = mask_number
     env.filters["waktu"] = waktu
     return env
 

@@ -145,7 +145,7 @@ async def create_household(request: web.Request) -> web.Response:
 @routes.get(
     "/api/v1/households/{id}",
     roles=ALL_ROLES,
-    summary="A household in full, with members, proposals and complaints (audited view)",
+    summary="A household in full, with members, proposals, complaints, visits (audited view)",
     response="HouseholdDetail",
 )
 @answers
@@ -157,6 +157,7 @@ async def get_household(request: web.Request) -> web.Response:
             "members": [record_json(m) for m in view.members],
             "proposals": [record_json(p) for p in view.proposals],
             "complaints": [record_json(c) for c in view.complaints],
+            "visits": [record_json(v) for v in view.visits],
         }
     )
 
@@ -226,11 +227,11 @@ async def update_member(request: web.Request) -> web.Response:
     return save_answer(outcome, 200, rename=f"members[{place}].")
 
 
-# --- proposals, complaints, referrals ------------------------------------------------------
+# --- proposals, complaints, referrals, visits ----------------------------------------------
 
 
-def _register(entity: str, plural: str) -> None:
-    """List, create, read and change one entity (no delete)."""
+def _register(entity: str, plural: str, *, changeable: bool = True) -> None:
+    """List, create, read and (when ``changeable``) change one entity (no delete)."""
     title = entity.title()
     base = f"/api/v1/{plural}"
 
@@ -299,6 +300,8 @@ def _register(entity: str, plural: str) -> None:
     routes.get(
         f"{base}/{{id}}", roles=ALL_ROLES, summary=f"One {entity}", response=f"{title}Record"
     )(answers(read))
+    if not changeable:
+        return
     routes.patch(
         f"{base}/{{id}}",
         roles=ALL_ROLES,
@@ -311,6 +314,8 @@ def _register(entity: str, plural: str) -> None:
 _register("proposal", "proposals")
 _register("complaint", "complaints")
 _register("referral", "referrals")
+# A visit is what was found on a day; a mistake is put right by recording another visit.
+_register("visit", "visits", changeable=False)
 
 
 # --- sync and the document -----------------------------------------------------------------

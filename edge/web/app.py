@@ -286,6 +286,7 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
         ui_households,
         ui_proposals,
         ui_registry,
+        ui_verification,
     )
 
     app = web.Application(
@@ -303,7 +304,10 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
         else None
     )
     table: dict[tuple[str, str], Route] = {}
-    modules = (ops, ui, ui_households, ui_registry, ui_proposals, ui_cases, ui_admin, api)
+    modules = (
+        ops, ui, ui_households, ui_registry, ui_verification, ui_proposals, ui_cases, ui_admin,
+        api,
+    )  # fmt: skip
     for route in (route for module in modules for route in module.routes.routes):
         app.router.add_route(route.method, route.path, route.handler)
         table[(route.method, route.path)] = route

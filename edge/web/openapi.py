@@ -64,8 +64,9 @@ _JSON_TYPES = {
 
 DESCRIPTION = """\
 The JSON API of a Puskesos edge box: households with their members, proposals (usulan),
-complaints (pengaduan) and referrals (rujukan). Records are created and changed, never
-deleted: a member who moved or died gets a status.
+complaints (pengaduan), referrals (rujukan) and field visits (kunjungan verifikasi).
+Records are created and changed, never deleted: a member who moved or died gets a status;
+a visit is never changed (a mistake is put right by recording another visit).
 
 Authentication: a bearer token (made by an admin on the Pengguna page or with `puskesos edge
 token add`) or the session cookie of a logged-in browser; cookie calls that change data also
@@ -224,7 +225,8 @@ def _components() -> dict[str, Any]:
         if name not in ("household", "member"):  # these two have bodies of their own
             schemas[f"{title}Page"] = _page(component(f"{title}Record"))
             schemas[f"{title}Create"] = _body({name: component(f"{title}New")}, [name])
-            schemas[f"{title}Update"] = _body({name: component(f"{title}Change")}, [name])
+            if name != "visit":  # a visit is never changed
+                schemas[f"{title}Update"] = _body({name: component(f"{title}Change")}, [name])
     schemas["MemberChangeById"] = _input_object(ENTITIES["member"], new=False, with_id=True)
     new_members = {"type": "array", "items": component("MemberNew")}
     schemas["HouseholdCreate"] = _body(
@@ -249,6 +251,7 @@ def _components() -> dict[str, Any]:
         **item,
         "proposals": {"type": "array", "items": component("ProposalRecord")},
         "complaints": {"type": "array", "items": component("ComplaintRecord")},
+        "visits": {"type": "array", "items": component("VisitRecord")},
     }
     schemas["HouseholdDetail"] = {"type": "object", "properties": detail, "required": list(detail)}
     issue = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import jinja2
 
 from protocol.entities import ENTITIES
-from protocol.identity import mask_number
 from puskesos.webpages import environment
 
 __all__ = ["create_environment"]
@@ -21,7 +20,6 @@ def create_environment(timezone: str) -> jinja2.Environment:
         return spec.label_of(code)
 
     env = environment(jinja2.PackageLoader("edge", "templates"), timezone)
-    env.filters["mask"] = mask_number
     env.globals["choice_label"] = choice_label
     env.globals["ENTITIES"] = ENTITIES
     return env

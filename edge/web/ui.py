@@ -24,6 +24,7 @@ from edge.web.app import (
 )
 from edge.web.routing import ALL_ROLES, PUBLIC, RouteTable
 from edge.web.sync_view import sync_view
+from edge.web.ui_registry import current_round, progress, village_households
 from protocol.entities import ENTITIES
 from puskesos import webauth
 
@@ -49,6 +50,7 @@ FLASH = {
     "tersimpan_peringatan": "Data tersimpan dengan peringatan yang sudah dikonfirmasi.",
     "disepakati": "Usulan ditandai disepakati.",
     "status": "Status diperbarui.",
+    "kunjungan": "Kunjungan dicatat.",
 }
 
 
@@ -202,6 +204,7 @@ async def beranda(request: web.Request) -> web.Response:
         .where(r.c.entity == "proposal", r.c.status == "draf")
     )
     drafts = await store.read(lambda conn: conn.execute(count_drafts).scalar_one())
+    verification = progress(await village_households(store), current_round(request))
     return render(
         request,
         "beranda.html",
@@ -214,6 +217,7 @@ async def beranda(request: web.Request) -> web.Response:
         stale_total=stale_total,
         stale_days=STALE_HOUSEHOLD_DAYS,
         drafts=drafts,
+        verification=verification,
         today=today,
         box_time=store.box_time(),
     )

@@ -7,8 +7,9 @@ programme (penerima bantuan), by RT/RW, printable. Both read the whole village o
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,12 +17,22 @@ from aiohttp import web
 
 from edge import db
 from edge.store import Store
-from edge.web.app import STORE, render
+from edge.web.app import CONFIG, STORE, local_today, render
 from edge.web.routing import ALL_ROLES, RouteTable
-from protocol.entities import HOUSEHOLD, MEMBER
+from protocol.entities import HOUSEHOLD, MEMBER, VISIT
 from protocol.registry import missing_fields
+from protocol.rounds import Round, round_of
 
-__all__ = ["HouseholdRow", "missing_labels", "routes", "village_households"]
+__all__ = [
+    "HouseholdRow",
+    "Progress",
+    "RoundProgress",
+    "current_round",
+    "missing_labels",
+    "progress",
+    "routes",
+    "village_households",
+]
 
 routes = RouteTable()
 
@@ -37,12 +48,31 @@ class HouseholdRow:
     id: str
     values: dict[str, Any]
     head: str = ""
+    head_nik: str = ""
     members: int = 0
     missing: list[str] = field(default_factory=list)
+    #: Field visits, the latest first.
+    visits: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rt_rw(self) -> str:
         return f"{self.values.get('rt') or '-'}/{self.values.get('rw') or '-'}"
+
+    @property
+    def last_visit(self) -> dict[str, Any] | None:
+        return self.visits[0] if self.visits else None
+
+    def visited_in(self, period: Round) -> bool:
+        """Whether a visit is dated inside ``period`` (a verification round)."""
+        return any(date.fromisoformat(v["visit_date"]) in period for v in self.visits)
+
+    @property
+    def field_check(self) -> bool:
+        """The district marked it "periksa lapangan" and nobody visited it since."""
+        if self.values.get("review_status") != "periksa_lapangan":
+            return False
+        marked = str(self.values.get("review_date") or "")
+        return not any(str(v["visit_date"]) >= marked for v in self.visits)
 
 
 def missing_labels(household: Mapping[str, Any], members: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -61,29 +91,30 @@ def _scan(conn: sa.Connection) -> list[HouseholdRow]:
     r = db.records
     rows = conn.execute(
         sa.select(r.c.id, r.c.entity, r.c.household_id, r.c.data).where(
-            r.c.entity.in_((HOUSEHOLD.name, MEMBER.name)), r.c.deleted.is_(False)
+            r.c.entity.in_((HOUSEHOLD.name, MEMBER.name, VISIT.name)), r.c.deleted.is_(False)
         )
     ).all()
     households: dict[str, HouseholdRow] = {}
     members: dict[str, list[dict[str, Any]]] = {}
+    visits: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         values = json.loads(row.data)
         if row.entity == HOUSEHOLD.name:
             households[row.id] = HouseholdRow(row.id, values)
+        elif row.entity == VISIT.name and row.household_id:
+            visits.setdefault(row.household_id, []).append(values)
         elif row.household_id:
             members.setdefault(row.household_id, []).append(values)
     for household in households.values():
+        household.visits = sorted(
+            visits.get(household.id, []), key=lambda v: str(v["visit_date"]), reverse=True
+        )
         own = members.get(household.id, [])
         active = [m for m in own if m.get("status") in (None, "aktif")]
         household.members = len(active)
-        household.head = next(
-            (
-                str(m.get("name") or "")
-                for m in active
-                if m.get("relation_to_head") == "kepala_keluarga"
-            ),
-            "",
-        )
+        head = next((m for m in active if m.get("relation_to_head") == "kepala_keluarga"), {})
+        household.head = str(head.get("name") or "")
+        household.head_nik = str(head.get("nik") or "")
         household.missing = missing_labels(household.values, active)
     return sorted(households.values(), key=lambda h: (h.rt_rw, h.head, h.id))
 
@@ -91,6 +122,46 @@ def _scan(conn: sa.Connection) -> list[HouseholdRow]:
 async def village_households(store: Store) -> list[HouseholdRow]:
     """Every household of the box with its head, members and what it still lacks."""
     return await store.read(_scan)
+
+
+@dataclass
+class Progress:
+    """How far a set of households is in the round."""
+
+    total: int = 0
+    visited: int = 0
+    incomplete: int = 0
+    not_found: int = 0
+
+    def add(self, household: HouseholdRow, period: Round) -> None:
+        self.total += 1
+        self.visited += household.visited_in(period)
+        self.incomplete += bool(household.missing)
+        self.not_found += household.values.get("presence_status") == "tidak_ditemukan"
+
+
+@dataclass
+class RoundProgress:
+    """The village's progress in ``period``, and the same per RT/RW."""
+
+    period: Round
+    village: Progress = field(default_factory=Progress)
+    by_rt_rw: dict[str, Progress] = field(default_factory=dict)
+
+
+def current_round(request: web.Request) -> Round:
+    """The round today (the box's best idea of today) falls in."""
+    return round_of(local_today(request), request.app[CONFIG].round_months)
+
+
+def progress(households: Sequence[HouseholdRow], period: Round) -> RoundProgress:
+    """Visited, incomplete and not found, for the village and per RT/RW."""
+    result = RoundProgress(period)
+    for household in households:
+        result.village.add(household, period)
+        result.by_rt_rw.setdefault(household.rt_rw, Progress()).add(household, period)
+    result.by_rt_rw = dict(sorted(result.by_rt_rw.items()))
+    return result
 
 
 @routes.get("/kelengkapan", roles=ALL_ROLES, summary="Households still lacking ranking data")

@@ -15,6 +15,7 @@ from hub.ui import (
     base,
     duplikat,
     konflik,
+    lapangan,
     masuk,
     pengguna,
     perangkat,
@@ -25,7 +26,9 @@ from hub.ui import (
 __all__ = ["PAGES", "setup"]
 
 #: The page modules, each with its ``routes``.
-PAGES = (masuk, ringkasan, antrian, konflik, duplikat, siklus, perangkat, audit, pengguna)
+PAGES = (
+    masuk, ringkasan, antrian, konflik, duplikat, lapangan, siklus, perangkat, audit, pengguna,
+)  # fmt: skip
 
 
 def setup(app: web.Application, config: HubConfig) -> None:

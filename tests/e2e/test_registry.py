@@ -4,9 +4,12 @@ returns) and no box of another village."""
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
+
 import pytest
 
-from puskesos.fleet import Box, puskesos
+from puskesos.fleet import Box, Hub, puskesos
 from tests.e2e.conftest import VILLAGE_A, VILLAGE_B, converged, wait_for
 from tests.hub.test_registry import household_row, member_rows, write_csv
 
@@ -17,6 +20,25 @@ def households_on(box: Box) -> dict[str, dict]:
     """The households a box lists, by their registry id."""
     items = box.api("/api/v1/households?limit=100")["items"]
     return {item["household"]["values"].get("registry_id"): item for item in items}
+
+
+def visit_on_hub(hub: Hub, visit_id: str) -> bool:
+    try:
+        return "outcome" in hub.api(f"/api/v1/records/{visit_id}")["fields"]
+    except urllib.error.HTTPError:
+        return False
+
+
+def round_households(hub: Hub, village: str) -> dict[str, int]:
+    """The hub's ``puskesos_hub_village_round_households`` of ``village``, by state."""
+    with urllib.request.urlopen(hub.service.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("puskesos_hub_village_round_households{") and village in line:
+            state = line.split('state="')[1].split('"')[0]
+            found[state] = int(float(line.rsplit(" ", 1)[1]))
+    return found
 
 
 def test_an_import_reaches_the_boxes_of_its_village_and_no_other(fleet, tmp_path):
@@ -49,3 +71,19 @@ def test_an_import_reaches_the_boxes_of_its_village_and_no_other(fleet, tmp_path
     again = puskesos("hub", "registry", "import", str(extract), "--config", str(hub.config))
     assert "0 written, 12 unchanged" in again
     assert hub.api("/api/v1/devices/edge-a1")["down_seq"] == before
+
+    # A field visit on a box comes up to the hub and into the village's round progress.
+    household_id = households_on(a1)["DTSEN-000002"]["household"]["id"]
+    answer = a1.api(
+        "/api/v1/visits",
+        {"visit": {"household_id": household_id, "outcome": "tidak_ditemukan",
+                   "notes": "Rumah kosong"}},
+    )  # fmt: skip
+    visit_id = answer["id"]
+    wait_for(lambda: visit_on_hub(hub, visit_id), 60, "the visit at the hub")
+    expected = {"total": 3, "visited": 1, "not_found": 1}
+    wait_for(
+        lambda: expected.items() <= round_households(hub, VILLAGE_A).items(),
+        60,
+        "the visit in the round's progress",
+    )

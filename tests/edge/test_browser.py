@@ -156,3 +156,66 @@ async def test_an_operators_day_in_a_real_browser(base_url, browser):
     await page.screenshot(path="/tmp/household-form-1280.png", full_page=True)
     assert await page.input_value("#members-2-nik") == members[2]["nik"]
     await context.close()
+
+
+async def test_field_verification_on_a_phone(base_url, browser, edge_config):
+    """An operator works through the round's worklist on a 360-px phone: records a visit in a
+    few taps, sees the completeness list and prints the door-to-door list."""
+    context = await browser.new_context(viewport=PHONE, locale="id-ID")
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await log_in(page, base_url, "operator1")
+    heads = []
+    for seed, rt, floor in ((41, "001", "keramik"), (42, "002", "")):
+        household, members = make_household_with_members(2, seed=seed)
+        await page.goto(f"{base_url}/rumah-tangga/baru")
+        await page.fill("#address", household["address"])
+        await page.fill("#rt", rt)
+        await page.fill("#rw", "003")
+        if floor:
+            await page.select_option("#floor_material", floor)
+        await fill_member(page, 0, members[0])
+        await page.click("button:has-text('Simpan')")
+        await page.wait_for_selector("text=Data tersimpan.")
+        heads.append(members[0])
+
+    await page.goto(f"{base_url}/")
+    await page.click("nav >> text=Verifikasi")
+    progress = page.locator("#kemajuan-putaran")
+    assert "0 dari 2 rumah tangga sudah diverifikasi" in await progress.inner_text()
+    await page.select_option("#rt", "002")
+    await page.click("button:has-text('Tampilkan')")
+    rows = page.locator("#daftar-kunjungan tbody tr")
+    assert await rows.count() == 1
+    assert "Belum lengkap" in await rows.first.inner_text()
+    await page.click("#daftar-kunjungan >> text=Catat kunjungan")
+    await page.check("input[name='outcome'][value='tidak_ditemukan']")
+    await page.fill("#notes", "Rumah kosong sejak Agustus, kata ketua RT.")
+    await page.screenshot(path="/tmp/visit-form-360.png", full_page=True)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    await page.click("button:has-text('Simpan kunjungan')")
+    await page.wait_for_selector("text=Kunjungan dicatat.")
+    assert "rt=002" in page.url, "back on the worklist the officer came from"
+    assert "1 dari 2 rumah tangga sudah diverifikasi" in await progress.inner_text()
+    assert "1 tidak ditemukan" in await progress.inner_text()
+    assert await rows.count() == 1, "still listed: its ranking variables are missing"
+    assert "Belum dikunjungi" not in await rows.first.inner_text()
+    await page.click("nav >> text=Usulan")
+    assert "Tidak ditemukan saat verifikasi lapangan" in await page.inner_text("main")
+
+    await page.click("nav >> text=Kelengkapan")
+    assert "2 dari 2 rumah tangga belum lengkap" in await page.inner_text("main")
+    await page.select_option("#rt", "002")
+    await page.click("button:has-text('Tampilkan')")
+    listed = await page.inner_text("table")
+    assert heads[1]["name"] in listed and "Jenis lantai terluas" in listed
+    assert heads[0]["name"] not in listed
+
+    await page.goto(f"{base_url}/verifikasi?daftar=belum")
+    await page.click("#cetak-daftar")
+    await page.emulate_media(media="print")
+    assert await page.is_hidden("header.top")
+    printed = await page.inner_text("table.door-to-door")
+    assert heads[0]["name"] in printed and heads[1]["name"] not in printed
+    assert mask_number(heads[0]["nik"]) in printed and heads[0]["nik"] not in printed
+    await context.close()

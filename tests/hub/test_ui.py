@@ -16,9 +16,10 @@ from edge import auth as edge_auth
 from edge.config import EdgeConfig
 from edge.db import upgrade as edge_upgrade
 from edge.store import Store as EdgeStore
-from hub import auth, db
+from hub import auth, db, review
 from hub.config import HubConfig
 from hub.keys import generate_key_pair
+from hub.progress import field_checks
 from hub.roles import Role
 from hub.store import HubStore
 from hub.ui.base import PRE_CSRF_COOKIE, SESSION_COOKIE
@@ -27,6 +28,7 @@ from puskesos import cli
 from tests.factories import DEFAULT_VILLAGE
 from tests.hub.boxes import Box, enrol
 from tests.hub.families import change, send_family
+from tests.hub.test_progress import district_with_visits
 
 PASSWORD = "rahasia-kabupaten-1"
 USERS = {
@@ -41,6 +43,7 @@ PAGES = {
     "/antrian": {"verif", "pimpinan", "admin"},
     "/konflik": {"verif", "pimpinan", "admin"},
     "/duplikat": {"verif", "pimpinan", "admin"},
+    "/periksa-lapangan": {"verif", "pimpinan", "admin"},
     "/siklus": {"verif", "pimpinan", "admin"},
     "/perangkat": {"teknisi", "admin"},
     "/audit": {"pimpinan", "admin"},
@@ -523,3 +526,33 @@ def test_init_makes_the_session_key_and_user_add_makes_an_account_that_signs_in(
             await engine.dispose()
 
     assert asyncio.run(sign_in())
+
+
+async def test_ringkasan_and_the_field_check_list_show_what_the_boxes_found(
+    hub_store: HubStore, client
+):
+    ids = await district_with_visits(hub_store)
+    for household_id in (ids["gone"], ids["lacking"]):
+        await review.decide(
+            hub_store, household_id, "periksa_lapangan", "Alamat tidak jelas", "verif",
+            period="2026-11",
+        )  # fmt: skip
+    checks = await field_checks(hub_store, DEFAULT_VILLAGE)
+    assert {c.id for c in checks} == {ids["gone"], ids["lacking"]}
+    found = {c.id: c for c in checks}
+    assert [v["outcome"] for v in found[ids["gone"]].visits] == ["tidak_ditemukan"]
+    assert found[ids["lacking"]].visits == []
+    assert found[ids["gone"]].head["name"] == "Joko Susilo"
+
+    await login(client, "verif")
+    summary = await (await client.get("/")).text()
+    row = summary.split(f"?desa={DEFAULT_VILLAGE}")[1].split("</tr>")[0]
+    assert "2 dari 4" in row
+    page = await (await client.get("/periksa-lapangan", params={"desa": DEFAULT_VILLAGE})).text()
+    assert "2 rumah tangga perlu periksa lapangan; 1 sudah dikunjungi" in page
+    listed = page.split('id="daftar-periksa"')[1]
+    assert "Joko Susilo" in listed and "Tidak ditemukan (Petugas Desa)" in listed
+    assert "Budi Santoso" in listed and "belum dikunjungi" in listed
+    assert "Siti Aminah" not in listed
+    none = await (await client.get("/periksa-lapangan", params={"desa": "9999999999"})).text()
+    assert 'id="daftar-periksa"' not in none

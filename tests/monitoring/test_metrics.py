@@ -35,6 +35,7 @@ BOUNDED_LABELS = {
     "route",
     "software",
     "wire",
+    "state",  # of a household in the verification round: five values
 }
 #: Units Prometheus asks for, by what a name measures.
 UNIT_WORDS = {

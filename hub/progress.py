@@ -1,0 +1,173 @@
+"""Each village's progress in the verification round (``docs/registry.md`` section 5), for
+Ringkasan and ``/metrics``: its households, those visited in the current round, those
+still lacking a ranking variable (the household or an active member), those not found, and
+those nobody visited for :data:`STALE_VISIT_DAYS` days. And the verifier's "periksa
+lapangan" list: the households the district sent to a ground check, with what the visits
+since found.
+
+Counted in the database, a few grouped queries over the whole district: the values are in
+the records' JSON, read with the dialect's own JSON functions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from hub import db
+from hub.store import HubStore
+from protocol.registry import RANKING_FIELDS
+from protocol.rounds import Round, round_of
+
+__all__ = ["STALE_VISIT_DAYS", "FieldCheck", "VillageProgress", "field_checks", "round_progress"]
+
+#: A household nobody visited for longer than this is stale (the ministry: every 3 months).
+STALE_VISIT_DAYS = 90
+
+
+@dataclass(frozen=True, slots=True)
+class VillageProgress:
+    """One village in the round. ``stale``: households without a visit in the last
+    :data:`STALE_VISIT_DAYS` days (never visited included)."""
+
+    total: int = 0
+    visited: int = 0
+    incomplete: int = 0
+    not_found: int = 0
+    stale: int = 0
+
+
+def _fields(store: HubStore, source: Any) -> Any:
+    """``key → the JSON value of source as text`` for this database."""
+    if store.engine.dialect.name == "postgresql":
+        return lambda key: sa.cast(source, JSONB)[key].astext
+    return lambda key: sa.func.json_extract(source, f"$.{key}")
+
+
+def _lacks(value: Any, entity: str) -> sa.ColumnElement[bool]:
+    return sa.or_(*(sa.or_(value(n).is_(None), value(n) == "") for n in RANKING_FIELDS[entity]))
+
+
+async def round_progress(
+    store: HubStore, *, today: date, round_months: int
+) -> tuple[Round, dict[str, VillageProgress]]:
+    """The round ``today`` falls in, and every village's progress in it."""
+    period = round_of(today, round_months)
+    r = db.records
+    member = r.alias("member")
+    house, person = _fields(store, r.c.data), _fields(store, member.c.data)
+    member_lacks = (
+        sa.select(sa.literal(1))
+        .where(
+            member.c.household_id == r.c.id,
+            member.c.entity == "member",
+            member.c.deleted.is_(False),
+            sa.or_(person("status").is_(None), person("status") == "aktif"),
+            _lacks(person, "member"),
+        )
+        .exists()
+    )
+    households = (
+        sa.select(
+            r.c.village,
+            sa.func.count(),
+            sa.func.sum(sa.case((house("presence_status") == "tidak_ditemukan", 1), else_=0)),
+            sa.func.sum(sa.case((sa.or_(_lacks(house, "household"), member_lacks), 1), else_=0)),
+        )
+        .where(r.c.entity == "household", r.c.deleted.is_(False))
+        .group_by(r.c.village)
+    )
+    visit_date = house("visit_date")
+
+    def visited_since(first: date, last: date) -> Any:
+        return (
+            sa.select(r.c.village, sa.func.count(sa.distinct(r.c.household_id)))
+            .where(
+                r.c.entity == "visit",
+                r.c.deleted.is_(False),
+                visit_date >= first.isoformat(),
+                visit_date <= last.isoformat(),
+            )
+            .group_by(r.c.village)
+        )
+
+    async with db.reading(store.engine) as conn:
+        counted = (await conn.execute(households)).all()
+        visited = dict((await conn.execute(visited_since(period.start, period.end))).all())
+        recent_from = today - timedelta(days=STALE_VISIT_DAYS)
+        recent = dict((await conn.execute(visited_since(recent_from, today))).all())
+    return period, {
+        village: VillageProgress(
+            total=total,
+            visited=visited.get(village, 0),
+            incomplete=int(incomplete or 0),
+            not_found=int(not_found or 0),
+            stale=max(total - recent.get(village, 0), 0),
+        )
+        for village, total, not_found, incomplete in counted
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class FieldCheck:
+    """A household the district marked "periksa lapangan", for the facilitator's list."""
+
+    id: str
+    values: dict[str, Any]
+    head: dict[str, Any]
+    #: Visits dated on or after the mark, the latest first.
+    visits: list[dict[str, Any]]
+
+
+async def field_checks(store: HubStore, village: str) -> list[FieldCheck]:
+    """The village's households whose ``review_status`` is ``periksa_lapangan``, by RT/RW
+    and address, each with its head and the visits since the district marked it."""
+    r = db.records
+    value = _fields(store, r.c.data)
+    async with db.reading(store.engine) as conn:
+        marked = (
+            await conn.execute(
+                sa.select(r.c.id, r.c.data).where(
+                    r.c.village == village,
+                    r.c.entity == "household",
+                    r.c.deleted.is_(False),
+                    value("review_status") == "periksa_lapangan",
+                )
+            )
+        ).all()
+        ids = [row.id for row in marked]
+        related = (
+            await conn.execute(
+                sa.select(r.c.entity, r.c.household_id, r.c.data).where(
+                    store.among(r.c.household_id, ids),
+                    r.c.entity.in_(("member", "visit")),
+                    r.c.deleted.is_(False),
+                )
+            )
+        ).all()
+    heads: dict[str, dict[str, Any]] = {}
+    visits: dict[str, list[dict[str, Any]]] = {}
+    for row in related:
+        data = json.loads(row.data)
+        if row.entity == "visit":
+            visits.setdefault(row.household_id, []).append(data)
+        elif data.get("relation_to_head") == "kepala_keluarga" and data.get("status") in (
+            None,
+            "aktif",
+        ):
+            heads[row.household_id] = data
+    checks = []
+    for row in marked:
+        data = json.loads(row.data)
+        since = str(data.get("review_date") or "")
+        found = [v for v in visits.get(row.id, []) if str(v.get("visit_date")) >= since]
+        found.sort(key=lambda v: str(v.get("visit_date")), reverse=True)
+        checks.append(FieldCheck(row.id, data, heads.get(row.id, {}), found))
+    checks.sort(key=lambda c: (str(c.values.get("rw")), str(c.values.get("rt")),
+                               str(c.values.get("address"))))  # fmt: skip
+    return checks
