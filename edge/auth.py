@@ -140,9 +140,13 @@ async def authenticate(store: Store, username: str, password: str, address: str)
     row = await store.read(lambda conn: conn.execute(query).first())
     if row is None or not row.active:
         await webauth.verify_nobody(password)
-        await store.audit(AuditEntry(username[:64], "login_failed", address=address))
+        detail = webauth.unknown_name(username)
+        await store.audit(
+            AuditEntry(webauth.UNKNOWN_ACTOR, "login_failed", detail=detail, address=address)
+        )
         return LoginResult(None)
     if row.locked_until_ms > now:
+        await webauth.verify_nobody(password)  # as slow as any other answer: no oracle
         await store.audit(AuditEntry(row.username, "login_locked", address=address))
         return LoginResult(None, locked=True)
     if not await webauth.verify_password(row.password_hash, password):

@@ -15,6 +15,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, event
 
+from puskesos.durable import private_database
+
 __all__ = [
     "api_tokens",
     "audit",
@@ -167,8 +169,9 @@ def _alembic_config(database_path: Path) -> Config:
 
 
 def upgrade(database_path: Path) -> None:
-    """Create the database or bring it to the newest schema (safe to run every start)."""
-    database_path.parent.mkdir(parents=True, exist_ok=True)
+    """Create the database or bring it to the newest schema (safe to run every start),
+    readable by its owner only."""
+    private_database(database_path)
     command.upgrade(_alembic_config(database_path), "head")
 
 

@@ -148,11 +148,12 @@ async def authenticate(
         await webauth.verify_nobody(password)
         async with store.engine.begin() as conn:
             await audit.record(
-                conn, at_ms=now, actor=username[:64], action="login.failed", subject=username[:64],
-                detail=where,
+                conn, at_ms=now, actor=webauth.UNKNOWN_ACTOR, action="login.failed",
+                detail={**where, **webauth.unknown_name(username)},
             )  # fmt: skip
         return LoginResult(None)
     if (row.locked_until_ms or 0) > now:
+        await webauth.verify_nobody(password)  # as slow as any other answer: no oracle
         async with store.engine.begin() as conn:
             await audit.record(
                 conn, at_ms=now, actor=row.username, action="login.locked", subject=row.username,

@@ -18,6 +18,8 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from puskesos.durable import private_database
+
 __all__ = [
     "api_tokens",
     "audit",
@@ -329,12 +331,13 @@ def is_sqlite(url: str) -> bool:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Create the database or bring it to the newest schema (safe to run every start), or
-    to an older ``revision`` (tests of a migration start from the one before it).
+    to an older ``revision`` (tests of a migration start from the one before it). A SQLite
+    database is readable by its owner only.
 
     Blocking; from async code run it in a thread (Alembic runs its own event loop).
     """
     if is_sqlite(url):
-        Path(sa.make_url(url).database or "").parent.mkdir(parents=True, exist_ok=True)
+        private_database(Path(sa.make_url(url).database or ""))
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = url

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,11 @@ _STATUS = {
     DatasetReason.TOO_LARGE: 413,
 }
 _BASE = "/api/v1/districts/{district}/periods/{period}"
+_DISTRICT = re.compile(r"[0-9]{4}")
+_PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
+#: An upload is named by its manifest's SHA-256.
+_UPLOAD = re.compile(r"[0-9a-f]{64}")
+_FILE = re.compile(r"[a-z_]+\.(jsonl|csv)")
 
 routes = web.RouteTableDef()
 
@@ -77,10 +83,23 @@ async def _refusals(
         return _refusal(exc)
 
 
+def _path_part(request: web.Request, name: str, pattern: re.Pattern[str]) -> str:
+    """A path parameter that is what it must be, before it names any file: the router has
+    decoded it, so ``..%2F3202`` arrives as ``../3202``."""
+    value = request.match_info[name]
+    if not pattern.fullmatch(value):
+        raise DatasetError(DatasetReason.MALFORMED, f"{name} is not a valid {name}")
+    return value
+
+
 async def _authorized(request: web.Request) -> tuple[str, str, bytes]:
     """(district, period, the district's public key) of a request its token may make."""
-    district = request.match_info["district"]
-    period = request.match_info["period"]
+    district = _path_part(request, "district", _DISTRICT)
+    period = _path_part(request, "period", _PERIOD)
+    if "upload" in request.match_info:
+        _path_part(request, "upload", _UPLOAD)
+    if "name" in request.match_info:
+        _path_part(request, "name", _FILE)
     registry = request.app[REGISTRY]
     public_key = await asyncio.to_thread(registry.public_key, district)
     if public_key is None:

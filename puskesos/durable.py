@@ -1,12 +1,17 @@
 """Files that are on disk when the call returns: what a dataset, a key or a backup is
-written with, so that a power cut leaves the old state or the new one, never half."""
+written with, so that a power cut leaves the old state or the new one, never half; and
+database files only their owner may read."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
-__all__ = ["fsync_dir", "write_file"]
+__all__ = ["fsync_dir", "private_database", "write_file"]
+
+#: The files of one SQLite database: itself, its write-ahead log and its shared memory.
+_SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 
 def write_file(path: Path, data: bytes, *, new: bool = False, mode: int = 0o644) -> None:
@@ -27,3 +32,14 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def private_database(path: Path) -> None:
+    """Make the SQLite database ``path`` readable by its owner only (0600), whatever the
+    umask and the folder: created empty when missing (SQLite then keeps that mode and gives
+    it to its ``-wal`` and ``-shm`` files), and the files of one made before tightened."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for suffix in _SQLITE_SUFFIXES:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)

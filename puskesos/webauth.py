@@ -2,8 +2,8 @@
 
 Only what does not depend on either side's store: the secret file CSRF tokens are derived
 from, the CSRF token of a session (an HMAC of the session token's hash, so it needs no
-storage and dies with the session), the user-name rule, and argon2id hashing and checking
-off the event loop.
+storage and dies with the session), the user-name rule, argon2id hashing and checking
+off the event loop, and where a sign-in may send the browser next.
 """
 
 from __future__ import annotations
@@ -18,20 +18,26 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from yarl import URL
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",
+    "UNKNOWN_ACTOR",
     "csrf_token",
     "hash_password",
     "load_secret",
     "login_error",
+    "safe_next",
     "sha256",
+    "unknown_name",
     "valid_username",
     "verify_nobody",
     "verify_password",
 ]
 
 _hasher = PasswordHasher()
+#: What a browser drops from or reads differently in a URL: tabs, newlines, backslashes.
+_TRICKY = frozenset("\\\t\r\n")
 MIN_PASSWORD_LENGTH = 8
 
 
@@ -95,3 +101,40 @@ async def verify_nobody(password: str) -> None:
     """Spend the time of a password check for a login to an unknown or inactive account,
     so the answer's timing does not tell which accounts exist."""
     await verify_password(await asyncio.to_thread(_dummy_hash), password)
+
+
+def safe_next(target: str | None) -> str:
+    """Where a sign-in may send the browser: a path of this site, else ``/``.
+
+    The target is returned as it came (still percent-encoded), so that a page that puts it
+    in a form and reads it back gets the same string, never one decoded once more: decoding
+    turned ``/%2509/evil.com`` into ``/%09/evil.com`` on the sign-in page and into
+    ``/<tab>/evil.com`` after the post, which a browser reads as ``//evil.com``. Both the
+    raw and the decoded path are checked the way browsers parse them (tabs and newlines
+    dropped, backslashes read as slashes, ``//`` starting another site).
+    """
+    if not target or not target.startswith("/") or any(ch in _TRICKY for ch in target):
+        return "/"
+    url = URL(target, encoded=True)
+    decoded = url.path
+    if (
+        url.scheme
+        or url.host
+        or target.startswith("//")
+        or not decoded.startswith("/")
+        or decoded.startswith("//")
+        or any(ch in _TRICKY or ord(ch) < 0x20 for ch in decoded)
+    ):
+        return "/"
+    return url.raw_path + (f"?{url.raw_query_string}" if url.raw_query_string else "")
+
+
+#: Who a failed sign-in with an unknown user name is recorded as.
+UNKNOWN_ACTOR = "(nama tidak dikenal)"
+
+
+def unknown_name(username: str) -> dict[str, str]:
+    """The audit detail of a sign-in with an unknown user name: a short fingerprint, not the
+    text, which is often a password typed into the wrong field. Attempts with the same name
+    still show as the same."""
+    return {"name_sha256": sha256(username)[:12]}

@@ -80,13 +80,15 @@ def _secure(request: web.Request, response: web.StreamResponse) -> None:
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "same-origin")
+    headers["Server"] = "Puskesos"  # not aiohttp's name and version, for a scanner to match
     if not request.path.startswith("/static/"):
         headers.setdefault("Cache-Control", "no-store")
 
 
 @web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """CSP without inline script, no framing, no sniffing; pages are never cached."""
+    """CSP without inline script, no framing, no sniffing; pages are never cached; the
+    ``Server`` header names no software version."""
     try:
         response = await handler(request)
     except web.HTTPException as exc:

@@ -128,23 +128,9 @@ def pager_base(request: web.Request) -> str:
     return url + ("&" if query else "?")
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a path of this box: never redirect a login to another site.
-
-    The target is parsed the way browsers parse it (tabs and newlines dropped, backslashes
-    read as slashes), and only its path and query are kept.
-    """
-    if not target or any(ch in target for ch in "\\\t\r\n") or not target.startswith("/"):
-        return "/"
-    url = URL(target)
-    if url.scheme or url.host or not url.path.startswith("/") or url.path.startswith("//"):
-        return "/"
-    return url.path_qs
-
-
 @routes.get("/masuk", roles=PUBLIC, summary="Login page")
 async def login_page(request: web.Request) -> web.Response:
-    target = _safe_next(request.query.get("next"))
+    target = webauth.safe_next(request.query.get("next"))
     return render_before_login(request, "masuk.html", next=target, error=None, username="")
 
 
@@ -153,7 +139,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     username = str(form.get("username", "")).strip()
     password = str(form.get("password", ""))
-    target = _safe_next(str(form.get("next", "")))
+    target = webauth.safe_next(str(form.get("next", "")))
     if not login_allowed(request):
         error = "Terlalu banyak percobaan masuk dari alamat ini. Tunggu satu menit."
         result = auth.LoginResult(None)

@@ -34,16 +34,21 @@ async def duplikat(request: web.Request) -> web.Response:
 @routes.post("/duplikat", roles={Role.VERIFIER})
 async def keep(request: web.Request) -> web.StreamResponse:
     form = await form_data(request)
-    nik = form.get("nik", "")
+    chosen = form.get("pertahankan", "")
     store = request.app[STORE]
-    villages = {
-        m.village
-        for g in await duplicates.duplicates(store.engine, limit=200)
-        if g.nik == nik
-        for m in g.members
-    }
+    # The group is found by the member kept: the page never holds a whole NIK.
+    group = next(
+        (
+            g
+            for g in await duplicates.duplicates(store.engine, limit=200)
+            if any(m.record_id == chosen for m in g.members)
+        ),
+        None,
+    )
+    nik = group.nik if group is not None else ""
+    villages = {m.village for m in group.members} if group is not None else set()
     try:
-        await duplicates.keep(store, nik, form.get("pertahankan", ""), actor(request))
+        await duplicates.keep(store, nik, chosen, actor(request))
     except ReviewError as exc:
         return await _page(request, 422, error=exc.message)
     for village in sorted(villages):

@@ -6,7 +6,6 @@ import time
 from collections import deque
 
 from aiohttp import web
-from yarl import URL
 
 from hub import auth
 from hub.ui.base import (
@@ -31,17 +30,6 @@ LIMITER = web.AppKey("ui_login_limiter", dict)
 ATTEMPTS_PER_MINUTE = 10
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a path of this hub: a sign-in never redirects to another site. Parsed the way
-    browsers parse it (tabs and newlines dropped, backslashes read as slashes)."""
-    if not target or any(ch in target for ch in "\\\t\r\n") or not target.startswith("/"):
-        return "/"
-    url = URL(target)
-    if url.scheme or url.host or not url.path.startswith("/") or url.path.startswith("//"):
-        return "/"
-    return url.path_qs
-
-
 def _allowed(request: web.Request) -> bool:
     attempts: deque[float] = request.app[LIMITER].setdefault(request.remote or "", deque())
     now = time.monotonic()
@@ -55,7 +43,7 @@ def _allowed(request: web.Request) -> bool:
 
 @routes.get("/masuk", roles=PUBLIC)
 async def login_page(request: web.Request) -> web.Response:
-    target = _safe_next(request.query.get("next"))
+    target = webauth.safe_next(request.query.get("next"))
     return render_before_login(request, "masuk.html", next=target, error=None, username="")
 
 
@@ -63,7 +51,7 @@ async def login_page(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.StreamResponse:
     form = await form_data(request)
     username = form.get("username", "")
-    target = _safe_next(form.get("next"))
+    target = webauth.safe_next(form.get("next"))
     if not _allowed(request):
         error = "Terlalu banyak percobaan masuk dari alamat ini. Tunggu satu menit."
         result = auth.LoginResult(None)

@@ -4,12 +4,26 @@ checks for tokens, revocation, security headers and a locked-down session cookie
 
 from __future__ import annotations
 
+import asyncio
+import html
+import json
+import os
 import re
+import sqlite3
+import stat
+import time
+
+from yarl import URL
 
 from edge import auth
+from edge.config import EdgeConfig
+from edge.db import upgrade
+from edge.store import Store
 from edge.web.app import ROUTES, SESSION_COOKIE
+from hub import db as hub_db
 from tests.edge.api_client import household_body, store_of, token_headers, written
 from tests.edge.conftest import PASSWORD, login
+from tests.factories import DEFAULT_VILLAGE
 
 UNKNOWN_ID = "01970000-0000-7000-8000-000000000000"
 PUBLIC = {
@@ -130,8 +144,10 @@ async def test_security_headers_on_pages_api_and_errors(client):
         await client.get("/api/v1/households", headers=headers),
         await client.get(f"/api/v1/households/{UNKNOWN_ID}", headers=headers),
         await client.get("/api/v1/households"),
+        await client.get("/no-such-page"),
     ]
     for answer in answers:
+        assert answer.headers["Server"] == "Puskesos", "no aiohttp version to look up"
         csp = answer.headers["Content-Security-Policy"]
         assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp
         assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
@@ -149,3 +165,93 @@ async def test_the_session_cookie_is_httponly_and_samesite_strict(client):
     assert "httponly" in attributes
     assert attributes["samesite"].strip() == "SameSite=Strict"
     assert int(attributes["max-age"].split("=")[1]) > 0
+
+
+#: Sign-in targets that have led browsers elsewhere (decoded once by the sign-in page and
+#: once more by the form's post, a tab in "/<tab>/evil.com" is dropped: "//evil.com").
+REDIRECT_ATTACKS = (
+    "/%252509/evil.com", "/%2509/evil.com", "/%09/evil.com", "//evil.com", "/%2F/evil.com",
+    "/%255C/evil.com", "/%5C/evil.com", "https://evil.com/", "/%0D%0ALocation:%20//evil.com",
+)  # fmt: skip
+
+
+def browser_target(location: str) -> str:
+    """Where a browser goes for ``location``, as far as the host is concerned."""
+    return location.replace("\t", "").replace("\n", "").replace("\r", "").replace("\\", "/")
+
+
+async def signed_in_to(client, query: str, username: str, password: str) -> str:
+    """Open the sign-in page with ``?next=`` as typed in ``query`` (sent as is), post its
+    form back as a browser does, and return the Location the sign-in answers with."""
+    page = await (await client.get(URL(f"/masuk?next={query}", encoded=True))).text()
+    target = html.unescape(re.search(r'name="next" value="([^"]*)"', page).group(1))
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    form = {"username": username, "password": password, "csrf_token": csrf, "next": target}
+    answer = await client.post("/masuk", data=form, allow_redirects=False)
+    assert answer.status == 303, await answer.text()
+    client.session.cookie_jar.clear()
+    return answer.headers["Location"]
+
+
+async def test_a_sign_in_never_sends_the_browser_to_another_site(client):
+    for attack in REDIRECT_ATTACKS:
+        location = await signed_in_to(client, attack, "admin", PASSWORD)
+        where = browser_target(location)
+        assert where.startswith("/") and not where.startswith("//"), (attack, location)
+    kept = await signed_in_to(client, "/rumah-tangga%3Fq%3DSiti%2520A", "admin", PASSWORD)
+    assert kept == "/rumah-tangga?q=Siti%20A", "an ordinary target survives the round trip"
+
+
+async def test_database_files_are_readable_by_their_owner_only(tmp_path):
+    """Whatever the folder and the umask, and for a database made 0644 by a release
+    before: the box's and the hub's SQLite files, with their write-ahead logs, are 0600."""
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o755)
+    old = os.umask(0o022)
+    try:
+        made_before = folder / "edge-old.sqlite"
+        sqlite3.connect(made_before).close()
+        assert stat.S_IMODE(made_before.stat().st_mode) == 0o644
+        for path in (folder / "edge.sqlite", made_before):
+            upgrade(path)
+            store = Store(EdgeConfig(village=DEFAULT_VILLAGE, node="edge-a", database=path.name,
+                                     data_dir=folder))  # fmt: skip
+            await store.open()
+            await auth.create_user(
+                store, username="admin", full_name="Admin", role=auth.Role.ADMIN,
+                password=PASSWORD, actor="test",
+            )  # fmt: skip
+            files = sorted(folder.glob(f"{path.name}*"))
+            assert {f.name for f in files} >= {path.name, f"{path.name}-wal"}
+            assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {
+                f.name: 0o600 for f in files
+            }
+            await store.close()
+        hub_file = folder / "hub.sqlite"
+        await asyncio.to_thread(hub_db.upgrade, f"sqlite+aiosqlite:///{hub_file}")
+        assert stat.S_IMODE(hub_file.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+async def test_a_failed_sign_in_keeps_no_typed_name_and_a_lock_answers_no_faster(client):
+    """A password typed into the user-name field is not written to the trail; a locked
+    account answers as slowly as a wrong name, so timing tells no account apart."""
+    typed = "Rahasia-Sekali-99"
+    assert (await _login_form(client, typed, "x")).status == 401
+    assert (await _login_form(client, typed, "y")).status == 401
+    store = store_of(client)
+    rows, _ = await store.audit_log(actions=("login_failed",), limit=10)
+    assert len(rows) == 2 and typed not in repr(rows) and typed.lower() not in repr(rows).lower()
+    assert len({json.loads(r.detail)["name_sha256"] for r in rows}) == 1, "the same name twice"
+    for _ in range(5):
+        await _login_form(client, "operator1", "bukan-sandinya")
+
+    async def answer_time(username: str) -> float:
+        started = time.perf_counter()
+        assert (await _login_form(client, username, "bukan-sandinya")).status == 401
+        return time.perf_counter() - started
+
+    locked = min([await answer_time("operator1") for _ in range(3)])
+    unknown = min([await answer_time("tidak-ada-orangnya") for _ in range(3)])
+    assert locked > unknown / 2, (locked, unknown)

@@ -24,7 +24,9 @@ from hub.roles import Role
 from hub.store import HubStore
 from hub.ui.base import PRE_CSRF_COOKIE, SESSION_COOKIE
 from hub.web import add_token, create_app
+from protocol.identity import mask_number
 from puskesos import cli
+from tests.edge.test_security import REDIRECT_ATTACKS, browser_target, signed_in_to
 from tests.factories import DEFAULT_VILLAGE
 from tests.hub.boxes import Box, enrol
 from tests.hub.families import change, send_family
@@ -432,11 +434,17 @@ async def test_the_verifier_keeps_one_of_two_members_with_the_same_nik(client, h
     await send_family(hub_store, two, head="Dewi Lestari", Asep={"nik": nik, "birth_date": born})
     csrf = await login(client, "verif")
     page = await (await client.get("/duplikat")).text()
-    assert nik in page and OTHER_VILLAGE in page
+    assert mask_number(nik) in page and OTHER_VILLAGE in page
+    assert nik not in page, "a list shows the NIK masked, as the box does"
+    queue = await (await client.get("/antrian")).text()
+    [kk] = [
+        r["values"]["kk_number"]
+        for r in await hub_store.records(DEFAULT_VILLAGE)
+        if r["values"].get("kk_number")
+    ]
+    assert kk not in queue and mask_number(kk) in queue
 
-    kept = await client.post(
-        "/duplikat", data={"csrf_token": csrf, "nik": nik, "pertahankan": head}
-    )
+    kept = await client.post("/duplikat", data={"csrf_token": csrf, "pertahankan": head})
     assert "Data ganda ditandai" in await kept.text()
     assert "Tidak ada NIK ganda" in await kept.text()
     [other] = [r for r in await hub_store.records(OTHER_VILLAGE) if r["values"].get("nik") == nik]
@@ -556,3 +564,13 @@ async def test_ringkasan_and_the_field_check_list_show_what_the_boxes_found(
     assert "Siti Aminah" not in listed
     none = await (await client.get("/periksa-lapangan", params={"desa": "9999999999"})).text()
     assert 'id="daftar-periksa"' not in none
+
+
+async def test_a_sign_in_never_sends_the_browser_to_another_site(client):
+    for attack in REDIRECT_ATTACKS:
+        location = await signed_in_to(client, attack, "admin", PASSWORD)
+        where = browser_target(location)
+        assert where.startswith("/") and not where.startswith("//"), (attack, location)
+    assert await signed_in_to(client, "/antrian%3Fdesa%3D3201022001", "admin", PASSWORD) == (
+        "/antrian?desa=3201022001"
+    )

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
+from yarl import URL
 
 from hub.forward import forward
 from hub.keys import load_public_key, sign, verify
@@ -68,14 +69,16 @@ async def district(receiver, tmp_path):
 async def call(
     receiver: ServedReceiver,
     method: str,
-    path: str,
+    path: str | URL,
     token: str | None,
     **kwargs: Any,
 ) -> tuple[int, Any]:
+    """Call the receiver; a ``URL`` is sent as it is (a path already percent-encoded)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = path if isinstance(path, URL) else receiver.url + path
     async with (
         aiohttp.ClientSession() as session,
-        session.request(method, receiver.url + path, headers=headers, **kwargs) as answer,
+        session.request(method, url, headers=headers, **kwargs) as answer,
     ):
         return answer.status, await answer.json(content_type=None)
 
@@ -185,11 +188,15 @@ async def test_chunks_go_at_the_reported_offset_and_never_past_the_manifest(rece
         receiver, "PUT", chunk, token, params={"offset": "1000"}, data=data[1000:] + b"extra"
     )
     assert (status, answer["error"]) == (413, "too_large")
-    status, answer = await call(
-        receiver, "PUT", f"{base}/uploads/{upload}/files/secret.txt", token,
-        params={"offset": "0"}, data=b"x",
-    )  # fmt: skip
-    assert (status, answer["error"]) == (404, "unknown_file")
+    for name, refused in (
+        ("secret.jsonl", (404, "unknown_file")),
+        ("secret.txt", (400, "malformed")),
+    ):
+        status, answer = await call(
+            receiver, "PUT", f"{base}/uploads/{upload}/files/{name}", token,
+            params={"offset": "0"}, data=b"x",
+        )  # fmt: skip
+        assert (status, answer["error"]) == refused
     status, answer = await call(receiver, "POST", f"{base}/uploads/{upload}/finalize", token)
     assert (status, answer["error"]) == (409, "incomplete")
 
@@ -284,3 +291,43 @@ async def test_published_results_give_each_household_a_decile_and_are_signed(
     assert not verify(
         receiver_key, canonical_json({**statement, "households": 1}), signed["signature"]
     )
+
+
+async def test_a_district_cannot_reach_another_districts_upload_through_the_path(
+    receiver, district, tmp_path
+):
+    """District A's token, with ``..%2F`` in the period, once read, appended to and finalized
+    district B's upload (the receiver decoded the path parameter into a file path)."""
+    code, token, _, _ = district
+    other = str(int(code) + 1)
+    other_key = district_key(tmp_path / "other")
+    other_token = receiver.add_district(other, tmp_path / "other" / "signing.key")
+    other_folder = tmp_path / "other-dataset"
+    await make_dataset(other_folder, other_key, 10, district=other)
+    base = f"/api/v1/districts/{other}/periods/{PERIOD}"
+    status, opened = await call(
+        receiver, "PUT", f"{base}/delivery", other_token, json=open_body(other_folder, other_key)
+    )
+    assert status == 201
+    upload = opened["manifest_sha256"]
+    data = (other_folder / "household.jsonl").read_bytes()
+    status, _ = await call(
+        receiver, "PUT", f"{base}/uploads/{upload}/files/household.jsonl", other_token,
+        params={"offset": "0"}, data=data[:100],
+    )  # fmt: skip
+    assert status == 200
+
+    sneaky = f"/api/v1/districts/{code}/periods/..%2F{other}%2F{PERIOD}"
+    for method, path, extra in (
+        ("GET", f"{sneaky}/delivery", {}),
+        ("PUT", f"{sneaky}/uploads/{upload}/files/household.jsonl?offset=100", {"data": b"x"}),
+        ("POST", f"{sneaky}/uploads/{upload}/finalize", {}),
+        ("PUT", f"/api/v1/districts/{code}/periods/{PERIOD}/uploads/..%2F..%2F{other}%2F"
+                f"{PERIOD}%2F{upload}/files/household.jsonl?offset=100", {"data": b"x"}),
+    ):  # fmt: skip
+        status, answer = await call(
+            receiver, method, URL(receiver.url + path, encoded=True), token, **extra
+        )
+        assert (status, answer["error"]) == (400, "malformed"), (method, path, answer)
+    stored = receiver.data_dir / "uploads" / other / PERIOD / upload / "household.jsonl"
+    assert stored.read_bytes() == data[:100], "district B's upload is untouched"
