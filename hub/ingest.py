@@ -200,14 +200,20 @@ class Ingest:
         except ProtocolError as exc:
             log.warning("unreadable status from %s: %s", topic.node, exc)
             return
+        before = await self.store.device(topic.node)
         answer = await self.store.note_status(topic.node, status, retained=retained)
         if answer is not None:
             await self.link.publish(
                 str(Topic(topic.village, topic.node, TopicKind.ACK)), encode(answer)
             )
         if status.state == "online":
-            # Whatever it had in flight may be lost: send every unacked down batch again.
-            await self.push(topic.node, resend_all=True)
+            # A box coming back may have lost what was in flight: every unacked down batch
+            # goes again. Not for the periodic status of a box that stayed connected: on a
+            # 2G link its batches in flight are still arriving, and copies queued behind
+            # them cost 30 % more bytes (bench/registry.py); overdue ones (resend_after_s)
+            # go again from the sweep.
+            back = retained or before is None or not before.online
+            await self.push(topic.node, resend_all=back)
             if not retained:
                 await self._compare(topic, status)
 

@@ -157,6 +157,35 @@ async def test_a_box_gets_its_neighbours_changes_and_the_hub_forgets_them_once_a
         assert await peer_a.next() == ("ack", Ack("edge-a", 1, 1))
 
 
+async def test_only_a_box_coming_back_gets_its_batches_in_flight_again(
+    worker, hub_store, mosquitto
+):
+    """The status a connected box sends every minute does not make the hub send its
+    unacked down batches again (on 2G they are still on their way); a box back from
+    offline gets them at once."""
+    a, b = Box("edge-a"), Box("edge-b")
+    await enrol(hub_store, a, b)
+    hello = encode_status(Status("online", wall_ms=hub_store.wall()))
+    async with Peer(a, mosquitto.port) as peer_a, Peer(b, mosquitto.port) as peer_b:
+        await peer_b.send(TopicKind.STATUS, hello)
+        assert await peer_b.next() == ("ack", Ack("edge-b", 0, 0))
+        await peer_a.send(
+            TopicKind.UP, encode(a.batch(a.edit(new_id(), hub_store.wall(), rt="001")))
+        )
+        assert (await peer_a.next())[0] == "ack"
+        kind, down = await peer_b.next()
+        assert kind == "down"
+        await peer_b.send(TopicKind.STATUS, hello)  # a minute later, still connected
+        assert await peer_b.next() == ("ack", Ack("edge-b", 0, 0))
+        with pytest.raises(TimeoutError):
+            await peer_b.next(timeout=1.5)
+        await peer_b.send(TopicKind.STATUS, encode_status(Status("offline")))
+        await peer_b.send(TopicKind.STATUS, hello)  # back after a power cut
+        assert await peer_b.next() == ("ack", Ack("edge-b", 0, 0))
+        kind, again = await peer_b.next()
+        assert kind == "down" and again.seq == down.seq
+
+
 async def test_telemetry_is_kept_per_box_and_junk_or_strangers_are_counted_not_stored(
     worker, hub_store, mosquitto
 ):
