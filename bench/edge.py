@@ -6,8 +6,9 @@ temporary folder and served by ``puskesos edge serve`` as a subprocess pinned to
 (the load generator runs on another when there is one). Saves go through the real HTTP
 API (``POST /api/v1/households`` with a bearer token). For the search figures the box is
 filled to ``--households`` households by ``Store.write`` in batches (the server stopped),
-then searched over HTTP. Goals (issue 3): p99 < 30 ms at 10 concurrent clients on one
-core; search < 20 ms; RSS < 100 MB.
+then searched over HTTP, and the pages that read the whole village (Beranda, the
+verification worklist, the completeness list) are timed. Goals (issue 3): p99 < 30 ms at
+10 concurrent clients on one core; search < 20 ms; RSS < 100 MB.
 """
 
 from __future__ import annotations
@@ -182,6 +183,27 @@ def database_bytes(database: Path) -> int:
     return sum(p.stat().st_size for p in database.parent.glob(database.name + "*"))
 
 
+async def bench_village_pages(url: str, token: str, rounds: int = 20) -> None:
+    """Latency of the pages that read the whole village at once (Beranda's round progress,
+    the verification worklist, the completeness list), one client."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for path in ("/", "/verifikasi", "/kelengkapan"):
+
+            def job(path: str = path) -> Callable[[], Awaitable[None]]:
+                async def get() -> None:
+                    async with session.get(url + path) as answer:
+                        if answer.status != 200:
+                            raise RuntimeError(f"{path}: {answer.status}")
+                        await answer.read()
+
+                return get
+
+            await timed(1, [job()])  # warm up
+            latencies, _ = await timed(1, [job() for _ in range(rounds)])
+            print(f"  GET {path:13s}: {percentiles(latencies)}  (n={len(latencies)})")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--households", type=int, default=20_000)
@@ -233,6 +255,8 @@ async def main() -> None:
             await bench_saves(box.url, token, {10: args.saves}, first_seed=saved, taken=niks)
             print(f"search with {total} households (GET /api/v1/search, 1 client, 25 per page):")
             await bench_search(box.url, token, samples)
+            print(f"pages reading the whole village ({total} households, 1 client):")
+            await bench_village_pages(box.url, token)
             print(f"RSS after the searches: {rss_mb(box.process.pid):.1f} MB")  # type: ignore[union-attr]
             assert box.stop() == 0
         finally:

@@ -17,12 +17,11 @@ from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 
 from hub import db
 from hub.store import HubStore
-from protocol.registry import RANKING_FIELDS
 from protocol.rounds import Round, round_of
+from puskesos.sqljson import json_fields, lacks_ranking
 
 __all__ = ["STALE_VISIT_DAYS", "FieldCheck", "VillageProgress", "field_checks", "round_progress"]
 
@@ -42,17 +41,6 @@ class VillageProgress:
     stale: int = 0
 
 
-def _fields(store: HubStore, source: Any) -> Any:
-    """``key → the JSON value of source as text`` for this database."""
-    if store.engine.dialect.name == "postgresql":
-        return lambda key: sa.cast(source, JSONB)[key].astext
-    return lambda key: sa.func.json_extract(source, f"$.{key}")
-
-
-def _lacks(value: Any, entity: str) -> sa.ColumnElement[bool]:
-    return sa.or_(*(sa.or_(value(n).is_(None), value(n) == "") for n in RANKING_FIELDS[entity]))
-
-
 async def round_progress(
     store: HubStore, *, today: date, round_months: int
 ) -> tuple[Round, dict[str, VillageProgress]]:
@@ -60,7 +48,8 @@ async def round_progress(
     period = round_of(today, round_months)
     r = db.records
     member = r.alias("member")
-    house, person = _fields(store, r.c.data), _fields(store, member.c.data)
+    dialect = store.engine.dialect.name
+    house, person = json_fields(r.c.data, dialect), json_fields(member.c.data, dialect)
     member_lacks = (
         sa.select(sa.literal(1))
         .where(
@@ -68,16 +57,17 @@ async def round_progress(
             member.c.entity == "member",
             member.c.deleted.is_(False),
             sa.or_(person("status").is_(None), person("status") == "aktif"),
-            _lacks(person, "member"),
+            lacks_ranking(person, "member"),
         )
         .exists()
     )
+    incomplete = sa.or_(lacks_ranking(house, "household"), member_lacks)
     households = (
         sa.select(
             r.c.village,
             sa.func.count(),
             sa.func.sum(sa.case((house("presence_status") == "tidak_ditemukan", 1), else_=0)),
-            sa.func.sum(sa.case((sa.or_(_lacks(house, "household"), member_lacks), 1), else_=0)),
+            sa.func.sum(sa.case((incomplete, 1), else_=0)),
         )
         .where(r.c.entity == "household", r.c.deleted.is_(False))
         .group_by(r.c.village)
@@ -128,7 +118,7 @@ async def field_checks(store: HubStore, village: str) -> list[FieldCheck]:
     """The village's households whose ``review_status`` is ``periksa_lapangan``, by RT/RW
     and address, each with its head and the visits since the district marked it."""
     r = db.records
-    value = _fields(store, r.c.data)
+    value = json_fields(r.c.data, store.engine.dialect.name)
     async with db.reading(store.engine) as conn:
         marked = (
             await conn.execute(

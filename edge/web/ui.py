@@ -24,7 +24,7 @@ from edge.web.app import (
 )
 from edge.web.routing import ALL_ROLES, PUBLIC, RouteTable
 from edge.web.sync_view import sync_view
-from edge.web.ui_registry import current_round, progress, village_households
+from edge.web.ui_registry import current_round, round_progress
 from protocol.entities import ENTITIES
 from puskesos import webauth
 
@@ -190,7 +190,7 @@ async def beranda(request: web.Request) -> web.Response:
         .where(r.c.entity == "proposal", r.c.status == "draf")
     )
     drafts = await store.read(lambda conn: conn.execute(count_drafts).scalar_one())
-    verification = progress(await village_households(store), current_round(request))
+    verification = await round_progress(store, current_round(request))
     return render(
         request,
         "beranda.html",

@@ -20,7 +20,7 @@ from edge.web.app import STORE, USER, actor, local_today, render
 from edge.web.forms import editable, messages_by_input, parse, raw_from_post, raw_from_values
 from edge.web.routing import ALL_ROLES, RouteTable
 from edge.web.ui import flash, record_or_404
-from edge.web.ui_registry import HouseholdRow, current_round, progress, village_households
+from edge.web.ui_registry import HouseholdRow, current_round, round_progress, village_households
 from protocol.entities import VISIT, VISIT_PROPOSALS
 from protocol.rounds import Round
 
@@ -70,7 +70,7 @@ async def _selection(request: web.Request) -> dict[str, Any]:
             listed.append((household, why))
     return {
         "period": period,
-        "progress": progress(households, period),
+        "progress": await round_progress(request.app[STORE], period),
         "listed": listed,
         "rt": rt,
         "rw": rw,
