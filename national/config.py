@@ -25,6 +25,7 @@ class NationalConfig:
     listen_port: int = 8095
     signing_key_file: str = "receiver.key"
     max_chunk_bytes: int = 16 * 1024 * 1024
+    max_delivery_bytes: int = 32 * 1024**3
 
     @property
     def key_path(self) -> Path:
@@ -42,6 +43,9 @@ KEYS: Mapping[tuple[str, str], str] = {
         "the receiver's Ed25519 key that signs receipts and published results"
     ),
     ("national", "max_chunk_bytes"): "largest chunk of a file one request may carry",
+    ("national", "max_delivery_bytes"): (
+        "largest delivery (all its files) a manifest may announce; a district cannot fill the disk"
+    ),
 }
 
 

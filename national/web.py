@@ -178,6 +178,9 @@ async def open_delivery(request: web.Request) -> web.Response:
     manifest = parse_manifest(body["manifest"], district=district, period=period)
     signature = body.get("signature")
     check_signature(public_key, manifest, signature if isinstance(signature, str) else None)
+    limit = request.app[CONFIG].max_delivery_bytes
+    if manifest.total_bytes > limit:
+        raise DatasetError(DatasetReason.TOO_LARGE, f"a delivery is at most {limit} bytes")
     store = request.app[STORE]
     async with _lock(request, district, period):
         receipt = await asyncio.to_thread(store.delivered, district, period)

@@ -84,7 +84,13 @@ def log_events(path: Path, msg: str) -> list[dict[str, Any]]:
 class ServedReceiver(Service):
     """``puskesos national serve`` in ``folder``, with districts registered by key file."""
 
-    def __init__(self, folder: Path, *, max_chunk_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_chunk_bytes: int | None = None,
+        max_delivery_bytes: int | None = None,
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         port = free_port()
         self.folder = folder
@@ -94,6 +100,8 @@ class ServedReceiver(Service):
         self.env = {"PUSKESOS_NATIONAL_LISTEN_PORT": str(port)}
         if max_chunk_bytes is not None:
             self.env["PUSKESOS_NATIONAL_MAX_CHUNK_BYTES"] = str(max_chunk_bytes)
+        if max_delivery_bytes is not None:
+            self.env["PUSKESOS_NATIONAL_MAX_DELIVERY_BYTES"] = str(max_delivery_bytes)
         puskesos("national", "init", "--config", str(self.config), "--data-dir", str(self.data_dir))
 
     def add_district(self, code: str, key_file: Path) -> str:

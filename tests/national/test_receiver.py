@@ -331,3 +331,21 @@ async def test_a_district_cannot_reach_another_districts_upload_through_the_path
         assert (status, answer["error"]) == (400, "malformed"), (method, path, answer)
     stored = receiver.data_dir / "uploads" / other / PERIOD / upload / "household.jsonl"
     assert stored.read_bytes() == data[:100], "district B's upload is untouched"
+
+
+async def test_a_delivery_larger_than_the_receiver_takes_is_refused_before_any_byte(tmp_path):
+    small = ServedReceiver(tmp_path / "small", max_delivery_bytes=10_000)
+    small.start()
+    try:
+        key = district_key(tmp_path)
+        token = small.add_district("3299", tmp_path / "signing.key")
+        folder = tmp_path / "dataset"
+        await make_dataset(folder, key, 40, district="3299")
+        status, answer = await call(
+            small, "PUT", f"/api/v1/districts/3299/periods/{PERIOD}/delivery", token,
+            json=open_body(folder, key),
+        )  # fmt: skip
+        assert (status, answer["error"]) == (413, "too_large")
+        assert not (small.data_dir / "uploads" / "3299").exists()
+    finally:
+        small.stop()
