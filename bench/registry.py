@@ -1,43 +1,83 @@
 """Registry import benchmark: the district's extract into the hub, and what it costs the
 downlink (``docs/registry.md``).
 
-Run: ``python bench/registry.py [--households N] [--villages V] [--postgres]`` (from the
-repository root, after ``pip install -e .``; PostgreSQL at 127.0.0.1 for ``--postgres``).
-Prints figures, asserts nothing. For each database:
+Run: ``python bench/registry.py [--households N] [--villages V] [--postgres] [--runs R]
+[--link-households L] [--link-kbit K]`` (from the repository root, after ``pip install -e
+.``; needs Mosquitto, and PostgreSQL at 127.0.0.1 for ``--postgres``). Prints figures,
+asserts nothing. For each database:
 
 a. import of a generated CSV extract (N households of 4 members, in V villages, one
    combined file) with ``puskesos hub registry import``: wall time, rows/s, records/s and
    the peak RSS of the importing process;
 b. the downlink of one village to a new box: down batches packed by the hub for a box of
    that village, bytes per record and in total (what a 2G modem would carry);
-c. re-import of the unchanged extract: wall time, and the downlink bytes it causes (goal 0).
+c. re-import of the unchanged extract: wall time, and the downlink bytes it causes (goal 0);
+d. the same village to a new box end to end over the real broker, ``R`` times (a new box
+   each run, ``--runs``, default 3): a hub worker (``puskesos hub serve`` on the database
+   of a-c), Mosquitto and a box (``puskesos edge serve``) as processes (``puskesos.fleet``,
+   production ``[hub]`` and ``[sync]`` timings), the box reaching the broker through the
+   counting TCP proxy of the chaos test (``tests/faultproxy.py``, unshaped; one hub and
+   broker serve every run). Time from the box's start (process launched; its enrolment,
+   ``device add`` and ``edge init``, came before) until its database holds every record
+   of the village; bytes on the wire both ways (MQTT over TCP, without TCP/IP headers);
+   down batches published by the hub (first sends and resends, from its ``/metrics``);
+   and the box process's apply rate: field versions per second between its first and
+   last "applied down batch" log lines (includes waiting for the hub and the broker);
+e. (SQLite run only) the same through a link shaped to ``K`` kbit/s each way (``--link-kbit``,
+   default 40: a 2G modem; the proxy holds each chunk it forwards for its length / rate, no
+   latency added), for a village of ``L`` households
+   (``--link-households``, default: as many as the village of b-d; 0 skips e; a village of
+   its own, imported at the hub for this step): time, bytes on the wire, resends, and the
+   extrapolation to the village of b-d. Goal: <= 4 MB, i.e. ~15 minutes on 2G.
+f. the box's apply cost in isolation: the down batches of b decoded
+   (``protocol.codec.decode``) and applied with ``edge.downlink.apply_remote`` on a fresh
+   box store in this process (``R`` runs, a new store each): field versions applied per
+   second, with and without decoding (the box's SQLite file in the temporary folder,
+   ``synchronous=FULL`` as on a box). Goal: >= 20,000 field versions/s.
 
 The issue's full size is 1,600,000 households (``--households 1600000 --villages 400``).
+A quick look: ``--households 2000 --runs 1 --link-households 50``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
+import json
+import re
 import resource
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
+from edge import db as edge_db
+from edge.config import EdgeConfig
+from edge.downlink import apply_remote
+from edge.store import Store
 from hub import db, downlink
 from hub.config import HubConfig, load_config, render_toml
 from hub.devices import add_device
 from hub.store import HubStore
+from protocol.changes import Batch
+from protocol.codec import decode
 from protocol.entities import SCHEMA_VERSION
 from protocol.regions import normalize_region_code
 from protocol.status import Status
+from puskesos.fleet import Box, Fleet, Hub, wait_for
 from tests.factories import make_household_with_members
+from tests.faultproxy import FaultProxy, Shaping
 from tests.hub.conftest import drop_postgres, fresh_postgres
 
 COLUMNS = [
@@ -47,13 +87,13 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def write_extract(path: Path, households: int, villages: list[str]) -> int:
-    """A combined CSV extract; returns its rows."""
+def write_extract(path: Path, households: int, villages: list[str], *, first: int = 0) -> int:
+    """A combined CSV extract (households numbered from ``first``); returns its rows."""
     rows = 0
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(COLUMNS)
-        for number in range(households):
+        for number in range(first, first + households):
             village = villages[number % len(villages)]
             household, members = make_household_with_members(4, village=village, seed=number)
             base = [
@@ -87,23 +127,22 @@ def run_import(config: Path, extract: Path) -> tuple[float, float, str]:
     return seconds, rss, result.stdout.splitlines()[0]
 
 
-async def downlink_bytes(url: str, village: str, node: str, *, enrol: bool) -> tuple[int, int]:
-    """Pack everything a box of ``village`` has not got yet; returns (batches, bytes)."""
+async def downlink_bytes(url: str, village: str, node: str, *, enrol: bool) -> list[bytes]:
+    """Pack everything a box of ``village`` has not got yet; returns the encoded batches."""
     engine = db.create_engine(url)
     store = HubStore(engine, node="hub-1", max_clock_drift_ms=300_000)
     try:
         if enrol:
             await add_device(engine, village=village, node=node, now_ms=store.wall())
             await store.note_status(node, Status("online", schema=SCHEMA_VERSION), retained=True)
-        batches = size = 0
+        payloads: list[bytes] = []
         while True:
             made = await downlink.fill(store, node, window=64, max_changes=500, max_bytes=65536)
             due = await downlink.due(store, older_than_ms=store.wall() + 1, node=node, limit=100)
             if not made and not due:
-                return batches, size
+                return payloads
             for batch in due:
-                batches += 1
-                size += len(batch.payload)
+                payloads.append(batch.payload)
                 async with engine.begin() as conn:
                     await conn.execute(
                         db.down_batches.delete().where(
@@ -114,7 +153,11 @@ async def downlink_bytes(url: str, village: str, node: str, *, enrol: bool) -> t
         await engine.dispose()
 
 
-def measure(label: str, url: str, folder: Path, extract: Path, rows: int, village: str) -> None:
+def measure(
+    label: str, url: str, folder: Path, extract: Path, rows: int, args: argparse.Namespace
+) -> list[bytes]:
+    """Steps a-e on one database; returns the down batches of b (for f)."""
+    village = VILLAGES[0]
     config = folder / f"hub-{label}.toml"
     config.write_text(
         render_toml(HubConfig(data_dir=folder / label, database_url=url)), encoding="utf-8"
@@ -129,14 +172,209 @@ def measure(label: str, url: str, folder: Path, extract: Path, rows: int, villag
           f"{records / seconds:,.0f} records/s, peak RSS {rss:.0f} MB")  # fmt: skip
     print(f"           {line}")
     real = load_config(config).url
-    batches, size = asyncio.run(downlink_bytes(real, village, "edge-bench-a", enrol=True))
-    in_village = records // max(1, len(VILLAGES))
-    print(f"  [{label}] b. one village to a new box: {batches} down batches, {size:,} B, "
-          f"{size / max(1, in_village):.0f} B per record (~{in_village} records)")  # fmt: skip
+    payloads = asyncio.run(downlink_bytes(real, village, "edge-bench-a", enrol=True))
+    size = sum(map(len, payloads))
+    in_village, versions = batch_contents(payloads)
+    print(f"  [{label}] b. one village to a new box: {len(payloads)} down batches, {size:,} B, "
+          f"{size / max(1, in_village):.0f} B per record ({in_village:,} records, "
+          f"{versions:,} field versions)")  # fmt: skip
     seconds, _, line = run_import(config, extract)
-    batches, size = asyncio.run(downlink_bytes(real, village, "edge-bench-a", enrol=False))
-    print(f"  [{label}] c. re-import unchanged: {seconds:.1f} s; downlink {size} B in "
-          f"{batches} batches; {line}")  # fmt: skip
+    again = asyncio.run(downlink_bytes(real, village, "edge-bench-a", enrol=False))
+    print(f"  [{label}] c. re-import unchanged: {seconds:.1f} s; downlink "
+          f"{sum(map(len, again))} B in {len(again)} batches; {line}")  # fmt: skip
+    link = args.link_households if label == "sqlite" else 0
+    link_village = district_villages("3201", len(VILLAGES) + 1)[-1]
+    if link:  # a village of its own for e, imported now (the hub is not serving yet)
+        link_extract = folder / f"link-{label}.csv"
+        write_extract(link_extract, link, [link_village], first=args.households)
+        run_import(config, link_extract)
+    if not args.runs and not link:
+        return payloads
+    fleet = Fleet(folder / f"fleet-{label}", database_url=real)
+    try:
+        hub = fleet.add_hub(start=False)
+        production_timings(hub)
+        fleet.start()
+        taken, rates = [], []
+        for run in range(args.runs):
+            got = download(fleet, hub, village, f"edge-d{run}", in_village, Shaping())
+            taken.append(got.seconds)
+            rates.append(got.box_rate(versions / in_village))
+            print(f"  [{label}] d. run {run + 1}: {got.describe(in_village)}")
+        if taken:
+            print(f"  [{label}] d. new box, loopback: {spread(taken, '{:.1f} s')}; box process "
+                  f"applied {spread(rates, '{:,.0f}')} field versions/s")  # fmt: skip
+        if link:
+            shaping = Shaping(rate_bps=args.link_kbit * 1000 // 8)
+            expected = link * 5
+            got = download(fleet, hub, link_village, "edge-e", expected, shaping)
+            print(f"  [{label}] e. new box at {args.link_kbit} kbit/s, {link:,} households: "
+                  f"{got.describe(expected)}")  # fmt: skip
+            full = got.wire / expected * in_village
+            print(f"           extrapolated to the village of b ({in_village:,} records): "
+                  f"{full / 1e6:.2f} MB, {full / shaping.rate_bps / 60:.1f} min on the wire "
+                  f"at {args.link_kbit} kbit/s (goal <= 4 MB, ~15 min)")  # fmt: skip
+    finally:
+        fleet.stop()
+    return payloads
+
+
+def batch_contents(payloads: list[bytes]) -> tuple[int, int]:
+    """Records and field versions in encoded down batches."""
+    records: set[str] = set()
+    versions = 0
+    for payload in payloads:
+        batch = decode(payload)
+        assert isinstance(batch, Batch)
+        records.update(change.record_id for change in batch.changes)
+        versions += sum(len(change.fields) for change in batch.changes)
+    return len(records), versions
+
+
+def production_timings(hub: Hub) -> None:
+    """The fleet shortens the hub's sweep and resend for tests: back to the defaults."""
+    config = load_config(hub.config)
+    defaults = HubConfig()
+    config = replace(
+        config, sweep_interval_s=defaults.sweep_interval_s, resend_after_s=defaults.resend_after_s
+    )
+    hub.config.write_text(render_toml(config), encoding="utf-8")
+
+
+def spread(values: list[float], form: str) -> str:
+    """min / median / max of ``values``."""
+    low, middle, high = min(values), statistics.median(values), max(values)
+    return f"min {form.format(low)} / median {form.format(middle)} / max {form.format(high)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """What one new box's download took (step d or e)."""
+
+    seconds: float
+    up: int
+    down: int
+    batches: int
+    published: int
+    applied_s: float
+    applied_records: int
+
+    @property
+    def wire(self) -> int:
+        return self.up + self.down
+
+    def box_rate(self, versions_per_record: float) -> float:
+        """Field versions per second the box applied, first batch to last (log times)."""
+        return self.applied_records * versions_per_record / max(self.applied_s, 1e-9)
+
+    def describe(self, records: int) -> str:
+        return (
+            f"{self.seconds:.1f} s to hold all {records:,} records; wire {self.down:,} B down "
+            f"+ {self.up:,} B up ({self.wire / records:.0f} B per record); {self.batches} "
+            f"down batches, {self.published} published by the hub "
+            f"({self.published - self.batches} resent)"
+        )
+
+
+def download(
+    fleet: Fleet, hub: Hub, village: str, node: str, records: int, shaping: Shaping
+) -> Download:
+    """Enrol a new box of ``village`` behind a proxy shaped as ``shaping``, start it and
+    wait until it holds ``records`` records; stop it."""
+    proxy = FaultProxy(fleet.broker.port, shaping)
+    try:
+        box = fleet.enrol(village, node, broker_port=proxy.port)
+        fleet.write_broker_config()
+        published = hub_counter(hub, "puskesos_hub_down_batches_sent_total")
+        rate = shaping.rate_bps or 1_000_000
+        started = time.monotonic()
+        box.service.start()
+        wait_for(lambda: box_records(box) >= records, 600 + 200 * records / rate, node, 0.1)
+        seconds = time.monotonic() - started
+        time.sleep(1)  # the last down-ack
+        up, down = proxy.bytes_up, proxy.bytes_down
+        batches = hub.api(f"/api/v1/devices/{node}")["down_seq"]
+        published = hub_counter(hub, "puskesos_hub_down_batches_sent_total") - published
+        box.service.stop()
+        applied_s, applied_records = applied_span(box)
+        return Download(seconds, up, down, batches, int(published), applied_s, applied_records)
+    finally:
+        proxy.stop()
+
+
+def box_records(box: Box) -> int:
+    """Records in a box's database (read-only: the box is serving)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{box.database}?mode=ro", uri=True)) as c:
+            return int(c.execute("SELECT count(*) FROM records").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def hub_counter(hub: Hub, name: str) -> float:
+    """A counter of the hub's ``/metrics``."""
+    with urllib.request.urlopen(hub.service.url + "/metrics", timeout=60) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+APPLIED = re.compile(r"applied down batch \d+: (\d+) records changed")
+
+
+def applied_span(box: Box) -> tuple[float, int]:
+    """From the box's log: seconds between its first and last applied down batch, and the
+    records the batches after the first changed."""
+    times, changed = [], []
+    for line in box.service.output().splitlines():
+        if "applied down batch" not in line:
+            continue
+        event = json.loads(line)
+        if found := APPLIED.search(event["msg"]):
+            times.append(datetime.fromisoformat(event["ts"]).timestamp())
+            changed.append(int(found[1]))
+    if len(times) < 2:
+        return 0.0, 0
+    return times[-1] - times[0], sum(changed[1:])
+
+
+async def apply_in_process(folder: Path, payloads: list[bytes]) -> tuple[float, float, int]:
+    """Decode and apply ``payloads`` in order on the fresh box store in ``folder``: seconds
+    decoding, seconds in ``apply_remote``, field versions applied."""
+    first = decode(payloads[0])
+    assert isinstance(first, Batch)
+    config = EdgeConfig(village=VILLAGES[0], node=first.node, data_dir=folder)
+    store = Store(config)
+    await store.open()
+    decoding = applying = 0.0
+    versions = 0
+    try:
+        for payload in payloads:
+            started = time.perf_counter()
+            batch = decode(payload)
+            decoded = time.perf_counter()
+            assert isinstance(batch, Batch)
+            await apply_remote(store, batch)
+            applying += time.perf_counter() - decoded
+            decoding += decoded - started
+            versions += sum(len(change.fields) for change in batch.changes)
+    finally:
+        await store.close()
+    return decoding, applying, versions
+
+
+def box_apply_rate(folder: Path, payloads: list[bytes], runs: int) -> None:
+    with_decode, apply_only = [], []
+    for run in range(max(1, runs)):
+        box = folder / f"apply-{run}"
+        edge_db.upgrade(box / "edge.sqlite")
+        decoding, applying, versions = asyncio.run(apply_in_process(box, payloads))
+        with_decode.append(versions / (decoding + applying))
+        apply_only.append(versions / applying)
+    print(f"f. box apply in process ({len(payloads)} down batches, {versions:,} field versions, "
+          f"a fresh store each run): {spread(with_decode, '{:,.0f}')} field versions/s "
+          f"decoded and applied; apply_remote alone {spread(apply_only, '{:,.0f}')}")  # fmt: skip
 
 
 VILLAGES: list[str] = []
@@ -161,7 +399,14 @@ def main() -> None:
     parser.add_argument("--households", type=int, default=20_000)
     parser.add_argument("--villages", type=int, default=4)
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--runs", type=int, default=3, help="new boxes in d, stores in f")
+    parser.add_argument(
+        "--link-households", type=int, default=None, help="village size of e (0: skip e)"
+    )
+    parser.add_argument("--link-kbit", type=int, default=40, help="link speed of e")
     args = parser.parse_args()
+    if args.link_households is None:
+        args.link_households = -(-args.households // args.villages)
     VILLAGES[:] = district_villages("3201", args.villages)
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
@@ -172,13 +417,14 @@ def main() -> None:
         size = extract.stat().st_size / 1e6
         print(f"extract: {args.households:,} households, {rows:,} rows, {size:.0f} MB "
               f"(made in {made:.0f} s)")  # fmt: skip
-        measure("sqlite", "", folder, extract, rows, VILLAGES[0])
+        payloads = measure("sqlite", "", folder, extract, rows, args)
         if args.postgres:
             database, url = fresh_postgres()
             try:
-                measure("postgresql", url, folder, extract, rows, VILLAGES[0])
+                measure("postgresql", url, folder, extract, rows, args)
             finally:
                 drop_postgres(database)
+        box_apply_rate(folder, payloads, args.runs)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 One proxy stands between one box and the broker (loopback only). It forwards both ways
 with a bandwidth cap and a latency per chunk (2G shaping), and can, on demand, cut every
-connection (a flapping link) or refuse new ones for a while (a partition). It runs its own
-asyncio loop in a thread so that tests written as plain functions can drive it.
+connection (a flapping link) or refuse new ones for a while (a partition). It counts the
+bytes it forwarded each way (``bytes_up``: box → broker, ``bytes_down``: broker → box). It
+runs its own asyncio loop in a thread so that tests written as plain functions can drive it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class FaultProxy:
         self.shaping = shaping
         self.port = 0
         self.cuts = 0
+        #: Bytes forwarded box → broker and broker → box, over every connection so far.
+        self.bytes_up = 0
+        self.bytes_down = 0
         self._down_until = 0.0
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
@@ -118,8 +122,8 @@ class FaultProxy:
             return
         self._writers.update((writer, up_writer))
         pumps = [
-            asyncio.create_task(self._pump(reader, up_writer)),
-            asyncio.create_task(self._pump(up_reader, writer)),
+            asyncio.create_task(self._pump(reader, up_writer, up=True)),
+            asyncio.create_task(self._pump(up_reader, writer, up=False)),
         ]
         await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         for task in pumps:
@@ -128,7 +132,9 @@ class FaultProxy:
             self._writers.discard(end)
             end.transport.abort()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, up: bool
+    ) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while chunk := await reader.read(4096):
                 shaping = self.shaping
@@ -138,4 +144,8 @@ class FaultProxy:
                 if delay:
                     await asyncio.sleep(delay)
                 writer.write(chunk)
+                if up:
+                    self.bytes_up += len(chunk)
+                else:
+                    self.bytes_down += len(chunk)
                 await writer.drain()
