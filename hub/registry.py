@@ -1,8 +1,9 @@
 """Importing the district's registry extract into the hub (``docs/registry.md``, section 1).
 
 Rows are read one at a time (:mod:`hub.registry_files`), turned into households and
-members and checked (:mod:`protocol.registry`), and written in chunks, one transaction per
-village and chunk, as versions of the writer :data:`REGISTRY_NODE`. ``registry_rows``
+members and checked (:mod:`protocol.registry`; in worker processes for a large extract,
+:mod:`hub.registry_checks`), and written in chunks, one transaction per village and chunk,
+as versions of the writer :data:`REGISTRY_NODE`. ``registry_rows``
 links each extract id to its record and keeps the values last imported, so that a
 re-import writes only what changed and a field a box changed since is a conflict, not an
 overwrite. Imported records reach the boxes through the ordinary downlink.
@@ -14,6 +15,7 @@ import csv
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -23,13 +25,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub import audit, db
-from hub.registry_files import open_rows
+from hub.registry_checks import CheckedRow, CheckedRows, default_workers
 from hub.store import HubStore
 from protocol.changes import Change, FieldVersion
 from protocol.entities import HOUSEHOLD, MEMBER
 from protocol.ids import uuid7
 from protocol.merge import Frontier, values
-from protocol.registry import ImportIssues, Layout, RowIssue, RowPart, check_part, parse_row
+from protocol.registry import ImportIssues, Layout, RowIssue, RowPart
 
 __all__ = ["REGISTRY_NODE", "ImportSummary", "Report", "import_files"]
 
@@ -128,6 +130,21 @@ class _Import:
         self.report.add(where, issue)
         self.note(where, "refused")
 
+    def take(self, row: CheckedRow) -> list[_Pending]:
+        """Count ``row`` and report its errors; its parts to write (none when it has an
+        error: a row with an error is written in no part)."""
+        self.summary.rows += 1
+        self.note(row.where, "unchanged")
+        errors = row.issues + [i for _, found in row.parts for i in found if i.level == "error"]
+        for issue in errors:
+            self.refuse(row.where, issue)
+        if errors:
+            return []
+        return [
+            _Pending(part, row.where, [i for i in found if i.level != "error"])
+            for part, found in row.parts
+        ]
+
     def settle_rows(self) -> None:
         counts = Counter(self.outcome.values())
         self.summary.written += counts["written"]
@@ -144,9 +161,12 @@ async def import_files(
     *,
     today: date,
     progress: Callable[[int, float], None] | None = None,
+    workers: int | None = None,
 ) -> ImportSummary:
     """Import ``paths`` (households and members, in one file or several) and return the
-    summary; bad rows go to ``report`` and nothing of them is written."""
+    summary; bad rows go to ``report`` and nothing of them is written. ``workers``:
+    processes that check the rows (0: this one; default: one per processor for a large
+    extract, see :mod:`hub.registry_checks`)."""
     async with store.engine.begin() as conn:
         result = await conn.execute(
             db.registry_imports.insert().values(
@@ -156,26 +176,19 @@ async def import_files(
         import_id = int(result.inserted_primary_key[0])
     run = _Import(store, layout, report, today, import_id)
     pending: list[_Pending] = []
-    for index, path in enumerate(paths):
-        reader = open_rows(path)
-        for number, row in reader:
-            where = (path.name, number)
-            run.summary.rows += 1
-            run.note(where, "unchanged")
-            parts, issues = parse_row(row, layout)
-            checked = [(part, check_part(part, layout, today=today)) for part in parts]
-            errors = issues + [i for _, found in checked for i in found if i.level == "error"]
-            for issue in errors:
-                run.refuse(where, issue)
-            if not errors:  # a row with an error is written in no part
-                for part, found in checked:
-                    pending.append(_Pending(part, where, [i for i in found if i.level != "error"]))
-            if len(pending) >= CHUNK:
-                await _flush(run, pending)
-                pending = []
-                await _analyze_as_it_grows(run)
-            if progress is not None and run.summary.rows % 1000 == 0:
-                progress(run.summary.rows, (index + reader.fraction) / len(paths))
+    if workers is None:
+        workers = default_workers(paths)
+    rows = CheckedRows(paths, layout, today=today, workers=workers)
+    async with aclosing(rows.chunks()) as chunks:
+        async for chunk in chunks:
+            for row in chunk:
+                pending += run.take(row)
+                if len(pending) >= CHUNK:
+                    await _flush(run, pending)
+                    pending = []
+                    await _analyze_as_it_grows(run)
+                if progress is not None and run.summary.rows % 1000 == 0:
+                    progress(run.summary.rows, rows.fraction)
     await _flush(run, pending)
     run.summary.missing = await _flag_missing(store, import_id, run.seen)
     run.summary.warnings = report.warnings

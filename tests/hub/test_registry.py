@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from hub import db
+from hub import db, registry_checks
 from hub.registry import REGISTRY_NODE, Report, import_files
-from hub.registry_files import open_rows
+from hub.registry_checks import CheckedRows
+from hub.registry_files import FileError, open_rows
 from protocol.clock import HybridClock
 from protocol.registry import DEFAULT_LAYOUT
 from tests.factories import DEFAULT_VILLAGE, make_household_with_members, new_id
@@ -82,9 +83,11 @@ def district_rows(households: int = 4) -> list[dict[str, str]]:
     return rows
 
 
-async def run_import(hub_store, *paths: Path):
+async def run_import(hub_store, *paths: Path, workers: int = 0):
     out = io.StringIO()
-    summary = await import_files(hub_store, list(paths), DEFAULT_LAYOUT, Report(out), today=TODAY)
+    summary = await import_files(
+        hub_store, list(paths), DEFAULT_LAYOUT, Report(out), today=TODAY, workers=workers
+    )
     report = list(csv.DictReader(io.StringIO(out.getvalue())))
     return summary, report
 
@@ -109,9 +112,12 @@ async def record_of(hub_store, entity: str, registry_id: str) -> str:
         return (await conn.execute(query)).scalar_one()
 
 
+# Large extracts are checked in worker processes (many small chunks here): the same import.
+@pytest.mark.parametrize("workers", [0, 2])
 async def test_good_rows_become_records_and_bad_rows_are_reported_and_not_written(
-    hub_store, tmp_path
+    hub_store, tmp_path, monkeypatch, workers
 ):
+    monkeypatch.setattr(registry_checks, "ROWS_PER_TASK", 2)
     rows = district_rows(3)
     bad = [
         household_row(10, kode_desa="9999999999"),  # no such village
@@ -126,7 +132,7 @@ async def test_good_rows_become_records_and_bad_rows_are_reported_and_not_writte
         {"alamat": "Jl. Tanpa ID"},  # no id at all
     ]
     path = write_csv(tmp_path / "dtsen.csv", rows + bad)
-    summary, report = await run_import(hub_store, path)
+    summary, report = await run_import(hub_store, path, workers=workers)
 
     assert (
         summary.rows
@@ -254,6 +260,30 @@ def test_files_of_every_kind_read_the_same_rows(tmp_path, suffix, delimiter, enc
     assert number == (1 if suffix == ".jsonl" else 2)
     assert read["alamat"] == rows[0]["alamat"] and read["nama"] == "Siti Nur’aini"
     assert str(read["kode_desa"]) == DEFAULT_VILLAGE
+
+
+async def test_worker_processes_check_the_rows_read_before_a_broken_line_in_file_order(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(registry_checks, "ROWS_PER_TASK", 3)
+    rows = [*district_rows(4), {"alamat": "Jl. Tanpa ID"}, *member_rows(9, 1, nik="12345")]
+    lines = [json.dumps(row) for row in rows]
+    path = tmp_path / "dtsen.jsonl"
+    path.write_text("\n".join([*lines, "{not json", *lines]) + "\n", encoding="utf-8")
+
+    async def read(workers: int) -> list[registry_checks.CheckedRow]:
+        checked = CheckedRows([path], DEFAULT_LAYOUT, today=TODAY, workers=workers)
+        seen: list[registry_checks.CheckedRow] = []
+        with pytest.raises(FileError, match="line 15: not JSON"):
+            async for chunk in checked.chunks():
+                seen += chunk
+        return seen
+
+    inline = await read(0)
+    assert [row.where for row in inline] == [("dtsen.jsonl", n) for n in range(1, 15)]
+    codes = [[i.code for i in row.issues + [i for _, f in row.parts for i in f]] for row in inline]
+    assert codes[-2:] == [["registry_id_missing"], ["nik_length"]]
+    assert await read(2) == inline
 
 
 async def test_a_row_with_an_error_in_any_part_is_written_in_no_part(hub_store, tmp_path):
