@@ -16,6 +16,7 @@ from protocol.changes import Value
 from protocol.digest import from_signed, record_digest, to_signed
 from protocol.jsonform import dump_state, load_state
 from protocol.merge import RecordState, open_conflicts, values
+from protocol.registry import RANKING_FIELDS, missing_fields
 from protocol.schema import TOMBSTONE_FIELD
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "build_record",
     "from_row",
     "household_of",
+    "lacking",
     "to_row",
 ]
 
@@ -134,7 +136,13 @@ def to_row(record: Record) -> dict[str, Any]:
         "created_ms": record.created_ms,
         "updated_ms": record.updated_ms,
         "digest": to_signed(record.digest),
+        "lacking": lacking(record.entity, shown),
     }
+
+
+def lacking(entity: str, shown: Mapping[str, Any]) -> int | None:
+    """The ``lacking`` column: ranking variables missing, NULL for other entities."""
+    return len(missing_fields(entity, shown)) if entity in RANKING_FIELDS else None
 
 
 def from_row(row: Any) -> Record:

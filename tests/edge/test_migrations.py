@@ -106,3 +106,28 @@ def test_a_box_of_the_previous_release_gets_digests_of_the_records_it_holds(tmp_
         assert from_signed(digest) == record_digest(entity, record_id, load_state(state))
         expected ^= from_signed(digest)
     assert json.loads(root) == {"root": expected, "records": 3}
+
+
+def test_a_box_of_the_previous_release_counts_what_its_records_lack(tmp_path):
+    from alembic import command
+
+    from edge.db import _alembic_config
+    from protocol.registry import RANKING_FIELDS
+    from tests.factories import make_household_with_members
+
+    path = tmp_path / "edge.sqlite"
+    command.upgrade(_alembic_config(path), "0006")
+    household, (member,) = make_household_with_members(1, seed=5)
+    member["education"] = None
+    with sqlite3.connect(path) as connection:
+        for entity, values in (("household", household), ("member", member), ("proposal", {})):
+            connection.execute(
+                "INSERT INTO records(id, entity, village, state, data, created_ms, updated_ms) "
+                "VALUES (?, ?, '3201022001', '{}', ?, 1, 1)",
+                (values.pop("id", f"{entity}-id"), entity, json.dumps(values)),
+            )
+    upgrade(path)
+    with sqlite3.connect(path) as connection:
+        found = dict(connection.execute("SELECT entity, lacking FROM records").fetchall())
+    assert found == {"household": 0, "member": 1, "proposal": None}
+    assert "education" in RANKING_FIELDS["member"]
