@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hub import auth, cycle_commands, devices, forward, keys, registry_commands
 from hub.config import HubConfig, load_config, render_toml
+from hub.tokens import DEFAULT_DAYS, TokenError, add_token, list_tokens, revoke_token
 from protocol.ids import is_node_id
 from puskesos.commands import CommandError, guarded
 from puskesos.webauth import load_secret
@@ -76,6 +78,19 @@ def add_parser(subparsers: Any) -> None:
     commands.group("token", "manage API tokens")
     token_add = commands.command("token add", _token_add, "make an API token; printed once")
     token_add.add_argument("--name", required=True, help="what the token is for")
+    token_add.add_argument(
+        "--write", action="store_true", help="may also resolve conflicts (default: read only)"
+    )
+    token_add.add_argument(
+        "--village", action="append", default=[], metavar="CODE",
+        help="a village it may see (repeat; none: every village of the hub)",
+    )  # fmt: skip
+    token_add.add_argument(
+        "--days", type=int, default=DEFAULT_DAYS, help=f"days it lasts (default {DEFAULT_DAYS})"
+    )
+    commands.command("token list", _token_list, "every API token: scope, villages, expiry")
+    token_revoke = commands.command("token revoke", _token_revoke, "revoke the tokens of a name")
+    token_revoke.add_argument("--name", required=True, help="the name given at `token add`")
     devices.add_commands(commands)
     keys.add_commands(commands)
     forward.add_commands(commands)
@@ -129,20 +144,57 @@ def _open_store(config: HubConfig) -> Any:
     return HubStore(engine, node=config.node, max_clock_drift_ms=config.max_clock_drift_ms)
 
 
-def _token_add(args: argparse.Namespace) -> int:
-    from hub.web import add_token
+T = TypeVar("T")
 
+
+def _with_tokens(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
     config = load_config(args.config)
 
-    async def add() -> str:
+    async def run() -> T:
         store = _open_store(config)
         try:
-            return await add_token(store, args.name)
+            return await work(store)
         finally:
             await store.engine.dispose()
 
-    print(asyncio.run(add()))
+    try:
+        return asyncio.run(run())
+    except TokenError as exc:
+        raise CommandError(str(exc), 2) from None
+
+
+def _token_add(args: argparse.Namespace) -> int:
+    scope = "write" if args.write else "read"
+    print(
+        _with_tokens(
+            args,
+            lambda store: add_token(
+                store, args.name, scope=scope, villages=args.village, days=args.days
+            ),
+        )
+    )
     return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    for token in _with_tokens(args, list_tokens):
+        expires = "never" if token.expires_ms is None else _day(token.expires_ms)
+        state = "revoked" if token.revoked else f"expires {expires}"
+        villages = ",".join(sorted(token.villages)) or "every village"
+        print(f"{token.name}\t{token.scope}\t{villages}\tmade {_day(token.created_ms)}\t{state}")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    revoked = _with_tokens(args, lambda store: revoke_token(store, args.name))
+    if not revoked:
+        raise CommandError(f"no live token called {args.name!r}", 1)
+    print(f"{revoked} token(s) revoked")
+    return 0
+
+
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).date().isoformat()
 
 
 def _serve(args: argparse.Namespace) -> int:

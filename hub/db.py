@@ -208,6 +208,10 @@ api_tokens = sa.Table(
     sa.Column("token_hash", sa.Text, nullable=False, unique=True),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
     sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+    # hub/tokens.py: "read" or "write"; village codes separated by spaces ("": every one).
+    sa.Column("scope", sa.Text, nullable=False, server_default="read"),
+    sa.Column("villages", sa.Text, nullable=False, server_default=""),
+    sa.Column("expires_ms", sa.BigInteger),
 )
 
 # --- review and the monthly cycle (docs/cycle.md) -----------------------------------------

@@ -2,8 +2,10 @@
 and the review UI's pages (:mod:`hub.ui`, signed in with a session).
 
 Every ``/api/`` route needs an API token (``Authorization: Bearer ...``, made by
-``puskesos hub token add``); ``/healthz`` and ``/metrics`` carry no personal data and are
-open to the operators' network. The ingest worker runs in the same process, started and
+``puskesos hub token add``, :mod:`hub.tokens`): a read token only reads, a token of some
+villages sees only theirs, and every request that returns personal data leaves one audit
+row; ``/healthz`` and ``/metrics`` carry no personal data and are open to the operators'
+network. The ingest worker runs in the same process, started and
 stopped through ``cleanup_ctx``.
 """
 
@@ -11,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,36 +21,22 @@ import sqlalchemy as sa
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub import db
+from hub import audit, db
 from hub.config import HubConfig
 from hub.ingest import Ingest
 from hub.metrics import HubMetrics
 from hub.store import HubStore, ResolveError
+from hub.tokens import Token, token_for
 
-__all__ = ["INGEST", "STORE", "add_token", "create_app"]
+__all__ = ["INGEST", "STORE", "create_app"]
 
 STORE = web.AppKey("store", HubStore)
 METRICS = web.AppKey("metrics", HubMetrics)
 INGEST = web.AppKey("ingest", Ingest)
 ACTOR = web.RequestKey("actor", str)
+TOKEN = web.RequestKey("token", Token)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-async def add_token(store: HubStore, name: str) -> str:
-    """Make an API token called ``name``; returns it (only its hash is stored)."""
-    token = secrets.token_urlsafe(32)
-    async with store.engine.begin() as conn:
-        await conn.execute(
-            db.api_tokens.insert().values(
-                name=name, token_hash=_token_hash(token), created_ms=store.wall()
-            )
-        )
-    return token
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -63,19 +49,40 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     guard (:mod:`hub.ui.base`), which in turn ignores bearer tokens."""
     if not request.path.startswith("/api/"):
         return await handler(request)
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret:
         return _error(401, "unauthorized", "an API token is required")
-    t = db.api_tokens
-    query = sa.select(t.c.name).where(
-        t.c.token_hash == _token_hash(token.strip()), t.c.revoked.is_(False)
-    )
-    async with request.app[STORE].engine.connect() as conn:
-        name = (await conn.execute(query)).scalar_one_or_none()
-    if name is None:
-        return _error(401, "unauthorized", "unknown or revoked API token")
-    request[ACTOR] = f"token:{name}"
+    token = await token_for(request.app[STORE], secret)
+    if token is None:
+        return _error(401, "unauthorized", "unknown, revoked or expired API token")
+    if request.method != "GET" and not token.may_write:
+        return _error(403, "forbidden", "this token may only read")
+    request[TOKEN] = token
+    request[ACTOR] = f"token:{token.name}"
     return await handler(request)
+
+
+def _unseen(request: web.Request, village: str | None) -> web.Response | None:
+    """The refusal when the token may not see ``village`` (``None``: every village)."""
+    token = request[TOKEN]
+    if village is None and token.villages:
+        return _error(403, "forbidden", "this token sees some villages only: give village")
+    if village is not None and not token.sees(village):
+        return _error(403, "forbidden", f"this token does not see village {village}")
+    return None
+
+
+async def _audit_read(
+    request: web.Request, action: str, subject: str, detail: dict[str, Any]
+) -> None:
+    """One audit row per API request that returned personal data (UU 27/2022: a record
+    of processing), with the filter and how many came back."""
+    store = request.app[STORE]
+    async with store.engine.begin() as conn:
+        await audit.record(
+            conn, at_ms=store.wall(), actor=request[ACTOR], action=action, subject=subject,
+            detail=detail,
+        )  # fmt: skip
 
 
 routes = web.RouteTableDef()
@@ -125,11 +132,14 @@ async def list_records(request: web.Request) -> web.Response:
     village = request.query.get("village", "")
     if len(village) != 10 or not village.isdigit():
         return _error(400, "bad_village", "village must be a 10-digit code")
+    if (refused := _unseen(request, village)) is not None:
+        return refused
+    entity, after = request.query.get("entity") or None, request.query.get("after", "")
     rows = await request.app[STORE].records(
-        village,
-        entity=request.query.get("entity") or None,
-        after=request.query.get("after", ""),
-        limit=_limit(request),
+        village, entity=entity, after=after, limit=_limit(request)
+    )
+    await _audit_read(
+        request, "api.records", village, {"entity": entity, "after": after, "count": len(rows)}
     )
     return web.json_response({"records": rows, "next": rows[-1]["id"] if rows else None})
 
@@ -138,9 +148,15 @@ async def list_records(request: web.Request) -> web.Response:
 async def get_record(request: web.Request) -> web.Response:
     store = request.app[STORE]
     record_id = request.match_info["record_id"]
+    r = db.records
+    async with store.engine.connect() as conn:
+        village = (
+            await conn.execute(sa.select(r.c.village).where(r.c.id == record_id))
+        ).scalar_one_or_none()
     state = await store.record_state(record_id)
-    if state is None:
-        return _error(404, "not_found", "no such record")
+    if state is None or village is None or not request[TOKEN].sees(village):
+        return _error(404, "not_found", "no such record")  # the same for one it may not see
+    await _audit_read(request, "api.record", record_id, {"village": village})
     return web.json_response(
         {
             "id": record_id,
@@ -157,11 +173,17 @@ async def get_record(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/conflicts")
 async def list_conflicts(request: web.Request) -> web.Response:
+    village = request.query.get("village") or None
+    if (refused := _unseen(request, village)) is not None:
+        return refused
+    resolved = request.query.get("resolved") == "true"
     conflicts = await request.app[STORE].conflicts(
-        village=request.query.get("village") or None,
-        resolved=None if request.query.get("resolved") == "true" else False,
-        limit=_limit(request),
+        village=village, resolved=None if resolved else False, limit=_limit(request)
     )
+    await _audit_read(
+        request, "api.conflicts", village or "",
+        {"resolved": resolved, "count": len(conflicts)},
+    )  # fmt: skip
     return web.json_response({"conflicts": conflicts})
 
 
@@ -178,6 +200,13 @@ async def resolve_conflict(request: web.Request) -> web.Response:
     if choose is not None and (isinstance(choose, bool) or not isinstance(choose, int)):
         return _error(400, "bad_request", "choose must be the index of a version")
     store = request.app[STORE]
+    c = db.conflicts
+    async with store.engine.connect() as conn:
+        village = (
+            await conn.execute(sa.select(c.c.village).where(c.c.id == conflict_id))
+        ).scalar_one_or_none()
+    if village is not None and not request[TOKEN].sees(village):
+        return _error(404, "not_resolved", f"no conflict {conflict_id}")
     try:
         resolved = await store.resolve(
             conflict_id, actor=request[ACTOR], value=body.get("value"), choose=choose
@@ -225,13 +254,16 @@ async def list_devices(request: web.Request) -> web.Response:
     query = sa.select(db.devices).order_by(db.devices.c.village, db.devices.c.node)
     async with request.app[STORE].engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return web.json_response({"devices": [_device_json(row) for row in rows]})
+    token = request[TOKEN]
+    return web.json_response(
+        {"devices": [_device_json(row) for row in rows if token.sees(row.village)]}
+    )
 
 
 @routes.get("/api/v1/devices/{node}")
 async def get_device(request: web.Request) -> web.Response:
     row = await request.app[STORE].device(request.match_info["node"])
-    if row is None:
+    if row is None or not request[TOKEN].sees(row.village):
         return _error(404, "not_found", "no such device")
     return web.json_response(_device_json(row))
 

@@ -459,7 +459,7 @@ class Fleet:
             Service(["hub", "serve", "--config", str(path)], folder / "hub.log", port),
         )
         hub.token = (first.token if first else puskesos(
-            "hub", "token", "add", "--config", str(path), "--name", "fleet"
+            "hub", "token", "add", "--config", str(path), "--name", "fleet", "--write"
         ).strip())  # fmt: skip
         self.hubs.append(hub)
         if start:

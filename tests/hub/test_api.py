@@ -9,19 +9,20 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from hub import db
 from hub.config import HubConfig
-from hub.web import add_token, create_app
+from hub.tokens import TokenError, add_token, revoke_token
+from hub.web import create_app
 from protocol.merge import merge
 from protocol.telemetry import Telemetry
 from tests.factories import DEFAULT_VILLAGE, new_id
 from tests.hub.boxes import Box, enrol
-from tests.hub.test_ui import audit_actions
+from tests.hub.test_ui import OTHER_VILLAGE, audit_actions
 from tests.metrics_text import value
 
 
 @pytest.fixture
 async def api(hub_store, tmp_path):
     app = create_app(HubConfig(data_dir=tmp_path), hub_store, password=None, with_ingest=False)
-    token = await add_token(hub_store, "dinsos")
+    token = await add_token(hub_store, "dinsos", scope="write")
     async with TestClient(TestServer(app)) as client:
         client.headers = {"Authorization": f"Bearer {token}"}
         yield client
@@ -66,7 +67,10 @@ async def test_staff_resolve_a_conflict_by_choosing_a_version(api, hub_store):
         f"/api/v1/conflicts/{conflict['id']}/resolve", json={"choose": 0}, headers=api.headers
     )
     assert again.status == 409
-    assert await audit_actions(hub_store) == [("token:dinsos", "conflict.resolve", record)]
+    assert await audit_actions(hub_store) == [
+        ("token:dinsos", "api.conflicts", ""),  # the list, with NIKs maybe: audited
+        ("token:dinsos", "conflict.resolve", record),
+    ]
 
     assert (await get(api, "/api/v1/conflicts"))["conflicts"] == []
     [row] = (await get(api, "/api/v1/records", village=DEFAULT_VILLAGE))["records"]
@@ -161,3 +165,59 @@ async def test_a_worker_whose_database_is_gone_still_shows_its_own_counters(api,
     metrics = await response.text()
     assert value(metrics, "puskesos_hub_message_failures_total") == 0
     assert value(metrics, "puskesos_box_online") is None
+
+
+async def test_a_token_does_what_its_scope_says_until_it_expires_or_is_revoked(
+    api, hub_store, tmp_path
+):
+    """Read tokens read, write tokens also resolve; a token of one village sees nothing of
+    another (not even that a record exists); expired and revoked tokens are refused, and
+    every read of personal data is in the audit trail with its filter and count."""
+    a, b = Box("edge-a"), Box("edge-b", village=OTHER_VILLAGE)
+    await enrol(hub_store, a, b)
+    here, there = new_id(), new_id()
+    now = hub_store.wall()
+    await hub_store.apply(a.batch(a.edit(here, now, address="Jl. Mawar")), "edge-a")
+    await hub_store.apply(b.batch(b.edit(there, now, address="Jl. Melati")), "edge-b")
+    reader = await add_token(hub_store, "laporan", villages=[DEFAULT_VILLAGE])
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    mine = await api.get(f"/api/v1/records?village={DEFAULT_VILLAGE}", headers=bearer(reader))
+    assert mine.status == 200 and [r["id"] for r in (await mine.json())["records"]] == [here]
+    other = await api.get(f"/api/v1/records?village={OTHER_VILLAGE}", headers=bearer(reader))
+    assert other.status == 403
+    assert (await api.get(f"/api/v1/records/{here}", headers=bearer(reader))).status == 200
+    assert (await api.get(f"/api/v1/records/{there}", headers=bearer(reader))).status == 404
+    assert (await api.get("/api/v1/conflicts", headers=bearer(reader))).status == 403
+    devices = await (await api.get("/api/v1/devices", headers=bearer(reader))).json()
+    assert [d["node"] for d in devices["devices"]] == ["edge-a"]
+    resolve = await api.post("/api/v1/conflicts/1/resolve", json={"choose": 0},
+                             headers=bearer(reader))  # fmt: skip
+    assert resolve.status == 403 and (await resolve.json())["error"] == "forbidden"
+
+    reads = [row for row in await audit_actions(hub_store) if row[0] == "token:laporan"]
+    assert reads == [
+        ("token:laporan", "api.records", DEFAULT_VILLAGE),
+        ("token:laporan", "api.record", here),
+    ]
+    async with hub_store.engine.connect() as conn:
+        detail = (
+            await conn.execute(
+                sa.select(db.audit.c.detail).where(db.audit.c.action == "api.records")
+            )
+        ).scalar_one()
+    assert '"count": 1' in detail
+
+    assert await revoke_token(hub_store, "laporan") == 1
+    gone = await api.get(f"/api/v1/records?village={DEFAULT_VILLAGE}", headers=bearer(reader))
+    assert gone.status == 401
+    old = await add_token(hub_store, "lama", days=1)
+    async with hub_store.engine.begin() as conn:
+        await conn.execute(
+            db.api_tokens.update().where(db.api_tokens.c.name == "lama").values(expires_ms=now)
+        )
+    assert (await api.get("/api/v1/devices", headers=bearer(old))).status == 401
+    with pytest.raises(TokenError):
+        await add_token(hub_store, "salah", villages=["32010"])

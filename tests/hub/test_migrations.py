@@ -4,6 +4,7 @@ code declares, and running them again changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +158,40 @@ def test_a_hub_in_the_field_gets_digests_of_the_records_it_holds(empty_url):
     assert {code: (from_signed(root), count) for code, root, count in roots} == {
         village: (expected[village], len(ids)) for village, ids in villages.items()
     }
+
+
+def test_a_token_made_before_scopes_keeps_what_it_could_do(empty_url):
+    """A district's tools must not stop working on the upgrade: an old token writes, sees
+    every village and does not expire (``token list`` shows it, to revoke)."""
+    from hub.tokens import token_for
+
+    upgrade(empty_url, "0006")
+
+    async def insert() -> None:
+        engine = create_engine(empty_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO api_tokens(name, token_hash, created_ms) "
+                        "VALUES ('lama', :h, 1)"
+                    ),
+                    {"h": hashlib.sha256(b"rahasia-lama").hexdigest()},
+                )
+        finally:
+            await engine.dispose()
+
+    async def found() -> object:
+        engine = create_engine(empty_url)
+        try:
+            return await token_for(
+                HubStore(engine, node="hub-1", max_clock_drift_ms=0), "rahasia-lama"
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(insert())
+    upgrade(empty_url)
+    token = asyncio.run(found())
+    assert token is not None and token.may_write and not token.villages
+    assert token.expires_ms is None

@@ -22,8 +22,9 @@ from hub.keys import generate_key_pair
 from hub.progress import field_checks
 from hub.roles import Role
 from hub.store import HubStore
+from hub.tokens import add_token
 from hub.ui.base import PRE_CSRF_COOKIE, SESSION_COOKIE
-from hub.web import add_token, create_app
+from hub.web import create_app
 from protocol.identity import mask_number
 from puskesos import cli
 from tests.edge.test_security import REDIRECT_ATTACKS, browser_target, signed_in_to
