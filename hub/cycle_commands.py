@@ -43,8 +43,16 @@ def add_commands(commands: HubCommands) -> None:
     published.add_argument("--as", dest="actor", default="admin", help="who imports it")
 
 
-def run_with_store(config_path: Path, work: Callable[[HubStore, HubConfig], Awaitable[T]]) -> T:
-    """Run ``work`` with the hub's store; a refused step becomes a command error."""
+def run_with_store(
+    config_path: Path,
+    work: Callable[[HubStore, HubConfig], Awaitable[T]],
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+) -> T:
+    """Run ``work`` with the hub's store; a refused step becomes a command error. With
+    ``actor`` and ``action``, the step is taken only for an active account whose role may
+    take it by hand (as on the Siklus page): the audit trail names a real person."""
     from hub.cli import _open_store
     from hub.config import load_config
     from hub.cycle_rules import CycleError
@@ -55,6 +63,8 @@ def run_with_store(config_path: Path, work: Callable[[HubStore, HubConfig], Awai
     async def run() -> T:
         store = _open_store(config)
         try:
+            if actor is not None and action is not None:
+                await _check_actor(store, actor, action)
             return await work(store, config)
         finally:
             await store.engine.dispose()
@@ -63,6 +73,17 @@ def run_with_store(config_path: Path, work: Callable[[HubStore, HubConfig], Awai
         return asyncio.run(run())
     except CycleError as exc:
         raise CommandError(f"{exc.code}: {exc.message}") from None
+
+
+async def _check_actor(store: HubStore, actor: str, action: str) -> None:
+    from hub.auth import list_users
+    from hub.cycle_rules import Action, CycleError, allowed
+
+    user = next((u for u in await list_users(store) if u.username == actor), None)
+    if user is None or not user.active:
+        raise CycleError("unknown_actor", f"{actor} is not an active account of this hub")
+    if not allowed(Action(action), user.role):
+        raise CycleError("forbidden", f"{actor} ({user.role.value}) may not {action} a period")
 
 
 def _show(period: Any) -> int:
@@ -92,7 +113,10 @@ def _freeze(args: argparse.Namespace) -> int:
 
     return _show(
         run_with_store(
-            args.config, lambda store, config: cycle.freeze(store, config, args.period, args.actor)
+            args.config,
+            lambda store, config: cycle.freeze(store, config, args.period, args.actor),
+            actor=args.actor,
+            action="freeze",
         )
     )
 
@@ -101,7 +125,12 @@ def _submit(args: argparse.Namespace) -> int:
     from hub import cycle
 
     return _show(
-        run_with_store(args.config, lambda store, _: cycle.submit(store, args.period, args.actor))
+        run_with_store(
+            args.config,
+            lambda store, _: cycle.submit(store, args.period, args.actor),
+            actor=args.actor,
+            action="submit",
+        )
     )
 
 
@@ -110,7 +139,10 @@ def _sign(args: argparse.Namespace) -> int:
 
     return _show(
         run_with_store(
-            args.config, lambda store, config: cycle.sign(store, config, args.period, args.actor)
+            args.config,
+            lambda store, config: cycle.sign(store, config, args.period, args.actor),
+            actor=args.actor,
+            action="sign",
         )
     )
 
@@ -121,6 +153,8 @@ def _import_published(args: argparse.Namespace) -> int:
     written = run_with_store(
         args.config,
         lambda store, config: cycle_delivery.import_published(store, config, args.file, args.actor),
+        actor=args.actor,
+        action="publish",
     )
     print(f"{written} households updated")
     return 0

@@ -261,11 +261,22 @@ def test_an_operator_runs_the_cycle_from_the_command_line(tmp_path):
     puskesos("hub", "keys", "init", "--config", str(hub_config))
     at = ("--config", str(hub_config))
 
+    for username, role in (("verif", "verifikator"), ("bupati", "pimpinan")):
+        puskesos(
+            "hub", "user", "add", "--username", username, "--role", role,
+            "--full-name", username.title(), *at, stdin="sandi-yang-panjang-1\n",
+        )  # fmt: skip
+
     current = json.loads(puskesos("hub", "cycle", "status", *at))
     assert current["state"] == "terbuka"
     period = current["period"]
     refused = run_puskesos("hub", "forward", "--period", period, *at)
     assert refused.returncode != 0 and "belum ditandatangani" in refused.stderr
+    # The audit trail names a real person who may take the step, as on the Siklus page.
+    nobody = run_puskesos("hub", "cycle", "freeze", "--period", period, "--as", "siapa", *at)
+    assert nobody.returncode != 0 and "unknown_actor" in nobody.stderr
+    wrong = run_puskesos("hub", "cycle", "freeze", "--period", period, "--as", "bupati", *at)
+    assert wrong.returncode != 0 and "forbidden" in wrong.stderr
     puskesos("hub", "cycle", "freeze", "--period", period, "--as", "verif", *at)
     twice = run_puskesos("hub", "cycle", "freeze", "--period", period, "--as", "verif", *at)
     assert twice.returncode != 0 and "wrong_state" in twice.stderr
