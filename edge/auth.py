@@ -194,6 +194,7 @@ async def create_session(store: Store, user: User, address: str) -> str:
         created_ms=now,
         expires_ms=now + store.config.session_max_age_s * 1000,
         address=address,
+        last_seen_ms=now,
     )
     await store.run_write(lambda conn: conn.execute(insert))
     return token
@@ -201,14 +202,18 @@ async def create_session(store: Store, user: User, address: str) -> str:
 
 # Built once: these run on every request.
 _USER_BY_SESSION = (
-    sa.select(db.users)
+    sa.select(db.users, db.sessions.c.last_seen_ms)
     .join(db.sessions, db.sessions.c.user_id == db.users.c.id)
     .where(
         db.sessions.c.token_hash == sa.bindparam("token_hash"),
         db.sessions.c.expires_ms > sa.bindparam("now_ms"),
+        db.sessions.c.last_seen_ms > sa.bindparam("idle_since"),
         db.users.c.active.is_(True),
     )
 )
+#: A session's idle clock is written at most this often (a write per request would cost
+#: the box's single writer more than the minute of precision is worth).
+_TOUCH_EVERY_MS = 60_000
 _USER_BY_API_TOKEN = (
     sa.select(db.users)
     .join(db.api_tokens, db.api_tokens.c.user_id == db.users.c.id)
@@ -221,10 +226,23 @@ _USER_BY_API_TOKEN = (
 
 
 async def user_for_session(store: Store, token: str) -> User | None:
-    """The active user of an unexpired session, else ``None``."""
-    params = {"token_hash": webauth.sha256(token), "now_ms": store.now_ms()}
+    """The active user of an unexpired session used in the last ``session_idle_s``
+    seconds, else ``None``; the session's idle clock restarts."""
+    now = store.now_ms()
+    token_hash = webauth.sha256(token)
+    params = {
+        "token_hash": token_hash,
+        "now_ms": now,
+        "idle_since": now - store.config.session_idle_s * 1000,
+    }
     row = await store.read(lambda conn: conn.execute(_USER_BY_SESSION, params).first())
-    return _user(row) if row is not None else None
+    if row is None:
+        return None
+    if now - row.last_seen_ms >= _TOUCH_EVERY_MS:
+        s = db.sessions
+        touch = s.update().where(s.c.token_hash == token_hash).values(last_seen_ms=now)
+        await store.run_write(lambda conn: conn.execute(touch))
+    return _user(row)
 
 
 async def end_session(store: Store, token: str) -> None:

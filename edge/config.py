@@ -62,6 +62,7 @@ class EdgeConfig:
     listen_port: int = 8080
     session_secret_file: str = "session.key"
     session_max_age_s: int = 8 * 3600
+    session_idle_s: int = 30 * 60
     cookie_secure: bool = False
     login_max_failures: int = 5
     login_lockout_s: int = 15 * 60
@@ -88,6 +89,7 @@ KEYS: Mapping[tuple[str, str], str] = {
     ("edge", "listen_port"): "port of the web UI and API",
     ("edge", "session_secret_file"): "key file CSRF tokens are derived from (made by `edge init`)",
     ("edge", "session_max_age_s"): "seconds a login lasts",
+    ("edge", "session_idle_s"): "seconds without a request after which a login ends",
     ("edge", "cookie_secure"): "mark the session cookie Secure (when served over HTTPS)",
     ("edge", "login_max_failures"): "failed logins in a row that lock an account",
     ("edge", "login_lockout_s"): "seconds an account stays locked",

@@ -117,6 +117,8 @@ sessions = sa.Table(
     sa.Column("created_ms", sa.BigInteger, nullable=False),
     sa.Column("expires_ms", sa.BigInteger, nullable=False),
     sa.Column("address", sa.Text, nullable=False, server_default=""),
+    #: The session's last request (touched at most once a minute): idle ones end.
+    sa.Column("last_seen_ms", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 api_tokens = sa.Table(

@@ -131,3 +131,24 @@ def test_a_box_of_the_previous_release_counts_what_its_records_lack(tmp_path):
         found = dict(connection.execute("SELECT entity, lacking FROM records").fetchall())
     assert found == {"household": 0, "member": 1, "proposal": None}
     assert "education" in RANKING_FIELDS["member"]
+
+
+def test_a_login_open_at_the_upgrade_counts_its_idle_time_from_its_start(tmp_path):
+    from alembic import command
+
+    from edge.db import _alembic_config
+
+    path = tmp_path / "edge.sqlite"
+    command.upgrade(_alembic_config(path), "0007")
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO users(username, full_name, role, password_hash, created_ms) "
+            "VALUES ('op', 'Op', 'operator', 'x', 1)"
+        )
+        connection.execute(
+            "INSERT INTO sessions(token_hash, user_id, created_ms, expires_ms) "
+            "VALUES ('h', 1, 1234, 99999)"
+        )
+    upgrade(path)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT last_seen_ms FROM sessions").fetchone() == (1234,)

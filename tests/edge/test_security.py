@@ -13,9 +13,10 @@ import sqlite3
 import stat
 import time
 
+import sqlalchemy as sa
 from yarl import URL
 
-from edge import auth
+from edge import auth, db
 from edge.config import EdgeConfig
 from edge.db import upgrade
 from edge.store import Store
@@ -255,3 +256,24 @@ async def test_a_failed_sign_in_keeps_no_typed_name_and_a_lock_answers_no_faster
     locked = min([await answer_time("operator1") for _ in range(3)])
     unknown = min([await answer_time("tidak-ada-orangnya") for _ in range(3)])
     assert locked > unknown / 2, (locked, unknown)
+
+
+async def test_a_login_left_idle_ends_and_one_in_use_goes_on(client):
+    """A browser left signed in on the office PC stops working after session_idle_s without
+    a request; one in use keeps going (its idle clock written at most once a minute)."""
+    await login(client, "operator1")
+    store = store_of(client)
+    idle_ms = store.config.session_idle_s * 1000
+
+    async def last_seen(value: int | None = None) -> int:
+        s = db.sessions
+        if value is not None:
+            await store.run_write(lambda conn: conn.execute(s.update().values(last_seen_ms=value)))
+        return await store.read(lambda conn: conn.execute(sa.select(s.c.last_seen_ms)).scalar_one())
+
+    await last_seen(store.now_ms() - 2 * 60_000)
+    assert (await client.get("/", allow_redirects=False)).status == 200
+    assert store.now_ms() - await last_seen() < 10_000, "the idle clock restarted"
+    await last_seen(store.now_ms() - idle_ms - 1000)
+    gone = await client.get("/", allow_redirects=False)
+    assert gone.status == 303 and gone.headers["Location"].startswith("/masuk")
