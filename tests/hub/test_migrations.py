@@ -195,3 +195,32 @@ def test_a_token_made_before_scopes_keeps_what_it_could_do(empty_url):
     token = asyncio.run(found())
     assert token is not None and token.may_write and not token.villages
     assert token.expires_ms is None
+
+
+def test_the_hub_audit_trail_refuses_edits_and_deletions(hub_url):
+    """Whatever code runs against the hub's database, the trail only grows."""
+
+    async def attempt(statement: str) -> str:
+        engine = create_engine(hub_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO audit(at_ms, actor, action, subject, detail) "
+                        "VALUES (1, 'rina', 'review.decide', 'x', '{}')"
+                    )
+                )
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(sa.text(statement))
+            except sa.exc.DBAPIError as exc:
+                return str(exc)
+            return "allowed"
+        finally:
+            await engine.dispose()
+
+    statements = ["UPDATE audit SET actor = 'someone else'", "DELETE FROM audit"]
+    if not hub_url.startswith("sqlite"):
+        statements.append("TRUNCATE audit")
+    for statement in statements:
+        assert "append-only" in asyncio.run(attempt(statement)), statement
