@@ -30,6 +30,12 @@ routes = RouteTable()
 
 VISIT_FIELDS = editable(VISIT, "outcome", "visit_date", "officer", "notes")
 
+#: Why a household is on the worklist: code → how its row says it.
+REASONS = {
+    "belum": "Belum dikunjungi",
+    "tidak_lengkap": "Belum lengkap",
+    "periksa": "Periksa lapangan",
+}
 #: The worklist's selections: code → what the page calls it.
 LISTS = {
     "semua": "Semua yang perlu dikunjungi",
@@ -76,6 +82,7 @@ async def _selection(request: web.Request) -> dict[str, Any]:
         "rw": rw,
         "chosen": chosen,
         "lists": LISTS,
+        "reasons": REASONS,
         "rts": sorted({str(h.values["rt"]) for h in households if h.values.get("rt")}),
         "rws": sorted({str(h.values["rw"]) for h in households if h.values.get("rw")}),
         "query": request.query_string,
