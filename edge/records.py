@@ -14,9 +14,10 @@ from typing import Any
 
 from protocol.changes import Value
 from protocol.digest import from_signed, record_digest, to_signed
+from protocol.entities import household_of, shown_status
 from protocol.jsonform import dump_state, load_state
 from protocol.merge import RecordState, open_conflicts, values
-from protocol.registry import RANKING_FIELDS, missing_fields
+from protocol.registry import lacking
 from protocol.schema import TOMBSTONE_FIELD
 
 __all__ = [
@@ -26,8 +27,6 @@ __all__ = [
     "audit_row",
     "build_record",
     "from_row",
-    "household_of",
-    "lacking",
     "to_row",
 ]
 
@@ -80,13 +79,6 @@ def _name_key(entity: str, shown: Mapping[str, Value]) -> str | None:
     return name.casefold() if isinstance(name, str) and name else None
 
 
-def household_of(entity: str, record_id: str, shown: Mapping[str, Value]) -> str | None:
-    if entity == "household":
-        return record_id
-    parent = shown.get("household_id")
-    return parent if isinstance(parent, str) else None
-
-
 def build_record(
     entity: str,
     record_id: str,
@@ -119,7 +111,6 @@ def to_row(record: Record) -> dict[str, Any]:
     shown = record.values
     nik = shown.get("nik") if record.entity == "member" else None
     kk = shown.get("kk_number") if record.entity == "household" else None
-    status = shown.get("presence_status" if record.entity == "household" else "status")
     return {
         "id": record.id,
         "entity": record.entity,
@@ -130,7 +121,7 @@ def to_row(record: Record) -> dict[str, Any]:
         "nik": nik if isinstance(nik, str) else None,
         "kk": kk if isinstance(kk, str) else None,
         "name_key": _name_key(record.entity, shown),
-        "status": status if isinstance(status, str) else None,
+        "status": shown_status(record.entity, shown),
         "deleted": record.deleted,
         "conflicts": record.conflicts,
         "created_ms": record.created_ms,
@@ -138,11 +129,6 @@ def to_row(record: Record) -> dict[str, Any]:
         "digest": to_signed(record.digest),
         "lacking": lacking(record.entity, shown),
     }
-
-
-def lacking(entity: str, shown: Mapping[str, Any]) -> int | None:
-    """The ``lacking`` column: ranking variables missing, NULL for other entities."""
-    return len(missing_fields(entity, shown)) if entity in RANKING_FIELDS else None
 
 
 def from_row(row: Any) -> Record:

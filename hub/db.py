@@ -83,6 +83,11 @@ records = sa.Table(
     sa.Column("nik", sa.Text),
     #: ``protocol.digest.record_digest`` of ``state``, as a signed 64-bit integer.
     sa.Column("digest", sa.BigInteger, nullable=False, server_default="0"),
+    #: The shown status (``presence_status`` of a household, ``status`` of the rest) and
+    #: how many ranking variables a household or member lacks: the round's progress counts
+    #: them without parsing every record's JSON (hub/progress.py).
+    sa.Column("status", sa.Text),
+    sa.Column("lacking", sa.Integer),
     sa.Index("ix_records_village_log", "village", "log_seq"),
     sa.Index("ix_records_pending", "pending", "village", "household_id"),
     sa.Index("ix_records_approved", "approved_seq"),

@@ -17,9 +17,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from prometheus_client import (
@@ -35,7 +33,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub import db
-from hub.progress import VillageProgress, round_progress
+from hub.progress import ProgressCache, VillageProgress
 from hub.store import HubStore, Outcome
 from protocol.errors import MalformedError, Reason
 from protocol.telemetry import Telemetry, decode_telemetry
@@ -51,17 +49,15 @@ TELEMETRY_OUTCOMES: Final = ("stored", "malformed", "unknown_node")
 _BOX_LABELS: Final = ["district", "village", "node"]
 
 
-#: Seconds between two counts of the round's progress (a scan of the district's records,
-#: in the background; it moves with visits, slowly).
-PROGRESS_EVERY_S: Final = 300
+#: Seconds a scrape waits for a hub's first count of the round's progress (later ones run
+#: in the background, hub/progress.py ProgressCache).
+PROGRESS_WAIT_S: Final = 5
 
 
 class HubMetrics:
     """The metric objects of one hub worker, in their own registry."""
 
-    def __init__(
-        self, *, stale_after_s: float, round_months: int = 3, timezone: str = "Asia/Jakarta"
-    ) -> None:
+    def __init__(self, *, stale_after_s: float, progress: ProgressCache | None = None) -> None:
         # No `_created` twin of every counter and histogram: it doubles the series and
         # means nothing to our rules (this switch is process-wide; every app wants it).
         disable_created_metrics()
@@ -150,35 +146,27 @@ class HubMetrics:
         r.register(self.broker)
         self._fleet = _FleetCollector(stale_after_s)
         r.register(self._fleet)
-        self._round = (round_months, ZoneInfo(timezone))
-        self._progress_due = 0.0
-        self._progress_task: asyncio.Task[None] | None = None
+        self.progress = progress or ProgressCache(round_months=3, timezone="Asia/Jakarta")
 
     async def refresh(self, store: HubStore) -> None:
         """Read the fleet's values from the database for the next scrape. When the database
         cannot answer, the scrape still shows this worker's own counters (its failures
         among them) and no fleet values, rather than failing as a whole: a worker whose
         database is down is not a worker that is down."""
-        if time.monotonic() >= self._progress_due and (
-            self._progress_task is None or self._progress_task.done()
-        ):
-            self._progress_due = time.monotonic() + PROGRESS_EVERY_S
-            self._progress_task = asyncio.create_task(self._count_progress(store))
         try:
             self._fleet.snapshot = await take_fleet_snapshot(store)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("metrics without the fleet: the database did not answer: %s", exc)
             self._fleet.snapshot = None
-
-    async def _count_progress(self, store: HubStore) -> None:
-        """Count the round's progress for a later scrape: on a district of millions of
-        records it takes longer than a scrape may wait."""
-        months, zone = self._round
-        today = datetime.fromtimestamp(store.wall() / 1000, zone).date()
+        # The round's progress as last counted (a new count starts in the background when
+        # this one is old); only a hub's very first count is waited for, and not for long.
         try:
-            _, self._fleet.progress = await round_progress(store, today=today, round_months=months)
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning("the round's progress was not counted: %s", exc)
+            counted = await asyncio.wait_for(
+                asyncio.shield(self.progress.latest(store)), PROGRESS_WAIT_S
+            )
+        except (TimeoutError, RuntimeError):
+            counted = self.progress.counted
+        self._fleet.progress = counted.villages if counted is not None else {}
 
 
 # --- the broker, from its $SYS topics ------------------------------------------------------

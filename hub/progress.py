@@ -5,25 +5,43 @@ those nobody visited for :data:`STALE_VISIT_DAYS` days. And the verifier's "peri
 lapangan" list: the households the district sent to a ground check, with what the visits
 since found.
 
-Counted in the database, a few grouped queries over the whole district: the values are in
-the records' JSON, read with the dialect's own JSON functions.
+Counted in the database, a few grouped queries over the whole district, from the records'
+``status`` and ``lacking`` columns (written with each record); only the visits' dates are
+read from their JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from hub import db
 from hub.store import HubStore
 from protocol.rounds import Round, round_of
-from puskesos.sqljson import json_fields, lacks_ranking
+from puskesos.sqljson import json_fields
 
-__all__ = ["STALE_VISIT_DAYS", "FieldCheck", "VillageProgress", "field_checks", "round_progress"]
+__all__ = [
+    "PROGRESS",
+    "STALE_VISIT_DAYS",
+    "Counted",
+    "FieldCheck",
+    "ProgressCache",
+    "VillageProgress",
+    "field_checks",
+    "round_progress",
+]
+
+log = logging.getLogger("puskesos.hub")
 
 #: A household nobody visited for longer than this is stale (the ministry: every 3 months).
 STALE_VISIT_DAYS = 90
@@ -48,31 +66,29 @@ async def round_progress(
     period = round_of(today, round_months)
     r = db.records
     member = r.alias("member")
-    dialect = store.engine.dialect.name
-    house, person = json_fields(r.c.data, dialect), json_fields(member.c.data, dialect)
     member_lacks = (
         sa.select(sa.literal(1))
         .where(
             member.c.household_id == r.c.id,
             member.c.entity == "member",
             member.c.deleted.is_(False),
-            sa.or_(person("status").is_(None), person("status") == "aktif"),
-            lacks_ranking(person, "member"),
+            sa.or_(member.c.status.is_(None), member.c.status == "aktif"),
+            member.c.lacking > 0,
         )
         .exists()
     )
-    incomplete = sa.or_(lacks_ranking(house, "household"), member_lacks)
+    incomplete = sa.or_(r.c.lacking > 0, member_lacks)
     households = (
         sa.select(
             r.c.village,
             sa.func.count(),
-            sa.func.sum(sa.case((house("presence_status") == "tidak_ditemukan", 1), else_=0)),
+            sa.func.sum(sa.case((r.c.status == "tidak_ditemukan", 1), else_=0)),
             sa.func.sum(sa.case((incomplete, 1), else_=0)),
         )
         .where(r.c.entity == "household", r.c.deleted.is_(False))
         .group_by(r.c.village)
     )
-    visit_date = house("visit_date")
+    visit_date = json_fields(r.c.data, store.engine.dialect.name)("visit_date")
 
     def visited_since(first: date, last: date) -> Any:
         return (
@@ -101,6 +117,58 @@ async def round_progress(
         )
         for village, total, not_found, incomplete in counted
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """A count of the round's progress and when it was made."""
+
+    period: Round
+    villages: dict[str, VillageProgress]
+    at_ms: int
+
+
+class ProgressCache:
+    """The latest count, shared by Ringkasan and ``/metrics``: counting a district of a
+    million households takes longer than a page or a scrape may wait, so it runs in the
+    background, at most every ``every_s`` seconds (the first call waits for it)."""
+
+    def __init__(self, *, round_months: int, timezone: str, every_s: float = 300) -> None:
+        self.round_months = round_months
+        self.zone = ZoneInfo(timezone)
+        self.every_s = every_s
+        self.counted: Counted | None = None
+        self._due = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def latest(self, store: HubStore) -> Counted:
+        """The latest count; a new one starts in the background when this one is old."""
+        if time.monotonic() >= self._due and (self._task is None or self._task.done()):
+            self._due = time.monotonic() + self.every_s
+            self._task = asyncio.create_task(self._count(store))
+        if self.counted is None:
+            assert self._task is not None
+            await asyncio.shield(self._task)
+        if self.counted is None:  # the count failed: try again at the next call
+            self._due = 0.0
+            raise RuntimeError("the round's progress could not be counted")
+        return self.counted
+
+    async def _count(self, store: HubStore) -> None:
+        now = store.wall()
+        today = datetime.fromtimestamp(now / 1000, self.zone).date()
+        try:
+            period, villages = await round_progress(
+                store, today=today, round_months=self.round_months
+            )
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("the round's progress was not counted: %s", exc)
+            return
+        self.counted = Counted(period, villages, now)
+
+
+#: Where the hub's app keeps its :class:`ProgressCache`.
+PROGRESS = web.AppKey("round_progress", ProgressCache)
 
 
 @dataclass(frozen=True, slots=True)

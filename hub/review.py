@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub import audit, db
 from hub.store import HubStore
 from protocol.clock import COUNTER_BITS
-from protocol.entities import ENTITIES
+from protocol.entities import ENTITIES, shown_status
 from protocol.jsonform import load_state
 
 __all__ = [
@@ -521,7 +521,6 @@ async def _approve(conn: AsyncConnection, record_ids: Sequence[str], seq: int) -
     ).all()
     for row in rows:
         data = json.loads(row.data)
-        status = data.get("presence_status" if row.entity == "household" else "status")
         await conn.execute(
             r.update()
             .where(r.c.id == row.id)
@@ -529,7 +528,7 @@ async def _approve(conn: AsyncConnection, record_ids: Sequence[str], seq: int) -
                 approved=row.data,
                 approved_seq=seq,
                 first_approved_seq=sa.func.coalesce(r.c.first_approved_seq, seq),
-                approved_status=status,
+                approved_status=shown_status(row.entity, data),
                 pending=False,
             )
         )

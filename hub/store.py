@@ -27,10 +27,11 @@ from protocol.changes import Ack, Batch, Change, Direction, FieldVersion, Value
 from protocol.clock import COUNTER_BITS, HybridClock
 from protocol.delivery import AppliedSeqs
 from protocol.digest import from_signed, record_digest, to_signed
-from protocol.entities import ENTITIES, household_of
+from protocol.entities import ENTITIES, household_of, shown_status
 from protocol.errors import Reason
 from protocol.jsonform import dump_state, load_state
 from protocol.merge import Frontier, RecordState, merge, open_conflicts, seen_of, values
+from protocol.registry import lacking
 from protocol.schema import TOMBSTONE_FIELD, wire_value_error
 from protocol.status import Status
 from protocol.telemetry import Telemetry, encode_telemetry
@@ -362,6 +363,8 @@ class HubStore:
                 "pending": bool(row.get("pending")),
                 "nik": _active_nik(row["entity"], shown),
                 "digest": to_signed(digest),
+                "status": shown_status(row["entity"], shown),
+                "lacking": lacking(row["entity"], shown),
             }
             if row.get("is_new"):
                 inserts.append({"id": record_id, "created_ms": row["created_ms"], **full})

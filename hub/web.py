@@ -25,6 +25,7 @@ from hub import audit, db
 from hub.config import HubConfig
 from hub.ingest import Ingest
 from hub.metrics import HubMetrics
+from hub.progress import PROGRESS, ProgressCache
 from hub.store import HubStore, ResolveError
 from hub.tokens import Token, token_for
 
@@ -278,12 +279,10 @@ def create_app(
     from puskesos.webpages import security_headers
 
     app = web.Application(middlewares=[security_headers, _auth, session_guard])
-    hub_metrics = HubMetrics(
-        stale_after_s=config.box_stale_after_s,
-        round_months=config.round_months,
-        timezone=config.timezone,
-    )
+    progress = ProgressCache(round_months=config.round_months, timezone=config.timezone)
+    hub_metrics = HubMetrics(stale_after_s=config.box_stale_after_s, progress=progress)
     app[STORE] = store
+    app[PROGRESS] = progress
     app[METRICS] = hub_metrics
     app.add_routes(routes)
     ui.setup(app, config)

@@ -45,6 +45,7 @@ __all__ = [
     "Workflow",
     "household_of",
     "known_state",
+    "shown_status",
 ]
 
 #: Key under which a record dict (a form, a factory's output) carries the record's UUID.
@@ -669,6 +670,13 @@ def household_of(entity: str, record_id: str, shown: Mapping[str, object]) -> st
         return record_id
     parent = shown.get("household_id")
     return parent if isinstance(parent, str) else None
+
+
+def shown_status(entity: str, shown: Mapping[str, object]) -> str | None:
+    """A record's status as lists show it: a household's ``presence_status``, else its
+    ``status`` (``None`` when it has none)."""
+    status = shown.get("presence_status" if entity == "household" else "status")
+    return status if isinstance(status, str) else None
 
 
 def known_state(

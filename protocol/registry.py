@@ -34,6 +34,7 @@ __all__ = [
     "RowParser",
     "RowPart",
     "check_part",
+    "lacking",
     "layout_from_toml",
     "missing_fields",
     "parse_date",
@@ -523,6 +524,12 @@ RANKING_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
         "occupation", "disability",
     ),
 }  # fmt: skip
+
+
+def lacking(entity: str, values: Mapping[str, object]) -> int | None:
+    """How many ranking variables a record lacks; ``None`` for an entity without them (the
+    ``lacking`` column of the box's and the hub's records)."""
+    return len(missing_fields(entity, values)) if entity in RANKING_FIELDS else None
 
 
 def missing_fields(entity: str, values: Mapping[str, object]) -> list[str]:

@@ -1,5 +1,7 @@
-"""The records' field values read in SQL, on SQLite and PostgreSQL alike: what the box's
-and the hub's counts of the verification round share (``docs/registry.md`` section 5)."""
+"""The records' field values read in SQL, on SQLite and PostgreSQL alike (a visit's date
+for the verification round's counts, ``docs/registry.md`` section 5). Slow on a whole
+district or village: each read parses the record's JSON (SQLite 3.40 has no parse cache);
+what is counted over every record belongs in a column."""
 
 from __future__ import annotations
 
@@ -9,9 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from protocol.registry import RANKING_FIELDS
-
-__all__ = ["Field", "json_fields", "lacks_ranking"]
+__all__ = ["Field", "json_fields"]
 
 #: A field name → its value in the JSON column, as text (SQL NULL when absent or null).
 Field = Callable[[str], Any]
@@ -22,8 +22,3 @@ def json_fields(column: Any, dialect: str) -> Field:
     if dialect == "postgresql":
         return lambda name: sa.cast(column, JSONB)[name].astext
     return lambda name: sa.func.json_extract(column, f"$.{name}")
-
-
-def lacks_ranking(value: Field, entity: str) -> sa.ColumnElement[bool]:
-    """The record lacks a ranking variable: ``protocol.registry.missing_fields`` in SQL."""
-    return sa.or_(*(sa.or_(value(n).is_(None), value(n) == "") for n in RANKING_FIELDS[entity]))

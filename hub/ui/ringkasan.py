@@ -4,13 +4,10 @@ progress in the verification round."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from zoneinfo import ZoneInfo
-
 from aiohttp import web
 
 from hub import progress, summary
-from hub.ui.base import ALL_ROLES, CONFIG, STORE, RouteTable, current_period, render
+from hub.ui.base import ALL_ROLES, STORE, RouteTable, current_period, render
 
 __all__ = ["routes"]
 
@@ -25,11 +22,7 @@ async def ringkasan(request: web.Request) -> web.Response:
     villages = await summary.village_summary(
         store.engine, now_ms=now, period_start_ms=period_start_ms
     )
-    config = request.app[CONFIG]
-    today = datetime.fromtimestamp(now / 1000, ZoneInfo(config.timezone)).date()
-    period_round, rounds = await progress.round_progress(
-        store, today=today, round_months=config.round_months
-    )
+    counted = await request.app[progress.PROGRESS].latest(store)
     totals = {
         "households": sum(v.households for v in villages),
         "changes": sum(v.changes for v in villages),
@@ -38,6 +31,7 @@ async def ringkasan(request: web.Request) -> web.Response:
     }
     return render(
         request, "ringkasan.html", villages=villages, totals=totals, period=period,
-        stale_days=summary.STALE_AFTER_DAYS, round=period_round, rounds=rounds,
-        empty=progress.VillageProgress(), visit_days=progress.STALE_VISIT_DAYS,
+        stale_days=summary.STALE_AFTER_DAYS, round=counted.period, rounds=counted.villages,
+        counted_ms=counted.at_ms, empty=progress.VillageProgress(),
+        visit_days=progress.STALE_VISIT_DAYS,
     )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,3 +225,45 @@ def test_the_hub_audit_trail_refuses_edits_and_deletions(hub_url):
         statements.append("TRUNCATE audit")
     for statement in statements:
         assert "append-only" in asyncio.run(attempt(statement)), statement
+
+
+def test_a_hub_in_the_field_gets_the_status_and_lacking_of_its_records(empty_url):
+    """The round's progress reads two columns; a hub that held records before has them
+    counted by the migration."""
+    from tests.factories import make_household_with_members
+
+    upgrade(empty_url, "0008")
+    household, (member,) = make_household_with_members(1, seed=8)
+    household.update(presence_status="tidak_ditemukan", floor_material=None)
+
+    async def insert() -> None:
+        engine = create_engine(empty_url)
+        try:
+            async with engine.begin() as conn:
+                for entity, values in (("household", household), ("member", member)):
+                    await conn.execute(
+                        sa.text(
+                            "INSERT INTO records(id, entity, village, state, data, log_seq, "
+                            "created_ms, updated_ms) "
+                            "VALUES (:i, :e, '3201022001', '{}', :d, 1, 1, 1)"
+                        ),
+                        {"i": values.pop("id"), "e": entity, "d": json.dumps(values)},
+                    )
+        finally:
+            await engine.dispose()
+
+    async def columns() -> dict:
+        engine = create_engine(empty_url)
+        try:
+            async with engine.connect() as conn:
+                rows = await conn.execute(sa.text("SELECT entity, status, lacking FROM records"))
+                return {row.entity: (row.status, row.lacking) for row in rows}
+        finally:
+            await engine.dispose()
+
+    asyncio.run(insert())
+    upgrade(empty_url)
+    assert asyncio.run(columns()) == {
+        "household": ("tidak_ditemukan", 1),
+        "member": ("aktif", 0),
+    }

@@ -1,5 +1,5 @@
 """The ``lacking`` column of records: how many ranking variables a household or member
-lacks (``edge.records.lacking``), for the round's progress without JSON parsing; counted
+lacks (``protocol.registry.lacking``), for the round's progress without JSON parsing; counted
 here for the records a box already holds.
 
 Revision ID: 0007
@@ -14,7 +14,7 @@ import json
 import sqlalchemy as sa
 from alembic import op
 
-from edge.records import lacking
+from protocol.registry import lacking
 
 revision = "0007"
 down_revision = "0006"
