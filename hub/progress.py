@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from hub import db
 from hub.store import HubStore
 from protocol.rounds import Round, round_of
-from puskesos.sqljson import json_fields
+from puskesos.sqljson import incomplete_household, json_fields
 
 __all__ = [
     "PROGRESS",
@@ -65,19 +65,7 @@ async def round_progress(
     """The round ``today`` falls in, and every village's progress in it."""
     period = round_of(today, round_months)
     r = db.records
-    member = r.alias("member")
-    member_lacks = (
-        sa.select(sa.literal(1))
-        .where(
-            member.c.household_id == r.c.id,
-            member.c.entity == "member",
-            member.c.deleted.is_(False),
-            sa.or_(member.c.status.is_(None), member.c.status == "aktif"),
-            member.c.lacking > 0,
-        )
-        .exists()
-    )
-    incomplete = sa.or_(r.c.lacking > 0, member_lacks)
+    incomplete = incomplete_household(r)
     households = (
         sa.select(
             r.c.village,

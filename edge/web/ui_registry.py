@@ -22,7 +22,7 @@ from edge.web.routing import ALL_ROLES, RouteTable
 from protocol.entities import HOUSEHOLD, MEMBER, VISIT
 from protocol.registry import missing_fields
 from protocol.rounds import Round, round_of
-from puskesos.sqljson import json_fields
+from puskesos.sqljson import incomplete_household, json_fields
 
 __all__ = [
     "HouseholdRow",
@@ -151,18 +151,7 @@ def current_round(request: web.Request) -> Round:
 
 def _count_round(conn: sa.Connection, period: Round) -> RoundProgress:
     r = db.records
-    member, visit = r.alias("member"), r.alias("visit")
-    member_lacks = (
-        sa.select(sa.literal(1))
-        .where(
-            member.c.household_id == r.c.id,
-            member.c.entity == MEMBER.name,
-            member.c.deleted.is_(False),
-            sa.or_(member.c.status.is_(None), member.c.status == "aktif"),
-            member.c.lacking > 0,
-        )
-        .exists()
-    )
+    visit = r.alias("visit")
     visit_date = json_fields(visit.c.data, "sqlite")("visit_date")
     visited = (
         sa.select(sa.literal(1))
@@ -181,7 +170,7 @@ def _count_round(conn: sa.Connection, period: Round) -> RoundProgress:
             place,
             sa.func.count(),
             sa.func.sum(sa.case((visited, 1), else_=0)),
-            sa.func.sum(sa.case((sa.or_(r.c.lacking > 0, member_lacks), 1), else_=0)),
+            sa.func.sum(sa.case((incomplete_household(r), 1), else_=0)),
             sa.func.sum(sa.case((r.c.status == "tidak_ditemukan", 1), else_=0)),
         )
         .where(r.c.entity == HOUSEHOLD.name, r.c.deleted.is_(False))
