@@ -24,8 +24,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
-
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
 # `edge` package; the repository root gives the test factories and the box helpers.
 HERE = Path(__file__).resolve().parent
@@ -88,7 +86,7 @@ async def timed(
 
 
 async def bench_saves(
-    url: str,
+    box: ServedBox,
     token: str,
     levels: dict[int, int],
     first_seed: int = 0,
@@ -97,11 +95,11 @@ async def bench_saves(
     """Save-household-with-4-members latency at each concurrency; returns the next seed."""
     headers = {"Authorization": f"Bearer {token}"}
     seed = first_seed
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with box.client(headers=headers) as session:
 
         def job(body: dict[str, object]) -> Callable[[], Awaitable[None]]:
             async def post() -> None:
-                async with session.post(f"{url}/api/v1/households", json=body) as answer:
+                async with session.post(f"{box.url}/api/v1/households", json=body) as answer:
                     if answer.status != 201:
                         raise RuntimeError(f"{answer.status}: {await answer.text()}")
                     await answer.read()
@@ -150,15 +148,15 @@ async def fill(config_path: Path, households: int) -> list[tuple[str, str, str]]
     return samples
 
 
-async def bench_search(url: str, token: str, samples: list[tuple[str, str, str]]) -> None:
+async def bench_search(box: ServedBox, token: str, samples: list[tuple[str, str, str]]) -> None:
     """Search latency over HTTP, one client: by NIK, by family-card number, by name."""
     headers = {"Authorization": f"Bearer {token}"}
     rng = random.Random(7)
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with box.client(headers=headers) as session:
 
         def job(text: str) -> Callable[[], Awaitable[None]]:
             async def get() -> None:
-                async with session.get(f"{url}/api/v1/search", params={"q": text}) as answer:
+                async with session.get(f"{box.url}/api/v1/search", params={"q": text}) as answer:
                     if answer.status != 200:
                         raise RuntimeError(f"{answer.status}: {await answer.text()}")
                     await answer.read()
@@ -183,16 +181,16 @@ def database_bytes(database: Path) -> int:
     return sum(p.stat().st_size for p in database.parent.glob(database.name + "*"))
 
 
-async def bench_village_pages(url: str, token: str, rounds: int = 20) -> None:
+async def bench_village_pages(box: ServedBox, token: str, rounds: int = 20) -> None:
     """Latency of the pages that read the whole village at once (Beranda's round progress,
     the verification worklist, the completeness list), one client."""
     headers = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with box.client(headers=headers) as session:
         for path in ("/", "/verifikasi", "/kelengkapan"):
 
             def job(path: str = path) -> Callable[[], Awaitable[None]]:
                 async def get() -> None:
-                    async with session.get(url + path) as answer:
+                    async with session.get(box.url + path) as answer:
                         if answer.status != 200:
                             raise RuntimeError(f"{path}: {answer.status}")
                         await answer.read()
@@ -227,9 +225,7 @@ async def main() -> None:
             time.sleep(1)
             print(f"RSS of the server, idle: {rss_mb(box.process.pid):.1f} MB")  # type: ignore[union-attr]
             print("save a household with 4 members:")
-            saved = await bench_saves(
-                box.url, token, {1: args.saves, 10: args.saves, 50: args.saves}
-            )
+            saved = await bench_saves(box, token, {1: args.saves, 10: args.saves, 50: args.saves})
             print(f"RSS after {saved} saves: {rss_mb(box.process.pid):.1f} MB")  # type: ignore[union-attr]
             assert box.stop() == 0
         finally:
@@ -252,11 +248,11 @@ async def main() -> None:
             niks = frozenset(
                 row[0] for row in query(database, "SELECT nik FROM records WHERE nik IS NOT NULL")
             )
-            await bench_saves(box.url, token, {10: args.saves}, first_seed=saved, taken=niks)
+            await bench_saves(box, token, {10: args.saves}, first_seed=saved, taken=niks)
             print(f"search with {total} households (GET /api/v1/search, 1 client, 25 per page):")
-            await bench_search(box.url, token, samples)
+            await bench_search(box, token, samples)
             print(f"pages reading the whole village ({total} households, 1 client):")
-            await bench_village_pages(box.url, token)
+            await bench_village_pages(box, token)
             print(f"RSS after the searches: {rss_mb(box.process.pid):.1f} MB")  # type: ignore[union-attr]
             assert box.stop() == 0
         finally:

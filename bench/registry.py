@@ -313,7 +313,7 @@ def box_records(box: Box) -> int:
 
 def hub_counter(hub: Hub, name: str) -> float:
     """A counter of the hub's ``/metrics``."""
-    with urllib.request.urlopen(hub.service.url + "/metrics", timeout=60) as response:
+    with urllib.request.urlopen(hub.service.plain_url + "/metrics", timeout=60) as response:
         for line in response.read().decode().splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])

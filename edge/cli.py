@@ -28,6 +28,7 @@ from edge.config import (
 from protocol.ids import is_node_id
 from protocol.regions import LEVEL_LABELS, Region, RegionCodeError, lookup, normalize_region_code
 from puskesos.commands import CommandError, guarded
+from puskesos.tls import certificate_note
 
 if TYPE_CHECKING:
     from edge.store import Store
@@ -153,6 +154,7 @@ def _init(args: argparse.Namespace) -> int:
             node=str(given["node"]),
             broker=broker,
             sync=SyncConfig(enabled=True),
+            tls=True,
         )
         if args.data_dir is not None:
             defaults = replace(defaults, data_dir=args.data_dir.resolve())
@@ -196,6 +198,7 @@ def _init(args: argparse.Namespace) -> int:
         db.upgrade(config.database_path)
         asyncio.run(_claim(config))
         auth.load_secret(config.data_dir / config.session_secret_file)
+        certificate = certificate_note(config)
         if new_file:
             pending.replace(path)
     finally:
@@ -206,6 +209,8 @@ def _init(args: argparse.Namespace) -> int:
         f"{region.regency}, {region.province}), node {config.node}, "
         f"database {config.database_path}, configuration {path}"
     )
+    if certificate:
+        print(certificate)
     return 0
 
 
@@ -354,6 +359,7 @@ async def _run_app(config: EdgeConfig) -> None:
     from edge.web import create_app
     from puskesos import __version__
     from puskesos.serving import serve
+    from puskesos.tls import listener
 
     async with _open_box(config):
         pass  # refuse another box's database before listening
@@ -367,9 +373,11 @@ async def _run_app(config: EdgeConfig) -> None:
         gc.collect()
         gc.freeze()
 
+    tls, facts = listener(config)
     await serve(
         create_app(config), config.listen_host, config.listen_port, name="edge", ready=ready,
-        shutdown_timeout=10, village=config.village, node=config.node, version=__version__,
+        shutdown_timeout=10, tls=tls, village=config.village, node=config.node,
+        version=__version__, **facts,
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from protocol.rounds import ROUND_MONTHS
+from puskesos.tls import tls_keys
 from puskesos.tomlconfig import (
     BROKER_KEYS,
     BrokerConfig,
@@ -64,6 +65,11 @@ class EdgeConfig:
     session_max_age_s: int = 8 * 3600
     session_idle_s: int = 30 * 60
     cookie_secure: bool = False
+    tls: bool = False
+    tls_port: int = 8443
+    tls_cert: str = "tls/box.crt"
+    tls_key: str = "tls/box.key"
+    tls_names: str = ""
     login_max_failures: int = 5
     login_lockout_s: int = 15 * 60
     max_clock_drift_ms: int = 5 * 60 * 1000
@@ -78,6 +84,10 @@ class EdgeConfig:
         """Absolute path of the SQLite database file."""
         return self.data_dir / self.database
 
+    def path(self, setting: str) -> Path:
+        """A file setting's path: as given if absolute, else relative to ``data_dir``."""
+        return self.data_dir / setting
+
 
 #: (section, key) → one line of documentation. Sections: ``edge``, ``broker`` and ``sync``.
 KEYS: Mapping[tuple[str, str], str] = {
@@ -90,7 +100,10 @@ KEYS: Mapping[tuple[str, str], str] = {
     ("edge", "session_secret_file"): "key file CSRF tokens are derived from (made by `edge init`)",
     ("edge", "session_max_age_s"): "seconds a login lasts",
     ("edge", "session_idle_s"): "seconds without a request after which a login ends",
-    ("edge", "cookie_secure"): "mark the session cookie Secure (when served over HTTPS)",
+    ("edge", "cookie_secure"): (
+        "mark cookies Secure on plain HTTP too (HTTPS made by a proxy in front of the box)"
+    ),
+    **tls_keys("edge"),
     ("edge", "login_max_failures"): "failed logins in a row that lock an account",
     ("edge", "login_lockout_s"): "seconds an account stays locked",
     ("edge", "max_clock_drift_ms"): "how far ahead a remote clock may be before it is refused",

@@ -21,6 +21,7 @@ from hub.config import HubConfig, load_config, render_toml
 from hub.tokens import DEFAULT_DAYS, TokenError, add_token, list_tokens, revoke_token
 from protocol.ids import is_node_id
 from puskesos.commands import CommandError, guarded
+from puskesos.tls import certificate_note
 from puskesos.webauth import load_secret
 
 __all__ = ["HubCommands", "add_parser", "broker_password"]
@@ -111,7 +112,9 @@ def _init(args: argparse.Namespace) -> int:
 
     path: Path = args.config
     if not path.exists():
-        config = HubConfig(broker=replace(HubConfig().broker, password_file="broker.password"))
+        config = HubConfig(
+            broker=replace(HubConfig().broker, password_file="broker.password"), tls=True
+        )
         if args.data_dir is not None:
             config = replace(config, data_dir=args.data_dir.resolve())
         if args.database_url:
@@ -133,6 +136,8 @@ def _init(args: argparse.Namespace) -> int:
             secret.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")
     load_secret(config.path(config.session_secret_file))  # the review UI's CSRF key
     print(f"hub ready: node {config.node}, database {config.url}, configuration {path}")
+    if config.tls:
+        print(certificate_note(config))
     return 0
 
 
@@ -212,12 +217,15 @@ async def _run(config: HubConfig) -> None:
     """Serve until SIGTERM or SIGINT, then stop cleanly."""
     from hub.web import create_app
     from puskesos.serving import serve
+    from puskesos.tls import listener
 
+    tls, facts = listener(config)
     store = _open_store(config)
     try:
         await serve(
             create_app(config, store, password=broker_password(config)),
-            config.listen_host, config.listen_port, name="hub", node=config.node,
+            config.listen_host, config.listen_port, name="hub", tls=tls, node=config.node,
+            **facts,
         )  # fmt: skip
     finally:
         await store.engine.dispose()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.rounds import ROUND_MONTHS
+from puskesos.tls import tls_keys
 from puskesos.tomlconfig import (
     BROKER_KEYS,
     BrokerConfig,
@@ -51,6 +52,11 @@ class HubConfig:
     session_secret_file: str = "session.secret"
     login_lockout_s: int = 900
     cookie_secure: bool = False
+    tls: bool = False
+    tls_port: int = 8443
+    tls_cert: str = "tls/hub.crt"
+    tls_key: str = "tls/hub.key"
+    tls_names: str = ""
     national_key_file: str = ""
     cutoff_day: int = 17
     cutoff_time: str = "23:59"
@@ -104,8 +110,9 @@ KEYS: Mapping[tuple[str, str], str] = {
     ),
     ("hub", "login_lockout_s"): "seconds a review UI account stays locked after 5 failed logins",
     ("hub", "cookie_secure"): (
-        "mark the review UI's cookies Secure (when it is served over HTTPS, as it should be)"
+        "mark the review UI's cookies Secure on plain HTTP too (HTTPS made by a proxy in front)"
     ),
+    **tls_keys("hub"),
     ("hub", "national_key_file"): (
         "the national receiver's public key (PEM) that signs published results (empty: none)"
     ),

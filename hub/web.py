@@ -276,9 +276,11 @@ def create_app(
     runs the MQTT ingest worker."""
     from hub import ui
     from hub.ui.base import session_guard
+    from puskesos.tls import https_redirect
     from puskesos.webpages import security_headers
 
-    app = web.Application(middlewares=[security_headers, _auth, session_guard])
+    https = [https_redirect(config.tls_port)] if config.tls else []
+    app = web.Application(middlewares=[security_headers, *https, _auth, session_guard])
     progress = ProgressCache(round_months=config.round_months, timezone=config.timezone)
     hub_metrics = HubMetrics(stale_after_s=config.box_stale_after_s, progress=progress)
     app[STORE] = store

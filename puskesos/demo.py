@@ -21,8 +21,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from edge.config import SyncConfig, load_config
-from puskesos.fleet import MOSQUITTO, Box, Fleet, puskesos
+from puskesos.fleet import MOSQUITTO, Box, Fleet, Service, puskesos
+from puskesos.tls import fingerprint
 
 __all__ = ["add_parser"]
 
@@ -188,11 +191,18 @@ def _print_welcome(fleet: Fleet) -> None:
         "",
         f"  Hub review  {hub.service.url}/   (review UI of the district office)",
         f"  Hub API     {hub.service.url}/api/v1/devices   (Authorization: Bearer {hub.token})",
-        f"  Hub metrics {hub.service.url}/metrics",
+        f"  Hub metrics {hub.service.plain_url}/metrics",
         f"  Broker      mqtt://127.0.0.1:{fleet.broker.port}  (log {fleet.broker.log_file})",
     ]
     for box in fleet.boxes:
         lines.append(f"  Box {box.node:<18} {box.service.url}/  village {box.village}")
+    lines += [
+        "",
+        "  Pages are HTTPS with each service's own self-signed certificate: the browser warns",
+        "  once; accept it when the SHA-256 fingerprint it shows is the one here.",
+    ]
+    for name, service in [(hub.node, hub.service)] + [(b.node, b.service) for b in fleet.boxes]:
+        lines.append(f"    {name:<20} {_fingerprint(service)}")
     lines += [
         "",
         "  Logins on the hub: "
@@ -204,6 +214,11 @@ def _print_welcome(fleet: Fleet) -> None:
         "Press Ctrl-C to stop.",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _fingerprint(service: Service) -> str:
+    assert service.tls is not None
+    return fingerprint(x509.load_pem_x509_certificate(service.tls[1].read_bytes()))
 
 
 def _wait_for_ctrl_c() -> None:

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from edge.config import EdgeConfig, SyncConfig
 from edge.config import render_toml as render_edge
@@ -262,7 +265,9 @@ class Service:
     """A ``puskesos ... serve`` child process answering ``/healthz`` on ``port``.
 
     It runs ``[*command, *argv]``: by default this interpreter's ``python -m puskesos``,
-    or another ``puskesos`` (e.g. a provisioned venv's) given as ``command``.
+    or another ``puskesos`` (e.g. a provisioned venv's) given as ``command``. With
+    ``tls`` = (port, certificate file) its UI and API answer HTTPS on that port, trusted
+    by :attr:`context`; ``port`` then answers ``/healthz`` and ``/metrics`` only.
     """
 
     def __init__(
@@ -271,20 +276,49 @@ class Service:
         log: Path,
         port: int,
         *,
+        tls: tuple[int, Path] | None = None,
         command: Sequence[str] = (sys.executable, "-m", "puskesos"),
     ) -> None:
         self.argv = argv
         self.command = tuple(command)
         self.log = log
         self.port = port
+        self.tls = tls
         #: Extra environment of the next start (e.g. a fake clock for a test).
         self.env: dict[str, str] = {}
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """Where it answers."""
+        """Where its UI and API answer."""
+        if self.tls is not None:
+            return f"https://127.0.0.1:{self.tls[0]}"
+        return self.plain_url
+
+    @property
+    def plain_url(self) -> str:
+        """Where ``/healthz`` and ``/metrics`` answer over plain HTTP."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def context(self) -> ssl.SSLContext | None:
+        """A client TLS context that trusts its certificate (``None`` without TLS)."""
+        if self.tls is None:
+            return None
+        return ssl.create_default_context(cafile=self.tls[1])
+
+    def client(self, **settings: Any) -> aiohttp.ClientSession:
+        """An aiohttp session (``settings`` as for ``ClientSession``) that trusts its
+        certificate."""
+        connector = aiohttp.TCPConnector(ssl=self.context or True)
+        return aiohttp.ClientSession(connector=connector, **settings)
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """A urllib opener with a cookie jar that trusts its certificate."""
+        return urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(),
+            urllib.request.HTTPSHandler(context=self.context),
+        )
 
     @property
     def running(self) -> bool:
@@ -305,7 +339,7 @@ class Service:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.argv[:2]} exited: {self.output()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
+                with urllib.request.urlopen(f"{self.plain_url}/healthz", timeout=2):
                     return
             except urllib.error.HTTPError:
                 if not healthy:
@@ -353,7 +387,7 @@ class Hub:
 
     def api(self, path: str, body: Any = None) -> Any:
         """Call the hub API with the fleet's token; JSON in, JSON out."""
-        return _call(self.service.url + path, self.token, body)
+        return _call(self.service, path, self.token, body)
 
 
 @dataclass
@@ -375,16 +409,18 @@ class Box:
 
     def api(self, path: str, body: Any = None, method: str | None = None) -> Any:
         """Call the box API with its admin token; JSON in, JSON out."""
-        return _call(self.service.url + path, self.token, body, method)
+        return _call(self.service, path, self.token, body, method)
 
 
-def _call(url: str, token: str, body: Any = None, method: str | None = None) -> Any:
+def _call(
+    service: Service, path: str, token: str, body: Any = None, method: str | None = None
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
+    request = urllib.request.Request(service.url + path, data=data, method=method)
     request.add_header("Authorization", f"Bearer {token}")
     if data is not None:
         request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=30, context=service.context) as response:
         return json.loads(response.read() or b"null")
 
 
@@ -432,13 +468,16 @@ class Fleet:
         folder = self.root / node
         folder.mkdir(parents=True, exist_ok=True)
         first = self.hubs[0] if self.hubs else None
-        port = free_port()
+        port, tls_port = free_port(), free_port()
+        data_dir = first.folder if first else folder
         config = HubConfig(
             node=node,
             district=self.district,
-            data_dir=first.folder if first else folder,
+            data_dir=data_dir,
             database_url=self.database_url,
             listen_port=port,
+            tls=True,
+            tls_port=tls_port,
             sweep_interval_s=1,
             resend_after_s=10,
             broker=BrokerConfig(
@@ -452,12 +491,11 @@ class Fleet:
         path = folder / "hub.toml"
         path.write_text(render_hub(config), encoding="utf-8")
         puskesos("hub", "init", "--config", str(path))
-        hub = Hub(
-            node,
-            folder,
-            path,
-            Service(["hub", "serve", "--config", str(path)], folder / "hub.log", port),
-        )
+        service = Service(
+            ["hub", "serve", "--config", str(path)], folder / "hub.log", port,
+            tls=(tls_port, config.path(config.tls_cert)),
+        )  # fmt: skip
+        hub = Hub(node, folder, path, service)
         hub.token = (first.token if first else puskesos(
             "hub", "token", "add", "--config", str(path), "--name", "fleet", "--write"
         ).strip())  # fmt: skip
@@ -499,13 +537,15 @@ class Fleet:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "broker.password").write_text(password + "\n", encoding="utf-8")
         (folder / "broker.password").chmod(0o600)
-        port = free_port()
+        port, tls_port = free_port(), free_port()
         config = EdgeConfig(
             village=village,
             node=node,
             data_dir=folder / "data",
             listen_host="127.0.0.1",
             listen_port=port,
+            tls=True,
+            tls_port=tls_port,
             broker=BrokerConfig(
                 port=broker_port or self.broker.port,
                 username=node,
@@ -527,7 +567,10 @@ class Fleet:
             "edge", "token", "add", "--config", str(path),
             "--username", next(iter(users)), "--name", "fleet",
         ).strip()  # fmt: skip
-        service = Service(["edge", "serve", "--config", str(path)], folder / "edge.log", port)
+        service = Service(
+            ["edge", "serve", "--config", str(path)], folder / "edge.log", port,
+            tls=(tls_port, config.path(config.tls_cert)),
+        )  # fmt: skip
         box = Box(
             village, node, folder, path, service, token, {u: p for u, (_, p) in users.items()}
         )

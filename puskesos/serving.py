@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -24,12 +25,15 @@ async def serve(
     name: str,
     ready: Callable[[], None] | None = None,
     shutdown_timeout: float = 60.0,
+    tls: tuple[int, ssl.SSLContext] | None = None,
     **facts: Any,
 ) -> None:
     """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT, then stop cleanly. Logs
     as ``puskesos.<name>`` (the ``serving`` event carries ``facts``), access lines as
     ``puskesos.<name>.access``. ``ready`` runs once the app has started, before it
-    listens. A port that cannot be bound is a :class:`CommandError`."""
+    listens. ``tls`` = (port, context): the app also answers HTTPS there (see
+    :mod:`puskesos.tls` for what the plain port then does). A port that cannot be bound is
+    a :class:`CommandError`."""
     log = logging.getLogger(f"puskesos.{name}")
     runner = web.AppRunner(
         app,
@@ -41,10 +45,14 @@ async def serve(
     try:
         if ready is not None:
             ready()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as exc:
-            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        sites = [web.TCPSite(runner, host, port)]
+        if tls is not None:
+            sites.append(web.TCPSite(runner, host, tls[0], ssl_context=tls[1]))
+        for site in sites:
+            try:
+                await site.start()
+            except OSError as exc:
+                raise CommandError(f"cannot listen on {site.name}: {exc.strerror}") from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for number in (signal.SIGTERM, signal.SIGINT):

@@ -81,6 +81,8 @@ def _secure(request: web.Request, response: web.StreamResponse) -> None:
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "same-origin")
     headers["Server"] = "Puskesos"  # not aiohttp's name and version, for a scanner to match
+    if request.secure:  # the browser then refuses plain HTTP to this host for a year
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     if not request.path.startswith("/static/"):
         headers.setdefault("Cache-Control", "no-store")
 
@@ -88,7 +90,7 @@ def _secure(request: web.Request, response: web.StreamResponse) -> None:
 @web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """CSP without inline script, no framing, no sniffing; pages are never cached; the
-    ``Server`` header names no software version."""
+    ``Server`` header names no software version; HSTS on HTTPS."""
     try:
         response = await handler(request)
     except web.HTTPException as exc:

@@ -3,8 +3,9 @@
 One proxy stands between one box and the broker (loopback only). It forwards both ways
 with a bandwidth cap and a latency per chunk (2G shaping), and can, on demand, cut every
 connection (a flapping link) or refuse new ones for a while (a partition). It counts the
-bytes it forwarded each way (``bytes_up``: box → broker, ``bytes_down``: broker → box). It
-runs its own asyncio loop in a thread so that tests written as plain functions can drive it.
+bytes it forwarded each way (``bytes_up``: box → broker, ``bytes_down``: broker → box) and
+keeps them (``seen``: what a sniffer on the link reads). It runs its own asyncio loop in a
+thread so that tests written as plain functions can drive it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class FaultProxy:
         #: Bytes forwarded box → broker and broker → box, over every connection so far.
         self.bytes_up = 0
         self.bytes_down = 0
+        #: Every byte forwarded either way, as a sniffer on the link would see it.
+        self.seen = bytearray()
         self._down_until = 0.0
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
@@ -144,6 +147,7 @@ class FaultProxy:
                 if delay:
                     await asyncio.sleep(delay)
                 writer.write(chunk)
+                self.seen += chunk
                 if up:
                     self.bytes_up += len(chunk)
                 else:

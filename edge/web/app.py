@@ -38,6 +38,7 @@ from edge.store import Store
 from edge.sync import SyncClient, read_password
 from edge.web.routing import Route
 from edge.web.templating import create_environment
+from puskesos.tls import https_redirect
 from puskesos.webpages import security_headers, set_private_cookie
 
 __all__ = [
@@ -218,7 +219,8 @@ def render_before_login(
     """A page with a form shown before login: its CSRF token is a double-submit cookie."""
     token = request.cookies.get(PRE_CSRF_COOKIE) or secrets.token_urlsafe(24)
     response = render(request, template, status, form_csrf=token, **context)
-    set_private_cookie(response, PRE_CSRF_COOKIE, token, secure=request.app[CONFIG].cookie_secure)
+    secure = request.secure or request.app[CONFIG].cookie_secure
+    set_private_cookie(response, PRE_CSRF_COOKIE, token, secure=secure)
     return response
 
 
@@ -238,7 +240,7 @@ def set_session_cookie(request: web.Request, response: web.StreamResponse, token
     """Give the browser its session cookie."""
     config = request.app[CONFIG]
     set_private_cookie(
-        response, SESSION_COOKIE, token, secure=config.cookie_secure,
+        response, SESSION_COOKIE, token, secure=request.secure or config.cookie_secure,
         max_age=config.session_max_age_s,
     )  # fmt: skip
 
@@ -289,8 +291,9 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
         ui_verification,
     )
 
+    https = [https_redirect(config.tls_port)] if config.tls else []
     app = web.Application(
-        middlewares=[security_headers, errors, timing, guard], client_max_size=1024**2
+        middlewares=[security_headers, *https, errors, timing, guard], client_max_size=1024**2
     )
     app[CONFIG] = config
     app[STORE] = store or Store(config)

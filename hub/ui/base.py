@@ -198,14 +198,14 @@ def render_before_login(
     """A page with a form shown before sign-in: its CSRF token is a double-submit cookie."""
     token = request.cookies.get(PRE_CSRF_COOKIE) or secrets.token_urlsafe(24)
     response = render(request, template, status, form_csrf=token, **context)
-    secure = request.app[CONFIG].cookie_secure
+    secure = request.secure or request.app[CONFIG].cookie_secure
     set_private_cookie(response, PRE_CSRF_COOKIE, token, secure=secure)
     return response
 
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
     """Give the browser its session cookie."""
-    secure = request.app[CONFIG].cookie_secure
+    secure = request.secure or request.app[CONFIG].cookie_secure
     set_private_cookie(response, SESSION_COOKIE, token, secure=secure, max_age=auth.SESSION_MAX_S)
 
 

@@ -4,7 +4,6 @@ and ACL from ``broker-config``, hub workers and boxes as processes; see puskesos
 from __future__ import annotations
 
 import asyncio
-import http.cookiejar
 import re
 import sqlite3
 import urllib.parse
@@ -155,9 +154,7 @@ def converged(hub: Hub, village: str, boxes: list[Box]) -> bool:
 def sign_in(box: Box, username: str, password: str) -> urllib.request.OpenerDirector:
     """Sign in on the box's web UI as a person would (the form with its CSRF token); the
     opener keeps the session cookie. A refused sign-in raises ``urllib.error.HTTPError``."""
-    opener = urllib.request.build_opener(
-        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-    )
+    opener = box.service.opener()
     with opener.open(box.service.url + "/masuk", timeout=10) as response:
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', response.read().decode())
     assert csrf, "the login page has a CSRF token"

@@ -159,7 +159,7 @@ def test_a_forged_batch_that_took_the_boxs_seq_is_found_and_repaired_both_ways(f
 
 
 def _scrape(hub: Hub) -> str:
-    with urllib.request.urlopen(hub.service.url + "/metrics", timeout=30) as response:
+    with urllib.request.urlopen(hub.service.plain_url + "/metrics", timeout=30) as response:
         return response.read().decode()
 
 

@@ -94,7 +94,7 @@ async def test_a_month_from_village_intake_to_the_published_decile_on_the_box(
     )
 
     # The verifier works through the queue.
-    context = await browser.new_context(viewport=LAPTOP)
+    context = await browser.new_context(viewport=LAPTOP, ignore_https_errors=True)
     page = await context.new_page()
     await log_in(page, hub_url, "verif")
     await page.goto(f"{hub_url}/antrian")
@@ -120,7 +120,7 @@ async def test_a_month_from_village_intake_to_the_published_decile_on_the_box(
     await context.close()
 
     # The regent's office signs; the hub delivers to the national receiver by itself.
-    context = await browser.new_context(viewport=LAPTOP)
+    context = await browser.new_context(viewport=LAPTOP, ignore_https_errors=True)
     page = await context.new_page()
     await log_in(page, hub_url, "bupati")
     await page.goto(f"{hub_url}/siklus")
@@ -138,7 +138,7 @@ async def test_a_month_from_village_intake_to_the_published_decile_on_the_box(
         "national", "publish", "--config", str(receiver.config), "--district", DISTRICT,
         "--period", period, "--out", str(results),
     )  # fmt: skip
-    context = await browser.new_context(viewport=LAPTOP)
+    context = await browser.new_context(viewport=LAPTOP, ignore_https_errors=True)
     page = await context.new_page()
     await log_in(page, hub_url, "admin")
     await page.goto(f"{hub_url}/siklus")
@@ -150,7 +150,7 @@ async def test_a_month_from_village_intake_to_the_published_decile_on_the_box(
     decile = json.loads(results.read_text(encoding="utf-8").splitlines()[1])["decile"]
 
     # The village box shows the decision and the decile on its household pages.
-    context = await browser.new_context(viewport=LAPTOP)
+    context = await browser.new_context(viewport=LAPTOP, ignore_https_errors=True)
     page = await context.new_page()
     await log_in(page, box.service.url, "admin", BOX_PASSWORD)
 

@@ -27,7 +27,7 @@ STALE_AFTER_S = 4
 
 def scrape(hub: Hub) -> str:
     """The hub's /metrics page (no token needed)."""
-    with urllib.request.urlopen(hub.service.url + "/metrics", timeout=10) as response:
+    with urllib.request.urlopen(hub.service.plain_url + "/metrics", timeout=10) as response:
         return response.read().decode()
 
 

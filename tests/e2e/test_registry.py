@@ -31,7 +31,7 @@ def visit_on_hub(hub: Hub, visit_id: str) -> bool:
 
 def round_households(hub: Hub, village: str) -> dict[str, int]:
     """The hub's ``puskesos_hub_village_round_households`` of ``village``, by state."""
-    with urllib.request.urlopen(hub.service.url + "/metrics", timeout=10) as response:
+    with urllib.request.urlopen(hub.service.plain_url + "/metrics", timeout=10) as response:
         text = response.read().decode()
     found = {}
     for line in text.splitlines():

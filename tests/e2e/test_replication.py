@@ -146,7 +146,7 @@ def test_bad_traffic_is_refused_and_counted_while_a_good_box_keeps_syncing(fleet
     household = register(good, 5)
     wait_for(lambda: converged(hub, VILLAGE_A, [good]), 60, "the good box in step")
     assert household in hub_states(hub, VILLAGE_A)
-    metrics = urllib.request.urlopen(f"{hub.service.url}/metrics").read().decode()
+    metrics = urllib.request.urlopen(f"{hub.service.plain_url}/metrics").read().decode()
     for reason in ("wrong_village", "malformed", "too_large"):
         assert f'puskesos_hub_batches_rejected_total{{reason="{reason}"}} 1.0' in metrics
     assert 'puskesos_hub_batches_total{outcome="duplicate"} 1.0' in metrics

@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from edge.config import load_config
 from puskesos.fleet import Service, free_port
 from puskesos.fleet import run_puskesos as puskesos
 from tests.factories import make_household_with_members
@@ -59,19 +60,27 @@ class ServedBox(Service):
     """``puskesos edge serve`` as a child process on 127.0.0.1 and a free port.
 
     Its output (JSON log lines) goes to ``log``; ``start`` waits until ``/healthz`` answers
-    200. Replication is off unless ``env`` turns it on (``PUSKESOS_SYNC_ENABLED``): a box
-    that tests something else must not talk to whatever broker listens on this machine.
+    200. It serves HTTPS on another free port when its configuration says ``tls`` (as
+    ``edge init`` writes it). Replication is off unless ``env`` turns it on
+    (``PUSKESOS_SYNC_ENABLED``): a box that tests something else must not talk to whatever
+    broker listens on this machine.
     """
 
     def __init__(
         self, config: Path, log: Path, *, port: int | None = None, env: dict[str, str] | None = None
     ) -> None:
         port = port or free_port()
-        super().__init__(["edge", "serve", "--config", str(config)], log, port)
+        tls_port = free_port()
+        settings = load_config(config)
+        super().__init__(
+            ["edge", "serve", "--config", str(config)], log, port,
+            tls=(tls_port, settings.path(settings.tls_cert)) if settings.tls else None,
+        )  # fmt: skip
         self.config = config
         self.env = {
             "PUSKESOS_EDGE_LISTEN_HOST": "127.0.0.1",
             "PUSKESOS_EDGE_LISTEN_PORT": str(port),
+            "PUSKESOS_EDGE_TLS_PORT": str(tls_port),
             "PUSKESOS_SYNC_ENABLED": "false",
             **(env or {}),
         }

@@ -62,7 +62,7 @@ async def test_a_backup_made_while_serving_brings_the_data_back(tmp_path):
     box = ServedBox(config, tmp_path / "serve.log").start()
     try:
         jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1
-        async with aiohttp.ClientSession(cookie_jar=jar) as session:
+        async with box.client(cookie_jar=jar) as session:
             csrf = await log_in(session, box.url, "operator1")
             kept = await register(session, box.url, csrf, seed=1)
             nik = query(
@@ -117,7 +117,7 @@ async def test_a_backup_made_while_serving_brings_the_data_back(tmp_path):
 
     box = ServedBox(config, tmp_path / "serve-again.log").start()
     try:
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with box.client(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
             await log_in(session, box.url, "operator1")
             async with session.get(f"{box.url}/api/v1/households/{kept}") as answer:
                 assert answer.status == 200

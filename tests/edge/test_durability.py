@@ -20,16 +20,16 @@ KILL_AFTER = 100
 
 
 async def create_households(
-    url: str,
+    box: ServedBox,
     token: str,
     bodies: dict[int, dict[str, object]],
     acknowledged: dict[int, str],
     *,
-    kill: ServedBox | None = None,
+    kill: bool = False,
 ) -> set[int]:
     """Post ``bodies`` from concurrent clients; ``acknowledged`` gets the id of every 2xx.
 
-    With ``kill``, the server is killed with SIGKILL once :data:`KILL_AFTER` creations were
+    With ``kill``, ``box`` is killed with SIGKILL once :data:`KILL_AFTER` creations were
     acknowledged, and the clients stop. Returns the creations sent but never answered.
     """
     waiting = list(bodies)
@@ -42,19 +42,19 @@ async def create_households(
             index = waiting.pop(0)
             try:
                 async with session.post(
-                    f"{url}/api/v1/households", json=bodies[index], headers=headers
+                    f"{box.url}/api/v1/households", json=bodies[index], headers=headers
                 ) as answer:
                     assert answer.status == 201, await answer.text()
                     acknowledged[index] = (await answer.json())["id"]
             except aiohttp.ClientError:
-                assert kill is not None and killed.is_set(), "the server failed before the kill"
+                assert kill and killed.is_set(), "the server failed before the kill"
                 unanswered.add(index)
                 continue
-            if kill is not None and len(acknowledged) >= KILL_AFTER and not killed.is_set():
+            if kill and len(acknowledged) >= KILL_AFTER and not killed.is_set():
                 killed.set()
-                kill.kill()
+                box.kill()
 
-    async with aiohttp.ClientSession() as session:
+    async with box.client() as session:
         await asyncio.gather(*(client(session) for _ in range(CLIENTS)))
     return unanswered
 
@@ -72,7 +72,7 @@ async def test_every_acknowledged_creation_survives_kill_9(tmp_path: Path):
 
     box = ServedBox(config, tmp_path / "serve-1.log").start()
     try:
-        unanswered = await create_households(box.url, token, bodies, acknowledged, kill=box)
+        unanswered = await create_households(box, token, bodies, acknowledged, kill=True)
     finally:
         box.kill()
     assert KILL_AFTER <= len(acknowledged) < CREATIONS
@@ -82,7 +82,7 @@ async def test_every_acknowledged_creation_survives_kill_9(tmp_path: Path):
     box = ServedBox(config, tmp_path / "serve-2.log").start()
     try:
         rest = {i: b for i, b in bodies.items() if i not in acknowledged and i not in unanswered}
-        assert await create_households(box.url, token, rest, acknowledged) == set()
+        assert await create_households(box, token, rest, acknowledged) == set()
         assert box.stop() == 0
     finally:
         box.kill()

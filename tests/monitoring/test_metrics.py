@@ -83,7 +83,7 @@ def _reported(fleet: Fleet, box: Box) -> Iterator[tuple[Hub, Box]]:
         puskesos("hub", "registry", "import", str(extract), "--config", str(hub.config))
 
     def ready() -> bool:
-        with urllib.request.urlopen(hub.service.url + "/metrics", timeout=10) as response:
+        with urllib.request.urlopen(hub.service.plain_url + "/metrics", timeout=10) as response:
             text = response.read().decode()
         return bool(
             value(text, "puskesos_box_uptime_seconds", node="edge-a")
@@ -98,7 +98,7 @@ def _reported(fleet: Fleet, box: Box) -> Iterator[tuple[Hub, Box]]:
 def test_what_runs_is_what_the_catalogue_lists(district):
     hub, box = district
     catalogue = entries()
-    live = {**exposed(box.service.url), **exposed(hub.service.url)}
+    live = {**exposed(box.service.plain_url), **exposed(hub.service.plain_url)}
     listed = {name for name, entry in catalogue.items() if not entry.pending}
     ours = {name for name in live if not name.startswith("process_")}
     missing = listed - live.keys() - WHERE_READABLE
@@ -120,7 +120,7 @@ def test_what_runs_is_what_the_catalogue_lists(district):
 
 def test_every_metric_follows_the_naming_rules(district):
     hub, box = district
-    for url in (box.service.url, hub.service.url):
+    for url in (box.service.plain_url, hub.service.plain_url):
         for name, (kind, help_text, labels) in exposed(url).items():
             if name.startswith("process_"):
                 continue
@@ -138,7 +138,7 @@ def test_every_metric_follows_the_naming_rules(district):
 def test_label_values_name_no_person_and_no_record(district):
     hub, box = district
     personal = re.compile(r"\d{16}|[0-9a-f]{8}-[0-9a-f]{4}-")  # a NIK or KK, a record id
-    for url in (box.service.url, hub.service.url):
+    for url in (box.service.plain_url, hub.service.plain_url):
         with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
             text = response.read().decode()
         for family in text_string_to_metric_families(text):
@@ -149,7 +149,7 @@ def test_label_values_name_no_person_and_no_record(district):
 
 def test_the_registry_state_of_each_village_is_on_metrics(district):
     hub, _ = district
-    with urllib.request.urlopen(hub.service.url + "/metrics", timeout=10) as response:
+    with urllib.request.urlopen(hub.service.plain_url + "/metrics", timeout=10) as response:
         text = response.read().decode()
     listed = "puskesos_hub_village_registry_listed_records"
     missing = "puskesos_hub_village_registry_missing_records"

@@ -107,10 +107,18 @@ class UnitService(Service):
     """What a rendered systemd unit runs (its ``ExecStart`` and ``EnvironmentFile``), as a
     child process of the test. ``instance`` is the ``%i`` of a template unit."""
 
-    def __init__(self, unit: Path, log: Path, port: int, instance: str = "") -> None:
+    def __init__(
+        self,
+        unit: Path,
+        log: Path,
+        port: int,
+        instance: str = "",
+        *,
+        tls: tuple[int, Path] | None = None,
+    ) -> None:
         settings = unit_settings(unit, instance)
         program, *argv = shlex.split(settings["ExecStart"])
-        super().__init__(argv, log, port, command=[program])
+        super().__init__(argv, log, port, tls=tls, command=[program])
         if "EnvironmentFile" in settings:
             lines = Path(settings["EnvironmentFile"]).read_text(encoding="utf-8").splitlines()
             pairs = (line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
@@ -136,6 +144,7 @@ class District:
     wheel: Path
     broker_port: int = field(default_factory=free_port)
     hub_port: int = field(default_factory=free_port)
+    hub_tls_port: int = field(default_factory=free_port)
     #: Inventory host → its host_vars (the boxes).
     boxes: dict[str, dict[str, Any]] = field(default_factory=dict)
     services: list[Service | MosquittoBroker] = field(default_factory=list)
@@ -160,6 +169,7 @@ class District:
             "edge_village": village,
             "edge_node": node,
             "edge_listen_port": free_port(),
+            "edge_tls_port": free_port(),
             **more,
         }
 
@@ -184,7 +194,9 @@ class District:
             "broker_tls_port": self.broker_port,
             "broker_local_port": 0,
             "hub_district": "3201",
-            "hub_workers": [{"node": "hub-1", "listen_port": self.hub_port}],
+            "hub_workers": [
+                {"node": "hub-1", "listen_port": self.hub_port, "tls_port": self.hub_tls_port}
+            ],
             "hub_broker_port": self.broker_port,
             "hub_broker_tls": True,
             "hub_broker_ca_cert": ca_cert,

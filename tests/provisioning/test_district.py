@@ -85,6 +85,7 @@ def start_box(district: District, host: str) -> Box:
         district.unit(host, "puskesos-edge.service"),
         district.machine(host) / "edge.log",
         edge.listen_port,
+        tls=(edge.tls_port, edge.path(edge.tls_cert)),
     )
     district.services.append(service)
     service.start(healthy=True)
@@ -127,11 +128,13 @@ def running(district: District) -> Iterator[Running]:
     district.services.append(broker)
     broker.start()
     hub_config = district.config("hub")
+    settings = load_hub_config(hub_config)
     service = UnitService(
         district.unit("hub", "puskesos-hub@.service"),
         district.machine("hub") / "hub.log",
         district.hub_port,
         instance="hub-1",
+        tls=(district.hub_tls_port, settings.path(settings.tls_cert)),
     )
     district.services.append(service)
     service.start(healthy=True)  # healthy: connected to the broker
@@ -164,6 +167,9 @@ def test_site_installs_the_release_and_renders_hub_broker_and_boxes(district: Di
             district.broker_port, True, True
         )  # fmt: skip
         assert edge.sync.ack_timeout_s == 3  # edge_settings reach the file
+        # HTTPS from the start: the certificate is made with the database, its key private.
+        assert edge.tls and edge.path(edge.tls_cert).exists()
+        assert stat.S_IMODE(edge.path(edge.tls_key).stat().st_mode) == 0o600
         password = district.machine(host) / "etc/puskesos/broker.password"
         assert stat.S_IMODE(password.stat().st_mode) == 0o640
         with sqlite3.connect(edge.database_path) as db:
@@ -192,7 +198,10 @@ def test_site_installs_the_release_and_renders_hub_broker_and_boxes(district: Di
         for host in ("hub", "broker", *BOXES)
         for path in district.machine(host).rglob("*.key")
     }
-    assert keys == {"server.key", "session.key"}, "the CA's key left the control host"
+    # The broker's, the boxes' and the hub's own keys; never the CA's.
+    assert keys == {"server.key", "session.key", "box.key", "hub.key"}, (
+        "the CA's key left the control host"
+    )
 
 
 def test_a_second_run_of_site_changes_nothing(district: District) -> None:
