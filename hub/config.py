@@ -37,6 +37,7 @@ class HubConfig:
     listen_port: int = 8090
     max_clock_drift_ms: int = 5 * 60 * 1000
     share_group: str = "hub"
+    workers: str = ""
     apply_concurrency: int = 8
     down_window: int = 4
     batch_changes: int = 500
@@ -62,12 +63,28 @@ class HubConfig:
     cutoff_time: str = "23:59"
     timezone: str = "Asia/Jakarta"
     round_months: int = 3
-    broker: BrokerConfig = field(default_factory=lambda: BrokerConfig(username="hub"))
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
 
     @property
     def url(self) -> str:
         """The database URL: ``database_url``, or a SQLite file in ``data_dir``."""
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'hub.sqlite'}"
+
+    @property
+    def broker_user(self) -> str:
+        """This worker's broker user name: ``[broker] username``, or else its node id."""
+        return self.broker.username or self.node
+
+    @property
+    def broker_users(self) -> tuple[str, ...]:
+        """The broker accounts of the district's hub workers: this worker's and ``workers``.
+
+        The broker ties a client id to its user name (``use_username_as_clientid``), so
+        each worker needs an account of its own: sharing one, they would knock each other
+        off. They share the hub's password.
+        """
+        names = [self.broker_user, *(n.strip() for n in self.workers.split(","))]
+        return tuple(dict.fromkeys(n for n in names if n))
 
     def path(self, setting: str) -> Path:
         """A file setting's path: as given if absolute, else relative to ``data_dir``."""
@@ -86,7 +103,14 @@ KEYS: Mapping[tuple[str, str], str] = {
     ("hub", "listen_host"): "address the hub API listens on",
     ("hub", "listen_port"): "port of the hub API, /healthz and /metrics",
     ("hub", "max_clock_drift_ms"): "how far ahead of the hub's clock a box's stamp may be",
-    ("hub", "share_group"): "MQTT 5 shared-subscription group of the hub workers",
+    ("hub", "share_group"): (
+        "MQTT 5 shared-subscription group of the hub workers (the broker sees it with a tag "
+        "derived from the hub's broker password)"
+    ),
+    ("hub", "workers"): (
+        "node ids of all the hub workers, comma-separated: broker-config gives each a broker "
+        "account named after it (empty: this worker only)"
+    ),
     ("hub", "apply_concurrency"): "batches one worker applies at once (different villages)",
     ("hub", "down_window"): "unacked down batches in flight per box",
     ("hub", "batch_changes"): "most changes in one down batch",
@@ -131,7 +155,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> HubC
     env = os.environ if env is None else env
     document = read_toml(path, ("hub", "broker"))
     broker_values = section_values(BrokerConfig, "broker", document.get("broker", {}), env)
-    broker = BrokerConfig(**{"username": "hub", **broker_values})
+    broker = BrokerConfig(**broker_values)
     values = section_values(HubConfig, "hub", document.get("hub", {}), env, nested=("broker",))
     config = HubConfig(**values, broker=broker)
     check_one_of("hub", "round_months", config.round_months, ROUND_MONTHS)

@@ -20,7 +20,7 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,18 +290,20 @@ def _hub_hash(passwd: Path, username: str, password: str) -> str:
 
 
 async def write_broker_config(
-    engine: AsyncEngine, out_dir: Path, *, hub_username: str, hub_password: str
+    engine: AsyncEngine, out_dir: Path, *, hub_users: Sequence[str], hub_password: str
 ) -> tuple[Path, Path]:
     """Write ``passwd`` (mode 0600) and ``acl`` (0640) for Mosquitto into ``out_dir``.
 
-    Only active devices are in them, plus the hub account. Returns (passwd, acl). The
-    broker applies them on reload (``kill -HUP``) or restart.
+    Only active devices are in them, plus one account per hub worker (``hub_users``, all
+    with the hub's password). Returns (passwd, acl). The broker applies them on reload
+    (``kill -HUP``) or restart.
     """
     import sqlalchemy as sa
 
     from hub import db
 
-    check_username(hub_username)
+    for user in hub_users:
+        check_username(user)
     if not hub_password:
         raise DeviceError("the hub's broker password is empty")
     d = db.devices
@@ -312,16 +314,17 @@ async def write_broker_config(
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    if any(row.node == hub_username for row in rows):
-        raise DeviceError(f"a device is enrolled as {hub_username!r}, the hub's broker user")
+    taken = sorted({row.node for row in rows} & set(hub_users))
+    if taken:
+        raise DeviceError(f"a device is enrolled as {taken[0]!r}, a hub worker's broker user")
     passwd, acl = out_dir / "passwd", out_dir / "acl"
 
     def write() -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        hub_hash = _hub_hash(passwd, hub_username, hub_password)
-        accounts = [(hub_username, hub_hash), *((row.node, row.broker_hash) for row in rows)]
+        hubs = [(user, _hub_hash(passwd, user, hub_password)) for user in hub_users]
+        accounts = [*hubs, *((row.node, row.broker_hash) for row in rows)]
         _write_private(passwd, passwd_text(accounts), 0o600)
-        _write_private(acl, acl_text(hub_username, ((r.node, r.village) for r in rows)), 0o640)
+        _write_private(acl, acl_text(hub_users, ((r.node, r.village) for r in rows)), 0o640)
 
     await asyncio.to_thread(write)
     return passwd, acl
@@ -391,7 +394,7 @@ def _add(args: argparse.Namespace) -> int:
     from puskesos.tomlconfig import BROKER_KEYS, render_section
 
     config = _load(args)
-    if args.node in (config.node, config.broker.username):
+    if args.node in (config.node, *config.broker_users):
         raise DeviceError(f"{args.node!r} is the hub's own name; pick another node id")
     region = lookup(args.village)
     if region is not None and not region.code.startswith(config.district):
@@ -504,7 +507,7 @@ def _broker_config(args: argparse.Namespace) -> int:
     passwd, acl = _run(
         config,
         lambda engine: write_broker_config(
-            engine, args.out, hub_username=config.broker.username, hub_password=password
+            engine, args.out, hub_users=config.broker_users, hub_password=password
         ),
     )
     print(f"wrote {passwd} and {acl}; reload the broker (kill -HUP) to apply them")

@@ -19,12 +19,14 @@ import contextlib
 import logging
 import time
 import uuid
+from dataclasses import replace
 
 import sqlalchemy as sa
 
 from hub import antientropy, cycle, db, downlink
 from hub.config import HubConfig
 from hub.metrics import HubMetrics
+from hub.mosquitto import share_group
 from hub.store import HubStore, Outcome
 from protocol.changes import Ack, Batch, Direction, Reject
 from protocol.codec import decode, encode
@@ -49,10 +51,14 @@ class Ingest:
         self.config = config
         self.store = store
         self.metrics = metrics
-        share = config.share_group if config.broker.mqtt_version == 5 else None
-        filters = hub_filters(district=config.district or "+", share_group=share or None)
+        share = None
+        if config.broker.mqtt_version == 5 and config.share_group:
+            share = share_group(config.share_group, password)
+        filters = hub_filters(district=config.district or "+", share_group=share)
         self.link = MqttLink(
-            config.broker,
+            replace(config.broker, username=config.broker_user),
+            # Mosquitto replaces it with the user name (use_username_as_clientid); a broker
+            # that does not still sees a distinct id per worker process.
             client_id=f"{config.node}-{uuid.uuid4().hex[:8]}",
             password=password,
             subscriptions=[*((topic, 1) for topic in filters), (BROKER_SYS_FILTER, 0)],

@@ -2,10 +2,19 @@
 
 Every topic string comes from :mod:`protocol.topics`. A box may publish only on its own
 ``up``, ``down-ack``, ``telemetry`` and ``status`` and read only its own ``ack``, ``error``
-and ``down``; the hub account reads what every box publishes and the broker's ``$SYS``
-statistics, and writes what every box reads. Mosquitto checks a shared subscription
+and ``down``; each hub worker's account reads what every box publishes and the broker's
+``$SYS`` statistics, and writes what every box reads. Mosquitto checks a shared subscription
 (``$share/hub/<filter>``) against the ACL of ``<filter>`` when it delivers, so the hub's lines
 need no ``$share`` form (the hub tests check this against a real broker).
+
+What Mosquitto 2.0's ACL file cannot do: refuse a subscription. It grants every SUBSCRIBE,
+wildcards and ``$share/...`` alike, and applies the read lines to each message as it delivers
+it. A box subscribed to ``#`` therefore receives only its own topics; but a box that joins the
+hub workers' shared group takes its turn at every box's batches, which the ACL then drops. So
+the group the workers join is named with a tag only holders of the hub's password can compute
+(:func:`share_group`), and the broker ties each client id to its user name
+(``use_username_as_clientid``), so a box can neither take another's client id nor hold more
+than one connection.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from protocol.ids import is_node_id
 from protocol.topics import BOX_PUBLISHES, BROKER_SYS_FILTER, Topic, TopicKind, hub_filters
@@ -25,6 +34,7 @@ __all__ = [
     "check_username",
     "mosquitto_hash",
     "passwd_text",
+    "share_group",
     "verify_mosquitto_hash",
 ]
 
@@ -67,26 +77,45 @@ def verify_mosquitto_hash(password: str, hashed: str) -> bool:
     return hmac.compare_digest(expected, actual)
 
 
+def share_group(name: str, password: str | None) -> str:
+    """The shared-subscription group the hub workers join: ``name``, then a tag derived from
+    the hub's broker password (every worker has it, no box does).
+
+    Mosquitto lets any account join any group, and a box in the workers' group would take
+    its turn at every box's batches and lose them to the ACL: with a guessable name, one
+    stolen box password starves the district. Without a password (a broker without accounts),
+    ``name`` alone.
+    """
+    if not password:
+        return name
+    tag = hmac.new(password.encode(), b"puskesos hub share group", hashlib.sha256)
+    return f"{name}-{tag.hexdigest()[:16]}"
+
+
 def passwd_text(accounts: Iterable[tuple[str, str]]) -> str:
     """The password file: one ``username:hash`` line per (username, hash)."""
     lines = [f"{check_username(user)}:{hashed}" for user, hashed in accounts]
     return "\n".join(lines) + "\n"
 
 
-def acl_text(hub_username: str, devices: Iterable[tuple[str, str]]) -> str:
-    """The ACL: the hub account, then one block per (node, village) of an active box."""
-    lines = [
-        _HEADER.rstrip("\n"),
-        "",
-        "# The hub workers: read what every box publishes, write what every box reads.",
-        f"user {check_username(hub_username)}",
-        *(f"topic read {f}" for f in hub_filters(BOX_PUBLISHES, share_group=None)),
-        *(f"topic write {f}" for f in hub_filters(BOX_READS, share_group=None)),
-        "# ... and the broker's statistics (monitoring/METRICS.md).",
-        f"topic read {BROKER_SYS_FILTER}",
-    ]
+def acl_text(hub_users: Sequence[str], devices: Iterable[tuple[str, str]]) -> str:
+    """The ACL: one block per hub worker account, then one per (node, village) of an active
+    box."""
+    if not hub_users:
+        raise ValueError("the hub needs at least one broker account")
+    lines = [_HEADER.rstrip("\n")]
+    for user in hub_users:
+        lines += [
+            "",
+            "# A hub worker: reads what every box publishes, writes what every box reads.",
+            f"user {check_username(user)}",
+            *(f"topic read {f}" for f in hub_filters(BOX_PUBLISHES, share_group=None)),
+            *(f"topic write {f}" for f in hub_filters(BOX_READS, share_group=None)),
+            "# ... and the broker's statistics (monitoring/METRICS.md).",
+            f"topic read {BROKER_SYS_FILTER}",
+        ]
     for node, village in devices:
-        if not is_node_id(node) or node == hub_username:
+        if not is_node_id(node) or node in hub_users:
             raise ValueError(f"node id {node!r} cannot be a broker user name")
         lines += [
             "",

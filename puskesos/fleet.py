@@ -30,6 +30,7 @@ import aiohttp
 from edge.config import EdgeConfig, SyncConfig
 from edge.config import render_toml as render_edge
 from hub.config import HubConfig
+from hub.config import load_config as load_hub_config
 from hub.config import render_toml as render_hub
 from puskesos.tomlconfig import BrokerConfig
 
@@ -195,6 +196,10 @@ class MosquittoBroker(_BrokerProcess):
             "user root",
             "per_listener_settings false",
             f"listener {self.port} {self.host}",
+            # A listener's setting: a client's id is its user name, so that one account can
+            # knock no other off by taking its id (only with accounts: anonymous clients
+            # have no user name, and would be refused).
+            *(["use_username_as_clientid true"] if self.password_file else []),
             f"allow_anonymous {'false' if self.password_file else 'true'}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
@@ -480,9 +485,9 @@ class Fleet:
             tls_port=tls_port,
             sweep_interval_s=1,
             resend_after_s=10,
+            workers=",".join([*(h.node for h in self.hubs), node]),
             broker=BrokerConfig(
                 port=self.broker.port,
-                username="hub",
                 password_file="broker.password",
                 mqtt_version=self.mqtt_version,
             ),
@@ -491,6 +496,11 @@ class Fleet:
         path = folder / "hub.toml"
         path.write_text(render_hub(config), encoding="utf-8")
         puskesos("hub", "init", "--config", str(path))
+        if first is not None:
+            # broker-config reads the first worker's file: it gives every worker an account.
+            known = load_hub_config(first.config, env={})
+            text = render_hub(replace(known, workers=config.workers))
+            first.config.write_text(text, encoding="utf-8")
         service = Service(
             ["hub", "serve", "--config", str(path)], folder / "hub.log", port,
             tls=(tls_port, config.path(config.tls_cert)),

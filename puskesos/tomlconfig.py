@@ -46,7 +46,7 @@ BROKER_KEYS: Mapping[tuple[str, str], str] = {
     ("broker", "port"): "MQTT broker port",
     ("broker", "tls"): "connect with TLS",
     ("broker", "ca_file"): "CA certificate for TLS (empty: system CAs)",
-    ("broker", "username"): "broker user name (a box: its node id when empty; the hub: hub)",
+    ("broker", "username"): "broker user name (empty: the node id, of a box or a hub worker)",
     ("broker", "password_file"): "file holding the broker password",
     ("broker", "keepalive_s"): "MQTT keepalive in seconds",
     ("broker", "mqtt_version"): "5 (MQTT 5: session expiry, shared subscriptions) or 4 (3.1.1)",

@@ -25,7 +25,10 @@ def test_the_written_file_reads_back_and_the_environment_overrides_it(tmp_path):
         path, env={"PUSKESOS_HUB_LISTEN_PORT": "9100", "PUSKESOS_BROKER_MQTT_VERSION": "4"}
     )
     assert (overridden.listen_port, overridden.broker.mqtt_version) == (9100, 4)
-    assert load_config(None, env={}).broker.username == "hub"
+    # Each worker is its own broker user (the broker ties client ids to user names).
+    assert load_config(None, env={}).broker_user == "hub-1"
+    two = load_config(path, env={"PUSKESOS_HUB_NODE": "hub-2", "PUSKESOS_HUB_WORKERS": "hub-1"})
+    assert (two.broker_user, two.broker_users) == ("hub-2", ("hub-2", "hub-1"))
 
 
 def test_without_a_database_url_the_hub_uses_sqlite_in_its_data_dir(tmp_path):

@@ -167,7 +167,7 @@ async def test_broker_files_list_active_boxes_only_and_are_stable(
 
     out = tmp_path / "broker"
     passwd, acl = await write_broker_config(
-        sqlite_engine, out, hub_username="hub", hub_password=HUB_PASSWORD
+        sqlite_engine, out, hub_users=["hub"], hub_password=HUB_PASSWORD
     )
     users = [line.split(":")[0] for line in passwd.read_text().splitlines()]
     assert users == ["hub", "edge-a"]
@@ -183,11 +183,11 @@ async def test_broker_files_list_active_boxes_only_and_are_stable(
     assert "#" not in rules.replace("# ", "").replace("topic read $SYS/broker/#\n", "")
 
     before = (passwd.read_bytes(), acl.read_bytes())
-    await write_broker_config(sqlite_engine, out, hub_username="hub", hub_password=HUB_PASSWORD)
+    await write_broker_config(sqlite_engine, out, hub_users=["hub"], hub_password=HUB_PASSWORD)
     assert (passwd.read_bytes(), acl.read_bytes()) == before, "same registry, same files"
-    with pytest.raises(DeviceError, match="hub's broker user"):
+    with pytest.raises(DeviceError, match="a hub worker's broker user"):
         await write_broker_config(
-            sqlite_engine, out, hub_username="edge-a", hub_password=HUB_PASSWORD
+            sqlite_engine, out, hub_users=["hub", "edge-a"], hub_password=HUB_PASSWORD
         )
 
 
@@ -231,7 +231,7 @@ async def test_the_broker_keeps_each_box_to_its_own_topics(
         for node in ("edge-a", "edge-b")
     }
     passwd, acl = await write_broker_config(
-        sqlite_engine, tmp_path / "etc", hub_username="hub", hub_password=HUB_PASSWORD
+        sqlite_engine, tmp_path / "etc", hub_users=["hub"], hub_password=HUB_PASSWORD
     )
     broker = MosquittoBroker(tmp_path / "mosquitto", password_file=passwd, acl_file=acl)
     broker.start()
@@ -292,7 +292,7 @@ async def test_a_revoked_box_is_shut_out_once_the_broker_reloads(
     }
     etc = tmp_path / "etc"
     passwd, acl = await write_broker_config(
-        sqlite_engine, etc, hub_username="hub", hub_password=HUB_PASSWORD
+        sqlite_engine, etc, hub_users=["hub"], hub_password=HUB_PASSWORD
     )
     broker = MosquittoBroker(tmp_path / "mosquitto", password_file=passwd, acl_file=acl)
     broker.start()
@@ -309,7 +309,7 @@ async def test_a_revoked_box_is_shut_out_once_the_broker_reloads(
         async with connected(box("edge-r")) as revoked:
             await revoke_device(sqlite_engine, "edge-r", NOW + 1)
             await write_broker_config(
-                sqlite_engine, etc, hub_username="hub", hub_password=HUB_PASSWORD
+                sqlite_engine, etc, hub_users=["hub"], hub_password=HUB_PASSWORD
             )
             broker.reload()
             # Mosquitto drops the session at once and refuses every attempt after it.
@@ -334,7 +334,7 @@ async def test_after_a_rotation_and_a_reload_the_old_password_is_refused_and_the
     }
     etc = tmp_path / "etc"
     passwd, acl = await write_broker_config(
-        sqlite_engine, etc, hub_username="hub", hub_password=HUB_PASSWORD
+        sqlite_engine, etc, hub_users=["hub"], hub_password=HUB_PASSWORD
     )
     broker = MosquittoBroker(tmp_path / "mosquitto", password_file=passwd, acl_file=acl)
     broker.start()
@@ -354,7 +354,7 @@ async def test_after_a_rotation_and_a_reload_the_old_password_is_refused_and_the
         # Until the broker has the new files, the old password is the one it knows.
         async with connected(box("edge-a", passwords["edge-a"])):
             pass
-        await write_broker_config(sqlite_engine, etc, hub_username="hub", hub_password=HUB_PASSWORD)
+        await write_broker_config(sqlite_engine, etc, hub_users=["hub"], hub_password=HUB_PASSWORD)
         broker.reload()
 
         refused = box("edge-a", passwords["edge-a"])

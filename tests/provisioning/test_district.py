@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -182,7 +183,10 @@ def test_site_installs_the_release_and_renders_hub_broker_and_boxes(district: Di
 
     broker_files = district.machine("broker") / "etc/mosquitto/puskesos"
     users = {line.split(":")[0] for line in (broker_files / "passwd").read_text().splitlines()}
-    assert users == {"hub", "edge-3201022001-a", "edge-3201022002-a"}
+    assert users == {"hub-1", "edge-3201022001-a", "edge-3201022002-a"}  # a worker's account
+    conf = (district.machine("broker") / "etc/mosquitto/mosquitto.conf").read_text().splitlines()
+    listeners = [i for i, line in enumerate(conf) if line.startswith("listener ")]
+    assert listeners and all(conf[i + 1] == "use_username_as_clientid true" for i in listeners)
     acl = (broker_files / "acl").read_text()
     assert f"topic write {Topic(VILLAGE_A, 'edge-3201022001-a', TopicKind.UP)}" in acl
 
@@ -233,6 +237,59 @@ def test_the_provisioned_box_answers_and_its_work_reaches_the_provisioned_hub(
     health = running.box.api("/healthz")
     assert (health["status"], health["node"]) == ("ok", "edge-3201022001-a")
     wait_for(lambda: running.household in at_hub(running.hub, VILLAGE_A), 60, "the hub to have it")
+
+
+def disconnects(url: str, metric: str) -> float:
+    """A ``*_disconnects_total`` counter from a process's /metrics."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(metric))
+
+
+def test_one_box_s_password_knocks_neither_another_box_nor_the_hub_off(
+    district: District, running: Running
+) -> None:
+    box, hub = running.box, running.hub
+    wait_for(lambda: box.api("/api/v1/sync/status")["connected"], 60, "the box to be connected")
+    counters = [(box.service.url, "puskesos_edge_sync_disconnects_total"),
+                (hub.service.url, "puskesos_hub_broker_disconnects_total")]  # fmt: skip
+    before = [disconnects(*counter) for counter in counters]
+    node = district.boxes["desa-b"]["edge_node"]
+    password = (district.machine("desa-b") / "etc/puskesos/broker.password").read_text().strip()
+
+    async def attack() -> None:
+        # desa-b's password with desa-a's client id and the hub worker's, and in the hub
+        # workers' shared group.
+        settings = BrokerConfig(
+            host="127.0.0.1",
+            port=district.broker_port,
+            tls=True,
+            ca_file=str(district.ca_dir / "ca.crt"),
+            username=node,
+        )
+        rogues = [
+            MqttLink(
+                settings,
+                client_id=client_id,
+                password=password,
+                subscriptions=[("$share/hub/puskesos/v1/+/+/+/up", 1)],
+                backoff_min_s=0.2,
+                backoff_max_s=0.5,
+            )
+            for client_id in (box.node, "hub-1")
+        ]
+        for rogue in rogues:
+            await rogue.start()
+        await asyncio.sleep(3)
+        for rogue in rogues:
+            await rogue.stop()
+
+    asyncio.run(attack())
+    assert [disconnects(*counter) for counter in counters] == before
+    body = household_body(43)
+    body["household"].pop("village_code", None)
+    saved = str(box.api("/api/v1/households", body)["id"])
+    wait_for(lambda: saved in at_hub(hub, VILLAGE_A), 60, "the hub to have it")
 
 
 def test_a_replaced_box_is_shut_out_and_its_successor_gets_the_village_back(
@@ -286,8 +343,8 @@ def test_rotating_credentials_retires_the_old_passwords_and_the_broker_certifica
     # workers and the box restart with their new passwords.
     running.broker.restart()
     assert certificate.read_text() != old_certificate
-    assert not broker_accepts(district, "hub", old["hub"])
-    assert broker_accepts(district, "hub", new["hub"])  # over TLS: the new certificate holds
+    assert not broker_accepts(district, "hub-1", old["hub"])
+    assert broker_accepts(district, "hub-1", new["hub"])  # over TLS: the new certificate holds
     for host in BOXES:
         assert not broker_accepts(district, nodes[host], old[host]), f"{host}'s old password"
         assert broker_accepts(district, nodes[host], new[host])
