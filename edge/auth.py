@@ -4,7 +4,9 @@ Passwords are argon2id hashes. A session is a random token in an HttpOnly cookie
 stores only its SHA-256. The CSRF token of a session is an HMAC of the session's hash with
 the box's secret (``session_secret_file``), so it needs no storage and dies with the
 session. API tokens for automation are random, shown once, stored as SHA-256.
-Five failed logins in a row lock an account for ``login_lockout_s``.
+Failed logins slow down the (user name, address) pair and the address that made them, never
+the account (:mod:`puskesos.throttle`, ``login_max_failures`` and ``login_lockout_s``); a
+new password follows the rule of :mod:`puskesos.passwords`.
 """
 
 from __future__ import annotations
@@ -17,16 +19,12 @@ from enum import StrEnum
 import sqlalchemy as sa
 
 from edge import db
+from edge.config import EdgeConfig
 from edge.records import AuditEntry
 from edge.store import Store
-from puskesos import webauth
-from puskesos.webauth import (
-    MIN_PASSWORD_LENGTH,
-    csrf_token,
-    hash_password,
-    load_secret,
-    valid_username,
-)
+from puskesos import passwords, throttle, webauth
+from puskesos.passwords import MIN_LENGTH as MIN_PASSWORD_LENGTH
+from puskesos.webauth import csrf_token, hash_password, load_secret, valid_username
 
 __all__ = [
     "APPROVERS",
@@ -43,6 +41,7 @@ __all__ = [
     "list_api_tokens",
     "list_users",
     "load_secret",
+    "password_weakness",
     "revoke_api_token",
     "set_password",
     "set_user_active",
@@ -83,24 +82,42 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class LoginResult:
-    """``user`` on success; otherwise ``locked`` tells a locked account from a bad password."""
+    """``user`` on success; otherwise ``refused_ms`` says how long this name is refused from
+    this address (0: a wrong name or password, try again)."""
 
     user: User | None
-    locked: bool = False
+    refused_ms: int = 0
 
 
 def _user(row: sa.Row[tuple[object, ...]]) -> User:
     return User(row.id, row.username, row.full_name, Role(row.role), bool(row.active))
 
 
+def password_weakness(
+    config: EdgeConfig, username: str, password: str
+) -> passwords.WeakPassword | None:
+    """Why ``password`` may not be set for ``username`` on this box (``None``: it may)."""
+    places = passwords.place_words(config.village)
+    return passwords.weakness(password, username=username, places=places)
+
+
+def _throttle(config: EdgeConfig) -> throttle.LoginThrottle:
+    policy = throttle.Policy(
+        pair_failures=config.login_max_failures, pair_max_s=config.login_lockout_s
+    )
+    return throttle.LoginThrottle(db.login_throttle, policy)
+
+
 async def create_user(
     store: Store, *, username: str, full_name: str, role: Role, password: str, actor: str
 ) -> User:
-    """Add an account; raises ``ValueError`` for a taken name or a short password."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"password needs at least {MIN_PASSWORD_LENGTH} characters")
+    """Add an account; raises ``ValueError`` for a taken or bad name and
+    :class:`puskesos.passwords.WeakPassword` (a ``ValueError``) for a weak password."""
     if not valid_username(username):
         raise ValueError("username: letters, digits, dot and underscore only")
+    weak = password_weakness(store.config, username, password)
+    if weak is not None:
+        raise weak
     password_hash = await hash_password(password)
     now = store.now_ms()
     created: list[int] = []
@@ -133,55 +150,34 @@ async def create_user(
 
 
 async def authenticate(store: Store, username: str, password: str, address: str) -> LoginResult:
-    """Check a login; count failures and lock the account after too many."""
+    """Check a login. A failure is counted for the name from ``address`` and for
+    ``address``; while either has failed too often the password is not even checked. Every
+    answer takes about one password check, whether the name exists or not."""
     now = store.now_ms()
-    config = store.config
+    gate = _throttle(store.config)
+    refused = await store.read(lambda conn: gate.refused_ms(conn, username, address, now))
+    if refused:
+        await webauth.verify_nobody(password)  # as slow as any other answer: no oracle
+        return LoginResult(None, refused_ms=refused)
     query = sa.select(db.users).where(db.users.c.username == username)
     row = await store.read(lambda conn: conn.execute(query).first())
-    if row is None or not row.active:
+    account = row if row is not None and row.active else None
+    if account is None:
         await webauth.verify_nobody(password)
-        detail = webauth.unknown_name(username)
-        await store.audit(
-            AuditEntry(webauth.UNKNOWN_ACTOR, "login_failed", detail=detail, address=address)
-        )
-        return LoginResult(None)
-    if row.locked_until_ms > now:
-        await webauth.verify_nobody(password)  # as slow as any other answer: no oracle
-        await store.audit(AuditEntry(row.username, "login_locked", address=address))
-        return LoginResult(None, locked=True)
-    if not await webauth.verify_password(row.password_hash, password):
-        user_id = row.id
-
-        def count_failure(conn: sa.Connection) -> int:
-            # In the database, not read-add-write: parallel attempts must all count.
-            users = db.users
-            conn.execute(
-                users.update()
-                .where(users.c.id == user_id)
-                .values(failed_logins=users.c.failed_logins + 1)
-            )
-            failures: int = conn.execute(
-                sa.select(users.c.failed_logins).where(users.c.id == user_id)
-            ).scalar_one()
-            if failures >= config.login_max_failures:
-                conn.execute(
-                    users.update()
-                    .where(users.c.id == user_id)
-                    .values(failed_logins=0, locked_until_ms=now + config.login_lockout_s * 1000)
-                )
-            return failures
-
-        failures = await store.run_write(count_failure)
-        await store.audit(
-            AuditEntry(row.username, "login_failed", detail={"failures": failures}, address=address)
-        )
-        return LoginResult(None, locked=failures >= config.login_max_failures)
-    reset = (
-        db.users.update().where(db.users.c.id == row.id).values(failed_logins=0, locked_until_ms=0)
-    )
-    await store.run_write(lambda conn: conn.execute(reset))
-    await store.audit(AuditEntry(row.username, "login", address=address))
-    return LoginResult(_user(row))
+    elif await webauth.verify_password(account.password_hash, password):
+        await store.run_write(lambda conn: gate.forget_pair(conn, username, address, now))
+        await store.audit(AuditEntry(account.username, "login", address=address))
+        return LoginResult(_user(account))
+    failure = await store.run_write(lambda conn: gate.record_failure(conn, username, address, now))
+    detail: dict[str, object] = {"failures": failure.failures}
+    if failure.refused_ms:
+        detail["refused_s"] = failure.refused_ms // 1000
+    if account is None:
+        actor, detail = webauth.UNKNOWN_ACTOR, {**webauth.unknown_name(username), **detail}
+    else:
+        actor = account.username
+    await store.audit(AuditEntry(actor, "login_failed", detail=detail, address=address))
+    return LoginResult(None, refused_ms=failure.refused_ms)
 
 
 async def create_session(store: Store, user: User, address: str) -> str:
@@ -291,19 +287,30 @@ async def set_user_active(store: Store, user_id: int, active: bool, *, actor: st
     await store.audit(AuditEntry(actor, action, detail={"user_id": user_id}))
 
 
-async def set_password(store: Store, user_id: int, password: str, *, actor: str) -> None:
-    """Set a new password (and unlock the account); its other sessions end."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"password needs at least {MIN_PASSWORD_LENGTH} characters")
+async def set_password(
+    store: Store, user_id: int, password: str, *, actor: str, keep_session: str = ""
+) -> None:
+    """Set a new password; raises :class:`puskesos.passwords.WeakPassword` for a weak one.
+    The account's sessions end (but ``keep_session``, the token of the person changing
+    their own password) and its name may try to sign in again from every address."""
+    query = sa.select(db.users.c.username).where(db.users.c.id == user_id)
+    username = await store.read(lambda conn: conn.execute(query).scalar_one())
+    weak = password_weakness(store.config, username, password)
+    if weak is not None:
+        raise weak
     password_hash = await hash_password(password)
+    gate = _throttle(store.config)
+    kept = webauth.sha256(keep_session) if keep_session else ""
 
     def change(conn: sa.Connection) -> None:
+        users, sessions = db.users, db.sessions
         conn.execute(
-            db.users.update()
-            .where(db.users.c.id == user_id)
-            .values(password_hash=password_hash, failed_logins=0, locked_until_ms=0)
+            users.update().where(users.c.id == user_id).values(password_hash=password_hash)
         )
-        conn.execute(db.sessions.delete().where(db.sessions.c.user_id == user_id))
+        conn.execute(
+            sessions.delete().where(sessions.c.user_id == user_id, sessions.c.token_hash != kept)
+        )
+        gate.forget_name(conn, username)
 
     await store.run_write(change)
     await store.audit(AuditEntry(actor, "password_set", detail={"user_id": user_id}))

@@ -104,8 +104,12 @@ KEYS: Mapping[tuple[str, str], str] = {
         "mark cookies Secure on plain HTTP too (HTTPS made by a proxy in front of the box)"
     ),
     **tls_keys("edge"),
-    ("edge", "login_max_failures"): "failed logins in a row that lock an account",
-    ("edge", "login_lockout_s"): "seconds an account stays locked",
+    ("edge", "login_max_failures"): (
+        "failed logins of one name from one address before that pair must wait (1 minute, doubling)"
+    ),
+    ("edge", "login_lockout_s"): (
+        "longest wait in seconds of one name from one address (accounts are never locked)"
+    ),
     ("edge", "max_clock_drift_ms"): "how far ahead a remote clock may be before it is refused",
     ("edge", "page_size"): "rows per page in lists",
     (

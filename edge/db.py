@@ -16,11 +16,13 @@ from alembic.config import Config
 from sqlalchemy import Engine, event
 
 from puskesos.durable import private_database
+from puskesos.throttle import define_table
 
 __all__ = [
     "api_tokens",
     "audit",
     "create_thread_engine",
+    "login_throttle",
     "meta",
     "metadata",
     "outbox",
@@ -104,10 +106,11 @@ users = sa.Table(
     sa.Column("role", sa.Text, nullable=False),
     sa.Column("password_hash", sa.Text, nullable=False),
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
-    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("locked_until_ms", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
 )
+
+#: Failed sign-ins per (user name, address) and per address (:mod:`puskesos.throttle`).
+login_throttle = define_table(metadata)
 
 sessions = sa.Table(
     "sessions",

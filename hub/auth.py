@@ -3,9 +3,11 @@
 Passwords are argon2id hashes. A session is a random token in an HttpOnly, SameSite=Strict
 cookie; the hub stores only its SHA-256 and ends it after :data:`SESSION_IDLE_S` without a
 request (or :data:`SESSION_MAX_S` after login). The CSRF token of a session is an HMAC of
-it with ``[hub] session_secret_file`` (:func:`puskesos.webauth.csrf_token`). Five failed
-logins in a row lock an account for ``[hub] login_lockout_s``. Every sign-in, failed or
-not, goes to the audit table in the same transaction as the counters it moves.
+it with ``[hub] session_secret_file`` (:func:`puskesos.webauth.csrf_token`). Failed
+logins slow down the (user name, address) pair and the address that made them, never the
+account (:mod:`puskesos.throttle`; ``[hub] login_lockout_s`` is a pair's longest wait).
+Every sign-in, failed or not, goes to the audit table in the same transaction as the
+counters it moves. A new password follows the rule of :mod:`puskesos.passwords`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sqlalchemy as sa
 
 from hub import audit, db
 from hub.roles import ROLE_LABELS, Role
-from puskesos import webauth
+from puskesos import passwords, throttle, webauth
 from puskesos.commands import CommandError
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ __all__ = [
     "User",
     "add_commands",
     "authenticate",
+    "change_password",
     "create_session",
     "create_user",
     "end_session",
@@ -46,7 +49,7 @@ __all__ = [
     "user_for_session",
 ]
 
-#: Failed logins in a row that lock an account.
+#: Failed logins of one name from one address before that pair must wait.
 MAX_FAILURES = 5
 #: A session ends after this long without a request...
 SESSION_IDLE_S = 30 * 60
@@ -57,12 +60,14 @@ _TOUCH_EVERY_MS = 60_000
 
 
 class AccountError(ValueError):
-    """An account that cannot be made; ``message`` in Bahasa Indonesia for the page."""
+    """An account that cannot be made or changed; ``message`` in Bahasa Indonesia for the
+    page, ``english`` (when there is one) for the command line."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, english: str = "") -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.english = english
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,21 +88,34 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class LoginResult:
-    """``user`` on success; otherwise ``locked`` tells a locked account from a bad password."""
+    """``user`` on success; otherwise ``refused_ms`` says how long this name is refused from
+    this address (0: a wrong name or password, try again)."""
 
     user: User | None
-    locked: bool = False
+    refused_ms: int = 0
 
 
 def _user(row: Any) -> User:
     return User(row.id, row.username, row.full_name, Role(row.role), bool(row.active))
 
 
+def _throttle(lockout_s: int) -> throttle.LoginThrottle:
+    policy = throttle.Policy(pair_failures=MAX_FAILURES, pair_max_s=lockout_s)
+    return throttle.LoginThrottle(db.login_throttle, policy)
+
+
+def _check_password(password: str, username: str, district: str) -> None:
+    weak = passwords.weakness(password, username=username, places=passwords.place_words(district))
+    if weak is not None:
+        raise AccountError("weak_password", weak.message, weak.english)
+
+
 async def create_user(
-    store: HubStore, *, username: str, full_name: str, role: Role | str, password: str, actor: str
-) -> User:
+    store: HubStore, *, username: str, full_name: str, role: Role | str, password: str,
+    actor: str, district: str = "",
+) -> User:  # fmt: skip
     """Add an account; :class:`AccountError` for a bad or taken name, an unknown role or a
-    short password."""
+    weak password (:mod:`puskesos.passwords`; ``district`` is the hub's regency code)."""
     if not webauth.valid_username(username) or len(username) > 64:
         raise AccountError("bad_username", "Nama pengguna: huruf, angka, titik dan garis bawah.")
     if not full_name.strip():
@@ -106,10 +124,7 @@ async def create_user(
         role = Role(role)
     except ValueError:
         raise AccountError("bad_role", "Peran tidak dikenal.") from None
-    if len(password) < webauth.MIN_PASSWORD_LENGTH:
-        raise AccountError(
-            "short_password", f"Kata sandi minimal {webauth.MIN_PASSWORD_LENGTH} karakter."
-        )
+    _check_password(password, username, district)
     password_hash = await webauth.hash_password(password)
     now = store.wall()
     async with store.engine.begin() as conn:
@@ -136,64 +151,93 @@ async def create_user(
 async def authenticate(
     store: HubStore, username: str, password: str, address: str, *, lockout_s: int
 ) -> LoginResult:
-    """Check a login; count failures and lock the account for ``lockout_s`` after
-    :data:`MAX_FAILURES` in a row. The password is checked even for an unknown account, so
-    both answers take as long."""
+    """Check a login. A failure is counted for the name from ``address`` and for
+    ``address`` (:mod:`puskesos.throttle`; a pair waits at most ``lockout_s``); while either
+    has failed too often the password is not even checked. Every answer takes about one
+    password check, whether the name exists or not."""
     now = store.wall()
+    gate = _throttle(lockout_s)
     users = db.users
     async with store.engine.connect() as conn:
+        refused = await conn.run_sync(gate.refused_ms, username, address, now)
         row = (await conn.execute(sa.select(users).where(users.c.username == username))).first()
+    if refused:
+        await webauth.verify_nobody(password)  # as slow as any other answer: no oracle
+        return LoginResult(None, refused_ms=refused)
     where = {"address": address}
-    if row is None or not row.active:
+    account = row if row is not None and row.active else None
+    if account is None:
         await webauth.verify_nobody(password)
+    elif await webauth.verify_password(account.password_hash, password):
         async with store.engine.begin() as conn:
+            await conn.run_sync(gate.forget_pair, username, address, now)
+            await audit.record(
+                conn, at_ms=now, actor=account.username, action="login.ok",
+                subject=account.username, detail=where,
+            )  # fmt: skip
+        return LoginResult(_user(account))
+    async with store.engine.begin() as conn:
+        failure = await conn.run_sync(gate.record_failure, username, address, now)
+        detail: dict[str, Any] = {**where, "failures": failure.failures}
+        if failure.refused_ms:
+            detail["refused_s"] = failure.refused_ms // 1000
+        if account is None:
             await audit.record(
                 conn, at_ms=now, actor=webauth.UNKNOWN_ACTOR, action="login.failed",
-                detail={**where, **webauth.unknown_name(username)},
+                detail={**detail, **webauth.unknown_name(username)},
             )  # fmt: skip
-        return LoginResult(None)
-    if (row.locked_until_ms or 0) > now:
-        await webauth.verify_nobody(password)  # as slow as any other answer: no oracle
-        async with store.engine.begin() as conn:
+        else:
             await audit.record(
-                conn, at_ms=now, actor=row.username, action="login.locked", subject=row.username,
-                detail=where,
+                conn, at_ms=now, actor=account.username, action="login.failed",
+                subject=account.username, detail=detail,
             )  # fmt: skip
-        return LoginResult(None, locked=True)
-    if not await webauth.verify_password(row.password_hash, password):
+    return LoginResult(None, refused_ms=failure.refused_ms)
+
+
+async def change_password(
+    store: HubStore, user: User, current: str, new: str, *, address: str, session: str,
+    lockout_s: int, district: str = "",
+) -> None:  # fmt: skip
+    """``user`` sets a new password, giving the current one (:class:`AccountError`
+    ``wrong_password`` if it is not, counted like a failed sign-in, or ``refused`` while
+    they are refused from ``address``; or a weak new one). Their other sessions end,
+    ``session`` (the token of the browser in use) goes on."""
+    now = store.wall()
+    gate = _throttle(lockout_s)
+    users = db.users
+    async with store.engine.connect() as conn:
+        refused = await conn.run_sync(gate.refused_ms, user.username, address, now)
+        stored = (
+            await conn.execute(sa.select(users.c.password_hash).where(users.c.id == user.id))
+        ).scalar_one()
+    if refused:
+        await webauth.verify_nobody(current)
+        raise AccountError("refused", webauth.login_error(refused))
+    if not await webauth.verify_password(stored, current):
         async with store.engine.begin() as conn:
-            # Counted in the database, not read-add-write: parallel attempts must all count.
-            await conn.execute(
-                users.update()
-                .where(users.c.id == row.id)
-                .values(failed_logins=users.c.failed_logins + 1)
-            )
-            failures = int(
-                (
-                    await conn.execute(sa.select(users.c.failed_logins).where(users.c.id == row.id))
-                ).scalar_one()
-            )
-            locked = failures >= MAX_FAILURES
-            if locked:
-                await conn.execute(
-                    users.update()
-                    .where(users.c.id == row.id)
-                    .values(failed_logins=0, locked_until_ms=now + lockout_s * 1000)
-                )
+            failure = await conn.run_sync(gate.record_failure, user.username, address, now)
             await audit.record(
-                conn, at_ms=now, actor=row.username, action="login.failed", subject=row.username,
-                detail={**where, "failures": failures, "locked": locked},
+                conn, at_ms=now, actor=user.username, action="password.change_failed",
+                subject=user.username, detail={"address": address, "failures": failure.failures},
             )  # fmt: skip
-        return LoginResult(None, locked=locked)
+        raise AccountError("wrong_password", "Kata sandi sekarang salah.")
+    _check_password(new, user.username, district)
+    password_hash = await webauth.hash_password(new)
+    kept = webauth.sha256(session)
     async with store.engine.begin() as conn:
         await conn.execute(
-            users.update().where(users.c.id == row.id).values(failed_logins=0, locked_until_ms=None)
+            users.update().where(users.c.id == user.id).values(password_hash=password_hash)
         )
+        await conn.execute(
+            db.sessions.delete().where(
+                db.sessions.c.user_id == user.id, db.sessions.c.token_hash != kept
+            )
+        )
+        await conn.run_sync(gate.forget_pair, user.username, address, now)
         await audit.record(
-            conn, at_ms=now, actor=row.username, action="login.ok", subject=row.username,
-            detail=where,
+            conn, at_ms=now, actor=user.username, action="password.change",
+            subject=user.username, detail={"address": address},
         )  # fmt: skip
-    return LoginResult(_user(row))
 
 
 async def create_session(store: HubStore, user: User) -> str:
@@ -319,18 +363,22 @@ def _with_store(args: argparse.Namespace, work: Any) -> Any:
 
 
 def _add(args: argparse.Namespace) -> int:
+    from hub.config import load_config
+
     password = _read_password()
+    district = load_config(args.config).district
 
     async def add(store: HubStore) -> User:
         return await create_user(
             store, username=args.username, full_name=args.full_name, role=args.role,
-            password=password, actor="cli",
+            password=password, actor="cli", district=district,
         )  # fmt: skip
 
     try:
         user = _with_store(args, add)
     except AccountError as exc:
-        raise CommandError(exc.message, 2) from None
+        message = f"{exc.english} ({exc.message})" if exc.english else exc.message
+        raise CommandError(message, 2) from None
     print(f"account {user.username} ({user.role.value}) added")
     return 0
 

@@ -132,7 +132,9 @@ KEYS: Mapping[tuple[str, str], str] = {
     ("hub", "session_secret_file"): (
         "key file the review UI's CSRF tokens are derived from (made by `puskesos hub init`)"
     ),
-    ("hub", "login_lockout_s"): "seconds a review UI account stays locked after 5 failed logins",
+    ("hub", "login_lockout_s"): (
+        "longest wait in seconds of one name from one address after 5 failed logins (never a lock)"
+    ),
     ("hub", "cookie_secure"): (
         "mark the review UI's cookies Secure on plain HTTP too (HTTPS made by a proxy in front)"
     ),

@@ -19,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from puskesos.durable import private_database
+from puskesos.throttle import define_table
 
 __all__ = [
     "api_tokens",
@@ -32,6 +33,7 @@ __all__ = [
     "devices",
     "down_batches",
     "is_sqlite",
+    "login_throttle",
     "metadata",
     "period_villages",
     "periods",
@@ -303,10 +305,11 @@ users = sa.Table(
     sa.Column("role", sa.Text, nullable=False),
     sa.Column("password_hash", sa.Text, nullable=False),
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
-    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("locked_until_ms", sa.BigInteger),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
 )
+
+#: Failed sign-ins per (user name, address) and per address (:mod:`puskesos.throttle`).
+login_throttle = define_table(metadata)
 
 sessions = sa.Table(
     "sessions",

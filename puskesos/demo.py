@@ -31,15 +31,17 @@ __all__ = ["add_parser"]
 
 #: Two villages of Kecamatan Gunung Putri, Kabupaten Bogor.
 VILLAGES = (("3201022001", "edge-wanaherang"), ("3201022002", "edge-bojong-kulur"))
+#: Accounts of every box: username → (role, password). The passwords follow the rule of
+#: puskesos/passwords.py (long enough, not common, no user name in them).
 USERS = {
-    "admin": ("admin", "demo-admin-2026"),
-    "operator": ("operator", "demo-operator-2026"),
+    "admin": ("admin", "kopi-tubruk-2026"),
+    "operator": ("operator", "teh-manis-2026"),
 }
 #: Accounts of the hub's review UI: username → (role, password).
 HUB_USERS = {
-    "verifikator": ("verifikator", "demo-verifikator-2026"),
-    "pimpinan": ("pimpinan", "demo-pimpinan-2026"),
-    "admin": ("admin", "demo-admin-2026"),
+    "verifikator": ("verifikator", "sambal-hijau-2026"),
+    "pimpinan": ("pimpinan", "rendang-padang-2026"),
+    "admin": ("admin", "kopi-tubruk-2026"),
 }
 HOUSEHOLDS_PER_BOX = 12
 

@@ -567,7 +567,7 @@ class Fleet:
         path = folder / "edge.toml"
         path.write_text(render_edge(config), encoding="utf-8")
         puskesos("edge", "init", "--config", str(path))
-        users = users or {"admin": ("admin", "rahasia-admin-123")}
+        users = users or {"admin": ("admin", "rahasia-balai-123")}
         for username, (role, secret) in users.items():
             puskesos(
                 "edge", "user", "add", "--config", str(path), "--username", username,

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import math
 import os
 import secrets
 from pathlib import Path
@@ -21,7 +22,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from yarl import URL
 
 __all__ = [
-    "MIN_PASSWORD_LENGTH",
     "UNKNOWN_ACTOR",
     "csrf_token",
     "hash_password",
@@ -38,7 +38,6 @@ __all__ = [
 _hasher = PasswordHasher()
 #: What a browser drops from or reads differently in a URL: tabs, newlines, backslashes.
 _TRICKY = frozenset("\\\t\r\n")
-MIN_PASSWORD_LENGTH = 8
 
 
 def sha256(token: str) -> str:
@@ -66,10 +65,14 @@ def csrf_token(secret: bytes, session_token: str) -> str:
     return hmac.new(secret, sha256(session_token).encode(), hashlib.sha256).hexdigest()
 
 
-def login_error(locked: bool) -> str:
-    """What the sign-in page says when a sign-in fails (never which of the two was wrong)."""
-    if locked:
-        return "Akun dikunci sementara karena terlalu banyak percobaan yang salah. Coba lagi nanti."
+def login_error(refused_ms: int = 0) -> str:
+    """What the sign-in page says when a sign-in fails: never which of the two was wrong,
+    and, while this device is refused (:mod:`puskesos.throttle`), for how long."""
+    if refused_ms > 0:
+        minutes = max(1, math.ceil(refused_ms / 60_000))
+        return (
+            f"Terlalu banyak percobaan masuk dari perangkat ini. Coba lagi dalam {minutes} menit."
+        )
     return "Nama pengguna atau kata sandi salah."
 
 

@@ -71,7 +71,7 @@ def test_the_demo_runs_a_district_that_replicates_and_stops_on_ctrl_c(tmp_path, 
             r"Hub API\s+(\S+)/api/v1/devices\s+\(Authorization: Bearer (\S+)\)", text
         ).groups()
         boxes = re.findall(r"Box (\S+)\s+(https://\S+)/\s+village (\d{10})", text)
-        assert len(boxes) == 2 and "admin / demo-admin-2026" in text
+        assert len(boxes) == 2 and "admin / kopi-tubruk-2026" in text
         printed = re.findall(r"^ {4}(\S+)\s+((?:[0-9A-F]{2}:){31}[0-9A-F]{2})$", text, re.M)
         fingerprints = {name: value.replace(":", "").lower() for name, value in printed}
         assert set(fingerprints) == {"hub-1", *(node for node, _u, _v in boxes)}
@@ -101,7 +101,7 @@ def test_the_demo_runs_a_district_that_replicates_and_stops_on_ctrl_c(tmp_path, 
             assert {"household", "member", "complaint", "referral"} <= entities
         # The district's verifier signs in with the printed login; the boxes' households
         # wait in the queue of both villages.
-        queue = signed_in_page(hub_url, hub_tls, "verifikator", "demo-verifikator-2026", "/antrian")
+        queue = signed_in_page(hub_url, hub_tls, "verifikator", "sambal-hijau-2026", "/antrian")
         assert all(f"{village} ({HOUSEHOLDS_PER_BOX})" in queue for _n, _u, village in boxes)
     finally:
         demo.send_signal(signal.SIGINT)

@@ -19,7 +19,6 @@ import hmac
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from pathlib import Path
@@ -65,7 +64,6 @@ METRICS = web.AppKey("metrics", EdgeMetrics)
 ROUTES = web.AppKey("routes", dict)
 #: The sync client, ``None`` when ``[sync] enabled`` is off.
 SYNC = web.AppKey("sync", SyncClient | None)
-LIMITER = web.AppKey("login_limiter", dict)
 #: Who is calling (``None`` before login) and, for a cookie session, its CSRF token.
 USER = web.RequestKey("user", auth.User | None)
 CSRF = web.RequestKey("csrf", str | None)
@@ -76,8 +74,6 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 STATIC = Path(__file__).parent.parent / "static"
-#: Login attempts allowed per client address per minute (accounts also lock, see auth).
-LOGIN_ATTEMPTS_PER_MINUTE = 10
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -224,18 +220,6 @@ def render_before_login(
     return response
 
 
-def login_allowed(request: web.Request) -> bool:
-    """Per-address rate limit of login attempts."""
-    attempts: deque[float] = request.app[LIMITER].setdefault(request.remote or "", deque())
-    now = time.monotonic()
-    while attempts and now - attempts[0] > 60:
-        attempts.popleft()
-    if len(attempts) >= LOGIN_ATTEMPTS_PER_MINUTE:
-        return False
-    attempts.append(now)
-    return True
-
-
 def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
     """Give the browser its session cookie."""
     config = request.app[CONFIG]
@@ -300,7 +284,6 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
     app[SECRET] = auth.load_secret(config.data_dir / config.session_secret_file)
     app[TEMPLATES] = create_environment(config.timezone)
     app[METRICS] = EdgeMetrics()
-    app[LIMITER] = {}
     app[SYNC] = (
         SyncClient(app[STORE], app[METRICS], password=read_password(config))
         if config.sync.enabled

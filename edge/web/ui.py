@@ -17,7 +17,6 @@ from edge.web.app import (
     SESSION_COOKIE,
     STORE,
     local_today,
-    login_allowed,
     render,
     render_before_login,
     set_session_cookie,
@@ -140,15 +139,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     username = str(form.get("username", "")).strip()
     password = str(form.get("password", ""))
     target = webauth.safe_next(str(form.get("next", "")))
-    if not login_allowed(request):
-        error = "Terlalu banyak percobaan masuk dari alamat ini. Tunggu satu menit."
-        result = auth.LoginResult(None)
-    else:
-        result = await auth.authenticate(
-            request.app[STORE], username, password, request.remote or ""
-        )
-        error = webauth.login_error(result.locked)
+    result = await auth.authenticate(request.app[STORE], username, password, request.remote or "")
     if result.user is None:
+        error = webauth.login_error(result.refused_ms)
         return render_before_login(
             request, "masuk.html", 401, next=target, error=error, username=username
         )

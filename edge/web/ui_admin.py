@@ -134,9 +134,11 @@ async def _users_page(
     )
 
 
-def _password_error(password: str, repeat: str) -> str | None:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        return f"Kata sandi paling sedikit {MIN_PASSWORD_LENGTH} karakter."
+def password_error(request: web.Request, username: str, password: str, repeat: str) -> str | None:
+    """What the form says next to a new password that cannot be set (``None``: it can)."""
+    weak = auth.password_weakness(request.app[CONFIG], username, password)
+    if weak is not None:
+        return weak.message
     if password != repeat:
         return "Kedua kata sandi tidak sama."
     return None
@@ -170,9 +172,9 @@ async def user_add(request: web.Request) -> web.Response:
         errors["full_name"] = "Nama lengkap wajib diisi."
     if form["role"] not in {role.value for role in Role}:
         errors["role"] = "Pilih peran."
-    password_error = _password_error(password, repeat)
-    if password_error:
-        errors["password"] = password_error
+    weak = password_error(request, username, password, repeat)
+    if weak:
+        errors["password"] = weak
     if errors:
         return await _users_page(request, errors=errors, form=form, status=422)
     await auth.create_user(
@@ -200,7 +202,9 @@ async def user_password(request: web.Request) -> web.Response:
     store = request.app[STORE]
     user = await _user_or_404(store, request.match_info["id"])
     post = await request.post()
-    error = _password_error(str(post.get("password", "")), str(post.get("password2", "")))
+    error = password_error(
+        request, user.username, str(post.get("password", "")), str(post.get("password2", ""))
+    )
     if error:
         return await _users_page(request, errors={f"password-{user.id}": error}, status=422)
     await auth.set_password(store, user.id, str(post.get("password")), actor=request[USER].username)

@@ -20,6 +20,7 @@ from hub.ui import (
     pengguna,
     perangkat,
     ringkasan,
+    sandi,
     siklus,
 )
 
@@ -28,10 +29,10 @@ __all__ = ["PAGES", "setup"]
 #: The page modules, each with its ``routes``.
 PAGES = (
     masuk, ringkasan, antrian, konflik, duplikat, lapangan, siklus, perangkat, audit, pengguna,
+    sandi,
 )  # fmt: skip
 
 
 def setup(app: web.Application, config: HubConfig) -> None:
     """Add the pages and what their middlewares need to ``app``."""
-    app[masuk.LIMITER] = {}
     base.setup(app, config, PAGES)

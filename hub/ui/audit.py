@@ -22,6 +22,8 @@ ACTION_LABELS = {
     "login.ok": "Masuk",
     "login.failed": "Gagal masuk",
     "login.locked": "Akun terkunci",
+    "password.change": "Mengganti kata sandi sendiri",
+    "password.change_failed": "Gagal mengganti kata sandi (kata sandi lama salah)",
     "user.create": "Membuat pengguna",
     "user.activate": "Mengaktifkan pengguna",
     "user.deactivate": "Menonaktifkan pengguna",

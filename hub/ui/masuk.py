@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections import deque
-
 from aiohttp import web
 
 from hub import auth
@@ -21,24 +18,9 @@ from hub.ui.base import (
 )
 from puskesos import webauth
 
-__all__ = ["LIMITER", "routes"]
+__all__ = ["routes"]
 
 routes = RouteTable()
-
-#: Sign-in attempts per client address in the last minute (accounts also lock, see auth).
-LIMITER = web.AppKey("ui_login_limiter", dict)
-ATTEMPTS_PER_MINUTE = 10
-
-
-def _allowed(request: web.Request) -> bool:
-    attempts: deque[float] = request.app[LIMITER].setdefault(request.remote or "", deque())
-    now = time.monotonic()
-    while attempts and now - attempts[0] > 60:
-        attempts.popleft()
-    if len(attempts) >= ATTEMPTS_PER_MINUTE:
-        return False
-    attempts.append(now)
-    return True
 
 
 @routes.get("/masuk", roles=PUBLIC)
@@ -52,16 +34,12 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await form_data(request)
     username = form.get("username", "")
     target = webauth.safe_next(form.get("next"))
-    if not _allowed(request):
-        error = "Terlalu banyak percobaan masuk dari alamat ini. Tunggu satu menit."
-        result = auth.LoginResult(None)
-    else:
-        result = await auth.authenticate(
-            request.app[STORE], username, form.get("password", ""), request.remote or "",
-            lockout_s=request.app[CONFIG].login_lockout_s,
-        )  # fmt: skip
-        error = webauth.login_error(result.locked)
+    result = await auth.authenticate(
+        request.app[STORE], username, form.get("password", ""), request.remote or "",
+        lockout_s=request.app[CONFIG].login_lockout_s,
+    )  # fmt: skip
     if result.user is None:
+        error = webauth.login_error(result.refused_ms)
         return render_before_login(
             request, "masuk.html", 401, next=target, error=error, username=username
         )

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from hub import auth
 from hub.roles import ROLE_LABELS, Role
-from hub.ui.base import STORE, USER, RouteTable, actor, form_data, render
+from hub.ui.base import CONFIG, STORE, USER, RouteTable, actor, form_data, render
 
 __all__ = ["routes"]
 
@@ -23,7 +23,7 @@ _FIELD_OF = {
     "username_taken": "username",
     "bad_full_name": "full_name",
     "bad_role": "role",
-    "short_password": "password",
+    "weak_password": "password",
 }
 
 
@@ -51,6 +51,7 @@ async def add(request: web.Request) -> web.StreamResponse:
             request.app[STORE], username=form.get("username", ""),
             full_name=form.get("full_name", ""), role=form.get("role", ""),
             password=form.get("password", ""), actor=actor(request),
+            district=request.app[CONFIG].district,
         )  # fmt: skip
     except auth.AccountError as exc:
         shown = {k: v for k, v in form.items() if k != "password"}

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 DISTRICT = VILLAGE_A[:4]
 PASSWORD = "rahasia-kabupaten-1"
-BOX_PASSWORD = "rahasia-admin-123"
+BOX_PASSWORD = "rahasia-balai-123"
 
 
 @pytest.fixture

@@ -189,7 +189,7 @@ def test_a_password_is_never_taken_from_the_command_line(tmp_path):
         assert result.returncode == 2
         assert "unrecognized arguments" in result.stderr
     short = puskesos(*base, stdin="pendek\n")
-    assert short.returncode == 1 and "at least 8 characters" in short.stderr
+    assert short.returncode == 1 and "at least 10 characters" in short.stderr
     assert query(tmp_path / "data" / "edge.sqlite", "SELECT username FROM users") == []
 
     added = puskesos(*base, stdin=PASSWORD + "\n")

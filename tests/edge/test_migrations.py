@@ -152,3 +152,39 @@ def test_a_login_open_at_the_upgrade_counts_its_idle_time_from_its_start(tmp_pat
     upgrade(path)
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT last_seen_ms FROM sessions").fetchone() == (1234,)
+
+
+async def test_an_account_locked_before_the_upgrade_signs_in_after_it(tmp_path):
+    """The account lock goes (issue 16): a box upgraded while ``admin`` was locked by someone
+    hammering it lets ``admin`` in, and counts failures in the throttle's table instead."""
+    from alembic import command
+
+    from edge import auth
+    from edge.config import EdgeConfig
+    from edge.db import _alembic_config
+    from edge.store import Store
+    from puskesos.webauth import hash_password
+    from tests.factories import DEFAULT_VILLAGE
+
+    config = EdgeConfig(village=DEFAULT_VILLAGE, node="edge-a", data_dir=tmp_path)
+    command.upgrade(_alembic_config(config.database_path), "0008")
+    password = "rahasia-desa-123"
+    with sqlite3.connect(config.database_path) as connection:
+        connection.execute(
+            "INSERT INTO users(username, full_name, role, password_hash, failed_logins, "
+            "locked_until_ms, created_ms) VALUES ('admin', 'Admin', 'admin', ?, 4, ?, 1)",
+            (await hash_password(password), 99_999_999_999_999),
+        )
+    upgrade(config.database_path)
+    with sqlite3.connect(config.database_path) as connection:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(users)")}
+        assert not columns & {"failed_logins", "locked_until_ms"}
+        assert connection.execute("SELECT count(*) FROM login_throttle").fetchone() == (0,)
+    store = Store(config)
+    await store.open()
+    try:
+        assert (await auth.authenticate(store, "admin", "salah-sandi", "10.0.0.9")).user is None
+        result = await auth.authenticate(store, "admin", password, "10.0.0.9")
+        assert result.user is not None and result.user.username == "admin"
+    finally:
+        await store.close()

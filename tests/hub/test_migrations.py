@@ -267,3 +267,55 @@ def test_a_hub_in_the_field_gets_the_status_and_lacking_of_its_records(empty_url
         "household": ("tidak_ditemukan", 1),
         "member": ("aktif", 0),
     }
+
+
+def test_an_account_locked_before_the_upgrade_signs_in_after_it(empty_url):
+    """The account lock goes (issue 16): a hub upgraded while ``admin`` was locked signs
+    ``admin`` in, and counts failures in the throttle's table instead."""
+    from hub import auth
+    from puskesos.webauth import hash_password
+
+    upgrade(empty_url, "0009")
+    password = "rahasia-kabupaten-1"
+
+    async def insert() -> None:
+        engine = create_engine(empty_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO users(username, full_name, role, password_hash, "
+                        "failed_logins, locked_until_ms, created_ms) "
+                        "VALUES ('admin', 'Admin', 'admin', :h, 4, :until, 1)"
+                    ),
+                    {"h": await hash_password(password), "until": 99_999_999_999_999},
+                )
+        finally:
+            await engine.dispose()
+
+    async def sign_in() -> tuple[set[str], int, bool]:
+        engine = create_engine(empty_url)
+        store = HubStore(engine, node="hub-1", max_clock_drift_ms=0)
+        try:
+            async with engine.connect() as conn:
+                columns = await conn.run_sync(
+                    lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("users")}
+                )
+            wrong = await auth.authenticate(
+                store, "admin", "salah-sandi", "10.0.0.9", lockout_s=900
+            )
+            right = await auth.authenticate(store, "admin", password, "10.0.0.9", lockout_s=900)
+            async with engine.connect() as conn:
+                counted = (
+                    await conn.execute(sa.text("SELECT count(*) FROM login_throttle"))
+                ).scalar_one()
+            return columns, counted, wrong.user is None and right.user is not None
+        finally:
+            await engine.dispose()
+
+    asyncio.run(insert())
+    upgrade(empty_url)
+    columns, counted, signed_in = asyncio.run(sign_in())
+    assert not columns & {"failed_logins", "locked_until_ms"}
+    assert signed_in
+    assert counted == 1  # the address's count stays; the pair went with the success

@@ -76,7 +76,7 @@ def start_box(district: District, host: str) -> Box:
     edge = load_edge_config(config)
     district.puskesos(
         host, "edge", "user", "add", "--config", str(config), "--username", "admin",
-        "--full-name", "Admin Desa", "--role", "admin", stdin="rahasia-admin-123\n",
+        "--full-name", "Admin Desa", "--role", "admin", stdin="rahasia-balai-123\n",
     )  # fmt: skip
     token = district.puskesos(
         host, "edge", "token", "add", "--config", str(config), "--username", "admin",
