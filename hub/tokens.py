@@ -30,6 +30,7 @@ __all__ = [
     "TokenError",
     "add_token",
     "list_tokens",
+    "required_scope",
     "revoke_token",
     "token_for",
 ]
@@ -61,6 +62,11 @@ class Token:
     def sees(self, village: str) -> bool:
         """Whether the token may see ``village``'s data."""
         return not self.villages or village in self.villages
+
+
+def required_scope(method: str) -> str:
+    """The scope a request of HTTP ``method`` needs: ``read`` for GET, ``write`` else."""
+    return "read" if method == "GET" else "write"
 
 
 def _hash(secret: str) -> str:

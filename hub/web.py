@@ -1,12 +1,14 @@
 """The hub's HTTP side: the JSON API for district staff and tools, ``/healthz``, ``/metrics``,
 and the review UI's pages (:mod:`hub.ui`, signed in with a session).
 
-Every ``/api/`` route needs an API token (``Authorization: Bearer ...``, made by
+Every ``/api/`` route is declared in one table (``api``, :mod:`hub.openapi`), which also
+builds the API's OpenAPI document (``/api/v1/openapi.json``, public: shape only). Every
+other ``/api/`` route needs an API token (``Authorization: Bearer ...``, made by
 ``puskesos hub token add``, :mod:`hub.tokens`): a read token only reads, a token of some
 villages sees only theirs, and every request that returns personal data leaves one audit
-row; ``/healthz`` and ``/metrics`` carry no personal data and are open to the operators'
-network. The ingest worker runs in the same process, started and
-stopped through ``cleanup_ctx``.
+row; refusals are JSON (``{"error": code, "message": text}``). ``/healthz`` and
+``/metrics`` carry no personal data and are open to the operators' network. The ingest
+worker runs in the same process, started and stopped through ``cleanup_ctx``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,42 +28,82 @@ from hub import audit, db
 from hub.config import HubConfig
 from hub.ingest import Ingest
 from hub.metrics import HubMetrics
+from hub.openapi import (
+    VILLAGE_PATTERN,
+    ApiRoute,
+    ApiRoutes,
+    ErrorCode,
+    build_document,
+    path_parameter,
+    query_parameter,
+)
 from hub.progress import PROGRESS, ProgressCache
 from hub.store import HubStore, ResolveError
-from hub.tokens import Token, token_for
+from hub.tokens import Token, required_scope, token_for
+from protocol.entities import ENTITIES
+from protocol.ids import NODE_ID_RE
+from puskesos.openapi import UUID_PATTERN
 
-__all__ = ["INGEST", "STORE", "create_app"]
+__all__ = ["API_ROUTES", "INGEST", "STORE", "api", "create_app"]
 
 STORE = web.AppKey("store", HubStore)
 METRICS = web.AppKey("metrics", HubMetrics)
 INGEST = web.AppKey("ingest", Ingest)
+#: The API's routes by (method, path): what the router serves and the document shows.
+API_ROUTES = web.AppKey("api_routes", dict[tuple[str, str], ApiRoute])
 ACTOR = web.RequestKey("actor", str)
 TOKEN = web.RequestKey("token", Token)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_RECORD_ID = re.compile(UUID_PATTERN)
+_VILLAGE_CODE = re.compile(VILLAGE_PATTERN)
+#: Conflict ids are a 32-bit column on PostgreSQL: a larger number names no conflict.
+_MAX_CONFLICT_ID = 2**31 - 1
 
-def _error(status: int, code: str, message: str) -> web.Response:
+
+def _error(status: int, code: ErrorCode, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
+
+
+class _Refusal(Exception):
+    """A request refused with a JSON error, raised from a helper deep in a handler."""
+
+    def __init__(self, status: int, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _api_route(request: web.Request) -> ApiRoute | None:
+    resource = request.match_info.route.resource
+    if resource is None:
+        return None
+    return request.app[API_ROUTES].get((request.method, resource.canonical))
 
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``/api/`` needs a bearer token; a session cookie is not one. Pages have their own
-    guard (:mod:`hub.ui.base`), which in turn ignores bearer tokens."""
+    """``/api/`` needs a bearer token (but for the public document); a session cookie is
+    not one. Pages have their own guard (:mod:`hub.ui.base`), which in turn ignores bearer
+    tokens."""
     if not request.path.startswith("/api/"):
         return await handler(request)
-    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secret:
-        return _error(401, "unauthorized", "an API token is required")
-    token = await token_for(request.app[STORE], secret)
-    if token is None:
-        return _error(401, "unauthorized", "unknown, revoked or expired API token")
-    if request.method != "GET" and not token.may_write:
-        return _error(403, "forbidden", "this token may only read")
-    request[TOKEN] = token
-    request[ACTOR] = f"token:{token.name}"
-    return await handler(request)
+    route = _api_route(request)
+    if route is None or not route.public:
+        scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secret:
+            return _error(401, "unauthorized", "an API token is required")
+        token = await token_for(request.app[STORE], secret)
+        if token is None:
+            return _error(401, "unauthorized", "unknown, revoked or expired API token")
+        if required_scope(request.method) == "write" and not token.may_write:
+            return _error(403, "forbidden", "this token may only read")
+        request[TOKEN] = token
+        request[ACTOR] = f"token:{token.name}"
+    try:
+        return await handler(request)
+    except _Refusal as refusal:
+        return _error(refusal.status, refusal.code, refusal.message)
 
 
 def _unseen(request: web.Request, village: str | None) -> web.Response | None:
@@ -87,6 +130,8 @@ async def _audit_read(
 
 
 routes = web.RouteTableDef()
+#: Every ``/api/`` route: served and documented from this one table.
+api = ApiRoutes()
 
 
 @routes.get("/healthz")
@@ -120,22 +165,62 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-def _limit(request: web.Request, default: int = 100, most: int = 1000) -> int:
+_DEFAULT_LIMIT, _MOST = 100, 1000
+_LIMIT = query_parameter(
+    "limit",
+    {"type": "integer", "default": _DEFAULT_LIMIT, "minimum": 1, "maximum": _MOST},
+    f"How many at most; a number outside 1..{_MOST} is taken as the nearest end",
+)
+
+
+def _limit(request: web.Request) -> int:
     try:
-        value = int(request.query.get("limit", default))
+        value = int(request.query.get("limit", _DEFAULT_LIMIT))
     except ValueError:
-        raise web.HTTPBadRequest(text="limit must be a number") from None
-    return max(1, min(value, most))
+        raise _Refusal(400, "bad_limit", "limit must be a whole number") from None
+    return max(1, min(value, _MOST))
 
 
-@routes.get("/api/v1/records")
+def _village(request: web.Request) -> str | None:
+    """The ``village`` query parameter, a 10-digit code (``None`` when left out)."""
+    village = request.query.get("village") or None
+    if village is not None and not _VILLAGE_CODE.fullmatch(village):
+        raise _Refusal(400, "bad_village", "village must be a 10-digit code")
+    return village
+
+
+def _village_parameter(description: str, *, required: bool) -> dict[str, Any]:
+    schema = {"type": "string", "pattern": VILLAGE_PATTERN}
+    return query_parameter("village", schema, description, required=required)
+
+
+@api.get(
+    "/api/v1/records",
+    summary="A village's records with their merged values, in id order (keyset paged)",
+    response="RecordPage",
+    parameters=[
+        _village_parameter("The village (a token of some villages: one of them)", required=True),
+        query_parameter("entity", {"type": "string", "enum": list(ENTITIES)}, "Only these"),
+        query_parameter(
+            "after",
+            {"type": "string", "format": "uuid", "pattern": UUID_PATTERN},
+            "Records after this id: the `next` of the page before",
+        ),
+        _LIMIT,
+    ],
+    errors=(400, 403),
+    audited=True,
+)
 async def list_records(request: web.Request) -> web.Response:
-    village = request.query.get("village", "")
-    if len(village) != 10 or not village.isdigit():
+    if (village := _village(request)) is None:
         return _error(400, "bad_village", "village must be a 10-digit code")
     if (refused := _unseen(request, village)) is not None:
         return refused
     entity, after = request.query.get("entity") or None, request.query.get("after", "")
+    if entity is not None and entity not in ENTITIES:
+        return _error(400, "bad_request", f"entity must be one of {', '.join(ENTITIES)}")
+    if after and not _RECORD_ID.fullmatch(after):
+        return _error(400, "bad_request", "after must be a record id (the page's next)")
     rows = await request.app[STORE].records(
         village, entity=entity, after=after, limit=_limit(request)
     )
@@ -145,10 +230,23 @@ async def list_records(request: web.Request) -> web.Response:
     return web.json_response({"records": rows, "next": rows[-1]["id"] if rows else None})
 
 
-@routes.get("/api/v1/records/{record_id}")
+@api.get(
+    "/api/v1/records/{record_id}",
+    summary="One record's fields, each with its current versions and their stamps",
+    response="RecordVersions",
+    parameters=[
+        path_parameter(
+            "record_id", {"type": "string", "format": "uuid"}, "The record's id (a UUID)"
+        )
+    ],
+    errors=(404,),
+    audited=True,
+)
 async def get_record(request: web.Request) -> web.Response:
     store = request.app[STORE]
     record_id = request.match_info["record_id"]
+    if not _RECORD_ID.fullmatch(record_id):
+        return _error(404, "not_found", "no such record")  # no record has such an id
     r = db.records
     async with store.engine.connect() as conn:
         village = (
@@ -172,9 +270,24 @@ async def get_record(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/api/v1/conflicts")
+@api.get(
+    "/api/v1/conflicts",
+    summary="Concurrent edits waiting for a person, newest first (with the resolved ones)",
+    response="ConflictList",
+    parameters=[
+        _village_parameter(
+            "Only this village's (required for a token of some villages)", required=False
+        ),
+        query_parameter(
+            "resolved", {"type": "boolean", "default": False}, "Also the resolved ones"
+        ),
+        _LIMIT,
+    ],
+    errors=(400, 403),
+    audited=True,
+)
 async def list_conflicts(request: web.Request) -> web.Response:
-    village = request.query.get("village") or None
+    village = _village(request)
     if (refused := _unseen(request, village)) is not None:
         return refused
     resolved = request.query.get("resolved") == "true"
@@ -188,18 +301,29 @@ async def list_conflicts(request: web.Request) -> web.Response:
     return web.json_response({"conflicts": conflicts})
 
 
-@routes.post("/api/v1/conflicts/{conflict_id}/resolve")
+@api.post(
+    "/api/v1/conflicts/{conflict_id}/resolve",
+    summary="Resolve a conflict with one of its versions or a new value (sent to the boxes)",
+    response="Conflict",
+    parameters=[path_parameter("conflict_id", {"type": "integer"}, "The conflict's id")],
+    body="Resolution",
+    errors=(400, 404, 409, 413),
+)
 async def resolve_conflict(request: web.Request) -> web.Response:
     try:
         conflict_id = int(request.match_info["conflict_id"])
         body = await request.json()
-    except (ValueError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # JSON and UTF-8 errors are ValueErrors
         return _error(400, "bad_request", "expected a conflict id and a JSON body")
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "too_large", "the request body is over 1 MiB")
     if not isinstance(body, dict) or ("value" in body) == ("choose" in body):
         return _error(400, "bad_request", 'send either {"value": ...} or {"choose": index}')
     choose = body.get("choose")
-    if choose is not None and (isinstance(choose, bool) or not isinstance(choose, int)):
+    if "choose" in body and (isinstance(choose, bool) or not isinstance(choose, int)):
         return _error(400, "bad_request", "choose must be the index of a version")
+    if not 1 <= conflict_id <= _MAX_CONFLICT_ID:
+        return _error(404, "not_resolved", f"no conflict {conflict_id}")
     store = request.app[STORE]
     c = db.conflicts
     async with store.engine.connect() as conn:
@@ -250,7 +374,11 @@ def _device_json(row: Any) -> dict[str, Any]:
     }
 
 
-@routes.get("/api/v1/devices")
+@api.get(
+    "/api/v1/devices",
+    summary="The boxes the token's villages have, with their replication and health state",
+    response="DeviceList",
+)
 async def list_devices(request: web.Request) -> web.Response:
     query = sa.select(db.devices).order_by(db.devices.c.village, db.devices.c.node)
     async with request.app[STORE].engine.connect() as conn:
@@ -261,12 +389,33 @@ async def list_devices(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/api/v1/devices/{node}")
+@api.get(
+    "/api/v1/devices/{node}",
+    summary="One box with its replication and health state",
+    response="Device",
+    parameters=[
+        path_parameter(
+            "node", {"type": "string", "pattern": f"^{NODE_ID_RE.pattern}$"}, "The box's node id"
+        )
+    ],
+    errors=(404,),
+)
 async def get_device(request: web.Request) -> web.Response:
-    row = await request.app[STORE].device(request.match_info["node"])
+    node = request.match_info["node"]
+    row = await request.app[STORE].device(node) if NODE_ID_RE.fullmatch(node) else None
     if row is None or not request[TOKEN].sees(row.village):
         return _error(404, "not_found", "no such device")
     return web.json_response(_device_json(row))
+
+
+@api.get(
+    "/api/v1/openapi.json",
+    summary="This API's OpenAPI 3.1 document (public: it holds no data, only the shape)",
+    response="OpenApiDocument",
+    public=True,
+)
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(build_document(request.app[API_ROUTES].values()))
 
 
 def create_app(
@@ -287,6 +436,7 @@ def create_app(
     app[PROGRESS] = progress
     app[METRICS] = hub_metrics
     app.add_routes(routes)
+    app[API_ROUTES] = api.register(app)
     ui.setup(app, config)
     if with_ingest:
         app[INGEST] = Ingest(config, store, hub_metrics, password=password)

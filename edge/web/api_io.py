@@ -18,11 +18,12 @@ from aiohttp import web
 from edge import services
 from edge.records import Record
 from edge.web.app import json_error
-from edge.web.openapi import SEARCH_PARAMETER, field_schema
+from edge.web.openapi import SEARCH_PARAMETER
 from protocol.entities import ENTITIES
 from protocol.identity import mask_number
 from protocol.issues import Issue
 from protocol.schema import FieldKind, wire_value_problem
+from puskesos.openapi import field_schema
 
 __all__ = [
     "PAGE",

@@ -25,16 +25,21 @@ from typing import Any
 from edge.web.app import CSRF_HEADER, SESSION_COOKIE
 from edge.web.routing import Route
 from protocol.entities import ENTITIES
-from protocol.regions import LEVEL_DIGITS
-from protocol.schema import MAX_TEXT_LENGTH, EntitySchema, FieldKind, FieldSpec
+from protocol.schema import EntitySchema
+from puskesos.openapi import (
+    OPENAPI_VERSION,
+    UUID_PATTERN,
+    component,
+    field_schema,
+    values_schema,
+)
 
-__all__ = ["VERSION", "build_document", "component", "field_schema"]
+__all__ = ["SEARCH_PARAMETER", "VERSION", "build_document"]
 
 VERSION = "1.0.0"
 _PATH_PARAM = re.compile(r"{([a-z_]+)}")
 #: The query parameter of a search by NIK, KK or name (audited: ``edge.services``).
 SEARCH_PARAMETER = "q"
-UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 #: Fields the box fills in itself: a value sent is replaced (the box's village; the
 #: household a member is saved with).
@@ -53,13 +58,6 @@ DEFAULTED: Mapping[str, tuple[str, ...]] = {
     "proposal": ("status", "period"),
     "complaint": ("status", "received_date", "due_date"),
     "referral": ("status",),
-}
-
-_JSON_TYPES = {
-    FieldKind.INT: "integer",
-    FieldKind.DECIMAL: "number",
-    FieldKind.BOOL: "boolean",
-    FieldKind.ENUM_SET: "array",
 }
 
 DESCRIPTION = """\
@@ -86,65 +84,6 @@ once space is freed, without a restart.
 Lists mask NIK and family-card numbers (`3201********0003`); a household's detail shows
 them in full and that view is written to the audit trail.
 """
-
-
-def component(name: str) -> dict[str, str]:
-    """A reference to a component schema."""
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def field_schema(
-    spec: FieldSpec, *, output: bool = False, nullable: bool | None = None
-) -> dict[str, Any]:
-    """The JSON schema of one field's value. Input schemas carry every shape rule of
-    :func:`protocol.schema.wire_value_problem`; ``output`` schemas only the type. A value
-    may be ``null`` (cleared) unless the field is required or ``nullable`` says not."""
-    kind = spec.kind
-    base_type = _JSON_TYPES.get(kind, "string")
-    if nullable is None:
-        nullable = output or not spec.required
-    schema: dict[str, Any] = {
-        "type": [base_type, "null"] if nullable else base_type,
-        "title": spec.label,
-    }
-    if output:
-        if kind is FieldKind.ENUM_SET:
-            schema["items"] = {"type": "string"}
-        if spec.readonly:
-            schema["readOnly"] = True
-            schema["description"] = "Set by the district hub; refused when sent."
-        return schema
-    if kind is FieldKind.TEXT:
-        schema["maxLength"] = min(spec.max_length or MAX_TEXT_LENGTH, MAX_TEXT_LENGTH)
-    elif kind in (FieldKind.INT, FieldKind.DECIMAL):
-        if spec.minimum is not None:
-            schema["minimum"] = spec.minimum
-        if spec.maximum is not None:
-            schema["maximum"] = spec.maximum
-    elif kind is FieldKind.ENUM:
-        schema["enum"] = [*spec.choices, *([None] if nullable else [])]
-    elif kind is FieldKind.ENUM_SET:
-        schema["items"] = {"type": "string", "enum": list(spec.choices)}
-        schema["uniqueItems"] = True
-    elif kind is FieldKind.DATE:
-        schema["format"] = "date"
-        schema["pattern"] = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-    elif kind is FieldKind.PERIOD:
-        schema["pattern"] = "^[0-9]{4}-(0[1-9]|1[0-2])$"
-    elif kind is FieldKind.REF:
-        schema["format"] = "uuid"
-        schema["pattern"] = UUID_PATTERN
-    elif kind in (FieldKind.NIK, FieldKind.KK):
-        schema["pattern"] = "^[0-9]{16}$"
-    elif kind is FieldKind.REGION:
-        digits = LEVEL_DIGITS[spec.region_level] if spec.region_level else 10
-        schema["pattern"] = f"^[0-9]{{{digits}}}$"
-    if spec.choice_labels:
-        pairs = ", ".join(
-            f"{c} = {t}" for c, t in zip(spec.choices, spec.choice_labels, strict=True)
-        )
-        schema["description"] = pairs
-    return schema
 
 
 def _input_object(entity: EntitySchema, *, new: bool, with_id: bool = False) -> dict[str, Any]:
@@ -219,8 +158,7 @@ def _components() -> dict[str, Any]:
         title = name.title()
         schemas[f"{title}New"] = _input_object(entity, new=True)
         schemas[f"{title}Change"] = _input_object(entity, new=False)
-        values = {spec.name: field_schema(spec, output=True) for spec in entity.fields.values()}
-        schemas[f"{title}Values"] = {"type": "object", "properties": values}
+        schemas[f"{title}Values"] = values_schema(entity)
         schemas[f"{title}Record"] = _record(name)
         if name not in ("household", "member"):  # these two have bodies of their own
             schemas[f"{title}Page"] = _page(component(f"{title}Record"))
@@ -425,7 +363,7 @@ def build_document(routes: Iterable[Route]) -> dict[str, Any]:
         if route.api:
             paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
     return {
-        "openapi": "3.1.0",
+        "openapi": OPENAPI_VERSION,
         "info": {"title": "Puskesos edge API", "version": VERSION, "description": DESCRIPTION},
         "paths": paths,
         "components": {
