@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 ACTIVE = "active"
+#: The broker's TLS listener, where ``device add`` points a box unless told otherwise.
+BOX_BROKER_PORT = 8883
 #: Where ``device add`` tells the operator to put a box's broker password.
 BOX_PASSWORD_FILE = "/etc/puskesos/broker.password"
 REVOKED = "revoked"
@@ -342,6 +344,18 @@ def add_commands(commands: HubCommands) -> None:
     add.add_argument(
         "--broker-host", help="the broker's address as boxes reach it (default: [broker] host)"
     )
+    add.add_argument(
+        "--broker-port", type=int, default=BOX_BROKER_PORT,
+        help=f"its port for boxes (default: {BOX_BROKER_PORT}, the TLS listener)",
+    )  # fmt: skip
+    add.add_argument(
+        "--broker-ca-file", default="",
+        help="the district CA's certificate as the box keeps it (default: the system's CAs)",
+    )  # fmt: skip
+    add.add_argument(
+        "--no-broker-tls", dest="broker_tls", action="store_false",
+        help="boxes connect without TLS (a test bench; never over the internet)",
+    )  # fmt: skip
     commands.command("device list", _list, "every box with its sync state")
     revoke = commands.command(
         "device revoke", _revoke, "revoke a box (then run broker-config and reload)"
@@ -404,10 +418,14 @@ def _add(args: argparse.Namespace) -> int:
         lambda engine: add_device(engine, village=args.village, node=args.node, now_ms=_now_ms()),
     )
     assert region is not None  # add_device checked it
+    # What the box needs, not what the hub uses: workers reach the broker on its local
+    # plain listener, boxes over the internet on the TLS one.
     box_broker = replace(
         config.broker,
         host=args.broker_host or config.broker.host,
-        ca_file="",
+        port=args.broker_port,
+        tls=args.broker_tls,
+        ca_file=args.broker_ca_file if args.broker_tls else "",
         username=args.node,
         password_file=BOX_PASSWORD_FILE,
     )

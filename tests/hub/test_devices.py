@@ -392,6 +392,15 @@ def test_an_operator_enrols_lists_revokes_and_writes_the_broker_files(
     assert 'node = "edge-wanaherang-a"' in lines
     assert 'username = "edge-wanaherang-a"' in lines
     assert 'host = "mqtt.bogorkab.example"' in lines
+    # The box reaches the broker over the internet: TLS on its TLS listener, whatever the
+    # hub's own (local, plain) connection is.
+    assert "tls = true" in lines and "port = 8883" in lines
+
+    assert cli.main(["hub", "device", "add", "--config", str(config),
+                     "--village", DEFAULT_VILLAGE, "--node", "edge-wanaherang-b",
+                     "--broker-ca-file", "/etc/puskesos/district-ca.crt"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert 'ca_file = "/etc/puskesos/district-ca.crt"' in lines and "tls = true" in lines
 
     assert cli.main(["hub", "device", "add", "--config", str(config),
                      "--village", DEFAULT_VILLAGE, "--node", "edge-wanaherang-a"]) == 1  # fmt: skip
