@@ -28,6 +28,7 @@ from puskesos.webauth import csrf_token, hash_password, load_secret, valid_usern
 
 __all__ = [
     "APPROVERS",
+    "AUDITORS",
     "MIN_PASSWORD_LENGTH",
     "LoginResult",
     "Role",
@@ -61,6 +62,8 @@ class Role(StrEnum):
 
 #: Who may mark proposals agreed by the village deliberation or an SPTJM.
 APPROVERS = frozenset({Role.KEPALA_DESA, Role.ADMIN})
+#: Who reads the audit trail: the whole trail, and a person's data report.
+AUDITORS = frozenset({Role.ADMIN, Role.KEPALA_DESA})
 
 ROLE_LABELS = {
     Role.OPERATOR: "Operator desa",

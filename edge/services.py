@@ -26,6 +26,7 @@ from protocol.entities import (
     MEMBER,
     PROPOSAL,
     RECORD_ID_KEY,
+    REFERRAL,
     VISIT,
     VISIT_PROPOSALS,
 )
@@ -41,9 +42,11 @@ __all__ = [
     "NotFound",
     "Outcome",
     "PermissionDenied",
+    "PersonReport",
     "agree_proposals",
     "create_record",
     "period_of",
+    "person_report",
     "save_household",
     "update_record",
     "view_household",
@@ -489,6 +492,47 @@ async def view_household(store: Store, actor: Actor, household_id: str) -> House
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PersonReport:
+    """What the box holds about one person and how it was processed (UU 27/2022: a person
+    may ask): the member, the household, what hangs off them, and the audit trail."""
+
+    household: Record
+    member: Record
+    proposals: list[Record]
+    complaints: list[Record]
+    referrals: list[Record]
+    visits: list[Record]
+    #: Audit rows of the member and the household, and the searches that showed them.
+    trail: list[Any]
+
+
+async def person_report(
+    store: Store, actor: Actor, household_id: str, member_id: str
+) -> PersonReport:
+    """The data report of member ``member_id`` of household ``household_id`` (or
+    :class:`NotFound`), recorded in the audit trail as made by ``actor``."""
+    household = await store.get(household_id, "household")
+    member = await store.get(member_id, "member")
+    if household is None or member is None or member.get("household_id") != household_id:
+        raise NotFound(member_id)
+    await store.audit(
+        AuditEntry(actor.username, "pdp_report", "member", member_id, {}, actor.address)
+    )
+    referrals, _ = await store.list(
+        REFERRAL.name, where=[store.field_equals("member_id", member_id)], limit=200
+    )
+    return PersonReport(
+        household,
+        member,
+        await store.related("proposal", household_id),
+        await store.related("complaint", household_id),
+        referrals,
+        await store.related(VISIT.name, household_id),
+        await store.person_trail(member_id, household_id),
+    )
+
+
 async def view_record(store: Store, actor: Actor, entity: str, record_id: str) -> Record:
     """Read one record to show it in full, and record that ``actor`` saw it."""
     record = await store.get(record_id, entity)
@@ -525,18 +569,15 @@ async def find_records(
     of personal data)."""
     if entity == "household" and text.strip():
         needle = text.strip()
+        found, total = await store.search_households(needle, offset=offset, limit=limit)
         if needle.isdigit():
+            # The number masked (a trail is read by many), and whose data the answer showed:
+            # a person's data report lists the searches that found them.
+            detail = {"nik_or_kk": mask_number(needle), "shown": [r.id for r in found]}
             await store.audit(
-                AuditEntry(
-                    actor.username,
-                    "search",
-                    "household",
-                    None,
-                    {"nik_or_kk": mask_number(needle)},
-                    actor.address,
-                )
+                AuditEntry(actor.username, "search", "household", None, detail, actor.address)
             )
-        return await store.search_households(needle, offset=offset, limit=limit)
+        return found, total
     conditions = []
     for name, value in (filters or {}).items():
         if name in FILTERS.get(entity, ()) and value:

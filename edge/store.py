@@ -37,6 +37,8 @@ T = TypeVar("T")
 
 
 # Built once: these run on every save or page.
+#: Most audit rows a person's data report shows (a year of daily views is far below it).
+_TRAIL_LIMIT = 1000
 _GET_BY_ID = sa.select(db.records).where(db.records.c.id == sa.bindparam("id"))
 _GET_BY_ID_AND_ENTITY = _GET_BY_ID.where(db.records.c.entity == sa.bindparam("entity"))
 _ACTIVE_NIKS = sa.select(db.records.c.nik, db.records.c.id, db.records.c.household_id).where(
@@ -533,6 +535,26 @@ class Store:
             .where(db.audit.c.action == "login_failed")
         )
         return await self.read(lambda conn: conn.execute(query).scalar_one())
+
+    async def person_trail(self, member_id: str, household_id: str) -> list[Any]:
+        """The audit rows about one person, newest first: of the member's record and of its
+        household's (a household page shows every member), and the NIK/KK searches whose
+        answer showed that household."""
+        a = db.audit
+        shown = sa.func.json_each(a.c.detail, "$.shown").table_valued("value")
+        found = sa.select(sa.literal(1)).select_from(shown).where(shown.c.value == household_id)
+        query = (
+            sa.select(a)
+            .where(
+                sa.or_(
+                    a.c.record_id.in_((member_id, household_id)),
+                    sa.and_(a.c.action == "search", found.exists()),
+                )
+            )
+            .order_by(a.c.id.desc())
+            .limit(_TRAIL_LIMIT)
+        )
+        return list(await self.read(lambda conn: conn.execute(query).all()))
 
     async def audit_log(
         self,

@@ -354,6 +354,90 @@ async def household_changes(engine: AsyncEngine, household_id: str) -> Household
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PersonReport:
+    """What the hub holds about one person and who processed it (UU 27/2022)."""
+
+    village: str
+    name: str
+    #: (label, shown value) of every field, the member's and its household's.
+    member: tuple[tuple[str, str], ...]
+    household: tuple[tuple[str, str], ...]
+    decisions: tuple[Decision, ...]
+    #: Audit rows about the member or the household, and the API's bulk reads of the
+    #: village (each read every person of it), newest first.
+    trail: tuple[Any, ...]
+
+
+#: Most audit rows a person's data report shows.
+_TRAIL_LIMIT = 1000
+
+
+def _facts(entity: str, data: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    shown = []
+    for spec in ENTITIES[entity].field_list:
+        value = data.get(spec.name)
+        if isinstance(value, list):
+            text = ", ".join(spec.label_of(v) for v in value)
+        else:
+            text = spec.label_of(value)
+        shown.append((spec.label, text))
+    return tuple(shown)
+
+
+async def person_report(
+    engine: AsyncEngine, household_id: str, member_id: str
+) -> PersonReport | None:
+    """The data report of member ``member_id`` of household ``household_id``; ``None``
+    when there is no such member in that household."""
+    r, a = db.records, db.audit
+    async with db.reading(engine) as conn:
+        rows = {
+            row.entity: row
+            for row in await conn.execute(
+                sa.select(r).where(
+                    sa.or_(
+                        sa.and_(r.c.id == household_id, r.c.entity == "household"),
+                        sa.and_(
+                            r.c.id == member_id,
+                            r.c.entity == "member",
+                            r.c.household_id == household_id,
+                        ),
+                    )
+                )
+            )
+        }
+        if set(rows) != {"household", "member"}:
+            return None
+        village = rows["household"].village
+        trail = await conn.execute(
+            sa.select(a)
+            .where(
+                sa.or_(
+                    a.c.subject.in_((household_id, member_id)),
+                    sa.and_(a.c.action == "api.records", a.c.subject == village),
+                )
+            )
+            .order_by(a.c.id.desc())
+            .limit(_TRAIL_LIMIT)
+        )
+        trail_rows = tuple(trail.all())
+        d = db.decisions
+        decisions = await conn.execute(
+            sa.select(d).where(d.c.household_id == household_id).order_by(d.c.id.desc())
+        )
+        decision_rows = tuple(_decision(row) for row in decisions)
+    member = json.loads(rows["member"].data)
+    return PersonReport(
+        village=village,
+        name=str(member.get("name") or ""),
+        member=_facts("member", member),
+        household=_facts("household", json.loads(rows["household"].data)),
+        decisions=decision_rows,
+        trail=trail_rows,
+    )
+
+
 # --- deciding ----------------------------------------------------------------------------
 
 

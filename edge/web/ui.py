@@ -59,6 +59,7 @@ ACTION_LABELS = {
     "update": "Mengubah",
     "view": "Melihat data pribadi",
     "search": "Mencari NIK/KK",
+    "pdp_report": "Membuat laporan data pribadi",
     "confirm_warnings": "Menyimpan dengan peringatan",
     "login": "Masuk",
     "login_failed": "Gagal masuk",

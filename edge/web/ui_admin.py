@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from edge import auth, db
-from edge.auth import MIN_PASSWORD_LENGTH, ROLE_LABELS, Role
+from edge.auth import AUDITORS, MIN_PASSWORD_LENGTH, ROLE_LABELS, Role
 from edge.boxtime import SOFTWARE_DATE, confirm_today
 from edge.store import Store
 from edge.web.app import CONFIG, STORE, USER, render
@@ -23,7 +23,6 @@ __all__ = ["routes"]
 routes = RouteTable()
 
 ADMIN = frozenset({Role.ADMIN})
-AUDITORS = frozenset({Role.ADMIN, Role.KEPALA_DESA})
 #: The sync page lists at most this many records in conflict.
 CONFLICTS_SHOWN = 100
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")

@@ -9,6 +9,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from edge import services
+from edge.auth import AUDITORS
 from edge.records import Record
 from edge.web.app import CONFIG, STORE, actor, local_today, render
 from edge.web.forms import (
@@ -21,7 +22,7 @@ from edge.web.forms import (
     raw_from_values,
 )
 from edge.web.routing import ALL_ROLES, RouteTable
-from edge.web.ui import flash, page_number, pager_base, record_or_404
+from edge.web.ui import audit_rows, flash, page_number, pager_base, record_or_404
 from edge.web.ui_registry import missing_labels
 from protocol.changes import Value
 from protocol.entities import HOUSEHOLD, MEMBER
@@ -158,6 +159,29 @@ async def household_detail(request: web.Request) -> web.Response:
         civil_flagged=any(member.get("civil_flags") for member in view.members),
         household_fields=HOUSEHOLD.field_list,
         notice=flash(request),
+    )
+
+
+@routes.get(
+    "/rumah-tangga/{id}/anggota/{member}/data-pribadi", roles=AUDITORS,
+    summary="A person's data report: what the box holds about them and who processed it",
+)  # fmt: skip
+async def person_report(request: web.Request) -> web.Response:
+    try:
+        report = await services.person_report(
+            request.app[STORE], actor(request), request.match_info["id"],
+            request.match_info["member"],
+        )  # fmt: skip
+    except services.NotFound:
+        raise web.HTTPNotFound(text="Anggota keluarga tidak ditemukan.") from None
+    return render(
+        request,
+        "data_pribadi.html",
+        report=report,
+        member_fields=MEMBER.field_list,
+        household_fields=HOUSEHOLD.field_list,
+        trail=audit_rows(report.trail),
+        today=local_today(request),
     )
 
 

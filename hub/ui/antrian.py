@@ -7,6 +7,7 @@ from aiohttp import web
 
 from hub import audit, cycle, review
 from hub.roles import Role
+from hub.ui.audit import trail_entries
 from hub.ui.base import (
     CONFIG,
     READERS,
@@ -26,6 +27,8 @@ __all__ = ["routes"]
 routes = RouteTable()
 
 PAGE_SIZE = 50
+#: Who may print a person's data report: who reads the audit trail.
+REPORTERS = {Role.ADMIN, Role.LEADER}
 #: The page's buttons: decision code → its label.
 BUTTONS = {"disetujui": "Setujui", "ditolak": "Tolak", "periksa_lapangan": "Periksa lapangan"}
 FLASH = {
@@ -80,6 +83,25 @@ async def _detail(
 @routes.get("/antrian/{household_id}", roles=READERS)
 async def household(request: web.Request) -> web.Response:
     return await _detail(request, errors={}, form={})
+
+
+@routes.get("/antrian/{household_id}/anggota/{member_id}/data-pribadi", roles=REPORTERS)
+async def person_report(request: web.Request) -> web.Response:
+    """A person's data report: what the hub holds about them and who processed it."""
+    member_id = request.match_info["member_id"]
+    store = request.app[STORE]
+    report = await review.person_report(store.engine, request.match_info["household_id"], member_id)
+    if report is None:
+        raise web.HTTPNotFound(text="Anggota keluarga tidak ditemukan.")
+    async with store.engine.begin() as conn:
+        await audit.record(
+            conn, at_ms=store.wall(), actor=actor(request), action="person.report",
+            subject=member_id, detail={"village": report.village},
+        )  # fmt: skip
+    return render(
+        request, "data_pribadi.html", report=report, trail=trail_entries(report.trail),
+        household_id=request.match_info["household_id"], decisions=review.DECISIONS,
+    )  # fmt: skip
 
 
 @routes.post("/antrian/{household_id}", roles={Role.VERIFIER})

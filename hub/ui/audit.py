@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -11,7 +13,7 @@ from hub import db
 from hub.roles import Role
 from hub.ui.base import STORE, RouteTable, page_number, render
 
-__all__ = ["ACTION_LABELS", "routes"]
+__all__ = ["ACTION_LABELS", "routes", "trail_entries"]
 
 routes = RouteTable()
 
@@ -37,7 +39,25 @@ ACTION_LABELS = {
     "cycle.sign": "Menandatangani periode",
     "cycle.forward": "Meneruskan ke pusat",
     "cycle.publish": "Mengimpor hasil pusat",
+    "person.report": "Membuat laporan data pribadi",
+    "api.records": "Membaca data desa lewat API",
+    "api.record": "Membaca satu data lewat API",
+    "api.conflicts": "Membaca daftar konflik lewat API",
 }
+
+
+def trail_entries(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """Audit rows as a page shows them: the action in words, the detail parsed."""
+    return [
+        {
+            "at_ms": row.at_ms,
+            "actor": row.actor,
+            "action": ACTION_LABELS.get(row.action, row.action),
+            "subject": row.subject,
+            "detail": json.loads(row.detail or "{}"),
+        }
+        for row in rows
+    ]
 
 
 @routes.get("/audit", roles={Role.ADMIN, Role.LEADER})
@@ -52,17 +72,8 @@ async def jejak(request: web.Request) -> web.Response:
     )
     async with db.reading(request.app[STORE].engine) as conn:
         rows = (await conn.execute(query)).all()
-    entries = [
-        {
-            "at_ms": row.at_ms,
-            "actor": row.actor,
-            "action": ACTION_LABELS.get(row.action, row.action),
-            "subject": row.subject,
-            "detail": json.loads(row.detail or "{}"),
-        }
-        for row in rows[:PAGE_SIZE]
-    ]
     return render(
-        request, "audit.html", entries=entries, page=page, has_next=len(rows) > PAGE_SIZE,
+        request, "audit.html", entries=trail_entries(rows[:PAGE_SIZE]), page=page,
+        has_next=len(rows) > PAGE_SIZE,
         base="/audit?",
     )  # fmt: skip
