@@ -204,6 +204,7 @@ class District:
             "edge_broker_host": "127.0.0.1",
             "edge_broker_port": self.broker_port,
             "edge_broker_ca_cert": ca_cert,
+            "edge_tls_ca_dir": str(self.ca_dir),
             "edge_listen_host": "127.0.0.1",
             "edge_settings": {"sync": {"ack_timeout_s": 3, "backoff_min_s": 1, "backoff_max_s": 2}},
         }

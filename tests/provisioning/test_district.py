@@ -86,7 +86,7 @@ def start_box(district: District, host: str) -> Box:
         district.unit(host, "puskesos-edge.service"),
         district.machine(host) / "edge.log",
         edge.listen_port,
-        tls=(edge.tls_port, edge.path(edge.tls_cert)),
+        tls=(edge.tls_port, district.ca_dir / "ca.crt"),  # the district CA signed it
     )
     district.services.append(service)
     service.start(healthy=True)
@@ -168,9 +168,16 @@ def test_site_installs_the_release_and_renders_hub_broker_and_boxes(district: Di
             district.broker_port, True, True
         )  # fmt: skip
         assert edge.sync.ack_timeout_s == 3  # edge_settings reach the file
-        # HTTPS from the start: the certificate is made with the database, its key private.
-        assert edge.tls and edge.path(edge.tls_cert).exists()
+        # HTTPS from the start, with a certificate the district CA signed for the box's
+        # address; its key private to the box.
+        assert edge.tls
         assert stat.S_IMODE(edge.path(edge.tls_key).stat().st_mode) == 0o600
+        signed = subprocess.run(
+            ["openssl", "verify", "-CAfile", str(district.ca_dir / "ca.crt"), "-verify_ip",
+             "127.0.0.1", str(edge.path(edge.tls_cert))],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert signed.returncode == 0, signed.stdout + signed.stderr
         password = district.machine(host) / "etc/puskesos/broker.password"
         assert stat.S_IMODE(password.stat().st_mode) == 0o640
         with sqlite3.connect(edge.database_path) as db:
@@ -251,8 +258,8 @@ def test_one_box_s_password_knocks_neither_another_box_nor_the_hub_off(
 ) -> None:
     box, hub = running.box, running.hub
     wait_for(lambda: box.api("/api/v1/sync/status")["connected"], 60, "the box to be connected")
-    counters = [(box.service.url, "puskesos_edge_sync_disconnects_total"),
-                (hub.service.url, "puskesos_hub_broker_disconnects_total")]  # fmt: skip
+    counters = [(box.service.plain_url, "puskesos_edge_sync_disconnects_total"),
+                (hub.service.plain_url, "puskesos_hub_broker_disconnects_total")]  # fmt: skip
     before = [disconnects(*counter) for counter in counters]
     node = district.boxes["desa-b"]["edge_node"]
     password = (district.machine("desa-b") / "etc/puskesos/broker.password").read_text().strip()
