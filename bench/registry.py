@@ -8,7 +8,8 @@ asserts nothing. For each database:
 
 a. import of a generated CSV extract (N households of 4 members, in V villages, one
    combined file) with ``puskesos hub registry import``: wall time, rows/s, records/s and
-   the peak RSS of the importing process;
+   the peak RSS of the importing process and its worker processes together (``--import-only``:
+   this step alone);
 b. the downlink of one village to a new box: down batches packed by the hub for a box of
    that village, bytes per record and in total (what a 2G modem would carry);
 c. re-import of the unchanged extract: wall time, and the downlink bytes it causes (goal 0);
@@ -43,11 +44,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import csv
 import json
 import re
-import resource
 import sqlite3
 import statistics
 import subprocess
@@ -115,16 +116,43 @@ def write_extract(path: Path, households: int, villages: list[str], *, first: in
 
 
 def run_import(config: Path, extract: Path) -> tuple[float, float, str]:
-    """Seconds, peak RSS (MB) of the import process, and its summary line."""
+    """Seconds, peak RSS (MB) of the import process and its worker processes together
+    (sampled every 0.2 s), and its summary line."""
     started = time.monotonic()
-    result = subprocess.run(
+    process = subprocess.Popen(
         [sys.executable, "-m", "puskesos", "hub", "registry", "import", str(extract),
          "--config", str(config)],
-        capture_output=True, text=True, check=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    peak = 0
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        output = pool.submit(process.communicate)
+        while process.poll() is None:
+            peak = max(peak, tree_rss_kb(process.pid))
+            time.sleep(0.2)
+        stdout, stderr = output.result()
     seconds = time.monotonic() - started
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return seconds, rss, result.stdout.splitlines()[0]
+    if process.returncode:
+        raise SystemExit(f"import failed:\n{stderr}")
+    return seconds, peak / 1024, stdout.splitlines()[0]
+
+
+def tree_rss_kb(pid: int) -> int:
+    """The resident memory of ``pid`` and its descendants, in kB (Linux ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
 
 
 async def downlink_bytes(url: str, village: str, node: str, *, enrol: bool) -> list[bytes]:
@@ -169,8 +197,11 @@ def measure(
     seconds, rss, line = run_import(config, extract)
     records = rows + rows // 4
     print(f"  [{label}] a. import: {seconds:.1f} s, {rows / seconds:,.0f} rows/s, "
-          f"{records / seconds:,.0f} records/s, peak RSS {rss:.0f} MB")  # fmt: skip
+          f"{records / seconds:,.0f} records/s, "
+          f"peak RSS {rss:.0f} MB (with its workers)")  # fmt: skip
     print(f"           {line}")
+    if args.import_only:
+        return []
     real = load_config(config).url
     payloads = asyncio.run(downlink_bytes(real, village, "edge-bench-a", enrol=True))
     size = sum(map(len, payloads))
@@ -404,6 +435,7 @@ def main() -> None:
         "--link-households", type=int, default=None, help="village size of e (0: skip e)"
     )
     parser.add_argument("--link-kbit", type=int, default=40, help="link speed of e")
+    parser.add_argument("--import-only", action="store_true", help="step a only")
     args = parser.parse_args()
     if args.link_households is None:
         args.link_households = -(-args.households // args.villages)
@@ -424,7 +456,8 @@ def main() -> None:
                 measure("postgresql", url, folder, extract, rows, args)
             finally:
                 drop_postgres(database)
-        box_apply_rate(folder, payloads, args.runs)
+        if not args.import_only:
+            box_apply_rate(folder, payloads, args.runs)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 Rows are read one at a time (:mod:`hub.registry_files`), turned into households and
 members and checked (:mod:`protocol.registry`; in worker processes for a large extract,
-:mod:`hub.registry_checks`), and written in chunks, one transaction per village and chunk,
-as versions of the writer :data:`REGISTRY_NODE`. ``registry_rows``
+:mod:`hub.registry_checks`), and written in chunks as versions of the writer
+:data:`REGISTRY_NODE`: a chunk's households in one transaction, then its members in
+another, whatever villages they are of (their locks taken in code order). Records the
+hub does not hold yet are inserted in bulk with the rows merging them would give
+(:meth:`hub.store.HubStore.insert_new`); known ones are merged. ``registry_rows``
 links each extract id to its record and keeps the values last imported, so that a
 re-import writes only what changed and a field a box changed since is a conflict, not an
 overwrite. Imported records reach the boxes through the ordinary downlink.
@@ -25,11 +28,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub import audit, db
+from hub.record_rows import NewRecord, insert_rows
 from hub.registry_checks import CheckedRow, CheckedRows, default_workers
 from hub.store import HubStore
 from protocol.changes import Change, FieldVersion
 from protocol.entities import HOUSEHOLD, MEMBER
 from protocol.ids import uuid7
+from protocol.jsonform import load_state
 from protocol.merge import Frontier, values
 from protocol.registry import ImportIssues, Layout, RowIssue, RowPart
 
@@ -38,8 +43,12 @@ __all__ = ["REGISTRY_NODE", "ImportSummary", "Report", "import_files"]
 #: The writer of every imported version: a hub-side node of its own, so the import's own
 #: history of a field can be told from what boxes and the district wrote.
 REGISTRY_NODE = "registry"
-#: Records per transaction (per village).
+#: Parts (a household or a member) per chunk; a chunk's households and its members are
+#: each written in one transaction, whatever villages they are of.
 CHUNK = 2000
+#: Records the hub does not hold yet are inserted in bulk (``HubStore.insert_new``)
+#: instead of merged one by one: the same rows (tests compare the two ways).
+BULK_NEW = True
 
 
 @dataclass
@@ -217,15 +226,18 @@ async def _analyze_as_it_grows(run: _Import) -> None:
 
 
 async def _flush(run: _Import, pending: list[_Pending]) -> None:
-    """Write a chunk: its households first (members link to them), then its members."""
+    """Write a chunk: its households first (members link to them), then its members, each
+    in one transaction for all their villages."""
     households = [p for p in pending if p.part.entity == HOUSEHOLD.name]
     members = [p for p in pending if p.part.entity == MEMBER.name]
-    for village, group in _by_village(households, lambda p: str(p.part.values["village_code"])):
-        await _write(run, village, HOUSEHOLD.name, group)
+    if households:
+        village_of = lambda p: str(p.part.values["village_code"])  # noqa: E731
+        await _write(run, HOUSEHOLD.name, _by_village(households, village_of))
     if members:
         members = await _link_members(run, members)
-        for village, group in _by_village(members, lambda p: str(p.part.values["_village"])):
-            await _write(run, village, MEMBER.name, group)
+        groups = _by_village(members, lambda p: str(p.part.values["_village"]))
+        if groups:
+            await _write(run, MEMBER.name, groups)
     run.settle_rows()
 
 
@@ -273,71 +285,117 @@ async def _link_members(run: _Import, members: list[_Pending]) -> list[_Pending]
     return linked
 
 
-async def _write(run: _Import, village: str, entity: str, group: list[_Pending]) -> None:
-    """One village's records of a chunk, in one transaction (see the module docstring)."""
-    store, rr = run.store, db.registry_rows
-    run.seen.add((village, entity))
+async def _write(run: _Import, entity: str, groups: list[tuple[str, list[_Pending]]]) -> None:
+    """The records of a chunk, by village, in one transaction (see the module docstring).
+    Records the hub does not hold yet are inserted in bulk (:meth:`HubStore.insert_new`);
+    the others are merged."""
+    store = run.store
     async with store.engine.begin() as conn:
-        log_seq = await store.lock_village(conn, village)
-        ids = [p.part.registry_id for p in group]
-        links = {
-            row.registry_id: row
-            for row in await conn.execute(
-                sa.select(rr).where(rr.c.entity == entity, store.among(rr.c.registry_id, ids))
-            )
+        heads = await store.lock_villages(conn, [village for village, _ in groups])
+        ids = [p.part.registry_id for _, group in groups for p in group]
+        links = await _links(store, conn, entity, ids)
+        given = [p.part.record_id for _, group in groups for p in group if p.part.record_id]
+        stored = await _stored(store, conn, given)
+        plans = {
+            village: _plan(run, entity, village, group, links, stored) for village, group in groups
         }
-        plans: list[_Plan] = []
-        taken: dict[str, dict[str, object]] = {}
-        stored = await _stored(store, conn, [p.part.record_id for p in group if p.part.record_id])
-        for item in group:
-            part = item.part
-            imported = {k: v for k, v in part.values.items() if not k.startswith("_")}
-            if part.registry_id in taken:  # twice in this chunk
-                _twice(run, item, taken[part.registry_id], imported)
+        known = [
+            plan.record_id for ps in plans.values() for plan in ps if plan.changed and plan.exists
+        ]
+        states = await _states(store, conn, known)
+        frontiers = [v for state in states.values() for f in state.values() for v in f]
+        stamp = await store.stamp(conn, tuple(frontiers), node=REGISTRY_NODE)
+        new: dict[str, list[NewRecord]] = {}
+        changes: dict[str, list[Change]] = {}
+        written: set[str] = set()
+        for village, village_plans in plans.items():
+            run.seen.add((village, entity))
+            new[village], changes[village], made = _changes(
+                run, entity, village, village_plans, states, stamp
+            )
+            written |= made
+        now = store.wall()
+        fresh = [record.record_id for group in new.values() for record in group]
+        if BULK_NEW and len(set(fresh)) == len(fresh):
+            heads = await store.insert_new(
+                conn, heads, new, stamp=stamp, node=REGISTRY_NODE, now=now
+            )
+        else:  # the same records, merged one by one (an id the file gives twice: merged)
+            changes = {v: _created(new[v], v, stamp) + group for v, group in changes.items()}
+        for village, group in changes.items():
+            if not group:
                 continue
-            link = links.get(part.registry_id)
-            if link is not None and link.village != village:
-                column = _village_column(run.layout, part)
-                run.refuse(item.where, ImportIssues.moved(column, part.registry_id, link.village))
-                continue
-            before = json.loads(link.imported) if link is not None else {}
-            if link is not None and link.import_id == run.import_id:
-                _twice(run, item, before, imported)
-                continue
-            if link is not None:
-                record_id = link.record_id
-            elif part.record_id in stored and stored[part.record_id] != (entity, village):
-                issue = ImportIssues.record_taken(run.layout.record_id, part.record_id)
-                run.refuse(item.where, issue)
-                continue
-            else:
-                record_id = part.record_id or uuid7(store.wall())
-            taken[part.registry_id] = imported
-            changed = {k: v for k, v in imported.items() if before.get(k) != v}
-            exists = link is not None or record_id in stored
-            plans.append(_Plan(item, record_id, imported, changed, exists))
-        changes, written = await _changes(run, conn, entity, village, plans)
-        if changes:
             log_seq, conflicts = await store.merge_changes(
-                conn, village, changes, log_seq, store.wall(), by=REGISTRY_NODE, review=False
+                conn, village, group, heads[village][0], now, by=REGISTRY_NODE, review=False
             )
             run.summary.conflicts += conflicts
             await conn.execute(
                 db.villages.update().where(db.villages.c.code == village).values(log_seq=log_seq)
             )
-        await _save_links(conn, run, entity, village, plans, links)
-        for plan in plans:
-            item, record_id = plan.item, plan.record_id
-            if record_id in written:
-                run.note(item.where, "written")
-                run.summary.villages[village] += 1
-            for warning in item.warnings:
-                run.report.add(item.where, warning)
-            if item.warnings:
-                await audit.record(
-                    conn, at_ms=store.wall(), actor=REGISTRY_NODE, action="registry.warning",
-                    subject=record_id, detail={"codes": [w.code for w in item.warnings]},
-                )  # fmt: skip
+        await _save_links(conn, run, entity, plans, links)
+        for village, ps in plans.items():
+            for plan in ps:
+                item, record_id = plan.item, plan.record_id
+                if record_id in written:
+                    run.note(item.where, "written")
+                    run.summary.villages[village] += 1
+                for warning in item.warnings:
+                    run.report.add(item.where, warning)
+                if item.warnings:
+                    await audit.record(
+                        conn, at_ms=store.wall(), actor=REGISTRY_NODE, action="registry.warning",
+                        subject=record_id, detail={"codes": [w.code for w in item.warnings]},
+                    )  # fmt: skip
+
+
+def _plan(
+    run: _Import,
+    entity: str,
+    village: str,
+    group: list[_Pending],
+    links: dict[str, Any],
+    stored: dict[str, tuple[str, str]],
+) -> list[_Plan]:
+    """What to do with each of a village's parts: refused (reported), met before in this
+    import, or a plan; the records the hub does not hold yet first (so that they get the
+    first ``log_seq`` numbers, whichever way they are written)."""
+    plans: list[_Plan] = []
+    taken: dict[str, tuple[RowPart, dict[str, object]]] = {}
+    for item in group:
+        part = item.part
+        if part.registry_id in taken:  # twice in this chunk
+            first, first_values = taken[part.registry_id]
+            if part is not first:  # not a household read once for all its members' rows
+                _twice(run, item, first_values, _imported(part))
+            continue
+        imported = _imported(part)
+        link = links.get(part.registry_id)
+        if link is not None and link.village != village:
+            column = _village_column(run.layout, part)
+            run.refuse(item.where, ImportIssues.moved(column, part.registry_id, link.village))
+            continue
+        before = json.loads(link.imported) if link is not None else {}
+        if link is not None and link.import_id == run.import_id:
+            _twice(run, item, before, imported)
+            continue
+        if link is not None:
+            record_id = link.record_id
+        elif part.record_id in stored and stored[part.record_id] != (entity, village):
+            issue = ImportIssues.record_taken(run.layout.record_id, part.record_id)
+            run.refuse(item.where, issue)
+            continue
+        else:
+            record_id = part.record_id or uuid7(run.store.wall())
+        taken[part.registry_id] = (part, imported)
+        changed = {k: v for k, v in imported.items() if before.get(k) != v}
+        exists = link is not None or record_id in stored
+        plans.append(_Plan(item, record_id, imported, changed, exists))
+    return sorted(plans, key=lambda plan: plan.exists)
+
+
+def _imported(part: RowPart) -> dict[str, object]:
+    """The values of ``part`` that an import writes (and keeps in ``registry_rows``)."""
+    return {k: v for k, v in part.values.items() if not k.startswith("_")}
 
 
 def _village_column(layout: Layout, part: RowPart) -> str:
@@ -356,46 +414,54 @@ def _twice(
         run.refuse(item.where, ImportIssues.twice(column, item.part.registry_id))
 
 
-async def _changes(
+def _changes(
     run: _Import,
-    conn: AsyncConnection,
     entity: str,
     village: str,
     plans: list[_Plan],
-) -> tuple[list[Change], set[str]]:
-    """The versions to write: every field of a new record; of a known one, each field
-    whose extract value changed since the last import and differs from what the record
-    shows, ``seen`` being the import's own last version of that field (so a box's later
-    edit stays concurrent: a conflict when the values differ)."""
-    known = [plan.record_id for plan in plans if plan.changed and plan.exists]
-    states = await _states(run.store, conn, known)
-    frontiers = [v for state in states.values() for f in state.values() for v in f]
-    stamp = await run.store.stamp(conn, tuple(frontiers), node=REGISTRY_NODE)
+    states: dict[str, dict[str, Frontier]],
+    stamp: int,
+) -> tuple[list[NewRecord], list[Change], set[str]]:
+    """What to write: the records to create, with every field; of a known one, the
+    versions of each field whose extract value changed since the last import and differs
+    from what the record shows, ``seen`` being the import's own last version of that
+    field (so a box's later edit stays concurrent: a conflict when the values differ).
+    Returns those new records, the changes of known ones and the ids of both."""
+    new: list[NewRecord] = []
     changes: list[Change] = []
     written: set[str] = set()
     for plan in plans:
         record_id = plan.record_id
         changed = {**plan.changed, "registry_id": plan.item.part.registry_id}
-        state = states.get(record_id)
         if not plan.exists:
-            fields = changed
-            versions = {n: FieldVersion(v, stamp, REGISTRY_NODE, ()) for n, v in fields.items()}  # type: ignore[arg-type]
+            new.append(NewRecord(entity, record_id, changed))  # type: ignore[arg-type]
             run.summary.created += 1
-        else:
-            if state is None:
-                continue
-            shown = values(state)
-            versions = {
-                name: FieldVersion(value, stamp, REGISTRY_NODE, _seen(state.get(name, ())))  # type: ignore[arg-type]
-                for name, value in changed.items()
-                if shown.get(name) != value
-            }
-            if not versions:
-                continue
-            run.summary.updated += 1
+            written.add(record_id)
+            continue
+        state = states.get(record_id)
+        if state is None:
+            continue
+        shown = values(state)
+        versions = {
+            name: FieldVersion(value, stamp, REGISTRY_NODE, _seen(state.get(name, ())))  # type: ignore[arg-type]
+            for name, value in changed.items()
+            if shown.get(name) != value
+        }
+        if not versions:
+            continue
+        run.summary.updated += 1
         changes.append(Change(entity, record_id, village, REGISTRY_NODE, versions))
         written.add(record_id)
-    return changes, written
+    return new, changes, written
+
+
+def _created(new: list[NewRecord], village: str, stamp: int) -> list[Change]:
+    """New records as the changes that create them (every field a first version)."""
+    made = []
+    for entity, record_id, fields in new:
+        versions = {name: FieldVersion(v, stamp, REGISTRY_NODE) for name, v in fields.items()}
+        made.append(Change(entity, record_id, village, REGISTRY_NODE, versions))
+    return made
 
 
 def _seen(frontier: Frontier) -> tuple[tuple[str, int], ...]:
@@ -405,52 +471,75 @@ def _seen(frontier: Frontier) -> tuple[tuple[str, int], ...]:
     return ((REGISTRY_NODE, max(times)),) if times else ()
 
 
+#: Ids per ``IN`` list (SQLite binds each as a parameter).
+_IDS_PER_QUERY = 2000
+
+
+async def _select_among(
+    conn: AsyncConnection, query: Callable[[Sequence[str]], sa.Select[Any]], ids: Sequence[str]
+) -> list[Any]:
+    """The rows of ``query(some ids)`` for all ``ids``, a bounded list at a time."""
+    rows: list[Any] = []
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        rows += (await conn.execute(query(ids[start : start + _IDS_PER_QUERY]))).all()
+    return rows
+
+
+async def _links(
+    store: HubStore, conn: AsyncConnection, entity: str, ids: list[str]
+) -> dict[str, Any]:
+    """The ``registry_rows`` of ``ids`` (extract ids of ``entity``) that exist."""
+    rr = db.registry_rows
+
+    def query(some: Sequence[str]) -> sa.Select[Any]:
+        return sa.select(rr).where(rr.c.entity == entity, store.among(rr.c.registry_id, some))
+
+    return {row.registry_id: row for row in await _select_among(conn, query, ids)}
+
+
 async def _stored(
     store: HubStore, conn: AsyncConnection, ids: list[str]
 ) -> dict[str, tuple[str, str]]:
     """The records already stored under ids the file gives: id → (entity, village)."""
-    if not ids:
-        return {}
     r = db.records
-    query = sa.select(r.c.id, r.c.entity, r.c.village).where(store.among(r.c.id, ids))
-    return {row.id: (row.entity, row.village) for row in await conn.execute(query)}
+
+    def query(some: Sequence[str]) -> sa.Select[Any]:
+        return sa.select(r.c.id, r.c.entity, r.c.village).where(store.among(r.c.id, some))
+
+    rows = await _select_among(conn, query, ids)
+    return {row.id: (row.entity, row.village) for row in rows}
 
 
 async def _states(
     store: HubStore, conn: AsyncConnection, ids: list[str]
 ) -> dict[str, dict[str, Frontier]]:
-    from protocol.jsonform import load_state
-
-    if not ids:
-        return {}
     r = db.records
-    rows = await conn.execute(sa.select(r.c.id, r.c.state).where(store.among(r.c.id, ids)))
-    return {row.id: load_state(row.state) for row in rows}
+
+    def query(some: Sequence[str]) -> sa.Select[Any]:
+        return sa.select(r.c.id, r.c.state).where(store.among(r.c.id, some))
+
+    return {row.id: load_state(row.state) for row in await _select_among(conn, query, ids)}
 
 
 async def _save_links(
     conn: AsyncConnection,
     run: _Import,
     entity: str,
-    village: str,
-    plans: list[_Plan],
+    plans: dict[str, list[_Plan]],
     links: dict[str, Any],
 ) -> None:
     rr = db.registry_rows
-    inserts, updates = [], []
-    for plan in plans:
-        record_id, imported = plan.record_id, plan.imported
-        document = json.dumps(imported, ensure_ascii=False, sort_keys=True)
-        registry_id = plan.item.part.registry_id
-        if registry_id in links:
-            updates.append({"b_id": registry_id, "imported": document})
-        else:
-            inserts.append(
-                {
-                    "entity": entity, "registry_id": registry_id, "record_id": record_id,
-                    "village": village, "imported": document, "import_id": run.import_id,
-                }
-            )  # fmt: skip
+    inserts: list[tuple[Any, ...]] = []
+    updates: list[dict[str, Any]] = []
+    for village, village_plans in plans.items():
+        for plan in village_plans:
+            document = json.dumps(plan.imported, ensure_ascii=False, sort_keys=True)
+            registry_id = plan.item.part.registry_id
+            if registry_id in links:
+                updates.append({"b_id": registry_id, "imported": document})
+            else:
+                row = (entity, registry_id, plan.record_id, village, document, run.import_id, False)
+                inserts.append(row)
     if updates:
         await conn.execute(
             rr.update()
@@ -458,8 +547,18 @@ async def _save_links(
             .values(imported=sa.bindparam("imported"), import_id=run.import_id, missing=False),
             updates,
         )
-    if inserts:
-        await conn.execute(rr.insert(), inserts)
+    await insert_rows(conn, rr, _LINK_COLUMNS, inserts)
+
+
+_LINK_COLUMNS = (
+    "entity",
+    "registry_id",
+    "record_id",
+    "village",
+    "imported",
+    "import_id",
+    "missing",
+)
 
 
 async def _flag_missing(store: HubStore, import_id: int, seen: set[tuple[str, str]]) -> int:

@@ -23,16 +23,16 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub import audit, db
+from hub.record_rows import COLUMNS, NewRecord, insert_rows, new_record_rows, record_row
 from protocol.changes import Ack, Batch, Change, Direction, FieldVersion, Value
 from protocol.clock import COUNTER_BITS, HybridClock
 from protocol.delivery import AppliedSeqs
-from protocol.digest import from_signed, record_digest, to_signed
-from protocol.entities import ENTITIES, household_of, shown_status
+from protocol.digest import from_signed, to_signed
+from protocol.entities import ENTITIES
 from protocol.errors import Reason
-from protocol.jsonform import dump_state, load_state
-from protocol.merge import Frontier, RecordState, merge, open_conflicts, seen_of, values
-from protocol.registry import lacking
-from protocol.schema import TOMBSTONE_FIELD, wire_value_error
+from protocol.jsonform import load_state
+from protocol.merge import Frontier, merge, seen_of, values
+from protocol.schema import wire_value_error
 from protocol.status import Status
 from protocol.telemetry import Telemetry, encode_telemetry
 
@@ -130,6 +130,77 @@ class HubStore:
             sa.select(db.villages.c.log_seq).where(db.villages.c.code == village).with_for_update()
         )
         return int((await conn.execute(query)).scalar_one())
+
+    async def lock_villages(
+        self, conn: AsyncConnection, villages: Sequence[str]
+    ) -> dict[str, tuple[int, int, int]]:
+        """Take the write locks of several villages (creating their rows), in code order so
+        that two such writers wait for each other instead of deadlocking; returns each
+        village's ``log_seq``, digest (unsigned) and record count."""
+        codes = sorted(set(villages))
+        if not codes:
+            return {}
+        v = db.villages
+        await conn.execute(
+            self._insert(v).on_conflict_do_nothing(), [{"code": c, "log_seq": 0} for c in codes]
+        )
+        heads: dict[str, tuple[int, int, int]] = {}
+        for start in range(0, len(codes), 2000):
+            query = (
+                sa.select(v.c.code, v.c.log_seq, v.c.digest, v.c.records)
+                .where(self.among(v.c.code, codes[start : start + 2000]))
+                .order_by(v.c.code)
+                .with_for_update()
+            )
+            for row in await conn.execute(query):
+                heads[row.code] = (int(row.log_seq), from_signed(row.digest), int(row.records))
+        return heads
+
+    async def insert_new(
+        self,
+        conn: AsyncConnection,
+        heads: Mapping[str, tuple[int, int, int]],
+        records: Mapping[str, Sequence[NewRecord]],
+        *,
+        stamp: int,
+        node: str,
+        now: int,
+    ) -> dict[str, tuple[int, int, int]]:
+        """Insert records the hub does not hold yet (``records`` by village, distinct ids,
+        none stored), every field a version of ``node`` at ``stamp``, in one statement:
+        the rows, ``log_seq`` numbering and digest fold that :meth:`merge_changes` gives
+        them (``review=False``). The caller holds the villages' locks (``heads`` from
+        :meth:`lock_villages`); returns the villages' heads moved on."""
+        rows: list[tuple[Any, ...]] = []
+        moved = dict(heads)
+        for village, group in records.items():
+            if not group:
+                continue
+            log_seq, digest, count = heads[village]
+            made, log_seq, delta = new_record_rows(
+                group, village, log_seq, stamp=stamp, node=node, now=now
+            )
+            rows += made
+            moved[village] = (log_seq, digest ^ delta, count + len(made))
+        await insert_rows(conn, db.records, COLUMNS, rows)
+        updates = [
+            {"b_code": village, "log_seq": log_seq, "digest": to_signed(digest), "records": count}
+            for village, (log_seq, digest, count) in moved.items()
+            if moved[village] != heads[village]
+        ]
+        if updates:
+            v = db.villages
+            await conn.execute(
+                v.update()
+                .where(v.c.code == sa.bindparam("b_code"))
+                .values(
+                    log_seq=sa.bindparam("log_seq"),
+                    digest=sa.bindparam("digest"),
+                    records=sa.bindparam("records"),
+                ),
+                updates,
+            )
+        return moved
 
     def among(self, column: sa.ColumnElement[str], values: Sequence[str]) -> Any:
         """``column IN values``; on PostgreSQL as ``= ANY(array)``: one parameter instead of
@@ -344,28 +415,13 @@ class HubStore:
         delta, added, village = 0, 0, ""
         for record_id, row in working.items():
             log_seq += 1
-            shown = values(row["state"])
-            digest = record_digest(row["entity"], record_id, row["state"])
+            full, digest = record_row(
+                row["entity"], record_id, row["village"], row["state"],
+                log_seq=log_seq, now=now, pending=bool(row.get("pending")),
+            )  # fmt: skip
             delta ^= digest ^ row.get("digest", 0)
             added += bool(row.get("is_new"))
             village = row["village"]
-            full = {
-                "entity": row["entity"],
-                "village": row["village"],
-                "household_id": household_of(row["entity"], record_id, shown),
-                "state": dump_state(row["state"]),
-                "data": json.dumps(shown, separators=(",", ":"), ensure_ascii=False),
-                "deleted": shown.get(TOMBSTONE_FIELD) is True,
-                "conflicts": len(open_conflicts(row["state"])),
-                "log_seq": log_seq,
-                "writers": _writers_of(row["state"]),
-                "updated_ms": now,
-                "pending": bool(row.get("pending")),
-                "nik": _active_nik(row["entity"], shown),
-                "digest": to_signed(digest),
-                "status": shown_status(row["entity"], shown),
-                "lacking": lacking(row["entity"], shown),
-            }
             if row.get("is_new"):
                 inserts.append({"id": record_id, "created_ms": row["created_ms"], **full})
             else:
@@ -760,14 +816,6 @@ def known_schema(reported: str | None) -> int:
     return int(json.loads(reported).get("schema", 1))
 
 
-def _active_nik(entity: str, shown: Mapping[str, Any]) -> str | None:
-    """The NIK an active member holds (duplicates are found by it); ``None`` otherwise."""
-    if entity != "member" or shown.get("status") != "aktif" or shown.get(TOMBSTONE_FIELD):
-        return None
-    nik = shown.get("nik")
-    return nik if isinstance(nik, str) else None
-
-
 def _down_applied(device: Any, box_watermark: int) -> AppliedSeqs:
     """What ``device`` has applied of its down stream: the hub's record of its acks, raised
     to the contiguous watermark the box itself reports (an ack or a status carries it). A
@@ -776,12 +824,6 @@ def _down_applied(device: Any, box_watermark: int) -> AppliedSeqs:
     known = AppliedSeqs.from_state(device.down_watermark, json.loads(device.down_above))
     reported = min(box_watermark, device.down_seq)
     return AppliedSeqs.from_state(max(known.watermark, reported), known.above)
-
-
-def _writers_of(state: RecordState) -> str:
-    """The nodes whose versions a record's state holds, sorted and comma-separated (the
-    downlink skips a record for a box that wrote all of it)."""
-    return ",".join(sorted({v.node for frontier in state.values() for v in frontier}))
 
 
 def _still_conflicting(frontier: Frontier) -> bool:
