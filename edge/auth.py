@@ -34,6 +34,7 @@ __all__ = [
     "Role",
     "User",
     "authenticate",
+    "check_own_password",
     "create_api_token",
     "create_session",
     "create_user",
@@ -181,6 +182,29 @@ async def authenticate(store: Store, username: str, password: str, address: str)
         actor = account.username
     await store.audit(AuditEntry(actor, "login_failed", detail=detail, address=address))
     return LoginResult(None, refused_ms=failure.refused_ms)
+
+
+async def check_own_password(store: Store, user: User, password: str, address: str) -> int:
+    """Whether ``user``'s current password is ``password`` before they change it: 0 when it
+    is; else how long (ms) they are refused from ``address``, or -1 for a wrong password,
+    which is counted and audited like a failed sign-in."""
+    now = store.now_ms()
+    gate = _throttle(store.config)
+    refused = await store.read(lambda conn: gate.refused_ms(conn, user.username, address, now))
+    if refused:
+        await webauth.verify_nobody(password)
+        return refused
+    query = sa.select(db.users.c.password_hash).where(db.users.c.id == user.id)
+    stored = await store.read(lambda conn: conn.execute(query).scalar_one())
+    if await webauth.verify_password(stored, password):
+        return 0
+    failure = await store.run_write(
+        lambda conn: gate.record_failure(conn, user.username, address, now)
+    )
+    detail = {"failures": failure.failures}
+    await store.audit(AuditEntry(user.username, "password_change_failed", detail=detail,
+                                 address=address))  # fmt: skip
+    return failure.refused_ms or -1
 
 
 async def create_session(store: Store, user: User, address: str) -> str:

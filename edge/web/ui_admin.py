@@ -13,10 +13,11 @@ from edge import auth, db
 from edge.auth import AUDITORS, MIN_PASSWORD_LENGTH, ROLE_LABELS, Role
 from edge.boxtime import SOFTWARE_DATE, confirm_today
 from edge.store import Store
-from edge.web.app import CONFIG, STORE, USER, render
+from edge.web.app import CONFIG, SESSION_COOKIE, STORE, USER, render
 from edge.web.routing import ALL_ROLES, RouteTable
 from edge.web.sync_view import sync_view
 from edge.web.ui import audit_rows, page_number, pager_base
+from puskesos.webauth import login_error
 
 __all__ = ["routes"]
 
@@ -208,6 +209,40 @@ async def user_password(request: web.Request) -> web.Response:
         return await _users_page(request, errors={f"password-{user.id}": error}, status=422)
     await auth.set_password(store, user.id, str(post.get("password")), actor=request[USER].username)
     return await _users_page(request, notice=f"Kata sandi {user.username} diganti.")
+
+
+def _own_password_page(
+    request: web.Request, status: int = 200, *, errors: dict[str, str] | None = None
+) -> web.Response:
+    done = request.query.get("pesan") == "diganti"
+    return render(
+        request, "ganti_sandi.html", status, errors=errors or {}, min_length=MIN_PASSWORD_LENGTH,
+        notice="Kata sandi Anda sudah diganti." if done else None,
+    )  # fmt: skip
+
+
+@routes.get("/ganti-sandi", roles=ALL_ROLES, summary="Form: change one's own password")
+async def own_password(request: web.Request) -> web.Response:
+    return _own_password_page(request)
+
+
+@routes.post("/ganti-sandi", roles=ALL_ROLES, summary="Change one's own password")
+async def own_password_change(request: web.Request) -> web.Response:
+    store, user = request.app[STORE], request[USER]
+    post = await request.post()  # a password is taken as typed, spaces included
+    current, new, repeat = (str(post.get(name, "")) for name in ("current", "new", "repeat"))
+    checked = await auth.check_own_password(store, user, current, request.remote or "")
+    if checked:
+        message = "Kata sandi sekarang salah." if checked < 0 else login_error(checked)
+        return _own_password_page(request, 422, errors={"current": message})
+    error = password_error(request, user.username, new, repeat)
+    if error:
+        return _own_password_page(request, 422, errors={"new": error})
+    await auth.set_password(
+        store, user.id, new, actor=user.username,
+        keep_session=request.cookies.get(SESSION_COOKIE, ""),
+    )  # fmt: skip
+    raise web.HTTPSeeOther("/ganti-sandi?pesan=diganti")
 
 
 @routes.post("/pengguna/token", roles=ADMIN, summary="Create an API token (shown once)")
