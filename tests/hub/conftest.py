@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from hub import db
 from hub.store import HubStore
 
-POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432"
+#: The PostgreSQL server of the tests: tests/run.sh names its own when none answers on 5432.
+POSTGRES = os.environ.get("PUSKESOS_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432")
+_SERVER = make_url(POSTGRES)
 
 
 def _psql(sql: str) -> None:
     subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc", sql],
+        ["psql", "-h", str(_SERVER.host), "-p", str(_SERVER.port or 5432),
+         "-U", str(_SERVER.username), "-d", "postgres", "-qc", sql],
         check=True,
         capture_output=True,
-    )
+    )  # fmt: skip
 
 
 def fresh_postgres() -> tuple[str, str]:
