@@ -106,8 +106,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        if not is_api(request) or exc.status < 400:
+        if exc.status < 400:
             raise
+        if not is_api(request):
+            return _error_page(request, exc)
         response = json_error(exc.status, HTTP_ERROR_CODES.get(exc.status, "bad_request"))
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "")
@@ -119,6 +121,30 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if is_api(request):
             return json_error(500, "internal_error")
         return web.Response(status=500, text="Terjadi kesalahan pada server.")
+
+
+#: The title and the default message of a page's error, by status (a handler's own text, in
+#: Indonesian, replaces the message).
+ERROR_PAGES = {
+    400: ("Permintaan tidak dapat diproses", "Isian atau alamat halaman tidak dapat diproses."),
+    403: ("Tidak berhak", "Anda tidak berhak membuka halaman ini."),
+    404: ("Tidak ditemukan", "Halaman atau data yang dicari tidak ada di perangkat ini."),
+    405: ("Tidak dapat dibuka", "Halaman ini tidak dapat dibuka dengan cara itu."),
+    413: ("Kiriman terlalu besar", "Data yang dikirim terlalu besar."),
+}
+
+
+def _error_page(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """A page's 4xx inside the layout, with the menu and a way back, in Indonesian: aiohttp's
+    own texts ("404: Not Found") are replaced, a handler's own message is kept."""
+    title, message = ERROR_PAGES.get(exc.status, ("Tidak dapat diproses", ""))
+    text = exc.text or ""
+    if text and not text.startswith(f"{exc.status}:"):
+        message = text
+    response = render(request, "galat.html", exc.status, title=title, message=message)
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
 
 
 def _disk_full(request: web.Request, exc: Exception) -> web.Response:
@@ -168,17 +194,17 @@ async def _caller(request: web.Request) -> tuple[auth.User | None, str | None]:
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.match_info.http_exception is not None:
-        raise request.match_info.http_exception
-    if request.path.startswith("/static/"):
+    if request.path.startswith("/static/") and request.match_info.http_exception is None:
         return await handler(request)
-    route = _route_for(request)
-    if route is None:  # deny by default: only routes of the table answer
-        raise web.HTTPForbidden()
     user, session_token = await _caller(request)
     request[USER] = user
     secret = request.app[SECRET]
     request[CSRF] = auth.csrf_token(secret, session_token) if session_token else None
+    if request.match_info.http_exception is not None:
+        raise request.match_info.http_exception  # a wrong link: its page shows the menu
+    route = _route_for(request)
+    if route is None:  # deny by default: only routes of the table answer
+        raise web.HTTPForbidden()
     if not route.public:
         if user is None:
             if is_api(request) or request.method != "GET":
