@@ -135,18 +135,18 @@ async def session_guard(request: web.Request, handler: Handler) -> web.StreamRes
     """Pages only: who is signed in (session cookie only), the route's roles, CSRF."""
     if not _is_page(request):
         return await handler(request)
-    if request.match_info.http_exception is not None:
-        raise request.match_info.http_exception
-    route = _route_for(request)
     request[USER] = None
     request[CSRF] = ""
-    if route is None:  # deny by default: only pages of the table answer
-        return _forbidden(request)
     token = request.cookies.get(SESSION_COOKIE, "")
     user = await auth.user_for_session(request.app[STORE], token) if token else None
     request[USER] = user
     if user is not None:
         request[CSRF] = webauth.csrf_token(request.app[SECRET], token)
+    if request.match_info.http_exception is not None:  # a wrong link: its page has the menu
+        return _error_page(request, request.match_info.http_exception)
+    route = _route_for(request)
+    if route is None:  # deny by default: only pages of the table answer
+        return _forbidden(request)
     if route.roles:
         if user is None:
             if request.method != "GET":
@@ -154,16 +154,40 @@ async def session_guard(request: web.Request, handler: Handler) -> web.StreamRes
             raise web.HTTPSeeOther(URL("/masuk").with_query(next=str(request.rel_url)))
         if user.role not in route.roles:
             return _forbidden(request)
-    if request.method in UNSAFE:
-        if not route.upload:
-            await _check_csrf(request, session=bool(route.roles))
-        elif request.content_type != "multipart/form-data" or user is None:
-            raise web.HTTPForbidden(text="Formulir tidak sah.")
-    return await handler(request)
+    try:
+        if request.method in UNSAFE:
+            if not route.upload:
+                await _check_csrf(request, session=bool(route.roles))
+            elif request.content_type != "multipart/form-data" or user is None:
+                raise web.HTTPForbidden(text="Formulir tidak sah.")
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.status == 401:
+            raise
+        return _error_page(request, exc)
 
 
 def _forbidden(request: web.Request) -> web.Response:
     return render(request, "terlarang.html", 403)
+
+
+#: The default message of a page's error by status, where aiohttp's own (English) text
+#: would show; a handler's own Indonesian text is kept.
+_ERROR_MESSAGES = {
+    400: "Isian atau alamat halaman tidak dapat diproses.",
+    403: "Anda tidak berhak membuka halaman ini atau melakukan tindakan ini.",
+    404: "Halaman atau data yang dicari tidak ada.",
+    405: "Halaman ini tidak dapat dibuka dengan cara itu.",
+    413: "Berkas yang dikirim terlalu besar.",
+}
+
+
+def _error_page(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """A page's 4xx in the layout, in Indonesian, with the menu and a way back."""
+    text = exc.text or ""
+    own = text and not text.startswith(f"{exc.status}:")
+    message = text if own else _ERROR_MESSAGES.get(exc.status, "Permintaan tidak dapat diproses.")
+    return render(request, "galat.html", exc.status, message=message)
 
 
 async def _check_csrf(request: web.Request, *, session: bool) -> None:
