@@ -37,11 +37,11 @@ USERS = {
     "admin": ("admin", "kopi-tubruk-2026"),
     "operator": ("operator", "teh-manis-2026"),
 }
-#: Accounts of the hub's review UI: username → (role, password).
+#: Accounts of the hub's review UI: username → (role, password, the person's name).
 HUB_USERS = {
-    "verifikator": ("verifikator", "sambal-hijau-2026"),
-    "pimpinan": ("pimpinan", "rendang-padang-2026"),
-    "admin": ("admin", "kopi-tubruk-2026"),
+    "verifikator": ("verifikator", "sambal-hijau-2026", "Rina Marlina"),
+    "pimpinan": ("pimpinan", "rendang-padang-2026", "H. Asep Gunawan"),
+    "admin": ("admin", "kopi-tubruk-2026", "Dedi Kurniawan"),
 }
 HOUSEHOLDS_PER_BOX = 12
 
@@ -167,10 +167,10 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         hub = fleet.add_hub(start=False)
         puskesos("hub", "keys", "init", "--config", str(hub.config))
-        for username, (role, secret) in HUB_USERS.items():
+        for username, (role, secret, full_name) in HUB_USERS.items():
             puskesos(
                 "hub", "user", "add", "--config", str(hub.config), "--username", username,
-                "--role", role, "--full-name", username.title(), stdin=secret + "\n",
+                "--role", role, "--full-name", full_name, stdin=secret + "\n",
             )  # fmt: skip
         rng = random.Random(2026)
         for village, node in VILLAGES:
@@ -208,7 +208,7 @@ def _print_welcome(fleet: Fleet) -> None:
     lines += [
         "",
         "  Logins on the hub: "
-        + ", ".join(f"{name} / {secret}" for name, (_, secret) in HUB_USERS.items()),
+        + ", ".join(f"{name} / {secret}" for name, (_, secret, _) in HUB_USERS.items()),
         "  Logins on every box: "
         + ", ".join(f"{name} / {secret}" for name, (_, secret) in USERS.items()),
         f"  Data, configurations and logs: {fleet.root}",

@@ -103,6 +103,8 @@ def test_the_demo_runs_a_district_that_replicates_and_stops_on_ctrl_c(tmp_path, 
         # wait in the queue of both villages.
         queue = signed_in_page(hub_url, hub_tls, "verifikator", "sambal-hijau-2026", "/antrian")
         assert all(f"{village} ({HOUSEHOLDS_PER_BOX})" in queue for _n, _u, village in boxes)
+        # Signed in as a person, with the role said once ("Pimpinan (Pimpinan (...))" was).
+        assert "Rina Marlina · Verifikator kabupaten" in queue
     finally:
         demo.send_signal(signal.SIGINT)
         rest = demo.communicate(timeout=60)[0]
