@@ -169,7 +169,8 @@ class SyncClient:
         await self.link.stop(final=final)
         if receiver is not None:
             try:
-                await asyncio.wait_for(receiver, _STOP_TIMEOUT_S)
+                async with asyncio.timeout(_STOP_TIMEOUT_S):
+                    await receiver
             except TimeoutError:
                 log.warning("sync receiver did not finish in time")
         self.metrics.sync_connected.set_function(lambda: 0.0)

@@ -59,6 +59,10 @@ _HANDSHAKE_TIMEOUT_S = 30.0
 #: How long ``stop()`` waits for the last message and the clean disconnect.
 _STOP_TIMEOUT_S = 5.0
 
+# Timeouts here are ``asyncio.timeout``, never ``asyncio.wait_for``: Python 3.11's wait_for
+# swallows a cancellation that arrives as the awaited future completes (CPython gh-86296),
+# and a connect that swallowed stop()'s cancel would wait for a disconnect that never comes.
+
 
 @dataclass(frozen=True)
 class Will:
@@ -208,7 +212,8 @@ class MqttLink:
             conn.close_reason = "stopped"
             conn.client.disconnect()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(conn.closed.wait(), _STOP_TIMEOUT_S)
+                async with asyncio.timeout(_STOP_TIMEOUT_S):
+                    await conn.closed.wait()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -259,7 +264,8 @@ class MqttLink:
     async def wait_connected(self, timeout: float | None = None) -> bool:
         """Wait until connected; False if ``timeout`` seconds passed first."""
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
         except TimeoutError:
             return False
         return True
@@ -289,7 +295,8 @@ class MqttLink:
         future: asyncio.Future[bool] = self._loop.create_future()
         conn.pubacks[info.mid] = future
         try:
-            return await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                return await future
         except TimeoutError:
             return False
         finally:
@@ -388,7 +395,8 @@ class MqttLink:
 
     async def _connected_phase(self, conn: _Connection) -> bool:
         try:
-            reason, session_present = await asyncio.wait_for(conn.connack, _HANDSHAKE_TIMEOUT_S)
+            async with asyncio.timeout(_HANDSHAKE_TIMEOUT_S):
+                reason, session_present = await conn.connack
         except TimeoutError:
             log.warning("mqtt no connack", extra=self._log_extra())
             return False
@@ -440,7 +448,8 @@ class MqttLink:
         future: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
         conn.subacks[mid] = future
         try:
-            codes = await asyncio.wait_for(future, _HANDSHAKE_TIMEOUT_S)
+            async with asyncio.timeout(_HANDSHAKE_TIMEOUT_S):
+                codes = await future
         except (TimeoutError, ConnectionError):
             log.warning("mqtt subscribe failed", extra=self._log_extra())
             return False

@@ -365,6 +365,26 @@ async def test_after_stop_the_stream_ends_and_publish_says_no(
     assert not await link.publish("t", b"too late")
 
 
+async def test_a_stop_at_any_moment_of_the_handshake_ends_the_link(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """A hub worker stopped while it connects must not hang (CI once waited 300 s for a
+    link whose connect had swallowed stop()'s cancellation)."""
+    started = asyncio.get_running_loop().time()
+    async with running(MqttLink(config(mosquitto), client_id="probe", subscriptions=[("t", 1)])):
+        handshake = asyncio.get_running_loop().time() - started
+    for step in range(40):
+        link = MqttLink(
+            config(mosquitto), client_id=f"hub-{step}", subscriptions=[("t", 1)], **FAST
+        )
+        await link.start()
+        await asyncio.sleep(handshake * 1.5 * step / 40)
+        async with asyncio.timeout(10):
+            await link.stop()
+        assert not link.connected
+        assert not await link.publish("t", b"after stop")
+
+
 async def test_after_closing_intake_a_full_queue_does_not_hold_up_a_publish(
     mosquitto: MosquittoBroker,
 ) -> None:
