@@ -51,9 +51,17 @@ DECISIONS: Mapping[str, str] = {
 }
 #: Decisions that need a written reason (the village reads it on its box).
 _NEEDS_REASON = frozenset({"ditolak", "periksa_lapangan"})
-#: A village whose data has not changed for longer than this is shown as stale.
 #: The entities whose changes wait for the verifier.
 REVIEWED_ENTITIES = ("household", "member")
+#: What a decision on a household does to its proposals (usulan) that the village agreed
+#: and sent: they follow it (``protocol.entities.PROPOSAL_TRANSITIONS``), so the village
+#: sees on its box that the district approved or refused them, not "agreed" forever.
+_PROPOSAL_AFTER: Mapping[str, str] = {
+    "disetujui": "diverifikasi",
+    "ditolak": "ditolak",
+    "periksa_lapangan": "dikirim",
+}
+_PROPOSALS_FOLLOWING = ("disepakati_musdes", "disepakati_sptjm", "dikirim")
 
 _MESSAGES: Mapping[str, str] = {
     "unknown_decision": "Keputusan tidak dikenal.",
@@ -552,8 +560,24 @@ async def decide(
         seq = await take_approval_seq(store, conn)
         now = store.wall()
         today = datetime.fromtimestamp(now / 1000, ZoneInfo(timezone)).date().isoformat()
-        result = {"review_status": decision, "review_note": reason or None, "review_date": today}
-        await store.write_hub_values(conn, {household_id: result}, log_seq, now)
+        result: dict[str, dict[str, Any]] = {
+            household_id: {
+                "review_status": decision,
+                "review_note": reason or None,
+                "review_date": today,
+            }
+        }
+        proposals = await conn.execute(
+            sa.select(r.c.id).where(
+                r.c.entity == "proposal",
+                r.c.household_id == household_id,
+                r.c.status.in_(_PROPOSALS_FOLLOWING),
+                r.c.deleted.is_(False),
+            )
+        )
+        for (proposal_id,) in proposals:
+            result[proposal_id] = {"status": _PROPOSAL_AFTER[decision]}
+        await store.write_hub_values(conn, result, log_seq, now)
         changes = {row.id: _covered(row) for row in pending}
         if decision == "disetujui":
             await _copy_on_write(store, conn, village, pending)

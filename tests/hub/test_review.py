@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from hub import db, downlink, review, summary
 from hub.review import ReviewError
 from protocol.codec import decode
-from tests.factories import DEFAULT_VILLAGE
+from tests.factories import DEFAULT_VILLAGE, new_id
 from tests.hub.boxes import Box, enrol
 from tests.hub.families import change, send_family
 
@@ -127,6 +127,47 @@ async def test_a_field_check_keeps_the_household_in_the_queue_flagged(hub_store)
     assert stored.pending and stored.approved is None
     # The hub's own write did not make anything newly pending or change the box's data.
     assert json.loads(stored.data)["review_status"] == "periksa_lapangan"
+
+
+@pytest.mark.parametrize(
+    ("decision", "reason", "after"),
+    [
+        ("disetujui", "", "diverifikasi"),
+        ("ditolak", "Bukan warga", "ditolak"),
+        ("periksa_lapangan", "Cek rumah", "dikirim"),
+    ],
+)
+async def test_agreed_proposals_follow_the_district_decision_down_to_the_box(
+    hub_store, decision, reason, after
+):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    household, _ = await send_family(hub_store, box)
+    proposals = {status: new_id() for status in ("draf", "disepakati_musdes", "ditolak")}
+    now = hub_store.wall()
+    edits = [
+        box.edit(
+            proposal,
+            now,
+            entity="proposal",
+            household_id=household,
+            kind="usulan_baru",
+            period=PERIOD,
+            status=status,
+            agreement_ref="BA/01/2026" if status != "draf" else None,
+        )
+        for status, proposal in proposals.items()
+    ]
+    await hub_store.apply(box.batch(*edits), box.node)
+
+    await review.decide(hub_store, household, decision, reason, "verif", period=PERIOD)
+
+    assert (await row(hub_store, proposals["disepakati_musdes"])).status == after
+    values = await downlink_values(hub_store, "edge-a", proposals["disepakati_musdes"])
+    assert values["status"] == after, "the village sees the district's decision"
+    # A draft was never sent, and a refused one stays refused.
+    assert (await row(hub_store, proposals["draf"])).status == "draf"
+    assert (await row(hub_store, proposals["ditolak"])).status == "ditolak"
 
 
 async def test_unknown_households_and_decisions_are_refused(hub_store):
