@@ -27,6 +27,7 @@ __all__ = [
     "audit_row",
     "build_record",
     "from_row",
+    "head_of",
     "to_row",
 ]
 
@@ -157,3 +158,14 @@ def audit_row(entry: AuditEntry, at_ms: int) -> dict[str, Any]:
         "detail": json.dumps(dict(entry.detail), ensure_ascii=False),
         "address": entry.address,
     }
+
+
+def head_of(members: list[Record]) -> Record | None:
+    """The household's active head, else its first member (for lists and printouts)."""
+    for member in members:
+        if member.get("relation_to_head") == "kepala_keluarga" and member.get("status") in (
+            None,
+            "aktif",
+        ):
+            return member
+    return members[0] if members else None

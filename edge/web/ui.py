@@ -11,7 +11,7 @@ from aiohttp import web
 from yarl import URL
 
 from edge import auth, db
-from edge.records import Record
+from edge.records import Record, head_of
 from edge.store import Store
 from edge.web.app import (
     SESSION_COOKIE,
@@ -41,6 +41,9 @@ routes = RouteTable()
 
 #: Households not updated for this long are listed as needing a visit (ministry: 3 months).
 STALE_HOUSEHOLD_DAYS = 90
+#: The district's decisions that ask the village to act: shown on Beranda until the
+#: district decides on the household again.
+DISTRICT_ASKS = ("ditolak", "periksa_lapangan")
 
 
 #: Short confirmations shown after a redirect (``?pesan=...``): code → text.
@@ -185,6 +188,20 @@ async def beranda(request: web.Request) -> web.Response:
     )
     drafts = await store.read(lambda conn: conn.execute(count_drafts).scalar_one())
     verification = await round_progress(store, current_round(request))
+    review = sa.func.json_extract(r.c.data, "$.review_status")
+    decided, decided_total = await store.list(
+        "household",
+        where=[review.in_(DISTRICT_ASKS), r.c.deleted.is_(False)],
+        limit=10,
+    )
+    duplicates, duplicates_total = await store.list(
+        "member",
+        where=[r.c.status == "ganda", r.c.deleted.is_(False), r.c.household_id.is_not(None)],
+        limit=10,
+    )
+    members = await store.related_to_each(
+        "member", [h.id for h in decided] + [m.household_id for m in duplicates if m.household_id]
+    )
     return render(
         request,
         "beranda.html",
@@ -198,6 +215,11 @@ async def beranda(request: web.Request) -> web.Response:
         stale_days=STALE_HOUSEHOLD_DAYS,
         drafts=drafts,
         verification=verification,
+        decided=decided,
+        decided_total=decided_total,
+        duplicates=duplicates,
+        duplicates_total=duplicates_total,
+        heads={household: head_of(people) for household, people in members.items()},
         today=today,
         box_time=store.box_time(),
     )

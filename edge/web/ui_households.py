@@ -10,7 +10,7 @@ from multidict import MultiDictProxy
 
 from edge import services
 from edge.auth import AUDITORS
-from edge.records import Record
+from edge.records import Record, head_of
 from edge.web.app import CONFIG, STORE, actor, local_today, render
 from edge.web.forms import (
     Raw,
@@ -28,7 +28,7 @@ from protocol.changes import Value
 from protocol.entities import HOUSEHOLD, MEMBER
 from protocol.issues import Issue
 
-__all__ = ["head_of", "routes"]
+__all__ = ["routes"]
 
 routes = RouteTable()
 
@@ -38,17 +38,6 @@ MEMBER_FIELDS = editable(MEMBER, exclude=("household_id",))
 MAX_MEMBERS = 30
 #: A new member block with none of these typed in is an unused block, not a member.
 _IDENTIFYING = ("nik", "name", "birth_date")
-
-
-def head_of(members: list[Record]) -> Record | None:
-    """The household's active head, else its first member (for lists and printouts)."""
-    for member in members:
-        if member.get("relation_to_head") == "kepala_keluarga" and member.get("status") in (
-            None,
-            "aktif",
-        ):
-            return member
-    return members[0] if members else None
 
 
 @routes.get("/rumah-tangga", roles=ALL_ROLES, summary="Households: list and search")

@@ -339,6 +339,22 @@ async def test_what_the_district_decided_and_published_shows_on_the_household_an
     assert "PKH, Sembako/BPNT" in card
     assert "Ditolak, 18 November 2026: Foto rumah belum ada" in card
 
+    # Beranda says what the district asks of the village, and about whom.
+    home = await (await client.get("/")).text()
+    asks = home.split('id="keputusan-kabupaten"')[1].split("</section>")[0]
+    assert "perlu periksa lapangan (1)" in asks
+    assert members[0]["name"] in asks and f'href="/rumah-tangga/{household_id}"' in asks
+    assert "Ditolak</strong> (18 November 2026). Foto rumah belum ada" in asks
+    assert "Anggota ditandai data ganda (0)" in asks
+    stored = (await store.related_to_each("member", [household_id]))[household_id]
+    [second] = [m for m in stored if m.get("nik") == members[1]["nik"]]
+    marked = FieldVersion("ganda", pack(int(time.time() * 1000), 1), "hub-1", ())
+    duplicate = Change("member", second.id, DEFAULT_VILLAGE, "hub-1", {"status": marked})
+    await apply_remote(store, Batch(edge_config.node, 2, (duplicate,), Direction.DOWN))
+    home = await (await client.get("/")).text()
+    asks = home.split('id="keputusan-kabupaten"')[1].split("</section>")[0]
+    assert "Anggota ditandai data ganda (1)" in asks and members[1]["name"] in asks
+
     nik = members[1]["nik"]
     found = await (await client.get("/rumah-tangga", params={"q": nik})).text()
     answer = found.split('id="jawaban-nik"')[1].split("</div>")[0]
