@@ -44,6 +44,7 @@ __all__ = [
     "old_region_name",
     "region_level",
     "region_name",
+    "village_label",
 ]
 
 RegionLevel = Literal["provinsi", "kabupaten", "kecamatan", "desa"]
@@ -143,6 +144,17 @@ def lookup(code: str) -> Region | None:
     regency = table.name(plain[:4]) if len(plain) >= 4 else None
     kecamatan = table.name(plain[:6]) if len(plain) >= 6 else None
     return Region(plain, format_dotted(plain), name, level, province, regency, kecamatan)
+
+
+def village_label(code: str) -> str:
+    """How people name a village: ``"Desa Wanaherang, Kec. Gunung Putri"`` (``Kel.`` for a
+    kelurahan, whose 4-digit part starts with 1); the code itself if the 2025 edition
+    does not have it."""
+    region = lookup(code) if _PLAIN_RE.fullmatch(code) and len(code) == 10 else None
+    if region is None:
+        return code
+    kind = "Kel." if code[6] == "1" else "Desa"
+    return f"{kind} {region.name}, Kec. {region.kecamatan}"
 
 
 def old_region_name(code: str) -> str | None:

@@ -37,6 +37,7 @@ from edge.store import Store
 from edge.sync import SyncClient, read_password
 from edge.web.routing import Route
 from edge.web.templating import create_environment
+from protocol.regions import village_label
 from puskesos.tls import https_redirect
 from puskesos.webpages import security_headers, set_private_cookie
 
@@ -265,6 +266,7 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
             user=request.get(USER),
             csrf=request.get(CSRF) or "",
             village=config.village,
+            village_name=village_label(config.village),
             node=config.node,
             path=request.path,
             static_url=lambda name: str(request.app.router["static"].url_for(filename=name)),

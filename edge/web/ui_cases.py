@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from edge import services
-from edge.records import Record
+from edge.records import Record, head_of
 from edge.store import Store
 from edge.web.app import CONFIG, STORE, actor, local_today, render
 from edge.web.forms import (
@@ -24,6 +24,7 @@ from edge.web.routing import ALL_ROLES, RouteTable
 from edge.web.ui import audit_rows, flash, page_number, pager_base, record_or_404
 from protocol.entities import COMPLAINT, REFERRAL, WORKFLOWS
 from protocol.issues import Issue
+from protocol.regions import lookup
 from protocol.schema import FieldSpec
 
 __all__ = ["routes"]
@@ -45,6 +46,9 @@ REFERRAL_FIELDS = editable(
     REFERRAL, "destination", "destination_name", "need", "letter_number", "follow_up_date"
 )
 REFERRAL_STATUS_FIELDS = editable(REFERRAL, "status", "outcome", "follow_up_date")
+#: Status fields that mean something in one status only: shown on the status form only
+#: while that status is chosen (CSS, no JavaScript: ``.only-<status>`` in app.css).
+ONLY_FOR = {"rejection_reason": "ditolak"}
 #: Per entity: its pages' path, its status fields, its detail template.
 _CASES = {
     "complaint": ("/pengaduan", COMPLAINT_STATUS_FIELDS, "pengaduan_detail.html"),
@@ -118,8 +122,9 @@ async def _detail(
         complaint_id, member_id = record.get("complaint_id"), record.get("member_id")
         related["complaint"] = await store.get(str(complaint_id)) if complaint_id else None
         related["member"] = await store.get(str(member_id)) if member_id else None
-    member = related.get("member")
-    household_id = record.household_id or (member.household_id if member else None)
+    household_id = record.household_id or next(
+        (r.household_id for r in (related.get("member"), related.get("complaint")) if r), None
+    )
     related["household"] = await store.get(household_id) if household_id else None
     return render(
         request,
@@ -132,6 +137,7 @@ async def _detail(
         errors=messages_by_input(issues),
         history=audit_rows(history),
         notice=flash(request),
+        only_for=ONLY_FOR,
         **related,
     )
 
@@ -158,18 +164,38 @@ async def complaint_list(request: web.Request) -> web.Response:
     return await _list(request, "complaint", "pengaduan_list.html")
 
 
+#: The complaint form's household picker before anything was searched.
+_NO_PICKER: dict[str, Any] = {"cari": "", "found": [], "heads": {}, "problem": None}
+
+
 async def _household_from(store: Store, household_id: str) -> Record | None:
     return await record_or_404(store, "household", household_id) if household_id else None
 
 
 @routes.get("/pengaduan/baru", roles=ALL_ROLES, summary="Form: log a complaint")
 async def complaint_new(request: web.Request) -> web.Response:
+    """The form; without a household, a picker finds one by name or address (``cari``)."""
     store = request.app[STORE]
     household = await _household_from(store, request.query.get("household", ""))
     raw = raw_from_values(
         COMPLAINT_FIELDS, {"channel": "langsung", "received_date": local_today(request).isoformat()}
     )
-    return _form(request, "pengaduan_form.html", COMPLAINT_FIELDS, raw, household=household)
+    text = request.query.get("cari", "").strip()[:100]
+    picker: dict[str, Any] = {**_NO_PICKER, "cari": text}
+    if household is None and text:
+        if text.isdigit():
+            # A number in a URL stays in the history and the logs: NIK/KK searches are
+            # made on Rumah tangga, by POST.
+            picker["problem"] = "Cari dengan nama atau alamat. NIK/KK dicari di Rumah tangga."
+        else:
+            picker["found"], _ = await services.find_records(
+                store, actor(request), "household", text=text, limit=10
+            )
+            members = await store.related_to_each("member", [h.id for h in picker["found"]])
+            picker["heads"] = {hid: head_of(people) for hid, people in members.items()}
+    return _form(
+        request, "pengaduan_form.html", COMPLAINT_FIELDS, raw, household=household, **picker
+    )
 
 
 @routes.post("/pengaduan/baru", roles=ALL_ROLES, summary="Log a complaint")
@@ -189,7 +215,7 @@ async def complaint_create(request: web.Request) -> web.Response:
         raise web.HTTPSeeOther(f"/pengaduan/{outcome.record_id}?pesan=tersimpan")
     return _form(
         request, "pengaduan_form.html", COMPLAINT_FIELDS, raw, outcome.issues,
-        200 if outcome.needs_confirmation else 422, household=household,
+        200 if outcome.needs_confirmation else 422, household=household, **_NO_PICKER,
     )  # fmt: skip
 
 
@@ -211,13 +237,20 @@ async def referral_list(request: web.Request) -> web.Response:
     return await _list(request, "referral", "rujukan_list.html")
 
 
-async def _subject(store: Store, complaint_id: str, member_id: str) -> dict[str, Record | None]:
-    """What a referral is about: a complaint or a household member (one of them)."""
-    if complaint_id:
-        return {"complaint": await record_or_404(store, "complaint", complaint_id), "member": None}
-    if member_id:
-        return {"complaint": None, "member": await record_or_404(store, "member", member_id)}
-    raise web.HTTPBadRequest(text="Rujukan dibuat dari halaman pengaduan atau rumah tangga.")
+async def _subject(store: Store, complaint_id: str, member_id: str) -> dict[str, Any]:
+    """What a referral is about: a complaint, a household member, or a complaint and the
+    member of its household who is referred; with the members one may choose from."""
+    complaint = await record_or_404(store, "complaint", complaint_id) if complaint_id else None
+    member = await record_or_404(store, "member", member_id) if member_id else None
+    if complaint is None and member is None:
+        raise web.HTTPBadRequest(text="Rujukan dibuat dari halaman pengaduan atau rumah tangga.")
+    choices: list[Record] = []
+    if complaint is not None and complaint.household_id:
+        related = await store.related_to_each("member", [complaint.household_id])
+        choices = [m for m in related[complaint.household_id] if m.get("status") == "aktif"]
+    if complaint is not None and member is not None and member.id not in {m.id for m in choices}:
+        raise web.HTTPBadRequest(text="Anggota itu bukan anggota rumah tangga pengaduan ini.")
+    return {"complaint": complaint, "member": member, "members": choices}
 
 
 @routes.get("/rujukan/baru", roles=ALL_ROLES, summary="Form: refer a complaint or a member")
@@ -226,10 +259,7 @@ async def referral_new(request: web.Request) -> web.Response:
         request.app[STORE], request.query.get("complaint", ""), request.query.get("member", "")
     )
     raw = raw_from_values(REFERRAL_FIELDS, {})
-    return _form(
-        request, "rujukan_form.html", REFERRAL_FIELDS, raw,
-        complaint=subject["complaint"], member=subject["member"],
-    )  # fmt: skip
+    return _form(request, "rujukan_form.html", REFERRAL_FIELDS, raw, **subject)
 
 
 @routes.post("/rujukan/baru", roles=ALL_ROLES, summary="Refer a complaint or a member")
@@ -255,6 +285,29 @@ async def referral_create(request: web.Request) -> web.Response:
 @routes.get("/rujukan/{id}", roles=ALL_ROLES, summary="A referral: status and outcome")
 async def referral_detail(request: web.Request) -> web.Response:
     return await _detail(request, "referral", await _view_or_404(request, "referral"))
+
+
+@routes.get("/rujukan/{id}/surat", roles=ALL_ROLES, summary="A referral's printable letter")
+async def referral_letter(request: web.Request) -> web.Response:
+    """The surat rujukan the resident takes to the destination: who is referred (their full
+    NIK, so the viewing is audited as for the member's own page), what for, from whom."""
+    store, who = request.app[STORE], actor(request)
+    referral = await _view_or_404(request, "referral")
+    complaint_id, member_id = referral.get("complaint_id"), referral.get("member_id")
+    complaint = await store.get(str(complaint_id), "complaint") if complaint_id else None
+    member = await services.view_record(store, who, "member", str(member_id)) if member_id else None
+    household_id = next((r.household_id for r in (member, complaint) if r), None)
+    household = await store.get(household_id, "household") if household_id else None
+    return render(
+        request,
+        "rujukan_surat.html",
+        record=referral,
+        complaint=complaint,
+        member=member,
+        household=household,
+        region=lookup(request.app[CONFIG].village),
+        today=local_today(request),
+    )
 
 
 @routes.post("/rujukan/{id}/status", roles=ALL_ROLES, summary="Change a referral's status")

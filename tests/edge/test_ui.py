@@ -186,6 +186,9 @@ async def test_complaint_moves_through_its_statuses_and_a_refusal_needs_a_reason
     page = await response.text()
     complaint_url = str(response.url.path)
     assert 'Status: <strong class="status">Baru' in page
+    facts = page.split('class="facts"')[1].split("</dl>")[0]
+    assert "Alasan ditolak" not in facts, "a reason for a refusal that did not happen"
+    assert '<div class="only-ditolak">' in page  # on the form only once "Ditolak" is chosen
 
     status_url = complaint_url + "/status"
     page = await (
@@ -230,6 +233,55 @@ async def test_referring_a_complaint_marks_it_referred(client):
     assert (await store.get(complaint_id)).get("status") == "dirujuk"
     listed = await (await client.get("/rujukan", params={"status": "dirujuk"})).text()
     assert "045/PSK/I/2025" in listed
+
+
+async def test_a_referral_from_a_complaint_keeps_its_household_and_member_and_prints(client):
+    csrf = await login(client, "operator1")
+    household_id, members = await register(client, csrf, seed=21)
+    picker = await (await client.get("/pengaduan/baru", params={"cari": members[0]["name"]})).text()
+    assert f'href="/pengaduan/baru?household={household_id}"' in picker.split('id="hasil-pilih"')[1]
+    by_number = await (
+        await client.get("/pengaduan/baru", params={"cari": members[0]["nik"]})
+    ).text()
+    assert "NIK/KK dicari di Rumah tangga" in by_number and 'id="hasil-pilih"' not in by_number
+    response = await client.post(
+        "/pengaduan/baru",
+        data={"csrf_token": csrf, "household_id": household_id, "channel": "langsung",
+              "category": "akses_kesehatan_bpjs", "received_date": "2025-01-06",
+              "chronology": "Anak sakit, tidak punya BPJS."},
+    )  # fmt: skip
+    complaint_id = response.url.path.split("/")[2]
+    form = await (await client.get("/rujukan/baru", params={"complaint": complaint_id})).text()
+    stored = (await store_of(client).related_to_each("member", [household_id]))[household_id]
+    child = next(m for m in stored if m.get("nik") == members[2]["nik"])
+    assert f'<option value="{child.id}">{members[2]["name"]}' in form
+    response = await client.post(
+        "/rujukan/baru",
+        data={"csrf_token": csrf, "complaint_id": complaint_id, "member_id": child.id,
+              "destination": "puskesmas_posyandu", "need": "Pemeriksaan dan pendaftaran PBI-JK",
+              "letter_number": "046/PSK/I/2025"},
+    )  # fmt: skip
+    page = await response.text()
+    assert response.status == 200, page
+    facts = page.split('class="facts"')[1].split("</dl>")[0]
+    assert members[2]["name"] in facts
+    assert f'<a href="/rumah-tangga/{household_id}">' in facts, "Rumah tangga: -"
+
+    letter = await (await client.get(response.url.path + "/surat")).text()
+    subject = letter.split('id="yang-dirujuk"')[1].split("</dl>")[0]
+    assert members[2]["name"] in subject and members[2]["nik"] in subject
+    assert "Desa Wanaherang, Kec. Gunungputri" in subject
+    assert "Nomor: 046/PSK/I/2025" in letter and "Pemeriksaan dan pendaftaran PBI-JK" in letter
+    trail, _ = await store_of(client).audit_log(record_id=child.id, actions=("view",))
+    assert trail, "the letter shows a full NIK: its viewing is audited"
+    elsewhere = await register(client, csrf, seed=22)
+    stranger = (await store_of(client).related_to_each("member", [elsewhere[0]]))[elsewhere[0]][0]
+    refused = await client.post(
+        "/rujukan/baru",
+        data={"csrf_token": csrf, "complaint_id": complaint_id, "member_id": stranger.id,
+              "destination": "puskesmas_posyandu", "need": "x"},
+    )  # fmt: skip
+    assert refused.status == 400
 
 
 async def test_kepala_desa_agrees_proposals_and_an_operator_cannot(client):
