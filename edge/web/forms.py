@@ -13,6 +13,7 @@ words (``Luas lantai harus berupa angka``) next to the field.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -24,9 +25,12 @@ from protocol.issues import Issue
 from protocol.schema import TOMBSTONE_FIELD, EntitySchema, FieldKind, FieldSpec
 
 __all__ = [
+    "FieldIssue",
     "Raw",
     "changed",
     "editable",
+    "first_to_fix",
+    "in_form_order",
     "input_name",
     "messages_by_input",
     "parse",
@@ -145,3 +149,32 @@ def messages_by_input(
             name = input_name(found.group(2), f"members-{block}-")
         grouped.setdefault(name, []).append(issue)
     return grouped
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FieldIssue:
+    """An issue as the banner above a form lists it: a link to the input it is next to."""
+
+    input: str
+    label: str
+    issue: Issue
+
+
+def in_form_order(
+    inputs: Iterable[tuple[str, str]], errors: Mapping[str, Sequence[Issue]]
+) -> list[FieldIssue]:
+    """The issues of ``errors`` (from :func:`messages_by_input`) in the order a person meets
+    their inputs on the page. ``inputs`` lists the form's inputs in that order, each with the
+    label the banner gives it (``"Anggota 3, NIK"``)."""
+    return [
+        FieldIssue(name, label, issue) for name, label in inputs for issue in errors.get(name, ())
+    ]
+
+
+def first_to_fix(listed: Sequence[FieldIssue]) -> str:
+    """The input the form should open at: the first in error, else the first warned about,
+    else none (``""``)."""
+    for item in listed:
+        if item.issue.level == "error":
+            return item.input
+    return listed[0].input if listed else ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +16,9 @@ from edge.web.forms import (
     Raw,
     changed,
     editable,
+    first_to_fix,
+    in_form_order,
+    input_name,
     messages_by_input,
     parse,
     raw_from_post,
@@ -87,6 +90,20 @@ def _new_member_raw(index: int, *, head: bool) -> Raw:
     return raw
 
 
+def _first_input(index: int) -> str:
+    """The first input of the member block ``index``: where the form opens once it is added."""
+    return input_name(MEMBER_FIELDS[0].name, _member_prefix(index))
+
+
+def _labelled_inputs(blocks: Sequence[tuple[int, str]]) -> Iterator[tuple[str, str]]:
+    """The form's inputs in page order, labelled as the error banner names them."""
+    for spec in HOUSEHOLD_FIELDS:
+        yield spec.name, spec.label
+    for position, (index, _) in enumerate(blocks, start=1):
+        for spec in MEMBER_FIELDS:
+            yield input_name(spec.name, _member_prefix(index)), f"Anggota {position}, {spec.label}"
+
+
 def _form_page(
     request: web.Request,
     *,
@@ -95,10 +112,14 @@ def _form_page(
     blocks: list[tuple[int, str]],
     issues: Sequence[Issue] = (),
     member_inputs: Sequence[int] = (),
+    focus: str = "",
     status: int = 200,
 ) -> web.Response:
+    """The household form. It opens at ``focus``, else at the first input with an issue:
+    ``autofocus`` scrolls a phone's long page there without JavaScript."""
     errors = messages_by_input(issues, member_inputs)
     general = [issue for name, found in errors.items() if name not in raw for issue in found]
+    listed = in_form_order(_labelled_inputs(blocks), errors)
     return render(
         request,
         "rumah_tangga_form.html",
@@ -109,6 +130,9 @@ def _form_page(
         errors=errors,
         issues=list(issues),
         general=general,
+        listed=listed,
+        focus=focus or first_to_fix(listed),
+        next_member=_first_input(len(blocks)),
         can_confirm=bool(issues) and all(i.level == "warning" for i in issues),
         household_fields=HOUSEHOLD_FIELDS,
         member_fields=MEMBER_FIELDS,
@@ -215,7 +239,9 @@ async def _save(request: web.Request, household_id: str | None) -> web.Response:
     if post.get("action") == "tambah_anggota" and len(blocks) < MAX_MEMBERS:
         raw |= _new_member_raw(len(blocks), head=not blocks)
         blocks.append((len(blocks), ""))
-        return _form_page(request, household=current, raw=raw, blocks=blocks)
+        return _form_page(
+            request, household=current, raw=raw, blocks=blocks, focus=_first_input(blocks[-1][0])
+        )
 
     household = parse(HOUSEHOLD_FIELDS, raw)
     if current is not None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from edge import auth
+from edge import auth, services
 from edge.web.app import STORE, create_app
 from protocol.identity import mask_number
 from tests.browser import LAPTOP, PHONE
@@ -30,9 +30,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-async def base_url(edge_config) -> AsyncIterator[str]:
+def box_app(edge_config) -> web.Application:
+    """The edge app that ``base_url`` serves (its store is open while it is served)."""
+    return create_app(edge_config)
+
+
+@pytest.fixture
+async def base_url(box_app) -> AsyncIterator[str]:
     """The edge app on a real HTTP server in the test's event loop, with two accounts."""
-    app = create_app(edge_config)
+    app = box_app
     runner = web.AppRunner(app)
     await runner.setup()
     port = _free_port()
@@ -218,4 +224,157 @@ async def test_field_verification_on_a_phone(base_url, browser, edge_config):
     printed = await page.inner_text("table.door-to-door")
     assert heads[0]["name"] in printed and heads[1]["name"] not in printed
     assert mask_number(heads[0]["nik"]) in printed and heads[0]["nik"] not in printed
+    await context.close()
+
+
+async def focused(page: Any) -> str:
+    """The id of the element that has the keyboard focus."""
+    return str(await page.evaluate("document.activeElement.id"))
+
+
+async def in_viewport(page: Any, selector: str) -> bool:
+    """Whether the element is wholly on the screen, without scrolling."""
+    return bool(
+        await page.evaluate(
+            """(selector) => { const box = document.querySelector(selector).getBoundingClientRect();
+                 return box.top >= 0 && box.bottom <= window.innerHeight; }""",
+            selector,
+        )
+    )
+
+
+async def test_the_household_form_opens_where_the_work_is_on_a_phone(base_url, browser):
+    """The household form is some 3,000 px long on a 360-px phone. It opens at the member just
+    added, and after a refused save at the first field to fix; the banner at the top lists
+    each error as a link to its field."""
+    household, members = make_household_with_members(3, seed=23)
+    context = await browser.new_context(viewport=PHONE, locale="id-ID")
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await log_in(page, base_url, "operator1")
+    await page.goto(f"{base_url}/rumah-tangga/baru")
+    await page.fill("#address", household["address"])
+    await page.fill("#kk_number", household["kk_number"])
+    await fill_member(page, 0, members[0])
+    for index in (1, 2):
+        await page.click("button:has-text('Tambah anggota')")
+        await page.wait_for_url(f"{base_url}/rumah-tangga/baru#members-{index}-nik")
+        assert await focused(page) == f"members-{index}-nik"
+        assert await in_viewport(page, f"#members-{index}-nik")
+        assert await in_viewport(page, f"#anggota-{index} legend"), "its block's title shows"
+        await fill_member(page, index, members[index])
+    await page.fill("#members-2-nik", members[2]["nik"][:-2])
+    await page.click("button:has-text('Simpan')")
+
+    await error_next_to(page, "members-2-nik").wait_for()
+    assert await focused(page) == "members-2-nik"
+    assert await in_viewport(page, "#members-2-nik")
+    assert await page.evaluate("window.scrollY") > PHONE["height"], "not the top of the page"
+    await page.screenshot(path="/tmp/form-360.png")
+    links = page.locator("#daftar-isian a")
+    assert await links.all_inner_texts() == ["Anggota 3, NIK: NIK harus 16 angka (sekarang 14)."]
+    await page.evaluate("document.activeElement.blur(); window.scrollTo(0, 0)")
+    assert not await in_viewport(page, "#members-2-nik")
+    await links.first.click()
+    await page.wait_for_url(f"{base_url}/rumah-tangga/baru#members-2-nik")
+    assert await focused(page) == "members-2-nik"
+    assert await in_viewport(page, "#members-2-nik")
+    await context.close()
+
+
+#: The box's pages with tables of rows: the lists, and a household's members and the audit
+#: rows of a person's data report.
+LIST_PAGES = (
+    "/rumah-tangga",
+    "/rumah-tangga?q={nik}",
+    "/rumah-tangga/{household}",
+    "/rumah-tangga/{household}/anggota/{member}/data-pribadi",
+    "/usulan",
+    "/musdes",
+    "/pengaduan",
+    "/rujukan",
+    "/verifikasi",
+    "/kelengkapan",
+    "/audit",
+    "/pengguna",
+)
+
+_STACKED = """() => [...document.querySelectorAll("main table")].map((table) => {
+    const cell = table.querySelector("td[data-label]");
+    return {
+        wrapFits: table.parentElement.scrollWidth <= table.parentElement.clientWidth,
+        rows: table.tBodies[0].rows.length,
+        head: getComputedStyle(table.tHead).display,
+        row: getComputedStyle(table.tBodies[0].rows[0]).display,
+        label: cell && getComputedStyle(cell, "::before").content,
+        expected: cell && `"${cell.dataset.label}: "`,
+    };
+})"""
+
+
+async def test_every_list_fits_a_phone_as_stacked_rows(base_url, box_app, browser):
+    """On a 360-px phone no list scrolls sideways: each row is a small card naming each of
+    its values. On a laptop the lists are tables with their column heads."""
+    store = box_app[STORE]
+    actor = services.Actor("operator1", "operator", "127.0.0.1")
+    today = store.box_time().today
+    niks = []
+    for seed in range(60, 66):
+        household, members = make_household_with_members(3, seed=seed)
+        household.pop("id")
+        household["address"] = "Kp. Sukamaju Hilir, Gang Masjid Al-Ikhlas No. 12 (belakang balai)"
+        if seed % 2:
+            household.pop("floor_material")  # incomplete: on Kelengkapan
+        for member in members:
+            member.pop("id")
+            member.pop("household_id")
+        saved = await services.save_household(
+            store, actor, household_id=None, household=household, members=members, today=today
+        )
+        assert saved.saved, saved.issues
+        complaint = await services.create_record(
+            store, actor, "complaint",
+            {"channel": "rt_rw", "category": "bantuan_belum_cair", "household_id": saved.record_id,
+             "reporter_name": "Sri Wahyuningsih Kusumawardhani",
+             "chronology": "Bantuan PKH tahap ketiga belum diterima sampai sekarang."},
+            today=today,
+        )  # fmt: skip
+        referral = await services.create_record(
+            store, actor, "referral",
+            {"complaint_id": complaint.record_id, "destination": "dinas_sosial",
+             "destination_name": "Dinas Sosial Kabupaten Bogor, Bidang Perlindungan dan Jaminan",
+             "need": "Pemeriksaan data penerima PKH yang belum cair tahap ketiga tahun ini.",
+             "letter_number": "474/012/PSK/XII/2026"},
+            today=today,
+        )  # fmt: skip
+        assert complaint.saved and referral.saved, complaint.issues + referral.issues
+        niks.append(members[0]["nik"])
+    head = (await store.related("member", saved.record_id))[0]
+    ids = {"nik": niks[0], "household": saved.record_id, "member": head.id}
+    for number in range(3):
+        await auth.create_user(
+            store, username=f"kader.posyandu{number}", full_name="Siti Nurhaliza Kusumawardhani",
+            role=auth.Role.OPERATOR, password=PASSWORD, actor="test",
+        )  # fmt: skip
+
+    context = await browser.new_context(viewport=PHONE, locale="id-ID")
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await log_in(page, base_url, "admin")
+    for path in LIST_PAGES:
+        await page.goto(base_url + path.format(**ids))
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= await page.evaluate("window.innerWidth"), path
+        tables = await page.evaluate(_STACKED)
+        assert tables and tables[0]["rows"] >= (1 if "q=" in path else 3), path
+        for table in tables:
+            assert table["wrapFits"], path
+            assert (table["head"], table["row"]) == ("none", "block"), path
+            assert table["label"] == table["expected"], path
+
+    await page.set_viewport_size(LAPTOP)
+    for path in LIST_PAGES:
+        await page.goto(base_url + path.format(**ids))
+        for table in await page.evaluate(_STACKED):
+            assert (table["head"], table["row"]) == ("table-header-group", "table-row"), path
     await context.close()

@@ -125,6 +125,41 @@ async def test_a_bad_nik_is_refused_next_to_its_field_and_the_form_keeps_what_wa
     assert (await store_of(client).counts()).get("household", 0) == 0
 
 
+async def test_a_refused_form_opens_at_the_first_error_and_its_banner_links_each(client):
+    """On a phone's long page the banner at the top lists each error, in the order of the
+    page, as a link to its field, and the page opens (``autofocus``) at the first."""
+    csrf = await login(client, "operator1")
+    household, members = make_household_with_members(3, seed=8)
+    form = replace(household_form(csrf, household, members), "members-2-nik", "32010112")
+    form = replace(form, "floor_area_m2", "luas")
+    response = await client.post("/rumah-tangga/baru", data=form)
+    page = await response.text()
+    assert response.status == 422
+    banner = page.split('id="daftar-isian"')[1].split("</div>")[0]
+    assert re.findall(r'<a href="#([^"]+)">([^<]+)</a>', banner) == [
+        ("floor_area_m2", "Luas lantai (m²): Luas lantai (m²) harus berupa angka."),
+        ("members-2-nik", "Anggota 3, NIK: NIK harus 16 angka (sekarang 8)."),
+    ]
+    assert " autofocus" in field_block(page, "floor_area_m2")
+    assert page.count(" autofocus") == 1
+    assert "NIK harus 16 angka (sekarang 8)." in field_block(page, "members-2-nik")
+
+
+async def test_the_form_comes_back_at_an_added_member(client):
+    """After "+ Tambah anggota" the page opens at the new block's first input without
+    JavaScript: the button posts to the form's address with that input as the fragment,
+    and the input has ``autofocus``."""
+    csrf = await login(client, "operator1")
+    household, members = make_household_with_members(2, seed=7)
+    page = await (await client.get("/rumah-tangga/baru")).text()
+    assert 'formaction="/rumah-tangga/baru#members-1-nik"' in page
+    assert " autofocus" not in page
+    typed = [*household_form(csrf, household, members), ("action", "tambah_anggota")]
+    page = await (await client.post("/rumah-tangga/baru", data=typed)).text()
+    assert " autofocus" in field_block(page, "members-2-nik")
+    assert 'formaction="/rumah-tangga/baru#members-3-nik"' in page
+
+
 async def test_a_nik_that_disagrees_with_the_birth_date_needs_confirmation(client):
     csrf = await login(client, "operator1")
     household, members = make_household_with_members(3, seed=9)
@@ -324,7 +359,9 @@ async def test_viewing_a_household_shows_up_in_the_audit_trail(client):
     await login(client, "admin")
     await client.get(f"/rumah-tangga/{household_id}")
     page = await (await client.get("/audit")).text()
-    row = re.search(r"<tr>\s*<td>[^<]*</td>\s*<td>admin</td>\s*<td>Melihat data pribadi", page)
+    row = re.search(
+        r"<tr>\s*<td[^>]*>[^<]*</td>\s*<td[^>]*>admin</td>\s*<td[^>]*>Melihat data pribadi", page
+    )
     assert row is not None, page
     assert f"/rumah-tangga/{household_id}" in page
 
