@@ -41,10 +41,13 @@ def tanggal(value: object) -> str:
 
 
 def angka(value: object) -> str:
-    """A whole number as Indonesians write it: ``1.234``."""
-    if not isinstance(value, int):
+    """A number as Indonesians write it: ``1.234``, ``36`` for 36.0, ``1.234,5``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return ""
-    return f"{value:,}".replace(",", ".")
+    if isinstance(value, float) and not value.is_integer():
+        text = f"{value:,.6f}".rstrip("0").rstrip(".")
+        return text.replace(",", " ").replace(".", ",").replace(" ", ".")
+    return f"{int(value):,}".replace(",", ".")
 
 
 def environment(loader: jinja2.BaseLoader, timezone: str) -> jinja2.Environment:

@@ -82,8 +82,9 @@ def raw_from_values(
             raw[name] = [str(v) for v in value] if isinstance(value, list) else []
         elif spec.kind is FieldKind.BOOL:
             raw[name] = "1" if value is True else ""
-        elif spec.kind is FieldKind.DECIMAL and isinstance(value, float) and value.is_integer():
-            raw[name] = str(int(value))
+        elif spec.kind is FieldKind.DECIMAL and isinstance(value, float):
+            # As Indonesians write it (36, 36,5); parse() reads a comma or a point.
+            raw[name] = str(int(value)) if value.is_integer() else str(value).replace(".", ",")
         else:
             raw[name] = "" if value is None else str(value)
     return raw

@@ -109,6 +109,19 @@ async def test_operator_registers_a_household_with_three_members(client):
     assert household["kk_number"] not in found
 
 
+async def test_numbers_are_written_the_indonesian_way(client):
+    csrf = await login(client, "operator1")
+    household, members = make_household_with_members(1, seed=8)
+    form = replace(household_form(csrf, household, members), "floor_area_m2", "1234,5")
+    page = await (await client.post("/rumah-tangga/baru", data=form)).text()
+    assert "Data tersimpan." in page
+    assert "<dd>1.234,5</dd>" in page and "1234.5" not in page
+    edit_link = re.search(r'href="(/rumah-tangga/[^"]+/ubah)"', page)
+    assert edit_link is not None
+    edit = await (await client.get(edit_link.group(1))).text()
+    assert 'value="1234,5"' in edit
+
+
 async def test_a_bad_nik_is_refused_next_to_its_field_and_the_form_keeps_what_was_typed(client):
     csrf = await login(client, "operator1")
     household, members = make_household_with_members(3, seed=8)
