@@ -35,6 +35,7 @@ from protocol.ids import uuid7
 from protocol.issues import Issue, has_errors
 from protocol.schema import EntitySchema
 from protocol.validate import validate_fields, validate_household
+from puskesos.webpages import tanggal
 
 __all__ = [
     "Actor",
@@ -255,9 +256,9 @@ async def _proposals_for(
     today: date,
 ) -> list[Edit]:
     period = period_of(today)
-    kinds: list[str] = []
+    kinds: list[tuple[str, str | None]] = []
     if current is None:
-        kinds.append("usulan_baru")
+        kinds.append(("usulan_baru", None))
     else:
         changed = any(current.values.get(k) != v for k, v in household_values.items())
         for member_id, values in member_edits:
@@ -269,7 +270,7 @@ async def _proposals_for(
                 and status in ("meninggal", "pindah")
                 and old.get("status") != status
             ):
-                kinds.append(str(status))
+                kinds.append((str(status), _departure(before.values | values)))
             elif any(old.get(k) != v for k, v in values.items()):
                 changed = True
         if changed and not any(
@@ -278,15 +279,30 @@ async def _proposals_for(
             and p.get("status") == "draf"
             for p in await store.related("proposal", household_id)
         ):
-            kinds.append("perbaikan_data")
+            kinds.append(("perbaikan_data", None))
     return [
         Edit(
             "proposal",
             _new_id(store),
-            {"household_id": household_id, "kind": kind, "period": period, "status": "draf"},
+            {"household_id": household_id, "kind": kind, "period": period, "status": "draf"}
+            | ({"description": description} if description else {}),
         )
-        for kind in kinds
+        for kind, description in kinds
     ]
+
+
+def _departure(member: Mapping[str, Any]) -> str:
+    """Who a "meninggal" / "pindah" proposal is about, for the musdes list: ``Siti Aminah
+    (Anak), 3 Desember 2026, SK/2026/17``."""
+    relation = MEMBER.fields["relation_to_head"].label_of(member.get("relation_to_head"))
+    when = member.get("status_date")
+    parts = [
+        f"{member.get('name') or 'Anggota'} ({relation})" if relation else str(member.get("name")),
+        tanggal(when) if when else "tanggal belum diisi",
+    ]
+    if member.get("status_document"):
+        parts.append(str(member["status_document"]))
+    return ", ".join(parts)
 
 
 async def create_record(

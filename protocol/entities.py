@@ -57,7 +57,7 @@ RECORD_ID_KEY = "id"
 #: ``decile_period``, ``eligible_programmes``, ``review_*``; member status ``ganda``).
 #: 3: the district's registry (``registry_id``, member ``civil_flags``). 4: field visits
 #: (entity ``visit``, proposal kind ``tidak_ditemukan``).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 K = FieldKind
 
@@ -394,6 +394,15 @@ MEMBER = EntitySchema(
             ),
             required=True,
             codes_since=(("ganda", 2),),
+        ),
+        # When the member died or moved out, and the document that says so.
+        FieldSpec("status_date", K.DATE, "Tanggal meninggal/pindah", since=5),
+        FieldSpec(
+            "status_document",
+            K.TEXT,
+            "Nomor akta kematian / surat keterangan",
+            max_length=100,
+            since=5,
         ),
     ),
 )

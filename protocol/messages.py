@@ -207,6 +207,14 @@ MESSAGES: Mapping[str, tuple[str, str]] = MappingProxyType(
             "A member whose status is {status} is still recorded as pregnant; "
             "consider clearing it.",
         ),
+        "departure_missing": (
+            "Anggota berstatus {status}: {label} belum diisi.",
+            "A member whose status is {status} has no {label} yet.",
+        ),
+        "departure_date": (
+            "Tanggal meninggal/pindah tidak boleh sebelum tanggal lahir.",
+            "The date of death or move cannot be before the birth.",
+        ),
         # --- household ---
         "household_mismatch": (
             "Anggota ini tercatat pada keluarga lain.",

@@ -68,7 +68,7 @@ PREGNANCY_AGE = (10, 55)
 #: Above this age a birth date is probably mistyped (a warning).
 _MAX_PLAUSIBLE_AGE = 110
 #: Date fields that describe something that already happened.
-_PAST_ONLY = frozenset({"birth_date", "received_date", "visit_date"})
+_PAST_ONLY = frozenset({"birth_date", "received_date", "visit_date", "status_date"})
 _HEAD = "kepala_keluarga"
 _INACTIVE = frozenset({"pindah", "meninggal"})
 _NIK_CROSS_CHECKS = frozenset({"nik_birth_date_mismatch", "nik_sex_mismatch"})
@@ -350,6 +350,27 @@ def _member_rules(ctx: _Context) -> list[Issue]:
         if _is_inactive(status):
             params = {**base, "status": ctx.choice_label("status", status)}
             issues.append(Issue.warning("pregnant", "pregnant_inactive", params))
+    issues += _departure_rules(ctx)
+    return issues
+
+
+def _departure_rules(ctx: _Context) -> list[Issue]:
+    """A member who died or moved: when, and on which document (warnings: a death in a
+    village often has no certificate yet, and the move must still be recorded); the date
+    is not before the birth (nor in the future: :data:`_PAST_ONLY`)."""
+    record, issues = ctx.record, []
+    status = record.get("status")
+    if not _is_inactive(status) or not ctx.touches("status", "status_date", "status_document"):
+        return issues
+    params = {"status": ctx.choice_label("status", status)}
+    for name in ("status_date", "status_document"):
+        if ctx.empty(name):
+            issues.append(
+                Issue.warning(name, "departure_missing", {**params, "label": ctx.label(name)})
+            )
+    when, birth = _as_date(record.get("status_date")), _as_date(record.get("birth_date"))
+    if when is not None and birth is not None and when < birth:
+        issues.append(Issue.error("status_date", "departure_date", params))
     return issues
 
 

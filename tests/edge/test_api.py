@@ -86,8 +86,9 @@ async def test_member_read_and_change_keep_household_rules(client):
     assert "relation_to_head" in (await refused.json())["fields"]
     assert await written(client) == before
 
+    leaving = {"status": "pindah", "status_date": "2026-11-02", "status_document": "SKPWNI/88"}
     moved = await client.patch(
-        f"{API}/members/{other['id']}", json={"member": {"status": "pindah"}}, headers=headers
+        f"{API}/members/{other['id']}", json={"member": leaving}, headers=headers
     )
     assert moved.status == 200, await moved.text()
     assert (await moved.json())["record"]["values"]["status"] == "pindah"

@@ -108,6 +108,20 @@ async def test_a_member_who_died_keeps_the_record_and_makes_a_proposal(store):
         members=[{"id": not_head.id, "status": "meninggal"}],
         today=TODAY,
     )
+    assert not update.saved, "when and on which document is asked first"
+    assert {(i.field, i.code) for i in update.issues} == {
+        ("members[0].status_date", "departure_missing"),
+        ("members[0].status_document", "departure_missing"),
+    }
+    update = await services.save_household(
+        store,
+        OPERATOR,
+        household_id=outcome.record_id,
+        household={},
+        members=[{"id": not_head.id, "status": "meninggal"}],
+        today=TODAY,
+        confirm_warnings=True,
+    )
     assert update.saved, update.issues
     assert len(await store.related("member", outcome.record_id)) == 4
     assert (await store.get(not_head.id)).get("status") == "meninggal"

@@ -204,14 +204,26 @@ async def test_marking_a_member_deceased_keeps_them_and_makes_a_proposal(client)
     household = (await store.get(household_id)).values
     form = household_form(csrf, dict(household), stored, ids=True)
     form = replace(form, "members-2-status", "meninggal")
+    # The form asks when, and on which document: a warning to confirm, not a refusal.
+    response = await client.post(f"/rumah-tangga/{household_id}/ubah", data=form)
+    page = await response.text()
+    assert "Tanggal meninggal/pindah belum diisi." in field_block(page, "members-2-status_date")
+    assert 'class="only-left"' in page
+    form = replace(form, "members-2-status_date", "2026-11-30")
+    form = replace(form, "members-2-status_document", "474.3/KM/17/2026")
     response = await client.post(f"/rumah-tangga/{household_id}/ubah", data=form)
     page = await response.text()
     assert response.status == 200 and "Data tersimpan." in page
     assert stored[2]["name"] in page  # still listed, never deleted
     members = await store.related("member", household_id)
     assert [m.get("status") for m in members] == ["aktif", "aktif", "meninggal"]
-    kinds = sorted(str(p.get("kind")) for p in await store.related("proposal", household_id))
-    assert kinds == ["meninggal", "usulan_baru"]
+    assert members[2].get("status_date") == "2026-11-30"
+    proposals = {str(p.get("kind")): p for p in await store.related("proposal", household_id)}
+    assert sorted(proposals) == ["meninggal", "usulan_baru"]
+    musdes = await (
+        await client.get("/musdes", params={"period": proposals["meninggal"].get("period")})
+    ).text()
+    assert f"{stored[2]['name']} (Anak), 30 November 2026, 474.3/KM/17/2026" in musdes
 
 
 async def test_complaint_moves_through_its_statuses_and_a_refusal_needs_a_reason(client):

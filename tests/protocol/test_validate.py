@@ -316,9 +316,31 @@ def test_seeded_households_are_reproducible_and_distinct() -> None:
                 "sex": "perempuan",
                 "birth_date": "1995-03-01",
                 "status": "meninggal",
+                "status_date": "2025-01-03",
+                "status_document": "3201-KM-03012025-0001",
             },
             {("pregnant", "pregnant_inactive")},
             id="died-while-pregnant-is-only-a-warning",
+        ),
+        pytest.param(
+            {"status": "pindah"},
+            {("status_date", "departure_missing"), ("status_document", "departure_missing")},
+            id="moved-without-date-and-document-is-asked",
+        ),
+        pytest.param(
+            {
+                "status": "meninggal",
+                "birth_date": "1990-01-01",
+                "status_date": "1989-12-31",
+                "status_document": "SK/01",
+            },
+            {("status_date", "departure_date")},
+            id="died-before-birth",
+        ),
+        pytest.param(
+            {"status": "meninggal", "status_date": "2999-01-01", "status_document": "SK/01"},
+            {("status_date", "date_in_future")},
+            id="died-in-the-future",
         ),
         pytest.param({"birth_date": "2025-06-02"}, {("birth_date", "date_in_future")}),
         pytest.param({"birth_date": "2023-02-29"}, {("birth_date", "invalid_date")}),
@@ -566,6 +588,10 @@ def test_two_heads_of_household() -> None:
     )
 
 
+#: When and on what document a member who moved or died left.
+LEFT = {"status_date": "2024-05-01", "status_document": "SK/2024/17"}
+
+
 def test_no_head_of_household() -> None:
     household, members = household_of(person("istri_suami"), person("anak"))
     assert by_field(validate_household(household, members, today=TODAY)) == {
@@ -575,15 +601,15 @@ def test_no_head_of_household() -> None:
 
 def test_a_head_who_moved_away_and_a_new_head() -> None:
     household, members = household_of(
-        person("kepala_keluarga", status="pindah"),
+        person("kepala_keluarga", status="pindah", **LEFT),
         person("kepala_keluarga", sex="perempuan", birth_date="1982-02-02"),
-        person("kepala_keluarga", status="meninggal", birth_date="1950-01-01"),
+        person("kepala_keluarga", status="meninggal", birth_date="1950-01-01", **LEFT),
     )
     assert validate_household(household, members, today=TODAY) == []
 
 
 def test_a_household_whose_members_all_moved() -> None:
-    household, members = household_of(person("kepala_keluarga", status="pindah"))
+    household, members = household_of(person("kepala_keluarga", status="pindah", **LEFT))
     issues = validate_household(household, members, today=TODAY)
     assert codes(issues) == {("no_active_members", W)}
 
@@ -602,7 +628,7 @@ def test_same_nik_twice_in_a_household() -> None:
 
 def test_a_moved_members_nik_does_not_count_twice() -> None:
     head = person("kepala_keluarga")
-    gone = person("anak", nik=head["nik"], status="pindah")
+    gone = person("anak", nik=head["nik"], status="pindah", **LEFT)
     household, members = household_of(head, gone)
     assert validate_household(household, members, today=TODAY) == []
 
