@@ -45,10 +45,12 @@ __all__ = [
     "dataset_folder",
     "ensure_current",
     "freeze",
+    "freeze_totals",
     "get",
     "periods",
     "return_villages",
     "sign",
+    "started_ms",
     "submit",
     "sweep",
 ]
@@ -181,6 +183,16 @@ async def ensure_current(store: HubStore, config: HubConfig, now_ms: int) -> Per
             period = following(period)
 
 
+async def started_ms(store: HubStore, config: HubConfig, period: str) -> int:
+    """When ``period`` began to collect changes: the previous period's freeze (early or at
+    its cut-off), or its cut-off while the sweep has not frozen it yet."""
+    before = previous(period)
+    found = await get(store.engine, before)
+    if found is not None and found.frozen_ms is not None:
+        return found.frozen_ms
+    return _cutoff(config, before)
+
+
 async def lock_period(conn: AsyncConnection, period: str) -> Period:
     """The period's row, locked until the transaction ends."""
     query = sa.select(db.periods.c.period).where(db.periods.c.period == period).with_for_update()
@@ -290,6 +302,17 @@ async def _totals(
         key = "rejected" if row.decision == "ditolak" else "changed"
         totals.setdefault(row.village, dict.fromkeys(keys, 0))[key] = int(row.n)
     return totals
+
+
+async def freeze_totals(store: HubStore, period: str) -> dict[str, dict[str, int]]:
+    """Village → the totals a freeze of ``period`` would count now (for its confirmation
+    page; nothing is written)."""
+    c = db.counters
+    async with db.reading(store.engine) as conn:
+        seq = (
+            await conn.execute(sa.select(c.c.value).where(c.c.name == "approval_seq"))
+        ).scalar_one_or_none()
+        return await _totals(conn, period, int(seq or 0), None)
 
 
 # --- transitions -------------------------------------------------------------------------

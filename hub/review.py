@@ -25,6 +25,7 @@ from hub.store import HubStore
 from protocol.clock import COUNTER_BITS
 from protocol.entities import ENTITIES, shown_status
 from protocol.jsonform import load_state
+from puskesos.webpages import field_text
 
 __all__ = [
     "DECISIONS",
@@ -40,6 +41,7 @@ __all__ = [
     "household_changes",
     "queue",
     "queue_counts",
+    "record_names",
     "take_approval_seq",
 ]
 
@@ -99,7 +101,8 @@ class QueueItem:
 
 @dataclass(frozen=True, slots=True)
 class FieldChange:
-    """One field of a record: approved value → current value, and who wrote it when."""
+    """One field of a record: approved value → current value (as stored, and as a person
+    reads it: labels, Indonesian dates, names), and who wrote it when."""
 
     field: str
     label: str
@@ -107,6 +110,8 @@ class FieldChange:
     new: Any
     origin: str
     at_ms: int | None
+    old_text: str
+    new_text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +301,15 @@ def _decision(row: Any) -> Decision:
     )
 
 
-def _record_changes(row: Any) -> RecordChanges:
+def _text(entity: str, name: str, value: Any, names: Mapping[str, str]) -> str:
+    spec = ENTITIES[entity].fields.get(name)
+    if spec is None:
+        return "—" if value is None else str(value)
+    return field_text(spec, value, names)
+
+
+def _record_changes(row: Any, names: Mapping[str, str]) -> RecordChanges:
+    """``names``: record id → its name, for references to the household and its members."""
     data = json.loads(row.data)
     approved = json.loads(row.approved) if row.approved is not None else None
     state = load_state(row.state)
@@ -304,14 +317,17 @@ def _record_changes(row: Any) -> RecordChanges:
     for name in _diff(row.entity, approved, data):
         frontier = state.get(name, ())
         latest = max(frontier, key=lambda v: v.time) if frontier else None
+        old, new = (approved or {}).get(name), data.get(name)
         changes.append(
             FieldChange(
                 field=name,
                 label=_label(row.entity, name),
-                old=(approved or {}).get(name),
-                new=data.get(name),
+                old=old,
+                new=new,
                 origin=latest.node if latest is not None else "",
                 at_ms=latest.time >> COUNTER_BITS if latest is not None else None,
+                old_text=_text(row.entity, name, old, names),
+                new_text=_text(row.entity, name, new, names),
             )
         )
     name = data.get("name") if row.entity == "member" else data.get("address")
@@ -320,6 +336,35 @@ def _record_changes(row: Any) -> RecordChanges:
     return RecordChanges(
         row.entity, row.id, str(name or ""), bool(row.pending), tuple(changes), civil
     )
+
+
+def _household_name(head_name: str) -> str:
+    return f"Keluarga {head_name or '(tanpa nama)'}"
+
+
+async def record_names(engine: AsyncEngine, ids: Iterable[str]) -> dict[str, str]:
+    """Record id → how a page names it: a member by name, a household as "Keluarga"
+    and its head's name (ids of other or unknown records are left out)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    r = db.records
+    async with db.reading(engine) as conn:
+        rows = (
+            await conn.execute(
+                sa.select(r.c.id, r.c.entity, r.c.data).where(
+                    r.c.id.in_(wanted), r.c.entity.in_(REVIEWED_ENTITIES)
+                )
+            )
+        ).all()
+        households = [row.id for row in rows if row.entity == "household"]
+        heads = head_names(await _members(conn, households)) if households else {}
+    return {
+        row.id: _household_name(heads.get(row.id, ""))
+        if row.entity == "household"
+        else str(json.loads(row.data).get("name") or "")
+        for row in rows
+    }
 
 
 async def household_changes(engine: AsyncEngine, household_id: str) -> HouseholdChanges | None:
@@ -352,12 +397,16 @@ async def household_changes(engine: AsyncEngine, household_id: str) -> Household
         members, key=lambda row: json.loads(row.data).get("relation_to_head") != "kepala_keluarga"
     )
     data = json.loads(household.data)
+    head_name = head_names(members).get(household_id, "")
+    names = {household_id: _household_name(head_name)} | {
+        row.id: str(json.loads(row.data).get("name") or "") for row in members
+    }
     return HouseholdChanges(
         household_id=household_id,
         village=household.village,
-        head_name=head_names(members).get(household_id, ""),
+        head_name=head_name,
         kk_number=str(data.get("kk_number") or ""),
-        records=tuple(_record_changes(row) for row in [household, *members]),
+        records=tuple(_record_changes(row, names) for row in [household, *members]),
         decisions=tuple(_decision(row) for row in decisions),
     )
 
@@ -381,16 +430,13 @@ class PersonReport:
 _TRAIL_LIMIT = 1000
 
 
-def _facts(entity: str, data: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    shown = []
-    for spec in ENTITIES[entity].field_list:
-        value = data.get(spec.name)
-        if isinstance(value, list):
-            text = ", ".join(spec.label_of(v) for v in value)
-        else:
-            text = spec.label_of(value)
-        shown.append((spec.label, text))
-    return tuple(shown)
+def _facts(
+    entity: str, data: Mapping[str, Any], names: Mapping[str, str]
+) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (spec.label, field_text(spec, data.get(spec.name), names))
+        for spec in ENTITIES[entity].field_list
+    )
 
 
 async def person_report(
@@ -436,11 +482,12 @@ async def person_report(
         )
         decision_rows = tuple(_decision(row) for row in decisions)
     member = json.loads(rows["member"].data)
+    names = await record_names(engine, [household_id])
     return PersonReport(
         village=village,
         name=str(member.get("name") or ""),
-        member=_facts("member", member),
-        household=_facts("household", json.loads(rows["household"].data)),
+        member=_facts("member", member, names),
+        household=_facts("household", json.loads(rows["household"].data), names),
         decisions=decision_rows,
         trail=trail_rows,
     )

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from edge.web.app import USER
+from puskesos.webauth import SIGNED_IN
 
 __all__ = ["AccessLogger", "JsonFormatter", "configure"]
 
@@ -63,7 +63,6 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request: method, path without query, status, duration, who, from where."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        user = request.get(USER)
         self.logger.info(
             "request",
             extra={
@@ -72,6 +71,6 @@ class AccessLogger(AbstractAccessLogger):
                 "status": response.status,
                 "duration_ms": round(time * 1000, 2),
                 "remote": request.remote,
-                "user": getattr(user, "username", None),
+                "user": request.get(SIGNED_IN),
             },
         )

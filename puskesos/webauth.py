@@ -17,11 +17,13 @@ import os
 import secrets
 from pathlib import Path
 
+from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from yarl import URL
 
 __all__ = [
+    "SIGNED_IN",
     "UNKNOWN_ACTOR",
     "csrf_token",
     "hash_password",
@@ -34,6 +36,10 @@ __all__ = [
     "verify_nobody",
     "verify_password",
 ]
+
+#: The user name of whoever a request is signed in as: set by the box's and the hub's
+#: guards, read by the access log (:mod:`puskesos.logs`).
+SIGNED_IN = web.RequestKey("signed_in", str)
 
 _hasher = PasswordHasher()
 #: What a browser drops from or reads differently in a URL: tabs, newlines, backslashes.

@@ -4,7 +4,7 @@ templates (``puskesos/templates``: the sign-in page)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -12,8 +12,17 @@ import jinja2
 from aiohttp import web
 
 from protocol.identity import mask_number
+from protocol.schema import FieldKind, FieldSpec
 
-__all__ = ["CSP", "MONTHS", "environment", "security_headers", "set_private_cookie", "tanggal"]
+__all__ = [
+    "CSP",
+    "MONTHS",
+    "environment",
+    "field_text",
+    "security_headers",
+    "set_private_cookie",
+    "tanggal",
+]
 
 #: No inline script or style, nothing from elsewhere, never framed.
 CSP = (
@@ -38,6 +47,23 @@ def tanggal(value: object) -> str:
     except ValueError:
         return value
     return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+def field_text(spec: FieldSpec, value: object, names: Mapping[str, str] | None = None) -> str:
+    """A field's value as a person reads it, from the one schema: an enum's label (a set's
+    labels joined), a date as Indonesians write it, ``Ya``/``Tidak``, a reference by the
+    name ``names`` gives it; ``—`` when empty."""
+    if value is None or value == "" or value == []:
+        return "—"
+    if isinstance(value, bool):
+        return "Ya" if value else "Tidak"
+    if isinstance(value, list):
+        return ", ".join(spec.label_of(code) for code in value)
+    if spec.kind is FieldKind.DATE:
+        return tanggal(value)
+    if spec.kind is FieldKind.REF and isinstance(value, str):
+        return (names or {}).get(value, value)
+    return spec.label_of(value)
 
 
 def angka(value: object) -> str:

@@ -38,6 +38,7 @@ from edge.sync import SyncClient, read_password
 from edge.web.routing import Route
 from edge.web.templating import create_environment
 from protocol.regions import village_label
+from puskesos import webauth
 from puskesos.tls import https_redirect
 from puskesos.webpages import security_headers, set_private_cookie
 
@@ -199,6 +200,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     user, session_token = await _caller(request)
     request[USER] = user
+    if user is not None:
+        request[webauth.SIGNED_IN] = user.username
     secret = request.app[SECRET]
     request[CSRF] = auth.csrf_token(secret, session_token) if session_token else None
     if request.match_info.http_exception is not None:

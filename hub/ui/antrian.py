@@ -98,8 +98,9 @@ async def person_report(request: web.Request) -> web.Response:
             conn, at_ms=store.wall(), actor=actor(request), action="person.report",
             subject=member_id, detail={"village": report.village},
         )  # fmt: skip
+    trail = await trail_entries(store.engine, report.trail)
     return render(
-        request, "data_pribadi.html", report=report, trail=trail_entries(report.trail),
+        request, "data_pribadi.html", report=report, trail=trail,
         household_id=request.match_info["household_id"], decisions=review.DECISIONS,
     )  # fmt: skip
 

@@ -19,7 +19,7 @@ import jinja2
 from aiohttp import web
 from yarl import URL
 
-from hub import auth, cycle_rules
+from hub import auth
 from hub.config import HubConfig
 from hub.roles import ROLE_LABELS, Role
 from hub.web import INGEST, STORE
@@ -38,7 +38,6 @@ __all__ = [
     "Route",
     "RouteTable",
     "actor",
-    "current_period",
     "form_data",
     "page_number",
     "push_down",
@@ -141,6 +140,7 @@ async def session_guard(request: web.Request, handler: Handler) -> web.StreamRes
     user = await auth.user_for_session(request.app[STORE], token) if token else None
     request[USER] = user
     if user is not None:
+        request[webauth.SIGNED_IN] = user.username
         request[CSRF] = webauth.csrf_token(request.app[SECRET], token)
     if request.match_info.http_exception is not None:  # a wrong link: its page has the menu
         return _error_page(request, request.match_info.http_exception)
@@ -286,11 +286,3 @@ def setup(app: web.Application, config: HubConfig, modules: Iterable[Any]) -> No
         table[(route.method, added.resource.canonical)] = route
     app[ROUTES] = table
     app.router.add_static("/static/", STATIC, append_version=True, name="static")
-
-
-def current_period(request: web.Request, now_ms: int) -> tuple[str, int]:
-    """The open period at ``now_ms`` and when it began (the previous period's cut-off)."""
-    config = request.app[CONFIG]
-    rule = (config.cutoff_day, config.cutoff_time, config.timezone)
-    period = cycle_rules.period_of(now_ms, *rule)
-    return period, cycle_rules.cutoff_ms(cycle_rules.previous(period), *rule)

@@ -1,5 +1,10 @@
 """Duplikat: one NIK on two or more active members; the verifier picks who keeps the
-person and the others are marked "Data ganda" (nothing is deleted)."""
+person and the others are marked "Data ganda" (nothing is deleted).
+
+Nothing is chosen beforehand. A choice first gets a page naming who keeps the person and
+who is marked, with links to their households; its "Ya, pertahankan" posts the choice
+again with ``konfirmasi=ya``, and only that marks anyone.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +21,14 @@ routes = RouteTable()
 
 
 async def _page(
-    request: web.Request, status: int = 200, *, error: str | None = None
-) -> web.Response:
+    request: web.Request, status: int = 200, *, error: str | None = None,
+    errors: dict[str, str] | None = None,
+) -> web.Response:  # fmt: skip
     groups = await duplicates.duplicates(request.app[STORE].engine, limit=200)
     flash = "Data ganda ditandai." if request.query.get("pesan") == "ganda" else None
     return render(
-        request, "duplikat.html", status, groups=groups, error=error, flash=flash,
-        may_keep=request[USER].role is Role.VERIFIER,
+        request, "duplikat.html", status, groups=groups, error=error, errors=errors or {},
+        flash=flash, may_keep=request[USER].role is Role.VERIFIER,
     )  # fmt: skip
 
 
@@ -35,6 +41,9 @@ async def duplikat(request: web.Request) -> web.Response:
 async def keep(request: web.Request) -> web.StreamResponse:
     form = await form_data(request)
     chosen = form.get("pertahankan", "")
+    if not chosen:  # the group's form names its first member, to show the error there
+        field = f"pertahankan-{form.get('kelompok', '')}"
+        return await _page(request, 422, errors={field: "Pilih data yang dipertahankan."})
     store = request.app[STORE]
     # The group is found by the member kept: the page never holds a whole NIK.
     group = next(
@@ -45,6 +54,10 @@ async def keep(request: web.Request) -> web.StreamResponse:
         ),
         None,
     )
+    if group is not None and form.get("konfirmasi") != "ya":
+        kept = next(m for m in group.members if m.record_id == chosen)
+        others = [m for m in group.members if m.record_id != chosen]
+        return render(request, "duplikat_konfirmasi.html", group=group, kept=kept, others=others)
     nik = group.nik if group is not None else ""
     villages = {m.village for m in group.members} if group is not None else set()
     try:

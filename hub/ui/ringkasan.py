@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hub import progress, summary
-from hub.ui.base import ALL_ROLES, STORE, RouteTable, current_period, render
+from hub import cycle, progress, summary
+from hub.ui.base import ALL_ROLES, CONFIG, STORE, RouteTable, render
 
 __all__ = ["routes"]
 
@@ -18,7 +18,9 @@ routes = RouteTable()
 async def ringkasan(request: web.Request) -> web.Response:
     store = request.app[STORE]
     now = store.wall()
-    period, period_start_ms = current_period(request, now)
+    # The period Siklus bulanan shows open: after an early freeze, already the next one.
+    period = (await cycle.ensure_current(store, request.app[CONFIG], now)).period
+    period_start_ms = await cycle.started_ms(store, request.app[CONFIG], period)
     villages = await summary.village_summary(
         store.engine, now_ms=now, period_start_ms=period_start_ms
     )

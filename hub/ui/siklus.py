@@ -1,6 +1,11 @@
 """Siklus bulanan: the periods and their states, the per-village totals for the leader, and
 the buttons each role may use (docs/cycle.md, "The monthly cycle").
 
+Freeze, submit and sign are not undone: their buttons post without ``konfirmasi=ya`` and
+get a page saying what the step will do (period, villages, households; for a submission
+the households still waiting for a decision), whose "Ya" button posts the step again with
+``konfirmasi=ya``. Only that second post takes the step.
+
 A button is shown only when :func:`hub.cycle_rules.allowed` says the role may take the
 step and the period stands where the step starts; the route's roles refuse the rest with
 403, and :mod:`hub.cycle` refuses a step from the wrong state (a second click).
@@ -14,8 +19,8 @@ from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 
-from hub import cycle, cycle_delivery
-from hub.cycle_rules import Action, CycleError, State, allowed
+from hub import cycle, cycle_delivery, review
+from hub.cycle_rules import Action, CycleError, State, allowed, following, next_state
 from hub.forward import ForwardError
 from hub.roles import Role
 from hub.ui.base import (
@@ -90,8 +95,43 @@ def _done(code: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(f"/siklus?pesan={code}")
 
 
+#: The steps that ask first, and the last segment of their route ("Ya, <that>").
+_CONFIRMED = {Action.FREEZE: "bekukan", Action.SUBMIT: "ajukan", Action.SIGN: "tandatangani"}
+
+
+async def _unconfirmed(request: web.Request, action: Action) -> web.Response | None:
+    """The confirmation page of ``action`` unless the form says ``konfirmasi=ya``."""
+    if (await request.post()).get("konfirmasi") == "ya":
+        return None
+    store = request.app[STORE]
+    period = request.match_info["period"]
+    found = await cycle.get(store.engine, period)
+    if found is None:
+        raise web.HTTPNotFound(text=f"Periode {period} tidak ditemukan.")
+    try:
+        next_state(found.state, action)
+    except CycleError as exc:
+        return await _page(request, 409, error=exc.message)
+    if action is Action.FREEZE:
+        totals = await cycle.freeze_totals(store, period)
+    else:
+        totals = {v.village: dict(v.totals) for v in found.villages}
+    villages = {village: counts.get("households", 0) for village, counts in sorted(totals.items())}
+    undecided = 0
+    if action is Action.SUBMIT:
+        waiting = await review.queue_counts(store.engine)
+        undecided = sum(waiting.get(village, 0) for village in villages)
+    return render(
+        request, "siklus_konfirmasi.html", Action=Action, action=action,
+        step=_CONFIRMED[action], period=period, next_period=following(period),
+        villages=villages, households=sum(villages.values()), undecided=undecided,
+    )  # fmt: skip
+
+
 @routes.post("/siklus/{period}/bekukan", roles={Role.VERIFIER})
 async def freeze(request: web.Request) -> web.StreamResponse:
+    if (confirmation := await _unconfirmed(request, Action.FREEZE)) is not None:
+        return confirmation
     try:
         await cycle.freeze(
             request.app[STORE], request.app[CONFIG], request.match_info["period"], actor(request)
@@ -103,6 +143,8 @@ async def freeze(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/siklus/{period}/ajukan", roles={Role.VERIFIER})
 async def submit(request: web.Request) -> web.StreamResponse:
+    if (confirmation := await _unconfirmed(request, Action.SUBMIT)) is not None:
+        return confirmation
     try:
         await cycle.submit(request.app[STORE], request.match_info["period"], actor(request))
     except CycleError as exc:
@@ -128,6 +170,8 @@ async def return_villages(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/siklus/{period}/tandatangani", roles={Role.LEADER})
 async def sign(request: web.Request) -> web.StreamResponse:
+    if (confirmation := await _unconfirmed(request, Action.SIGN)) is not None:
+        return confirmation
     try:
         await cycle.sign(
             request.app[STORE], request.app[CONFIG], request.match_info["period"], actor(request)

@@ -113,8 +113,10 @@ async def test_a_month_from_village_intake_to_the_published_decile_on_the_box(
     # The verifier freezes the period early and submits it; a verifier cannot sign.
     await page.goto(f"{hub_url}/siklus")
     await page.click("button:has-text('Bekukan sekarang')")
+    await page.click("button:has-text('Ya, bekukan')")  # its confirmation page
     await state_of(page, hub_url, "Dibekukan", 10)
     await page.click("button:has-text('Ajukan ke pimpinan')")
+    await page.click("button:has-text('Ya, ajukan')")  # its confirmation page
     await state_of(page, hub_url, "Ditinjau pimpinan", 10)
     assert await page.locator("button:has-text('Tandatangani')").count() == 0
     await context.close()
@@ -125,6 +127,7 @@ async def test_a_month_from_village_intake_to_the_published_decile_on_the_box(
     await log_in(page, hub_url, "bupati")
     await page.goto(f"{hub_url}/siklus")
     await page.click("button:has-text('Tandatangani')")
+    await page.click("button:has-text('Ya, tandatangani')")  # its confirmation page
     await state_of(page, hub_url, "Diteruskan ke pusat", 60)
     await context.close()
     (delivery,) = (receiver.data_dir / "deliveries" / DISTRICT).iterdir()

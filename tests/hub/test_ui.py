@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 from collections.abc import AsyncIterator
 
@@ -16,7 +17,7 @@ from edge import auth as edge_auth
 from edge.config import EdgeConfig
 from edge.db import upgrade as edge_upgrade
 from edge.store import Store as EdgeStore
-from hub import auth, db, review
+from hub import auth, cycle, db, review
 from hub.config import HubConfig
 from hub.keys import generate_key_pair
 from hub.progress import field_checks
@@ -26,7 +27,7 @@ from hub.tokens import add_token
 from hub.ui.base import PRE_CSRF_COOKIE, SESSION_COOKIE
 from hub.web import create_app
 from protocol.identity import mask_number
-from puskesos import cli
+from puskesos import cli, logs
 from tests.edge.test_security import REDIRECT_ATTACKS, browser_target, signed_in_to
 from tests.factories import DEFAULT_VILLAGE
 from tests.hub.boxes import Box, enrol
@@ -206,6 +207,23 @@ async def test_each_role_opens_its_pages_and_gets_403_elsewhere(client, username
             assert "Anda tidak berhak membuka halaman ini" in await answer.text()
 
 
+async def test_the_access_log_names_the_signed_in_user(hub_store, tmp_path, caplog):
+    await auth.create_user(
+        hub_store, username="verif", full_name="Verif", role=Role.VERIFIER, password=PASSWORD,
+        actor="test",
+    )  # fmt: skip
+    app = create_app(HubConfig(data_dir=tmp_path), hub_store, password=None, with_ingest=False)
+    server = TestServer(app)
+    access = logging.getLogger("puskesos.hub.access")
+    await server.start_server(access_log_class=logs.AccessLogger, access_log=access)  # as served
+    caplog.set_level(logging.INFO, logger=access.name)
+    async with TestClient(server) as signed_in:
+        await login(signed_in, "verif")
+        assert (await signed_in.get("/antrian")).status == 200
+    users = {(r.path, r.user) for r in caplog.records if r.name == "puskesos.hub.access"}
+    assert ("/antrian", "verif") in users and ("/masuk", None) in users
+
+
 async def test_pages_carry_security_headers(client):
     await login(client, "admin")
     for path in ("/", "/masuk", "/tidak-ada"):
@@ -275,6 +293,30 @@ async def test_the_queue_shows_old_and_new_and_a_decision_clears_it(client, hub_
     assert "Buruh harian lepas" in occupation and "Petani" in occupation
     assert "edge-a" in occupation
     assert ("verif", "household.view", household) in await audit_actions(hub_store)
+
+
+async def test_the_verifier_reads_the_changes_as_labels_dates_and_names_not_codes(
+    client, hub_store
+):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    household, _ = await send_family(hub_store, box)
+    await login(client, "verif")
+    detail = await (await client.get(f"/antrian/{household}")).text()
+    rows = {
+        label: new
+        for label, new in re.findall(
+            r'<tr class="perubahan">\s*<td>([^<]+)</td>\s*<td>[^<]*</td>\s*'
+            r"<td><strong>([^<]*)</strong></td>",
+            detail,
+        )
+    }
+    assert rows["Jenis lantai terluas"] == "Semen/bata merah"
+    assert rows["Jenis kelamin"] == "Laki-laki"
+    assert rows["Tanggal lahir"] == "17 Mei 1980"
+    assert rows["Keluarga"] == "Keluarga Asep Saepudin"
+    for code in ("semen_bata_merah", "laki_laki", "1980-05-17", household):
+        assert f"<strong>{code}</strong>" not in detail
 
 
 async def test_a_rejection_without_a_reason_is_refused_next_to_the_field(client, hub_store):
@@ -425,20 +467,41 @@ async def test_devices_and_the_audit_trail_newest_first(client, hub_store):
     assert "Masuk" in trail
 
 
+async def test_the_audit_trail_names_households_and_labels_its_details(client, hub_store):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    household, _ = await send_family(hub_store, box)
+    csrf = await login(client, "verif")
+    await client.post(f"/antrian/{household}", data={"csrf_token": csrf, "keputusan": "disetujui"})
+    await login(client, "pimpinan")
+    trail = await (await client.get("/audit")).text()
+    [decided] = [r for r in re.findall(r"<tr>(.*?)</tr>", trail, re.S) if "Memutuskan" in r]
+    assert "Keluarga Asep Saepudin" in decided and household not in decided
+    assert "Keputusan: Disetujui" in decided and "decision" not in decided
+    assert "Periode: " in decided and "Nomor keputusan: 1" in decided
+    [viewed] = [r for r in re.findall(r"<tr>(.*?)</tr>", trail, re.S) if "Melihat data" in r]
+    assert f"Desa: {DEFAULT_VILLAGE}" in viewed and "village" not in viewed
+    assert "Peran: Pimpinan (kantor bupati)" in trail and "role:" not in trail  # accounts made
+
+
 # --- duplicates and the monthly cycle -------------------------------------------------------
 
 
 async def test_the_verifier_keeps_one_of_two_members_with_the_same_nik(client, hub_store):
     one, two = Box("edge-a"), Box("edge-b", village=OTHER_VILLAGE)
     await enrol(hub_store, one, two)
-    _, (head,) = await send_family(hub_store, one)
+    first, (head,) = await send_family(hub_store, one)
     [stored] = [r for r in await hub_store.records(DEFAULT_VILLAGE) if r["id"] == head]
     nik, born = stored["values"]["nik"], stored["values"]["birth_date"]
-    await send_family(hub_store, two, head="Dewi Lestari", Asep={"nik": nik, "birth_date": born})
+    second, _ = await send_family(
+        hub_store, two, head="Dewi Lestari", Asep={"nik": nik, "birth_date": born}
+    )
     csrf = await login(client, "verif")
     page = await (await client.get("/duplikat")).text()
     assert mask_number(nik) in page and OTHER_VILLAGE in page
     assert nik not in page, "a list shows the NIK masked, as the box does"
+    assert "checked" not in page, "nothing is chosen beforehand"
+    assert f'href="/antrian/{first}"' in page and f'href="/antrian/{second}"' in page
     queue = await (await client.get("/antrian")).text()
     [kk] = [
         r["values"]["kk_number"]
@@ -447,11 +510,36 @@ async def test_the_verifier_keeps_one_of_two_members_with_the_same_nik(client, h
     ]
     assert kk not in queue and mask_number(kk) in queue
 
-    kept = await client.post("/duplikat", data={"csrf_token": csrf, "pertahankan": head})
+    async def statuses() -> list[str]:
+        records = await hub_store.records(DEFAULT_VILLAGE) + await hub_store.records(OTHER_VILLAGE)
+        return sorted(r["values"]["status"] for r in records if r["values"].get("nik") == nik)
+
+    group = re.search(r'name="kelompok" value="([^"]+)"', page).group(1)
+    unchosen = await client.post("/duplikat", data={"csrf_token": csrf, "kelompok": group})
+    assert unchosen.status == 422
+    assert f'id="pertahankan-{group}-pesan">Pilih data yang dipertahankan' in await unchosen.text()
+
+    ask = await client.post("/duplikat", data={"csrf_token": csrf, "pertahankan": head})
+    text = await ask.text()
+    assert ask.status == 200 and "Pertahankan data Asep Saepudin?" in text
+    assert f'href="/antrian/{first}">Keluarga Asep Saepudin' in text
+    assert f'href="/antrian/{second}">Keluarga Dewi Lestari' in text
+    assert 'name="konfirmasi" value="ya"' in text and 'href="/duplikat">Batal' in text
+    assert await statuses() == ["aktif", "aktif"]  # nothing marked yet
+
+    kept = await client.post(
+        "/duplikat", data={"csrf_token": csrf, "pertahankan": head, "konfirmasi": "ya"}
+    )
     assert "Data ganda ditandai" in await kept.text()
     assert "Tidak ada NIK ganda" in await kept.text()
+    assert await statuses() == ["aktif", "ganda"]
     [other] = [r for r in await hub_store.records(OTHER_VILLAGE) if r["values"].get("nik") == nik]
     assert other["values"]["status"] == "ganda"
+
+
+def confirmed(csrf: str) -> dict[str, str]:
+    """A cycle step's form as its confirmation page posts it."""
+    return {"csrf_token": csrf, "konfirmasi": "ya"}
 
 
 def _buttons(page: str) -> set[str]:
@@ -469,15 +557,13 @@ async def test_the_cycle_moves_by_the_buttons_each_role_may_use(client, hub_stor
     assert "Terbuka" in page and _buttons(page) == {"Bekukan sekarang"}
     period = re.search(r'action="/siklus/([0-9-]+)/bekukan"', page).group(1)
     # A verifier cannot sign: no button, and the request is refused.
-    assert (
-        await client.post(f"/siklus/{period}/tandatangani", data={"csrf_token": csrf})
-    ).status == 403
+    assert (await client.post(f"/siklus/{period}/tandatangani", data=confirmed(csrf))).status == 403
 
-    frozen = await client.post(f"/siklus/{period}/bekukan", data={"csrf_token": csrf})
+    frozen = await client.post(f"/siklus/{period}/bekukan", data=confirmed(csrf))
     assert "Periode dibekukan" in await frozen.text()
-    again = await client.post(f"/siklus/{period}/bekukan", data={"csrf_token": csrf})
+    again = await client.post(f"/siklus/{period}/bekukan", data=confirmed(csrf))
     assert again.status == 409 and "hanya dapat dibekukan selagi terbuka" in await again.text()
-    submitted = await client.post(f"/siklus/{period}/ajukan", data={"csrf_token": csrf})
+    submitted = await client.post(f"/siklus/{period}/ajukan", data=confirmed(csrf))
     assert "Periode diajukan ke pimpinan" in await submitted.text()
 
     csrf = await login(client, "pimpinan")
@@ -493,7 +579,7 @@ async def test_the_cycle_moves_by_the_buttons_each_role_may_use(client, hub_stor
     assert 'id="catatan-pesan">Catatan pengembalian wajib diisi' in await no_note.text()
 
     generate_key_pair(tmp_path / "signing.key")
-    signed = await client.post(f"/siklus/{period}/tandatangani", data={"csrf_token": csrf})
+    signed = await client.post(f"/siklus/{period}/tandatangani", data=confirmed(csrf))
     assert "Periode ditandatangani" in await signed.text(), await signed.text()
     assert "Ditandatangani" in await signed.text()
 
@@ -504,6 +590,64 @@ async def test_the_cycle_moves_by_the_buttons_each_role_may_use(client, hub_stor
     assert {"cycle.freeze", "cycle.submit", "cycle.sign"} <= set(actions)
     trail = await (await client.get("/audit")).text()
     assert "Menandatangani periode" in trail and "Membekukan periode" in trail
+
+
+async def test_freeze_submit_and_sign_ask_first_and_warn_of_undecided_households(
+    client, hub_store, tmp_path
+):
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    decided, _ = await send_family(hub_store, box)
+    await send_family(hub_store, box, head="Dewi Lestari")  # left undecided
+    csrf = await login(client, "verif")
+    await client.post(f"/antrian/{decided}", data={"csrf_token": csrf, "keputusan": "disetujui"})
+    page = await (await client.get("/siklus")).text()
+    period = re.search(r'action="/siklus/([0-9-]+)/bekukan"', page).group(1)
+
+    async def state() -> str:
+        found = await cycle.get(hub_store.engine, period)
+        return found.state.label
+
+    ask = await client.post(f"/siklus/{period}/bekukan", data={"csrf_token": csrf})
+    text = await ask.text()
+    assert ask.status == 200 and f"Bekukan periode {period}?" in text
+    assert "1 keluarga dari 1 desa" in text and DEFAULT_VILLAGE in text
+    assert 'name="konfirmasi" value="ya"' in text and "Ya, bekukan" in _buttons(text)
+    assert f'href="/siklus#periode-{period}">Batal</a>' in text
+    assert await state() == "Terbuka"
+    await client.post(f"/siklus/{period}/bekukan", data=confirmed(csrf))
+    assert await state() == "Dibekukan"
+
+    ask = await client.post(f"/siklus/{period}/ajukan", data={"csrf_token": csrf})
+    text = await ask.text()
+    assert f"Ajukan periode {period} ke pimpinan?" in text
+    assert "1 keluarga masih menunggu keputusan verifikasi" in text
+    assert await state() == "Dibekukan"
+    await client.post(f"/siklus/{period}/ajukan", data=confirmed(csrf))
+    assert await state() == "Ditinjau pimpinan"
+
+    csrf = await login(client, "pimpinan")
+    generate_key_pair(tmp_path / "signing.key")
+    ask = await client.post(f"/siklus/{period}/tandatangani", data={"csrf_token": csrf})
+    text = await ask.text()
+    assert f"Tandatangani periode {period}?" in text and "1 keluarga dari 1 desa" in text
+    assert "menunggu keputusan" not in text
+    assert await state() == "Ditinjau pimpinan"
+    signed = await client.post(f"/siklus/{period}/tandatangani", data=confirmed(csrf))
+    assert "Periode ditandatangani" in await signed.text()
+    assert await state() == "Ditandatangani"
+
+
+async def test_after_an_early_freeze_the_summary_names_the_period_the_cycle_page_opens(client):
+    csrf = await login(client, "verif")
+    page = await (await client.get("/siklus")).text()
+    frozen = re.search(r'action="/siklus/([0-9-]+)/bekukan"', page).group(1)
+    await client.post(f"/siklus/{frozen}/bekukan", data=confirmed(csrf))
+    page = await (await client.get("/siklus")).text()
+    [open_period] = re.findall(r'Periode ([0-9-]+) · <span class="status">Terbuka', page)
+    assert open_period != frozen
+    summary = await (await client.get("/")).text()
+    assert f"Periode berjalan: {open_period} " in summary
 
 
 # --- the command line ----------------------------------------------------------------------

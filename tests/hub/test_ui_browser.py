@@ -1,7 +1,7 @@
 """The review UI in a real browser (Debian's Chromium, headless, through Playwright) on the
 hub served on a free port: a verifier works through the queue on a laptop, the leader
 reads the audit trail. A screenshot of the household page goes to /tmp for a person to
-look at."""
+look at. The leader signs a period after its confirmation page, having cancelled once."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from hub import auth, db
+from hub import auth, cycle, db, review
 from hub.config import HubConfig
+from hub.cycle_rules import State
+from hub.keys import generate_key_pair
 from hub.roles import Role
 from hub.store import HubStore
 from hub.web import create_app
@@ -45,7 +47,8 @@ async def hub(sqlite_url, tmp_path) -> AsyncIterator[tuple[str, HubStore]]:
             store, username=username, full_name=username.title(), role=role,
             password=PASSWORD, actor="test",
         )  # fmt: skip
-    app = create_app(HubConfig(data_dir=tmp_path), store, password=None, with_ingest=False)
+    config = HubConfig(data_dir=tmp_path, district="3201")
+    app = create_app(config, store, password=None, with_ingest=False)
     runner = web.AppRunner(app)
     await runner.setup()
     port = _free_port()
@@ -121,4 +124,38 @@ async def test_a_verifier_works_through_the_queue_in_a_real_browser(hub, browser
     assert first[1:3] == ["pimpinan", "Masuk"]
     assert await page.locator("td", has_text="Memutuskan verifikasi").count() == 2
     assert await page.locator("td", has_text="Melihat data keluarga").count() >= 2
+    await context.close()
+
+
+async def test_the_leader_cancels_then_confirms_the_signature_in_a_real_browser(
+    hub, browser, tmp_path
+):
+    base_url, store = hub
+    box = Box("edge-a")
+    await enrol(store, box)
+    household, _ = await send_family(store, box)
+    config = HubConfig(data_dir=tmp_path, district="3201")
+    generate_key_pair(tmp_path / "signing.key")
+    period = (await cycle.ensure_current(store, config, store.wall())).period
+    await review.decide(store, household, "disetujui", "", "verif", period=period)
+    await cycle.freeze(store, config, period, "verif")
+    await cycle.submit(store, period, "verif")
+    context = await browser.new_context(viewport=LAPTOP, locale="id-ID")
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await sign_in(page, base_url, "pimpinan")
+    await page.click("nav >> text=Siklus bulanan")
+
+    await page.click("button:has-text('Tandatangani')")
+    heading = page.locator("h1")
+    assert await heading.inner_text() == f"Tandatangani periode {period}?"
+    assert "Data 1 keluarga dari 1 desa" in await page.inner_text("main")
+    await page.click("text=Batal")
+    await page.wait_for_url(f"{base_url}/siklus#periode-{period}")
+    assert (await cycle.get(store.engine, period)).signed_ms is None  # nothing signed
+
+    await page.click("button:has-text('Tandatangani')")
+    await page.click("button:has-text('Ya, tandatangani')")
+    await page.locator("text=Periode ditandatangani.").wait_for()
+    assert (await cycle.get(store.engine, period)).state is State.SIGNED
     await context.close()
