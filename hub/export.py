@@ -52,6 +52,7 @@ from protocol.dataset import (
 from protocol.entities import ENTITIES
 from protocol.schema import FieldKind as K
 from puskesos.durable import fsync_dir, write_file
+from puskesos.export import FORMULA_START
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -75,8 +76,6 @@ CYCLE_ENTITIES = ("household", "member")
 BATCH = 5000
 #: Batches sent to the worker process and not yet written, at most.
 IN_FLIGHT = 3
-#: Text a spreadsheet would run as a formula; such a CSV cell gets a leading apostrophe.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 class ExportError(ValueError):
@@ -187,7 +186,7 @@ class _Writer:
                     if row[i] is not None:
                         row[i] = ";".join(row[i])
                 for i in layout.texts:
-                    if row[i] and row[i].startswith(_FORMULA_START):
+                    if row[i] and row[i].startswith(FORMULA_START):
                         row[i] = "'" + row[i]
                 rows.writerow(row)
             lines.append(b"")

@@ -75,6 +75,7 @@ ACTION_LABELS = {
     "token_create": "Membuat token API",
     "token_revoke": "Mencabut token API",
     "clock_confirm": "Mengonfirmasi tanggal hari ini",
+    "export": "Mengunduh daftar",
 }
 
 

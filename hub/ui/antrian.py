@@ -15,12 +15,15 @@ from hub.ui.base import (
     USER,
     RouteTable,
     actor,
+    export_list,
     form_data,
     page_number,
     push_down,
     render,
     valid_village,
 )
+from protocol.identity import mask_number
+from puskesos.export import ROW_LIMIT, Table, local_time, yes_no
 
 __all__ = ["routes"]
 
@@ -55,6 +58,37 @@ async def antrian(request: web.Request) -> web.Response:
         request, "antrian.html", items=items[:PAGE_SIZE], has_next=len(items) > PAGE_SIZE,
         page=page, base=base, village=village, counts=counts,
         flash=FLASH.get(request.query.get("pesan", "")),
+    )  # fmt: skip
+
+
+@routes.downloads("/antrian", roles=READERS)
+async def antrian_export(request: web.Request) -> web.StreamResponse:
+    """The whole queue (of the chosen village) as a spreadsheet; KK numbers in full only
+    for who may print a person's data report."""
+    village = request.query.get("desa", "").strip()
+    village = village if valid_village(village) else ""
+    config = request.app[CONFIG]
+    items = await review.queue(request.app[STORE].engine, village=village or None, limit=ROW_LIMIT)
+    full = request[USER].role in REPORTERS
+    rows = [
+        [
+            item.head_name or None,
+            (item.kk_number if full else mask_number(item.kk_number)) or None,
+            item.village,
+            item.pending_records,
+            local_time(item.changed_ms, config.timezone),
+            yes_no(item.is_new),
+            yes_no(item.flagged),
+        ]
+        for item in items
+    ]
+    headers = [
+        "Kepala keluarga", "No. KK", "Kode desa", "Data berubah", "Terakhir berubah",
+        "Keluarga baru", "Perlu periksa lapangan",
+    ]  # fmt: skip
+    return await export_list(
+        request, Table("Antrian verifikasi", headers, rows), list_name="antrian-verifikasi",
+        scope=village or config.district or "semua", filters={"desa": village}, full=full,
     )  # fmt: skip
 
 

@@ -47,6 +47,7 @@ ACTION_LABELS = {
     "cycle.forward": "Meneruskan ke pusat",
     "cycle.publish": "Mengimpor hasil pusat",
     "person.report": "Membuat laporan data pribadi",
+    "list.export": "Mengunduh daftar",
     "api.records": "Membaca data desa lewat API",
     "api.record": "Membaca satu data lewat API",
     "api.conflicts": "Membaca daftar konflik lewat API",

@@ -12,18 +12,21 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
 from yarl import URL
 
-from hub import auth
+from hub import audit, auth
 from hub.config import HubConfig
 from hub.roles import ROLE_LABELS, Role
 from hub.web import INGEST, STORE
 from puskesos import webauth
+from puskesos.export import FORMATS, Table, audit_detail, download, file_name
 from puskesos.webpages import environment, set_private_cookie
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "Route",
     "RouteTable",
     "actor",
+    "export_list",
     "form_data",
     "page_number",
     "push_down",
@@ -102,6 +106,17 @@ class RouteTable:
     ) -> Callable[[Handler], Handler]:
         """A POST route (CSRF-checked)."""
         return self._add("POST", path, roles, upload)
+
+    def downloads(self, path: str, *, roles: Iterable[Role]) -> Callable[[Handler], Handler]:
+        """GET routes for ``path.xlsx`` and ``path.csv``, one handler (see
+        :func:`export_list`)."""
+
+        def decorate(handler: Handler) -> Handler:
+            for fmt in FORMATS:
+                self._add("GET", f"{path}.{fmt}", roles)(handler)
+            return handler
+
+        return decorate
 
     def _add(
         self, method: str, path: str, roles: Iterable[Role], upload: bool = False
@@ -286,3 +301,28 @@ def setup(app: web.Application, config: HubConfig, modules: Iterable[Any]) -> No
         table[(route.method, added.resource.canonical)] = route
     app[ROUTES] = table
     app.router.add_static("/static/", STATIC, append_version=True, name="static")
+
+
+async def export_list(
+    request: web.Request,
+    table: Table,
+    *,
+    list_name: str,
+    scope: str,
+    filters: dict[str, str],
+    full: bool | None,
+) -> web.StreamResponse:
+    """Answer with ``table`` as the XLSX or CSV the URL ends in, named after the list,
+    ``scope`` and today; its audit row (``list.export``) is committed first, so no list
+    leaves the hub unrecorded."""
+    fmt = request.path.rsplit(".", 1)[1]
+    store = request.app[STORE]
+    now = store.wall()
+    detail = audit_detail(list_name, filters, len(table.rows), full=full, fmt=fmt)
+    async with store.engine.begin() as conn:
+        await audit.record(
+            conn, at_ms=now, actor=actor(request), action="list.export", subject=list_name,
+            detail=detail,
+        )  # fmt: skip
+    day = datetime.fromtimestamp(now / 1000, ZoneInfo(request.app[CONFIG].timezone)).date()
+    return await download(request, table, fmt, file_name(list_name, scope, day, fmt))

@@ -31,8 +31,10 @@ from hub.ui.base import (
     USER,
     RouteTable,
     actor,
+    export_list,
     render,
 )
+from puskesos.export import Table, local_time
 
 __all__ = ["routes"]
 
@@ -89,6 +91,34 @@ async def _page(
 @routes.get("/siklus", roles=READERS)
 async def siklus(request: web.Request) -> web.Response:
     return await _page(request)
+
+
+@routes.downloads("/siklus/{period}", roles=READERS)
+async def totals_export(request: web.Request) -> web.StreamResponse:
+    """A frozen period's per-village totals as the leader reviews them, as a spreadsheet."""
+    period = request.match_info["period"]
+    found = [p for p in await cycle.periods(request.app[STORE].engine) if p.period == period]
+    if not found or not found[0].villages:
+        raise web.HTTPNotFound(text="Periode ini belum punya rekap per desa.")
+    config = request.app[CONFIG]
+    rows = [
+        [
+            v.village,
+            *(v.totals.get(key, 0) for key in TOTAL_LABELS),
+            local_time(v.returned_ms, config.timezone),
+            v.returned_by,
+            v.return_note,
+        ]
+        for v in found[0].villages
+    ]
+    headers = [
+        "Kode desa", *TOTAL_LABELS.values(), "Dikembalikan", "Dikembalikan oleh", "Catatan",
+    ]  # fmt: skip
+    return await export_list(
+        request, Table(f"Rekap {period}", headers, rows), list_name="rekap-desa",
+        scope="-".join(filter(None, (config.district, period))), filters={"periode": period},
+        full=None,
+    )  # fmt: skip
 
 
 def _done(code: str) -> web.HTTPSeeOther:

@@ -4,12 +4,14 @@ laptop. Screenshots of the household form go to /tmp for a person to look at."""
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
+from openpyxl import load_workbook
 
 from edge import auth, services
 from edge.web.app import STORE, create_app
@@ -377,4 +379,38 @@ async def test_every_list_fits_a_phone_as_stacked_rows(base_url, box_app, browse
         await page.goto(base_url + path.format(**ids))
         for table in await page.evaluate(_STACKED):
             assert (table["head"], table["row"]) == ("table-header-group", "table-row"), path
+
+
+async def test_the_household_list_downloads_as_a_spreadsheet_excel_opens(
+    base_url, browser, tmp_path
+):
+    """An operator searches the household list and clicks "Unduh XLSX": the file the
+    browser saves opens as a workbook holding the found household, its NIK masked."""
+    context = await browser.new_context(viewport=LAPTOP, locale="id-ID", accept_downloads=True)
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await log_in(page, base_url, "operator1")
+    heads = []
+    for seed in (51, 52):
+        household, members = make_household_with_members(1, seed=seed)
+        await page.goto(f"{base_url}/rumah-tangga/baru")
+        await page.fill("#address", household["address"])
+        await fill_member(page, 0, members[0])
+        await page.click("button:has-text('Simpan')")
+        await page.wait_for_selector("text=Data tersimpan.")
+        heads.append(members[0])
+
+    await page.goto(f"{base_url}/rumah-tangga")
+    await page.fill("#q", heads[1]["name"])
+    await page.click("button:has-text('Cari')")
+    async with page.expect_download() as started:
+        await page.click("#unduh-rumah-tangga >> text=Unduh XLSX")
+    download = await started.value
+    assert re.fullmatch(r"rumah-tangga-\d{10}-\d{4}-\d\d-\d\d\.xlsx", download.suggested_filename)
+    saved = tmp_path / download.suggested_filename
+    await download.save_as(saved)
+    book = load_workbook(saved, read_only=True)
+    rows = [list(row) for row in book.active.iter_rows(values_only=True)]
+    assert rows[0][:2] == ["Kepala keluarga", "NIK kepala keluarga"]
+    assert [row[:2] for row in rows[1:]] == [[heads[1]["name"], mask_number(heads[1]["nik"])]]
     await context.close()

@@ -1,0 +1,196 @@
+"""Downloads of the box's lists as XLSX or CSV (``/rumah-tangga.xlsx``, ``/pengaduan.csv``,
+...), with the list's current filter, through :mod:`puskesos.export`.
+
+NIK and KK are masked unless the person may read the audit trail and a person's data
+report (:data:`edge.auth.AUDITORS`); every download writes one audit row first, so no
+list leaves the box unrecorded (and none leaves while the disk is too full to record it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+from edge import services
+from edge.auth import AUDITORS
+from edge.records import AuditEntry, Record
+from edge.web.app import CONFIG, STORE, USER, actor, local_today
+from edge.web.routing import ALL_ROLES, RouteTable
+from edge.web.ui_households import head_of
+from protocol.entities import COMPLAINT, HOUSEHOLD, MEMBER, PROPOSAL, REFERRAL
+from protocol.identity import mask_number
+from protocol.schema import EntitySchema, FieldSpec
+from puskesos.export import (
+    FORMATS,
+    ROW_LIMIT,
+    Cell,
+    Table,
+    audit_detail,
+    download,
+    field_cell,
+    file_name,
+    local_time,
+    record_fields,
+)
+
+__all__ = ["routes"]
+
+routes = RouteTable()
+
+#: What a builder gives: the table and the filter it honoured (as the audit row shows it).
+Built = tuple[Table, dict[str, str]]
+Builder = Callable[[web.Request, bool], Awaitable[Built]]
+
+_HOUSEHOLD_FIELDS = record_fields(HOUSEHOLD)
+_MEMBER_FIELDS = record_fields(MEMBER)
+_PROPOSAL_FIELDS = record_fields(PROPOSAL)
+_COMPLAINT_FIELDS = record_fields(COMPLAINT)
+_REFERRAL_FIELDS = record_fields(REFERRAL)
+#: A reporter who asked to stay anonymous stays so in a spreadsheet too.
+_ANONYMOUS = ("reporter_name", "reporter_contact")
+
+
+def _export(
+    path: str, list_name: str, entity: EntitySchema, what: str
+) -> Callable[[Builder], Builder]:
+    """Serve ``build``'s table (``what`` it lists) at ``path.xlsx`` and ``path.csv`` for
+    every role, audited."""
+
+    def decorate(build: Builder) -> Builder:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            fmt = request.path.rsplit(".", 1)[1]
+            full = request[USER].role in AUDITORS
+            table, filters = await build(request, full)
+            who = actor(request)
+            detail = audit_detail(list_name, filters, len(table.rows), full=full, fmt=fmt)
+            await request.app[STORE].audit(
+                AuditEntry(who.username, "export", entity.name, None, detail, who.address)
+            )
+            name = file_name(list_name, request.app[CONFIG].village, local_today(request), fmt)
+            return await download(request, table, fmt, name)
+
+        for fmt in FORMATS:
+            summary = f"{what} as {fmt.upper()} (the list's filter; audited)"
+            routes.get(f"{path}.{fmt}", roles=ALL_ROLES, summary=summary)(handler)
+        return build
+
+    return decorate
+
+
+def _search(request: web.Request) -> tuple[str, dict[str, str]]:
+    """The households list's search and, for the audit row, a number in it masked."""
+    text = request.query.get("q", "").strip()[:100]
+    return text, {"q": mask_number(text) if text.isdigit() else text}
+
+
+def _cells(fields: Sequence[FieldSpec], record: Record, full: bool) -> list[Cell]:
+    return [field_cell(spec, record.get(spec.name), full=full) for spec in fields]
+
+
+@_export("/rumah-tangga", "rumah-tangga", HOUSEHOLD, "Households")
+async def households(request: web.Request, full: bool) -> Built:
+    store = request.app[STORE]
+    text, shown = _search(request)
+    found, _ = await services.find_records(
+        store, actor(request), "household", text=text, limit=ROW_LIMIT
+    )
+    members = await store.related_to_each("member", [h.id for h in found])
+    timezone = request.app[CONFIG].timezone
+    nik = MEMBER.fields["nik"]
+    rows = []
+    for household in found:
+        head = head_of(members[household.id])
+        rows.append(
+            [
+                head.get("name") if head else None,
+                field_cell(nik, head.get("nik"), full=full) if head else None,
+                *_cells(_HOUSEHOLD_FIELDS, household, full),
+                len(members[household.id]),
+                local_time(household.updated_ms, timezone),
+            ]
+        )
+    headers = [
+        "Kepala keluarga",
+        "NIK kepala keluarga",
+        *(spec.label for spec in _HOUSEHOLD_FIELDS),
+        "Jumlah anggota",
+        "Terakhir diubah",
+    ]
+    return Table("Rumah tangga", headers, rows), shown
+
+
+@_export("/anggota", "anggota-keluarga", MEMBER, "Members of the listed households")
+async def members(request: web.Request, full: bool) -> Built:
+    """Every member of the households the households list shows (with its search)."""
+    store = request.app[STORE]
+    text, shown = _search(request)
+    found, _ = await services.find_records(
+        store, actor(request), "household", text=text, limit=ROW_LIMIT
+    )
+    by_household = await store.related_to_each("member", [h.id for h in found])
+    kk = HOUSEHOLD.fields["kk_number"]
+    rows = [
+        [field_cell(kk, household.get("kk_number"), full=full), *_cells(_MEMBER_FIELDS, m, full)]
+        for household in found
+        for m in by_household[household.id]
+    ]
+    headers = [kk.label, *(spec.label for spec in _MEMBER_FIELDS)]
+    return Table("Anggota keluarga", headers, rows), shown
+
+
+def _filters(request: web.Request, entity: str) -> dict[str, str]:
+    return {name: request.query.get(name, "") for name in services.FILTERS[entity]}
+
+
+@_export("/usulan", "usulan", PROPOSAL, "Proposals")
+async def proposals(request: web.Request, full: bool) -> Built:
+    store = request.app[STORE]
+    filters = _filters(request, "proposal")
+    found, _ = await services.find_records(
+        store, actor(request), "proposal", filters=filters, limit=ROW_LIMIT
+    )
+    households = await store.get_each("household", (p.household_id or "" for p in found))
+    members = await store.related_to_each("member", list(households))
+    kk = HOUSEHOLD.fields["kk_number"]
+    rows = []
+    for proposal in found:
+        household = households.get(proposal.household_id or "")
+        head = head_of(members[household.id]) if household else None
+        rows.append(
+            [
+                head.get("name") if head else None,
+                field_cell(kk, household.get("kk_number"), full=full) if household else None,
+                *_cells(_PROPOSAL_FIELDS, proposal, full),
+            ]
+        )
+    headers = ["Kepala keluarga", kk.label, *(spec.label for spec in _PROPOSAL_FIELDS)]
+    return Table("Usulan", headers, rows), filters
+
+
+@_export("/pengaduan", "pengaduan", COMPLAINT, "Complaints")
+async def complaints(request: web.Request, full: bool) -> Built:
+    filters = _filters(request, "complaint")
+    found, _ = await services.find_records(
+        request.app[STORE], actor(request), "complaint", filters=filters, limit=ROW_LIMIT
+    )
+    rows = []
+    for complaint in found:
+        cells = _cells(_COMPLAINT_FIELDS, complaint, full)
+        if complaint.get("anonymous"):
+            for index, spec in enumerate(_COMPLAINT_FIELDS):
+                if spec.name in _ANONYMOUS:
+                    cells[index] = "Dirahasiakan"
+        rows.append(cells)
+    headers = [spec.label for spec in _COMPLAINT_FIELDS]
+    return Table("Pengaduan", headers, rows), filters
+
+
+@_export("/rujukan", "rujukan", REFERRAL, "Referrals")
+async def referrals(request: web.Request, full: bool) -> Built:
+    filters = _filters(request, "referral")
+    found, _ = await services.find_records(
+        request.app[STORE], actor(request), "referral", filters=filters, limit=ROW_LIMIT
+    )
+    rows = [_cells(_REFERRAL_FIELDS, referral, full) for referral in found]
+    return Table("Rujukan", [spec.label for spec in _REFERRAL_FIELDS], rows), filters
