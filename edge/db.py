@@ -55,7 +55,8 @@ records = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
     sa.Column("nik", sa.Text),
     sa.Column("kk", sa.Text),
-    sa.Column("name_key", sa.Text),
+    #: The text a household search finds the record by (``edge.search.search_key``).
+    sa.Column("search_key", sa.Text),
     sa.Column("status", sa.Text),
     sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("conflicts", sa.Integer, nullable=False, server_default="0"),
@@ -71,7 +72,7 @@ records = sa.Table(
     sa.Index("ix_records_household", "household_id"),
     sa.Index("ix_records_nik", "nik"),
     sa.Index("ix_records_kk", "kk"),
-    sa.Index("ix_records_name", "entity", "name_key", "household_id"),
+    sa.Index("ix_records_search", "entity", "search_key", "household_id"),
 )
 
 outbox = sa.Table(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.search import search_key
 from protocol.changes import Value
 from protocol.digest import from_signed, record_digest, to_signed
 from protocol.entities import household_of, shown_status
@@ -75,11 +76,6 @@ class AuditEntry:
     address: str = ""
 
 
-def _name_key(entity: str, shown: Mapping[str, Value]) -> str | None:
-    name = shown.get("name") if entity == "member" else shown.get("reporter_name")
-    return name.casefold() if isinstance(name, str) and name else None
-
-
 def build_record(
     entity: str,
     record_id: str,
@@ -121,7 +117,7 @@ def to_row(record: Record) -> dict[str, Any]:
         "data": json.dumps(shown, separators=(",", ":"), ensure_ascii=False),
         "nik": nik if isinstance(nik, str) else None,
         "kk": kk if isinstance(kk, str) else None,
-        "name_key": _name_key(record.entity, shown),
+        "search_key": search_key(record.entity, shown),
         "status": shown_status(record.entity, shown),
         "deleted": record.deleted,
         "conflicts": record.conflicts,

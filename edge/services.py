@@ -17,6 +17,7 @@ from typing import Any
 
 from edge.auth import APPROVERS
 from edge.records import AuditEntry, Edit, Record
+from edge.search import Query, parse_query
 from edge.store import Store
 from protocol.changes import Value
 from protocol.entities import (
@@ -581,15 +582,15 @@ async def find_records(
 ) -> tuple[list[Record], int]:
     """A page of records for a list or the API: filtered by the entity's :data:`FILTERS`
     (unknown filter names are ignored) and, for households, searched by NIK, family-card
-    number or member name. A search by NIK or family-card number is audited (it is a lookup
-    of personal data)."""
-    if entity == "household" and text.strip():
-        needle = text.strip()
-        found, total = await store.search_households(needle, offset=offset, limit=limit)
-        if needle.isdigit():
+    number, part of a member's name, address or RT/RW (:func:`edge.search.parse_query`). A
+    search by NIK or family-card number is audited (it is a lookup of personal data)."""
+    query = parse_query(text) if entity == "household" else Query()
+    if query:
+        found, total = await store.search_households(query, offset=offset, limit=limit)
+        if query.number:
             # The number masked (a trail is read by many), and whose data the answer showed:
             # a person's data report lists the searches that found them.
-            detail = {"nik_or_kk": mask_number(needle), "shown": [r.id for r in found]}
+            detail = {"nik_or_kk": mask_number(query.number), "shown": [r.id for r in found]}
             await store.audit(
                 AuditEntry(actor.username, "search", "household", None, detail, actor.address)
             )

@@ -26,6 +26,7 @@ from edge.config import EdgeConfig
 from edge.digest import fold_digests
 from edge.disk import FULL_BELOW_BYTES, DiskReport, DiskWatch
 from edge.records import AuditEntry, Edit, Record, audit_row, build_record, from_row, to_row
+from edge.search import Query
 from protocol.changes import Change
 from protocol.clock import HybridClock
 from protocol.jsonform import dump_change
@@ -485,20 +486,20 @@ class Store:
         return sa.func.json_extract(db.records.c.data, f"$.{name}") == value
 
     async def search_households(
-        self, text: str, *, offset: int = 0, limit: int = 25
+        self, query: Query, *, offset: int = 0, limit: int = 25
     ) -> tuple[list[Record], int]:
-        """Households whose family-card number is ``text``, that have a member with NIK
-        ``text``, or a member whose name starts with ``text`` (case-insensitive).
+        """Households that answer ``query`` (:mod:`edge.search`): by the family-card number
+        or a member's NIK, else those with a member whose name holds the text (in name
+        order) and then those whose address does (in address order), in the RT/RW asked.
 
         Two steps on purpose: a page of matching household ids is found through the NIK, KK
-        or name index first, then those households are fetched by primary key. In one query
-        SQLite (which has no statistics on a box) walks every household in date order
-        instead. A name search lists households in the order of their members' names.
+        or search-key index first, then those households are fetched by primary key. In one
+        query SQLite (which has no statistics on a box) walks every household in date order
+        instead.
         """
-        needle = text.strip()
-        if not needle:
+        if not query:
             return await self.list("household", offset=offset, limit=limit)
-        return await self.read(lambda conn: _search_households(conn, needle, offset, limit))
+        return await self.read(lambda conn: _search_households(conn, query, offset, limit))
 
     async def active_niks(self, niks: Iterable[str]) -> dict[str, tuple[str, str]]:
         """For each given NIK held by an active member of this box: (member id, household id).
@@ -584,36 +585,40 @@ class Store:
 
 
 def _search_households(
-    conn: sa.Connection, needle: str, offset: int, limit: int
+    conn: sa.Connection, query: Query, offset: int, limit: int
 ) -> tuple[list[Record], int]:
     r = db.records
-    if needle.isdigit() and len(needle) == 16:
+    if query.number:
         # Only members have a `nik` and only households a `kk` (see edge.records.to_row).
         matches = sa.union(
-            sa.select(r.c.household_id.label("id")).where(r.c.nik == needle),
-            sa.select(r.c.id).where(r.c.kk == needle),
+            sa.select(r.c.household_id.label("id")).where(r.c.nik == query.number),
+            sa.select(r.c.id).where(r.c.kk == query.number),
         )
         ids = [row[0] for row in conn.execute(matches) if row[0] is not None]
         total = len(ids)
         ids = ids[offset : offset + limit]
     else:
-        # By member name, in name order, from the (entity, name_key, household_id) index.
-        key = needle.casefold()
-        upper = key[:-1] + chr(min(ord(key[-1]) + 1, 0x10FFFF))  # no chr() past U+10FFFF
-        named = sa.and_(r.c.entity == "member", r.c.name_key >= key, r.c.name_key < upper)
-        page = (
-            sa.select(r.c.household_id)
-            .where(named)
-            .group_by(r.c.household_id)
-            .order_by(sa.func.min(r.c.name_key), r.c.household_id)
-            .offset(offset)
-            .limit(limit)
-        )
-        ids = [row[0] for row in conn.execute(page)]
-        count = sa.select(sa.func.count(sa.distinct(r.c.household_id))).where(named)
-        total = conn.execute(count).scalar_one()
+        # Members by name, then households by address and RT/RW (edge.search), each in
+        # key order straight from the covering (entity, search_key, household_id) index,
+        # read once: a page and the total come from the same list of ids.
+        def ids_of(entity: str, *needles: str) -> list[str]:
+            # Through the driver: SQLAlchemy's handling of thousands of rows (an address the
+            # whole village shares) costs more than SQLite's scan.
+            held = "".join(" AND instr(search_key, ?) > 0" for _ in needles)
+            sql = f"SELECT household_id FROM records WHERE entity = ?{held} ORDER BY search_key"
+            driver = conn.connection.driver_connection
+            return [row[0] for row in driver.execute(sql, (entity, *needles))]  # type: ignore[union-attr]
+
+        placed = ids_of("household", *(n for n in (query.text, query.area) if n))
+        named = ids_of("member", query.text) if query.text else []
+        if query.area:
+            in_area = set(ids_of("household", query.area))
+            named = [i for i in named if i in in_area]
+        ids = list(dict.fromkeys(named + placed))
+        total = len(ids)
+        ids = ids[offset : offset + limit]
     if not ids:
         return [], total
-    query = sa.select(db.records).where(r.c.id.in_(ids), r.c.entity == "household")
-    found = {row.id: from_row(row) for row in conn.execute(query)}
-    return [found[i] for i in ids if i in found], total
+    fetch = sa.select(db.records).where(r.c.id.in_(ids), r.c.entity == "household")
+    rows = {row.id: from_row(row) for row in conn.execute(fetch)}
+    return [rows[i] for i in ids if i in rows], total

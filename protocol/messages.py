@@ -116,6 +116,11 @@ MESSAGES: Mapping[str, tuple[str, str]] = MappingProxyType(
             "Umur lebih dari {max_age} tahun. Periksa kembali tanggal lahir.",
             "Older than {max_age} years. Please check the birth date.",
         ),
+        # --- the household search box (edge.search) ---
+        "search_number_length": (
+            "Untuk mencari NIK atau nomor KK, ketik 16 angka lengkap (sekarang {length} angka).",
+            "To search by NIK or family-card number, type all 16 digits (this has {length}).",
+        ),
         # --- NIK ---
         "nik_digits": ("NIK hanya boleh berisi angka.", "A NIK contains digits only."),
         "nik_length": (

@@ -32,6 +32,7 @@ from edge import auth
 from edge.config import EdgeConfig
 from edge.disk import is_disk_full
 from edge.metrics import EdgeMetrics
+from edge.search import SearchTokens
 from edge.services import Actor
 from edge.store import Store
 from edge.sync import SyncClient, read_password
@@ -46,6 +47,7 @@ __all__ = [
     "CONFIG",
     "CSRF",
     "METRICS",
+    "SEARCHES",
     "STORE",
     "SYNC",
     "USER",
@@ -66,6 +68,8 @@ METRICS = web.AppKey("metrics", EdgeMetrics)
 ROUTES = web.AppKey("routes", dict)
 #: The sync client, ``None`` when ``[sync] enabled`` is off.
 SYNC = web.AppKey("sync", SyncClient | None)
+#: Searches by NIK or KK number, held under the token their answer's URL carries.
+SEARCHES = web.AppKey("searches", SearchTokens)
 #: Who is calling (``None`` before login) and, for a cookie session, its CSRF token.
 USER = web.RequestKey("user", auth.User | None)
 CSRF = web.RequestKey("csrf", str | None)
@@ -316,6 +320,7 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
     app[SECRET] = auth.load_secret(config.data_dir / config.session_secret_file)
     app[TEMPLATES] = create_environment(config.timezone)
     app[METRICS] = EdgeMetrics()
+    app[SEARCHES] = SearchTokens()
     app[SYNC] = (
         SyncClient(app[STORE], app[METRICS], password=read_password(config))
         if config.sync.enabled

@@ -14,10 +14,9 @@ from aiohttp import web
 
 from edge import services
 from edge.auth import AUDITORS
-from edge.records import AuditEntry, Record
+from edge.records import AuditEntry, Record, head_of
 from edge.web.app import CONFIG, STORE, USER, actor, local_today
 from edge.web.routing import ALL_ROLES, RouteTable
-from edge.web.ui_households import head_of
 from protocol.entities import COMPLAINT, HOUSEHOLD, MEMBER, PROPOSAL, REFERRAL
 from protocol.identity import mask_number
 from protocol.schema import EntitySchema, FieldSpec

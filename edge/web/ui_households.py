@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiDictProxy
+from yarl import URL
 
 from edge import services
 from edge.auth import AUDITORS
 from edge.records import Record, head_of
-from edge.web.app import CONFIG, STORE, actor, local_today, render
+from edge.search import NUMBER_LIKE, matches, number_digits, number_issue, parse_query
+from edge.web.app import CONFIG, SEARCHES, STORE, USER, actor, local_today, render
 from edge.web.forms import (
     Raw,
     changed,
@@ -43,33 +46,90 @@ MAX_MEMBERS = 30
 _IDENTIFYING = ("nik", "name", "birth_date")
 
 
-@routes.get("/rumah-tangga", roles=ALL_ROLES, summary="Households: list and search")
+def _monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+@routes.get(
+    "/rumah-tangga", roles=ALL_ROLES,
+    summary="Households: list and search (?q= text, ?cari= the token of a NIK/KK search)",
+)  # fmt: skip
 async def household_list(request: web.Request) -> web.Response:
+    text = request.query.get("q", "").strip()[:100]
+    if number_digits(text) >= NUMBER_LIKE:
+        # A URL is kept in browser histories and proxies' logs: numbers are searched by POST.
+        raise web.HTTPSeeOther("/rumah-tangga")
+    token = request.query.get("cari", "")
+    if not token:
+        return await _list_page(request, text)
+    number = request.app[SEARCHES].number(token, request[USER].username, _monotonic_ms())
+    if number is None:
+        return await _list_page(request, "", expired=True)
+    return await _list_page(request, number)
+
+
+@routes.post(
+    "/rumah-tangga/cari", roles=ALL_ROLES,
+    summary="Search households; a NIK or KK number is held under a token, never put in a URL",
+)  # fmt: skip
+async def household_search(request: web.Request) -> web.Response:
+    text = str((await request.post()).get("q", "")).strip()[:100]
+    issue = number_issue("q", text)
+    if issue is not None:
+        return await _list_page(request, "", typed=text, errors={"q": [issue]}, status=422)
+    number = parse_query(text).number
+    if number:
+        token = request.app[SEARCHES].hold(request[USER].username, number, _monotonic_ms())
+        raise web.HTTPSeeOther(f"/rumah-tangga?cari={token}")
+    raise web.HTTPSeeOther(str(URL("/rumah-tangga").with_query({"q": text} if text else {})))
+
+
+async def _list_page(
+    request: web.Request,
+    text: str,
+    *,
+    typed: str | None = None,
+    errors: Mapping[str, list[Issue]] | None = None,
+    expired: bool = False,
+    status: int = 200,
+) -> web.Response:
+    """A page of households answering the search ``text`` (all of them when empty), each
+    with its head and why it matched; with ``errors``, only the search box, showing what
+    was ``typed``."""
     store = request.app[STORE]
     size = request.app[CONFIG].page_size
     page = page_number(request)
-    text = request.query.get("q", "").strip()[:100]
-    rows, total = await services.find_records(
-        store, actor(request), "household", text=text, offset=(page - 1) * size, limit=size
-    )
+    rows: list[Record] = []
+    total = 0
+    if not errors:
+        rows, total = await services.find_records(
+            store, actor(request), "household", text=text, offset=(page - 1) * size, limit=size
+        )
     members = await store.related_to_each("member", [h.id for h in rows])
-    heads = {h.id: head_of(members[h.id]) for h in rows}
+    query = parse_query(text)
+    found = {
+        h.id: matches(query, h.values, [m.values for m in members[h.id]]) if query else []
+        for h in rows
+    }
     # A search by NIK asks "is this person registered, and in which decile?": answer it.
-    nik = text if len(text) == 16 and text.isdigit() else ""
     registered = [
         (household, member)
         for household in rows
         for member in members[household.id]
-        if nik and member.get("nik") == nik
+        if query.number and member.get("nik") == query.number
     ]
     return render(
         request,
         "rumah_tangga_list.html",
+        status,
         households=rows,
-        heads=heads,
-        nik=nik,
+        heads={h.id: head_of(members[h.id]) for h in rows},
+        found=found,
+        number=query.number,
         registered=registered,
-        q=text,
+        q=text if typed is None else typed,
+        errors=errors or {},
+        expired=expired,
         page=page,
         total=total,
         size=size,

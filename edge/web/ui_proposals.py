@@ -28,8 +28,16 @@ OBJECTION_FIELDS = editable(PROPOSAL, "description")
 MUSDES_LIMIT = 2000
 
 
-async def _households(store: Store, proposals: list[Record]) -> dict[str, Record]:
-    return await store.get_each("household", (p.household_id for p in proposals if p.household_id))
+async def _households(
+    store: Store, proposals: list[Record]
+) -> tuple[dict[str, Record], dict[str, Record | None]]:
+    """The proposals' households by id, and their heads (lists name a household by its
+    head and RT/RW: many households share one address)."""
+    households = await store.get_each(
+        "household", (p.household_id for p in proposals if p.household_id)
+    )
+    members = await store.related_to_each("member", list(households))
+    return households, {hid: head_of(members[hid]) for hid in households}
 
 
 async def _list_page(
@@ -43,12 +51,14 @@ async def _list_page(
         store, actor(request), "proposal", filters=filters, offset=(page - 1) * size, limit=size
     )
     user = request[USER]
+    households, heads = await _households(store, proposals)
     return render(
         request,
         "usulan_list.html",
         status,
         proposals=proposals,
-        households=await _households(store, proposals),
+        households=households,
+        heads=heads,
         filters=filters,
         page=page,
         total=total,
@@ -134,9 +144,7 @@ async def musdes(request: web.Request) -> web.Response:
         filters={"status": "draf", "period": period},
         limit=MUSDES_LIMIT,
     )
-    households = await _households(store, proposals)
-    members = await store.related_to_each("member", list(households))
-    heads = {hid: head_of(members[hid]) for hid in households}
+    households, heads = await _households(store, proposals)
     return render(
         request,
         "musdes.html",

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from edge import auth
@@ -54,6 +55,12 @@ async def login(client: TestClient, username: str, password: str = PASSWORD) -> 
     assert response.status == 303, await response.text()
     home = await client.get("/")
     return _hidden(await home.text(), "csrf_token")
+
+
+async def search(client: TestClient, csrf: str, text: str) -> ClientResponse:
+    """Search households with the list's search box, like a browser (POST, then the page
+    it is sent to)."""
+    return await client.post("/rumah-tangga/cari", data={"q": text, "csrf_token": csrf})
 
 
 def _hidden(html: str, name: str) -> str:

@@ -1,6 +1,6 @@
 """A real browser (Debian's Chromium, headless, through Playwright) on the real app served
 on a free port: what a village operator does in a day, on a phone-sized screen and on a
-laptop. Screenshots of the household form go to /tmp for a person to look at."""
+laptop. Screenshots of the household form and the search go to /tmp for a person to look at."""
 
 from __future__ import annotations
 
@@ -163,6 +163,49 @@ async def test_an_operators_day_in_a_real_browser(base_url, browser):
     await page.goto(f"{household_url}/ubah")
     await page.screenshot(path="/tmp/household-form-1280.png", full_page=True)
     assert await page.input_value("#members-2-nik") == members[2]["nik"]
+    await context.close()
+
+
+async def test_searching_by_name_and_by_nik_leaves_no_number_in_the_browser(base_url, browser):
+    """An operator finds a family by a part of the wife's surname, then by her NIK, opens
+    the household and comes back: the answer is still there, and no address the browser
+    kept holds the number."""
+    household, members = make_household_with_members(2, seed=31)
+    context = await browser.new_context(viewport=PHONE, locale="id-ID")
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await log_in(page, base_url, "operator1")
+    await page.goto(f"{base_url}/rumah-tangga/baru")
+    await page.fill("#address", household["address"])
+    await page.fill("#rt", "004")
+    await page.fill("#rw", "007")
+    await fill_member(page, 0, members[0])
+    await page.click("button:has-text('Tambah anggota')")
+    await fill_member(page, 1, members[1])
+    await page.click("button:has-text('Simpan')")
+    await page.wait_for_selector("text=Data tersimpan.")
+    head, wife = members[0]["name"], members[1]["name"]
+
+    await page.click("nav >> text=Rumah tangga")
+    await page.fill("#q", wife.split()[-1][1:].upper())
+    await page.click("button:has-text('Cari')")
+    await page.screenshot(path="/tmp/household-search-360.png", full_page=True)
+    row = await page.inner_text("tbody tr")
+    assert row.startswith(head) and "RT 004/RW 007" in row
+    assert f"nama anggota {wife}" in row
+
+    nik = members[1]["nik"]
+    await page.fill("#q", nik)
+    await page.click("button:has-text('Cari')")
+    assert f"NIK {nik} terdaftar" in await page.inner_text("#jawaban-nik")
+    assert nik not in page.url and "cari=" in page.url
+    await page.click(f"tbody >> text={head}")
+    await page.wait_for_selector("h1:has-text('Rumah tangga:')")
+    await page.go_back()
+    assert f"NIK {nik} terdaftar" in await page.inner_text("#jawaban-nik")
+    history = await (await context.new_cdp_session(page)).send("Page.getNavigationHistory")
+    addresses = [entry["url"] for entry in history["entries"]]
+    assert len(addresses) >= 5 and not [a for a in addresses if nik in a]
     await context.close()
 
 

@@ -188,3 +188,49 @@ async def test_an_account_locked_before_the_upgrade_signs_in_after_it(tmp_path):
         assert result.user is not None and result.user.username == "admin"
     finally:
         await store.close()
+
+
+async def test_a_box_of_the_previous_release_finds_its_households_by_address_and_any_name_part(
+    tmp_path,
+):
+    """Issue 17: an upgraded box finds the households it already held by the surname, the
+    address and the RT/RW, and still plans the fetch of a page by primary key."""
+    from alembic import command
+
+    from edge.config import EdgeConfig
+    from edge.db import _alembic_config
+    from edge.search import parse_query
+    from edge.store import Store
+    from tests.factories import DEFAULT_VILLAGE, make_household_with_members
+
+    config = EdgeConfig(village=DEFAULT_VILLAGE, node="edge-a", data_dir=tmp_path)
+    command.upgrade(_alembic_config(config.database_path), "0009")
+    household, (member,) = make_household_with_members(1, seed=6)
+    household |= {"address": "Kp. Babakan No. 12", "rt": "003", "rw": "005"}
+    member["name"] = "Siti Aminah"
+    with sqlite3.connect(config.database_path) as connection:
+        for entity, values, name_key in (
+            ("household", household, None),
+            ("member", member, "siti aminah"),
+        ):
+            connection.execute(
+                "INSERT INTO records(id, entity, village, household_id, state, data, name_key, "
+                "created_ms, updated_ms) VALUES (?, ?, '3201022001', ?, '{}', ?, ?, 1, 1)",
+                (values["id"], entity, household["id"], json.dumps(values), name_key),
+            )
+    upgrade(config.database_path)
+    with sqlite3.connect(config.database_path) as connection:
+        page = ", ".join(f"'{n}'" for n in range(25))
+        plan = connection.execute(
+            f"EXPLAIN QUERY PLAN SELECT * FROM records WHERE id IN ({page}) "
+            "AND entity = 'household'"
+        ).fetchall()
+    assert "sqlite_autoindex_records_1" in str(plan)
+    store = Store(config)
+    await store.open()
+    try:
+        for text in ("aminah", "BABAKAN", "rt 3/rw 5"):
+            found, total = await store.search_households(parse_query(text))
+            assert [h.id for h in found] == [household["id"]] and total == 1, text
+    finally:
+        await store.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from protocol.identity import mask_number
 from tests.edge.api_client import household_body, store_of, token_headers
-from tests.edge.conftest import login
+from tests.edge.conftest import login, search
 
 
 async def test_a_person_s_data_report_shows_their_data_and_who_processed_it(client):
@@ -27,9 +27,9 @@ async def test_a_person_s_data_report_shows_their_data_and_who_processed_it(clie
     assert other.status == 201
 
     # The kades looks the person up by NIK, and someone else is looked up too.
-    await login(client, "kades")
-    assert (await client.get("/rumah-tangga", params={"q": person["nik"]})).status == 200
-    assert (await client.get("/rumah-tangga", params={"q": other_nik})).status == 200
+    csrf = await login(client, "kades")
+    assert (await search(client, csrf, person["nik"])).status == 200
+    assert (await search(client, csrf, other_nik)).status == 200
     await client.get("/keluar")
     client.session.cookie_jar.clear()
 

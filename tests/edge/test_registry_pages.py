@@ -11,7 +11,7 @@ from edge.store import Store
 from edge.web.app import STORE
 from protocol.changes import Batch, Change, Direction, FieldVersion
 from protocol.clock import pack
-from tests.edge.conftest import login
+from tests.edge.conftest import login, search
 from tests.edge.test_ui import household_form, replace
 from tests.factories import DEFAULT_VILLAGE, make_household_with_members, new_id
 
@@ -37,7 +37,7 @@ async def test_incomplete_households_are_listed_with_what_they_lack(client):
 
 
 async def test_beneficiaries_include_households_the_district_imported(client, edge_config):
-    await login(client, "operator1")
+    csrf = await login(client, "operator1")
     # A household of the district's extract arrives through the downlink, with its ids.
     household, member = new_id(), new_id()
     stamp = pack(int(time.time() * 1000), 0)
@@ -78,5 +78,5 @@ async def test_beneficiaries_include_households_the_district_imported(client, ed
     assert "DTSEN-000777" in page
     # The district's matching with the civil registry shows before the month's submission.
     assert 'id="dukcapil"' in page and "Nama berbeda dengan Dukcapil" in page
-    found = await (await client.get("/rumah-tangga", params={"q": head["nik"]})).text()
+    found = await (await search(client, csrf, head["nik"])).text()
     assert f"NIK {head['nik']} terdaftar" in found  # the NIK lookup answers for imported people

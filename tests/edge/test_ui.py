@@ -16,7 +16,7 @@ from protocol.clock import pack
 from protocol.entities import HOUSEHOLD, MEMBER
 from protocol.identity import mask_number
 from protocol.schema import FieldKind
-from tests.edge.conftest import login
+from tests.edge.conftest import login, search
 from tests.factories import DEFAULT_VILLAGE, make_household_with_members
 
 Form = list[tuple[str, str]]
@@ -470,9 +470,9 @@ async def test_what_the_district_decided_and_published_shows_on_the_household_an
     assert "Anggota ditandai data ganda (1)" in asks and members[1]["name"] in asks
 
     nik = members[1]["nik"]
-    found = await (await client.get("/rumah-tangga", params={"q": nik})).text()
+    found = await (await search(client, csrf, nik)).text()
     answer = found.split('id="jawaban-nik"')[1].split("</div>")[0]
     assert f"NIK {nik} terdaftar" in answer and members[1]["name"] in answer
     assert "Desil: <strong>2</strong> (periode 2026-11)" in answer
-    unknown = await (await client.get("/rumah-tangga", params={"q": "3201020101900099"})).text()
-    assert "NIK 3201020101900099 belum terdaftar" in unknown
+    unknown = await (await search(client, csrf, "3201020101900099")).text()
+    assert "NIK atau nomor KK 3201020101900099 belum terdaftar" in unknown
