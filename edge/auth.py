@@ -18,7 +18,7 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 
-from edge import db
+from edge import auditchain, db
 from edge.config import EdgeConfig
 from edge.records import AuditEntry
 from edge.store import Store
@@ -140,13 +140,16 @@ async def create_user(
             )
         )
         created.append(int(result.inserted_primary_key[0]) if result.inserted_primary_key else 0)
-        conn.execute(
-            db.audit.insert().values(
-                at_ms=now,
-                actor=actor,
-                action="user_create",
-                detail=json.dumps({"username": username, "role": role.value}),
-            )
+        auditchain.append(
+            conn,
+            [
+                {
+                    "at_ms": now,
+                    "actor": actor,
+                    "action": "user_create",
+                    "detail": json.dumps({"username": username, "role": role.value}),
+                }
+            ],
         )
 
     await store.run_write(insert)

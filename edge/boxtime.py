@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from edge import db
+from edge import auditchain, db
 from edge.records import AuditEntry, audit_row
 from protocol.clock import COUNTER_BITS
 
@@ -128,7 +128,7 @@ async def confirm_today(store: Store, day: date, *, actor: str, address: str = "
 
     def write(conn: sa.Connection) -> None:
         db.put_meta(conn, CONFIRMATION_KEY, confirmation.to_json())
-        conn.execute(db.audit.insert(), [row])
+        auditchain.append(conn, [row])
 
     await store.run_write(write)
     store.clock_confirmation = confirmation

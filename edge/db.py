@@ -147,9 +147,13 @@ audit = sa.Table(
     sa.Column("record_id", sa.Text),
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
     sa.Column("address", sa.Text, nullable=False, server_default=""),
+    # The row's place in the box's hash chain (protocol/auditchain.py, edge/auditchain.py).
+    sa.Column("seq", sa.BigInteger),
+    sa.Column("hash", sa.LargeBinary),
     sa.Index("ix_audit_record", "record_id"),
     sa.Index("ix_audit_at", "at_ms"),
     sa.Index("ix_audit_action", "action"),
+    sa.Index("ix_audit_seq", "seq", unique=True),
 )
 
 _PUT_META = sa.text(

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from edge import db
+from edge import auditchain, db
 from edge.outbox import DOWN_APPLIED, LAST_CONTACT, load_applied
 from edge.records import Record, build_record, from_row
 from edge.store import Store, save_records
@@ -88,11 +88,9 @@ def _apply(store: Store, conn: sa.Connection, batch: Batch, now: int) -> Applied
         changed.setdefault(change.record_id, set()).update(result.changed)
         actors[change.record_id] = change.origin
     save_records(conn, (current[i] for i in changed), existing=stored)
-    if changed:
-        conn.execute(
-            db.audit.insert(),
-            [_audit(current[i], fields, actors[i], batch, now) for i, fields in changed.items()],
-        )
+    auditchain.append(
+        conn, [_audit(current[i], fields, actors[i], batch, now) for i, fields in changed.items()]
+    )
     # The hub is the time reference: a box that booted in 1970 must still stamp its next
     # edits after what it received, so no drift check here.
     if newest > store.clock.state:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from edge import db
+from edge import auditchain, db
 from edge.boxtime import CONFIRMATION_KEY, BoxTime, Confirmation, best_time
 from edge.config import EdgeConfig
 from edge.digest import fold_digests
@@ -361,8 +361,7 @@ class Store:
             save_records(conn, pending.values(), existing=stored)
             if outbox_rows:
                 conn.execute(db.outbox.insert(), outbox_rows)
-            if audit_rows:
-                conn.execute(db.audit.insert(), audit_rows)
+            auditchain.append(conn, audit_rows)
             if pending:
                 db.put_meta(conn, "clock", str(self.clock.state))
         for job in jobs:
@@ -413,7 +412,7 @@ class Store:
     async def audit(self, entry: AuditEntry) -> None:
         """Append one row to the audit trail (e.g. a view of personal data)."""
         row = audit_row(entry, self._wall())
-        await self.run_write(lambda conn: conn.execute(db.audit.insert(), [row]))
+        await self.run_write(lambda conn: auditchain.append(conn, [row]))
 
     # --- reads -----------------------------------------------------------------------------
 

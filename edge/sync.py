@@ -29,19 +29,20 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from edge import outbox
+from edge import auditchain, outbox
 from edge.config import EdgeConfig
 from edge.digest import answer_probe
 from edge.downlink import apply_remote
 from edge.metrics import EdgeMetrics, take_snapshot, telemetry
 from edge.restamp import restamp_due, restamp_if_due
 from edge.store import Store
+from protocol.auditchain import AuditAck, AuditBatch
 from protocol.changes import Ack, Batch, Direction, Reject
 from protocol.codec import WIRE_VERSION, decode, encode
 from protocol.codec import Message as WireMessage
 from protocol.digest import DigestProbe, root_hex
 from protocol.entities import SCHEMA_VERSION
-from protocol.errors import ProtocolError
+from protocol.errors import ProtocolError, TooLargeError
 from protocol.status import Status, encode_status
 from protocol.telemetry import encode_telemetry
 from protocol.topics import Topic, TopicKind
@@ -106,6 +107,10 @@ class SyncClient:
         self._stopping = False
         #: When to report the root again after a probe (monotonic), ``None`` when not due.
         self._recheck_at: float | None = None
+        #: The audit chain (``edge.auditchain``): the highest seq the hub acked, and when
+        #: the batch after it was handed to the broker (monotonic; one batch in flight).
+        self._audit_acked = 0
+        self._audit_sent_at: float | None = None
 
     def _make_link(self, *, clean_start: bool) -> MqttLink:
         offline = encode_status(
@@ -137,6 +142,7 @@ class SyncClient:
         state = await outbox.queue_state(self.store)
         self._last_reason = state.last_reject.reason if state.last_reject else None
         self._epoch = await self.store.get_meta("epoch") or ""
+        self._audit_acked = int(await self.store.get_meta(auditchain.ACKED) or 0)
         if await self.store.get_meta("clean_session") == "1":
             # Restored from a backup: the broker's session belongs to the old down stream.
             self.link = self._make_link(clean_start=True)
@@ -179,6 +185,7 @@ class SyncClient:
 
     async def _on_connect(self) -> None:
         self._sent_at.clear()  # whatever was in flight may be lost: send it all again
+        self._audit_sent_at = None
         if self.link.clean_start:
             await self.store.run_write(
                 lambda conn: conn.execute(sa.text("DELETE FROM meta WHERE key = 'clean_session'"))
@@ -253,6 +260,8 @@ class SyncClient:
             deadlines.append(self._connected_at + timeout)
         if self._recheck_at is not None:
             deadlines.append(self._recheck_at)
+        if self._audit_sent_at is not None:
+            deadlines.append(self._audit_sent_at + timeout)
         return max(0.05, min(deadlines) - time.monotonic())
 
     async def _round(self) -> None:
@@ -293,6 +302,8 @@ class SyncClient:
                 self._sent_at[seq] = handed
             await outbox.mark_sent(store, sent, store.now_ms())
             self.metrics.batches_sent.inc(len(sent))
+        if self._hello:
+            await self._send_audit()
         if self._recheck_at is not None and time.monotonic() >= self._recheck_at and not waiting:
             queue = await outbox.queue_state(store)
             if queue.pending == 0:
@@ -302,6 +313,27 @@ class SyncClient:
             await self._publish_status()
         if self.link.connected and time.monotonic() >= self._next_telemetry:
             await self._publish_telemetry()
+
+    async def _send_audit(self) -> None:
+        """Send the audit entries after the last one the hub acked, one batch at a time:
+        the next goes once this one is acked, or again after ``ack_timeout_s``."""
+        timeout = self.settings.ack_timeout_s
+        if self._audit_sent_at is not None and time.monotonic() - self._audit_sent_at < timeout:
+            return
+        acked, limit = self._audit_acked, self.settings.batch_changes
+        entries = await self.store.read(lambda conn: auditchain.entries_after(conn, acked, limit))
+        while entries:
+            try:
+                payload = encode(AuditBatch(self.store.node, tuple(entries)))
+            except TooLargeError:
+                if len(entries) == 1:
+                    log.error("audit entry %s is over the frame limit", entries[0].seq)
+                    return
+                entries = entries[: len(entries) // 2]
+                continue
+            if await self.link.publish(self.topics[TopicKind.UP], payload, timeout=timeout):
+                self._audit_sent_at = time.monotonic()
+            return
 
     # --- receiving --------------------------------------------------------------------------
 
@@ -328,12 +360,16 @@ class SyncClient:
     def _read(self, payload: bytes, kind: type[_M], direction: Direction, topic: str) -> _M | None:
         """The decoded message when it is a ``kind`` of this box's ``direction`` stream;
         anything else is logged and dropped (it never stops the client)."""
+        message = self._decode(payload, topic)
+        return None if message is None else self._accept(message, kind, direction, topic)
+
+    @staticmethod
+    def _decode(payload: bytes, topic: str) -> WireMessage | None:
         try:
-            message = decode(payload)
+            return decode(payload)
         except ProtocolError as exc:
             log.warning("sync dropped an unreadable message on %s: %s", topic, exc)
             return None
-        return self._accept(message, kind, direction, topic)
 
     def _accept(
         self, message: WireMessage, kind: type[_M], direction: Direction, topic: str
@@ -347,7 +383,14 @@ class SyncClient:
         return message
 
     async def _on_ack(self, payload: bytes) -> None:
-        ack = self._read(payload, Ack, Direction.UP, self.topics[TopicKind.ACK])
+        topic = self.topics[TopicKind.ACK]
+        message = self._decode(payload, topic)
+        if message is None:
+            return
+        if isinstance(message, AuditAck):
+            await self._on_audit_ack(message)
+            return
+        ack = self._accept(message, Ack, Direction.UP, topic)
         if ack is None:
             return
         retired = await outbox.retire(self.store, ack, self.store.now_ms())
@@ -356,6 +399,16 @@ class SyncClient:
             del self._sent_at[seq]
         self.metrics.batches_acked.inc(retired)
         self._wake.set()  # room in the window, or the hello this connection waited for
+
+    async def _on_audit_ack(self, ack: AuditAck) -> None:
+        if ack.node != self.store.node:
+            log.warning("sync dropped an audit ack for node %s", ack.node)
+            return
+        if ack.seq > self._audit_acked:
+            await self.store.set_meta(auditchain.ACKED, str(ack.seq))
+            self._audit_acked = ack.seq
+            self._audit_sent_at = None
+            self._wake.set()  # the next batch of the trail, if any
 
     async def _on_reject(self, payload: bytes) -> None:
         reject = self._read(payload, Reject, Direction.UP, self.topics[TopicKind.ERROR])
@@ -371,10 +424,8 @@ class SyncClient:
 
     async def _on_down(self, payload: bytes) -> None:
         topic = self.topics[TopicKind.DOWN]
-        try:
-            message = decode(payload)
-        except ProtocolError as exc:
-            log.warning("sync dropped an unreadable message on %s: %s", topic, exc)
+        message = self._decode(payload, topic)
+        if message is None:
             return
         if isinstance(message, DigestProbe):
             await self._on_probe(message)

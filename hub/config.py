@@ -45,6 +45,7 @@ class HubConfig:
     resend_after_s: int = 30
     sweep_interval_s: int = 5
     box_stale_after_s: int = 900
+    audit_gap_grace_s: int = 600
     signing_key_file: str = "signing.key"
     national_url: str = ""
     national_token_file: str = ""
@@ -119,6 +120,10 @@ KEYS: Mapping[tuple[str, str], str] = {
     ("hub", "sweep_interval_s"): "seconds between checks for downlink work and resends",
     ("hub", "box_stale_after_s"): (
         "seconds without a status, report or batch before a box counts as stale in /metrics"
+    ),
+    ("hub", "audit_gap_grace_s"): (
+        "seconds a missing entry of a box's audit chain may take to arrive before the box's "
+        "chain counts as broken (a gap)"
     ),
     ("hub", "signing_key_file"): (
         "the district's Ed25519 signing key (PKCS#8 PEM, made by `puskesos hub keys init`)"

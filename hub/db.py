@@ -24,6 +24,7 @@ from puskesos.throttle import define_table
 __all__ = [
     "api_tokens",
     "audit",
+    "box_audit",
     "civil_rows",
     "clocks",
     "conflicts",
@@ -150,6 +151,16 @@ devices = sa.Table(
     sa.Column("digest_told_ms", sa.BigInteger),
     sa.Column("divergences", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("repaired", sa.BigInteger, nullable=False, server_default="0"),
+    # The box's audit chain (hub/auditchain.py): the verified head (every entry up to
+    # audit_seq links to the one before, or was counted as a problem), "ok" or "broken"
+    # (None: the box never sent one), problems found, and the last one (kind, seq, when).
+    sa.Column("audit_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("audit_hash", sa.LargeBinary),
+    sa.Column("audit_state", sa.Text),
+    sa.Column("audit_breaks", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("audit_problem", sa.Text),
+    sa.Column("audit_problem_seq", sa.BigInteger),
+    sa.Column("audit_problem_ms", sa.BigInteger),
     sa.Index("ix_devices_village", "village"),
 )
 
@@ -331,6 +342,24 @@ audit = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
     sa.Index("ix_audit_at", "at_ms"),
     sa.Index("ix_audit_subject", "subject", "at_ms"),
+)
+
+#: The boxes' audit trails as they sent them (protocol/auditchain.py): append-only in SQL,
+#: like ``audit`` (migration 0011).
+box_audit = sa.Table(
+    "box_audit",
+    metadata,
+    sa.Column("node", sa.Text, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("at_ms", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("entity", sa.Text),
+    sa.Column("record_id", sa.Text),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("hash", sa.LargeBinary, nullable=False),
+    sa.Column("received_ms", sa.BigInteger, nullable=False),
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -86,6 +86,14 @@ class Device:
     repaired: int = 0
     box_records: int | None = None
     hub_records: int = 0
+    #: The box's audit chain (``hub/auditchain.py``): "ok", "broken" or ``None`` (the box
+    #: sends none), its verified length, problems found and the last one.
+    audit_state: str | None = None
+    audit_seq: int = 0
+    audit_breaks: int = 0
+    audit_problem: str | None = None
+    audit_problem_seq: int | None = None
+    audit_problem_ms: int | None = None
 
 
 async def _village(code: str) -> Region:
@@ -212,6 +220,12 @@ async def list_devices(engine: AsyncEngine) -> list[Device]:
                 repaired=row.repaired,
                 box_records=reported.get("records"),
                 hub_records=row.hub_records or 0,
+                audit_state=row.audit_state,
+                audit_seq=row.audit_seq,
+                audit_breaks=row.audit_breaks,
+                audit_problem=row.audit_problem,
+                audit_problem_seq=row.audit_problem_seq,
+                audit_problem_ms=row.audit_problem_ms,
             )
         )
     return devices

@@ -23,11 +23,12 @@ from dataclasses import replace
 
 import sqlalchemy as sa
 
-from hub import antientropy, cycle, db, downlink
+from hub import antientropy, auditchain, cycle, db, downlink
 from hub.config import HubConfig
 from hub.metrics import HubMetrics
 from hub.mosquitto import share_group
 from hub.store import HubStore, Outcome
+from protocol.auditchain import AuditBatch
 from protocol.changes import Ack, Batch, Direction, Reject
 from protocol.codec import decode, encode
 from protocol.digest import DigestProbe, DigestReply
@@ -142,8 +143,13 @@ class Ingest:
             if isinstance(batch, DigestReply) and batch.node == topic.node:
                 await self._digest_reply(topic, batch)
                 return
+            if isinstance(batch, AuditBatch) and batch.node == topic.node:
+                await self._audit(topic, batch)
+                return
             if not isinstance(batch, Batch):
-                raise MalformedError("an up topic carries batches and digest replies only")
+                raise MalformedError(
+                    "an up topic carries batches, digest replies and audit entries only"
+                )
         except ProtocolError as exc:
             await self.store.note_reject(topic.node, 0, exc.reason, exc.detail)
             await self._reject(topic, 0, exc.reason, exc.detail)
@@ -256,6 +262,20 @@ class Ingest:
         if wanted is not None:
             await self._send_probe(topic, wanted)
 
+    async def _audit(self, topic: Topic, batch: AuditBatch) -> None:
+        """Store and check entries of the box's audit chain (``hub/auditchain.py``), then
+        ack them."""
+        ack = await auditchain.receive(
+            self.store, topic.node, batch, grace_ms=self.config.audit_gap_grace_s * 1000
+        )
+        self.metrics.audit_entries.labels("stored" if ack else "unknown_node").inc(
+            len(batch.entries)
+        )
+        if ack is not None:
+            await self.link.publish(
+                str(Topic(topic.village, topic.node, TopicKind.ACK)), encode(ack)
+            )
+
     async def _telemetry(self, topic: Topic, payload: bytes) -> None:
         try:
             report = decode_telemetry(payload)
@@ -310,6 +330,11 @@ class Ingest:
                 await self.sweep()
             except Exception:
                 log.exception("downlink sweep failed")
+            try:
+                grace_ms = self.config.audit_gap_grace_s * 1000
+                await auditchain.check_all(self.store, grace_ms=grace_ms)
+            except Exception:
+                log.exception("audit chain check failed")
             if self._cycle is None or self._cycle.done():
                 # In its own task: a delivery may take minutes, the downlink must not wait.
                 self._cycle = asyncio.create_task(self._cycle_sweep())

@@ -124,6 +124,14 @@ class HubMetrics:
         )
         for outcome in TELEMETRY_OUTCOMES:
             self.telemetry.labels(outcome)
+        self.audit_entries = Counter(
+            "puskesos_hub_audit_entries_total",
+            "Entries of boxes' audit chains received, by outcome (stored, unknown_node)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("stored", "unknown_node"):
+            self.audit_entries.labels(outcome)
         self.in_progress = Gauge(
             "puskesos_hub_messages_in_progress",
             "Messages this worker took from the broker and has not finished handling",
@@ -363,6 +371,11 @@ class _FleetCollector(Collector):
                     "1 while the box's data differs from the hub's (anti-entropy repairing), "
                     "0 when their digests last matched",
                 ),
+                (
+                    "audit_chain_ok",
+                    "1 while every entry of the box's audit chain links to the one before, "
+                    "0 once one did not or was missing (absent: the box sends no chain)",
+                ),
             )
         }
         counters = {
@@ -375,6 +388,10 @@ class _FleetCollector(Collector):
                 (
                     "digest_repaired_records",
                     "Records the hub sent the box again to repair a divergence",
+                ),
+                (
+                    "audit_chain_breaks",
+                    "Breaks, gaps and restarts found in the box's audit chain",
                 ),
             )
         }
@@ -419,6 +436,9 @@ class _FleetCollector(Collector):
                 gauges["digest_diverged"].add_metric(
                     labels, 1 if device.digest_state == "diverged" else 0
                 )
+            if device.audit_state is not None:
+                gauges["audit_chain_ok"].add_metric(labels, 1 if device.audit_state == "ok" else 0)
+            counters["audit_chain_breaks"].add_metric(labels, device.audit_breaks)
             counters["divergences"].add_metric(labels, device.divergences)
             counters["digest_repaired_records"].add_metric(labels, device.repaired)
             counters["changes_applied"].add_metric(labels, device.changes_applied)

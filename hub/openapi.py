@@ -363,6 +363,20 @@ def _devices() -> dict[str, Any]:
         "digest_ms": _NULLABLE_INT,
         "divergences": _COUNT,
         "repaired": _COUNT,
+        "audit_chain": {
+            "type": ["string", "null"],
+            "enum": ["ok", "broken", None],
+            "description": "The box's audit hash chain (null: the box sends none)",
+        },
+        "audit_seq": {**_COUNT, "description": "Entries of the chain checked so far"},
+        "audit_breaks": {**_COUNT, "description": "Breaks, gaps and restarts found"},
+        "audit_problem": {
+            "type": ["string", "null"],
+            "enum": ["break", "gap", "fork", None],
+            "description": "The last problem found in the chain",
+        },
+        "audit_problem_seq": _NULLABLE_INT,
+        "audit_problem_ms": _NULLABLE_INT,
     }
     return {
         "Device": _object(device),

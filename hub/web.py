@@ -371,6 +371,12 @@ def _device_json(row: Any) -> dict[str, Any]:
         "digest_ms": row.digest_ms,
         "divergences": row.divergences,
         "repaired": row.repaired,
+        "audit_chain": row.audit_state,
+        "audit_seq": row.audit_seq,
+        "audit_breaks": row.audit_breaks,
+        "audit_problem": row.audit_problem,
+        "audit_problem_seq": row.audit_problem_seq,
+        "audit_problem_ms": row.audit_problem_ms,
     }
 
 

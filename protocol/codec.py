@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any, Final, TypeAlias
 
 import msgspec
 
+from protocol.auditchain import HASH_BYTES, AuditAck, AuditBatch, AuditEntry
 from protocol.changes import Ack, Batch, Change, Direction, FieldVersion, Reject
 from protocol.digest import BUCKETS, DigestProbe, DigestReply
 from protocol.entities import ENTITIES
@@ -57,6 +58,10 @@ class Kind:
     #: carries a digest; an older box drops them unread.
     PROBE: Final = 4
     REPLY: Final = 5
+    #: The box's audit chain (``protocol/auditchain.py``): sent only by boxes that keep
+    #: one, and acked only to them.
+    AUDIT: Final = 6
+    AUDIT_ACK: Final = 7
 
 
 class Compression:
@@ -80,7 +85,7 @@ class Limits:
 
 DEFAULT_LIMITS: Final = Limits()
 
-Message: TypeAlias = Batch | Ack | Reject | DigestProbe | DigestReply
+Message: TypeAlias = Batch | Ack | Reject | DigestProbe | DigestReply | AuditBatch | AuditAck
 
 
 class _Field(msgspec.Struct, array_like=True, frozen=True):
@@ -134,12 +139,36 @@ class _Reply(msgspec.Struct, array_like=True, frozen=True):
     records: list[tuple[bytes, int]]
 
 
+class _AuditEntry(msgspec.Struct, array_like=True, frozen=True):
+    seq: int
+    at_ms: int
+    actor: str
+    action: str
+    entity: str | None
+    record_id: str | None
+    detail: str
+    address: str
+    hash: bytes
+
+
+class _Audit(msgspec.Struct, array_like=True, frozen=True):
+    node: str
+    entries: list[_AuditEntry]
+
+
+class _AuditAck(msgspec.Struct, array_like=True, frozen=True):
+    node: str
+    seq: int
+
+
 _BODY_TYPES: Final[dict[int, type[msgspec.Struct]]] = {
     Kind.BATCH: _Batch,
     Kind.ACK: _Ack,
     Kind.REJECT: _Reject,
     Kind.PROBE: _Probe,
     Kind.REPLY: _Reply,
+    Kind.AUDIT: _Audit,
+    Kind.AUDIT_ACK: _AuditAck,
 }
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODERS: Final = {kind: msgspec.msgpack.Decoder(t) for kind, t in _BODY_TYPES.items()}
@@ -164,6 +193,12 @@ def encode(message: Message, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
         kind = Kind.REPLY
         records = [(uuid.UUID(record_id).bytes, h) for record_id, h in message.records]
         body = _ENCODER.encode(_Reply(message.node, list(message.buckets), records))
+    elif isinstance(message, AuditBatch):
+        kind = Kind.AUDIT
+        entries = [_AuditEntry(*astuple(entry)) for entry in message.entries]
+        body = _ENCODER.encode(_Audit(message.node, entries))
+    elif isinstance(message, AuditAck):
+        kind, body = Kind.AUDIT_ACK, _ENCODER.encode(_AuditAck(message.node, message.seq))
     else:
         kind = Kind.REJECT
         detail = message.detail[: limits.max_detail_chars]
@@ -241,6 +276,11 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Message:
             return _probe_from_wire(wire, limits)
         if isinstance(wire, _Reply):
             return _reply_from_wire(wire, limits)
+        if isinstance(wire, _Audit):
+            return _audit_from_wire(wire, limits)
+        if isinstance(wire, _AuditAck):
+            _stream(Direction.UP, wire.node, wire.seq)
+            return AuditAck(wire.node, wire.seq)
         assert isinstance(wire, _Reject)
         # seq 0: the refused batch could not be read far enough to know its seq.
         direction, node, seq = _stream(wire.direction, wire.node, wire.seq, first=0)
@@ -319,6 +359,24 @@ def _reply_from_wire(wire: _Reply, limits: Limits) -> DigestReply:
             raise MalformedError("record digest out of range")
         records.append((_record_id(raw), digest))
     return DigestReply(wire.node, tuple(wire.buckets), tuple(records))
+
+
+def _audit_from_wire(wire: _Audit, limits: Limits) -> AuditBatch:
+    if not 1 <= len(wire.entries) <= limits.max_changes:
+        raise TooLargeError(f"an audit batch carries 1 to {limits.max_changes} entries")
+    entries = []
+    for position, e in enumerate(wire.entries):
+        _stream(Direction.UP, wire.node, e.seq)
+        # Increasing, not necessarily consecutive: a box sends its trail as it holds it, and
+        # a hole in it is for the hub to find.
+        if position and e.seq <= wire.entries[position - 1].seq:
+            raise MalformedError("audit entries are not in increasing seq order")
+        if not 0 <= e.at_ms <= _MAX_TIME:
+            raise MalformedError("audit time out of range")
+        if len(e.hash) != HASH_BYTES:
+            raise MalformedError(f"audit hash is not {HASH_BYTES} bytes")
+        entries.append(AuditEntry(*msgspec.structs.astuple(e)))
+    return AuditBatch(wire.node, tuple(entries))
 
 
 def _invalid(index: int, detail: str) -> InvalidChangeError:

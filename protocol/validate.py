@@ -358,7 +358,8 @@ def _departure_rules(ctx: _Context) -> list[Issue]:
     """A member who died or moved: when, and on which document (warnings: a death in a
     village often has no certificate yet, and the move must still be recorded); the date
     is not before the birth (nor in the future: :data:`_PAST_ONLY`)."""
-    record, issues = ctx.record, []
+    record = ctx.record
+    issues: list[Issue] = []
     status = record.get("status")
     if not _is_inactive(status) or not ctx.touches("status", "status_date", "status_document"):
         return issues

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from protocol.auditchain import AuditAck, AuditBatch, AuditEntry
 from protocol.changes import Ack, Batch, Direction, Reject
 from protocol.clock import COUNTER_BITS, DEFAULT_MAX_DRIFT_MS
 from protocol.codec import decode, encode
@@ -49,6 +50,8 @@ class HubPeer:
         self.port = port
         self.mode = mode
         self.up: list[Received] = []
+        #: Entries of the box's audit chain, as they came (duplicates too).
+        self.audit: list[AuditEntry] = []
         self.statuses: list[Status] = []
         self.down_acks: list[Ack] = []
         self.applied = AppliedSeqs()
@@ -95,6 +98,11 @@ class HubPeer:
 
     def _up(self, topic: Topic, payload: bytes) -> None:
         batch = decode(payload)
+        if isinstance(batch, AuditBatch):
+            self.audit.extend(batch.entries)
+            if self.mode != "silent":
+                self._answer(topic, AuditAck(topic.node, batch.entries[-1].seq))
+            return
         assert isinstance(batch, Batch)
         self.up.append(Received(batch.seq, payload, batch))
         if self.mode == "silent":
@@ -108,7 +116,9 @@ class HubPeer:
         self.applied = self.applied.add(batch.seq)
         self._answer(topic, Ack(topic.node, batch.seq, self.applied.watermark))
 
-    def _answer(self, topic: Topic, message: Ack | Reject, kind: TopicKind = TopicKind.ACK) -> None:
+    def _answer(
+        self, topic: Topic, message: Ack | AuditAck | Reject, kind: TopicKind = TopicKind.ACK
+    ) -> None:
         self.client.publish(str(Topic(topic.village, topic.node, kind)), encode(message), qos=1)
 
     def send(self, village: str, node: str, kind: TopicKind, payload: bytes) -> None:

@@ -234,3 +234,39 @@ async def test_a_box_of_the_previous_release_finds_its_households_by_address_and
             assert [h.id for h in found] == [household["id"]] and total == 1, text
     finally:
         await store.close()
+
+
+def test_a_box_of_the_previous_release_chains_its_audit_trail_in_the_order_it_was_written(
+    tmp_path,
+):
+    """The trail a box wrote before the chain existed gets its links at the upgrade, and
+    what it writes afterwards continues the same chain."""
+    from alembic import command
+
+    from edge import auditchain
+    from edge.db import _alembic_config
+    from protocol.auditchain import GENESIS, follow
+
+    path = tmp_path / "edge.sqlite"
+    command.upgrade(_alembic_config(path), "0010")
+    with sqlite3.connect(path) as connection:
+        for at_ms, actor in ((30, "operator1"), (10, "admin"), (20, "operator2")):
+            connection.execute(
+                "INSERT INTO audit(at_ms, actor, action) VALUES (?, ?, 'login')", (at_ms, actor)
+            )
+    upgrade(path)
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        auditchain.append(connection, [{"at_ms": 40, "actor": "admin", "action": "view"}])
+    with engine.connect() as connection:
+        entries = auditchain.entries_after(connection, 0, 10)
+    engine.dispose()
+    assert [(e.seq, e.actor) for e in entries] == [
+        (1, "operator1"),
+        (2, "admin"),
+        (3, "operator2"),
+        (4, "admin"),
+    ]
+    assert follow(0, GENESIS, entries) == (4, entries[-1].hash, [])
+    with sqlite3.connect(path) as connection, pytest.raises(sqlite3.IntegrityError):
+        connection.execute("UPDATE audit SET actor = 'someone else' WHERE seq = 2")

@@ -334,3 +334,39 @@ async def test_the_box_stops_promptly_even_right_after_its_sender_was_woken(
             assert time.monotonic() - started < 5
     finally:
         await store.close()
+
+
+async def test_the_audit_trail_reaches_the_hub_in_order_until_acked_and_resumes_after_a_restart(
+    tmp_path,
+    mosquitto,  # noqa: F811
+):
+    from edge import auditchain
+    from protocol.auditchain import GENESIS, follow
+
+    hub = HubPeer(mosquitto.port, mode="silent").start()
+    try:
+        config = sync_config(tmp_path, mosquitto.port)
+        async with running_box(config) as box:
+            await box.save_household(seed=1)
+            # Unacked, the same entries come again after ack_timeout_s.
+            await eventually(
+                lambda: [e.seq for e in hub.audit].count(1) >= 2, what="a resend", timeout=20
+            )
+            hub.mode = "ack"
+
+            async def all_acked() -> bool:
+                head = await box.store.read(lambda c: auditchain.entries_after(c, 0, 10_000))
+                acked = await box.store.get_meta(auditchain.ACKED)
+                return bool(head) and acked == str(head[-1].seq)
+
+            await eventually(all_acked, what="the whole trail acked", timeout=20)
+            sent = {e.seq: e for e in hub.audit}
+            chain = [sent[seq] for seq in sorted(sent)]
+            assert follow(0, GENESIS, chain) == (len(chain), chain[-1].hash, [])
+        seen = len(hub.audit)
+        async with running_box(config) as box:  # restarted: it resumes after the last ack
+            await box.save_household(seed=2)
+            await eventually(lambda: len(hub.audit) > seen, what="new entries", timeout=20)
+            assert min(e.seq for e in hub.audit[seen:]) == len(chain) + 1
+    finally:
+        hub.stop()

@@ -8,6 +8,7 @@ import io
 import logging
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
@@ -482,6 +483,25 @@ async def test_the_audit_trail_names_households_and_labels_its_details(client, h
     [viewed] = [r for r in re.findall(r"<tr>(.*?)</tr>", trail, re.S) if "Melihat data" in r]
     assert f"Desa: {DEFAULT_VILLAGE}" in viewed and "village" not in viewed
     assert "Peran: Pimpinan (kantor bupati)" in trail and "role:" not in trail  # accounts made
+
+
+async def test_the_devices_page_says_which_box_keeps_no_audit_chain_and_where_one_broke(
+    client, hub_store
+):
+    from hub.auditchain import receive
+    from protocol.auditchain import GENESIS, AuditBatch, AuditEntry, seal
+
+    await enrol(hub_store, Box("edge-a"), Box("edge-b"))
+    first = seal(GENESIS, AuditEntry(1, 1_000, "admin", "login", None, None, "{}", ""))
+    second = seal(first.hash, AuditEntry(2, 2_000, "admin", "view", None, None, "{}", ""))
+    tampered = AuditBatch("edge-b", (first, replace(second, actor="orang lain")))
+    await receive(hub_store, "edge-b", tampered, grace_ms=0)
+    await login(client, "teknisi")
+    page = await (await client.get("/perangkat")).text()
+    row_a = page[page.index("edge-a") : page.index("edge-b")]
+    row_b = page[page.index("edge-b") :]
+    assert "Tidak ada rantai audit" in row_a
+    assert "Rusak" in row_b and "entri #2 tidak cocok dengan sebelumnya" in row_b
 
 
 # --- duplicates and the monthly cycle -------------------------------------------------------
