@@ -12,6 +12,7 @@ import jinja2
 from aiohttp import web
 
 from protocol.identity import mask_number
+from protocol.regions import village_label
 from protocol.schema import FieldKind, FieldSpec
 
 __all__ = [
@@ -100,6 +101,7 @@ def environment(loader: jinja2.BaseLoader, timezone: str) -> jinja2.Environment:
     env.filters["angka"] = angka
     env.filters["mask"] = mask_number
     env.filters["waktu"] = waktu
+    env.filters["desa"] = village_label
     return env
 
 

@@ -278,6 +278,9 @@ async def test_the_queue_shows_old_and_new_and_a_decision_clears_it(client, hub_
     csrf = await login(client, "verif")
     queue = await (await client.get("/antrian")).text()
     assert "Asep Saepudin" in queue and "Keluarga baru" in queue
+    assert "Desa Wanaherang, Kec. Gunungputri" in queue, "villages by name, not code alone"
+    summary = await (await client.get("/")).text()
+    assert "Desa Wanaherang, Kec. Gunungputri" in summary
 
     approved = await client.post(
         f"/antrian/{household}", data={"csrf_token": csrf, "keputusan": "disetujui"}
