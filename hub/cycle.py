@@ -448,7 +448,11 @@ async def sign(store: HubStore, config: HubConfig, period: str, actor: str) -> P
     ``ditandatangani``. If the export is cut short, :func:`sweep` finishes it."""
     key = signing_key(config)
     if not config.district:
-        raise CycleError("no_district", "Kode kabupaten (hub.district) belum diatur.")
+        raise CycleError(
+            "no_district",
+            "Kode kabupaten belum diatur di hub. Minta TI kabupaten mengaturnya, "
+            "lalu tandatangani lagi.",
+        )
     now = store.wall()
     async with store.engine.begin() as conn:
         found = await lock_period(conn, period)
@@ -468,7 +472,7 @@ async def sign(store: HubStore, config: HubConfig, period: str, actor: str) -> P
 
 def signing_key(config: HubConfig) -> Any:
     """The district's private key (``hub.signing_key_file``), or a :class:`CycleError`
-    saying how to make one."""
+    saying who must make one."""
     from hub.keys import KeyFileError, load_private_key
 
     try:
@@ -476,8 +480,8 @@ def signing_key(config: HubConfig) -> Any:
     except (OSError, KeyFileError):
         raise CycleError(
             "no_key",
-            "Kunci tanda tangan kabupaten tidak ada atau rusak "
-            "(buat dengan `puskesos hub keys init`).",
+            "Kunci tanda tangan kabupaten tidak ada atau rusak. Minta TI kabupaten "
+            "membuatnya, lalu tandatangani lagi.",
         ) from None
 
 

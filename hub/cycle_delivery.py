@@ -50,7 +50,10 @@ async def forward_period(
             "not_signed", f"Periode {period} belum ditandatangani; tidak ada yang diteruskan."
         )
     if not config.national_url or not config.national_token_file:
-        raise CycleError("no_receiver", "Alamat atau token penerima pusat belum diatur.")
+        raise CycleError(
+            "no_receiver",
+            "Alamat atau token penerima pusat belum diatur di hub. Minta TI kabupaten mengaturnya.",
+        )
     token = config.path(config.national_token_file).read_text(encoding="utf-8").strip()
     folder = Path(found.dataset)
     context = ssl.create_default_context(cafile=config.national_ca_file or None)
@@ -208,11 +211,17 @@ def _verified_statement(config: HubConfig, path: Path) -> Mapping[str, Any]:
     from protocol.dataset import canonical_json
 
     if not config.national_key_file:
-        raise CycleError("no_national_key", "Kunci publik penerima pusat belum diatur.")
+        raise CycleError(
+            "no_national_key",
+            "Kunci publik penerima pusat belum diatur di hub. Minta TI kabupaten mengaturnya.",
+        )
     try:
         key = load_public_key(config.path(config.national_key_file).read_bytes())
     except (OSError, KeyFileError):
-        raise CycleError("no_national_key", "Kunci publik penerima pusat tidak terbaca.") from None
+        raise CycleError(
+            "no_national_key",
+            "Kunci publik penerima pusat tidak terbaca. Minta TI kabupaten memeriksanya.",
+        ) from None
     bad = CycleError("bad_signature", "Tanda tangan berkas hasil tidak sah atau berkas berubah.")
     try:
         signed = json.loads(path.with_name(path.name + ".sig").read_bytes())

@@ -1,9 +1,11 @@
-"""A whole district on one machine: a Mosquitto broker, hub workers and village boxes, each a
-child process set up with the same commands an operator runs.
+"""A whole district on one machine: a Mosquitto broker, hub workers, the reference national
+receiver and village boxes, each a child process set up with the same commands an operator
+runs.
 
 Used by ``puskesos demo``, the end-to-end tests and ``bench/sync.py``. Every process gets
 a complete TOML configuration in its own folder under ``root`` (so it can be restarted by
-hand), listens on 127.0.0.1 on a free port, and logs to ``<folder>/<name>.log``.
+hand), listens on 127.0.0.1 on a free port (or on the next of ``port_base``, ``port_base``
++ 1, ... in the order they are set up), and logs to ``<folder>/<name>.log``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,9 @@ from edge.config import render_toml as render_edge
 from hub.config import HubConfig
 from hub.config import load_config as load_hub_config
 from hub.config import render_toml as render_hub
+from hub.keys import public_key_file
+from national.config import NationalConfig
+from national.config import render_toml as render_national
 from puskesos.tomlconfig import BrokerConfig
 
 __all__ = [
@@ -41,6 +47,7 @@ __all__ = [
     "Fleet",
     "Hub",
     "MosquittoBroker",
+    "NationalReceiver",
     "Service",
     "environment",
     "free_port",
@@ -380,6 +387,33 @@ class Service:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
+class NationalReceiver(Service):
+    """The reference national receiver (``puskesos national serve``) in ``folder``: its
+    configuration (``settings`` are more :class:`NationalConfig` values) written, then
+    set up with ``national init``, as an operator does; not started."""
+
+    def __init__(self, folder: Path, port: int | None = None, **settings: Any) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        port = port if port is not None else free_port()
+        self.folder = folder
+        self.config = folder / "national.toml"
+        self.data_dir = folder / "data"
+        config = NationalConfig(data_dir=self.data_dir, listen_port=port, **settings)
+        self.config.write_text(render_national(config), encoding="utf-8")
+        puskesos("national", "init", "--config", str(self.config))
+        self.public_key_file = self.data_dir / "receiver.pub"
+        super().__init__(
+            ["national", "serve", "--config", str(self.config)], folder / "national.log", port
+        )
+
+    def add_district(self, code: str, public_key_file: Path) -> str:
+        """Register a district by its public key (PEM file); returns its token."""
+        return puskesos(
+            "national", "district", "add", "--config", str(self.config),
+            "--code", code, "--public-key", str(public_key_file),
+        ).strip()  # fmt: skip
+
+
 @dataclass
 class Hub:
     """One hub worker."""
@@ -434,7 +468,10 @@ class Fleet:
 
     ``database_url`` puts the hub on PostgreSQL (default: SQLite in the first hub's
     folder). ``mqtt_version`` 4 makes every client speak MQTT 3.1.1. ``sync`` holds the
-    boxes' ``[sync]`` settings (tests shorten the timeouts).
+    boxes' ``[sync]`` settings (tests shorten the timeouts). With ``port_base``, ports are
+    handed out in order from it (the broker's first; then per hub worker its plain and
+    its HTTPS port, per receiver one, per box its plain and its HTTPS port), so the same
+    set-up gets the same ports every time; without, any free ones.
     """
 
     def __init__(
@@ -446,8 +483,11 @@ class Fleet:
         sync: SyncConfig | None = None,
         district: str = "",
         broker: str = "mosquitto",
+        port_base: int | None = None,
     ) -> None:
         self.root = root
+        self.port_base = port_base
+        self._ports_given = 0
         self.root.mkdir(parents=True, exist_ok=True)
         self.database_url = database_url
         self.sync = replace(sync or SyncConfig(), enabled=True)
@@ -455,15 +495,26 @@ class Fleet:
         broker_dir = root / "broker"
         self.broker: MosquittoBroker | AmqttBroker
         if broker == "amqtt":
-            self.broker = AmqttBroker(broker_dir)
+            self.broker = AmqttBroker(broker_dir, self.port())
             mqtt_version = 4  # amqtt speaks MQTT 3.1.1 only
         else:
             self.broker = MosquittoBroker(
-                broker_dir, password_file=broker_dir / "passwd", acl_file=broker_dir / "acl"
+                broker_dir,
+                self.port(),
+                password_file=broker_dir / "passwd",
+                acl_file=broker_dir / "acl",
             )
         self.mqtt_version = mqtt_version
         self.hubs: list[Hub] = []
         self.boxes: list[Box] = []
+        self.receivers: list[NationalReceiver] = []
+
+    def port(self) -> int:
+        """The next port of ``port_base`` (a free one without)."""
+        if self.port_base is None:
+            return free_port()
+        self._ports_given += 1
+        return self.port_base + self._ports_given - 1
 
     # --- hub ------------------------------------------------------------------------------
 
@@ -473,7 +524,7 @@ class Fleet:
         folder = self.root / node
         folder.mkdir(parents=True, exist_ok=True)
         first = self.hubs[0] if self.hubs else None
-        port, tls_port = free_port(), free_port()
+        port, tls_port = self.port(), self.port()
         data_dir = first.folder if first else folder
         config = HubConfig(
             node=node,
@@ -523,6 +574,35 @@ class Fleet:
         if self.broker.running:
             self.broker.reload()
 
+    # --- national receiver ------------------------------------------------------------------
+
+    def add_national(self) -> NationalReceiver:
+        """Set up a reference national receiver that the first hub worker delivers to: the
+        district's signing key made (``hub keys init``) and registered there, its token
+        stored, the receiver's key trusted for published results. Needs ``district``; the
+        hub's configuration is rewritten, so add it before the hub starts."""
+        if not self.district:
+            raise ValueError("a national receiver needs the fleet's district")
+        hub = self.hubs[0]
+        receiver = NationalReceiver(self.root / "national", self.port())
+        known = load_hub_config(hub.config, env={})
+        puskesos("hub", "keys", "init", "--config", str(hub.config))
+        token = receiver.add_district(
+            self.district, public_key_file(known.path(known.signing_key_file))
+        )
+        token_file = known.data_dir / "national.token"
+        token_file.write_text(token + "\n", encoding="utf-8")
+        token_file.chmod(0o600)
+        configured = replace(
+            known,
+            national_url=receiver.plain_url,
+            national_token_file=str(token_file),
+            national_key_file=str(receiver.public_key_file),
+        )
+        hub.config.write_text(render_hub(configured), encoding="utf-8")
+        self.receivers.append(receiver)
+        return receiver
+
     # --- boxes ----------------------------------------------------------------------------
 
     def enrol(
@@ -547,7 +627,7 @@ class Fleet:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "broker.password").write_text(password + "\n", encoding="utf-8")
         (folder / "broker.password").chmod(0o600)
-        port, tls_port = free_port(), free_port()
+        port, tls_port = self.port(), self.port()
         config = EdgeConfig(
             village=village,
             node=node,
@@ -568,11 +648,16 @@ class Fleet:
         path.write_text(render_edge(config), encoding="utf-8")
         puskesos("edge", "init", "--config", str(path))
         users = users or {"admin": ("admin", "rahasia-balai-123")}
-        for username, (role, secret) in users.items():
-            puskesos(
+
+        def add_user(username: str, role: str, secret: str) -> str:
+            return puskesos(
                 "edge", "user", "add", "--config", str(path), "--username", username,
                 "--full-name", username.title(), "--role", role, stdin=secret + "\n",
             )  # fmt: skip
+
+        # Side by side: most of each command's time is Python starting up.
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(add_user, users, *zip(*users.values(), strict=True)))
         token = puskesos(
             "edge", "token", "add", "--config", str(path),
             "--username", next(iter(users)), "--name", "fleet",
@@ -588,18 +673,25 @@ class Fleet:
         return box
 
     def start(self) -> None:
-        """Write the broker config; start the broker, hub workers and boxes not running."""
+        """Write the broker config; start the broker, receivers, hub workers and boxes not
+        running."""
         self.write_broker_config()
         if not self.broker.running:
             self.broker.start()
-        for service in [h.service for h in self.hubs] + [b.service for b in self.boxes]:
-            if not service.running:
-                service.start()
+        services = [
+            *self.receivers,
+            *(h.service for h in self.hubs),
+            *(b.service for b in self.boxes),
+        ]
+        with ThreadPoolExecutor() as pool:  # each waits for its /healthz: side by side
+            list(pool.map(Service.start, [s for s in services if not s.running]))
 
     def stop(self) -> None:
         """Stop every box, hub worker and the broker (SIGTERM, then wait)."""
         for service in [b.service for b in self.boxes] + [h.service for h in self.hubs]:
             service.stop()
+        for receiver in self.receivers:
+            receiver.stop()
         self.broker.stop()
 
 

@@ -39,6 +39,7 @@ DEFAULT_KECAMATAN = "320101"
 _MALE = ("Asep", "Dede", "Ujang", "Budi", "Agus", "Cecep", "Iwan", "Rudi", "Dadan", "Yayan")
 _FEMALE = ("Siti", "Euis", "Neneng", "Ai", "Dewi", "Rina", "Imas", "Lilis", "Nur", "Yuyun")
 _SECOND = ("Saepudin", "Hidayat", "Rohmat", "Nurhayati", "Rahmawati", "Sopiah", "Kurniawan")
+_PLACES = ("Kp. Babakan", "Kp. Cibeureum", "Kp. Sukamaju", "Jl. Melati", "Jl. Mawar", "Gg. Kenanga")
 _EPOCH_MS = 1_748_736_000_000  # 2025-06-01, for UUIDv7 timestamps
 _serials = itertools.count(1)
 _issued: set[str] = set()
@@ -193,6 +194,8 @@ def make_household_with_members(
                 occupation="Pelajar" if child else rng.choice(("Petani", "Pedagang", "Buruh")),
             )
         )
+    # Drawn last, so that every other value of a seed stays what it was before addresses varied.
+    household["address"] = f"{rng.choice(_PLACES)} No. {rng.randint(1, 150)}"
     return household, members
 
 

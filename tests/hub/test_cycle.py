@@ -181,6 +181,19 @@ async def test_signing_without_the_district_key_is_refused_and_changes_nothing(
     with pytest.raises(CycleError) as refused:
         await cycle.sign(store, keyless, PERIOD, "pimpinan")
     assert refused.value.code == "no_key"
+    assert "Minta TI kabupaten" in refused.value.message  # the leader learns whom to ask
+    period = await cycle.get(store.engine, PERIOD)
+    assert period.state is State.LEADER_REVIEW and period.signed_ms is None
+
+
+async def test_signing_on_a_hub_without_its_district_tells_the_leader_whom_to_ask(store, config):
+    await cycle.freeze(store, config, PERIOD, "verif")
+    await cycle.submit(store, PERIOD, "verif")
+    with pytest.raises(CycleError) as refused:
+        await cycle.sign(store, replace(config, district=""), PERIOD, "pimpinan")
+    # The leader reads who must do what, not the name of a configuration key.
+    assert "Minta TI kabupaten" in refused.value.message
+    assert "hub.district" not in refused.value.message
     period = await cycle.get(store.engine, PERIOD)
     assert period.state is State.LEADER_REVIEW and period.signed_ms is None
 

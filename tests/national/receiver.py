@@ -1,7 +1,7 @@
 """A real national receiver and real datasets, as the receiver and forwarding tests use them.
 
-The receiver runs as ``puskesos national serve`` in a child process on a free port, set up
-with the same commands an operator runs (``national init``, ``national district add``).
+The receiver runs as ``puskesos national serve`` in a child process on a free port
+(:class:`puskesos.fleet.NationalReceiver`, set up with the commands an operator runs).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from hub.export import ExportRecord, export_dataset
 from hub.keys import generate_key_pair, load_private_key, public_key_file
 from protocol.dataset import Manifest
-from puskesos.fleet import Service, free_port, puskesos
+from puskesos.fleet import NationalReceiver
 from tests.factories import DEFAULT_VILLAGE, make_household_with_members
 
 __all__ = [
@@ -81,7 +81,7 @@ def log_events(path: Path, msg: str) -> list[dict[str, Any]]:
     return events
 
 
-class ServedReceiver(Service):
+class ServedReceiver(NationalReceiver):
     """``puskesos national serve`` in ``folder``, with districts registered by key file."""
 
     def __init__(
@@ -91,27 +91,14 @@ class ServedReceiver(Service):
         max_chunk_bytes: int | None = None,
         max_delivery_bytes: int | None = None,
     ) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        self.folder = folder
-        self.config = folder / "national.toml"
-        self.data_dir = folder / "data"
-        super().__init__(["national", "serve", "--config", str(self.config)], folder / "log", port)
-        self.env = {"PUSKESOS_NATIONAL_LISTEN_PORT": str(port)}
-        if max_chunk_bytes is not None:
-            self.env["PUSKESOS_NATIONAL_MAX_CHUNK_BYTES"] = str(max_chunk_bytes)
-        if max_delivery_bytes is not None:
-            self.env["PUSKESOS_NATIONAL_MAX_DELIVERY_BYTES"] = str(max_delivery_bytes)
-        puskesos("national", "init", "--config", str(self.config), "--data-dir", str(self.data_dir))
+        limits = {"max_chunk_bytes": max_chunk_bytes, "max_delivery_bytes": max_delivery_bytes}
+        super().__init__(folder, **{k: v for k, v in limits.items() if v is not None})
 
     def add_district(self, code: str, key_file: Path) -> str:
         """Register a district with the public key beside ``key_file``; returns its token."""
-        return puskesos(
-            "national", "district", "add", "--config", str(self.config),
-            "--code", code, "--public-key", str(public_key_file(key_file)),
-        ).strip()  # fmt: skip
+        return super().add_district(code, public_key_file(key_file))
 
     @property
     def public_key_pem(self) -> bytes:
         """The receiver's own public key (checks receipts and published results)."""
-        return (self.data_dir / "receiver.pub").read_bytes()
+        return self.public_key_file.read_bytes()
