@@ -9,6 +9,7 @@ it, batch by batch, so a box that was offline for weeks sends its trail in order
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,23 +48,9 @@ def append(conn: sa.Connection, rows: Iterable[Mapping[str, Any]]) -> None:
             ),
         )
         previous = entry.hash
-        sealed.append(_row(entry))
+        sealed.append(asdict(entry))
     if sealed:
         conn.execute(a.insert(), sealed)
-
-
-def _row(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "seq": entry.seq,
-        "hash": entry.hash,
-        "at_ms": entry.at_ms,
-        "actor": entry.actor,
-        "action": entry.action,
-        "entity": entry.entity,
-        "record_id": entry.record_id,
-        "detail": entry.detail,
-        "address": entry.address,
-    }
 
 
 def entries_after(conn: sa.Connection, seq: int, limit: int) -> list[AuditEntry]:

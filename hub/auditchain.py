@@ -22,6 +22,7 @@ A broken chain stays marked: it is evidence for a person to look into (see
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
@@ -145,19 +146,7 @@ def _problem(device: Any, pending: dict[str, Any], kind: str, seq: int, now: int
 
 
 def _row(node: str, entry: AuditEntry, now: int) -> dict[str, Any]:
-    return {
-        "node": node,
-        "seq": entry.seq,
-        "at_ms": entry.at_ms,
-        "actor": entry.actor,
-        "action": entry.action,
-        "entity": entry.entity,
-        "record_id": entry.record_id,
-        "detail": entry.detail,
-        "address": entry.address,
-        "hash": entry.hash,
-        "received_ms": now,
-    }
+    return asdict(entry) | {"node": node, "received_ms": now}
 
 
 def _entry(row: Any) -> AuditEntry:

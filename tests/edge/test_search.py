@@ -87,6 +87,8 @@ async def test_a_nik_search_never_puts_the_number_in_an_address(client):
     assert "cocok: NIK anggota Cecep Saepudin" in " ".join(rows(page))
     assert nik not in str(found.url) and "cari=" in found.url.query_string
     assert all(nik not in hop.headers["Location"] for hop in found.history)
+    links = re.findall(r'(?:href|action|src)="([^"]*)"', page)
+    assert links and not [link for link in links if nik in link], "no link carries it on"
 
     # The back button (or a reload) shows the answer again, and the view is audited again.
     again = await client.get(found.url.path_qs)
