@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from hub import db, downlink, review, summary
 from hub.review import ReviewError
 from protocol.codec import decode
+from protocol.entities import SCHEMA_VERSION
+from protocol.status import Status
 from tests.factories import DEFAULT_VILLAGE, new_id
 from tests.hub.boxes import Box, enrol
 from tests.hub.families import change, send_family
@@ -168,6 +170,24 @@ async def test_agreed_proposals_follow_the_district_decision_down_to_the_box(
     # A draft was never sent, and a refused one stays refused.
     assert (await row(hub_store, proposals["draf"])).status == "draf"
     assert (await row(hub_store, proposals["ditolak"])).status == "ditolak"
+
+
+async def test_a_box_of_schema_4_gets_a_departed_member_without_the_date_and_document(hub_store):
+    """Member ``status_date`` and ``status_document`` (entity schema 5) stay away from a box
+    of version 4, which would refuse the batch; the status itself reaches it."""
+    here, old = Box("edge-a"), Box("edge-old")
+    await enrol(hub_store, here)
+    await enrol(hub_store, old, schema=4)
+    _, (_, child) = await send_family(hub_store, here, Ujang={})
+    await change(
+        hub_store, here, child, "member", status="pindah", status_date="2026-11-02",
+        status_document="SKPWNI/3201/88",
+    )  # fmt: skip
+    sent = await downlink_values(hub_store, old.node, child)
+    assert sent["status"] == "pindah"
+    assert "status_date" not in sent and "status_document" not in sent
+    await hub_store.note_status(old.node, Status("online", schema=SCHEMA_VERSION))
+    assert (await downlink_values(hub_store, old.node, child))["status_date"] == "2026-11-02"
 
 
 async def test_unknown_households_and_decisions_are_refused(hub_store):
