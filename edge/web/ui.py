@@ -201,7 +201,8 @@ async def beranda(request: web.Request) -> web.Response:
         limit=10,
     )
     members = await store.related_to_each(
-        "member", [h.id for h in decided] + [m.household_id for m in duplicates if m.household_id]
+        "member",
+        [h.id for h in (*decided, *stale)] + [m.household_id for m in duplicates if m.household_id],
     )
     return render(
         request,

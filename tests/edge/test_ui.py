@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import sqlite3
 import time
 from typing import Any
 
@@ -120,6 +121,16 @@ async def test_numbers_are_written_the_indonesian_way(client):
     assert edit_link is not None
     edit = await (await client.get(edit_link.group(1))).text()
     assert 'value="1234,5"' in edit
+
+
+async def test_beranda_names_households_not_visited_for_long_by_their_head(client, edge_config):
+    csrf = await login(client, "operator1")
+    household_id, members = await register(client, csrf, seed=12)
+    with sqlite3.connect(edge_config.database_path) as connection:
+        connection.execute("UPDATE records SET updated_ms = 1 WHERE id = ?", (household_id,))
+    home = await (await client.get("/")).text()
+    stale = home.split("tidak diperbarui lebih dari")[1].split("</ul>")[0]
+    assert f'<a href="/rumah-tangga/{household_id}">{members[0]["name"]}</a>' in stale
 
 
 async def test_a_bad_nik_is_refused_next_to_its_field_and_the_form_keeps_what_was_typed(client):
