@@ -124,6 +124,12 @@ def number_digits(text: str) -> int:
     return len(_longest_number(text))
 
 
+def holds_number(text: str) -> bool:
+    """Whether ``text`` is taken for a NIK or KK number (:func:`number_digits`): such a
+    search goes by POST, never into a URL."""
+    return number_digits(text) >= NUMBER_LIKE
+
+
 def number_issue(field: str, text: str) -> Issue | None:
     """The error of a search box (``field``) holding a NIK or KK number of the wrong length,
     else ``None``."""

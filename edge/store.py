@@ -604,7 +604,10 @@ def _search_households(
             # Through the driver: SQLAlchemy's handling of thousands of rows (an address the
             # whole village shares) costs more than SQLite's scan.
             held = "".join(" AND instr(search_key, ?) > 0" for _ in needles)
-            sql = f"SELECT household_id FROM records WHERE entity = ?{held} ORDER BY search_key"
+            sql = (
+                "SELECT household_id FROM records WHERE entity = ? AND household_id IS NOT NULL"
+                f"{held} ORDER BY search_key"
+            )
             driver = conn.connection.driver_connection
             return [row[0] for row in driver.execute(sql, (entity, *needles))]  # type: ignore[union-attr]
 

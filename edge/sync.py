@@ -331,7 +331,9 @@ class SyncClient:
                     return
                 entries = entries[: len(entries) // 2]
                 continue
-            if await self.link.publish(self.topics[TopicKind.UP], payload, timeout=timeout):
+            sent = await self.link.publish(self.topics[TopicKind.UP], payload, timeout=timeout)
+            # Its ack may have come while it was read or published: then nothing waits.
+            if sent and self._audit_acked < entries[-1].seq:
                 self._audit_sent_at = time.monotonic()
             return
 

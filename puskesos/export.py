@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
 from protocol.identity import mask_number
 from protocol.schema import TOMBSTONE_FIELD, EntitySchema, FieldKind, FieldSpec
@@ -172,6 +173,10 @@ def _write_xlsx(table: Table, out: IO[bytes]) -> None:
     for row in table.rows:
         cells = []
         for value in row:
+            if isinstance(value, str):
+                # XLSX cannot hold most control characters (a pasted vertical tab would
+                # make every download of the list fail): a space each.
+                value = ILLEGAL_CHARACTERS_RE.sub(" ", value)
             cell = WriteOnlyCell(sheet, value=value)
             if isinstance(value, str):
                 cell.data_type = "s"  # never a formula, whatever it starts with

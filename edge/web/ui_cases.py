@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from edge import services
 from edge.records import Record, head_of
+from edge.search import holds_number
 from edge.store import Store
 from edge.web.app import CONFIG, STORE, actor, local_today, render
 from edge.web.forms import (
@@ -181,21 +183,37 @@ async def complaint_new(request: web.Request) -> web.Response:
         COMPLAINT_FIELDS, {"channel": "langsung", "received_date": local_today(request).isoformat()}
     )
     text = request.query.get("cari", "").strip()[:100]
+    if holds_number(text):
+        raise web.HTTPSeeOther("/pengaduan/baru")  # a number never stays in a URL
     picker: dict[str, Any] = {**_NO_PICKER, "cari": text}
     if household is None and text:
-        if text.isdigit():
-            # A number in a URL stays in the history and the logs: NIK/KK searches are
-            # made on Rumah tangga, by POST.
-            picker["problem"] = "Cari dengan nama atau alamat. NIK/KK dicari di Rumah tangga."
-        else:
-            picker["found"], _ = await services.find_records(
-                store, actor(request), "household", text=text, limit=10
-            )
-            members = await store.related_to_each("member", [h.id for h in picker["found"]])
-            picker["heads"] = {hid: head_of(people) for hid, people in members.items()}
+        picker["found"], _ = await services.find_records(
+            store, actor(request), "household", text=text, limit=10
+        )
+        members = await store.related_to_each("member", [h.id for h in picker["found"]])
+        picker["heads"] = {hid: head_of(people) for hid, people in members.items()}
     return _form(
         request, "pengaduan_form.html", COMPLAINT_FIELDS, raw, household=household, **picker
     )
+
+
+@routes.post("/pengaduan/baru/cari", roles=ALL_ROLES, summary="Find the complaint's household")
+async def complaint_pick(request: web.Request) -> web.Response:
+    """The picker's search, posted so that a number typed into it never reaches a URL:
+    names and addresses come back as ``?cari=``; a NIK/KK is sent to Rumah tangga."""
+    text = str((await request.post()).get("cari", "")).strip()[:100]
+    if not holds_number(text):
+        raise web.HTTPSeeOther(
+            str(URL("/pengaduan/baru").with_query(cari=text) if text else "/pengaduan/baru")
+        )
+    raw = raw_from_values(
+        COMPLAINT_FIELDS, {"channel": "langsung", "received_date": local_today(request).isoformat()}
+    )
+    problem = "Cari dengan nama atau alamat. NIK/KK dicari di menu Rumah tangga."
+    return _form(
+        request, "pengaduan_form.html", COMPLAINT_FIELDS, raw, status=422, household=None,
+        **(_NO_PICKER | {"cari": text, "problem": problem}),
+    )  # fmt: skip
 
 
 @routes.post("/pengaduan/baru", roles=ALL_ROLES, summary="Log a complaint")

@@ -15,10 +15,10 @@ from aiohttp import web
 from edge import services
 from edge.auth import AUDITORS
 from edge.records import AuditEntry, Record, head_of
+from edge.search import holds_number
 from edge.web.app import CONFIG, STORE, USER, actor, local_today
 from edge.web.routing import ALL_ROLES, RouteTable
 from protocol.entities import COMPLAINT, HOUSEHOLD, MEMBER, PROPOSAL, REFERRAL
-from protocol.identity import mask_number
 from protocol.schema import EntitySchema, FieldSpec
 from puskesos.export import (
     FORMATS,
@@ -78,9 +78,12 @@ def _export(
 
 
 def _search(request: web.Request) -> tuple[str, dict[str, str]]:
-    """The households list's search and, for the audit row, a number in it masked."""
+    """The households list's text search, also for the audit row. A NIK/KK number is never
+    taken from a URL (its page links no download): refused, not searched."""
     text = request.query.get("q", "").strip()[:100]
-    return text, {"q": mask_number(text) if text.isdigit() else text}
+    if holds_number(text):
+        raise web.HTTPBadRequest(text="Hasil pencarian NIK/KK tidak dapat diunduh.")
+    return text, {"q": text}
 
 
 def _cells(fields: Sequence[FieldSpec], record: Record, full: bool) -> list[Cell]:

@@ -13,7 +13,7 @@ from yarl import URL
 from edge import services
 from edge.auth import AUDITORS
 from edge.records import Record, head_of
-from edge.search import NUMBER_LIKE, matches, number_digits, number_issue, parse_query
+from edge.search import holds_number, matches, number_issue, parse_query
 from edge.web.app import CONFIG, SEARCHES, STORE, USER, actor, local_today, render
 from edge.web.forms import (
     Raw,
@@ -56,7 +56,7 @@ def _monotonic_ms() -> int:
 )  # fmt: skip
 async def household_list(request: web.Request) -> web.Response:
     text = request.query.get("q", "").strip()[:100]
-    if number_digits(text) >= NUMBER_LIKE:
+    if holds_number(text):
         # A URL is kept in browser histories and proxies' logs: numbers are searched by POST.
         raise web.HTTPSeeOther("/rumah-tangga")
     token = request.query.get("cari", "")

@@ -89,6 +89,12 @@ async def test_an_operator_downloads_the_searched_households_with_numbers_masked
     trail = await client.get("/audit")
     assert trail.status == 403  # an operator does not read the trail; the kepala desa does
 
+    # A NIK in the URL, even spaced, is not searched nor written to the trail.
+    spaced = " ".join(head["nik"][i : i + 4] for i in range(0, 16, 4))
+    refused = await client.get("/anggota.csv", params={"q": spaced})
+    assert refused.status == 400
+    assert len(await _exports(store)) == 1
+
 
 async def test_the_kepala_desa_gets_full_numbers_and_the_members_sheet_as_csv(client):
     store = client.server.app[STORE]
@@ -122,7 +128,7 @@ async def test_complaints_follow_the_lists_filter_and_an_anonymous_reporter_stay
     for category, name, anonymous in (
         ("salah_sasaran", "Ujang Saepudin", True),
         ("salah_sasaran", "Euis Nurhayati", False),
-        ("data_tidak_valid", "Dede Hidayat", False),
+        ("data_tidak_valid", "Dede\x0bHidayat", False),  # a vertical tab, pasted
     ):
         outcome = await services.create_record(
             store, OPERATOR, "complaint",
@@ -157,6 +163,8 @@ async def test_complaints_follow_the_lists_filter_and_an_anonymous_reporter_stay
         2, xlsx[0].index("Kronologi/uraian masalah") + 1
     )
     assert (chronology.value, chronology.data_type) == ('=HYPERLINK("http://x")', "s")
+    names = {row[xlsx[0].index("Nama pelapor")] for row in xlsx[1:]}
+    assert "Dede Hidayat" in names, "a control character XLSX cannot hold became a space"
     assert [json.loads(a.detail)["filter"] for a in await _exports(store)] == [
         {"category": "salah_sasaran"}, {"status": "baru"},
     ]  # fmt: skip

@@ -254,19 +254,24 @@ def test_a_box_of_the_previous_release_chains_its_audit_trail_in_the_order_it_wa
             connection.execute(
                 "INSERT INTO audit(at_ms, actor, action) VALUES (?, ?, 'login')", (at_ms, actor)
             )
+        # More than one page of the migration's (2,000 rows).
+        connection.executemany(
+            "INSERT INTO audit(at_ms, actor, action) VALUES (?, 'operator1', 'view')",
+            [(50 + n,) for n in range(4_100)],
+        )
     upgrade(path)
     engine = sa.create_engine(f"sqlite:///{path}")
     with engine.begin() as connection:
         auditchain.append(connection, [{"at_ms": 40, "actor": "admin", "action": "view"}])
     with engine.connect() as connection:
-        entries = auditchain.entries_after(connection, 0, 10)
+        entries = auditchain.entries_after(connection, 0, 5_000)
     engine.dispose()
-    assert [(e.seq, e.actor) for e in entries] == [
+    assert [(e.seq, e.actor) for e in entries[:3]] == [
         (1, "operator1"),
         (2, "admin"),
         (3, "operator2"),
-        (4, "admin"),
     ]
-    assert follow(0, GENESIS, entries) == (4, entries[-1].hash, [])
+    assert (entries[-1].seq, entries[-1].actor, entries[-1].at_ms) == (4_104, "admin", 40)
+    assert follow(0, GENESIS, entries) == (4_104, entries[-1].hash, [])
     with sqlite3.connect(path) as connection, pytest.raises(sqlite3.IntegrityError):
         connection.execute("UPDATE audit SET actor = 'someone else' WHERE seq = 2")

@@ -309,12 +309,22 @@ async def test_referring_a_complaint_marks_it_referred(client):
 async def test_a_referral_from_a_complaint_keeps_its_household_and_member_and_prints(client):
     csrf = await login(client, "operator1")
     household_id, members = await register(client, csrf, seed=21)
-    picker = await (await client.get("/pengaduan/baru", params={"cari": members[0]["name"]})).text()
-    assert f'href="/pengaduan/baru?household={household_id}"' in picker.split('id="hasil-pilih"')[1]
-    by_number = await (
-        await client.get("/pengaduan/baru", params={"cari": members[0]["nik"]})
-    ).text()
-    assert "NIK/KK dicari di Rumah tangga" in by_number and 'id="hasil-pilih"' not in by_number
+
+    async def pick(text: str) -> Any:
+        return await client.post("/pengaduan/baru/cari", data={"csrf_token": csrf, "cari": text})
+
+    surname = members[0]["name"].split()[-1]
+    picker = await pick(surname)
+    assert picker.url.query["cari"] == surname
+    page = await picker.text()
+    assert f'href="/pengaduan/baru?household={household_id}"' in page.split('id="hasil-pilih"')[1]
+    spaced = " ".join(members[0]["nik"][i : i + 4] for i in range(0, 16, 4))
+    by_number = await pick(spaced)
+    page = await by_number.text()
+    assert by_number.status == 422 and by_number.url.path == "/pengaduan/baru/cari"
+    assert "NIK/KK dicari di menu Rumah tangga" in page and 'id="hasil-pilih"' not in page
+    typed = await client.get("/pengaduan/baru", params={"cari": spaced}, allow_redirects=False)
+    assert typed.status == 303 and typed.headers["Location"] == "/pengaduan/baru"
     response = await client.post(
         "/pengaduan/baru",
         data={"csrf_token": csrf, "household_id": household_id, "channel": "langsung",

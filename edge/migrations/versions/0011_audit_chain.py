@@ -22,6 +22,8 @@ down_revision = "0010"
 branch_labels = None
 depends_on = None
 
+#: Audit rows read and chained at a time.
+_CHUNK = 2_000
 _TRIGGERS = (
     "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
     "BEGIN SELECT RAISE(ABORT, 'audit trail is append-only'); END",
@@ -36,32 +38,35 @@ def upgrade() -> None:
     op.add_column("audit", sa.Column("seq", sa.BigInteger))
     op.add_column("audit", sa.Column("hash", sa.LargeBinary))
     conn = op.get_bind()
-    rows = conn.execute(
+    previous, seq, after = GENESIS, 0, 0
+    # A year of views is a long trail on a box with 1 GB: read and write it in pages.
+    while rows := conn.execute(
         sa.text(
             "SELECT id, at_ms, actor, action, entity, record_id, detail, address "
-            "FROM audit ORDER BY id"
-        )
-    ).all()
-    previous = GENESIS
-    for seq, row in enumerate(rows, start=1):
-        entry = seal(
-            previous,
-            AuditEntry(
-                seq,
-                row.at_ms,
-                row.actor,
-                row.action,
-                row.entity,
-                row.record_id,
-                row.detail,
-                row.address,
-            ),
-        )
-        conn.execute(
-            sa.text("UPDATE audit SET seq = :seq, hash = :hash WHERE id = :id"),
-            {"seq": seq, "hash": entry.hash, "id": row.id},
-        )
-        previous = entry.hash
+            "FROM audit WHERE id > :after ORDER BY id LIMIT :n"
+        ),
+        {"after": after, "n": _CHUNK},
+    ).all():
+        links = []
+        for row in rows:
+            seq += 1
+            entry = seal(
+                previous,
+                AuditEntry(
+                    seq,
+                    row.at_ms,
+                    row.actor,
+                    row.action,
+                    row.entity,
+                    row.record_id,
+                    row.detail,
+                    row.address,
+                ),
+            )
+            links.append({"seq": seq, "hash": entry.hash, "id": row.id})
+            previous = entry.hash
+        conn.execute(sa.text("UPDATE audit SET seq = :seq, hash = :hash WHERE id = :id"), links)
+        after = rows[-1].id
     op.create_index("ix_audit_seq", "audit", ["seq"], unique=True)
     for trigger in _TRIGGERS:
         op.execute(trigger)
