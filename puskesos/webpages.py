@@ -1,11 +1,13 @@
 """What the edge's and the hub's server-rendered pages share: the security headers, the
 private cookies, and a Jinja environment with the Indonesian date filters and the shared
-templates (``puskesos/templates``: the sign-in page)."""
+templates (``puskesos/templates``: the sign-in page, the frame of the help page)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -20,6 +22,7 @@ __all__ = [
     "MONTHS",
     "environment",
     "field_text",
+    "guides",
     "security_headers",
     "set_private_cookie",
     "tanggal",
@@ -37,6 +40,7 @@ MONTHS = (
 )  # fmt: skip
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+R = TypeVar("R", bound=StrEnum)
 
 
 def tanggal(value: object) -> str:
@@ -103,6 +107,19 @@ def environment(loader: jinja2.BaseLoader, timezone: str) -> jinja2.Environment:
     env.filters["waktu"] = waktu
     env.filters["desa"] = village_label
     return env
+
+
+def guides(own: R, roles: Iterable[R], asked: str) -> tuple[R, list[R]]:
+    """The help page's (Panduan, ``/bantuan``) choice: the role whose guide it shows, the
+    one ``?peran=`` names (``asked``) or else the reader's ``own``, and every role in the
+    order the page lists their guides, the reader's own first. An unknown role is a 404."""
+    order = [own, *(role for role in roles if role != own)]
+    if not asked:
+        return own, order
+    for role in order:
+        if role.value == asked:
+            return role, order
+    raise web.HTTPNotFound(text="Panduan untuk peran itu tidak ada.")
 
 
 def _secure(request: web.Request, response: web.StreamResponse) -> None:

@@ -305,6 +305,7 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
         ui_admin,
         ui_cases,
         ui_export,
+        ui_help,
         ui_households,
         ui_proposals,
         ui_registry,
@@ -329,7 +330,7 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
     table: dict[tuple[str, str], Route] = {}
     modules = (
         ops, ui, ui_households, ui_registry, ui_verification, ui_proposals, ui_cases, ui_export,
-        ui_admin, api,
+        ui_admin, ui_help, api,
     )  # fmt: skip
     for route in (route for module in modules for route in module.routes.routes):
         app.router.add_route(route.method, route.path, route.handler)

@@ -12,6 +12,7 @@ from hub.config import HubConfig
 from hub.ui import (
     antrian,
     audit,
+    bantuan,
     base,
     duplikat,
     konflik,
@@ -29,7 +30,7 @@ __all__ = ["PAGES", "setup"]
 #: The page modules, each with its ``routes``.
 PAGES = (
     masuk, ringkasan, antrian, konflik, duplikat, lapangan, siklus, perangkat, audit, pengguna,
-    sandi,
+    sandi, bantuan,
 )  # fmt: skip
 
 

@@ -457,3 +457,24 @@ async def test_the_household_list_downloads_as_a_spreadsheet_excel_opens(
     assert rows[0][:2] == ["Kepala keluarga", "NIK kepala keluarga"]
     assert [row[:2] for row in rows[1:]] == [[heads[1]["name"], mask_number(heads[1]["nik"])]]
     await context.close()
+
+
+async def test_the_guide_fits_a_phone_and_prints_without_the_menu(base_url, browser):
+    """An operator opens Panduan from the menu on a 360-px phone: their own guide, nothing
+    to scroll sideways; printed, it is the guide alone."""
+    context = await browser.new_context(viewport=PHONE, locale="id-ID")
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await log_in(page, base_url, "operator1")
+    await page.click("nav >> text=Panduan")
+    await page.wait_for_url(f"{base_url}/bantuan")
+    assert await page.inner_text("h1") == "Panduan: Operator desa"
+    await page.screenshot(path="/tmp/panduan-360.png", full_page=True)
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    await page.click("#panduan-peran >> text=Kepala desa / lurah")
+    assert await page.is_visible("#panduan-kepala_desa")
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    await page.emulate_media(media="print")
+    assert await page.is_hidden("header.top") and await page.is_hidden("#panduan-peran")
+    assert await page.is_visible("#panduan-kepala_desa #menyepakati")
+    await context.close()

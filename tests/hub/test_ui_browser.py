@@ -18,7 +18,7 @@ from hub.keys import generate_key_pair
 from hub.roles import Role
 from hub.store import HubStore
 from hub.web import create_app
-from tests.browser import LAPTOP
+from tests.browser import LAPTOP, PHONE
 from tests.edge.test_browser import _free_port
 from tests.hub.boxes import Box, enrol
 from tests.hub.families import change, send_family
@@ -158,4 +158,20 @@ async def test_the_leader_cancels_then_confirms_the_signature_in_a_real_browser(
     await page.click("button:has-text('Ya, tandatangani')")
     await page.locator("text=Periode ditandatangani.").wait_for()
     assert (await cycle.get(store.engine, period)).state is State.SIGNED
+    await context.close()
+
+
+async def test_the_verifiers_guide_fits_a_phone(hub, browser):
+    """The verifier opens Panduan from the menu on a 360-px phone: their own guide first,
+    nothing to scroll sideways."""
+    base_url, _ = hub
+    context = await browser.new_context(viewport=PHONE, locale="id-ID")
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await sign_in(page, base_url, "verif")
+    await page.click("nav >> text=Panduan")
+    await page.wait_for_url(f"{base_url}/bantuan")
+    assert await page.inner_text("h1") == "Panduan: Verifikator kabupaten"
+    await page.screenshot(path="/tmp/hub-panduan-360.png", full_page=True)
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     await context.close()
