@@ -5,7 +5,10 @@ batch's ``seq`` in the persisted ``down_applied`` (:class:`~protocol.delivery.Ap
 and moves the box's clock past every stamp received, in ONE write transaction. A batch
 already applied changes nothing and is acked again. Changes from the hub make no outbox
 rows (the hub has them); each record they change gets a ``sync`` audit row naming the
-node the change came from.
+node the change came from (``actor``: the hub worker) and, in its ``detail``, the fields
+it changed (``fields``), the node that wrote each one's winning version (``by``: the hub,
+the registry import, another box of the village) and the batch's ``seq``: the
+Sinkronisasi page lists what came down from there.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def _apply(store: Store, conn: sa.Connection, batch: Batch, now: int) -> Applied
     found = conn.execute(sa.select(db.records).where(db.records.c.id.in_(ids))).all()
     stored: dict[str, Record] = {row.id: from_row(row) for row in found}
     current = dict(stored)
-    changed: dict[str, set[str]] = {}
+    changed: dict[str, dict[str, str]] = {}  # record id → field → its winner's writer
     actors: dict[str, str] = {}
     newest = 0
     for change in batch.changes:
@@ -85,7 +88,9 @@ def _apply(store: Store, conn: sa.Connection, batch: Batch, now: int) -> Applied
             created_ms=before.created_ms if before else now,
             updated_ms=now,
         )
-        changed.setdefault(change.record_id, set()).update(result.changed)
+        changed.setdefault(change.record_id, {}).update(
+            (name, result.state[name][0].node) for name in result.changed
+        )
         actors[change.record_id] = change.origin
     save_records(conn, (current[i] for i in changed), existing=stored)
     auditchain.append(
@@ -101,13 +106,16 @@ def _apply(store: Store, conn: sa.Connection, batch: Batch, now: int) -> Applied
     return Applied(True, applied.watermark, len(changed))
 
 
-def _audit(record: Record, fields: set[str], actor: str, batch: Batch, now: int) -> dict[str, Any]:
+def _audit(
+    record: Record, writers: dict[str, str], actor: str, batch: Batch, now: int
+) -> dict[str, Any]:
+    detail = {"fields": sorted(writers), "by": dict(sorted(writers.items())), "seq": batch.seq}
     return {
         "at_ms": now,
         "actor": actor,
         "action": SYNC_ACTION,
         "entity": record.entity,
         "record_id": record.id,
-        "detail": json.dumps({"fields": sorted(fields), "seq": batch.seq}),
+        "detail": json.dumps(detail),
         "address": "",
     }

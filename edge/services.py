@@ -446,6 +446,8 @@ async def agree_proposals(
     if how not in AGREED:
         params = {"field": "status", "label": "Status", "value": how}
         return Outcome(False, "", [Issue.error("status", "unknown_choice", params)])
+    if not proposal_ids:
+        return Outcome(False, "", [Issue.error("proposal", "no_proposal_chosen")])
     edits = []
     issues: list[Issue] = []
     for proposal_id in proposal_ids:
@@ -457,7 +459,7 @@ async def agree_proposals(
             PROPOSAL, values, is_new=False, today=today, current=proposal.values
         )
         edits.append(Edit("proposal", proposal_id, values))
-    if has_errors(issues) or not edits:
+    if has_errors(issues):
         return Outcome(False, "", issues)
     saved = await store.write(edits, actor=actor.username, address=actor.address)
     return Outcome(True, edits[0].record_id, issues, saved)

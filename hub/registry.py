@@ -31,7 +31,7 @@ from hub import audit, db
 from hub.record_rows import NewRecord, insert_rows
 from hub.registry_checks import CheckedRow, CheckedRows, default_workers
 from hub.store import HubStore
-from protocol.changes import Change, FieldVersion
+from protocol.changes import REGISTRY_NODE, Change, FieldVersion
 from protocol.entities import HOUSEHOLD, MEMBER
 from protocol.ids import uuid7
 from protocol.jsonform import load_state
@@ -40,9 +40,6 @@ from protocol.registry import ImportIssues, Layout, RowIssue, RowPart
 
 __all__ = ["REGISTRY_NODE", "ImportSummary", "Report", "import_files"]
 
-#: The writer of every imported version: a hub-side node of its own, so the import's own
-#: history of a field can be told from what boxes and the district wrote.
-REGISTRY_NODE = "registry"
 #: Parts (a household or a member) per chunk; a chunk's households and its members are
 #: each written in one transaction, whatever villages they are of.
 CHUNK = 2000

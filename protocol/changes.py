@@ -21,6 +21,7 @@ from typing import NamedTuple, TypeAlias
 from protocol.clock import Timestamp
 
 __all__ = [
+    "REGISTRY_NODE",
     "Ack",
     "Batch",
     "Change",
@@ -36,6 +37,10 @@ __all__ = [
 Value: TypeAlias = str | int | float | bool | list[str] | None
 #: A version vector: ``(node, packed time)`` pairs sorted by node, one per node.
 Seen: TypeAlias = tuple[tuple[str, int], ...]
+#: The writer of every version the hub imports from the district's registry extract: a
+#: node of its own, so the import's history of a field can be told from what boxes and
+#: the district wrote (``hub/registry.py``; a box names it on its Sinkronisasi page).
+REGISTRY_NODE = "registry"
 
 
 class FieldVersion(NamedTuple):

@@ -57,6 +57,7 @@ MESSAGES: Mapping[str, tuple[str, str]] = MappingProxyType(
             "Unknown field {field}.",
         ),
         "required": ("{label} wajib diisi.", "{label} ({field}) is required."),
+        "no_proposal_chosen": ("Pilih minimal satu usulan.", "Choose at least one proposal."),
         "readonly": (
             "{label} diisi oleh kabupaten/pusat dan tidak bisa diubah di desa.",
             "{label} ({field}) is set by the district hub and cannot be changed here.",

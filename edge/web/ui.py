@@ -50,7 +50,7 @@ DISTRICT_ASKS = ("ditolak", "periksa_lapangan")
 FLASH = {
     "tersimpan": "Data tersimpan.",
     "tersimpan_peringatan": "Data tersimpan dengan peringatan yang sudah dikonfirmasi.",
-    "disepakati": "Usulan ditandai disepakati.",
+    "disepakati": "Usulan yang dipilih sudah ditandai disepakati.",
     "status": "Status diperbarui.",
     "kunjungan": "Kunjungan dicatat.",
 }
@@ -125,10 +125,11 @@ def page_number(request: web.Request) -> int:
     return max(int(text), 1)
 
 
-def pager_base(request: web.Request) -> str:
-    """This list's URL with its filters and without ``page``, ready for ``page=N``."""
+def pager_base(request: web.Request, path: str | None = None) -> str:
+    """This list's URL (``path`` when a form posted elsewhere shows the list) with its
+    filters and without ``page``, ready for ``page=N``."""
     query = {k: v for k, v in request.query.items() if k != "page"}
-    url = str(URL(request.path).with_query(query))
+    url = str(URL(path or request.path).with_query(query))
     return url + ("&" if query else "?")
 
 

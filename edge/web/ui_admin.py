@@ -14,6 +14,7 @@ from edge.auth import AUDITORS, MIN_PASSWORD_LENGTH, ROLE_LABELS, Role
 from edge.boxtime import SOFTWARE_DATE, confirm_today
 from edge.store import Store
 from edge.web.app import CONFIG, SESSION_COOKIE, STORE, USER, render
+from edge.web.received import RECENT_DAYS, received
 from edge.web.routing import ALL_ROLES, RouteTable
 from edge.web.sync_view import sync_view
 from edge.web.ui import audit_rows, page_number, pager_base
@@ -40,7 +41,14 @@ async def sync_page(request: web.Request) -> web.Response:
         .limit(CONFLICTS_SHOWN)
     )
     rows = await store.read(lambda conn: conn.execute(in_conflict).all())
-    return render(request, "sinkronisasi.html", sync=await sync_view(request.app), conflicts=rows)
+    return render(
+        request,
+        "sinkronisasi.html",
+        sync=await sync_view(request.app),
+        conflicts=rows,
+        received=await received(store, now_ms=store.now_ms()),
+        recent_days=RECENT_DAYS,
+    )
 
 
 # --- tanggal perangkat (admin only) --------------------------------------------------------

@@ -3,7 +3,7 @@ printable list for the village deliberation (musyawarah desa)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from aiohttp import web
 
@@ -41,8 +41,17 @@ async def _households(
 
 
 async def _list_page(
-    request: web.Request, *, issues: Sequence[Issue] = (), status: int = 200
+    request: web.Request,
+    *,
+    issues: Sequence[Issue] = (),
+    status: int = 200,
+    agreement: Mapping[str, str] | None = None,
+    chosen: Collection[str] = (),
+    all_drafts: bool = False,
 ) -> web.Response:
+    """The list; after a refused agreement or "Pilih semua", with the kepala desa's
+    ``agreement`` form (``how``, ``reference``) kept and ``chosen`` proposals ticked (every
+    draft shown when ``all_drafts``)."""
     store = request.app[STORE]
     size = request.app[CONFIG].page_size
     page = page_number(request)
@@ -52,6 +61,11 @@ async def _list_page(
     )
     user = request[USER]
     households, heads = await _households(store, proposals)
+    drafts = [p.id for p in proposals if p.get("status") == "draf"]
+    notice = flash(request)
+    if all_drafts:
+        chosen = drafts
+        notice = _chosen_notice(len(drafts))
     return render(
         request,
         "usulan_list.html",
@@ -63,10 +77,25 @@ async def _list_page(
         page=page,
         total=total,
         size=size,
-        base=pager_base(request),
+        base=pager_base(request, "/usulan"),
         can_agree=user.role in APPROVERS,
+        drafts=len(drafts),
         issues=list(issues),
-        notice=flash(request),
+        errors=messages_by_input(issues),
+        notice=notice,
+        chosen=set(chosen),
+        agreement=agreement or {},
+        query=request.query_string,
+    )
+
+
+def _chosen_notice(count: int) -> str:
+    """What "Pilih semua" says it did, naming the count before anything is agreed."""
+    if count == 0:
+        return "Tidak ada usulan berstatus draf di halaman ini."
+    return (
+        f"Semua usulan draf di halaman ini ({count} usulan) sudah dipilih. Periksa pilihannya, "
+        'isi nomor berita acara atau SPTJM, lalu tekan "Sepakati usulan terpilih".'
     )
 
 
@@ -76,14 +105,16 @@ async def proposal_list(request: web.Request) -> web.Response:
 
 
 @routes.post(
-    "/usulan/sepakati", roles=APPROVERS, summary="Mark draft proposals agreed (musdes / SPTJM)"
+    "/usulan/sepakati",
+    roles=APPROVERS,
+    summary="Mark draft proposals agreed (musdes / SPTJM); pilih=semua ticks every draft shown",
 )
 async def proposal_agree(request: web.Request) -> web.Response:
     post = await request.post()
     chosen = [str(v) for v in post.getall("proposal", [])]
-    if not chosen:
-        issue = Issue.error("proposal", "required", {"label": "Usulan yang dipilih"})
-        return await _list_page(request, issues=[issue], status=422)
+    agreement = {"how": str(post.get("how", "")), "reference": str(post.get("reference", ""))}
+    if post.get("pilih") == "semua":
+        return await _list_page(request, agreement=agreement, all_drafts=True)
     try:
         outcome = await services.agree_proposals(
             request.app[STORE],
@@ -97,7 +128,9 @@ async def proposal_agree(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="Usulan tidak ditemukan.") from None
     if not outcome.saved:
         unique = list(dict.fromkeys(outcome.issues))
-        return await _list_page(request, issues=unique, status=422)
+        return await _list_page(
+            request, issues=unique, status=422, agreement=agreement, chosen=chosen
+        )
     raise web.HTTPSeeOther("/usulan?pesan=disepakati")
 
 

@@ -477,4 +477,53 @@ async def test_the_guide_fits_a_phone_and_prints_without_the_menu(base_url, brow
     await page.emulate_media(media="print")
     assert await page.is_hidden("header.top") and await page.is_hidden("#panduan-peran")
     assert await page.is_visible("#panduan-kepala_desa #menyepakati")
+
+
+async def test_kepala_desa_agrees_every_draft_at_once_on_a_phone(base_url, box_app, browser):
+    """The kepala desa, on a 360-px phone, picks every draft proposal with one button (no
+    script needed), is told how many are picked, and agrees them with the SPTJM number."""
+    store = box_app[STORE]
+    await auth.create_user(
+        store, username="kades", full_name="Kades", role=auth.Role.KEPALA_DESA,
+        password=PASSWORD, actor="test",
+    )  # fmt: skip
+    actor = services.Actor("operator1", "operator", "127.0.0.1")
+    households = []
+    for seed in (71, 72, 73):
+        household, members = make_household_with_members(2, seed=seed)
+        household.pop("id")
+        for member in members:
+            member.pop("id")
+            member.pop("household_id")
+        saved = await services.save_household(
+            store, actor, household_id=None, household=household, members=members,
+            today=store.box_time().today,
+        )  # fmt: skip
+        assert saved.saved, saved.issues
+        households.append(saved.record_id)
+    context = await browser.new_context(viewport=PHONE, locale="id-ID")
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await log_in(page, base_url, "kades")
+    await page.goto(f"{base_url}/usulan?status=draf")
+
+    await page.click("button:has-text('Sepakati usulan terpilih')")
+    assert await page.locator(".pilih-semua .field-error").inner_text() == (
+        "Pilih minimal satu usulan."
+    )
+    await page.click("button:has-text('Pilih semua draf di halaman ini (3)')")
+    await page.wait_for_selector("text=Semua usulan draf di halaman ini (3 usulan) sudah dipilih.")
+    boxes = page.locator("input[name='proposal']")
+    assert [await boxes.nth(i).is_checked() for i in range(await boxes.count())] == [True] * 3
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    await page.screenshot(path="/tmp/usulan-pilih-semua-360.png", full_page=True)
+
+    await page.check("input[name='how'][value='disepakati_sptjm']")
+    await page.fill("#reference", "SPTJM/07/2026")
+    await page.press("#reference", "Enter")  # Enter agrees; it does not pick again
+    await page.wait_for_selector("text=Usulan yang dipilih sudah ditandai disepakati.")
+    for household_id in households:
+        [proposal] = await store.related("proposal", household_id)
+        assert proposal.get("status") == "disepakati_sptjm"
+        assert proposal.get("agreement_ref") == "SPTJM/07/2026"
     await context.close()

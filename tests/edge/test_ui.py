@@ -388,6 +388,53 @@ async def test_kepala_desa_agrees_proposals_and_an_operator_cannot(client):
     assert "Disepakati musyawarah desa" in page and "BA/03/2025" in page
 
 
+async def test_kepala_desa_picks_every_draft_on_the_page_and_is_told_in_plain_words(client):
+    csrf = await login(client, "operator1")
+    households = [(await register(client, csrf, seed=seed))[0] for seed in (21, 22, 23)]
+    store = store_of(client)
+    drafts = [(await store.related("proposal", h))[0].id for h in households]
+
+    csrf = await login(client, "kades")
+    page = await (await client.get("/usulan", params={"status": "draf"})).text()
+    assert "Pilih semua draf di halaman ini (3)" in page
+    nothing = await client.post(
+        "/usulan/sepakati?status=draf", data={"csrf_token": csrf, "how": "disepakati_musdes"}
+    )
+    page = await nothing.text()
+    assert nothing.status == 422
+    picker = page.split('class="pilih-semua"')[1].split("</form>")[0]
+    assert "Pilih minimal satu usulan." in picker
+
+    # Without JavaScript: the button ticks every draft shown and says how many.
+    picked = await client.post(
+        "/usulan/sepakati?status=draf", data={"csrf_token": csrf, "pilih": "semua"}
+    )
+    page = await picked.text()
+    assert "Semua usulan draf di halaman ini (3 usulan) sudah dipilih." in page
+    assert sorted(ticked(page)) == sorted(drafts)
+
+    form = [("csrf_token", csrf), ("how", "disepakati_sptjm"), ("reference", "")]
+    form += [("proposal", i) for i in drafts]
+    refused = await client.post("/usulan/sepakati?status=draf", data=form)
+    page = await refused.text()
+    assert refused.status == 422
+    reference = page.split('id="reference"')[1].split("</fieldset>")[0]
+    assert "Nomor berita acara musdes / SPTJM wajib diisi" in reference
+    assert sorted(ticked(page)) == sorted(drafts)  # what was ticked and typed stays
+    assert 'value="disepakati_sptjm" checked' in page
+
+    form = replace(form, "reference", "SPTJM/07/2026")
+    agreed = await client.post("/usulan/sepakati?status=draf", data=form)
+    assert "Usulan yang dipilih sudah ditandai disepakati." in await agreed.text()
+    stored = await store.get_each("proposal", drafts)
+    assert {p.get("status") for p in stored.values()} == {"disepakati_sptjm"}
+
+
+def ticked(page: str) -> list[str]:
+    """The proposal ids ticked on a /usulan page."""
+    return re.findall(r'name="proposal" value="([^"]+)"[^>]* checked>', page)
+
+
 async def test_operator_is_refused_users_and_audit_pages(client):
     await login(client, "operator1")
     home = await (await client.get("/")).text()
@@ -441,6 +488,61 @@ async def test_sync_page_is_honest_before_any_contact(client):
     page = await (await client.get("/sinkronisasi")).text()
     assert "Perubahan menunggu dikirim</dt><dd><strong>0</strong>" in page
     assert page.count("belum pernah") >= 2 and "Tidak ada konflik." in page
+
+
+async def test_sync_page_lists_what_came_down_per_household_and_who_wrote_it(client, edge_config):
+    csrf = await login(client, "operator1")
+    household_id, members = await register(client, csrf, seed=13)
+    store = store_of(client)
+    household = await store.get(household_id, "household")
+    [second] = [
+        m for m in await store.related("member", household_id) if m.get("nik") == members[1]["nik"]
+    ]
+    now = int(time.time() * 1000)
+
+    def down(seq: int, entity: str, record_id: str, writes: dict[str, tuple[Any, str]]) -> Batch:
+        versions = {
+            name: FieldVersion(value, pack(now, seq), node, ())
+            for name, (value, node) in writes.items()
+        }
+        change = Change(entity, record_id, DEFAULT_VILLAGE, "hub-1", versions)
+        return Batch(edge_config.node, seq, (change,), Direction.DOWN)
+
+    await apply_remote(store, down(1, "household", household_id, {
+        "decile": (2, "hub-1"),
+        "review_status": ("periksa_lapangan", "hub-1"),
+        "registry_id": ("DTSEN-0042", "registry"),
+    }))  # fmt: skip
+    await apply_remote(
+        store, down(2, "member", second.id, {"occupation": ("Buruh tani", "box-wanaherang-2")})
+    )
+    await apply_remote(store, down(3, "household", household_id, {
+        "floor_area_m2": (1250.5, "box-wanaherang-2"),
+        "review_status": ("disetujui", "hub-1"),
+        "review_date": ("2026-11-18", "hub-1"),
+    }))  # fmt: skip
+
+    page = await (await client.get("/sinkronisasi")).text()
+    card = page.split('id="diterima"')[1].split("</section>")[0]
+    heading = card.split("<h3>")[1].split("</h3>")[0]
+    assert f'<a href="/rumah-tangga/{household_id}">{members[0]["name"]}</a>' in heading
+    assert f"RT {household.get('rt')}/RW {household.get('rw')}" in heading
+    _, newest, oldest = card.split("Keluarga, diterima")
+    by = '</strong> <span class="muted">(oleh '
+    assert (
+        f"Luas lantai (m²): <strong>1.250,5{by}perangkat lain di desa ini (box-wanaherang-2))"
+        in newest
+    )
+    assert f"Hasil verifikasi kabupaten: <strong>Disetujui{by}keputusan kabupaten)" in newest
+    assert f"Tanggal verifikasi: <strong>18 November 2026{by}keputusan kabupaten)" in newest
+    assert f"Desil: <strong>2{by}desil terbitan nasional)" in oldest
+    assert (
+        f"ID keluarga DTSEN: <strong>DTSEN-0042{by}impor data registri (DTSEN) kabupaten)" in oldest
+    )
+    # The first decision was replaced by the second: the page does not pretend it holds.
+    assert 'kabupaten: <span class="muted">sudah berubah lagi sesudahnya' in oldest
+    member = card.split(f"Anggota keluarga {second.get('name')}, diterima")[1].split("</li>")[0]
+    assert "Pekerjaan: <strong>Buruh tani</strong>" in member
 
 
 async def test_what_the_district_decided_and_published_shows_on_the_household_and_its_nik(

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import edge.search
+import edge.services
 import protocol.identity
 import protocol.registry
 import protocol.schema
@@ -682,13 +683,14 @@ _VALIDATION_MODULES = (
     protocol.schema,
     protocol.registry,
     edge.search,
+    edge.services,
 )
 
 
 def _codes_in_source() -> set[str]:
-    """Codes written in the validation modules (and the registry import's, and the box's
-    search box): the code argument of ``Issue.error``, ``Issue.warning``, ``WireProblem``
-    and ``RowIssue``, and ``*_code=`` keyword arguments."""
+    """Codes written in the validation modules (and the registry import's, the box's search
+    box and services): the code argument of ``Issue.error``, ``Issue.warning``,
+    ``WireProblem`` and ``RowIssue``, and ``*_code=`` keyword arguments."""
     found: set[str] = set()
 
     def literals(node: ast.expr) -> list[str]:
