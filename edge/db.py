@@ -55,7 +55,7 @@ records = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
     sa.Column("nik", sa.Text),
     sa.Column("kk", sa.Text),
-    #: The text a household search finds the record by (``edge.search.search_key``).
+    #: The text a household search finds the record by (``puskesos.search.search_key``).
     sa.Column("search_key", sa.Text),
     sa.Column("status", sa.Text),
     sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.search import search_key
 from protocol.changes import Value
 from protocol.digest import from_signed, record_digest, to_signed
 from protocol.entities import household_of, shown_status
@@ -20,6 +19,7 @@ from protocol.jsonform import dump_state, load_state
 from protocol.merge import RecordState, open_conflicts, values
 from protocol.registry import lacking
 from protocol.schema import TOMBSTONE_FIELD
+from puskesos.search import search_key
 
 __all__ = [
     "AuditEntry",

@@ -17,7 +17,6 @@ from typing import Any
 
 from edge.auth import APPROVERS
 from edge.records import AuditEntry, Edit, Record
-from edge.search import Query, parse_query
 from edge.store import Store
 from protocol.changes import Value
 from protocol.entities import (
@@ -36,6 +35,7 @@ from protocol.ids import uuid7
 from protocol.issues import Issue, has_errors
 from protocol.schema import EntitySchema
 from protocol.validate import validate_fields, validate_household
+from puskesos.search import Query, parse_query
 from puskesos.webpages import tanggal
 
 __all__ = [
@@ -584,7 +584,7 @@ async def find_records(
 ) -> tuple[list[Record], int]:
     """A page of records for a list or the API: filtered by the entity's :data:`FILTERS`
     (unknown filter names are ignored) and, for households, searched by NIK, family-card
-    number, part of a member's name, address or RT/RW (:func:`edge.search.parse_query`). A
+    number, part of a member's name, address or RT/RW (:func:`puskesos.search.parse_query`). A
     search by NIK or family-card number is audited (it is a lookup of personal data)."""
     query = parse_query(text) if entity == "household" else Query()
     if query:

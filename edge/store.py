@@ -26,11 +26,11 @@ from edge.config import EdgeConfig
 from edge.digest import fold_digests
 from edge.disk import FULL_BELOW_BYTES, DiskReport, DiskWatch
 from edge.records import AuditEntry, Edit, Record, audit_row, build_record, from_row, to_row
-from edge.search import Query
 from protocol.changes import Change
 from protocol.clock import HybridClock
 from protocol.jsonform import dump_change
 from protocol.merge import local_change, merge
+from puskesos.search import Query
 
 __all__ = ["Store", "pending_changes", "save_records", "wall_ms"]
 
@@ -487,7 +487,7 @@ class Store:
     async def search_households(
         self, query: Query, *, offset: int = 0, limit: int = 25
     ) -> tuple[list[Record], int]:
-        """Households that answer ``query`` (:mod:`edge.search`): by the family-card number
+        """Households that answer ``query`` (:mod:`puskesos.search`): by the family-card number
         or a member's NIK, else those with a member whose name holds the text (in name
         order) and then those whose address does (in address order), in the RT/RW asked.
 
@@ -597,7 +597,7 @@ def _search_households(
         total = len(ids)
         ids = ids[offset : offset + limit]
     else:
-        # Members by name, then households by address and RT/RW (edge.search), each in
+        # Members by name, then households by address and RT/RW (puskesos.search), each in
         # key order straight from the covering (entity, search_key, household_id) index,
         # read once: a page and the total come from the same list of ids.
         def ids_of(entity: str, *needles: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""The district's review: the queue of changed households, their changes, and decisions.
+"""The district's review: a changed household's changes, and the decisions on it (the
+queue of changed households is :mod:`hub.review_queue`).
 
 A box's change makes its household and member records ``pending`` (the store's apply
 path). The verifier sees, per household, each changed field as approved value → current
@@ -33,14 +34,13 @@ __all__ = [
     "Decision",
     "FieldChange",
     "HouseholdChanges",
-    "QueueItem",
     "RecordChanges",
     "ReviewError",
     "decide",
     "head_names",
     "household_changes",
-    "queue",
-    "queue_counts",
+    "member_rows",
+    "period_decisions",
     "record_names",
     "take_approval_seq",
 ]
@@ -83,20 +83,6 @@ class ReviewError(Exception):
         self.code = code
         self.message = _MESSAGES[code].format(**values)
         super().__init__(f"{code}: {self.message}")
-
-
-@dataclass(frozen=True, slots=True)
-class QueueItem:
-    """One household waiting for a decision."""
-
-    household_id: str
-    village: str
-    head_name: str
-    kk_number: str
-    pending_records: int
-    is_new: bool
-    flagged: bool
-    changed_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +180,11 @@ def head_names(rows: Iterable[Any]) -> dict[str, str]:
     return {household: name for household, (_, name) in heads.items()}
 
 
-async def _members(conn: AsyncConnection, household_ids: Sequence[str]) -> list[Any]:
+async def member_rows(
+    conn: AsyncConnection, household_ids: Sequence[str] | sa.Select[Any]
+) -> list[Any]:
+    """The member rows (``household_id``, ``data``, ``deleted``) of ``household_ids`` (a
+    list, or a query selecting them)."""
     r = db.records
     query = sa.select(r.c.household_id, r.c.data, r.c.deleted).where(
         r.c.entity == "member", r.c.household_id.in_(household_ids)
@@ -202,88 +192,26 @@ async def _members(conn: AsyncConnection, household_ids: Sequence[str]) -> list[
     return list((await conn.execute(query)).all())
 
 
-async def _last_decisions(conn: AsyncConnection, household_ids: Sequence[str]) -> dict[str, str]:
+async def period_decisions(engine: AsyncEngine, period: str) -> dict[str, dict[str, int]]:
+    """Village → decision code → how many households got it as their last decision
+    labelled with ``period``."""
     d = db.decisions
     latest = (
-        sa.select(d.c.household_id, sa.func.max(d.c.id).label("id"))
-        .where(d.c.household_id.in_(household_ids))
+        sa.select(sa.func.max(d.c.id).label("id"))
+        .where(d.c.period == period)
         .group_by(d.c.household_id)
         .subquery()
     )
-    query = sa.select(d.c.household_id, d.c.decision).join(latest, latest.c.id == d.c.id)
-    return {row.household_id: row.decision for row in await conn.execute(query)}
-
-
-async def queue(
-    engine: AsyncEngine, *, village: str | None = None, limit: int = 100, offset: int = 0
-) -> list[QueueItem]:
-    """The households with a pending household or member record, the longest waiting
-    first (Antrian verifikasi)."""
-    r = db.records
-    changed = sa.func.max(r.c.updated_ms).label("changed_ms")
     query = (
-        sa.select(
-            r.c.household_id,
-            sa.func.min(r.c.village).label("village"),
-            sa.func.count().label("pending_records"),
-            changed,
-        )
-        .where(
-            r.c.pending.is_(True), r.c.household_id.is_not(None), r.c.entity.in_(REVIEWED_ENTITIES)
-        )
-        .group_by(r.c.household_id)
-        .order_by(changed, r.c.household_id)
-        .limit(limit)
-        .offset(offset)
+        sa.select(d.c.village, d.c.decision, sa.func.count().label("n"))
+        .join(latest, latest.c.id == d.c.id)
+        .group_by(d.c.village, d.c.decision)
     )
-    if village:
-        query = query.where(r.c.village == village)
+    counts: dict[str, dict[str, int]] = {}
     async with db.reading(engine) as conn:
-        rows = (await conn.execute(query)).all()
-        ids = [row.household_id for row in rows]
-        if not ids:
-            return []
-        households = {
-            row.id: row
-            for row in await conn.execute(
-                sa.select(r.c.id, r.c.data, r.c.approved).where(
-                    r.c.id.in_(ids), r.c.entity == "household"
-                )
-            )
-        }
-        heads = head_names(await _members(conn, ids))
-        last = await _last_decisions(conn, ids)
-    items = []
-    for row in rows:
-        household = households.get(row.household_id)
-        data = json.loads(household.data) if household is not None else {}
-        items.append(
-            QueueItem(
-                household_id=row.household_id,
-                village=row.village,
-                head_name=heads.get(row.household_id, ""),
-                kk_number=str(data.get("kk_number") or ""),
-                pending_records=int(row.pending_records),
-                is_new=household is None or household.approved is None,
-                flagged=last.get(row.household_id) == "periksa_lapangan",
-                changed_ms=int(row.changed_ms),
-            )
-        )
-    return items
-
-
-async def queue_counts(engine: AsyncEngine) -> dict[str, int]:
-    """Village → how many households wait for a decision."""
-    r = db.records
-    query = (
-        sa.select(r.c.village, sa.func.count(sa.distinct(r.c.household_id)).label("n"))
-        .where(
-            r.c.pending.is_(True), r.c.household_id.is_not(None), r.c.entity.in_(REVIEWED_ENTITIES)
-        )
-        .group_by(r.c.village)
-    )
-    async with db.reading(engine) as conn:
-        return {row.village: int(row.n) for row in await conn.execute(query)}
+        for row in await conn.execute(query):
+            counts.setdefault(row.village, {})[row.decision] = int(row.n)
+    return counts
 
 
 def _decision(row: Any) -> Decision:
@@ -358,7 +286,7 @@ async def record_names(engine: AsyncEngine, ids: Iterable[str]) -> dict[str, str
             )
         ).all()
         households = [row.id for row in rows if row.entity == "household"]
-        heads = head_names(await _members(conn, households)) if households else {}
+        heads = head_names(await member_rows(conn, households)) if households else {}
     return {
         row.id: _household_name(heads.get(row.id, ""))
         if row.entity == "household"

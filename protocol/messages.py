@@ -117,7 +117,7 @@ MESSAGES: Mapping[str, tuple[str, str]] = MappingProxyType(
             "Umur lebih dari {max_age} tahun. Periksa kembali tanggal lahir.",
             "Older than {max_age} years. Please check the birth date.",
         ),
-        # --- the household search box (edge.search) ---
+        # --- the household search box (puskesos.search) ---
         "search_number_length": (
             "Untuk mencari NIK atau nomor KK, ketik 16 angka lengkap (sekarang {length} angka).",
             "To search by NIK or family-card number, type all 16 digits (this has {length}).",

@@ -56,7 +56,7 @@ def tanggal(value: object) -> str:
 
 def field_text(spec: FieldSpec, value: object, names: Mapping[str, str] | None = None) -> str:
     """A field's value as a person reads it, from the one schema: an enum's label (a set's
-    labels joined), a date as Indonesians write it, ``Ya``/``Tidak``, a reference by the
+    labels joined), a date or a number as Indonesians write it, ``Ya``/``Tidak``, a reference by the
     name ``names`` gives it; ``—`` when empty."""
     if value is None or value == "" or value == []:
         return "—"
@@ -66,6 +66,8 @@ def field_text(spec: FieldSpec, value: object, names: Mapping[str, str] | None =
         return ", ".join(spec.label_of(code) for code in value)
     if spec.kind is FieldKind.DATE:
         return tanggal(value)
+    if spec.kind in (FieldKind.INT, FieldKind.DECIMAL):
+        return angka(value)
     if spec.kind is FieldKind.REF and isinstance(value, str):
         return (names or {}).get(value, value)
     return spec.label_of(value)

@@ -32,7 +32,6 @@ from edge import auth
 from edge.config import EdgeConfig
 from edge.disk import is_disk_full
 from edge.metrics import EdgeMetrics
-from edge.search import SearchTokens
 from edge.services import Actor
 from edge.store import Store
 from edge.sync import SyncClient, read_password
@@ -40,6 +39,7 @@ from edge.web.routing import Route
 from edge.web.templating import create_environment
 from protocol.regions import village_label
 from puskesos import webauth
+from puskesos.search import SearchTokens
 from puskesos.tls import https_redirect
 from puskesos.webpages import security_headers, set_private_cookie
 

@@ -10,7 +10,6 @@ from yarl import URL
 
 from edge import services
 from edge.records import Record, head_of
-from edge.search import holds_number
 from edge.store import Store
 from edge.web.app import CONFIG, STORE, actor, local_today, render
 from edge.web.forms import (
@@ -28,6 +27,7 @@ from protocol.entities import COMPLAINT, REFERRAL, WORKFLOWS
 from protocol.issues import Issue
 from protocol.regions import lookup
 from protocol.schema import FieldSpec
+from puskesos.search import holds_number
 
 __all__ = ["routes"]
 

@@ -15,7 +15,6 @@ from aiohttp import web
 from edge import services
 from edge.auth import AUDITORS
 from edge.records import AuditEntry, Record, head_of
-from edge.search import holds_number
 from edge.web.app import CONFIG, STORE, USER, actor, local_today
 from edge.web.routing import ALL_ROLES, RouteTable
 from protocol.entities import COMPLAINT, HOUSEHOLD, MEMBER, PROPOSAL, REFERRAL
@@ -32,6 +31,7 @@ from puskesos.export import (
     local_time,
     record_fields,
 )
+from puskesos.search import holds_number
 
 __all__ = ["routes"]
 

@@ -13,7 +13,6 @@ from yarl import URL
 from edge import services
 from edge.auth import AUDITORS
 from edge.records import Record, head_of
-from edge.search import holds_number, matches, number_issue, parse_query
 from edge.web.app import CONFIG, SEARCHES, STORE, USER, actor, local_today, render
 from edge.web.forms import (
     Raw,
@@ -33,6 +32,7 @@ from edge.web.ui_registry import missing_labels
 from protocol.changes import Value
 from protocol.entities import HOUSEHOLD, MEMBER
 from protocol.issues import Issue
+from puskesos.search import holds_number, matches, number_issue, parse_query
 
 __all__ = ["routes"]
 

@@ -27,6 +27,7 @@ from hub.roles import ROLE_LABELS, Role
 from hub.web import INGEST, STORE
 from puskesos import webauth
 from puskesos.export import FORMATS, Table, audit_detail, download, file_name
+from puskesos.search import SearchTokens
 from puskesos.webpages import environment, set_private_cookie
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "CSRF",
     "PUBLIC",
     "READERS",
+    "SEARCHES",
     "SESSION_COOKIE",
     "STORE",
     "USER",
@@ -59,6 +61,8 @@ TEMPLATES = web.AppKey("ui_templates", jinja2.Environment)
 ROUTES = web.AppKey("ui_routes", dict)
 USER = web.RequestKey("ui_user", auth.User | None)
 CSRF = web.RequestKey("ui_csrf", str)
+#: Searches by NIK or KK number, held under a token: a number never goes in a URL.
+SEARCHES = web.AppKey("ui_searches", SearchTokens)
 
 SESSION_COOKIE = "psk_hub_session"
 PRE_CSRF_COOKIE = "psk_hub_csrf"
@@ -294,6 +298,7 @@ def setup(app: web.Application, config: HubConfig, modules: Iterable[Any]) -> No
     app[CONFIG] = config
     app[SECRET] = webauth.load_secret(config.path(config.session_secret_file))
     app[TEMPLATES] = _environment(config.timezone)
+    app[SEARCHES] = SearchTokens()
     table: dict[tuple[str, str], Route] = {}
     for route in (route for module in modules for route in module.routes.routes):
         added = app.router.add_route(route.method, route.path, route.handler)

@@ -22,6 +22,7 @@ from aiohttp import BodyPartReader, web
 from hub import cycle, cycle_delivery, review
 from hub.cycle_rules import Action, CycleError, State, allowed, following, next_state
 from hub.forward import ForwardError
+from hub.review_queue import queue_counts
 from hub.roles import Role
 from hub.ui.base import (
     CONFIG,
@@ -34,6 +35,7 @@ from hub.ui.base import (
     export_list,
     render,
 )
+from protocol.regions import region_name, village_label
 from puskesos.export import Table, local_time
 
 __all__ = ["routes"]
@@ -121,6 +123,36 @@ async def totals_export(request: web.Request) -> web.StreamResponse:
     )  # fmt: skip
 
 
+@routes.get("/siklus/{period}/ringkasan-cetak", roles=READERS)
+async def printable_summary(request: web.Request) -> web.Response:
+    """A period's summary on paper for the regent (Bupati) and the head of the social
+    office to sign: per village the households approved, rejected, sent for a field check
+    and still waiting, and who froze, submitted and signed the period when."""
+    period = request.match_info["period"]
+    store = request.app[STORE]
+    found = await cycle.get(store.engine, period)
+    if found is None:
+        raise web.HTTPNotFound(text=f"Periode {period} tidak ditemukan.")
+    decided = await review.period_decisions(store.engine, period)
+    waiting = await queue_counts(store.engine) if found.state is State.OPEN else {}
+    in_dataset = {v.village: v.totals.get("households", 0) for v in found.villages}
+    codes = set(decided) | set(waiting) | set(in_dataset)
+    rows = [
+        {**dict.fromkeys(review.DECISIONS, 0), **decided.get(code, {}), "village": code,
+         "waiting": waiting.get(code, 0), "households": in_dataset.get(code, 0)}
+        for code in sorted(codes, key=lambda code: (village_label(code), code))
+    ]  # fmt: skip
+    totals = {
+        key: sum(row[key] for row in rows) for key in (*review.DECISIONS, "waiting", "households")
+    }
+    district = request.app[CONFIG].district
+    return render(
+        request, "siklus_cetak.html", period=found, rows=rows, totals=totals,
+        decisions=review.DECISIONS, district_name=region_name(district) if district else None,
+        is_open=found.state is State.OPEN, frozen=bool(found.villages), printed_ms=store.wall(),
+    )  # fmt: skip
+
+
 def _done(code: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(f"/siklus?pesan={code}")
 
@@ -149,7 +181,7 @@ async def _unconfirmed(request: web.Request, action: Action) -> web.Response | N
     villages = {village: counts.get("households", 0) for village, counts in sorted(totals.items())}
     undecided = 0
     if action is Action.SUBMIT:
-        waiting = await review.queue_counts(store.engine)
+        waiting = await queue_counts(store.engine)
         undecided = sum(waiting.get(village, 0) for village in villages)
     return render(
         request, "siklus_konfirmasi.html", Action=Action, action=action,

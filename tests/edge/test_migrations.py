@@ -199,8 +199,8 @@ async def test_a_box_of_the_previous_release_finds_its_households_by_address_and
 
     from edge.config import EdgeConfig
     from edge.db import _alembic_config
-    from edge.search import parse_query
     from edge.store import Store
+    from puskesos.search import parse_query
     from tests.factories import DEFAULT_VILLAGE, make_household_with_members
 
     config = EdgeConfig(village=DEFAULT_VILLAGE, node="edge-a", data_dir=tmp_path)

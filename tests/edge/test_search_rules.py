@@ -1,4 +1,4 @@
-"""The search rules of the box (``edge.search``) without a database: how text is folded,
+"""The search rules of the box (``puskesos.search``) without a database: how text is folded,
 what a query asks for, and how long a NIK search's token answers."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.search import Query, SearchTokens, fold, parse_query, search_key
+from puskesos.search import Query, SearchTokens, fold, parse_query, search_key
 
 NIK = "3201024506900003"
 

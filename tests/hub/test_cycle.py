@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from hub import cycle, cycle_delivery, db, review
+from hub import cycle, cycle_delivery, db, review, review_queue
 from hub.config import HubConfig
 from hub.cycle_rules import CycleError, State, cutoff_ms
 from hub.keys import generate_key_pair, load_private_key
@@ -259,7 +259,7 @@ async def test_a_signed_period_is_forwarded_once_then_its_published_deciles_go_d
     values = await downlink_values(store, "edge-a", household)
     assert 1 <= values["decile"] <= 10 and values["decile_period"] == PERIOD
     assert isinstance(values["eligible_programmes"], list)
-    assert await review.queue(store.engine) == []  # a hub write is nothing to review
+    assert await review_queue.queue(store.engine) == []  # a hub write is nothing to review
 
 
 def test_an_operator_runs_the_cycle_from_the_command_line(tmp_path):

@@ -13,7 +13,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from openpyxl import load_workbook
 
-from hub import db, review
+from hub import db, review_queue
 from protocol.identity import mask_number
 from tests.factories import DEFAULT_VILLAGE
 from tests.hub import test_ui
@@ -39,7 +39,9 @@ async def test_the_queue_of_one_village_downloads_masked_for_the_verifier_full_f
     await enrol(hub_store, one, two)
     await send_family(hub_store, one, head="Asep Saepudin")
     await send_family(hub_store, two, head="Dede Hidayat")
-    [item] = await review.queue(hub_store.engine, village=DEFAULT_VILLAGE)
+    [item] = await review_queue.queue(
+        hub_store.engine, review_queue.QueueFilter(village=DEFAULT_VILLAGE)
+    )
     await login(client, "verif")
 
     page = await (await client.get(f"/antrian?desa={DEFAULT_VILLAGE}")).text()

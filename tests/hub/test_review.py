@@ -8,7 +8,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from hub import db, downlink, review, summary
+from hub import db, downlink, review, review_queue, summary
 from hub.review import ReviewError
 from protocol.codec import decode
 from protocol.entities import SCHEMA_VERSION
@@ -43,15 +43,18 @@ async def test_a_new_household_waits_in_the_queue_of_its_village_with_every_fiel
     await enrol(hub_store, box)
     household, (head, child) = await send_family(hub_store, box, Siti={"sex": "perempuan"})
 
-    [item] = await review.queue(hub_store.engine)
+    [item] = await review_queue.queue(hub_store.engine)
     assert (item.household_id, item.village, item.head_name) == (
         household,
         DEFAULT_VILLAGE,
         "Asep Saepudin",
     )
     assert item.pending_records == 3 and item.is_new and not item.flagged
-    assert await review.queue(hub_store.engine, village=OTHER_VILLAGE) == []
-    assert await review.queue_counts(hub_store.engine) == {DEFAULT_VILLAGE: 1}
+    assert (
+        await review_queue.queue(hub_store.engine, review_queue.QueueFilter(village=OTHER_VILLAGE))
+        == []
+    )
+    assert await review_queue.queue_counts(hub_store.engine) == {DEFAULT_VILLAGE: 1}
 
     detail = await review.household_changes(hub_store.engine, household)
     assert [r.record_id for r in detail.records] == [household, head, child]
@@ -66,10 +69,10 @@ async def test_an_approved_change_shows_old_and_new_and_leaves_the_queue(hub_sto
     await enrol(hub_store, box)
     household, (head,) = await send_family(hub_store, box)
     await review.decide(hub_store, household, "disetujui", "", "verif", period=PERIOD)
-    assert await review.queue(hub_store.engine) == []
+    assert await review_queue.queue(hub_store.engine) == []
 
     await change(hub_store, box, head, "member", occupation="Petani")
-    [item] = await review.queue(hub_store.engine)
+    [item] = await review_queue.queue(hub_store.engine)
     assert item.pending_records == 1 and not item.is_new
     detail = await review.household_changes(hub_store.engine, household)
     member = detail.records[1]
@@ -105,7 +108,7 @@ async def test_a_rejection_needs_a_reason_keeps_the_approved_values_and_reaches_
     stored = await row(hub_store, household)
     assert not stored.pending and json.loads(stored.approved)["floor_area_m2"] == 36.0
     assert json.loads(stored.data)["floor_area_m2"] == 400.0
-    assert await review.queue(hub_store.engine) == []
+    assert await review_queue.queue(hub_store.engine) == []
     values = await downlink_values(hub_store, "edge-a", household)
     assert (values["review_status"], values["review_note"]) == ("ditolak", "Luas tidak wajar")
     with pytest.raises(ReviewError) as again:
@@ -123,7 +126,7 @@ async def test_a_field_check_keeps_the_household_in_the_queue_flagged(hub_store)
     await review.decide(
         hub_store, household, "periksa_lapangan", "Cek rumah", "verif", period=PERIOD
     )
-    [item] = await review.queue(hub_store.engine)
+    [item] = await review_queue.queue(hub_store.engine)
     assert item.flagged and item.is_new
     stored = await row(hub_store, household)
     assert stored.pending and stored.approved is None

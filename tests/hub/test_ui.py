@@ -319,8 +319,12 @@ async def test_the_verifier_reads_the_changes_as_labels_dates_and_names_not_code
     assert rows["Jenis kelamin"] == "Laki-laki"
     assert rows["Tanggal lahir"] == "17 Mei 1980"
     assert rows["Keluarga"] == "Keluarga Asep Saepudin"
-    for code in ("semen_bata_merah", "laki_laki", "1980-05-17", household):
+    assert rows["Luas lantai (m²)"] == "36", "36.0 m² reads as Indonesians write it"
+    for code in ("semen_bata_merah", "laki_laki", "1980-05-17", household, "36.0"):
         assert f"<strong>{code}</strong>" not in detail
+    await change(hub_store, box, household, "household", floor_area_m2=36.5)
+    detail = await (await client.get(f"/antrian/{household}")).text()
+    assert "<td><strong>36,5</strong></td>" in detail
 
 
 async def test_a_rejection_without_a_reason_is_refused_next_to_the_field(client, hub_store):
@@ -342,7 +346,8 @@ async def test_a_rejection_without_a_reason_is_refused_next_to_the_field(client,
         data={"csrf_token": csrf, "keputusan": "ditolak", "alasan": "NIK kepala salah ketik"},
     )
     assert "Perubahan ditolak" in await rejected.text()
-    assert "NIK kepala salah ketik" in await rejected.text()  # in the decision history
+    history = await (await client.get(f"/antrian/{household}")).text()
+    assert "NIK kepala salah ketik" in history  # in the decision history
     assert "Tidak ada perubahan yang menunggu" in await (await client.get("/antrian")).text()
     decisions = [a for a in await audit_actions(hub_store) if a[1] == "review.decide"]
     assert decisions == [("verif", "review.decide", household)]
@@ -476,6 +481,7 @@ async def test_the_audit_trail_names_households_and_labels_its_details(client, h
     await enrol(hub_store, box)
     household, _ = await send_family(hub_store, box)
     csrf = await login(client, "verif")
+    await client.get(f"/antrian/{household}")
     await client.post(f"/antrian/{household}", data={"csrf_token": csrf, "keputusan": "disetujui"})
     await login(client, "pimpinan")
     trail = await (await client.get("/audit")).text()

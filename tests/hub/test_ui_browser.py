@@ -174,4 +174,33 @@ async def test_the_verifiers_guide_fits_a_phone(hub, browser):
     assert await page.inner_text("h1") == "Panduan: Verifikator kabupaten"
     await page.screenshot(path="/tmp/hub-panduan-360.png", full_page=True)
     assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+async def test_a_verifier_decides_and_lands_on_the_next_family_in_a_real_browser(hub, browser):
+    base_url, store = hub
+    box = Box("edge-a")
+    await enrol(store, box)
+    await send_family(store, box, head="Budi Santoso")
+    await send_family(store, box, head="Asep Saepudin")
+    context = await browser.new_context(viewport=LAPTOP, locale="id-ID")
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await sign_in(page, base_url, "verif")
+    await page.click("nav >> text=Antrian verifikasi")
+    await page.select_option("#urut", "nama")
+    await page.click("button:has-text('Tampilkan')")
+    await page.wait_for_url("**/antrian?urut=nama")
+    await page.click("text=Asep Saepudin")
+
+    # The decision form is on the first screen, above the changes.
+    form = await page.locator("form.keputusan").bounding_box()
+    assert form is not None and form["y"] + form["height"] < LAPTOP["height"]
+    await page.click("button:has-text('Setujui')")
+    await page.locator("h1", has_text="Keluarga Budi Santoso").wait_for()
+    saved = await page.locator(".alert.ok").inner_text()
+    assert saved.startswith("Keputusan untuk Keluarga Asep Saepudin tersimpan")
+    assert "urut=nama" in page.url, "still in the queue the verifier chose"
+
+    await page.click("button:has-text('Setujui')")
+    await page.locator("text=Tidak ada perubahan yang menunggu verifikasi.").wait_for()
     await context.close()

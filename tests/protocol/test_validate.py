@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import edge.search
 import edge.services
 import protocol.identity
 import protocol.registry
 import protocol.schema
 import protocol.validate
+import puskesos.search
 from protocol.entities import (
     COMPLAINT,
     ENTITIES,
@@ -682,8 +682,8 @@ _VALIDATION_MODULES = (
     protocol.identity,
     protocol.schema,
     protocol.registry,
-    edge.search,
     edge.services,
+    puskesos.search,
 )
 
 

@@ -1,5 +1,5 @@
 """A household search matches any part of a member's name, the address and the RT/RW:
-``name_key`` (a member's lower-cased name) becomes ``search_key`` (``edge.search``), folded
+``name_key`` (a member's lower-cased name) becomes ``search_key`` (``puskesos.search``), folded
 without Latin accents, and households get one (address, RT, RW). Keys are computed here for
 the records a box already holds. The new index gets the fixed planner statistics the old
 one had (migration 0003; dropping an index drops its row): without them SQLite takes
@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from edge.search import search_key
+from puskesos.search import search_key
 
 revision = "0010"
 down_revision = "0009"

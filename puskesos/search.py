@@ -1,5 +1,6 @@
-"""Household search on the box: what a query asks for, the text each record is found by,
-and why a household matched. Pure: the store runs the query (``Store.search_households``).
+"""Household search: what a query asks for, the text each record is found by, and why a
+household matched. Pure: the box's store runs the query (``Store.search_households``), and
+the hub's verification queue (``hub.review.queue``) reads numbers and names the same way.
 
 A record's *search key* (the ``records.search_key`` column) is its folded text: a member's
 name; a household's address followed by its RT and RW between ``\\x1f`` separators, in
@@ -203,7 +204,7 @@ class SearchTokens:
     """Searches by NIK or KK number, held on the server under a random token: the page of
     the answer has the token in its URL, never the number. A token answers only the user
     who searched, for ``lifetime_ms`` (so the back button and reload still work), and the
-    box keeps at most ``capacity`` of them (the oldest go first)."""
+    box or hub keeps at most ``capacity`` of them (the oldest go first)."""
 
     def __init__(self, *, lifetime_ms: int = 30 * 60_000, capacity: int = 1000) -> None:
         self._held: dict[str, _Held] = {}
