@@ -54,6 +54,8 @@ __all__ = [
     "PREGNANCY_AGE",
     "Issue",
     "Level",
+    "age_on",
+    "as_date",
     "has_errors",
     "validate_fields",
     "validate_household",
@@ -263,7 +265,7 @@ def _field_issues(
     if spec.kind is FieldKind.REGION:
         return validate_region(value, name, spec.region_level, label=spec.label)
     if spec.kind is FieldKind.DATE and name in _PAST_ONLY:
-        parsed = _as_date(value)
+        parsed = as_date(value)
         if parsed is not None and parsed > when.today:
             if when.trusted:
                 return [Issue.error(name, "date_in_future", base)]
@@ -315,7 +317,7 @@ def _member_rules(ctx: _Context) -> list[Issue]:
     """
     issues: list[Issue] = []
     record = ctx.record
-    birth = _as_date(record.get("birth_date"))
+    birth = as_date(record.get("birth_date"))
     sex = record.get("sex")
     if ctx.touches("nik", "birth_date", "sex"):
         # Only the cross-checks: the NIK's own issues come from its field check.
@@ -326,7 +328,7 @@ def _member_rules(ctx: _Context) -> list[Issue]:
             label=ctx.label("nik"),
         )
         issues += [issue for issue in found if issue.code in _NIK_CROSS_CHECKS]
-    too_old = birth is not None and _age(birth, ctx.today) > _MAX_PLAUSIBLE_AGE
+    too_old = birth is not None and age_on(birth, ctx.today) > _MAX_PLAUSIBLE_AGE
     if too_old and ctx.touches("birth_date"):
         params = {"field": "birth_date", "max_age": str(_MAX_PLAUSIBLE_AGE)}
         issues.append(Issue.warning("birth_date", "age_implausible", params))
@@ -335,10 +337,10 @@ def _member_rules(ctx: _Context) -> list[Issue]:
         if sex == "laki_laki":
             issues.append(Issue.error("pregnant", "pregnant_male", base))
         low, high = PREGNANCY_AGE
-        if birth is not None and not low <= _age(birth, ctx.today) <= high:
+        if birth is not None and not low <= age_on(birth, ctx.today) <= high:
             params = {
                 **base,
-                "age": str(_age(birth, ctx.today)),
+                "age": str(age_on(birth, ctx.today)),
                 "minimum": str(low),
                 "maximum": str(high),
             }
@@ -369,7 +371,7 @@ def _departure_rules(ctx: _Context) -> list[Issue]:
             issues.append(
                 Issue.warning(name, "departure_missing", {**params, "label": ctx.label(name)})
             )
-    when, birth = _as_date(record.get("status_date")), _as_date(record.get("birth_date"))
+    when, birth = as_date(record.get("status_date")), as_date(record.get("birth_date"))
     if when is not None and birth is not None and when < birth:
         issues.append(Issue.error("status_date", "departure_date", params))
     return issues
@@ -380,7 +382,7 @@ def _complaint_rules(ctx: _Context) -> list[Issue]:
     issues = []
     record = ctx.record
     if ctx.touches("due_date", "received_date"):
-        due, received = _as_date(record.get("due_date")), _as_date(record.get("received_date"))
+        due, received = as_date(record.get("due_date")), as_date(record.get("received_date"))
         if due is not None and received is not None and due < received:
             base = {"field": "due_date", "label": ctx.label("due_date")}
             issues.append(Issue.error("due_date", "due_before_received", base))
@@ -464,7 +466,8 @@ def _is_uuid(value: object) -> bool:
         return False
 
 
-def _as_date(value: object) -> date | None:
+def as_date(value: object) -> date | None:
+    """A wire date (``YYYY-MM-DD``) as a date; ``None`` for anything else."""
     # The pattern first: fromisoformat() also takes "2023-W01-1".
     if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
         return None
@@ -474,6 +477,7 @@ def _as_date(value: object) -> date | None:
         return None
 
 
-def _age(birth: date, today: date) -> int:
-    """Completed years on ``today``."""
+def age_on(birth: date, today: date) -> int:
+    """Completed years on ``today``. Someone born on 29 February turns a year older on
+    1 March in a common year."""
     return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))

@@ -310,6 +310,7 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
         ui_proposals,
         ui_registry,
         ui_verification,
+        ui_vulnerable,
     )
 
     https = [https_redirect(config.tls_port)] if config.tls else []
@@ -328,9 +329,11 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
         else None
     )
     table: dict[tuple[str, str], Route] = {}
+    # ui_export before ui_vulnerable: "/kelompok-rentan/lansia.xlsx" also fits the pattern of
+    # "/kelompok-rentan/{register}", and the router takes the first route that fits.
     modules = (
         ops, ui, ui_households, ui_registry, ui_verification, ui_proposals, ui_cases, ui_export,
-        ui_admin, ui_help, api,
+        ui_vulnerable, ui_admin, ui_help, api,
     )  # fmt: skip
     for route in (route for module in modules for route in module.routes.routes):
         app.router.add_route(route.method, route.path, route.handler)

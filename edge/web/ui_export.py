@@ -17,6 +17,7 @@ from edge.auth import AUDITORS
 from edge.records import AuditEntry, Record, head_of
 from edge.web.app import CONFIG, STORE, USER, actor, local_today
 from edge.web.routing import ALL_ROLES, RouteTable
+from edge.web.ui_vulnerable import register_view, shown_value
 from protocol.entities import COMPLAINT, HOUSEHOLD, MEMBER, PROPOSAL, REFERRAL
 from protocol.schema import EntitySchema, FieldSpec
 from puskesos.export import (
@@ -54,7 +55,8 @@ def _export(
     path: str, list_name: str, entity: EntitySchema, what: str
 ) -> Callable[[Builder], Builder]:
     """Serve ``build``'s table (``what`` it lists) at ``path.xlsx`` and ``path.csv`` for
-    every role, audited."""
+    every role, audited. ``list_name`` may name the path's parameters
+    (``kelompok-rentan-{register}``)."""
 
     def decorate(build: Builder) -> Builder:
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -62,11 +64,12 @@ def _export(
             full = request[USER].role in AUDITORS
             table, filters = await build(request, full)
             who = actor(request)
-            detail = audit_detail(list_name, filters, len(table.rows), full=full, fmt=fmt)
+            listed = list_name.format_map(request.match_info)
+            detail = audit_detail(listed, filters, len(table.rows), full=full, fmt=fmt)
             await request.app[STORE].audit(
                 AuditEntry(who.username, "export", entity.name, None, detail, who.address)
             )
-            name = file_name(list_name, request.app[CONFIG].village, local_today(request), fmt)
+            name = file_name(listed, request.app[CONFIG].village, local_today(request), fmt)
             return await download(request, table, fmt, name)
 
         for fmt in FORMATS:
@@ -196,3 +199,36 @@ async def referrals(request: web.Request, full: bool) -> Built:
     )
     rows = [_cells(_REFERRAL_FIELDS, referral, full) for referral in found]
     return Table("Rujukan", [spec.label for spec in _REFERRAL_FIELDS], rows), filters
+
+
+@_export(
+    "/kelompok-rentan/{register}", "kelompok-rentan-{register}", MEMBER,
+    "A vulnerable-group register (its RT/RW filter)",
+)  # fmt: skip
+async def vulnerable_group(request: web.Request, full: bool) -> Built:
+    """The register's rows as its page lists them, with address and what is missing."""
+    view = await register_view(request)
+    person_fields = [MEMBER.fields[name] for name in ("name", "nik", "sex", "birth_date")]
+    place_fields = [HOUSEHOLD.fields[name] for name in ("rt", "rw", "address")]
+    shows = view.register.shows
+    rows: list[list[Cell]] = []
+    for row in view.rows:
+        person, verdict = row.entry.person, row.entry.verdict
+        values = person.values if person is not None else {}
+        missing = ", ".join(spec.label for spec in verdict.missing)
+        rows.append(
+            [
+                *(field_cell(spec, values.get(spec.name), full=full) for spec in person_fields),
+                person.age if person is not None else None,
+                *(field_cell(s, row.household.values.get(s.name), full=full) for s in place_fields),
+                row.household.head or None,
+                *(field_cell(spec, shown_value(spec, row)[1], full=full) for spec in shows),
+                f"Belum lengkap: {missing} belum diisi" if missing else "Termasuk",
+            ]
+        )
+    headers = [
+        *(spec.label for spec in person_fields), "Umur (tahun)",
+        *(spec.label for spec in place_fields), "Kepala keluarga",
+        *(spec.label for spec in shows), "Keterangan",
+    ]  # fmt: skip
+    return Table(view.register.title, headers, rows), view.filters

@@ -22,6 +22,7 @@ from edge.web.routing import ALL_ROLES, RouteTable
 from protocol.entities import HOUSEHOLD, MEMBER, VISIT
 from protocol.registry import missing_fields
 from protocol.rounds import Round, round_of
+from protocol.vulnerable import is_active
 from puskesos.sqljson import incomplete_household, json_fields
 
 __all__ = [
@@ -52,6 +53,8 @@ class HouseholdRow:
     head_nik: str = ""
     members: int = 0
     missing: list[str] = field(default_factory=list)
+    #: The active members' values (the vulnerable-group registers read them).
+    active: list[dict[str, Any]] = field(default_factory=list)
     #: Field visits, the latest first.
     visits: list[dict[str, Any]] = field(default_factory=list)
 
@@ -80,7 +83,7 @@ def missing_labels(household: Mapping[str, Any], members: Iterable[Mapping[str, 
     """What a household and its active members still lack for the ranking, as labels."""
     labels = [HOUSEHOLD.fields[n].label for n in missing_fields(HOUSEHOLD.name, household)]
     for member in members:
-        if member.get("status") in (None, "aktif"):
+        if is_active(member):
             name = member.get("name") or "anggota"
             labels += [
                 f"{MEMBER.fields[n].label} ({name})" for n in missing_fields(MEMBER.name, member)
@@ -111,7 +114,8 @@ def _scan(conn: sa.Connection) -> list[HouseholdRow]:
             visits.get(household.id, []), key=lambda v: str(v["visit_date"]), reverse=True
         )
         own = members.get(household.id, [])
-        active = [m for m in own if m.get("status") in (None, "aktif")]
+        active = [m for m in own if is_active(m)]
+        household.active = active
         household.members = len(active)
         head = next((m for m in active if m.get("relation_to_head") == "kepala_keluarga"), {})
         household.head = str(head.get("name") or "")
@@ -121,7 +125,7 @@ def _scan(conn: sa.Connection) -> list[HouseholdRow]:
 
 
 async def village_households(store: Store) -> list[HouseholdRow]:
-    """Every household of the box with its head, members and what it still lacks."""
+    """Every household of the box with its head, active members and what it still lacks."""
     return await store.read(_scan)
 
 

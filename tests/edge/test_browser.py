@@ -18,6 +18,7 @@ from edge.web.app import STORE, create_app
 from protocol.identity import mask_number
 from tests.browser import LAPTOP, PHONE
 from tests.edge.conftest import PASSWORD
+from tests.edge.test_vulnerable_pages import _village
 from tests.factories import make_household_with_members
 
 pytest.importorskip("playwright.async_api")
@@ -477,6 +478,7 @@ async def test_the_guide_fits_a_phone_and_prints_without_the_menu(base_url, brow
     await page.emulate_media(media="print")
     assert await page.is_hidden("header.top") and await page.is_hidden("#panduan-peran")
     assert await page.is_visible("#panduan-kepala_desa #menyepakati")
+    await context.close()
 
 
 async def test_kepala_desa_agrees_every_draft_at_once_on_a_phone(base_url, box_app, browser):
@@ -526,4 +528,38 @@ async def test_kepala_desa_agrees_every_draft_at_once_on_a_phone(base_url, box_a
         [proposal] = await store.related("proposal", household_id)
         assert proposal.get("status") == "disepakati_sptjm"
         assert proposal.get("agreement_ref") == "SPTJM/07/2026"
+    await context.close()
+
+
+async def test_a_cadre_reads_a_vulnerable_group_register_on_a_phone(base_url, box_app, browser):
+    """A Posyandu cadre opens Kelompok rentan on a 360-px phone, picks the lansia of one RT
+    and prints it: no sideways scroll, rows as cards on the phone, a table on paper."""
+    people = await _village(box_app[STORE])
+    context = await browser.new_context(viewport=PHONE, locale="id-ID")
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await log_in(page, base_url, "operator1")
+
+    await page.click("nav >> text=Kelompok rentan")
+    await page.screenshot(path="/tmp/kelompok-rentan-ringkasan-360.png", full_page=True)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    lansia = await page.inner_text("#kelompok-lansia")
+    assert "2 orang\n1 orang" in lansia  # termasuk, belum lengkap
+    await page.click("#kelompok-lansia >> text=Lansia")
+    await page.select_option("#rt", "003")
+    await page.click("button:has-text('Tampilkan')")
+    rows = page.locator("#daftar-rentan tbody tr")
+    assert await rows.count() == 2
+    first = await rows.first.inner_text()
+    assert "Nenek Icih" in first and mask_number(people["turning"]["nik"]) in first
+    await page.screenshot(path="/tmp/kelompok-rentan-360.png", full_page=True)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    [table] = await page.evaluate(_STACKED)
+    assert table["wrapFits"] and (table["head"], table["row"]) == ("none", "block")
+
+    assert await page.is_visible("button[data-cetak]")  # cetak.js shows it
+    await page.emulate_media(media="print")
+    assert await page.is_hidden("nav") and await page.is_hidden("form.no-print")
+    [printed] = await page.evaluate(_STACKED)
+    assert (printed["head"], printed["row"]) == ("table-header-group", "table-row")
     await context.close()
