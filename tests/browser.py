@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "LAPTOP", "PHONE", "browser"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "LAPTOP", "PHONE", "browser", "reload_until", "sign_in"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -32,3 +33,27 @@ async def browser() -> AsyncIterator[Any]:
         )
         yield chromium
         await chromium.close()
+
+
+async def sign_in(page: Any, base_url: str, username: str, password: str) -> None:
+    """Sign in on the box's or the hub's Masuk page; the start page follows."""
+    await page.goto(f"{base_url}/masuk")
+    await page.fill("#username", username)
+    await page.fill("#password", password)
+    await page.click("button:has-text('Masuk')")
+    await page.wait_for_url(f"{base_url}/")
+
+
+async def reload_until(
+    page: Any, url: str, text: str, seconds: float, selector: str = "main"
+) -> str:
+    """Open ``url`` about once a second until ``selector`` shows ``text`` (what arrives
+    over MQTT or from a background step shows only on a reload); what it shows then."""
+    shown = ""
+    for _ in range(int(seconds)):
+        await page.goto(url)
+        shown = str(await page.inner_text(selector))
+        if text in shown:
+            return shown
+        await asyncio.sleep(1)
+    raise AssertionError(f"{url} never showed {text!r} in {selector}: {shown}")

@@ -1,12 +1,14 @@
 """`puskesos demo`, the README's first command: a district with sample data comes up on the
-documented ports, replicates, takes a visitor through the whole month (intake on a box, the
-hub's review and cycle, delivery to the national receiver, published deciles back on the
-box), and Ctrl-C stops it cleanly."""
+documented ports, replicates, takes a visitor in Chromium through the whole month (intake on
+a box on a phone, the hub's review and cycle on a laptop, delivery to the national receiver,
+published deciles back on the box), and Ctrl-C stops it cleanly. Each page's certificate is
+accepted only once its fingerprint is one the demo printed. Screenshots of the key pages go
+to /tmp/demo-*.png for a person to look at."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import http.cookiejar
 import json
 import random
 import re
@@ -19,17 +21,19 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from puskesos.demo import HOUSEHOLDS_PER_BOX, PORTS, VILLAGES
 from puskesos.fleet import environment, wait_for
 from puskesos.samples import make_household_with_members
-from tests.edge.test_ui import household_form
+from tests.browser import LAPTOP, PHONE, reload_until, sign_in
+from tests.edge.test_browser import fill_member
 
 pytestmark = pytest.mark.slow
 
@@ -42,58 +46,6 @@ def trusted(url: str, fingerprints: dict[str, str]) -> ssl.SSLContext:
     seen = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
     assert seen in fingerprints.values(), f"{url} shows a certificate the demo did not print"
     return ssl.create_default_context(cadata=pem)
-
-
-class Visitor:
-    """A person in a browser on one service: a cookie jar, forms posted with the page's
-    CSRF token, redirects followed."""
-
-    def __init__(self, base_url: str, context: ssl.SSLContext) -> None:
-        self.base_url = base_url
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
-            urllib.request.HTTPSHandler(context=context),
-        )
-        self.url = ""
-
-    def get(self, path: str) -> str:
-        with self.opener.open(self.base_url + path, timeout=30) as response:
-            self.url = response.geturl()
-            return str(response.read().decode())
-
-    def post(self, path: str, fields: list[tuple[str, str]], *, page: str | None = None) -> str:
-        """Post ``fields`` to ``path`` with the CSRF token of ``page`` (default: ``path``'s)."""
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', self.get(page or path))
-        assert csrf, f"{page or path} has no form"
-        data = urllib.parse.urlencode([("csrf_token", csrf[1]), *fields]).encode()
-        with self.opener.open(self.base_url + path, data, timeout=120) as response:
-            self.url = response.geturl()
-            return str(response.read().decode())
-
-    def sign_in(self, username: str, password: str) -> None:
-        fields = [("username", username), ("password", password), ("next", "/")]
-        self.post("/masuk", fields)
-        assert not self.url.endswith("/masuk"), f"{username} was not signed in"
-
-    def upload(self, path: str, page: str, files: dict[str, Path]) -> str:
-        """A multipart form: the CSRF token first, then ``files`` (field name → file)."""
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', self.get(page))
-        assert csrf
-        boundary = uuid.uuid4().hex
-        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n'
-                 f"{csrf[1]}\r\n".encode()]  # fmt: skip
-        for name, file in files.items():
-            head = (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-                f'filename="{file.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-            )
-            parts.append(head.encode() + file.read_bytes() + b"\r\n")
-        parts.append(f"--{boundary}--\r\n".encode())
-        request = urllib.request.Request(self.base_url + path, b"".join(parts))
-        request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
-        with self.opener.open(request, timeout=120) as response:
-            self.url = response.geturl()
-            return str(response.read().decode())
 
 
 @dataclass
@@ -122,8 +74,25 @@ class Demo:
         assert found, block
         return found[1]
 
-    def visitor(self, url: str) -> Visitor:
-        return Visitor(url, trusted(url, self.fingerprints))
+    @asynccontextmanager
+    async def window(
+        self, browser: Any, url: str, username: str, viewport: dict[str, int]
+    ) -> AsyncIterator[Any]:
+        """A browser window on ``url`` (the hub or a box), signed in as ``username`` with
+        the password the demo printed. Its certificate is accepted as a person accepts it:
+        only once its fingerprint is one the demo printed."""
+        await asyncio.to_thread(trusted, url, self.fingerprints)
+        context = await browser.new_context(
+            viewport=viewport, locale="id-ID", ignore_https_errors=True
+        )
+        try:
+            page = await context.new_page()
+            page.set_default_timeout(30_000)
+            service = "hub-1" if url == self.hub_url else "every box"
+            await sign_in(page, url, username, self.login(service, username))
+            yield page
+        finally:
+            await context.close()
 
     def synced(self) -> bool:
         devices = self.api("/api/v1/devices")["devices"]
@@ -196,7 +165,7 @@ def demo(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Demo]:
 
 
 @pytest.mark.parametrize("demo", ["mosquitto", "amqtt"], indirect=True)
-def test_the_demo_runs_a_district_that_replicates_and_stops_on_ctrl_c(demo):
+async def test_the_demo_runs_a_district_that_replicates_and_stops_on_ctrl_c(demo, browser):
     assert [(node, village) for node, _url, village in demo.boxes] == [
         (node, village) for village, node in VILLAGES
     ]
@@ -212,8 +181,7 @@ def test_the_demo_runs_a_district_that_replicates_and_stops_on_ctrl_c(demo):
         f"https://127.0.0.1:{base + port}" for port in (5, 7, 9)
     ]
     assert set(demo.fingerprints) == {"hub-1", *(node for node, _u, _v in demo.boxes)}
-    hub_tls = trusted(demo.hub_url, demo.fingerprints)
-    wait_for(demo.synced, 120, "every box online and synced")
+    await asyncio.to_thread(wait_for, demo.synced, 120, "every box online and synced")
     for port in (base + 1, base + 3, base + 4, base + 6, base + 8):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
             assert response.status == 200
@@ -241,76 +209,103 @@ def test_the_demo_runs_a_district_that_replicates_and_stops_on_ctrl_c(demo):
     assert len(set(addresses)) == len(set(heads)) == len(addresses)
     # The district's verifier signs in with the printed login; the boxes' households wait
     # in the queue of both villages (two boxes' worth in Wanaherang).
-    verifier = Visitor(demo.hub_url, hub_tls)
-    verifier.sign_in("verifikator", demo.login("hub-1", "verifikator"))
-    queue = verifier.get("/antrian")
-    assert f"Desa Wanaherang, Kec. Gunungputri ({2 * HOUSEHOLDS_PER_BOX})" in queue
-    assert f"Desa Bojongkulur, Kec. Gunungputri ({HOUSEHOLDS_PER_BOX})" in queue
-    # Signed in as a person, with the role said once ("Pimpinan (Pimpinan (...))" was).
-    assert "Rina Marlina · Verifikator kabupaten" in queue
-    # The two boxes of Wanaherang changed one address concurrently: a conflict to resolve.
-    conflicts = wait_for(lambda: demo.api("/api/v1/conflicts")["conflicts"], 120, "a conflict")
-    versions = {version["value"] for version in conflicts[0]["versions"]}
-    assert versions == {"Kp. Pasir Angin No. 7", "Kp. Pasir Angin No. 7A"}
-    assert "Kp. Pasir Angin No. 7A" in verifier.get("/konflik")
+    async with demo.window(browser, demo.hub_url, "verifikator", LAPTOP) as page:
+        await page.click("nav >> text=Antrian verifikasi")
+        villages = await page.locator("#desa option").all_inner_texts()
+        assert f"Desa Wanaherang, Kec. Gunungputri ({2 * HOUSEHOLDS_PER_BOX})" in villages
+        assert f"Desa Bojongkulur, Kec. Gunungputri ({HOUSEHOLDS_PER_BOX})" in villages
+        # Signed in as a person, with the role said once ("Pimpinan (Pimpinan (...))" was).
+        assert "Rina Marlina · Verifikator kabupaten" in await page.inner_text("header.top")
+        # The two boxes of Wanaherang changed one address concurrently: a conflict.
+        conflicts = await asyncio.to_thread(
+            wait_for, lambda: demo.api("/api/v1/conflicts")["conflicts"], 120, "a conflict"
+        )
+        versions = {version["value"] for version in conflicts[0]["versions"]}
+        assert versions == {"Kp. Pasir Angin No. 7", "Kp. Pasir Angin No. 7A"}
+        await page.click("nav >> text=Konflik")
+        assert "Kp. Pasir Angin No. 7A" in await page.inner_text("main")
     # Every role can sign in: the district's IT on the hub, the village head on a box.
-    Visitor(demo.hub_url, hub_tls).sign_in("it", demo.login("hub-1", "it"))
-    _node, url, _village = demo.boxes[0]
-    demo.visitor(url).sign_in("kades", demo.login("every box", "kades"))
-    assert "Stopped." in stop(demo)
+    async with demo.window(browser, demo.hub_url, "it", LAPTOP) as page:
+        assert await page.locator("nav >> text=Perangkat").count() == 1
+    async with demo.window(browser, demo.boxes[0][1], "kades", PHONE) as page:
+        assert await page.locator("nav >> text=Jejak audit").count() == 1
+    assert "Stopped." in await asyncio.to_thread(stop, demo)
 
 
-def test_a_visitor_goes_through_the_whole_month_of_the_demo(demo, tmp_path):
-    """Intake on a box, approval, freeze, submission and signature at the hub, delivery
-    to the demo's national receiver, published deciles imported and shown on the box."""
-    node, box_url, village = demo.boxes[0]
-    wait_for(demo.synced, 120, "every box online and synced")
+async def test_a_visitor_goes_through_the_whole_month_of_the_demo(demo, browser):
+    """Intake on a box on a phone, approval, freeze, submission and signature at the hub on
+    a laptop, delivery to the demo's national receiver, published deciles imported on
+    Siklus bulanan and shown to the village head on the box, each step in Chromium."""
+    _node, box_url, village = demo.boxes[0]
+    hub_url = demo.hub_url
+    await asyncio.to_thread(wait_for, demo.synced, 120, "every box online and synced")
 
-    # A village operator registers a household on the box's form.
-    operator = demo.visitor(box_url)
-    operator.sign_in("operator", demo.login("every box", "operator"))
+    # A village operator registers a household with three members on a 360-px phone.
     household, members = make_household_with_members(3, village=village, seed=17_2026)
-    fields = household_form("", household, members)[1:]  # the page's own token instead
-    operator.post("/rumah-tangga/baru", fields)
-    registered = re.fullmatch(r".*/rumah-tangga/([0-9a-f-]{36})(\?.*)?", operator.url)
-    assert registered, operator.url
-    household_id = registered[1]
+    head = members[0]["name"]
+    async with demo.window(browser, box_url, "operator", PHONE) as page:
+        await page.click("nav >> text=Rumah tangga")
+        await page.click("text=Daftarkan rumah tangga")
+        for name in ("address", "rt", "rw", "kk_number"):
+            await page.fill(f"#{name}", household[name])
+        for name in ("floor_material", "wall_material", "roof_material"):
+            await page.select_option(f"#{name}", household[name])
+        await page.check(f"input[name='programmes'][value='{household['programmes'][0]}']")
+        for index, member in enumerate(members):
+            if index:
+                await page.click("button:has-text('Tambah anggota')")
+            await fill_member(page, index, member)
+        await page.screenshot(path="/tmp/demo-box-form-360.png", full_page=True)
+        await page.click("button:has-text('Simpan')")
+        await page.locator("text=Data tersimpan.").wait_for()
+        household_id = page.url.split("/rumah-tangga/")[1].split("?")[0]
 
-    # It reaches the hub; the district's verifier approves it, freezes and submits.
-    verifier = demo.visitor(demo.hub_url)
-    verifier.sign_in("verifikator", demo.login("hub-1", "verifikator"))
-    wait_for(lambda: household_id in verifier.get("/antrian"), 60, "the household in the queue")
-    verifier.post(
-        f"/antrian/{household_id}", [("keputusan", "disetujui")], page=f"/antrian/{household_id}"
-    )
-    siklus = verifier.get("/siklus")
-    period = re.search(r'Periode (\d{4}-\d{2}) · <span class="status">Terbuka<', siklus)[1]
-    page = verifier.post(f"/siklus/{period}/bekukan", [("konfirmasi", "ya")], page="/siklus")
-    assert "Periode dibekukan." in page
-    page = verifier.post(f"/siklus/{period}/ajukan", [("konfirmasi", "ya")], page="/siklus")
-    assert "Periode diajukan ke pimpinan." in page
+    # It reaches the hub; the district's verifier approves it, freezes and submits the
+    # period, each step after its confirmation page.
+    async with demo.window(browser, hub_url, "verifikator", LAPTOP) as page:
+        await reload_until(page, f"{hub_url}/antrian", head, 60)
+        link = page.locator(f"a[href='/antrian/{household_id}']")
+        assert "Keluarga baru" in await page.locator("tr", has=link).inner_text()
+        await link.click()
+        assert household["address"] in await page.inner_text("main")
+        await page.screenshot(path="/tmp/demo-hub-antrian-1280.png", full_page=True)
+        await page.click("button:has-text('Setujui')")
+        await page.locator("text=Perubahan disetujui.").wait_for()
+        await page.click("nav >> text=Siklus bulanan")
+        open_period = page.locator(
+            "section.periode", has=page.locator(".status:text-is('Terbuka')")
+        )
+        period = (await open_period.get_attribute("id")).removeprefix("periode-")
+        await open_period.locator("button:has-text('Bekukan sekarang')").click()
+        assert await page.inner_text("h1") == f"Bekukan periode {period}?"
+        rows = await page.locator("tbody tr").all_inner_texts()
+        assert f"Desa Wanaherang, Kec. Gunungputri {village}\t1" in rows  # ours, only
+        await page.click("button:has-text('Ya, bekukan')")
+        await page.locator("text=Periode dibekukan.").wait_for()
+        await page.click(f"#periode-{period} button:has-text('Ajukan ke pimpinan')")
+        await page.click("button:has-text('Ya, ajukan')")
+        await page.locator("text=Periode diajukan ke pimpinan.").wait_for()
 
     # The regent's office signs (the demo has its district and its key): the hub delivers
     # to the demo's national receiver by itself.
-    leader = demo.visitor(demo.hub_url)
-    leader.sign_in("pimpinan", demo.login("hub-1", "pimpinan"))
-    page = leader.post(f"/siklus/{period}/tandatangani", [("konfirmasi", "ya")], page="/siklus")
-    assert "Periode ditandatangani." in page, page
-    wait_for(
-        lambda: (
-            f'Periode {period} · <span class="status">Diteruskan ke pusat' in leader.get("/siklus")
-        ),
-        60,
-        "the delivery to the national receiver",
-    )
+    async with demo.window(browser, hub_url, "pimpinan", LAPTOP) as page:
+        await page.click("nav >> text=Siklus bulanan")
+        await page.click(f"#periode-{period} button:has-text('Tandatangani')")
+        assert await page.inner_text("h1") == f"Tandatangani periode {period}?"
+        await page.screenshot(path="/tmp/demo-hub-tandatangani-1280.png", full_page=True)
+        await page.click("button:has-text('Ya, tandatangani')")
+        await page.locator("text=Periode ditandatangani.").wait_for()
+        await reload_until(
+            page, f"{hub_url}/siklus", "Diteruskan ke pusat", 60, f"#periode-{period} .status"
+        )
 
     # The receiver publishes the period with the command the demo printed; the hub's
-    # admin imports the results.
+    # admin imports the results through the page's file inputs.
     printed = next(line for line in demo.text.splitlines() if "national publish" in line)
     command = shlex.split(printed.replace("YYYY-MM", period))
     assert command[:3] == ["puskesos", "national", "publish"]
-    published = subprocess.run(
-        [sys.executable, "-m", "puskesos", *command[1:]],
+    published = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "puskesos", *command[1:]],
         capture_output=True, text=True, env=environment(), timeout=120, check=False,
     )  # fmt: skip
     assert published.returncode == 0, published.stderr
@@ -320,21 +315,23 @@ def test_a_visitor_goes_through_the_whole_month_of_the_demo(demo, tmp_path):
         for item in map(json.loads, results.read_text(encoding="utf-8").splitlines()[1:])
         if item["id"] == household_id
     )
-    admin = demo.visitor(demo.hub_url)
-    admin.sign_in("admin", demo.login("hub-1", "admin"))
-    page = admin.upload(
-        "/siklus/impor",
-        "/siklus",
-        {"hasil": results, "tanda_tangan": results.with_name(results.name + ".sig")},
-    )
-    assert "Hasil pusat diimpor." in page, page
+    async with demo.window(browser, hub_url, "admin", LAPTOP) as page:
+        await page.click("nav >> text=Siklus bulanan")
+        await page.set_input_files("#hasil", str(results))
+        await page.set_input_files("#tanda_tangan", f"{results}.sig")
+        await page.click("button:has-text('Impor hasil')")
+        await page.locator("text=Hasil pusat diimpor.").wait_for()
+        assert await page.inner_text(f"#periode-{period} .status") == "Diterbitkan"
+        await page.screenshot(path="/tmp/demo-hub-siklus-1280.png", full_page=True)
 
-    # The village head sees the decile on the household's page of the box.
-    head = demo.visitor(box_url)
-    head.sign_in("kades", demo.login("every box", "kades"))
-    shown = f"{decile} (periode {period})"
-    wait_for(
-        lambda: shown in head.get(f"/rumah-tangga/{household_id}"),
-        60,
-        f"decile {shown} on {node}",
-    )
+    # The village head finds the household on the box, on a phone: decision and decile.
+    async with demo.window(browser, box_url, "kades", PHONE) as page:
+        await page.click("nav >> text=Rumah tangga")
+        await page.fill("#q", head)
+        await page.click("button:has-text('Cari')")
+        await page.click(f"a[href='/rumah-tangga/{household_id}']")
+        shown = await reload_until(
+            page, page.url, f"{decile} (periode {period})", 60, "#dari-kabupaten"
+        )
+        assert "Disetujui" in shown
+        await page.screenshot(path="/tmp/demo-box-desil-360.png", full_page=True)

@@ -10,13 +10,12 @@ import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from hub.config import load_config
 from puskesos.fleet import Fleet, puskesos, wait_for
-from tests.browser import LAPTOP
+from tests.browser import LAPTOP, reload_until, sign_in
 from tests.e2e.conftest import VILLAGE_A, converged, register
 from tests.national.receiver import ServedReceiver
 
@@ -64,24 +63,6 @@ def district_with_national(make_fleet: Callable[..., Fleet], receiver: ServedRec
     return fleet
 
 
-async def log_in(page: Any, base_url: str, username: str, password: str = PASSWORD) -> None:
-    await page.goto(f"{base_url}/masuk")
-    await page.fill("#username", username)
-    await page.fill("#password", password)
-    await page.click("button:has-text('Masuk')")
-    await page.wait_for_url(f"{base_url}/")
-
-
-async def state_of(page: Any, base_url: str, label: str, seconds: float) -> None:
-    """Reload Siklus bulanan until the period shows ``label``."""
-    for _ in range(int(seconds)):
-        await page.goto(f"{base_url}/siklus")
-        if label in await page.inner_text("main"):
-            return
-        await asyncio.sleep(1)
-    raise AssertionError(f"the period never became {label!r}: {await page.inner_text('main')}")
-
-
 async def test_a_month_from_village_intake_to_the_published_decile_on_the_box(
     make_fleet, receiver, browser, tmp_path
 ):
@@ -96,7 +77,7 @@ async def test_a_month_from_village_intake_to_the_published_decile_on_the_box(
     # The verifier works through the queue.
     context = await browser.new_context(viewport=LAPTOP, ignore_https_errors=True)
     page = await context.new_page()
-    await log_in(page, hub_url, "verif")
+    await sign_in(page, hub_url, "verif", PASSWORD)
     await page.goto(f"{hub_url}/antrian")
     assert approved in await page.content() and rejected in await page.content()
     await page.goto(f"{hub_url}/antrian/{approved}")
@@ -114,21 +95,21 @@ async def test_a_month_from_village_intake_to_the_published_decile_on_the_box(
     await page.goto(f"{hub_url}/siklus")
     await page.click("button:has-text('Bekukan sekarang')")
     await page.click("button:has-text('Ya, bekukan')")  # its confirmation page
-    await state_of(page, hub_url, "Dibekukan", 10)
+    await reload_until(page, f"{hub_url}/siklus", "Dibekukan", 10)
     await page.click("button:has-text('Ajukan ke pimpinan')")
     await page.click("button:has-text('Ya, ajukan')")  # its confirmation page
-    await state_of(page, hub_url, "Ditinjau pimpinan", 10)
+    await reload_until(page, f"{hub_url}/siklus", "Ditinjau pimpinan", 10)
     assert await page.locator("button:has-text('Tandatangani')").count() == 0
     await context.close()
 
     # The regent's office signs; the hub delivers to the national receiver by itself.
     context = await browser.new_context(viewport=LAPTOP, ignore_https_errors=True)
     page = await context.new_page()
-    await log_in(page, hub_url, "bupati")
+    await sign_in(page, hub_url, "bupati", PASSWORD)
     await page.goto(f"{hub_url}/siklus")
     await page.click("button:has-text('Tandatangani')")
     await page.click("button:has-text('Ya, tandatangani')")  # its confirmation page
-    await state_of(page, hub_url, "Diteruskan ke pusat", 60)
+    await reload_until(page, f"{hub_url}/siklus", "Diteruskan ke pusat", 60)
     await context.close()
     (delivery,) = (receiver.data_dir / "deliveries" / DISTRICT).iterdir()
     period = delivery.name
@@ -143,19 +124,19 @@ async def test_a_month_from_village_intake_to_the_published_decile_on_the_box(
     )  # fmt: skip
     context = await browser.new_context(viewport=LAPTOP, ignore_https_errors=True)
     page = await context.new_page()
-    await log_in(page, hub_url, "admin")
+    await sign_in(page, hub_url, "admin", PASSWORD)
     await page.goto(f"{hub_url}/siklus")
     await page.set_input_files("#hasil", str(results))
     await page.set_input_files("#tanda_tangan", f"{results}.sig")
     await page.click("button:has-text('Impor hasil')")
-    await state_of(page, hub_url, "Diterbitkan", 10)
+    await reload_until(page, f"{hub_url}/siklus", "Diterbitkan", 10)
     await context.close()
     decile = json.loads(results.read_text(encoding="utf-8").splitlines()[1])["decile"]
 
     # The village box shows the decision and the decile on its household pages.
     context = await browser.new_context(viewport=LAPTOP, ignore_https_errors=True)
     page = await context.new_page()
-    await log_in(page, box.service.url, "admin", BOX_PASSWORD)
+    await sign_in(page, box.service.url, "admin", BOX_PASSWORD)
 
     async def card(household: str) -> str:
         await page.goto(f"{box.service.url}/rumah-tangga/{household}")
