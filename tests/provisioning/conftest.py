@@ -40,6 +40,8 @@ PLAYBOOKS = (
 #: Two villages of Kecamatan Gunungputri, Kabupaten Bogor.
 VILLAGE_A = "3201022001"
 VILLAGE_B = "3201022002"
+#: The address office computers reach the hub at (in its certificate; nothing listens on it).
+HUB_VPN_ADDRESS = "10.32.0.1"
 
 
 def ansible(tool: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -201,6 +203,8 @@ class District:
             "hub_broker_tls": True,
             "hub_broker_ca_cert": ca_cert,
             "hub_settings": {"hub": {"sweep_interval_s": 1, "resend_after_s": 10}},
+            "hub_tls_ca_dir": str(self.ca_dir),
+            "hub_tls_names": [HUB_VPN_ADDRESS],
             "edge_broker_host": "127.0.0.1",
             "edge_broker_port": self.broker_port,
             "edge_broker_ca_cert": ca_cert,

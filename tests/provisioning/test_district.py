@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import sqlite3
+import ssl
 import stat
 import subprocess
 import urllib.error
@@ -24,6 +26,7 @@ from puskesos.mqtt import MqttLink
 from puskesos.tomlconfig import BrokerConfig
 from tests.edge.box_process import household_body
 from tests.provisioning.conftest import (
+    HUB_VPN_ADDRESS,
     VILLAGE_A,
     District,
     ProvisionedMosquitto,
@@ -129,13 +132,12 @@ def running(district: District) -> Iterator[Running]:
     district.services.append(broker)
     broker.start()
     hub_config = district.config("hub")
-    settings = load_hub_config(hub_config)
     service = UnitService(
         district.unit("hub", "puskesos-hub@.service"),
         district.machine("hub") / "hub.log",
         district.hub_port,
         instance="hub-1",
-        tls=(district.hub_tls_port, settings.path(settings.tls_cert)),
+        tls=(district.hub_tls_port, district.ca_dir / "ca.crt"),  # the district CA signed it
     )
     district.services.append(service)
     service.start(healthy=True)  # healthy: connected to the broker
@@ -217,8 +219,12 @@ def test_site_installs_the_release_and_renders_hub_broker_and_boxes(district: Di
 
 def test_a_second_run_of_site_changes_nothing(district: District) -> None:
     assert all(stats["changed"] > 0 for stats in recap(district.first_run).values())
+    hub_tls = district.machine("hub") / "var/lib/puskesos-hub/tls"
+    before = {name: (hub_tls / name).read_bytes() for name in ("hub.key", "hub.crt")}
     result = district.play("site.yml")
     assert result.returncode == 0, result.stdout[-4000:]
+    # The hub keeps its key and the certificate office computers already trust.
+    assert {name: (hub_tls / name).read_bytes() for name in before} == before
     stats = recap(result.stdout)
     assert set(stats) == {"hub", "broker", *BOXES}
     assert {host: (s["changed"], s["failed"]) for host, s in stats.items()} == {
@@ -244,6 +250,30 @@ def test_the_provisioned_box_answers_and_its_work_reaches_the_provisioned_hub(
     health = running.box.api("/healthz")
     assert (health["status"], health["node"]) == ("ok", "edge-3201022001-a")
     wait_for(lambda: running.household in at_hub(running.hub, VILLAGE_A), 60, "the hub to have it")
+
+
+def test_office_computers_with_the_district_ca_open_the_hub_without_a_warning(
+    district: District, running: Running
+) -> None:
+    # A browser that trusts only the district CA, reaching the hub by its inventory name
+    # or by the address in hub_tls_names (both resolve to this worker here).
+    office = ssl.create_default_context(cafile=district.ca_dir / "ca.crt")
+    for name in ("hub", HUB_VPN_ADDRESS):
+        with (
+            socket.create_connection(("127.0.0.1", district.hub_tls_port), timeout=10) as raw,
+            office.wrap_socket(raw, server_hostname=name) as tls,
+        ):
+            subject = dict(pair[0] for pair in tls.getpeercert()["subject"])
+        assert subject["commonName"] == "hub"
+    # A name the hub was not certified for is refused: the check above is real.
+    with (
+        socket.create_connection(("127.0.0.1", district.hub_tls_port), timeout=10) as raw,
+        pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"),
+    ):
+        office.wrap_socket(raw, server_hostname="desa-a")
+    # The sign-in page, over HTTPS with that trust anchor.
+    with running.hub.service.opener().open(f"{running.hub.service.url}/masuk", timeout=10) as page:
+        assert page.status == 200
 
 
 def disconnects(url: str, metric: str) -> float:
