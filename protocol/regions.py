@@ -36,6 +36,7 @@ __all__ = [
     "Region",
     "RegionCodeError",
     "RegionLevel",
+    "district_label",
     "format_dotted",
     "is_current_kecamatan",
     "is_old_kecamatan",
@@ -155,6 +156,13 @@ def village_label(code: str) -> str:
         return code
     kind = "Kel." if code[6] == "1" else "Desa"
     return f"{kind} {region.name}, Kec. {region.kecamatan}"
+
+
+def district_label(code: str) -> str:
+    """How people name a district: ``"Kabupaten Bogor"`` (or ``"Kota …"``), as the 2025
+    edition writes it; ``"Kabupaten 3201"`` if it does not have the code."""
+    name = region_name(code) if _PLAIN_RE.fullmatch(code) and len(code) == 4 else None
+    return name or f"Kabupaten {code}"
 
 
 def old_region_name(code: str) -> str | None:

@@ -14,7 +14,7 @@ import jinja2
 from aiohttp import web
 
 from protocol.identity import mask_number
-from protocol.regions import village_label
+from protocol.regions import district_label, village_label
 from protocol.schema import FieldKind, FieldSpec
 
 __all__ = [
@@ -108,6 +108,7 @@ def environment(loader: jinja2.BaseLoader, timezone: str) -> jinja2.Environment:
     env.filters["mask"] = mask_number
     env.filters["waktu"] = waktu
     env.filters["desa"] = village_label
+    env.filters["kabupaten"] = district_label
     return env
 
 

@@ -35,7 +35,7 @@ from hub.ui.base import (
     export_list,
     render,
 )
-from protocol.regions import region_name, village_label
+from protocol.regions import village_label
 from puskesos.export import Table, local_time
 
 __all__ = ["routes"]
@@ -145,10 +145,9 @@ async def printable_summary(request: web.Request) -> web.Response:
     totals = {
         key: sum(row[key] for row in rows) for key in (*review.DECISIONS, "waiting", "households")
     }
-    district = request.app[CONFIG].district
     return render(
         request, "siklus_cetak.html", period=found, rows=rows, totals=totals,
-        decisions=review.DECISIONS, district_name=region_name(district) if district else None,
+        decisions=review.DECISIONS,
         is_open=found.state is State.OPEN, frozen=bool(found.villages), printed_ms=store.wall(),
     )  # fmt: skip
 

@@ -110,6 +110,8 @@ async def test_a_month_from_village_intake_to_the_published_decile_on_the_box(
     await page.click("button:has-text('Tandatangani')")
     await page.click("button:has-text('Ya, tandatangani')")  # its confirmation page
     await reload_until(page, f"{hub_url}/siklus", "Diteruskan ke pusat", 60)
+    receipt = await page.inner_text("main")
+    assert "Tanda terima pusat: diterima" in receipt and "received_ms" not in receipt
     await context.close()
     (delivery,) = (receiver.data_dir / "deliveries" / DISTRICT).iterdir()
     period = delivery.name

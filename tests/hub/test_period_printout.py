@@ -39,6 +39,7 @@ async def test_the_period_summary_prints_per_village_decisions_and_lines_to_sign
 
     printout = await (await client.get(link)).text()
     assert f"Kabupaten Bogor (3201) · periode {period}" in printout
+    assert '<span class="muted">Kabupaten Bogor</span>' in printout, "the header names it too"
     assert "Ditandatangani</dt><dd>belum" in printout
     # Villages by name, in the order of their names; approved, rejected, field check, waiting.
     assert list(_cells(printout)) == [

@@ -624,10 +624,11 @@ async def test_the_cycle_moves_by_the_buttons_each_role_may_use(client, hub_stor
 async def test_freeze_submit_and_sign_ask_first_and_warn_of_undecided_households(
     client, hub_store, tmp_path
 ):
-    box = Box("edge-a")
-    await enrol(hub_store, box)
+    box, elsewhere = Box("edge-a"), Box("edge-b", village="3201022002")
+    await enrol(hub_store, box, elsewhere)
     decided, _ = await send_family(hub_store, box)
     await send_family(hub_store, box, head="Dewi Lestari")  # left undecided
+    await send_family(hub_store, elsewhere, head="Ujang Saepudin")  # its village: nothing yet
     csrf = await login(client, "verif")
     await client.post(f"/antrian/{decided}", data={"csrf_token": csrf, "keputusan": "disetujui"})
     page = await (await client.get("/siklus")).text()
@@ -650,7 +651,7 @@ async def test_freeze_submit_and_sign_ask_first_and_warn_of_undecided_households
     ask = await client.post(f"/siklus/{period}/ajukan", data={"csrf_token": csrf})
     text = await ask.text()
     assert f"Ajukan periode {period} ke pimpinan?" in text
-    assert "1 keluarga masih menunggu keputusan verifikasi" in text
+    assert "2 keluarga masih menunggu keputusan verifikasi" in text
     assert await state() == "Dibekukan"
     await client.post(f"/siklus/{period}/ajukan", data=confirmed(csrf))
     assert await state() == "Ditinjau pimpinan"
