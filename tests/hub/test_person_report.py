@@ -41,9 +41,10 @@ async def test_the_district_prints_a_person_s_data_report_with_who_processed_it(
     assert answer.status == 200
     page = await answer.text()
     assert "Siti Aminah" in page and "Disetujui" in page
-    # The verifier's two views (before the decision and the page it returns to) and the
-    # pimpinan's; not the view of the other family.
-    assert page.count("Melihat data keluarga") == 3
+    assert "data-cetak" in page  # a Cetak button for the printout handed to the person
+    # The verifier's view before the decision (the decision then opens the next family
+    # of the queue) and the pimpinan's; not the views of the other family.
+    assert page.count("Melihat data keluarga") == 2
     assert "Membaca data desa lewat API" in page and "dinsos" in page
     assert "Memutuskan verifikasi" in page
     assert ("pimpinan", "person.report", child) in await audit_actions(hub_store)

@@ -735,6 +735,7 @@ async def test_ringkasan_and_the_field_check_list_show_what_the_boxes_found(
     assert "2 dari 4" in row
     page = await (await client.get("/periksa-lapangan", params={"desa": DEFAULT_VILLAGE})).text()
     assert "2 rumah tangga perlu periksa lapangan; 1 sudah dikunjungi" in page
+    assert "data-cetak" in page  # a Cetak button (cetak.js shows it)
     listed = page.split('id="daftar-periksa"')[1]
     assert "Joko Susilo" in listed and "Tidak ditemukan (Petugas Desa)" in listed
     assert "Budi Santoso" in listed and "belum dikunjungi" in listed
