@@ -647,6 +647,11 @@ async def test_freeze_submit_and_sign_ask_first_and_warn_of_undecided_households
     assert await state() == "Terbuka"
     await client.post(f"/siklus/{period}/bekukan", data=confirmed(csrf))
     assert await state() == "Dibekukan"
+    # Three families at the hub, one in the period's data: both pages say why they differ.
+    cycle_page = await (await client.get("/siklus")).text()
+    assert "hanya keluarga yang sudah disetujui" in cycle_page.split(f'id="arti-rekap-{period}"')[1]
+    summary = await (await client.get("/")).text()
+    assert "termasuk yang masih menunggu verifikasi" in summary
 
     ask = await client.post(f"/siklus/{period}/ajukan", data={"csrf_token": csrf})
     text = await ask.text()
