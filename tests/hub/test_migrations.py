@@ -319,3 +319,52 @@ def test_an_account_locked_before_the_upgrade_signs_in_after_it(empty_url):
     assert not columns & {"failed_logins", "locked_until_ms"}
     assert signed_in
     assert counted == 1  # the address's count stays; the pair went with the success
+
+
+def test_a_hub_in_the_field_keeps_its_devices_and_gets_an_append_only_box_audit(empty_url):
+    """Hub 0011 on a database of the previous release: its boxes stay enrolled, with no
+    audit chain yet (what Perangkat says of a box that never sent one), and the copy of the
+    boxes' trails it starts keeping refuses edits from the first row."""
+    upgrade(empty_url, "0010")
+
+    async def enrolled() -> None:
+        engine = create_engine(empty_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO devices(node, village, password_hash, broker_hash, "
+                        "created_ms) VALUES ('edge-a', '3201022001', 'x', 'y', 1)"
+                    )
+                )
+        finally:
+            await engine.dispose()
+
+    async def after() -> tuple[object, str]:
+        engine = create_engine(empty_url)
+        try:
+            device = await HubStore(engine, node="hub-1", max_clock_drift_ms=0).device("edge-a")
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO box_audit(node, seq, at_ms, actor, action, detail, "
+                        "address, hash, received_ms) "
+                        "VALUES ('edge-a', 1, 1, 'admin', 'login', '{}', '', :h, 2)"
+                    ),
+                    {"h": b"\x00" * 32},
+                )
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(sa.text("DELETE FROM box_audit"))
+            except sa.exc.DBAPIError as exc:
+                return device, str(exc)
+            return device, "allowed"
+        finally:
+            await engine.dispose()
+
+    asyncio.run(enrolled())
+    upgrade(empty_url)
+    device, deleting = asyncio.run(after())
+    assert device is not None and device.village == "3201022001"
+    assert (device.audit_state, device.audit_seq, device.audit_breaks) == (None, 0, 0)
+    assert "append-only" in deleting
