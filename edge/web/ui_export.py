@@ -80,13 +80,20 @@ def _export(
     return decorate
 
 
-def _search(request: web.Request) -> tuple[str, dict[str, str]]:
-    """The households list's text search, also for the audit row. A NIK/KK number is never
-    taken from a URL (its page links no download): refused, not searched."""
+async def _searched(
+    request: web.Request,
+) -> tuple[list[Record], dict[str, list[Record]], dict[str, str]]:
+    """The households the households list's text search finds, their members, and the
+    filter for the audit row. A NIK/KK number is never taken from a URL (its page links no
+    download): refused, not searched."""
     text = request.query.get("q", "").strip()[:100]
     if holds_number(text):
         raise web.HTTPBadRequest(text="Hasil pencarian NIK/KK tidak dapat diunduh.")
-    return text, {"q": text}
+    store = request.app[STORE]
+    found, _ = await services.find_records(
+        store, actor(request), "household", text=text, limit=ROW_LIMIT
+    )
+    return found, await store.related_to_each("member", [h.id for h in found]), {"q": text}
 
 
 def _cells(fields: Sequence[FieldSpec], record: Record, full: bool) -> list[Cell]:
@@ -95,12 +102,7 @@ def _cells(fields: Sequence[FieldSpec], record: Record, full: bool) -> list[Cell
 
 @_export("/rumah-tangga", "rumah-tangga", HOUSEHOLD, "Households")
 async def households(request: web.Request, full: bool) -> Built:
-    store = request.app[STORE]
-    text, shown = _search(request)
-    found, _ = await services.find_records(
-        store, actor(request), "household", text=text, limit=ROW_LIMIT
-    )
-    members = await store.related_to_each("member", [h.id for h in found])
+    found, members, shown = await _searched(request)
     timezone = request.app[CONFIG].timezone
     nik = MEMBER.fields["nik"]
     rows = []
@@ -128,12 +130,7 @@ async def households(request: web.Request, full: bool) -> Built:
 @_export("/anggota", "anggota-keluarga", MEMBER, "Members of the listed households")
 async def members(request: web.Request, full: bool) -> Built:
     """Every member of the households the households list shows (with its search)."""
-    store = request.app[STORE]
-    text, shown = _search(request)
-    found, _ = await services.find_records(
-        store, actor(request), "household", text=text, limit=ROW_LIMIT
-    )
-    by_household = await store.related_to_each("member", [h.id for h in found])
+    found, by_household, shown = await _searched(request)
     kk = HOUSEHOLD.fields["kk_number"]
     rows = [
         [field_cell(kk, household.get("kk_number"), full=full), *_cells(_MEMBER_FIELDS, m, full)]
