@@ -9,7 +9,16 @@ from typing import Any
 
 import pytest
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "LAPTOP", "PHONE", "browser", "reload_until", "sign_in"]
+__all__ = [
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
+    "LAPTOP",
+    "PHONE",
+    "browser",
+    "notice",
+    "reload_until",
+    "sign_in",
+]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -42,6 +51,12 @@ async def sign_in(page: Any, base_url: str, username: str, password: str) -> Non
     await page.fill("#password", password)
     await page.click("button:has-text('Masuk')")
     await page.wait_for_url(f"{base_url}/")
+
+
+async def notice(page: Any, text: str) -> None:
+    """Wait for the page's flash message (``role="status"``) saying ``text``: the same
+    words may also stand in the page's own explanations."""
+    await page.locator("[role=status]", has_text=text).wait_for()
 
 
 async def reload_until(

@@ -32,7 +32,7 @@ import pytest
 from puskesos.demo import HOUSEHOLDS_PER_BOX, PORTS, VILLAGES
 from puskesos.fleet import environment, wait_for
 from puskesos.samples import make_household_with_members
-from tests.browser import LAPTOP, PHONE, reload_until, sign_in
+from tests.browser import LAPTOP, PHONE, notice, reload_until, sign_in
 from tests.edge.test_browser import fill_member
 
 pytestmark = pytest.mark.slow
@@ -257,7 +257,7 @@ async def test_a_visitor_goes_through_the_whole_month_of_the_demo(demo, browser)
             await fill_member(page, index, member)
         await page.screenshot(path="/tmp/demo-box-form-360.png", full_page=True)
         await page.click("button:has-text('Simpan')")
-        await page.locator("text=Data tersimpan.").wait_for()
+        await notice(page, "Data tersimpan.")
         household_id = page.url.split("/rumah-tangga/")[1].split("?")[0]
 
     # It reaches the hub; the district's verifier approves it, freezes and submits the
@@ -270,7 +270,7 @@ async def test_a_visitor_goes_through_the_whole_month_of_the_demo(demo, browser)
         assert household["address"] in await page.inner_text("main")
         await page.screenshot(path="/tmp/demo-hub-antrian-1280.png", full_page=True)
         await page.click("button:has-text('Setujui')")
-        await page.locator("text=Perubahan disetujui.").wait_for()
+        await notice(page, "Perubahan disetujui.")
         await page.click("nav >> text=Siklus bulanan")
         open_period = page.locator(
             "section.periode", has=page.locator(".status:text-is('Terbuka')")
@@ -281,10 +281,10 @@ async def test_a_visitor_goes_through_the_whole_month_of_the_demo(demo, browser)
         rows = await page.locator("tbody tr").all_inner_texts()
         assert f"Desa Wanaherang, Kec. Gunungputri {village}\t1" in rows  # ours, only
         await page.click("button:has-text('Ya, bekukan')")
-        await page.locator("text=Periode dibekukan.").wait_for()
+        await notice(page, "Periode dibekukan.")
         await page.click(f"#periode-{period} button:has-text('Ajukan ke pimpinan')")
         await page.click("button:has-text('Ya, ajukan')")
-        await page.locator("text=Periode diajukan ke pimpinan.").wait_for()
+        await notice(page, "Periode diajukan ke pimpinan.")
 
     # The regent's office signs (the demo has its district and its key): the hub delivers
     # to the demo's national receiver by itself.
@@ -294,7 +294,7 @@ async def test_a_visitor_goes_through_the_whole_month_of_the_demo(demo, browser)
         assert await page.inner_text("h1") == f"Tandatangani periode {period}?"
         await page.screenshot(path="/tmp/demo-hub-tandatangani-1280.png", full_page=True)
         await page.click("button:has-text('Ya, tandatangani')")
-        await page.locator("text=Periode ditandatangani.").wait_for()
+        await notice(page, "Periode ditandatangani.")
         await reload_until(
             page, f"{hub_url}/siklus", "Diteruskan ke pusat", 60, f"#periode-{period} .status"
         )
@@ -320,7 +320,7 @@ async def test_a_visitor_goes_through_the_whole_month_of_the_demo(demo, browser)
         await page.set_input_files("#hasil", str(results))
         await page.set_input_files("#tanda_tangan", f"{results}.sig")
         await page.click("button:has-text('Impor hasil')")
-        await page.locator("text=Hasil pusat diimpor.").wait_for()
+        await notice(page, "Hasil pusat diimpor.")
         assert await page.inner_text(f"#periode-{period} .status") == "Diterbitkan"
         await page.screenshot(path="/tmp/demo-hub-siklus-1280.png", full_page=True)
 

@@ -18,7 +18,7 @@ from hub.keys import generate_key_pair
 from hub.roles import Role
 from hub.store import HubStore
 from hub.web import create_app
-from tests.browser import LAPTOP, PHONE
+from tests.browser import LAPTOP, PHONE, notice
 from tests.edge.test_browser import _free_port
 from tests.hub.boxes import Box, enrol
 from tests.hub.families import change, send_family
@@ -85,7 +85,7 @@ async def test_a_verifier_works_through_the_queue_in_a_real_browser(hub, browser
     await page.click("nav >> text=Antrian verifikasi")
     await page.click("text=Asep Saepudin")
     await page.click("button:has-text('Setujui')")
-    await page.locator("text=Perubahan disetujui.").wait_for()
+    await notice(page, "Perubahan disetujui.")
 
     # The box changes the head's occupation: old → new, and which box.
     await change(store, box, head, "member", occupation="Petani")
@@ -106,7 +106,7 @@ async def test_a_verifier_works_through_the_queue_in_a_real_browser(hub, browser
     assert await page.get_attribute("#alasan", "aria-invalid") == "true"
     await page.fill("#alasan", "Pekerjaan belum sesuai surat keterangan desa")
     await page.click("button:has-text('Tolak')")
-    await page.locator("text=Perubahan ditolak").wait_for()
+    await notice(page, "Perubahan ditolak")
     await page.goto(f"{base_url}/antrian")
     await page.locator("text=Tidak ada perubahan yang menunggu verifikasi.").wait_for()
 
@@ -156,7 +156,7 @@ async def test_the_leader_cancels_then_confirms_the_signature_in_a_real_browser(
 
     await page.click("button:has-text('Tandatangani')")
     await page.click("button:has-text('Ya, tandatangani')")
-    await page.locator("text=Periode ditandatangani.").wait_for()
+    await notice(page, "Periode ditandatangani.")
     assert (await cycle.get(store.engine, period)).state is State.SIGNED
     await context.close()
 
