@@ -7,9 +7,12 @@ temporary folder and served by ``puskesos edge serve`` as a subprocess pinned to
 API (``POST /api/v1/households`` with a bearer token). For the search figures the box is
 filled to ``--households`` households by ``Store.write`` in batches (the server stopped),
 then searched over HTTP, and the pages that read the whole village (Beranda, the
-verification worklist, the completeness list, the vulnerable-group registers) are timed.
+verification worklist, the completeness list, the vulnerable-group registers, the
+Posyandu's hari-buka screen, MBG list and monthly report, with ``--service-months`` months
+of Posyandu services: one a month per household) are timed.
 Goals (issue 3): p99 < 30 ms at 10 concurrent clients on one core; search < 20 ms; RSS
-< 100 MB. Issue 19: every register under 100 ms for 5,000 households.
+< 100 MB. Issue 19: every register under 100 ms for 5,000 households; RSS still < 100 MB
+with a year of services.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
@@ -34,7 +38,7 @@ from edge.config import load_config
 from edge.records import Edit
 from edge.store import Store
 from tests.edge.box_process import ServedBox, household_body, init_box, puskesos, query
-from tests.factories import make_household_with_members
+from tests.factories import make_household_with_members, make_service
 
 PASSWORD = "kata-sandi-uji-beban-7"
 SERVER_CPU = 0
@@ -149,6 +153,43 @@ async def fill(config_path: Path, households: int) -> list[tuple[str, str, str]]
     return samples
 
 
+async def fill_services(config_path: Path, months: int) -> int:
+    """Add ``months`` months of Posyandu services, ending this month: each month, for
+    every household, a weighing of its youngest member (a year for 5,000 households is
+    60,000 services, more than a post of that size records). Returns how many."""
+    config = load_config(config_path)
+    store = Store(config)
+    await store.open()
+    today = store.box_time().today
+    rng = random.Random(19)
+    youngest: dict[str, dict[str, str]] = {}
+    for member_id, household_id, born in query(
+        config.database_path,
+        "SELECT id, household_id, json_extract(data, '$.birth_date') FROM records "
+        "WHERE entity = 'member'",
+    ):
+        if household_id not in youngest or str(born) > youngest[household_id]["born"]:
+            youngest[household_id] = {"id": member_id, "household_id": household_id, "born": born}
+    written = 0
+    try:
+        for back in range(months):
+            month = (today.month - back - 1) % 12 + 1
+            year = today.year + (today.month - back - 1) // 12
+            day = min(today, today.replace(year=year, month=month, day=1) + timedelta(days=9))
+            edits = []
+            for member in youngest.values():
+                service = make_service(
+                    member, service_date=day.isoformat(), weight_kg=round(rng.uniform(8, 18), 1)
+                )
+                edits.append(Edit("layanan", service.pop("id"), service))
+            for first in range(0, len(edits), 500):
+                await store.write(edits[first : first + 500], actor="bench")
+            written += len(edits)
+    finally:
+        await store.close()
+    return written
+
+
 async def bench_search(box: ServedBox, token: str, samples: list[tuple[str, str, str]]) -> None:
     """Search latency over HTTP, one client: by NIK, by family-card number, by the start
     of a name, by a part of a surname, and by address."""
@@ -188,11 +229,14 @@ def database_bytes(database: Path) -> int:
 
 async def bench_village_pages(box: ServedBox, token: str, rounds: int = 20) -> None:
     """Latency of the pages that read the whole village at once (Beranda's round progress,
-    the verification worklist, the completeness list, the vulnerable-group registers), one
-    client."""
+    the verification worklist, the completeness list, the vulnerable-group registers, the
+    Posyandu pages), one client, with the server's RSS after each."""
     headers = {"Authorization": f"Bearer {token}"}
     async with box.client(headers=headers) as session:
-        pages = ("/", "/verifikasi", "/kelengkapan", "/kelompok-rentan", "/kelompok-rentan/lansia")
+        pages = (
+            "/", "/verifikasi", "/kelengkapan", "/kelompok-rentan", "/kelompok-rentan/lansia",
+            "/posyandu", "/posyandu?kelompok=lansia", "/posyandu/mbg", "/posyandu/laporan",
+        )  # fmt: skip
         for path in pages:
 
             def job(path: str = path) -> Callable[[], Awaitable[None]]:
@@ -206,13 +250,21 @@ async def bench_village_pages(box: ServedBox, token: str, rounds: int = 20) -> N
 
             await timed(1, [job()])  # warm up
             latencies, _ = await timed(1, [job() for _ in range(rounds)])
-            print(f"  GET {path:23s}: {percentiles(latencies)}  (n={len(latencies)})")
+            rss = rss_mb(box.process.pid)  # type: ignore[union-attr]
+            print(
+                f"  GET {path:25s}: {percentiles(latencies)}  "
+                f"(n={len(latencies)}, RSS {rss:.0f} MB)"
+            )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--households", type=int, default=20_000)
     parser.add_argument("--saves", type=int, default=300, help="saves measured per level")
+    parser.add_argument(
+        "--service-months", type=int, default=12, help="months of Posyandu services to add"
+    )
+    parser.add_argument("--rounds", type=int, default=20, help="requests per village page")
     args = parser.parse_args()
     if os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - {SERVER_CPU})
@@ -245,6 +297,8 @@ async def main() -> None:
         took = time.perf_counter() - began
         total = query(database, "SELECT count(*) FROM records WHERE entity = 'household'")[0][0]
         print(f"filled to {total} households by Store.write in {took:.1f} s")
+        services = await fill_services(config, args.service_months)
+        print(f"added {services} Posyandu services ({args.service_months} months)")
 
         box = start(config, folder, "serve-2")
         try:
@@ -259,8 +313,8 @@ async def main() -> None:
             print(f"search with {total} households (GET /api/v1/search, 1 client, 25 per page):")
             await bench_search(box, token, samples)
             print(f"pages reading the whole village ({total} households, 1 client):")
-            await bench_village_pages(box, token)
-            print(f"RSS after the searches: {rss_mb(box.process.pid):.1f} MB")  # type: ignore[union-attr]
+            await bench_village_pages(box, token, args.rounds)
+            print(f"RSS after the searches and pages: {rss_mb(box.process.pid):.1f} MB")  # type: ignore[union-attr]
             assert box.stop() == 0
         finally:
             box.kill()

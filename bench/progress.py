@@ -30,6 +30,7 @@ sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolv
 import sqlalchemy as sa
 
 from hub import db
+from hub.posyandu import village_posyandu
 from hub.progress import round_progress
 from hub.store import HubStore
 from protocol.entities import shown_status
@@ -91,8 +92,40 @@ async def measure(label: str, url: str, records: list[dict[str, object]], rounds
         }
         print(f"  {label:10s}: {min(times):,.0f} / {statistics.median(times):,.0f} / "
               f"{max(times):,.0f} ms (min/median/max of {rounds}); {total}")  # fmt: skip
+        times, stalls = [], []
+        for _ in range(rounds):
+            began = time.perf_counter()
+            stall = asyncio.create_task(longest_stall())
+            posyandu = await village_posyandu(store, today=TODAY)
+            times.append((time.perf_counter() - began) * 1000)
+            stall.cancel()
+            stalls.append(STALL[0] * 1000)
+        people = sum(sum(v.registers.values()) for v in posyandu.values())
+        began = time.perf_counter()
+        await village_posyandu(store, today=TODAY, known=posyandu)
+        unchanged = (time.perf_counter() - began) * 1000
+        print(f"  {'':10s}  Posyandu registers: {min(times):,.0f} / "
+              f"{statistics.median(times):,.0f} / {max(times):,.0f} ms; the event loop "
+              f"stalled at most {max(stalls):,.0f} ms; {people:,} register entries; "
+              f"again with no village changed: {unchanged:,.0f} ms")  # fmt: skip
     finally:
         await engine.dispose()
+
+
+#: The longest gap :func:`longest_stall` saw between two of its ticks, in seconds.
+STALL = [0.0]
+
+
+async def longest_stall() -> None:
+    """Tick every 10 ms and keep the longest gap: how long a page or a scrape waiting on
+    the hub's event loop would have waited while the count ran."""
+    STALL[0] = 0.0
+    last = time.perf_counter()
+    while True:
+        await asyncio.sleep(0.01)
+        now = time.perf_counter()
+        STALL[0] = max(STALL[0], now - last - 0.01)
+        last = now
 
 
 def main() -> None:

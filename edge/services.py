@@ -23,10 +23,12 @@ from protocol.entities import (
     COMPLAINT,
     ENTITIES,
     HOUSEHOLD,
+    LAYANAN,
     MEMBER,
     PROPOSAL,
     RECORD_ID_KEY,
     REFERRAL,
+    SERVICE_TYPES,
     VISIT,
     VISIT_PROPOSALS,
 )
@@ -315,14 +317,16 @@ async def create_record(
     today: date,
     confirm_warnings: bool = False,
 ) -> Outcome:
-    """Create a proposal, complaint, referral or visit (households go through
-    save_household).
+    """Create a proposal, complaint, referral, visit or Posyandu service (households go
+    through save_household).
 
     Complaints start ``baru``, received today and due in :data:`COMPLAINT_DUE_DAYS` days
     unless given; a referral made from a complaint moves the complaint to ``dirujuk``. A
     visit is dated today and made by ``actor`` unless given; its outcome becomes the
     household's ``presence_status``, and a household not found, moved or dead gets the
-    month's draft proposal of that kind (:func:`_visit_consequences`).
+    month's draft proposal of that kind (:func:`_visit_consequences`). A service is dated
+    today, given by ``actor`` and in its type's SPM field unless given, and is about a
+    member of its household.
     """
     schema = ENTITIES[entity]
     new_values = _clean(schema, values)
@@ -338,11 +342,21 @@ async def create_record(
     elif entity == VISIT.name:
         new_values.setdefault("visit_date", today.isoformat())
         new_values.setdefault("officer", actor.username)
+    elif entity == LAYANAN.name:
+        new_values.setdefault("service_date", today.isoformat())
+        new_values.setdefault("officer", actor.username)
+        kind = SERVICE_TYPES.get(str(new_values.get("service_type")))
+        if kind is not None:
+            new_values.setdefault("spm_field", kind.spm)
     record_id = _new_id(store)
     issues = validate_fields(
         schema, new_values, is_new=True, today=today, clock_trusted=store.box_time().trusted
     )
     issues += await _reference_issues(store, schema, new_values)
+    if entity == LAYANAN.name:
+        member = await store.get(str(new_values.get("member_id")), MEMBER.name)
+        if member is not None and member.get("household_id") != new_values.get("household_id"):
+            issues.append(Issue.error("member_id", "household_mismatch", {"field": "member_id"}))
     stop = _stop(record_id, issues, confirm_warnings)
     if stop is not None:
         return stop
@@ -421,6 +435,10 @@ async def update_record(
         clock_trusted=store.box_time().trusted,
     )
     issues += await _reference_issues(store, schema, new_values)
+    if entity == LAYANAN.name:
+        member = await store.get(str(new_values.get("member_id")), MEMBER.name)
+        if member is not None and member.get("household_id") != new_values.get("household_id"):
+            issues.append(Issue.error("member_id", "household_mismatch", {"field": "member_id"}))
     stop = _stop(record_id, issues, confirm_warnings)
     if stop is not None:
         return stop
@@ -487,11 +505,14 @@ class HouseholdView:
     complaints: list[Record]
     #: Field visits, the latest first.
     visits: list[Record]
+    #: Posyandu services of its members, the latest first.
+    services: list[Record]
 
 
 async def view_household(store: Store, actor: Actor, household_id: str) -> HouseholdView:
-    """Read a household with its members, proposals, complaints and visits, and record in the audit
-    trail that ``actor`` saw its personal data (UU 27/2022 processing record)."""
+    """Read a household with its members, proposals, complaints, visits and services, and
+    record in the audit trail that ``actor`` saw its personal data (UU 27/2022 processing
+    record)."""
     household = await store.get(household_id, "household")
     if household is None:
         raise NotFound(household_id)
@@ -508,6 +529,11 @@ async def view_household(store: Store, actor: Actor, household_id: str) -> House
             key=lambda v: (str(v.get("visit_date")), v.created_ms),
             reverse=True,
         ),
+        sorted(
+            await store.related(LAYANAN.name, household_id),
+            key=lambda s: (str(s.get("service_date")), s.created_ms),
+            reverse=True,
+        ),
     )
 
 
@@ -522,6 +548,7 @@ class PersonReport:
     complaints: list[Record]
     referrals: list[Record]
     visits: list[Record]
+    services: list[Record]
     #: Audit rows of the member and the household, and the searches that showed them.
     trail: list[Any]
 
@@ -548,6 +575,11 @@ async def person_report(
         await store.related("complaint", household_id),
         referrals,
         await store.related(VISIT.name, household_id),
+        [
+            s
+            for s in await store.related(LAYANAN.name, household_id)
+            if s.get("member_id") == member_id
+        ],
         await store.person_trail(member_id, household_id),
     )
 
@@ -569,6 +601,7 @@ FILTERS: Mapping[str, tuple[str, ...]] = {
     "complaint": ("status", "category", "channel"),
     "referral": ("status", "destination"),
     "visit": ("outcome",),
+    "layanan": ("service_type", "spm_field", "officer_role"),
 }
 
 

@@ -33,11 +33,15 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub import db
+from hub.posyandu import VillagePosyandu
 from hub.progress import ProgressCache, VillageProgress
 from hub.store import HubStore, Outcome
+from protocol.entities import SPM_FIELDS
 from protocol.errors import MalformedError, Reason
+from protocol.posyandu import Flag
 from protocol.telemetry import Telemetry, decode_telemetry
 from protocol.topics import district_of
+from protocol.vulnerable import REGISTERS
 from puskesos.linkmetrics import LinkCounters
 
 __all__ = ["SYS_TOPICS", "BrokerStats", "FleetSnapshot", "HubMetrics", "take_fleet_snapshot"]
@@ -175,6 +179,7 @@ class HubMetrics:
         except (TimeoutError, RuntimeError):
             counted = self.progress.counted
         self._fleet.progress = counted.villages if counted is not None else {}
+        self._fleet.posyandu = counted.posyandu if counted is not None else {}
 
 
 # --- the broker, from its $SYS topics ------------------------------------------------------
@@ -282,6 +287,8 @@ class _FleetCollector(Collector):
         self.snapshot: FleetSnapshot | None = None
         #: village → its progress in the verification round, refreshed less often.
         self.progress: dict[str, VillageProgress] = {}
+        #: village → its registers and the month's Posyandu services, counted with it.
+        self.posyandu: dict[str, VillagePosyandu] = {}
 
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot
@@ -289,6 +296,7 @@ class _FleetCollector(Collector):
             return
         yield from self._villages(snap)
         yield self._round_progress()
+        yield from self._posyandu()
         yield from self._boxes(snap)
 
     def _round_progress(self) -> Metric:
@@ -302,6 +310,40 @@ class _FleetCollector(Collector):
             for state in ("total", "visited", "incomplete", "not_found", "stale"):
                 households.add_metric([district_of(code), code, state], getattr(progress, state))
         return households
+
+    def _posyandu(self) -> Iterator[Metric]:
+        village = ["district", "village"]
+        registers = _gauge(
+            "puskesos_hub_village_register_entries",
+            "Vulnerable-group registers of the village (people; households for a register "
+            "of households), counted from the replicated households and members",
+            [*village, "register"],
+        )
+        services = _gauge(
+            "puskesos_hub_village_posyandu_services",
+            "Posyandu services of the village this month, by SPM field",
+            [*village, "spm"],
+        )
+        flags = _gauge(
+            "puskesos_hub_village_posyandu_flags",
+            "People of the village whose services raise a flag this month (2T, KEK)",
+            [*village, "flag"],
+        )
+        referrals = _gauge(
+            "puskesos_hub_village_posyandu_referrals",
+            "Referrals made at the village's Posyandu this month",
+            village,
+        )
+        for code, figures in sorted(self.posyandu.items()):
+            place = [district_of(code), code]
+            for register in REGISTERS:
+                registers.add_metric([*place, register], figures.registers[register])
+            for spm in SPM_FIELDS:
+                services.add_metric([*place, spm], figures.report.by_spm[spm])
+            for flag in Flag:
+                flags.add_metric([*place, flag.value], figures.report.flags[flag])
+            referrals.add_metric(place, figures.report.referrals)
+        yield from (registers, services, flags, referrals)
 
     @staticmethod
     def _villages(snap: FleetSnapshot) -> Iterator[Metric]:

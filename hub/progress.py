@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,6 +26,7 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub import db
+from hub.posyandu import VillagePosyandu, village_posyandu
 from hub.store import HubStore
 from protocol.rounds import Round, round_of
 from puskesos.sqljson import incomplete_household, json_fields
@@ -109,11 +110,15 @@ async def round_progress(
 
 @dataclass(frozen=True, slots=True)
 class Counted:
-    """A count of the round's progress and when it was made."""
+    """A count of the round's progress, with each village's Posyandu figures of the month
+    (:mod:`hub.posyandu`), and when it was made."""
 
     period: Round
     villages: dict[str, VillageProgress]
     at_ms: int
+    #: The month of ``posyandu`` (``YYYY-MM``) and each village's figures.
+    month: str = ""
+    posyandu: dict[str, VillagePosyandu] = field(default_factory=dict)
 
 
 class ProgressCache:
@@ -149,10 +154,13 @@ class ProgressCache:
             period, villages = await round_progress(
                 store, today=today, round_months=self.round_months
             )
+            posyandu = await village_posyandu(
+                store, today=today, known=self.counted.posyandu if self.counted else None
+            )
         except (SQLAlchemyError, OSError) as exc:
             log.warning("the round's progress was not counted: %s", exc)
             return
-        self.counted = Counted(period, villages, now)
+        self.counted = Counted(period, villages, now, today.strftime("%Y-%m"), posyandu)
 
 
 #: Where the hub's app keeps its :class:`ProgressCache`.

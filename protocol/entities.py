@@ -1,4 +1,5 @@
-"""The entities, declared once: household, member, proposal, complaint, referral, visit.
+"""The entities, declared once: household, member, proposal, complaint, referral, visit,
+layanan (a service given at the Posyandu).
 
 Fields follow the DTSEN / Regsosek household questionnaire (housing, assets, programmes)
 and the Puskesos intake forms. Field names are English; labels and enum labels are
@@ -32,6 +33,7 @@ __all__ = [
     "COMPLAINT_TRANSITIONS",
     "ENTITIES",
     "HOUSEHOLD",
+    "LAYANAN",
     "MEMBER",
     "PROPOSAL",
     "PROPOSAL_TRANSITIONS",
@@ -39,9 +41,12 @@ __all__ = [
     "REFERRAL",
     "REFERRAL_TRANSITIONS",
     "SCHEMA_VERSION",
+    "SERVICE_TYPES",
+    "SPM_FIELDS",
     "VISIT",
     "VISIT_PROPOSALS",
     "WORKFLOWS",
+    "ServiceType",
     "Workflow",
     "household_of",
     "known_state",
@@ -56,8 +61,9 @@ RECORD_ID_KEY = "id"
 #: 1: the first release. 2: the district's review and published results (household
 #: ``decile_period``, ``eligible_programmes``, ``review_*``; member status ``ganda``).
 #: 3: the district's registry (``registry_id``, member ``civil_flags``). 4: field visits
-#: (entity ``visit``, proposal kind ``tidak_ditemukan``).
-SCHEMA_VERSION = 5
+#: (entity ``visit``, proposal kind ``tidak_ditemukan``). 5: member ``status_date`` and
+#: ``status_document``. 6: the Posyandu's services (entity ``layanan``).
+SCHEMA_VERSION = 6
 
 K = FieldKind
 
@@ -578,9 +584,104 @@ VISIT_PROPOSALS: Mapping[str, str] = MappingProxyType(
     {"tidak_ditemukan": "tidak_ditemukan", "pindah": "pindah", "meninggal": "meninggal"}
 )
 
+# --- layanan (a service given at the Posyandu or on a home visit) -------------------------
+
+#: The six fields of the minimum service standards (SPM) the integrated Posyandu serves.
+SPM_FIELDS: Mapping[str, str] = MappingProxyType(
+    {
+        "pendidikan": "Pendidikan",
+        "kesehatan": "Kesehatan",
+        "pekerjaan_umum": "Pekerjaan umum",
+        "perumahan_rakyat": "Perumahan rakyat",
+        "trantibum": "Ketenteraman dan ketertiban umum",
+        "sosial": "Sosial",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceType:
+    """A kind of service: its SPM field, the vulnerable-group register it serves (a code
+    of :data:`protocol.vulnerable.REGISTERS`, empty for anyone), the measurements it
+    records, and whether it is a referral (counted as one in the monthly report)."""
+
+    code: str
+    label: str
+    spm: str
+    group: str = ""
+    measures: tuple[str, ...] = ()
+    referral: bool = False
+
+
+_SERVICE_TYPES = (
+    ServiceType(
+        "penimbangan_balita", "Penimbangan balita", "kesehatan", "balita",
+        ("weight_kg", "height_cm", "muac_cm"),
+    ),
+    ServiceType(
+        "pemeriksaan_ibu_hamil", "Pemeriksaan ibu hamil", "kesehatan", "ibu-hamil",
+        ("weight_kg", "muac_cm"),
+    ),
+    ServiceType("konseling_ibu_menyusui", "Konseling ibu menyusui", "kesehatan", "ibu-menyusui"),
+    ServiceType(
+        "pemeriksaan_lansia", "Pemeriksaan lansia", "kesehatan", "lansia",
+        ("weight_kg", "height_cm"),
+    ),
+    ServiceType("imunisasi", "Imunisasi", "kesehatan", "balita"),
+    ServiceType("rujukan_puskesmas", "Rujukan ke Puskesmas", "kesehatan", referral=True),
+    ServiceType(
+        "rujukan_sekolah", "Rujukan sekolah", "pendidikan", "anak-usia-sekolah", referral=True
+    ),
+    ServiceType("pendaftaran_paud", "Pendaftaran PAUD", "pendidikan"),
+    ServiceType("air_bersih_sanitasi", "Air bersih dan sanitasi", "pekerjaan_umum"),
+    ServiceType("rumah_tidak_layak_huni", "Pendataan rumah tidak layak huni", "perumahan_rakyat"),
+    ServiceType("ketertiban_kebencanaan", "Ketertiban dan siaga bencana", "trantibum"),
+    ServiceType("pendampingan_disabilitas", "Pendampingan disabilitas", "sosial", "disabilitas"),
+    ServiceType("pengurusan_adminduk", "Pengurusan adminduk (KTP, KK, akta)", "sosial"),
+    ServiceType("penyaluran_bansos", "Penyaluran bansos", "sosial"),
+    ServiceType("rujukan_dinas_sosial", "Rujukan ke Dinas Sosial", "sosial", referral=True),
+)  # fmt: skip
+
+#: Every service type, by code, in the order forms offer them.
+SERVICE_TYPES: Mapping[str, ServiceType] = MappingProxyType({t.code: t for t in _SERVICE_TYPES})
+
+LAYANAN = EntitySchema(
+    "layanan",
+    "Layanan Posyandu",
+    (
+        _ref("household_id", "Keluarga", "household", required=True),
+        _ref("member_id", "Anggota keluarga", "member", required=True),
+        FieldSpec("service_date", K.DATE, "Tanggal layanan", True),
+        _enum("spm_field", "Bidang SPM", tuple(SPM_FIELDS.items()), required=True),
+        _enum(
+            "service_type",
+            "Jenis layanan",
+            tuple((t.code, t.label) for t in _SERVICE_TYPES),
+            required=True,
+        ),
+        _text("officer", "Petugas", 100, required=True),
+        _enum(
+            "officer_role",
+            "Peran petugas",
+            (("kader", "Kader"), ("operator", "Operator"), ("pendamping", "Pendamping")),
+            required=True,
+        ),
+        # Wide bounds for any person; protocol.posyandu narrows them per service type.
+        FieldSpec("weight_kg", K.DECIMAL, "Berat badan (kg)", minimum=0.5, maximum=250),
+        FieldSpec("height_cm", K.DECIMAL, "Tinggi/panjang badan (cm)", minimum=30, maximum=250),
+        FieldSpec("muac_cm", K.DECIMAL, "Lingkar lengan atas/LiLA (cm)", minimum=5, maximum=60),
+        FieldSpec("referred", K.BOOL, "Dirujuk ke Puskesmas/instansi lain"),
+        _text("notes", "Catatan", 1000),
+    ),
+    since=6,
+)
+
 #: Every entity, by wire name. The codec, the stores and validation all look here.
 ENTITIES: Mapping[str, EntitySchema] = MappingProxyType(
-    {entity.name: entity for entity in (HOUSEHOLD, MEMBER, PROPOSAL, COMPLAINT, REFERRAL, VISIT)}
+    {
+        entity.name: entity
+        for entity in (HOUSEHOLD, MEMBER, PROPOSAL, COMPLAINT, REFERRAL, VISIT, LAYANAN)
+    }
 )
 
 # --- status workflows ---------------------------------------------------------------------

@@ -213,6 +213,18 @@ MESSAGES: Mapping[str, tuple[str, str]] = MappingProxyType(
             "A member whose status is {status} is still recorded as pregnant; "
             "consider clearing it.",
         ),
+        "service_spm_mismatch": (
+            "{type} termasuk bidang SPM {spm}.",
+            "The service type {type} belongs to the SPM field {spm}.",
+        ),
+        "measure_not_for_type": (
+            "{label} tidak dicatat untuk {type}; kosongkan isian ini.",
+            "{label} is not recorded for {type}; leave it empty.",
+        ),
+        "measure_range": (
+            "{label} untuk {type} harus antara {minimum} dan {maximum}.",
+            "{label} for {type} must be between {minimum} and {maximum}.",
+        ),
         "departure_missing": (
             "Anggota berstatus {status}: {label} belum diisi.",
             "A member whose status is {status} has no {label} yet.",

@@ -30,6 +30,9 @@ Rules beyond the shape of each field:
   an anonymous reporter with a name (warning: the name will not be shown).
 - referral: about a complaint or a member (error).
 - visit: the visit date not in the future (error).
+- layanan: the service date not in the future; the service type belongs to the SPM field
+  chosen; measurements only for a type that records them, within its range (errors,
+  :func:`protocol.posyandu.service_issues`).
 - status workflows (:data:`protocol.entities.WORKFLOWS`): a new record starts in an initial
   status; an update moves only along the allowed transitions; a status that needs a
   reason (a refusal, a returned proposal) has it (errors).
@@ -48,6 +51,7 @@ from datetime import date
 from protocol.entities import HOUSEHOLD, MEMBER, RECORD_ID_KEY, WORKFLOWS
 from protocol.identity import validate_kk, validate_nik, validate_region
 from protocol.issues import Issue, Level, has_errors, warnings_only
+from protocol.posyandu import service_issues
 from protocol.schema import EntitySchema, FieldKind, FieldSpec, wire_value_problem
 
 __all__ = [
@@ -70,7 +74,7 @@ PREGNANCY_AGE = (10, 55)
 #: Above this age a birth date is probably mistyped (a warning).
 _MAX_PLAUSIBLE_AGE = 110
 #: Date fields that describe something that already happened.
-_PAST_ONLY = frozenset({"birth_date", "received_date", "visit_date", "status_date"})
+_PAST_ONLY = frozenset({"birth_date", "received_date", "visit_date", "status_date", "service_date"})
 _HEAD = "kepala_keluarga"
 _INACTIVE = frozenset({"pindah", "meninggal"})
 _NIK_CROSS_CHECKS = frozenset({"nik_birth_date_mismatch", "nik_sex_mismatch"})
@@ -402,7 +406,12 @@ def _referral_rules(ctx: _Context) -> list[Issue]:
     return []
 
 
+def _service_rules(ctx: _Context) -> list[Issue]:
+    return service_issues(ctx.record, ctx.values)
+
+
 _ENTITY_RULES = {
+    "layanan": _service_rules,
     "member": _member_rules,
     "complaint": _complaint_rules,
     "referral": _referral_rules,

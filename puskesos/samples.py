@@ -19,6 +19,8 @@ import uuid
 from datetime import date
 from typing import Any
 
+from protocol.entities import SERVICE_TYPES
+
 __all__ = [
     "DEFAULT_KECAMATAN",
     "DEFAULT_VILLAGE",
@@ -27,6 +29,7 @@ __all__ = [
     "make_kk",
     "make_member",
     "make_nik",
+    "make_service",
     "new_id",
 ]
 
@@ -139,6 +142,25 @@ def make_member(
             sex = "laki_laki"
         member["nik"] = _unique_nik(born, sex, kecamatan)
     return member
+
+
+def make_service(
+    member: dict[str, Any], service_type: str = "penimbangan_balita", **overrides: Any
+) -> dict[str, Any]:
+    """A valid Posyandu service (``layanan``) for ``member``, recorded by a kader; by
+    default a weighing on 2026-12-02 without measurements."""
+    service: dict[str, Any] = {
+        "id": new_id(),
+        "household_id": member["household_id"],
+        "member_id": member["id"],
+        "service_date": "2026-12-02",
+        "spm_field": SERVICE_TYPES[service_type].spm,
+        "service_type": service_type,
+        "officer": "Lilis Kurniasih",
+        "officer_role": "kader",
+    }
+    service.update(overrides)
+    return service
 
 
 def make_household_with_members(

@@ -8,6 +8,7 @@ from puskesos.samples import (
     make_kk,
     make_member,
     make_nik,
+    make_service,
     new_id,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "make_kk",
     "make_member",
     "make_nik",
+    "make_service",
     "new_id",
 ]

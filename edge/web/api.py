@@ -158,6 +158,7 @@ async def get_household(request: web.Request) -> web.Response:
             "proposals": [record_json(p) for p in view.proposals],
             "complaints": [record_json(c) for c in view.complaints],
             "visits": [record_json(v) for v in view.visits],
+            "services": [record_json(v) for v in view.services],
         }
     )
 
@@ -316,6 +317,9 @@ _register("complaint", "complaints")
 _register("referral", "referrals")
 # A visit is what was found on a day; a mistake is put right by recording another visit.
 _register("visit", "visits", changeable=False)
+# A service is what was given on a day: a mistaken weighing is put right by weighing again
+# the same month (the month's last weighing counts, docs/posyandu.md).
+_register("layanan", "services", changeable=False)
 
 
 # --- sync and the document -----------------------------------------------------------------

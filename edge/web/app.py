@@ -307,6 +307,7 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
         ui_export,
         ui_help,
         ui_households,
+        ui_posyandu,
         ui_proposals,
         ui_registry,
         ui_verification,
@@ -333,7 +334,7 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
     # "/kelompok-rentan/{register}", and the router takes the first route that fits.
     modules = (
         ops, ui, ui_households, ui_registry, ui_verification, ui_proposals, ui_cases, ui_export,
-        ui_vulnerable, ui_admin, ui_help, api,
+        ui_vulnerable, ui_posyandu, ui_admin, ui_help, api,
     )  # fmt: skip
     for route in (route for module in modules for route in module.routes.routes):
         app.router.add_route(route.method, route.path, route.handler)

@@ -58,13 +58,15 @@ DEFAULTED: Mapping[str, tuple[str, ...]] = {
     "proposal": ("status", "period"),
     "complaint": ("status", "received_date", "due_date"),
     "referral": ("status",),
+    "layanan": ("service_date", "spm_field", "officer"),
 }
 
 DESCRIPTION = """\
 The JSON API of a Puskesos edge box: households with their members, proposals (usulan),
-complaints (pengaduan), referrals (rujukan) and field visits (kunjungan verifikasi).
-Records are created and changed, never deleted: a member who moved or died gets a status;
-a visit is never changed (a mistake is put right by recording another visit).
+complaints (pengaduan), referrals (rujukan), field visits (kunjungan verifikasi) and
+Posyandu services (layanan). Records are created and changed, never deleted: a member who
+moved or died gets a status; a visit or a service is never changed (a mistake is put right
+by recording another one).
 
 Authentication: a bearer token (made by an admin on the Pengguna page or with `puskesos edge
 token add`) or the session cookie of a logged-in browser; cookie calls that change data also
@@ -163,7 +165,7 @@ def _components() -> dict[str, Any]:
         if name not in ("household", "member"):  # these two have bodies of their own
             schemas[f"{title}Page"] = _page(component(f"{title}Record"))
             schemas[f"{title}Create"] = _body({name: component(f"{title}New")}, [name])
-            if name != "visit":  # a visit is never changed
+            if name not in ("visit", "layanan"):  # never changed
                 schemas[f"{title}Update"] = _body({name: component(f"{title}Change")}, [name])
     schemas["MemberChangeById"] = _input_object(ENTITIES["member"], new=False, with_id=True)
     new_members = {"type": "array", "items": component("MemberNew")}
@@ -190,6 +192,7 @@ def _components() -> dict[str, Any]:
         "proposals": {"type": "array", "items": component("ProposalRecord")},
         "complaints": {"type": "array", "items": component("ComplaintRecord")},
         "visits": {"type": "array", "items": component("VisitRecord")},
+        "services": {"type": "array", "items": component("LayananRecord")},
     }
     schemas["HouseholdDetail"] = {"type": "object", "properties": detail, "required": list(detail)}
     issue = {

@@ -53,6 +53,7 @@ FLASH = {
     "disepakati": "Usulan yang dipilih sudah ditandai disepakati.",
     "status": "Status diperbarui.",
     "kunjungan": "Kunjungan dicatat.",
+    "layanan": "Layanan dicatat.",
 }
 
 

@@ -9,6 +9,7 @@ list leaves the box unrecorded (and none leaves while the disk is too full to re
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal
 
 from aiohttp import web
 
@@ -17,9 +18,21 @@ from edge.auth import AUDITORS
 from edge.records import AuditEntry, Record, head_of
 from edge.web.app import CONFIG, STORE, USER, actor, local_today
 from edge.web.routing import ALL_ROLES, RouteTable
+from edge.web.ui_posyandu import GROUPS, MBG_GROUPS, age_text, mbg_list, month_view
 from edge.web.ui_vulnerable import register_view, shown_value
-from protocol.entities import COMPLAINT, HOUSEHOLD, MEMBER, PROPOSAL, REFERRAL
+from protocol.entities import (
+    COMPLAINT,
+    HOUSEHOLD,
+    LAYANAN,
+    MEMBER,
+    PROPOSAL,
+    REFERRAL,
+    SERVICE_TYPES,
+    SPM_FIELDS,
+)
+from protocol.posyandu import Flag
 from protocol.schema import EntitySchema, FieldSpec
+from protocol.vulnerable import REGISTERS
 from puskesos.export import (
     FORMATS,
     ROW_LIMIT,
@@ -52,11 +65,18 @@ _ANONYMOUS = ("reporter_name", "reporter_contact")
 
 
 def _export(
-    path: str, list_name: str, entity: EntitySchema, what: str
+    path: str,
+    list_name: str,
+    entity: EntitySchema,
+    what: str,
+    *,
+    numbers: Literal["masked", "by_role", "none"] = "masked",
 ) -> Callable[[Builder], Builder]:
     """Serve ``build``'s table (``what`` it lists) at ``path.xlsx`` and ``path.csv`` for
     every role, audited. ``list_name`` may name the path's parameters
-    (``kelompok-rentan-{register}``)."""
+    (``kelompok-rentan-{register}``). ``numbers``: how the list holds NIK/KK, as its
+    audit row says: masked unless the role may read them (the default), left out unless
+    the role may (``by_role``), or never (``none``, a list of counts)."""
 
     def decorate(build: Builder) -> Builder:
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -65,7 +85,8 @@ def _export(
             table, filters = await build(request, full)
             who = actor(request)
             listed = list_name.format_map(request.match_info)
-            detail = audit_detail(listed, filters, len(table.rows), full=full, fmt=fmt)
+            shown = None if numbers == "none" or (numbers == "by_role" and not full) else full
+            detail = audit_detail(listed, filters, len(table.rows), full=shown, fmt=fmt)
             await request.app[STORE].audit(
                 AuditEntry(who.username, "export", entity.name, None, detail, who.address)
             )
@@ -229,3 +250,65 @@ async def vulnerable_group(request: web.Request, full: bool) -> Built:
         *(spec.label for spec in shows), "Keterangan",
     ]  # fmt: skip
     return Table(view.register.title, headers, rows), view.filters
+
+
+@_export(
+    "/posyandu/mbg", "sasaran-mbg-3b", MEMBER,
+    "MBG 3B targets for the meal provider (NIK only for a role that may read it)",
+    numbers="by_role",
+)  # fmt: skip
+async def mbg_targets(request: web.Request, full: bool) -> Built:
+    """What a meal provider (SPPG) needs and no more: who, which target, age, where, the
+    last weighing and flags; the NIK only when the role may read it in full."""
+    found = await mbg_list(request)
+    nik = MEMBER.fields["nik"]
+    rows: list[list[Cell]] = []
+    for code, attendee in found.rows:
+        weighed = found.weighings.get(attendee.id)
+        values = attendee.person.values
+        rows.append(
+            [
+                values.get("name"),
+                *([field_cell(nik, values.get("nik"), full=True)] if full else []),
+                MBG_GROUPS[code],
+                age_text(attendee, found.day.day),
+                attendee.household.values.get("rt"),
+                attendee.household.values.get("rw"),
+                attendee.household.values.get("address"),
+                field_cell(LAYANAN.fields["service_date"], weighed[0], full=False)
+                if weighed
+                else None,
+                weighed[1] if weighed else None,
+                " ".join(flag.value for flag in attendee.flags) or None,
+            ]
+        )
+    headers = [
+        "Nama", *(["NIK"] if full else []), "Sasaran", "Umur", "RT", "RW", "Alamat",
+        "Tanggal penimbangan terakhir", "Berat terakhir (kg)", "Tanda",
+    ]  # fmt: skip
+    return Table("Sasaran MBG 3B", headers, rows), found.filters
+
+
+@_export(
+    "/posyandu/laporan", "laporan-posyandu", LAYANAN, "The post's monthly report (counts)",
+    numbers="none",
+)  # fmt: skip
+async def posyandu_report(request: web.Request, full: bool) -> Built:
+    """The report's counts, one row each, as its page groups them."""
+    month = await month_view(request)
+    report = month.report
+    rows: list[list[Cell]] = [
+        ["Bidang SPM", label, report.by_spm[code], None] for code, label in SPM_FIELDS.items()
+    ]
+    rows += [
+        ["Jenis layanan", kind.label, report.by_type[code], None]
+        for code, kind in SERVICE_TYPES.items()
+    ]
+    for code in GROUPS:
+        served, expected = report.groups[code]
+        rows.append(["Sasaran dilayani", REGISTERS[code].title, served, expected])
+    rows += [["Tanda", flag.label, report.flags[flag], None] for flag in Flag]
+    rows.append(["Rujukan", "Rujukan dibuat", report.referrals, None])
+    rows.append(["Jumlah", "Semua layanan", report.services, None])
+    headers = ["Bagian", "Uraian", f"Jumlah {report.period}", "Sasaran"]
+    return Table(f"Laporan Posyandu {report.period}", headers, rows), {"bulan": report.period}

@@ -32,6 +32,7 @@ from edge.web.ui_registry import missing_labels
 from protocol.changes import Value
 from protocol.entities import HOUSEHOLD, MEMBER
 from protocol.issues import Issue
+from protocol.posyandu import flags_in
 from puskesos.search import holds_number, matches, number_issue, parse_query
 
 __all__ = ["routes"]
@@ -224,10 +225,18 @@ async def _viewed_household(request: web.Request) -> services.HouseholdView:
 async def household_detail(request: web.Request) -> web.Response:
     view = await _viewed_household(request)
     missing = missing_labels(view.household.values, (m.values for m in view.members))
+    period = local_today(request).strftime("%Y-%m")
+    flags = {
+        m.id: flags_in([s.values for s in view.services if s.get("member_id") == m.id], period)
+        for m in view.members
+    }
     return render(
         request,
         "rumah_tangga_detail.html",
         view=view,
+        names={m.id: m.get("name") for m in view.members},
+        flags=flags,
+        period=period,
         missing=missing,
         civil_flagged=any(member.get("civil_flags") for member in view.members),
         household_fields=HOUSEHOLD.field_list,

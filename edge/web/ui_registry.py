@@ -19,7 +19,7 @@ from edge import db
 from edge.store import Store
 from edge.web.app import CONFIG, STORE, local_today, render
 from edge.web.routing import ALL_ROLES, RouteTable
-from protocol.entities import HOUSEHOLD, MEMBER, VISIT
+from protocol.entities import HOUSEHOLD, MEMBER, RECORD_ID_KEY, VISIT
 from protocol.registry import missing_fields
 from protocol.rounds import Round, round_of
 from protocol.vulnerable import is_active
@@ -53,7 +53,8 @@ class HouseholdRow:
     head_nik: str = ""
     members: int = 0
     missing: list[str] = field(default_factory=list)
-    #: The active members' values (the vulnerable-group registers read them).
+    #: The active members' values with their ids under ``RECORD_ID_KEY`` (the
+    #: vulnerable-group registers and the Posyandu pages read them).
     active: list[dict[str, Any]] = field(default_factory=list)
     #: Field visits, the latest first.
     visits: list[dict[str, Any]] = field(default_factory=list)
@@ -108,6 +109,7 @@ def _scan(conn: sa.Connection) -> list[HouseholdRow]:
         elif row.entity == VISIT.name and row.household_id:
             visits.setdefault(row.household_id, []).append(values)
         elif row.household_id:
+            values[RECORD_ID_KEY] = row.id  # the Posyandu pages record services for it
             members.setdefault(row.household_id, []).append(values)
     for household in households.values():
         household.visits = sorted(

@@ -20,6 +20,7 @@ from hub.ui import (
     masuk,
     pengguna,
     perangkat,
+    posyandu,
     ringkasan,
     sandi,
     siklus,
@@ -29,8 +30,8 @@ __all__ = ["PAGES", "setup"]
 
 #: The page modules, each with its ``routes``.
 PAGES = (
-    masuk, ringkasan, antrian, konflik, duplikat, lapangan, siklus, perangkat, audit, pengguna,
-    sandi, bantuan,
+    masuk, ringkasan, antrian, konflik, duplikat, lapangan, posyandu, siklus, perangkat, audit,
+    pengguna, sandi, bantuan,
 )  # fmt: skip
 
 

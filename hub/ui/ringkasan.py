@@ -1,6 +1,6 @@
 """Ringkasan: per village, its households, changes this period, what waits for review,
 open conflicts, when its boxes were last heard of, whether its data is too old, and its
-progress in the verification round."""
+progress in the verification round; and a line on the month's Posyandu services."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from aiohttp import web
 
 from hub import cycle, progress, summary
 from hub.ui.base import ALL_ROLES, CONFIG, STORE, RouteTable, render
+from protocol.posyandu import Flag
 
 __all__ = ["routes"]
 
@@ -25,6 +26,7 @@ async def ringkasan(request: web.Request) -> web.Response:
         store.engine, now_ms=now, period_start_ms=period_start_ms
     )
     counted = await request.app[progress.PROGRESS].latest(store)
+    posyandu = counted.posyandu.values()
     totals = {
         "households": sum(v.households for v in villages),
         "changes": sum(v.changes for v in villages),
@@ -35,5 +37,11 @@ async def ringkasan(request: web.Request) -> web.Response:
         request, "ringkasan.html", villages=villages, totals=totals, period=period,
         stale_days=summary.STALE_AFTER_DAYS, round=counted.period, rounds=counted.villages,
         counted_ms=counted.at_ms, empty=progress.VillageProgress(),
-        visit_days=progress.STALE_VISIT_DAYS,
+        visit_days=progress.STALE_VISIT_DAYS, posyandu_month=counted.month,
+        posyandu_services=sum(v.report.services for v in posyandu),
+        posyandu_villages=sum(1 for v in posyandu if v.report.services),
+        posyandu_flags=[
+            {"value": flag.value, "count": sum(v.report.flags[flag] for v in posyandu)}
+            for flag in Flag
+        ],
     )  # fmt: skip

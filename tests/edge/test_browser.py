@@ -563,3 +563,37 @@ async def test_a_cadre_reads_a_vulnerable_group_register_on_a_phone(base_url, bo
     [printed] = await page.evaluate(_STACKED)
     assert (printed["head"], printed["row"]) == ("table-header-group", "table-row")
     await context.close()
+
+
+async def test_a_cadre_runs_a_hari_buka_session_on_a_phone_without_javascript(
+    base_url, box_app, browser
+):
+    """On the Posyandu day a cadre, on a 360-px phone with JavaScript off, opens the
+    balita list, weighs the child in three taps and lands back on the child's row; a
+    mistyped weight is refused next to the field and the next try saves."""
+    people = await _village(box_app[STORE])
+    baby = people["baby"]["id"]
+    context = await browser.new_context(viewport=PHONE, locale="id-ID", java_script_enabled=False)
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await log_in(page, base_url, "operator1")
+
+    await page.click("nav >> text=Posyandu")
+    assert "0/1" in await page.inner_text("#kelompok-balita")
+    await page.screenshot(path="/tmp/hari-buka-balita-360.png", full_page=True)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    await page.click(f"#anggota-{baby} >> text=Catat")
+    assert await page.is_visible("#weight_kg") and await page.is_visible("#muac_cm")
+    assert await page.evaluate("document.activeElement.id") == "weight_kg"
+    await page.fill("#weight_kg", "94")
+    await page.click("button:has-text('Simpan layanan')")
+    assert "harus antara 1 dan 30" in await page.inner_text("#weight_kg-pesan")
+    await page.fill("#weight_kg", "9,6")
+    await page.click("button:has-text('Simpan layanan')")
+    await page.wait_for_selector("text=Layanan dicatat.")
+    assert page.url.endswith(f"#anggota-{baby}")
+    row = await page.inner_text(f"#anggota-{baby}")
+    assert "Penimbangan balita 9.6 kg" in row
+    assert "1/1" in await page.inner_text("#kelompok-balita")
+    await page.screenshot(path="/tmp/hari-buka-360.png", full_page=True)
+    await context.close()

@@ -49,6 +49,7 @@ PAGES = {
     "/konflik": {"verif", "pimpinan", "admin"},
     "/duplikat": {"verif", "pimpinan", "admin"},
     "/periksa-lapangan": {"verif", "pimpinan", "admin"},
+    "/posyandu": {"verif", "pimpinan", "admin"},
     "/siklus": {"verif", "pimpinan", "admin"},
     "/perangkat": {"teknisi", "admin"},
     "/audit": {"pimpinan", "admin"},

@@ -36,6 +36,9 @@ BOUNDED_LABELS = {
     "software",
     "wire",
     "state",  # of a household in the verification round: five values
+    "register",  # a vulnerable-group register: protocol.vulnerable.REGISTERS, eight
+    "spm",  # an SPM field: protocol.entities.SPM_FIELDS, six
+    "flag",  # a Posyandu flag: protocol.posyandu.Flag, two
 }
 #: Units Prometheus asks for, by what a name measures.
 UNIT_WORDS = {

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import edge.services
 import protocol.identity
+import protocol.posyandu
 import protocol.registry
 import protocol.schema
 import protocol.validate
@@ -680,6 +681,7 @@ def test_the_default_village_exists() -> None:
 _VALIDATION_MODULES = (
     protocol.validate,
     protocol.identity,
+    protocol.posyandu,
     protocol.schema,
     protocol.registry,
     edge.services,

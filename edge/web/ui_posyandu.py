@@ -1,0 +1,377 @@
+"""The Posyandu's day on the box (``docs/posyandu.md``): the "hari buka Posyandu" screen
+(each group's expected members with what they received this month and their flags) and
+the form that records a service in a few taps, then returns to the member's row.
+
+Groups are the vulnerable-group registers (:mod:`protocol.vulnerable`) that a service type
+serves; the village is read once per page (:func:`village_households`), and the services
+of the chosen month and the two before it (what the 2T flag needs) with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from aiohttp import web
+from yarl import URL
+
+from edge import db, services
+from edge.store import Store
+from edge.web.app import STORE, USER, actor, local_today, render
+from edge.web.forms import editable, messages_by_input, parse, raw_from_post, raw_from_values
+from edge.web.routing import ALL_ROLES, RouteTable
+from edge.web.ui import flash, record_or_404
+from edge.web.ui_registry import HouseholdRow, village_households
+from protocol.entities import LAYANAN, RECORD_ID_KEY, SERVICE_TYPES, SPM_FIELDS
+from protocol.posyandu import (
+    WEIGHING,
+    Flag,
+    MonthlyReport,
+    age_in_months,
+    flags_in,
+    month_of,
+    monthly_report,
+    previous_month,
+)
+from protocol.validate import as_date
+from protocol.vulnerable import REGISTERS, Person, Status, family_of
+
+__all__ = [
+    "GROUPS",
+    "MBG_GROUPS",
+    "Attendee",
+    "MbgList",
+    "MonthView",
+    "age_text",
+    "mbg_list",
+    "month_view",
+    "posyandu_day",
+    "routes",
+    "services_since",
+]
+
+routes = RouteTable()
+
+#: The registers the post serves, in the order of the service types that serve them.
+GROUPS = tuple(dict.fromkeys(t.group for t in SERVICE_TYPES.values() if t.group))
+#: The service a group's "Catat" button offers first.
+FIRST_TYPE = {
+    code: next(t.code for t in SERVICE_TYPES.values() if t.group == code) for code in GROUPS
+}
+_FORM_FIELDS = editable(
+    LAYANAN, "service_type", "weight_kg", "height_cm", "muac_cm", "service_date", "officer",
+    "officer_role", "referred", "notes",
+)  # fmt: skip
+
+
+@dataclass
+class Attendee:
+    """A member expected at the post: their household, their services from the first
+    month read on, and the month the screen shows."""
+
+    household: HouseholdRow
+    person: Person
+    services: list[dict[str, Any]]
+    period: str
+
+    @property
+    def id(self) -> str:
+        return str(self.person.values[RECORD_ID_KEY])
+
+    @property
+    def month(self) -> list[dict[str, Any]]:
+        """The month's services, the latest first."""
+        found = [s for s in self.services if month_of(s.get("service_date")) == self.period]
+        return sorted(found, key=lambda s: str(s.get("service_date")), reverse=True)
+
+    @property
+    def flags(self) -> tuple[Flag, ...]:
+        return flags_in(self.services, self.period)
+
+
+@dataclass
+class PosyanduDay:
+    """The registers the post serves on one day (in an RT/RW): each group's attendees and
+    counts (people served this month, people expected)."""
+
+    day: date
+    period: str
+    attendees: dict[str, list[Attendee]]
+    counts: dict[str, tuple[int, int]]
+    rt: str
+    rw: str
+    rts: list[str]
+    rws: list[str]
+    #: Every service read (the village's, from the first month on).
+    services: list[dict[str, Any]]
+
+
+def last_weighings(conn: sa.Connection, first_day: str) -> dict[str, tuple[str, float]]:
+    """Member id → (date, kg) of their latest weighing dated ``first_day`` or later. Only
+    these three values are read, so a year of services stays small in memory."""
+    r = db.records
+    value = functools.partial(sa.func.json_extract, r.c.data)
+    day = value("$.service_date")
+    rows = conn.execute(
+        sa.select(value("$.member_id"), day, value("$.weight_kg")).where(
+            r.c.entity == LAYANAN.name,
+            r.c.deleted.is_(False),
+            value("$.service_type") == WEIGHING,
+            day >= first_day,
+            value("$.weight_kg").is_not(None),
+        )
+    )
+    found: dict[str, tuple[str, float]] = {}
+    for member, when, kg in rows:
+        if member not in found or when >= found[member][0]:
+            found[member] = (when, kg)
+    return found
+
+
+def services_since(conn: sa.Connection, first_day: str) -> list[dict[str, Any]]:
+    """The village's services dated ``first_day`` or later, withdrawn ones left out."""
+    r = db.records
+    rows = conn.execute(
+        sa.select(r.c.data).where(
+            r.c.entity == LAYANAN.name,
+            r.c.deleted.is_(False),
+            sa.func.json_extract(r.c.data, "$.service_date") >= first_day,
+        )
+    ).all()
+    return [json.loads(row.data) for row in rows]
+
+
+def _months_back(period: str, months: int) -> str:
+    """The first of ``months`` months ending with ``period`` (``YYYY-MM``)."""
+    for _ in range(months - 1):
+        period = previous_month(period)
+    return period
+
+
+async def posyandu_day(store: Store, day: date, *, rt: str = "", rw: str = "") -> PosyanduDay:
+    """Every group's expected members on ``day`` (its register's members, in the RT/RW
+    asked for) with their services of ``day``'s month and the two before it (2T needs
+    three months)."""
+    period = day.strftime("%Y-%m")
+    start = _months_back(period, 3)
+    households = await village_households(store)
+    found = await store.read(lambda conn: services_since(conn, start + "-01"))
+    by_member: dict[str, list[dict[str, Any]]] = {}
+    for service in found:
+        by_member.setdefault(str(service.get("member_id")), []).append(service)
+    families = [
+        (h, family_of(h.values, h.active, day))
+        for h in households
+        if (not rt or h.values.get("rt") == rt) and (not rw or h.values.get("rw") == rw)
+    ]
+    counts: dict[str, tuple[int, int]] = {}
+    attendees: dict[str, list[Attendee]] = {}
+    for code in GROUPS:
+        kinds = {t.code for t in SERVICE_TYPES.values() if t.group == code}
+        listed = attendees[code] = [
+            Attendee(
+                household,
+                entry.person,
+                by_member.get(str(entry.person.values[RECORD_ID_KEY]), []),
+                period,
+            )
+            for household, family in families
+            for entry in REGISTERS[code].entries(family)
+            if entry.verdict.status is Status.IN and entry.person is not None
+        ]
+        served = sum(any(s.get("service_type") in kinds for s in a.month) for a in listed)
+        counts[code] = (served, len(listed))
+    return PosyanduDay(
+        day, period, attendees, counts, rt, rw,
+        sorted({str(h.values["rt"]) for h in households if h.values.get("rt")}),
+        sorted({str(h.values["rw"]) for h in households if h.values.get("rw")}), found,
+    )  # fmt: skip
+
+
+def _chosen_day(request: web.Request, query: Any) -> date:
+    """The day asked for (``tanggal``), else the box's today."""
+    return as_date(str(query.get("tanggal", ""))) or local_today(request)
+
+
+def _back(day: date, group: str, place: dict[str, str], member: str = "") -> str:
+    """The screen of that day and group (and RT/RW), at the member's row."""
+    query = {"tanggal": day.isoformat(), "kelompok": group} | {k: v for k, v in place.items() if v}
+    url = URL("/posyandu").with_query(query)
+    return str(url.with_fragment(f"anggota-{member}") if member else url)
+
+
+def _place(query: Any) -> dict[str, str]:
+    return {"rt": str(query.get("rt", "")).strip()[:3], "rw": str(query.get("rw", "")).strip()[:3]}
+
+
+@routes.get(
+    "/posyandu", roles=ALL_ROLES, summary="Hari buka Posyandu: each group's expected members"
+)
+async def day_page(request: web.Request) -> web.Response:
+    group = request.query.get("kelompok", GROUPS[0])
+    if group not in GROUPS:
+        group = GROUPS[0]
+    place = _place(request.query)
+    view = await posyandu_day(request.app[STORE], _chosen_day(request, request.query), **place)
+    return render(
+        request, "posyandu.html", view=view, group=group, registers=REGISTERS, groups=GROUPS,
+        types=SERVICE_TYPES, notice=flash(request), back=_back,
+    )  # fmt: skip
+
+
+def _form(
+    request: web.Request, member: Any, raw: dict[str, Any], context: dict[str, Any],
+    issues: Sequence[Any] = (), status: int = 200,
+) -> web.Response:  # fmt: skip
+    kind = SERVICE_TYPES.get(str(raw.get("service_type")))
+    shown = [
+        spec for spec in _FORM_FIELDS
+        if spec.name not in ("weight_kg", "height_cm", "muac_cm")
+        or (kind is not None and spec.name in kind.measures)
+        or raw.get(spec.name)
+    ]  # fmt: skip
+    focus = next((s.name for s in shown if s.name in ("weight_kg", "muac_cm")), "service_type")
+    return render(
+        request, "layanan_form.html", status, member=member, fields=shown, form=raw,
+        errors=messages_by_input(issues), issues=list(issues), focus=focus,
+        can_confirm=bool(issues) and all(i.level == "warning" for i in issues), **context,
+    )  # fmt: skip
+
+
+def _context(request: web.Request, query: Any, member_id: str) -> dict[str, Any]:
+    group = str(query.get("kelompok", ""))
+    group = group if group in GROUPS else GROUPS[0]
+    day, place = _chosen_day(request, query), _place(query)
+    return {"day": day, "group": group, "place": place, "back": _back(day, group, place, member_id)}
+
+
+@routes.get("/posyandu/layanan/{member}", roles=ALL_ROLES, summary="Form: record a service")
+async def service_new(request: web.Request) -> web.Response:
+    member = await record_or_404(request.app[STORE], "member", request.match_info["member"])
+    context = _context(request, request.query, member.id)
+    kind = request.query.get("jenis", FIRST_TYPE[context["group"]])
+    user = request[USER]
+    raw = raw_from_values(
+        _FORM_FIELDS,
+        {
+            "service_type": kind if kind in SERVICE_TYPES else None,
+            "service_date": context["day"].isoformat(),
+            "officer": user.full_name or user.username,
+            "officer_role": "kader",
+        },
+    )
+    return _form(request, member, raw, context)
+
+
+@routes.post("/posyandu/layanan/{member}", roles=ALL_ROLES, summary="Record a Posyandu service")
+async def service_create(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    member = await record_or_404(store, "member", request.match_info["member"])
+    post = await request.post()
+    context = _context(request, post, member.id)
+    raw = raw_from_post(post, _FORM_FIELDS)
+    values = {k: v for k, v in parse(_FORM_FIELDS, raw).items() if v is not None and v is not False}
+    values |= {"member_id": member.id, "household_id": str(member.get("household_id"))}
+    outcome = await services.create_record(
+        store, actor(request), LAYANAN.name, values, today=local_today(request),
+        confirm_warnings=post.get("confirm_warnings") == "1",
+    )  # fmt: skip
+    if outcome.saved:
+        target = URL(context["back"])
+        raise web.HTTPSeeOther(str(target.update_query(pesan="layanan")))
+    return _form(
+        request, member, raw, context, outcome.issues, 200 if outcome.needs_confirmation else 422
+    )
+
+
+#: The MBG "3B" targets (ibu hamil, ibu menyusui, balita): register code → how lists name it.
+MBG_GROUPS = {"ibu-hamil": "Ibu hamil", "ibu-menyusui": "Ibu menyusui", "balita": "Balita"}
+#: How far back the MBG list looks for a child's last weighing.
+MBG_MONTHS = 12
+
+
+@dataclass
+class MbgList:
+    """The MBG 3B targets as the query selects them (RT, RW, which target group), with
+    each member's latest weighing (date, kg) of the last :data:`MBG_MONTHS` months."""
+
+    day: PosyanduDay
+    rows: list[tuple[str, Attendee]]
+    filters: dict[str, str]
+    weighings: dict[str, tuple[str, float]]
+
+
+def age_text(attendee: Attendee, day: date) -> str:
+    """A target's age as the meal provider reads it: months for a balita, else years."""
+    born = as_date(attendee.person.values.get("birth_date"))
+    if born is None:
+        return ""
+    if attendee.person.age is not None and attendee.person.age < 5:
+        return f"{age_in_months(born, day)} bulan"
+    return f"{attendee.person.age} tahun"
+
+
+async def mbg_list(request: web.Request) -> MbgList:
+    """The MBG 3B targets of the village on the box's today, filtered by the query."""
+    place = _place(request.query)
+    chosen = request.query.get("sasaran", "")
+    chosen = chosen if chosen in MBG_GROUPS else ""
+    store = request.app[STORE]
+    today = local_today(request)
+    day = await posyandu_day(store, today, **place)
+    since = _months_back(today.strftime("%Y-%m"), MBG_MONTHS) + "-01"
+    weighings = await store.read(lambda conn: last_weighings(conn, since))
+    rows = [
+        (code, attendee)
+        for code in MBG_GROUPS
+        if not chosen or code == chosen
+        for attendee in day.attendees[code]
+    ]
+    return MbgList(day, rows, place | {"sasaran": chosen}, weighings)
+
+
+@routes.get(
+    "/posyandu/mbg", roles=ALL_ROLES, summary="MBG 3B targets by RT/RW for the meal provider"
+)
+async def mbg_page(request: web.Request) -> web.Response:
+    found = await mbg_list(request)
+    return render(
+        request, "posyandu_mbg.html", mbg=found, groups=MBG_GROUPS, age_text=age_text,
+    )  # fmt: skip
+
+
+@dataclass
+class MonthView:
+    """The post's monthly report as its page and spreadsheet show it."""
+
+    report: MonthlyReport
+    #: The day the registers are read on: the month's last day, or today in this month.
+    day: date
+
+
+async def month_view(request: web.Request) -> MonthView:
+    """The report of the month asked for (``bulan``, ``YYYY-MM``; this month by default)."""
+    today = local_today(request)
+    asked = str(request.query.get("bulan", ""))
+    first = as_date(f"{asked}-01") if asked else None
+    first = first or today.replace(day=1)
+    following = (first + timedelta(days=31)).replace(day=1)
+    day = min(today, following - timedelta(days=1))
+    period = first.strftime("%Y-%m")
+    day = max(day, first)  # a month ahead of the box's today is read on its first day
+    view = await posyandu_day(request.app[STORE], day)
+    expected = {code: [a.id for a in listed] for code, listed in view.attendees.items()}
+    return MonthView(monthly_report(view.services, period, expected), day)
+
+
+@routes.get("/posyandu/laporan", roles=ALL_ROLES, summary="The post's monthly report, printable")
+async def report_page(request: web.Request) -> web.Response:
+    return render(
+        request, "posyandu_laporan.html", month=await month_view(request), spm=SPM_FIELDS,
+        types=SERVICE_TYPES, registers=REGISTERS, groups=GROUPS, flags=list(Flag),
+    )  # fmt: skip

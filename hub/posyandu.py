@@ -1,0 +1,116 @@
+"""The Posyandu per village (``docs/posyandu.md`` section 5): the vulnerable-group
+registers counted from the replicated households and members, and the month's services
+totalled from the replicated ``layanan`` records, by the same pure rules the boxes use
+(:mod:`protocol.vulnerable`, :mod:`protocol.posyandu`). No message carries a report: the
+hub has every record it needs.
+
+Counted village by village (one village's households and members in memory at a time),
+in the background with the round's progress (:class:`hub.progress.ProgressCache`), in a
+thread so that pages and scrapes are not held up, and only for a village whose records
+changed since the last count (its newest ``log_seq``) or on a new day (ages move): a
+district of a million households changes a few villages an hour, and counting one takes
+about half a millisecond per household (``bench/progress.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+
+from hub import db
+from hub.store import HubStore
+from protocol.entities import HOUSEHOLD, LAYANAN, MEMBER, RECORD_ID_KEY
+from protocol.posyandu import MonthlyReport, monthly_report, previous_month
+from protocol.vulnerable import REGISTERS, Status, family_of
+from puskesos.sqljson import json_fields
+
+__all__ = ["VillagePosyandu", "village_posyandu"]
+
+
+@dataclass(frozen=True, slots=True)
+class VillagePosyandu:
+    """One village: each register's count (people or households in it) and the month's
+    report of its post."""
+
+    registers: Counter[str] = field(default_factory=Counter)
+    report: MonthlyReport = field(default_factory=lambda: MonthlyReport(""))
+    #: The village's newest ``log_seq`` and the day when it was counted.
+    seq: int = 0
+    day: date | None = None
+
+
+async def village_posyandu(
+    store: HubStore, *, today: date, known: Mapping[str, VillagePosyandu] | None = None
+) -> dict[str, VillagePosyandu]:
+    """Every village with households or services: its registers on ``today`` and its
+    post's report of ``today``'s month; a village of ``known`` counted on ``today`` whose
+    records did not change since is taken from there."""
+    known = known or {}
+    period = today.strftime("%Y-%m")
+    start = previous_month(previous_month(period)) + "-01"
+    r = db.records
+    service_date = json_fields(r.c.data, store.engine.dialect.name)("service_date")
+    found: dict[str, VillagePosyandu] = {}
+    async with db.reading(store.engine) as conn:
+        newest = (
+            await conn.execute(
+                # Any record's change counts: the index on (village, log_seq) answers it.
+                sa.select(r.c.village, sa.func.max(r.c.log_seq))
+                .group_by(r.c.village)
+                .order_by(r.c.village)
+            )
+        ).all()
+        for village, seq in newest:
+            before = known.get(village)
+            if before is not None and before.seq == seq and before.day == today:
+                found[village] = before
+                continue
+            rows = (
+                await conn.execute(
+                    sa.select(r.c.id, r.c.entity, r.c.household_id, r.c.data).where(
+                        r.c.village == village,
+                        r.c.deleted.is_(False),
+                        sa.or_(
+                            r.c.entity.in_((HOUSEHOLD.name, MEMBER.name)),
+                            sa.and_(r.c.entity == LAYANAN.name, service_date >= start),
+                        ),
+                    )
+                )
+            ).all()
+            if rows:
+                found[village] = await asyncio.to_thread(_count, rows, today, period, seq)
+    return found
+
+
+def _count(rows: Any, today: date, period: str, seq: int) -> VillagePosyandu:
+    households: dict[str, dict[str, Any]] = {}
+    members: dict[str, list[dict[str, Any]]] = {}
+    services = []
+    for row in rows:
+        values = json.loads(row.data)
+        if row.entity == HOUSEHOLD.name:
+            households[row.id] = values
+        elif row.entity == MEMBER.name and row.household_id:
+            values[RECORD_ID_KEY] = row.id
+            members.setdefault(row.household_id, []).append(values)
+        elif row.entity == LAYANAN.name:
+            services.append(values)
+    registers: Counter[str] = Counter()
+    expected: dict[str, list[str]] = {code: [] for code in REGISTERS}
+    for household_id, values in households.items():
+        family = family_of(values, members.get(household_id, []), today)
+        for code, register in REGISTERS.items():
+            for entry in register.entries(family):
+                if entry.verdict.status is not Status.IN:
+                    continue
+                registers[code] += 1
+                if entry.person is not None and not register.per_household:
+                    expected[code].append(str(entry.person.values[RECORD_ID_KEY]))
+    return VillagePosyandu(registers, monthly_report(services, period, expected), seq, today)
