@@ -30,6 +30,7 @@ from protocol.changes import Change
 from protocol.clock import HybridClock
 from protocol.jsonform import dump_change
 from protocol.merge import local_change, merge
+from puskesos.boxtrail import about_person
 from puskesos.search import Query
 
 __all__ = ["Store", "pending_changes", "save_records", "wall_ms"]
@@ -537,20 +538,12 @@ class Store:
         return await self.read(lambda conn: conn.execute(query).scalar_one())
 
     async def person_trail(self, member_id: str, household_id: str) -> list[Any]:
-        """The audit rows about one person, newest first: of the member's record and of its
-        household's (a household page shows every member), and the NIK/KK searches whose
-        answer showed that household."""
+        """The audit rows about one person, newest first
+        (:func:`puskesos.boxtrail.about_person`)."""
         a = db.audit
-        shown = sa.func.json_each(a.c.detail, "$.shown").table_valued("value")
-        found = sa.select(sa.literal(1)).select_from(shown).where(shown.c.value == household_id)
         query = (
             sa.select(a)
-            .where(
-                sa.or_(
-                    a.c.record_id.in_((member_id, household_id)),
-                    sa.and_(a.c.action == "search", found.exists()),
-                )
-            )
+            .where(about_person(a, member_id, household_id))
             .order_by(a.c.id.desc())
             .limit(_TRAIL_LIMIT)
         )

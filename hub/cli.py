@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hub import auth, cycle_commands, devices, forward, keys, registry_commands
+from hub import audit, auth, cycle_commands, devices, forward, keys, registry_commands
 from hub.config import HubConfig, load_config, render_toml
 from hub.tokens import DEFAULT_DAYS, TokenError, add_token, list_tokens, revoke_token
 from protocol.ids import is_node_id
@@ -92,6 +92,7 @@ def add_parser(subparsers: Any) -> None:
     commands.command("token list", _token_list, "every API token: scope, villages, expiry")
     token_revoke = commands.command("token revoke", _token_revoke, "revoke the tokens of a name")
     token_revoke.add_argument("--name", required=True, help="the name given at `token add`")
+    audit.add_commands(commands)
     devices.add_commands(commands)
     keys.add_commands(commands)
     forward.add_commands(commands)

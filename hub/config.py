@@ -46,6 +46,7 @@ class HubConfig:
     sweep_interval_s: int = 5
     box_stale_after_s: int = 900
     audit_gap_grace_s: int = 600
+    audit_verify_s: int = 3600
     signing_key_file: str = "signing.key"
     national_url: str = ""
     national_token_file: str = ""
@@ -124,6 +125,10 @@ KEYS: Mapping[tuple[str, str], str] = {
     ("hub", "audit_gap_grace_s"): (
         "seconds a missing entry of a box's audit chain may take to arrive before the box's "
         "chain counts as broken (a gap)"
+    ),
+    ("hub", "audit_verify_s"): (
+        "seconds between checks of the hub's own audit chain (puskesos_hub_audit_chain_ok; "
+        "each check logs the chain's head)"
     ),
     ("hub", "signing_key_file"): (
         "the district's Ed25519 signing key (PKCS#8 PEM, made by `puskesos hub keys init`)"

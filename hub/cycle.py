@@ -328,16 +328,6 @@ async def freeze(store: HubStore, config: HubConfig, period: str, actor: str) ->
         found = await lock_period(conn, period)
         state = next_state(found.state, Action.FREEZE)
         seq = await take_approval_seq(store, conn, peek=True)
-        await move(
-            conn,
-            period,
-            state,
-            actor=actor,
-            action=Action.FREEZE,
-            now=now,
-            values={"frozen_seq": seq, "frozen_ms": now, "frozen_by": actor},
-            detail={"frozen_seq": seq},
-        )
         totals = await _totals(conn, period, seq, None)
         if totals:
             await conn.execute(
@@ -348,6 +338,17 @@ async def freeze(store: HubStore, config: HubConfig, period: str, actor: str) ->
                 ],
             )
         await _create(store, conn, config, following(period))
+        # Last: its audit row takes the audit chain's lock until the commit (hub/audit.py).
+        await move(
+            conn,
+            period,
+            state,
+            actor=actor,
+            action=Action.FREEZE,
+            now=now,
+            values={"frozen_seq": seq, "frozen_ms": now, "frozen_by": actor},
+            detail={"frozen_seq": seq},
+        )
         frozen = await read_period(conn, period)
     assert frozen is not None
     return frozen

@@ -331,6 +331,8 @@ sessions = sa.Table(
     sa.Column("last_seen_ms", sa.BigInteger, nullable=False),
 )
 
+#: The hub's own trail (hub/audit.py): append-only in SQL (migration 0008) and a hash chain
+#: (``seq``, ``hash``; migration 0012).
 audit = sa.Table(
     "audit",
     metadata,
@@ -340,8 +342,11 @@ audit = sa.Table(
     sa.Column("action", sa.Text, nullable=False),
     sa.Column("subject", sa.Text, nullable=False, server_default=""),
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.LargeBinary, nullable=False),
     sa.Index("ix_audit_at", "at_ms"),
     sa.Index("ix_audit_subject", "subject", "at_ms"),
+    sa.Index("ix_audit_seq", "seq", unique=True),
 )
 
 #: The boxes' audit trails as they sent them (protocol/auditchain.py): append-only in SQL,

@@ -19,7 +19,7 @@ from hub import audit, db
 from hub.review import ReviewError, head_names
 from hub.store import HubStore
 
-__all__ = ["DuplicateGroup", "DuplicateMember", "duplicates", "keep"]
+__all__ = ["DuplicateGroup", "DuplicateMember", "duplicates", "holders", "keep"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +55,26 @@ async def duplicates(engine: AsyncEngine, *, limit: int = 100) -> list[Duplicate
     )
     async with db.reading(engine) as conn:
         niks = list((await conn.execute(shared)).scalars())
-        if not niks:
-            return []
-        rows = (
-            await conn.execute(
-                sa.select(r.c.id, r.c.nik, r.c.household_id, r.c.village, r.c.data)
-                .where(r.c.nik.in_(niks))
-                .order_by(r.c.nik, r.c.created_ms, r.c.id)
-            )
-        ).all()
-        households = sorted({row.household_id for row in rows if row.household_id})
-        heads = await _heads(conn, households)
+        groups = await _holders(conn, niks) if niks else {}
+    return [DuplicateGroup(nik, tuple(members)) for nik, members in groups.items()]
+
+
+async def holders(conn: AsyncConnection, nik: str) -> tuple[DuplicateMember, ...]:
+    """The active members that hold ``nik`` (more than one: a duplicate)."""
+    return tuple((await _holders(conn, [nik])).get(nik, ()))
+
+
+async def _holders(conn: AsyncConnection, niks: Sequence[str]) -> dict[str, list[DuplicateMember]]:
+    r = db.records
+    rows = (
+        await conn.execute(
+            sa.select(r.c.id, r.c.nik, r.c.household_id, r.c.village, r.c.data)
+            .where(r.c.nik.in_(niks))
+            .order_by(r.c.nik, r.c.created_ms, r.c.id)
+        )
+    ).all()
+    households = sorted({row.household_id for row in rows if row.household_id})
+    heads = await _heads(conn, households)
     groups: dict[str, list[DuplicateMember]] = {}
     for row in rows:
         data = json.loads(row.data)
@@ -79,7 +88,7 @@ async def duplicates(engine: AsyncEngine, *, limit: int = 100) -> list[Duplicate
                 head_name=heads.get(row.household_id or "", ""),
             )
         )
-    return [DuplicateGroup(nik, tuple(members)) for nik, members in groups.items()]
+    return groups
 
 
 async def _heads(conn: AsyncConnection, households: Sequence[str]) -> dict[str, str]:

@@ -44,7 +44,14 @@ from protocol.topics import district_of
 from protocol.vulnerable import REGISTERS
 from puskesos.linkmetrics import LinkCounters
 
-__all__ = ["SYS_TOPICS", "BrokerStats", "FleetSnapshot", "HubMetrics", "take_fleet_snapshot"]
+__all__ = [
+    "SYS_TOPICS",
+    "AuditChainState",
+    "BrokerStats",
+    "FleetSnapshot",
+    "HubMetrics",
+    "take_fleet_snapshot",
+]
 
 log = logging.getLogger("puskesos.hub.metrics")
 
@@ -136,6 +143,8 @@ class HubMetrics:
         )
         for outcome in ("stored", "unknown_node"):
             self.audit_entries.labels(outcome)
+        self.audit_chain = AuditChainState()
+        r.register(self.audit_chain)
         self.in_progress = Gauge(
             "puskesos_hub_messages_in_progress",
             "Messages this worker took from the broker and has not finished handling",
@@ -180,6 +189,23 @@ class HubMetrics:
             counted = self.progress.counted
         self._fleet.progress = counted.villages if counted is not None else {}
         self._fleet.posyandu = counted.posyandu if counted is not None else {}
+
+
+class AuditChainState(Collector):
+    """``puskesos_hub_audit_chain_ok`` as this worker's last check of the hub's own audit
+    chain found it (:func:`hub.audit.watch`); absent until the first check ends, so a
+    long first walk is not taken for a broken chain."""
+
+    def __init__(self) -> None:
+        self.ok: bool | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.ok is not None:
+            yield GaugeMetricFamily(
+                "puskesos_hub_audit_chain_ok",
+                "1 while the hub's own audit trail was an unbroken chain at its last check",
+                value=1 if self.ok else 0,
+            )
 
 
 # --- the broker, from its $SYS topics ------------------------------------------------------

@@ -39,6 +39,7 @@ __all__ = [
     "decide",
     "head_names",
     "household_changes",
+    "household_decisions",
     "member_rows",
     "period_decisions",
     "record_names",
@@ -314,12 +315,7 @@ async def household_changes(engine: AsyncEngine, household_id: str) -> Household
                 .order_by(r.c.created_ms, r.c.id)
             )
         ).all()
-        d = db.decisions
-        decisions = (
-            await conn.execute(
-                sa.select(d).where(d.c.household_id == household_id).order_by(d.c.id.desc())
-            )
-        ).all()
+        decisions = await household_decisions(conn, household_id)
     # The head first, then the others in the order they were recorded.
     members = sorted(
         members, key=lambda row: json.loads(row.data).get("relation_to_head") != "kepala_keluarga"
@@ -335,90 +331,15 @@ async def household_changes(engine: AsyncEngine, household_id: str) -> Household
         head_name=head_name,
         kk_number=str(data.get("kk_number") or ""),
         records=tuple(_record_changes(row, names) for row in [household, *members]),
-        decisions=tuple(_decision(row) for row in decisions),
+        decisions=decisions,
     )
 
 
-@dataclass(frozen=True, slots=True)
-class PersonReport:
-    """What the hub holds about one person and who processed it (UU 27/2022)."""
-
-    village: str
-    name: str
-    #: (label, shown value) of every field, the member's and its household's.
-    member: tuple[tuple[str, str], ...]
-    household: tuple[tuple[str, str], ...]
-    decisions: tuple[Decision, ...]
-    #: Audit rows about the member or the household, and the API's bulk reads of the
-    #: village (each read every person of it), newest first.
-    trail: tuple[Any, ...]
-
-
-#: Most audit rows a person's data report shows.
-_TRAIL_LIMIT = 1000
-
-
-def _facts(
-    entity: str, data: Mapping[str, Any], names: Mapping[str, str]
-) -> tuple[tuple[str, str], ...]:
-    return tuple(
-        (spec.label, field_text(spec, data.get(spec.name), names))
-        for spec in ENTITIES[entity].field_list
-    )
-
-
-async def person_report(
-    engine: AsyncEngine, household_id: str, member_id: str
-) -> PersonReport | None:
-    """The data report of member ``member_id`` of household ``household_id``; ``None``
-    when there is no such member in that household."""
-    r, a = db.records, db.audit
-    async with db.reading(engine) as conn:
-        rows = {
-            row.entity: row
-            for row in await conn.execute(
-                sa.select(r).where(
-                    sa.or_(
-                        sa.and_(r.c.id == household_id, r.c.entity == "household"),
-                        sa.and_(
-                            r.c.id == member_id,
-                            r.c.entity == "member",
-                            r.c.household_id == household_id,
-                        ),
-                    )
-                )
-            )
-        }
-        if set(rows) != {"household", "member"}:
-            return None
-        village = rows["household"].village
-        trail = await conn.execute(
-            sa.select(a)
-            .where(
-                sa.or_(
-                    a.c.subject.in_((household_id, member_id)),
-                    sa.and_(a.c.action == "api.records", a.c.subject == village),
-                )
-            )
-            .order_by(a.c.id.desc())
-            .limit(_TRAIL_LIMIT)
-        )
-        trail_rows = tuple(trail.all())
-        d = db.decisions
-        decisions = await conn.execute(
-            sa.select(d).where(d.c.household_id == household_id).order_by(d.c.id.desc())
-        )
-        decision_rows = tuple(_decision(row) for row in decisions)
-    member = json.loads(rows["member"].data)
-    names = await record_names(engine, [household_id])
-    return PersonReport(
-        village=village,
-        name=str(member.get("name") or ""),
-        member=_facts("member", member, names),
-        household=_facts("household", json.loads(rows["household"].data), names),
-        decisions=decision_rows,
-        trail=trail_rows,
-    )
+async def household_decisions(conn: AsyncConnection, household_id: str) -> tuple[Decision, ...]:
+    """The decisions on a household, newest first."""
+    d = db.decisions
+    query = sa.select(d).where(d.c.household_id == household_id).order_by(d.c.id.desc())
+    return tuple(_decision(row) for row in await conn.execute(query))
 
 
 # --- deciding ----------------------------------------------------------------------------

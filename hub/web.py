@@ -427,8 +427,8 @@ async def openapi_document(request: web.Request) -> web.Response:
 def create_app(
     config: HubConfig, store: HubStore, *, password: str | None, with_ingest: bool = True
 ) -> web.Application:
-    """The hub application: the JSON API and the review UI; with ``with_ingest`` it also
-    runs the MQTT ingest worker."""
+    """The hub application: the JSON API and the review UI, checking the hub's audit chain
+    every ``audit_verify_s``; with ``with_ingest`` it also runs the MQTT ingest worker."""
     from hub import ui
     from hub.ui.base import session_guard
     from puskesos.tls import https_redirect
@@ -444,6 +444,18 @@ def create_app(
     app.add_routes(routes)
     app[API_ROUTES] = api.register(app)
     ui.setup(app, config)
+    if config.audit_verify_s > 0:
+
+        async def audit_watch(app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(
+                audit.watch(store.engine, hub_metrics.audit_chain, interval_s=config.audit_verify_s)
+            )
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        app.cleanup_ctx.append(audit_watch)
     if with_ingest:
         app[INGEST] = Ingest(config, store, hub_metrics, password=password)
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from typing import Any
-
 import sqlalchemy as sa
 from aiohttp import web
 from yarl import URL
@@ -24,12 +20,9 @@ from edge.web.app import (
 from edge.web.routing import ALL_ROLES, PUBLIC, RouteTable
 from edge.web.sync_view import sync_view
 from edge.web.ui_registry import current_round, round_progress
-from protocol.entities import ENTITIES
 from puskesos import webauth
 
 __all__ = [
-    "ACTION_LABELS",
-    "audit_rows",
     "flash",
     "page_number",
     "pager_base",
@@ -55,53 +48,6 @@ FLASH = {
     "kunjungan": "Kunjungan dicatat.",
     "layanan": "Layanan dicatat.",
 }
-
-
-#: Audit actions as the trail shows them.
-ACTION_LABELS = {
-    "create": "Membuat",
-    "update": "Mengubah",
-    "view": "Melihat data pribadi",
-    "search": "Mencari NIK/KK",
-    "pdp_report": "Membuat laporan data pribadi",
-    "confirm_warnings": "Menyimpan dengan peringatan",
-    "login": "Masuk",
-    "login_failed": "Gagal masuk",
-    "sync": "Diterima dari kabupaten",
-    "login_locked": "Akun terkunci",
-    "user_create": "Membuat pengguna",
-    "user_activate": "Mengaktifkan pengguna",
-    "user_deactivate": "Menonaktifkan pengguna",
-    "password_set": "Mengganti kata sandi",
-    "token_create": "Membuat token API",
-    "token_revoke": "Mencabut token API",
-    "clock_confirm": "Mengonfirmasi tanggal hari ini",
-    "export": "Mengunduh daftar",
-}
-
-
-def audit_rows(rows: Iterable[Any]) -> list[dict[str, Any]]:
-    """Audit rows for a page: the action in words and the changed fields by their labels."""
-    shown = []
-    for row in rows:
-        detail = json.loads(row.detail or "{}")
-        schema = ENTITIES.get(row.entity or "")
-        fields = detail.pop("fields", []) if isinstance(detail, dict) else []
-        labels = [schema.fields[f].label if schema and f in schema.fields else f for f in fields]
-        shown.append(
-            {
-                "at_ms": row.at_ms,
-                "actor": row.actor,
-                "action": ACTION_LABELS.get(row.action, row.action),
-                "entity": schema.label if schema else (row.entity or ""),
-                "entity_name": row.entity or "",
-                "record_id": row.record_id,
-                "fields": labels,
-                "detail": detail if isinstance(detail, dict) else {},
-                "address": row.address or "",
-            }
-        )
-    return shown
 
 
 def flash(request: web.Request) -> str | None:

@@ -17,7 +17,8 @@ from edge.web.app import CONFIG, SESSION_COOKIE, STORE, USER, render
 from edge.web.received import RECENT_DAYS, received
 from edge.web.routing import ALL_ROLES, RouteTable
 from edge.web.sync_view import sync_view
-from edge.web.ui import audit_rows, page_number, pager_base
+from edge.web.ui import page_number, pager_base
+from puskesos.boxtrail import audit_rows
 from puskesos.webauth import login_error
 
 __all__ = ["routes"]

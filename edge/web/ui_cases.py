@@ -22,11 +22,12 @@ from edge.web.forms import (
     raw_from_values,
 )
 from edge.web.routing import ALL_ROLES, RouteTable
-from edge.web.ui import audit_rows, flash, page_number, pager_base, record_or_404
+from edge.web.ui import flash, page_number, pager_base, record_or_404
 from protocol.entities import COMPLAINT, REFERRAL, WORKFLOWS
 from protocol.issues import Issue
 from protocol.regions import lookup
 from protocol.schema import FieldSpec
+from puskesos.boxtrail import audit_rows
 from puskesos.search import holds_number
 
 __all__ = ["routes"]

@@ -27,12 +27,13 @@ from edge.web.forms import (
     raw_from_values,
 )
 from edge.web.routing import ALL_ROLES, RouteTable
-from edge.web.ui import audit_rows, flash, page_number, pager_base, record_or_404
+from edge.web.ui import flash, page_number, pager_base, record_or_404
 from edge.web.ui_registry import missing_labels
 from protocol.changes import Value
 from protocol.entities import HOUSEHOLD, MEMBER
 from protocol.issues import Issue
 from protocol.posyandu import flags_in
+from puskesos.boxtrail import audit_rows
 from puskesos.search import holds_number, matches, number_issue, parse_query
 
 __all__ = ["routes"]

@@ -11,6 +11,7 @@ from aiohttp import web
 from yarl import URL
 
 from hub import audit, cycle, review
+from hub.person_report import person_report
 from hub.review_queue import (
     SORTS,
     QueueFilter,
@@ -37,6 +38,7 @@ from hub.ui.base import (
     valid_village,
 )
 from protocol.identity import mask_number
+from puskesos.boxtrail import audit_rows
 from puskesos.export import ROW_LIMIT, Table, local_time, yes_no
 from puskesos.search import fold, holds_number, number_issue, parse_query
 
@@ -135,6 +137,18 @@ async def _list_page(
         items = await queue(
             store.engine, wanted, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
         )
+    if wanted is not None and wanted.number:
+        # A lookup of personal data: the number masked (a trail is read by many) and whose
+        # households the answer showed (a person's data report lists the searches that did).
+        detail = {
+            "nik_or_kk": mask_number(wanted.number),
+            "shown": [item.household_id for item in items[:PAGE_SIZE]],
+        }
+        async with store.engine.begin() as conn:
+            await audit.record(
+                conn, at_ms=store.wall(), actor=actor(request), action="queue.search",
+                detail=detail,
+            )  # fmt: skip
     base = _url("/antrian", state) + ("&" if state else "?")
     return render(
         request, "antrian.html", 422 if errors else 200, items=items[:PAGE_SIZE],
@@ -213,11 +227,11 @@ async def household(request: web.Request) -> web.Response:
 
 
 @routes.get("/antrian/{household_id}/anggota/{member_id}/data-pribadi", roles=REPORTERS)
-async def person_report(request: web.Request) -> web.Response:
+async def personal_data_report(request: web.Request) -> web.Response:
     """A person's data report: what the hub holds about them and who processed it."""
     member_id = request.match_info["member_id"]
     store = request.app[STORE]
-    report = await review.person_report(store.engine, request.match_info["household_id"], member_id)
+    report = await person_report(store.engine, request.match_info["household_id"], member_id)
     if report is None:
         raise web.HTTPNotFound(text="Anggota keluarga tidak ditemukan.")
     async with store.engine.begin() as conn:
@@ -228,6 +242,7 @@ async def person_report(request: web.Request) -> web.Response:
     trail = await trail_entries(store.engine, report.trail)
     return render(
         request, "data_pribadi.html", report=report, trail=trail,
+        box_trail=audit_rows(report.box_trail), box_nodes=[row.node for row in report.box_trail],
         household_id=request.match_info["household_id"], decisions=review.DECISIONS,
     )  # fmt: skip
 

@@ -37,6 +37,7 @@ ACTION_LABELS = {
     "user.activate": "Mengaktifkan pengguna",
     "user.deactivate": "Menonaktifkan pengguna",
     "household.view": "Melihat data keluarga",
+    "queue.search": "Mencari NIK/KK di antrian",
     "review.decide": "Memutuskan verifikasi",
     "duplicates.keep": "Memilih data yang dipertahankan (duplikat)",
     "conflict.resolve": "Menyelesaikan konflik",
@@ -68,19 +69,26 @@ DETAIL_LABELS = {
     "failures": "Gagal berturut-turut",
     "field": "Isian",
     "file_sha256": "SHA-256 berkas",
+    "filter": "Saringan",
+    "format": "Format",
     "frozen_seq": "Nomor persetujuan terakhir",
     "households": "Keluarga",
     "id": "Nomor keputusan",
+    "list": "Daftar",
     "manifest_sha256": "SHA-256 manifes",
     "marked": "Ditandai data ganda",
     "name_sha256": "Sidik nama pengguna",
     "nik": "NIK",
+    "nik_or_kk": "NIK/KK dicari",
     "note": "Catatan",
+    "numbers": "NIK/KK",
     "period": "Periode",
     "reason": "Alasan",
     "resolved": "Yang sudah selesai",
     "resubmitted": "Desa diajukan ulang",
     "role": "Peran",
+    "rows": "Baris",
+    "shown": "Keluarga yang ditampilkan",
     "value": "Nilai",
     "village": "Desa",
     "villages": "Desa",
@@ -113,6 +121,8 @@ def _detail_text(key: str, value: Any, detail: Mapping[str, Any], names: Mapping
         )
     if isinstance(value, list):
         return ", ".join(names.get(v, str(v)) for v in value) or "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in sorted(value.items())) or "—"
     if isinstance(value, bool):
         return "Ya" if value else "Tidak"
     return "—" if value is None else names.get(str(value), str(value))
@@ -124,7 +134,13 @@ async def trail_entries(engine: AsyncEngine, rows: Iterable[Any]) -> list[dict[s
     listed = list(rows)
     details = [json.loads(row.detail or "{}") for row in listed]
     ids = {row.subject for row in listed if row.subject}
-    ids |= {v for detail in details for v in detail.get("marked", ()) if isinstance(v, str)}
+    ids |= {
+        v
+        for detail in details
+        for key in ("marked", "shown")
+        for v in detail.get(key, ())
+        if isinstance(v, str)
+    }
     names = await review.record_names(engine, ids)
     return [
         {

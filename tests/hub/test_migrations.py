@@ -15,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from hub import db
+from hub import audit, db
 from hub.db import MIGRATIONS, create_engine, metadata, upgrade
 from hub.store import HubStore
 from tests.hub.conftest import drop_postgres, fresh_postgres
@@ -205,12 +205,7 @@ def test_the_hub_audit_trail_refuses_edits_and_deletions(hub_url):
         engine = create_engine(hub_url)
         try:
             async with engine.begin() as conn:
-                await conn.execute(
-                    sa.text(
-                        "INSERT INTO audit(at_ms, actor, action, subject, detail) "
-                        "VALUES (1, 'rina', 'review.decide', 'x', '{}')"
-                    )
-                )
+                await audit.record(conn, at_ms=1, actor="rina", action="review.decide")
             try:
                 async with engine.begin() as conn:
                     await conn.execute(sa.text(statement))
@@ -368,3 +363,55 @@ def test_a_hub_in_the_field_keeps_its_devices_and_gets_an_append_only_box_audit(
     assert device is not None and device.village == "3201022001"
     assert (device.audit_state, device.audit_seq, device.audit_breaks) == (None, 0, 0)
     assert "append-only" in deleting
+
+
+def test_a_hub_in_the_field_chains_its_audit_trail_in_the_order_it_was_written(empty_url):
+    """Hub 0012 on a database of the previous release: the trail it wrote before the chain
+    existed gets its links, in the order it was written, over more than one page of the
+    migration; what the hub writes afterwards continues the chain, and edits are still
+    refused."""
+    upgrade(empty_url, "0011")
+    written = [(30, "rina"), (10, "admin"), (20, "budi")] + [(50 + n, "api") for n in range(4_100)]
+
+    async def before() -> None:
+        engine = create_engine(empty_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO audit(at_ms, actor, action, subject, detail) "
+                        "VALUES (:at_ms, :actor, 'household.view', 'h-1', '{}')"
+                    ),
+                    [{"at_ms": at_ms, "actor": actor} for at_ms, actor in written],
+                )
+        finally:
+            await engine.dispose()
+
+    async def after() -> tuple[list, audit.Verdict, str]:
+        engine = create_engine(empty_url)
+        try:
+            async with engine.begin() as conn:
+                await audit.record(conn, at_ms=40, actor="admin", action="login.ok")
+            async with engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(db.audit.c.seq, db.audit.c.actor).order_by(db.audit.c.seq)
+                    )
+                ).all()
+            verdict = await audit.verify(engine)
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(sa.text("UPDATE audit SET actor = 'x' WHERE seq = 2"))
+            except sa.exc.DBAPIError as exc:
+                return rows, verdict, str(exc)
+            return rows, verdict, "allowed"
+        finally:
+            await engine.dispose()
+
+    asyncio.run(before())
+    upgrade(empty_url)
+    rows, verdict, editing = asyncio.run(after())
+    assert [tuple(row) for row in rows[:3]] == [(1, "rina"), (2, "admin"), (3, "budi")]
+    assert tuple(rows[-1]) == (4_104, "admin")
+    assert verdict.ok and verdict.rows == 4_104 and verdict.head.seq == 4_104
+    assert "append-only" in editing

@@ -4,6 +4,7 @@ of the same queue after a decision (on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import sqlalchemy as sa
@@ -73,6 +74,21 @@ async def test_the_verifier_finds_a_family_by_a_members_name_or_number_never_put
         detail_link = re.search(r'href="(/antrian/[^"?]+\?cari=[^"]+)"', page).group(1)
         detail = await (await client.get(detail_link)).text()
         assert all(number not in link for link in _LINK.findall(detail))
+
+    # Each lookup is in the trail: the number masked, the family it showed.
+    a = db.audit
+    async with hub_store.engine.connect() as conn:
+        searches = (
+            await conn.execute(
+                sa.select(a.c.actor, a.c.detail)
+                .where(a.c.action == "queue.search")
+                .order_by(a.c.seq)
+            )
+        ).all()
+    assert [(row.actor, json.loads(row.detail)) for row in searches] == [
+        ("verif", {"nik_or_kk": mask_number(niks[-1]), "shown": [asep]}),
+        ("verif", {"nik_or_kk": mask_number(kk), "shown": [dede]}),
+    ]
 
     # A number typed in the address is sent away unsearched; a short one is refused in place.
     sent_away = await client.get(f"/antrian?q={niks[-1]}", allow_redirects=False)
