@@ -25,7 +25,7 @@ from tests.hub.test_ui import OTHER_VILLAGE, login
 client = test_ui.client
 
 
-async def _exports(store) -> list[tuple[str, dict]]:
+async def list_exports(store) -> list[tuple[str, dict]]:
     a = db.audit
     query = sa.select(a.c.actor, a.c.detail).where(a.c.action == "list.export").order_by(a.c.id)
     async with store.engine.connect() as conn:
@@ -75,7 +75,7 @@ async def test_the_queue_of_one_village_downloads_masked_for_the_verifier_full_f
     assert [line[0] for line in lines[1:]] == ["Asep Saepudin", "Dede Hidayat"]
     assert item.kk_number in {line[1] for line in lines}
 
-    assert await _exports(hub_store) == [
+    assert await list_exports(hub_store) == [
         ("verif", {"list": "antrian-verifikasi", "filter": {"desa": DEFAULT_VILLAGE},
                    "rows": 1, "numbers": "disamarkan", "format": "xlsx"}),
         ("pimpinan", {"list": "antrian-verifikasi", "filter": {}, "rows": 2,
@@ -109,7 +109,7 @@ async def test_a_frozen_periods_totals_per_village_download_for_the_leader(clien
     rows = [list(row) for row in book.active.iter_rows(values_only=True)]
     assert rows[0][:3] == ["Kode desa", "Keluarga", "Anggota aktif"]
     assert rows[1][:3] == [DEFAULT_VILLAGE, 1, 1]
-    assert await _exports(hub_store) == [
+    assert await list_exports(hub_store) == [
         ("pimpinan", {"list": "rekap-desa", "filter": {"periode": period}, "rows": 1,
                       "numbers": "tidak ada", "format": "xlsx"}),
     ]  # fmt: skip

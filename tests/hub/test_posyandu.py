@@ -4,6 +4,8 @@ to read them, and counted per village (on SQLite and on PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from datetime import date, timedelta
 
 import sqlalchemy as sa
@@ -17,6 +19,7 @@ from protocol.posyandu import Flag
 from tests.factories import DEFAULT_VILLAGE, make_service
 from tests.hub.boxes import Box, enrol
 from tests.hub.families import change, send_family
+from tests.hub.test_list_export import list_exports
 from tests.hub.test_progress import OTHER_VILLAGE, _today
 from tests.hub.test_review import downlink_values
 from tests.hub.test_ui import client, login  # noqa: F401 (fixture)
@@ -164,3 +167,24 @@ async def test_a_verifier_reads_the_posyandu_of_each_village_and_a_line_in_ringk
     assert cells[:7] == ["3", "0", "2", "0", "0", "0", "1"]  # all, then the six SPM fields
     assert "1/1" in services
     assert "<form" not in page.split("<h1>")[1]  # read-only
+
+
+async def test_the_district_downloads_the_posyandu_figures_per_village_and_it_is_audited(
+    client,  # noqa: F811
+    hub_store,
+):
+    await district_with_services(hub_store)
+    await login(client, "verif")
+    page = await (await client.get("/posyandu")).text()
+    assert 'href="/posyandu.csv"' in page
+    answer = await client.get("/posyandu.csv")
+    assert answer.status == 200
+    lines = list(csv.reader(io.StringIO((await answer.read()).decode("utf-8-sig")), delimiter=";"))
+    header, rows = lines[0], {line[0]: dict(zip(lines[0], line, strict=True)) for line in lines[1:]}
+    assert header[:2] == ["Kode desa", "Desa"]
+    here, total = rows[DEFAULT_VILLAGE], rows[""]
+    shown = (here["Layanan"], here["Kesehatan"], here["Sosial"], here["Rujukan"])
+    assert shown == ("3", "2", "1", "1")
+    assert (here["Tanda 2T"], total["Layanan"], total["Desa"]) == ("1", "3", "Kabupaten/kota")
+    assert "Ujang" not in "".join(map(str, lines))  # counts only
+    assert [detail["list"] for _, detail in await list_exports(hub_store)] == ["posyandu"]
