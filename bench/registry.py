@@ -49,7 +49,6 @@ import contextlib
 import csv
 import json
 import re
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -336,9 +335,9 @@ def download(
 def box_records(box: Box) -> int:
     """Records in a box's database (read-only: the box is serving)."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{box.database}?mode=ro", uri=True)) as c:
+        with contextlib.closing(box.connect(readonly=True)) as c:
             return int(c.execute("SELECT count(*) FROM records").fetchone()[0])
-    except sqlite3.Error:
+    except edge_db.DATABASE_ERRORS:
         return 0
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sqlite3
 import statistics
 import subprocess
@@ -105,7 +106,7 @@ def lag(fleet: Fleet, box, saves: int) -> None:  # type: ignore[no-untyped-def]
         time.sleep(max(0, next_at - time.monotonic()))
     achieved = saves / (time.monotonic() - next_at + saves * interval)
     time.sleep(5)
-    with sqlite3.connect(f"file:{box.database}?mode=ro", uri=True) as connection:
+    with contextlib.closing(box.connect(readonly=True)) as connection:
         saved = connection.execute(
             "SELECT record_id, at_ms FROM audit WHERE action = 'update' ORDER BY id DESC LIMIT ?",
             (saves,),

@@ -11,6 +11,7 @@ new password follows the rule of :mod:`puskesos.passwords`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 
-from edge import auditchain, db
+from edge import auditchain, db, keys
 from edge.config import EdgeConfig
 from edge.records import AuditEntry
 from edge.store import Store
@@ -47,6 +48,7 @@ __all__ = [
     "revoke_api_token",
     "set_password",
     "set_user_active",
+    "throttle_of",
     "user_for_api_token",
     "user_for_session",
     "valid_username",
@@ -105,7 +107,8 @@ def password_weakness(
     return passwords.weakness(password, username=username, places=places)
 
 
-def _throttle(config: EdgeConfig) -> throttle.LoginThrottle:
+def throttle_of(config: EdgeConfig) -> throttle.LoginThrottle:
+    """The sign-in throttle of this box's configuration."""
     policy = throttle.Policy(
         pair_failures=config.login_max_failures, pair_max_s=config.login_lockout_s
     )
@@ -153,7 +156,14 @@ async def create_user(
         )
 
     await store.run_write(insert)
+    await _store_password(store, username, password)
     return User(created[0], username, full_name, role, True)
+
+
+async def _store_password(store: Store, username: str, password: str) -> None:
+    """Wrap the data key for ``username`` under ``password`` (on an encrypted box)."""
+    if store.key is not None:
+        await asyncio.to_thread(keys.store_password, store.config, store.key, username, password)
 
 
 async def authenticate(store: Store, username: str, password: str, address: str) -> LoginResult:
@@ -161,7 +171,7 @@ async def authenticate(store: Store, username: str, password: str, address: str)
     ``address``; while either has failed too often the password is not even checked. Every
     answer takes about one password check, whether the name exists or not."""
     now = store.now_ms()
-    gate = _throttle(store.config)
+    gate = throttle_of(store.config)
     refused = await store.read(lambda conn: gate.refused_ms(conn, username, address, now))
     if refused:
         await webauth.verify_nobody(password)  # as slow as any other answer: no oracle
@@ -173,6 +183,9 @@ async def authenticate(store: Store, username: str, password: str, address: str)
         await webauth.verify_nobody(password)
     elif await webauth.verify_password(account.password_hash, password):
         await store.run_write(lambda conn: gate.forget_pair(conn, username, address, now))
+        if store.key is not None and not keys.has_slot(store.config, username):
+            # An account made by an older release, or whose slot was lost (storage.md §3).
+            await _store_password(store, username, password)
         await store.audit(AuditEntry(account.username, "login", address=address))
         return LoginResult(_user(account))
     failure = await store.run_write(lambda conn: gate.record_failure(conn, username, address, now))
@@ -192,7 +205,7 @@ async def check_own_password(store: Store, user: User, password: str, address: s
     is; else how long (ms) they are refused from ``address``, or -1 for a wrong password,
     which is counted and audited like a failed sign-in."""
     now = store.now_ms()
-    gate = _throttle(store.config)
+    gate = throttle_of(store.config)
     refused = await store.read(lambda conn: gate.refused_ms(conn, user.username, address, now))
     if refused:
         await webauth.verify_nobody(password)
@@ -305,7 +318,10 @@ async def list_users(store: Store) -> list[User]:
 
 
 async def set_user_active(store: Store, user_id: int, active: bool, *, actor: str) -> None:
-    """Deactivate (or reactivate) an account; a deactivated account's sessions end."""
+    """Deactivate (or reactivate) an account; a deactivated account's sessions end and its
+    key slot goes (it gets one again at its first sign-in after reactivation)."""
+    query = sa.select(db.users.c.username).where(db.users.c.id == user_id)
+    username = await store.read(lambda conn: conn.execute(query).scalar_one_or_none())
 
     def change(conn: sa.Connection) -> None:
         conn.execute(db.users.update().where(db.users.c.id == user_id).values(active=active))
@@ -313,6 +329,8 @@ async def set_user_active(store: Store, user_id: int, active: bool, *, actor: st
             conn.execute(db.sessions.delete().where(db.sessions.c.user_id == user_id))
 
     await store.run_write(change)
+    if not active and username is not None:
+        await asyncio.to_thread(keys.forget_user, store.config, username)
     action = "user_activate" if active else "user_deactivate"
     await store.audit(AuditEntry(actor, action, detail={"user_id": user_id}))
 
@@ -329,7 +347,7 @@ async def set_password(
     if weak is not None:
         raise weak
     password_hash = await hash_password(password)
-    gate = _throttle(store.config)
+    gate = throttle_of(store.config)
     kept = webauth.sha256(keep_session) if keep_session else ""
 
     def change(conn: sa.Connection) -> None:
@@ -343,6 +361,7 @@ async def set_password(
         gate.forget_name(conn, username)
 
     await store.run_write(change)
+    await _store_password(store, username, password)
     await store.audit(AuditEntry(actor, "password_set", detail={"user_id": user_id}))
 
 

@@ -14,6 +14,9 @@ program on it). The current database is kept as ``<database>.before-restore``; t
 is copied in next to it, synced, and renamed over it (atomic), the old ``-wal``/``-shm`` are
 removed first so SQLite never replays a WAL onto the wrong file, and migrations bring a
 backup made by an older version to the current schema.
+
+On an encrypted box every connection is keyed with the data key (``edge.db.connect``): a
+copy made by the backup API is encrypted with the same key, page for page.
 """
 
 from __future__ import annotations
@@ -21,14 +24,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from edge.config import EdgeConfig
-from edge.db import upgrade
+from edge.db import DATABASE_ERRORS, connect, upgrade
 from puskesos.commands import CommandError
 from puskesos.durable import fsync_dir
 
@@ -70,23 +73,24 @@ def serving_lock(config: EdgeConfig) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def integrity_problems(path: Path) -> list[str]:
-    """What ``PRAGMA integrity_check`` finds wrong with a database (empty when it is ok)."""
+def integrity_problems(path: Path, key: bytes | None = None) -> list[str]:
+    """What ``PRAGMA integrity_check`` finds wrong with a database (empty when it is ok),
+    opened with data key ``key`` (``None``: plain)."""
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        connection = connect(f"file:{path}?mode=ro", key, uri=True)
         try:
             rows = [row[0] for row in connection.execute("PRAGMA integrity_check")]
         finally:
             connection.close()
-    except sqlite3.DatabaseError as exc:
+    except DATABASE_ERRORS as exc:
         return [f"not a readable SQLite database ({exc})"]
     return [] if rows == ["ok"] else rows
 
 
-def backup(config: EdgeConfig, destination: str | Path) -> Path:
-    """Copy the box's database to ``destination`` (an existing folder or a path ending in
-    ``/``: a file named with the time is made in it) while the box may be serving; returns
-    the path of the checked copy."""
+def backup(config: EdgeConfig, destination: str | Path, key: bytes | None = None) -> Path:
+    """Copy the box's database (data key ``key``) to ``destination`` (an existing folder or
+    a path ending in ``/``: a file named with the time is made in it) while the box may be
+    serving; returns the path of the checked copy."""
     source = config.database_path
     if not source.exists():
         raise BackupError(f"there is no database at {source}; run `puskesos edge init` first")
@@ -96,8 +100,8 @@ def backup(config: EdgeConfig, destination: str | Path) -> Path:
         dest = dest / f"puskesos-{config.node or 'edge'}-{stamp}.sqlite"
     dest.parent.mkdir(parents=True, exist_ok=True)
     temporary = dest.with_name(f".{dest.name}.tmp")
-    _copy(sqlite3.connect(source, timeout=30), temporary)
-    problems = integrity_problems(temporary)
+    _copy(connect(source, key, timeout=30), temporary, key)
+    problems = integrity_problems(temporary, key)
     if problems:
         _remove(temporary)
         raise BackupError(f"the copy failed its integrity check: {problems[0]}")
@@ -106,50 +110,51 @@ def backup(config: EdgeConfig, destination: str | Path) -> Path:
     return dest
 
 
-def restore(config: EdgeConfig, source: Path) -> Path | None:
-    """Replace the box's database with the backup ``source`` (the box must not be serving).
+def restore(config: EdgeConfig, source: Path, key: bytes | None = None) -> Path | None:
+    """Replace the box's database with the backup ``source`` (the box must not be serving;
+    both encrypted with data key ``key``, or both plain).
 
     Returns where the database it replaced was kept (``None`` when there was none).
     """
     if not source.is_file():
         raise BackupError(f"backup {source} does not exist")
-    problems = integrity_problems(source)
+    problems = integrity_problems(source, key)
     if problems:
         raise BackupError(f"backup {source} is damaged: {problems[0]}")
     with serving_lock(config):
         target = config.database_path
         target.parent.mkdir(parents=True, exist_ok=True)
         incoming = target.with_name(f"{target.name}.restore-tmp")
-        _copy(sqlite3.connect(f"file:{source}?mode=ro", uri=True), incoming)
+        _copy(connect(f"file:{source}?mode=ro", key, uri=True), incoming, key)
         try:
-            _check_same_box(incoming, config, source)
+            _check_same_box(incoming, config, source, key)
         except BackupError:
             _remove(incoming)
             raise
-        _restart_down_stream(incoming)
+        _restart_down_stream(incoming, key)
         kept = None
         if target.exists():
-            _keep_clock_ahead(incoming, target)
+            _keep_clock_ahead(incoming, target, key)
             kept = target.with_name(f"{target.name}.before-restore")
-            _copy(sqlite3.connect(target, timeout=30), kept)
+            _copy(connect(target, key, timeout=30), kept, key)
             # Fold the WAL into the file before its -wal/-shm go (nothing else has it open).
-            with contextlib.closing(sqlite3.connect(target, timeout=30)) as connection:
+            with contextlib.closing(connect(target, key, timeout=30)) as connection:
                 connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         for stale in (_sidecar(target, "-wal"), _sidecar(target, "-shm")):
             stale.unlink(missing_ok=True)
         os.replace(incoming, target)
         fsync_dir(target.parent)
-        upgrade(target)
+        upgrade(target, key)
     return kept
 
 
-def _restart_down_stream(incoming: Path) -> None:
+def _restart_down_stream(incoming: Path, key: bytes | None) -> None:
     """A restored box lacks what the hub sent it since the backup, and the hub has already
     forgotten those batches: a new ``epoch`` in its status makes the hub send the village
     again on a fresh down stream (``docs/replication.md``, "Restored box"). The first
     connection after the restore uses a clean session, so no batch of the old stream that
     the broker still holds can arrive under a number of the new one."""
-    with contextlib.closing(sqlite3.connect(incoming)) as connection, connection:
+    with contextlib.closing(connect(incoming, key)) as connection, connection:
         connection.execute("DELETE FROM meta WHERE key = 'down_applied'")
         connection.executemany(
             "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
@@ -158,14 +163,14 @@ def _restart_down_stream(incoming: Path) -> None:
         )
 
 
-def _keep_clock_ahead(incoming: Path, current: Path) -> None:
+def _keep_clock_ahead(incoming: Path, current: Path, key: bytes | None) -> None:
     """The restored box's clock must not go back to the backup's: stamps it issued since
     were sent to the hub, and new edits stamped lower would lose every merge there."""
-    with contextlib.closing(sqlite3.connect(current, timeout=30)) as connection:
+    with contextlib.closing(connect(current, key, timeout=30)) as connection:
         row = connection.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()
     if row is None:
         return
-    with contextlib.closing(sqlite3.connect(incoming)) as connection, connection:
+    with contextlib.closing(connect(incoming, key)) as connection, connection:
         connection.execute(
             "INSERT INTO meta(key, value) VALUES ('clock', ?) ON CONFLICT(key) DO UPDATE "
             "SET value = CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) "
@@ -174,12 +179,12 @@ def _keep_clock_ahead(incoming: Path, current: Path) -> None:
         )
 
 
-def _check_same_box(path: Path, config: EdgeConfig, source: Path) -> None:
+def _check_same_box(path: Path, config: EdgeConfig, source: Path, data_key: bytes | None) -> None:
     """A backup of another village or node would make ``serve`` refuse to start."""
     try:
-        with contextlib.closing(sqlite3.connect(path)) as connection:
+        with contextlib.closing(connect(path, data_key)) as connection:
             stored = dict(connection.execute("SELECT key, value FROM meta"))
-    except sqlite3.DatabaseError:
+    except DATABASE_ERRORS:
         raise BackupError(f"{source} is not a database of a Puskesos edge box") from None
     for key in ("village", "node"):
         wanted = getattr(config, key)
@@ -189,17 +194,17 @@ def _check_same_box(path: Path, config: EdgeConfig, source: Path) -> None:
             )
 
 
-def _copy(source: sqlite3.Connection, target: Path) -> None:
-    """Copy the database open on ``source`` (closing it) into a fresh, synced ``target``
-    that only its owner may read (it holds personal data)."""
+def _copy(source: Any, target: Path, key: bytes | None) -> None:
+    """Copy the database open on connection ``source`` (closing it) into a fresh, synced
+    ``target`` keyed like it, that only its owner may read (it holds personal data)."""
     _remove(target)
     target.touch(mode=0o600)
     try:
-        with contextlib.closing(source), contextlib.closing(sqlite3.connect(target)) as copy:
+        with contextlib.closing(source), contextlib.closing(connect(target, key)) as copy:
             source.backup(copy)
             # A copy of a WAL database is in WAL mode too; a backup file stands alone.
             copy.execute("PRAGMA journal_mode=DELETE")
-    except sqlite3.DatabaseError as exc:
+    except DATABASE_ERRORS as exc:
         _remove(target)
         raise BackupError(f"copying the database failed: {exc}") from None
     with open(target, "rb+") as handle:

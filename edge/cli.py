@@ -1,9 +1,12 @@
 """The ``puskesos edge`` commands: init, user add, token add, serve, backup, restore.
 
 Every command reads ``--config`` (TOML, see :mod:`edge.config`, with ``PUSKESOS_*``
-environment overrides). Exit status: 0 done, 2 usage or configuration error, 1 any other
-failure; an error is one line on stderr. The web stack, SQLAlchemy and Alembic are imported
-inside the commands that need them, so ``puskesos --version`` stays fast on a Raspberry Pi.
+environment overrides). On an encrypted box (``docs/storage.md``) the commands that open the
+database take ``--as NAME``: that staff member's password (asked, or the first line of
+stdin) opens their key slot; before the first account exists the setup slot does.
+Exit status: 0 done, 2 usage or configuration error, 1 any other failure; an error is one
+line on stderr. The web stack, SQLAlchemy and Alembic are imported inside the commands that
+need them, so ``puskesos --version`` stays fast on a Raspberry Pi.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ if TYPE_CHECKING:
 __all__ = ["add_parser"]
 
 DEFAULT_CONFIG = Path("/etc/puskesos/edge.toml")
+AS_USER_HELP = (
+    "on an encrypted box: a staff member whose password (asked, or the first line of stdin) "
+    "opens the database"
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -69,12 +76,25 @@ def add_parser(subparsers: Any) -> None:
         "--broker-password-file",
         help="file with this box's broker password, relative to the data folder (new config only)",
     )
+    encryption = init.add_mutually_exclusive_group()
+    encryption.add_argument(
+        "--recovery-key", type=Path, metavar="FILE",
+        help="the district's recovery public key (`puskesos hub keys recovery-init`): the new "
+        "database is encrypted, and the district can recover it when every password is lost",
+    )  # fmt: skip
+    encryption.add_argument(
+        "--no-recovery-key", action="store_true",
+        help="encrypt the new database without a district slot (a test bench): if every staff "
+        "password is lost, so is the box's data",
+    )  # fmt: skip
+    as_user = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    as_user.add_argument("--as", dest="as_user", metavar="NAME", help=AS_USER_HELP)
 
     user = commands.add_parser("user", help="manage accounts").add_subparsers(
         dest="user_command", metavar="COMMAND", required=True
     )
     user_add = user.add_parser(
-        "add", parents=[common], allow_abbrev=False,
+        "add", parents=[common, as_user], allow_abbrev=False,
         help="add an account (password from a prompt, or stdin when it is not a terminal)",
     )  # fmt: skip
     user_add.set_defaults(handler=guarded("edge user add", _user_add))
@@ -89,18 +109,36 @@ def add_parser(subparsers: Any) -> None:
         dest="token_command", metavar="COMMAND", required=True
     )
     token_add = token.add_parser(
-        "add", parents=[common], allow_abbrev=False,
+        "add", parents=[common, as_user], allow_abbrev=False,
         help="make an API token acting as a user; printed once",
     )  # fmt: skip
     token_add.set_defaults(handler=guarded("edge token add", _token_add))
     token_add.add_argument("--username", required=True)
     token_add.add_argument("--name", required=True, help="what the token is for")
 
+    recover = command(
+        "recover", _recover,
+        "when every staff password is lost: open the box with the district's recovery key "
+        "and give an admin account a new password",
+    )  # fmt: skip
+    recover.add_argument(
+        "--recovery-key", type=Path, required=True, metavar="FILE",
+        help="the district's recovery PRIVATE key (from its offline USB stick)",
+    )  # fmt: skip
+    recover.add_argument(
+        "--username", default="admin", help="the admin account to (re)create (default admin)"
+    )
+    recover.add_argument(
+        "--password-stdin", action="store_true", help="read the new password from stdin"
+    )
+
     command("serve", _serve, "run pending migrations, then serve the web UI and API")
     backup = command("backup", _backup, "consistent copy of the database, also while serving")
     backup.add_argument("dest", help="a folder (a dated file is made) or a file")
     restore = command("restore", _restore, "bring a backup back (the box must be stopped)")
     restore.add_argument("source", type=Path, help="the backup file")
+    for parser in (backup, restore):
+        parser.add_argument("--as", dest="as_user", metavar="NAME", help=AS_USER_HELP)
 
 
 # --- init -----------------------------------------------------------------------------------
@@ -136,7 +174,8 @@ def _village(code: str) -> Region:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from edge import auth, db
+    from edge import auth, db, keys
+    from puskesos.keyslots import load_recovery_public
 
     path: Path = args.config
     given = {"village": args.village, "node": args.node}
@@ -195,8 +234,23 @@ def _init(args: argparse.Namespace) -> int:
             )
         # Personal data: only the box's user may read the folder.
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        db.upgrade(config.database_path)
-        asyncio.run(_claim(config))
+        encrypt = args.recovery_key is not None or args.no_recovery_key
+        if keys.encrypted(config):
+            data_key = keys.setup_key(config)
+        elif encrypt and config.database_path.exists():
+            raise CommandError(
+                f"{config.database_path} is a plain database made by an older release: this "
+                "release cannot encrypt it yet; run `edge init` without --recovery-key",
+                2,
+            )
+        elif encrypt:
+            public = load_recovery_public(args.recovery_key) if args.recovery_key else None
+            data_key = keys.create_slots(config, public)
+        else:
+            data_key = None
+        if data_key is not None or not keys.encrypted(config):
+            db.upgrade(config.database_path, data_key)
+            asyncio.run(_claim(config, data_key))
         auth.load_secret(config.data_dir / config.session_secret_file)
         certificate = certificate_note(config)
         if new_file:
@@ -211,7 +265,25 @@ def _init(args: argparse.Namespace) -> int:
     )
     if certificate:
         print(certificate)
+    print(_encryption_note(config, args))
     return 0
+
+
+def _encryption_note(config: EdgeConfig, args: argparse.Namespace) -> str:
+    """What ``edge init`` says about the encryption of the box's data."""
+    from edge import keys
+
+    if not keys.encrypted(config):
+        return (
+            "the database is NOT encrypted: a stolen SD card gives its data away; set up "
+            "new boxes with --recovery-key FILE (docs/storage.md)"
+        )
+    if args.no_recovery_key:
+        return (
+            "the database is encrypted WITHOUT a district recovery slot: if every staff "
+            "password of this box is lost, its data cannot be recovered on the box"
+        )
+    return "the database is encrypted; the first `edge user add` can unlock it after a restart"
 
 
 def _broker_options(args: argparse.Namespace) -> dict[str, object]:
@@ -224,11 +296,11 @@ def _broker_options(args: argparse.Namespace) -> dict[str, object]:
     return {key: value for key, value in given.items() if value is not None}
 
 
-async def _claim(config: EdgeConfig) -> None:
+async def _claim(config: EdgeConfig, data_key: bytes | None) -> None:
     """Write the box's village and node into its database, or refuse another box's one."""
     from edge.store import Store
 
-    store = Store(config)
+    store = Store(config, key=data_key)
     await store.open()
     try:
         stored = {key: await store.get_meta(key) for key in ("village", "node")}
@@ -256,16 +328,43 @@ def _check_identity(config: EdgeConfig, stored: dict[str, str | None]) -> None:
         )
 
 
+def _data_key(config: EdgeConfig, as_user: str | None) -> bytes | None:
+    """The data key of an encrypted box (``None`` for a plain one): from the setup slot
+    before the first account, else from ``as_user``'s slot with their password."""
+    from edge import keys
+
+    if not keys.encrypted(config):
+        return None
+    key = keys.setup_key(config)
+    if key is not None:
+        return key
+    if not as_user:
+        raise CommandError(
+            "the box's database is encrypted: give --as NAME, a staff member whose password "
+            "opens it",
+            2,
+        )
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password of {as_user}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    key = keys.open_with_password(config, as_user, password)
+    if key is None:
+        raise CommandError(f"that password does not open the key slot of {as_user!r}")
+    return key
+
+
 @asynccontextmanager
-async def _open_box(config: EdgeConfig) -> AsyncIterator[Store]:
-    """The store of an initialised box whose database belongs to this configuration."""
+async def _open_box(config: EdgeConfig, as_user: str | None = None) -> AsyncIterator[Store]:
+    """The store of an initialised box whose database belongs to this configuration
+    (``as_user``: see :func:`_data_key`)."""
     from edge.store import Store
 
     if not config.database_path.exists():
         raise CommandError(
             f"there is no database at {config.database_path}: run `puskesos edge init` first", 2
         )
-    store = Store(config)
+    store = Store(config, key=_data_key(config, as_user))
     await store.open()
     try:
         _check_identity(config, {key: await store.get_meta(key) for key in ("village", "node")})
@@ -298,7 +397,7 @@ def _user_add(args: argparse.Namespace) -> int:
         raise CommandError(f"role {args.role!r} is not one of {roles}", 2) from None
 
     async def add() -> auth.User:
-        async with _open_box(config) as store:
+        async with _open_box(config, args.as_user) as store:
             password = _read_password(args.password_stdin)
             return await auth.create_user(
                 store, username=args.username, full_name=args.full_name,
@@ -316,7 +415,7 @@ def _token_add(args: argparse.Namespace) -> int:
     config = load_config(args.config)
 
     async def add() -> str:
-        async with _open_box(config) as store:
+        async with _open_box(config, args.as_user) as store:
             users = {user.username: user for user in await auth.list_users(store)}
             user = users.get(args.username)
             if user is None or not user.active:
@@ -329,11 +428,68 @@ def _token_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recover(args: argparse.Namespace) -> int:
+    """Open the box with the district slot; the account's new password gets a slot (the
+    store is keyed, so ``auth`` writes it) and the act is audited (``keys.recover``)."""
+    from edge import auth
+    from edge.records import AuditEntry
+    from puskesos.keyslots import load_recovery_private, open_district, read_slots
+
+    config = load_config(args.config)
+    slots = read_slots(config.data_dir, config.node)
+    if slots is None:
+        raise CommandError(f"{config.data_dir} holds no encrypted box: nothing to recover", 2)
+    district = slots.district()
+    if district is None:
+        raise CommandError(
+            "this box was set up with --no-recovery-key: it has no district slot, and its "
+            "data opens only with a staff password"
+        )
+    key = open_district(
+        district, node=config.node, private_key=load_recovery_private(args.recovery_key)
+    )
+
+    async def recover() -> str:
+        from edge.store import Store
+
+        store = Store(config, key=key)
+        await store.open()
+        try:
+            _check_identity(config, {k: await store.get_meta(k) for k in ("village", "node")})
+            password = _read_password(args.password_stdin)
+            users = {user.username: user for user in await auth.list_users(store)}
+            user = users.get(args.username)
+            if user is None:
+                await auth.create_user(
+                    store, username=args.username, full_name="Admin (pemulihan)",
+                    role=auth.Role.ADMIN, password=password, actor="cli",
+                )  # fmt: skip
+                done = "added"
+            else:
+                if user.role is not auth.Role.ADMIN:
+                    raise CommandError(
+                        f"{args.username} is not an admin: choose another --username"
+                    )
+                await auth.set_password(store, user.id, password, actor="cli")
+                if not user.active:
+                    await auth.set_user_active(store, user.id, True, actor="cli")
+                done = "given a new password"
+            detail = {"username": args.username, "key_id": district.key_id}
+            await store.audit(AuditEntry("cli", "keys.recover", detail=detail))
+            return done
+        finally:
+            await store.close()
+
+    done = asyncio.run(recover())
+    print(f"recovered with the district's key {district.key_id}: admin {args.username} {done}")
+    return 0
+
+
 # --- serve, backup, restore -------------------------------------------------------------------
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from edge import db
+    from edge import db, keys
     from edge.backup import BoxBusy, serving_lock
     from puskesos import logs
 
@@ -345,7 +501,8 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure()
     try:
         with serving_lock(config):
-            db.upgrade(config.database_path)
+            if not keys.encrypted(config):  # an encrypted box migrates when it is unlocked
+                db.upgrade(config.database_path)
             asyncio.run(_run_app(config))
     except BoxBusy as exc:
         raise CommandError(f"{exc}; is the box already serving?") from None
@@ -356,13 +513,17 @@ async def _run_app(config: EdgeConfig) -> None:
     """Serve until SIGTERM or SIGINT, then finish the requests in flight and stop."""
     import gc
 
+    from edge import keys
     from edge.web import create_app
     from puskesos import __version__
     from puskesos.serving import serve
     from puskesos.tls import listener
 
-    async with _open_box(config):
-        pass  # refuse another box's database before listening
+    # Refuse another box's database before listening (an encrypted box's key slots name
+    # their node, and it starts locked).
+    if not keys.encrypted(config):
+        async with _open_box(config):
+            pass
 
     def ready() -> None:
         lookup(config.village)  # load the region tables now, not during the first save
@@ -385,7 +546,7 @@ def _backup(args: argparse.Namespace) -> int:
     from edge.backup import backup
 
     config = load_config(args.config)
-    print(backup(config, args.dest))
+    print(backup(config, args.dest, _data_key(config, args.as_user)))
     return 0
 
 
@@ -394,7 +555,7 @@ def _restore(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     try:
-        kept = restore(config, args.source)
+        kept = restore(config, args.source, _data_key(config, args.as_user))
     except BoxBusy as exc:
         raise CommandError(f"{exc}; stop `puskesos edge serve` before restoring") from None
     print(f"restored {args.source} into {config.database_path}")

@@ -3,14 +3,23 @@
 SQLite in WAL mode with ``synchronous=FULL``: what a person saw saved is on disk, and
 readers never block the writer. Schema changes go through Alembic revisions in
 ``edge/migrations`` because boxes in the field upgrade in place.
+
+Every connection to the box's database is made by :func:`connect`: with the box's data key
+(``docs/storage.md`` §1–2) it is SQLCipher (``sqlcipher3``) keyed with the raw 32 bytes, so
+no passphrase derivation runs per connection; without one (a box of an older release, not
+yet secured) it is the standard library's ``sqlite3``. The two modules' exceptions share no
+class: code that catches database errors catches :data:`DATABASE_ERRORS`.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import sqlalchemy as sa
+import sqlcipher3
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, event
@@ -19,8 +28,11 @@ from puskesos.durable import private_database
 from puskesos.throttle import define_table
 
 __all__ = [
+    "DATABASE_ERRORS",
     "api_tokens",
     "audit",
+    "connect",
+    "create_engine",
     "create_thread_engine",
     "login_throttle",
     "meta",
@@ -172,21 +184,40 @@ def put_meta(conn: sa.Connection, key: str, value: str) -> None:
     conn.execute(_PUT_META, {"k": key, "v": value})
 
 
+#: What a failed database call raises, plain or encrypted.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, sqlcipher3.Error)
+
+
+def driver(key: bytes | None) -> ModuleType:
+    """The DB-API module of a database with data key ``key`` (``None``: plain SQLite)."""
+    return sqlite3 if key is None else sqlcipher3
+
+
+def connect(path: Path | str, key: bytes | None, **options: Any) -> Any:
+    """A DB-API connection to the database file ``path`` (``options`` go to ``connect``),
+    keyed with the raw data key before anything else reads the file."""
+    connection = driver(key).connect(str(path), **options)
+    if key is not None:
+        connection.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+    return connection
+
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _alembic_config(database_path: Path) -> Config:
+def _alembic_config(database_path: Path, key: bytes | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", f"sqlite:///{database_path}")
+    config.attributes["database_path"] = database_path
+    config.attributes["key"] = key
     return config
 
 
-def upgrade(database_path: Path) -> None:
+def upgrade(database_path: Path, key: bytes | None = None) -> None:
     """Create the database or bring it to the newest schema (safe to run every start),
-    readable by its owner only."""
+    readable by its owner only; encrypted with ``key`` when one is given."""
     private_database(database_path)
-    command.upgrade(_alembic_config(database_path), "head")
+    command.upgrade(_alembic_config(database_path, key), "head")
 
 
 def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -212,18 +243,25 @@ def _install(engine: Engine, begin: str) -> None:
 READER_THREADS = 4
 
 
-def create_thread_engine(path: Path, *, writer: bool) -> Engine:
-    """A synchronous engine (stdlib sqlite3) for the store's worker threads.
+def create_engine(path: Path, key: bytes | None, **options: Any) -> Engine:
+    """A synchronous SQLAlchemy engine on the database ``path`` whose connections come from
+    :func:`connect` (``options`` go to ``sqlalchemy.create_engine``)."""
+    # The URL names the file only so SQLAlchemy pools connections as for a file.
+    return sa.create_engine(
+        f"sqlite:///{path}",
+        module=driver(key),
+        creator=lambda: connect(path, key, check_same_thread=False),
+        **options,
+    )
+
+
+def create_thread_engine(path: Path, *, writer: bool, key: bytes | None = None) -> Engine:
+    """A synchronous engine for the store's worker threads.
 
     The *writer* has one connection whose transactions start with ``BEGIN IMMEDIATE``: a
     whole group commit runs on its thread in one call. *Readers* have one connection per
     reader thread with deferred transactions, which in WAL mode never wait for the writer.
     """
-    engine = sa.create_engine(
-        f"sqlite:///{path}",
-        pool_size=1 if writer else READER_THREADS,
-        max_overflow=0,
-        connect_args={"check_same_thread": False},
-    )
+    engine = create_engine(path, key, pool_size=1 if writer else READER_THREADS, max_overflow=0)
     _install(engine, "BEGIN IMMEDIATE" if writer else "BEGIN")
     return engine

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from edge.db import DATABASE_ERRORS
+
 __all__ = [
     "FULL_BELOW_BYTES",
     "LOW_BELOW_FRACTION",
@@ -59,12 +61,13 @@ def classify(free_bytes: int, size_bytes: int, *, write_failed: bool) -> DiskSta
 
 def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it wraps) is a write refused for lack of space: SQLite's
-    ``SQLITE_FULL`` (SQLAlchemy wraps it as ``.orig``) or ``ENOSPC``/``EDQUOT`` from a file."""
+    ``SQLITE_FULL`` (SQLAlchemy wraps it as ``.orig``; from ``sqlite3`` or ``sqlcipher3``,
+    whose exceptions share no class) or ``ENOSPC``/``EDQUOT`` from a file."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, sqlite3.Error):
+        if isinstance(current, DATABASE_ERRORS):
             code = getattr(current, "sqlite_errorcode", None)
             if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
                 return True

@@ -115,8 +115,19 @@ class _Job:
 class Store:
     """The box's database. Open with :meth:`open`, close with :meth:`close`."""
 
-    def __init__(self, config: EdgeConfig, *, clock: Callable[[], int] = wall_ms) -> None:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        clock: Callable[[], int] = wall_ms,
+        key: bytes | None = None,
+    ) -> None:
         self.config = config
+        #: The data key the database is encrypted with (``None``: a plain database, or an
+        #: encrypted one still locked).
+        self.key = key
+        #: Between :meth:`open` and :meth:`close`.
+        self.opened = False
         self.village = config.village
         self.node = config.node
         self._wall = clock
@@ -137,9 +148,10 @@ class Store:
     async def open(self) -> None:
         """Connect, and load the clock state and an admin's confirmation of today's date
         (the schema must be at head: ``db.upgrade``)."""
-        self._thread_engine = db.create_thread_engine(self.config.database_path, writer=True)
+        path = self.config.database_path
+        self._thread_engine = db.create_thread_engine(path, writer=True, key=self.key)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-writer")
-        self._read_engine = db.create_thread_engine(self.config.database_path, writer=False)
+        self._read_engine = db.create_thread_engine(path, writer=False, key=self.key)
         self._readers = ThreadPoolExecutor(
             max_workers=db.READER_THREADS, thread_name_prefix="edge-reader"
         )
@@ -148,9 +160,11 @@ class Store:
             self.node, state=int(state or 0), max_drift_ms=self.config.max_clock_drift_ms
         )
         self.clock_confirmation = Confirmation.from_json(await self.get_meta(CONFIRMATION_KEY))
+        self.opened = True
 
     async def close(self) -> None:
         """Release the connections."""
+        self.opened = False
         for pool in (self._thread, self._readers):
             if pool is not None:
                 pool.shutdown(wait=True)

@@ -156,10 +156,19 @@ def verify(key: Ed25519PublicKey, data: bytes, signature: str) -> bool:
 
 
 def add_commands(commands: HubCommands) -> None:
-    """Register ``keys init`` under ``puskesos hub``."""
-    commands.group("keys", "the district's signing key")
+    """Register ``keys init`` and ``keys recovery-init`` under ``puskesos hub``."""
+    commands.group("keys", "the district's signing key and the boxes' recovery key")
     text = "make the signing key (hub.signing_key_file) and print its public key"
     commands.command("keys init", _init, text)
+    text = (
+        "make the district's recovery key pair for the boxes' encrypted data: the private key "
+        "(0600) is kept offline, the public key (FILE.pub) goes to every box"
+    )
+    recovery = commands.command("keys recovery-init", _recovery_init, text)
+    recovery.add_argument(
+        "--out", type=Path, required=True, metavar="FILE",
+        help="where to write the private key, e.g. on a USB stick; never on the hub",
+    )  # fmt: skip
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -171,4 +180,17 @@ def _init(args: argparse.Namespace) -> int:
     print(pem.decode("ascii"), end="")
     where = f"private key {path} (keep it secret), public key {public_key_file(path)}"
     print(where, file=sys.stderr)
+    return 0
+
+
+def _recovery_init(args: argparse.Namespace) -> int:
+    from puskesos.keyslots import generate_recovery_key
+
+    public = generate_recovery_key(args.out)
+    print(public)
+    print(
+        f"private key {args.out}: keep it offline (two copies in two places); give boxes "
+        f"{public} (provisioning: edge_district_recovery_key)",
+        file=sys.stderr,
+    )
     return 0

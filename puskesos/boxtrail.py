@@ -31,6 +31,7 @@ ACTION_LABELS = {
     "user_activate": "Mengaktifkan pengguna",
     "user_deactivate": "Menonaktifkan pengguna",
     "password_set": "Mengganti kata sandi",
+    "keys.recover": "Memulihkan akses dengan kunci kabupaten",
     "token_create": "Membuat token API",
     "token_revoke": "Mencabut token API",
     "clock_confirm": "Mengonfirmasi tanggal hari ini",

@@ -109,7 +109,7 @@ def _offline(box: Box, work: Callable[[Any, Any], Awaitable[T]]) -> T:
     from edge.store import Store
 
     async def run() -> T:
-        store = Store(load_config(box.config))
+        store = Store(load_config(box.config), key=box.data_key())
         await store.open()
         try:
             return await work(store, Actor("admin", "admin", "demo"))

@@ -8,7 +8,7 @@ import contextlib
 import os
 from pathlib import Path
 
-__all__ = ["fsync_dir", "private_database", "write_file"]
+__all__ = ["fsync_dir", "private_database", "replace_file", "write_file"]
 
 #: The files of one SQLite database: itself, its write-ahead log and its shared memory.
 _SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
@@ -23,6 +23,17 @@ def write_file(path: Path, data: bytes, *, new: bool = False, mode: int = 0o644)
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
+
+
+def replace_file(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Give ``path`` the content ``data`` atomically: a fresh file (``mode``) is written and
+    fsynced beside it, renamed over it and the rename made durable, so a power cut leaves
+    the old content or the new, never half."""
+    fresh = path.with_name(f".{path.name}.new")
+    fresh.unlink(missing_ok=True)
+    write_file(fresh, data, new=True, mode=mode)
+    os.replace(fresh, path)
+    fsync_dir(path.parent)
 
 
 def fsync_dir(folder: Path) -> None:

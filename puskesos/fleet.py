@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +46,7 @@ __all__ = [
     "MOSQUITTO",
     "AmqttBroker",
     "Box",
+    "BoxService",
     "Fleet",
     "Hub",
     "MosquittoBroker",
@@ -53,6 +56,7 @@ __all__ = [
     "free_port",
     "puskesos",
     "run_puskesos",
+    "sign_in",
     "wait_for",
 ]
 
@@ -429,6 +433,42 @@ class Hub:
         return _call(self.service, path, self.token, body)
 
 
+def sign_in(service: Service, username: str, password: str) -> urllib.request.OpenerDirector:
+    """Sign in on a box's web UI as a person would (the form with its CSRF token); the
+    opener keeps the session cookie. A refused sign-in raises ``urllib.error.HTTPError``."""
+    opener = service.opener()
+    with opener.open(service.url + "/masuk", timeout=10) as response:
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', response.read().decode())
+    if csrf is None:
+        raise RuntimeError(f"{service.url}/masuk has no CSRF token")
+    form = {"username": username, "password": password, "csrf_token": csrf[1], "next": "/"}
+    opener.open(service.url + "/masuk", urllib.parse.urlencode(form).encode(), timeout=10)
+    return opener
+
+
+class BoxService(Service):
+    """``edge serve`` of a box. An encrypted box starts locked (docs/storage.md §3): each
+    :meth:`start` then signs in as ``unlock_as`` (user name, password) over HTTP(S), as the
+    first person at the office would, and the box opens its store and starts syncing."""
+
+    def __init__(self, *args: Any, unlock_as: tuple[str, str], **settings: Any) -> None:
+        super().__init__(*args, **settings)
+        self.unlock_as = unlock_as
+
+    def start(self, timeout: float = 60, *, healthy: bool = False) -> None:
+        super().start(timeout, healthy=healthy)
+        if self.locked():
+            sign_in(self, *self.unlock_as)
+
+    def locked(self) -> bool:
+        """Whether the box waits for a sign-in (its ``/healthz`` says so)."""
+        try:
+            with urllib.request.urlopen(f"{self.plain_url}/healthz", timeout=10) as response:
+                return bool(json.loads(response.read()).get("locked"))
+        except urllib.error.HTTPError:
+            return False
+
+
 @dataclass
 class Box:
     """One village box."""
@@ -440,11 +480,33 @@ class Box:
     service: Service
     token: str = ""
     users: dict[str, str] = field(default_factory=dict)
+    _key: bytes | None = field(default=None, repr=False)
 
     @property
     def database(self) -> Path:
         """The box's SQLite file."""
         return self.folder / "data" / "edge.sqlite"
+
+    def data_key(self) -> bytes | None:
+        """The key of an encrypted box's database, from its first account's key slot
+        (``None`` for a plain box)."""
+        from edge import keys
+        from edge.config import load_config
+
+        if self._key is None:
+            config = load_config(self.config, env={})
+            if keys.encrypted(config):
+                username, password = next(iter(self.users.items()))
+                self._key = keys.open_with_password(config, username, password)
+        return self._key
+
+    def connect(self, *, readonly: bool = False) -> Any:
+        """A DB-API connection to the box's database (keyed when it is encrypted), for a
+        test or a benchmark that looks inside; ``readonly`` while the box may be serving."""
+        from edge.db import connect
+
+        where = f"file:{self.database}" + ("?mode=ro" if readonly else "")
+        return connect(where, self.data_key(), uri=True)
 
     def api(self, path: str, body: Any = None, method: str | None = None) -> Any:
         """Call the box API with its admin token; JSON in, JSON out."""
@@ -465,6 +527,10 @@ def _call(
 
 class Fleet:
     """Broker, hub workers and boxes under ``root``; stop everything with :meth:`stop`.
+
+    Boxes are encrypted at rest, set up with the fleet's recovery key
+    (:meth:`recovery_key`), and unlocked after every start by a sign-in of their first
+    account (:class:`BoxService`).
 
     ``database_url`` puts the hub on PostgreSQL (default: SQLite in the first hub's
     folder). ``mqtt_version`` 4 makes every client speak MQTT 3.1.1. ``sync`` holds the
@@ -515,6 +581,14 @@ class Fleet:
             return free_port()
         self._ports_given += 1
         return self.port_base + self._ports_given - 1
+
+    def recovery_key(self) -> Path:
+        """The district's recovery public key its boxes are set up with (made on first use,
+        the private key beside it: ``hub keys recovery-init``)."""
+        private = self.root / "recovery" / "recovery.key"
+        if not private.exists():
+            puskesos("hub", "keys", "recovery-init", "--out", str(private))
+        return private.with_suffix(".pub")
 
     # --- hub ------------------------------------------------------------------------------
 
@@ -646,25 +720,32 @@ class Fleet:
         )
         path = folder / "edge.toml"
         path.write_text(render_edge(config), encoding="utf-8")
-        puskesos("edge", "init", "--config", str(path))
+        puskesos("edge", "init", "--config", str(path), "--recovery-key", str(self.recovery_key()))
         users = users or {"admin": ("admin", "rahasia-balai-123")}
+        # The first account replaces the setup slot; the others are added as that account,
+        # whose password opens the encrypted database (the first line of stdin).
+        first, (first_role, first_secret) = next(iter(users.items()))
+        unlock = ["--as", first]
 
-        def add_user(username: str, role: str, secret: str) -> str:
+        def add_user(username: str, role: str, secret: str, *, then: bool = True) -> str:
             return puskesos(
                 "edge", "user", "add", "--config", str(path), "--username", username,
-                "--full-name", username.title(), "--role", role, stdin=secret + "\n",
+                "--full-name", username.title(), "--role", role, *(unlock if then else []),
+                stdin=(f"{first_secret}\n" if then else "") + secret + "\n",
             )  # fmt: skip
 
+        add_user(first, first_role, first_secret, then=False)
+        others = {name: user for name, user in users.items() if name != first}
         # Side by side: most of each command's time is Python starting up.
         with ThreadPoolExecutor() as pool:
-            list(pool.map(add_user, users, *zip(*users.values(), strict=True)))
+            list(pool.map(add_user, others, *zip(*others.values(), strict=True)))
         token = puskesos(
-            "edge", "token", "add", "--config", str(path),
-            "--username", next(iter(users)), "--name", "fleet",
+            "edge", "token", "add", "--config", str(path), "--username", first,
+            "--name", "fleet", *unlock, stdin=first_secret + "\n",
         ).strip()  # fmt: skip
-        service = Service(
+        service = BoxService(
             ["edge", "serve", "--config", str(path)], folder / "edge.log", port,
-            tls=(tls_port, config.path(config.tls_cert)),
+            tls=(tls_port, config.path(config.tls_cert)), unlock_as=(first, first_secret),
         )  # fmt: skip
         box = Box(
             village, node, folder, path, service, token, {u: p for u, (_, p) in users.items()}
@@ -684,7 +765,7 @@ class Fleet:
             *(b.service for b in self.boxes),
         ]
         with ThreadPoolExecutor() as pool:  # each waits for its /healthz: side by side
-            list(pool.map(Service.start, [s for s in services if not s.running]))
+            list(pool.map(lambda service: service.start(), [s for s in services if not s.running]))
 
     def stop(self) -> None:
         """Stop every box, hub worker and the broker (SIGTERM, then wait)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from puskesos.durable import fsync_dir, write_file
+from puskesos.durable import replace_file
 from puskesos.webpages import Handler
 
 __all__ = [
@@ -124,11 +123,7 @@ def ensure_certificate(cert: Path, key: Path, names: Iterable[str] = ()) -> x509
         (key, pem_key, 0o600),
         (cert, certificate.public_bytes(serialization.Encoding.PEM), 0o644),
     ):
-        fresh = path.with_name(f".{path.name}.new")
-        fresh.unlink(missing_ok=True)
-        write_file(fresh, data, new=True, mode=mode)
-        os.replace(fresh, path)
-    fsync_dir(cert.parent)
+        replace_file(path, data, mode=mode)
     return certificate
 
 

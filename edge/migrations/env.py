@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
 
-from edge.db import metadata
+from edge.db import create_engine, metadata
 
-url = context.config.get_main_option("sqlalchemy.url")
-assert url is not None
-engine = create_engine(url)
+engine = create_engine(context.config.attributes["database_path"], context.config.attributes["key"])
 with engine.connect() as connection:
     connection.exec_driver_sql("PRAGMA journal_mode=WAL")
     connection.commit()  # so that Alembic's transaction below is the outermost one

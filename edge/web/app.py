@@ -10,11 +10,13 @@ Every request goes through four middlewares, outermost first:
 3. ``timing``: the request-duration histogram by route template;
 4. ``guard``: finds who is calling (session cookie or bearer token), refuses routes that
    are not in the route table (deny by default), checks the route's roles, and checks the
-   CSRF token of every state-changing request made with a cookie.
+   CSRF token of every state-changing request made with a cookie. While an encrypted box
+   is locked (``docs/storage.md`` §3) only sign-in, health and static files answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import secrets
@@ -28,13 +30,14 @@ import jinja2
 from aiohttp import web
 from yarl import URL
 
-from edge import auth
+from edge import auth, db, keys
 from edge.config import EdgeConfig
 from edge.disk import is_disk_full
 from edge.metrics import EdgeMetrics
 from edge.services import Actor
 from edge.store import Store
 from edge.sync import SyncClient, read_password
+from edge.unlock import LockedSignIn
 from edge.web.routing import Route
 from edge.web.templating import create_environment
 from protocol.regions import village_label
@@ -46,6 +49,8 @@ from puskesos.webpages import security_headers, set_private_cookie
 __all__ = [
     "CONFIG",
     "CSRF",
+    "LOCKED_NOTICE",
+    "LOCKED_SIGN_IN",
     "METRICS",
     "SEARCHES",
     "STORE",
@@ -53,9 +58,11 @@ __all__ = [
     "USER",
     "actor",
     "create_app",
+    "is_locked",
     "json_error",
     "local_today",
     "render",
+    "unlock",
 ]
 
 log = logging.getLogger("puskesos.edge.web")
@@ -70,6 +77,8 @@ ROUTES = web.AppKey("routes", dict)
 SYNC = web.AppKey("sync", SyncClient | None)
 #: Searches by NIK or KK number, held under the token their answer's URL carries.
 SEARCHES = web.AppKey("searches", SearchTokens)
+#: The sign-in of the box while it is locked.
+LOCKED_SIGN_IN = web.AppKey("locked_sign_in", LockedSignIn)
 #: Who is calling (``None`` before login) and, for a cookie session, its CSRF token.
 USER = web.RequestKey("user", auth.User | None)
 CSRF = web.RequestKey("csrf", str | None)
@@ -79,6 +88,9 @@ PRE_CSRF_COOKIE = "psk_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: What answers while the box is locked (besides ``/static/``).
+WHILE_LOCKED = frozenset({"/masuk", "/healthz"})
+LOCKED_NOTICE = "Perangkat terkunci setelah dinyalakan ulang. Masuk untuk membukanya."
 STATIC = Path(__file__).parent.parent / "static"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -198,10 +210,47 @@ async def _caller(request: web.Request) -> tuple[auth.User | None, str | None]:
     return None, None
 
 
+def is_locked(app: web.Application) -> bool:
+    """Whether the box waits for a staff member's sign-in to open its database."""
+    return not app[STORE].opened
+
+
+async def unlock(app: web.Application, key: bytes) -> None:
+    """Open the store with the data ``key`` (migrations first) and start the sync."""
+    store = app[STORE]
+    async with app[LOCKED_SIGN_IN].lock:
+        if store.opened:
+            return
+        await asyncio.to_thread(db.upgrade, store.config.database_path, key)
+        store.key = key
+        await store.open()
+        client = app[SYNC]
+        if client is not None:
+            await client.start()
+    log.info("box unlocked")
+
+
+async def _while_locked(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A locked box: the sign-in page and ``/healthz`` answer, pages go to sign-in, the
+    API answers 503 ``locked``."""
+    request[USER] = None
+    request[CSRF] = None
+    if request.match_info.http_exception is None and request.path in WHILE_LOCKED:
+        if request.method in UNSAFE:
+            await _check_csrf(request, None)
+        return await handler(request)
+    if is_api(request):
+        return json_error(503, "locked")
+    target = request.rel_url if request.method == "GET" else URL("/")
+    raise web.HTTPSeeOther(URL("/masuk").with_query(next=str(target)))
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/static/") and request.match_info.http_exception is None:
         return await handler(request)
+    if is_locked(request.app):
+        return await _while_locked(request, handler)
     user, session_token = await _caller(request)
     request[USER] = user
     if user is not None:
@@ -321,6 +370,7 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
     app[CONFIG] = config
     app[STORE] = store or Store(config)
     app[SECRET] = auth.load_secret(config.data_dir / config.session_secret_file)
+    app[LOCKED_SIGN_IN] = LockedSignIn(config)
     app[TEMPLATES] = create_environment(config.timezone)
     app[METRICS] = EdgeMetrics()
     app[SEARCHES] = SearchTokens()
@@ -343,16 +393,20 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
     app.router.add_static("/static/", STATIC, append_version=True, name="static")
 
     async def store_lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await app[STORE].open()
+        # An encrypted box given no key starts locked: a sign-in opens it (unlock).
+        store = app[STORE]
+        if store.key is not None or not keys.encrypted(config):
+            await store.open()
         yield
-        await app[STORE].close()
+        if store.opened:
+            await store.close()
 
     async def sync_lifecycle(app: web.Application) -> AsyncIterator[None]:
         client = app[SYNC]
-        if client is not None:
+        if client is not None and app[STORE].opened:
             await client.start()
         yield
-        if client is not None:
+        if client is not None and app[STORE].opened:
             await client.stop()
 
     app.cleanup_ctx.append(store_lifecycle)

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edge.disk import DiskState
 from edge.metrics import take_snapshot
-from edge.web.app import METRICS, STORE
+from edge.web.app import METRICS, STORE, is_locked
 from edge.web.routing import PUBLIC, RouteTable
 
 __all__ = ["routes"]
@@ -20,10 +20,14 @@ routes = RouteTable()
     "/healthz", roles=PUBLIC, summary="Liveness: database writable, disk not full, clock sane"
 )
 async def healthz(request: web.Request) -> web.Response:
-    """200 when the box can do its work, else 503 naming the failing check. The database
+    """200 when the box can do its work, else 503 naming the failing check; 200 with
+    ``locked: true`` while an encrypted box waits for a sign-in. The database
     probe takes the write lock but writes nothing, so it cannot see a full disk: the
     ``disk`` check does (``edge.disk``), and a ``low`` disk is reported without failing."""
     store = request.app[STORE]
+    if is_locked(request.app):
+        # Up and waiting for a sign-in: 200, so that the watchdog does not restart it.
+        return web.json_response({"status": "locked", "locked": True, "node": store.node})
     checks: dict[str, str] = {}
     try:
         await store.run_write(lambda conn: conn.execute(sa.text("SELECT 1")))

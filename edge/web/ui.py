@@ -10,12 +10,16 @@ from edge import auth, db
 from edge.records import Record, head_of
 from edge.store import Store
 from edge.web.app import (
+    LOCKED_NOTICE,
+    LOCKED_SIGN_IN,
     SESSION_COOKIE,
     STORE,
+    is_locked,
     local_today,
     render,
     render_before_login,
     set_session_cookie,
+    unlock,
 )
 from edge.web.routing import ALL_ROLES, PUBLIC, RouteTable
 from edge.web.sync_view import sync_view
@@ -83,7 +87,10 @@ def pager_base(request: web.Request, path: str | None = None) -> str:
 @routes.get("/masuk", roles=PUBLIC, summary="Login page")
 async def login_page(request: web.Request) -> web.Response:
     target = webauth.safe_next(request.query.get("next"))
-    return render_before_login(request, "masuk.html", next=target, error=None, username="")
+    return render_before_login(
+        request, "masuk.html", next=target, error=None, username="",
+        locked_notice=LOCKED_NOTICE if is_locked(request.app) else None,
+    )  # fmt: skip
 
 
 @routes.post("/masuk", roles=PUBLIC, summary="Log in")
@@ -92,7 +99,17 @@ async def login(request: web.Request) -> web.StreamResponse:
     username = str(form.get("username", "")).strip()
     password = str(form.get("password", ""))
     target = webauth.safe_next(str(form.get("next", "")))
-    result = await auth.authenticate(request.app[STORE], username, password, request.remote or "")
+    address = request.remote or ""
+    if is_locked(request.app):
+        # The password must open the account's key slot before the database can be read.
+        key, refused_ms = await request.app[LOCKED_SIGN_IN].data_key(username, password, address)
+        if key is None:
+            return render_before_login(
+                request, "masuk.html", 401, next=target, username=username,
+                error=webauth.login_error(refused_ms), locked_notice=LOCKED_NOTICE,
+            )  # fmt: skip
+        await unlock(request.app, key)
+    result = await auth.authenticate(request.app[STORE], username, password, address)
     if result.user is None:
         error = webauth.login_error(result.refused_ms)
         return render_before_login(

@@ -4,9 +4,7 @@ and ACL from ``broker-config``, hub workers and boxes as processes; see puskesos
 from __future__ import annotations
 
 import asyncio
-import re
-import sqlite3
-import urllib.parse
+import contextlib
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 
 from edge.config import SyncConfig
 from protocol.jsonform import load_state
+from puskesos import fleet as fleets
 from puskesos.fleet import Box, Fleet, Hub, wait_for
 from tests.edge.box_process import household_body
 from tests.hub.conftest import drop_postgres, fresh_postgres
@@ -65,14 +64,14 @@ def fleet(make_fleet: Callable[..., Fleet]) -> Fleet:
 
 def meta(box: Box, key: str) -> str | None:
     """A value of the box's ``meta`` table (read-only; the box may be serving)."""
-    with sqlite3.connect(f"file:{box.database}?mode=ro", uri=True) as connection:
+    with contextlib.closing(box.connect(readonly=True)) as connection:
         row = connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return row[0] if row else None
 
 
 def changes_made(box: Box) -> int:
     """How many changes people made on the box: one audit row each (create or update)."""
-    with sqlite3.connect(f"file:{box.database}?mode=ro", uri=True) as connection:
+    with contextlib.closing(box.connect(readonly=True)) as connection:
         query = "SELECT count(*) FROM audit WHERE action IN ('create', 'update')"
         return int(connection.execute(query).fetchone()[0])
 
@@ -87,7 +86,7 @@ def fill_offline(box: Box, households: int, *, seed: int = 1_000_000) -> int:
     from tests.factories import make_household_with_members
 
     async def fill() -> None:
-        store = Store(load_config(box.config))
+        store = Store(load_config(box.config), key=box.data_key())
         await store.open()
         try:
             for start in range(0, households, 50):
@@ -109,7 +108,7 @@ def fill_offline(box: Box, households: int, *, seed: int = 1_000_000) -> int:
 
 def box_states(box: Box) -> dict[str, Any]:
     """Every record's merge state on a box, from its database (read-only)."""
-    with sqlite3.connect(f"file:{box.database}?mode=ro", uri=True) as connection:
+    with contextlib.closing(box.connect(readonly=True)) as connection:
         rows = connection.execute("SELECT id, state FROM records").fetchall()
     return {record_id: load_state(state) for record_id, state in rows}
 
@@ -152,15 +151,8 @@ def converged(hub: Hub, village: str, boxes: list[Box]) -> bool:
 
 
 def sign_in(box: Box, username: str, password: str) -> urllib.request.OpenerDirector:
-    """Sign in on the box's web UI as a person would (the form with its CSRF token); the
-    opener keeps the session cookie. A refused sign-in raises ``urllib.error.HTTPError``."""
-    opener = box.service.opener()
-    with opener.open(box.service.url + "/masuk", timeout=10) as response:
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', response.read().decode())
-    assert csrf, "the login page has a CSRF token"
-    form = {"username": username, "password": password, "csrf_token": csrf[1], "next": "/"}
-    opener.open(box.service.url + "/masuk", urllib.parse.urlencode(form).encode(), timeout=10)
-    return opener
+    """Sign in on the box's web UI as a person would (``puskesos.fleet.sign_in``)."""
+    return fleets.sign_in(box.service, username, password)
 
 
 def register(box: Box, seed: int) -> str:

@@ -52,7 +52,7 @@ def _seal_offline(box: Box, record_id: str, **values: object) -> int:
     """Save an edit on a stopped box and seal it into its next batch; returns the seq."""
 
     async def work() -> int:
-        store = Store(load_config(box.config))
+        store = Store(load_config(box.config), key=box.data_key())
         await store.open()
         try:
             await store.write([Edit("household", record_id, values)], actor="operator")

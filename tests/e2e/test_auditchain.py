@@ -5,7 +5,7 @@ sent mark the box broken at the hub, on its device API and in /metrics."""
 
 from __future__ import annotations
 
-import sqlite3
+import contextlib
 import urllib.request
 
 import pytest
@@ -21,7 +21,7 @@ GRACE_S = 2
 
 
 def _chain_length(box: Box) -> int:
-    with sqlite3.connect(f"file:{box.database}?mode=ro", uri=True) as connection:
+    with contextlib.closing(box.connect(readonly=True)) as connection:
         return int(connection.execute("SELECT max(seq) FROM audit").fetchone()[0] or 0)
 
 
@@ -64,7 +64,7 @@ def test_a_trail_tampered_on_the_box_before_it_was_sent_is_flagged_at_the_hub(ma
         register(box, seed)
     assert _chain_length(box) >= sent + 5
     box.service.stop()
-    with sqlite3.connect(box.database) as connection:
+    with contextlib.closing(box.connect()) as connection, connection:
         connection.execute("DROP TRIGGER audit_no_delete")
         connection.execute("DROP TRIGGER audit_no_update")
         connection.execute("DELETE FROM audit WHERE seq = ?", (sent + 2,))

@@ -264,14 +264,18 @@ def test_a_box_restored_from_an_old_backup_gets_back_what_it_lost_and_resends_no
     register(a1, 31)
     wait_for(lambda: converged(hub, VILLAGE_A, [a1, a2]), 60, "village A in step")
     backup = a1.folder / "backup.sqlite"
-    puskesos("edge", "backup", str(backup), "--config", str(a1.config))
+    admin, secret = next(iter(a1.users.items()))  # the box is encrypted: a password opens it
+    staff = ("--as", admin)
+    puskesos("edge", "backup", str(backup), "--config", str(a1.config), *staff, stdin=secret + "\n")
     after_backup = register(a1, 32)  # sent to the hub, then lost with the SD card
     neighbour = register(a2, 33)
     wait_for(lambda: converged(hub, VILLAGE_A, [a1, a2]), 60, "village A in step again")
     applied = hub.api("/api/v1/devices/edge-a1")["changes_applied"]
 
     a1.service.kill()
-    puskesos("edge", "restore", str(backup), "--config", str(a1.config))
+    puskesos(
+        "edge", "restore", str(backup), "--config", str(a1.config), *staff, stdin=secret + "\n"
+    )
     a1.service.start()
     wait_for(lambda: converged(hub, VILLAGE_A, [a1, a2]), 90, "the restored box in step")
     assert {after_backup, neighbour} <= set(box_states(a1))

@@ -21,23 +21,35 @@ VILLAGE = "3201022001"
 NODE = "edge-3201022001-a"
 
 
-def init_box(folder: Path, *, users: dict[str, tuple[str, str]] | None = None) -> Path:
-    """``edge init`` a box in ``folder`` and add ``users`` (name → (role, password)).
+def init_box(
+    folder: Path,
+    *,
+    users: dict[str, tuple[str, str]] | None = None,
+    recovery_key: Path | None = None,
+) -> Path:
+    """``edge init`` a box in ``folder`` and add ``users`` (name → (role, password)); with
+    ``recovery_key`` (the district's public key) the box is encrypted, and every user after
+    the first is added ``--as`` the first.
 
     Returns the configuration file; the database lives in ``folder / "data"``.
     """
     config = folder / "edge.toml"
+    encryption = ["--recovery-key", str(recovery_key)] if recovery_key else []
     result = puskesos(
         "edge", "init", "--config", str(config), "--village", VILLAGE, "--node", NODE,
-        "--data-dir", str(folder / "data"),
+        "--data-dir", str(folder / "data"), *encryption,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    first: tuple[str, str] | None = None
     for username, (role, password) in (users or {}).items():
+        unlock = ["--as", first[0]] if recovery_key and first else []
         result = puskesos(
             "edge", "user", "add", "--config", str(config), "--username", username,
-            "--full-name", username.title(), "--role", role, stdin=password + "\n",
+            "--full-name", username.title(), "--role", role, *unlock,
+            stdin=(f"{first[1]}\n" if unlock and first else "") + password + "\n",
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
+        first = first or (username, password)
     return config
 
 

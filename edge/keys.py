@@ -1,0 +1,133 @@
+"""The box's key slots in use (``docs/storage.md`` §2–3): made at ``edge init``, opened at
+sign-in, rewrapped when a password is set, dropped when an account is disabled.
+
+A box without ``keyslots.json`` is a box of an older release (or one set up without
+encryption): its database is plain and every function here leaves it so. The slot file is
+read and rewritten whole under an exclusive ``flock`` of ``keyslots.lock`` (held across
+processes: the running box and a command line), so two password changes at once never lose
+one another's slot. Argon2id runs for seconds of CPU in total: callers in the event loop run
+these functions in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from edge.config import EdgeConfig
+from puskesos.keyslots import (
+    Argon2Cost,
+    KeySlots,
+    SetupSlot,
+    UserSlot,
+    WrongKey,
+    new_data_key,
+    read_slots,
+    seal_for_district,
+    spend_like,
+    unwrap_user,
+    wrap_for_user,
+    write_slots,
+)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+__all__ = [
+    "create_slots",
+    "encrypted",
+    "forget_user",
+    "has_slot",
+    "open_with_password",
+    "setup_key",
+    "spend",
+    "store_password",
+]
+
+LOCK_FILE = "keyslots.lock"
+
+
+@contextlib.contextmanager
+def _locked(config: EdgeConfig) -> Iterator[None]:
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(config.data_dir / LOCK_FILE, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def encrypted(config: EdgeConfig) -> bool:
+    """Whether the box's database is encrypted (it has key slots)."""
+    return read_slots(config.data_dir, config.node) is not None
+
+
+def create_slots(config: EdgeConfig, recovery_key: X25519PublicKey | None) -> bytes:
+    """Make the data key and the box's first slots: the district's (sealed to
+    ``recovery_key``; none without one) and the setup slot; returns the data key."""
+    key = new_data_key()
+    district = (
+        (seal_for_district(key, node=config.node, public_key=recovery_key),)
+        if recovery_key is not None
+        else ()
+    )
+    with _locked(config):
+        write_slots(config.data_dir, KeySlots(config.node, (*district, SetupSlot(key))))
+    return key
+
+
+def setup_key(config: EdgeConfig) -> bytes | None:
+    """The data key while no account has a slot yet (``None`` after, or on a plain box)."""
+    slots = read_slots(config.data_dir, config.node)
+    setup = slots.setup() if slots is not None else None
+    return setup.key if setup is not None else None
+
+
+def has_slot(config: EdgeConfig, username: str) -> bool:
+    """Whether ``username`` can unlock the box with their password."""
+    slots = read_slots(config.data_dir, config.node)
+    return slots is not None and slots.user(username) is not None
+
+
+def open_with_password(config: EdgeConfig, username: str, password: str) -> bytes | None:
+    """The data key from ``username``'s slot, or ``None`` when the password does not open
+    it or the name has no slot; both take one Argon2id of the slots' cost."""
+    slots = read_slots(config.data_dir, config.node)
+    slot = slots.user(username) if slots is not None else None
+    if slot is None:
+        spend(config, password)
+        return None
+    try:
+        return unwrap_user(slot, node=config.node, password=password)
+    except WrongKey:
+        return None
+
+
+def spend(config: EdgeConfig, password: str) -> None:
+    """Take the time of opening a slot of this box, and open nothing."""
+    slots = read_slots(config.data_dir, config.node)
+    costs = [s.cost for s in (slots.slots if slots else ()) if isinstance(s, UserSlot)]
+    spend_like(costs[0] if costs else Argon2Cost(), password)
+
+
+def store_password(config: EdgeConfig, key: bytes, username: str, password: str) -> None:
+    """Wrap ``key`` for ``username`` under ``password`` (a new slot or a rewrap); the setup
+    slot goes with the first account's. Nothing on a plain box."""
+    if not encrypted(config):
+        return
+    slot = wrap_for_user(key, user=username, node=config.node, password=password)
+    with _locked(config):
+        slots = read_slots(config.data_dir, config.node)
+        assert slots is not None
+        write_slots(config.data_dir, slots.with_user(slot))
+
+
+def forget_user(config: EdgeConfig, username: str) -> None:
+    """Remove ``username``'s slot (a disabled account no longer unlocks the box)."""
+    with _locked(config):
+        slots = read_slots(config.data_dir, config.node)
+        if slots is not None and slots.user(username) is not None:
+            write_slots(config.data_dir, slots.without_user(username))
