@@ -13,12 +13,21 @@ of Posyandu services: one a month per household) are timed.
 Goals (issue 3): p99 < 30 ms at 10 concurrent clients on one core; search < 20 ms; RSS
 < 100 MB. Issue 19: every register under 100 ms for 5,000 households; RSS still < 100 MB
 with a year of services.
+
+``--sync-rounds N`` measures instead what syncing costs the box (issue 18: save p99 <
+30 ms at 10 concurrent clients while sync runs): per round, a fresh broker (Mosquitto),
+hub (SQLite) and box set up as the tests' fleet does, the box pinned like above; ``--saves``
+saves of a household with 4 members at 10 clients with the box's sync off, then the same
+on a fresh set-up with sync on, each save's changes flowing to the hub while the others
+are made. Prints p50/p99 and saves/s of each, their min/median/max over the rounds, and
+how many of the saved records the hub had committed when the saves ended.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import statistics
@@ -37,6 +46,7 @@ sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolv
 from edge.config import load_config
 from edge.records import Edit
 from edge.store import Store
+from puskesos.fleet import Fleet, Service
 from tests.edge.box_process import ServedBox, household_body, init_box, puskesos, query
 from tests.factories import make_household_with_members, make_service
 
@@ -91,15 +101,17 @@ async def timed(
 
 
 async def bench_saves(
-    box: ServedBox,
+    box: Service,
     token: str,
     levels: dict[int, int],
     first_seed: int = 0,
     taken: frozenset[str] = frozenset(),
-) -> int:
-    """Save-household-with-4-members latency at each concurrency; returns the next seed."""
+) -> tuple[int, list[tuple[list[float], float]]]:
+    """Save-household-with-4-members latency at each concurrency; returns the next seed
+    and each level's latencies (ms) and saves per second."""
     headers = {"Authorization": f"Bearer {token}"}
     seed = first_seed
+    levels_measured = []
     async with box.client(headers=headers) as session:
 
         def job(body: dict[str, object]) -> Callable[[], Awaitable[None]]:
@@ -121,11 +133,12 @@ async def bench_saves(
                     bodies.append(body)
             await timed(concurrency, [job(b) for b in bodies[:warm_up]])
             latencies, wall = await timed(concurrency, [job(b) for b in bodies[warm_up:]])
+            levels_measured.append((latencies, len(latencies) / wall))
             print(
                 f"  {concurrency:3d} clients: {percentiles(latencies)}  "
                 f"({len(latencies) / wall:5.1f} saves/s, n={len(latencies)})"
             )
-    return seed
+    return seed, levels_measured
 
 
 async def fill(config_path: Path, households: int) -> list[tuple[str, str, str]]:
@@ -257,6 +270,49 @@ async def bench_village_pages(box: ServedBox, token: str, rounds: int = 20) -> N
             )
 
 
+async def bench_sync(rounds: int, saves: int) -> None:
+    """Save latency at 10 clients with the box's sync off and on, interleaved rounds."""
+    figures: dict[str, list[tuple[float, float, float]]] = {"off": [], "on": []}
+    for number in range(rounds):
+        for mode in figures:
+            with tempfile.TemporaryDirectory(prefix="puskesos-bench-") as tmp:
+                fleet = Fleet(Path(tmp))
+                try:
+                    hub = fleet.add_hub(start=False)
+                    box = fleet.enrol("3201022001", "edge-bench")
+                    if mode == "off":
+                        box.service.env["PUSKESOS_SYNC_ENABLED"] = "false"
+                    fleet.start()
+                    assert box.service.process is not None
+                    if os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
+                        pin(box.service.process.pid, SERVER_CPU)
+                    print(f"round {number + 1}, sync {mode}:")
+                    before = time.perf_counter()
+                    _, [(latencies, rate)] = await bench_saves(box.service, box.token, {10: saves})
+                    took = time.perf_counter() - before
+                    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+                    figures[mode].append((cuts[49], cuts[98], rate))
+                    if mode == "on":
+                        with contextlib.closing(box.connect(readonly=True)) as connection:
+                            made = connection.execute("SELECT count(*) FROM records").fetchone()[0]
+                        committed = query(hub.folder / "hub.sqlite", "SELECT count(*) FROM records")
+                        print(
+                            f"  the hub had committed {committed[0][0]} of the box's {made} "
+                            f"records when the saves ended ({took:.1f} s)"
+                        )
+                finally:
+                    fleet.stop()
+    print(f"save a household with 4 members, 10 clients, {rounds} rounds (min median max):")
+    for mode, runs in figures.items():
+        line = "  ".join(
+            f"{what} {min(v):6.1f} {statistics.median(v):6.1f} {max(v):6.1f}"
+            for what, v in zip(
+                ("p50 ms", "p99 ms", "saves/s"), zip(*runs, strict=True), strict=True
+            )
+        )
+        print(f"  sync {mode:3s}: {line}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--households", type=int, default=20_000)
@@ -265,9 +321,13 @@ async def main() -> None:
         "--service-months", type=int, default=12, help="months of Posyandu services to add"
     )
     parser.add_argument("--rounds", type=int, default=20, help="requests per village page")
+    parser.add_argument("--sync-rounds", type=int, default=0, help="measure sync's cost instead")
     args = parser.parse_args()
     if os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - {SERVER_CPU})
+    if args.sync_rounds:
+        await bench_sync(args.sync_rounds, args.saves)
+        return
     with tempfile.TemporaryDirectory(prefix="puskesos-bench-") as tmp:
         folder = Path(tmp)
         config = init_box(folder, users={"bench": ("operator", PASSWORD)})
@@ -284,7 +344,9 @@ async def main() -> None:
             time.sleep(1)
             print(f"RSS of the server, idle: {rss_mb(box.process.pid):.1f} MB")  # type: ignore[union-attr]
             print("save a household with 4 members:")
-            saved = await bench_saves(box, token, {1: args.saves, 10: args.saves, 50: args.saves})
+            saved, _ = await bench_saves(
+                box, token, {1: args.saves, 10: args.saves, 50: args.saves}
+            )
             print(f"RSS after {saved} saves: {rss_mb(box.process.pid):.1f} MB")  # type: ignore[union-attr]
             assert box.stop() == 0
         finally:

@@ -7,9 +7,10 @@ Run: ``python bench/registry.py [--households N] [--villages V] [--postgres] [--
 asserts nothing. For each database:
 
 a. import of a generated CSV extract (N households of 4 members, in V villages, one
-   combined file) with ``puskesos hub registry import``: wall time, rows/s, records/s and
-   the peak RSS of the importing process and its worker processes together (``--import-only``:
-   this step alone);
+   combined file) with ``puskesos hub registry import``: wall time, rows/s, records/s, the
+   peak RSS of the importing process and its worker processes together, and the CPU time
+   per record of each (the importer is one process: its CPU per record bounds the rate
+   whatever the processors; ``--import-only``: this step alone);
 b. the downlink of one village to a new box: down batches packed by the hub for a box of
    that village, bytes per record and in total (what a 2G modem would carry);
 c. re-import of the unchanged extract: wall time, and the downlink bytes it causes (goal 0);
@@ -48,6 +49,7 @@ import concurrent.futures
 import contextlib
 import csv
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -114,9 +116,21 @@ def write_extract(path: Path, households: int, villages: list[str], *, first: in
     return rows
 
 
-def run_import(config: Path, extract: Path) -> tuple[float, float, str]:
-    """Seconds, peak RSS (MB) of the import process and its worker processes together
-    (sampled every 0.2 s), and its summary line."""
+@dataclass
+class ImportRun:
+    """What one ``registry import`` took: wall seconds, peak RSS (MB) of the importing
+    process and its workers together, CPU seconds of the importing process and of its
+    workers (sampled), and its summary line."""
+
+    seconds: float
+    rss_mb: float
+    importer_cpu: float
+    workers_cpu: float
+    line: str
+
+
+def run_import(config: Path, extract: Path) -> ImportRun:
+    """Run ``puskesos hub registry import``, sampling its process tree every 0.1 s."""
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "puskesos", "hub", "registry", "import", str(extract),
@@ -124,20 +138,23 @@ def run_import(config: Path, extract: Path) -> tuple[float, float, str]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     peak = 0
+    cpu: dict[int, float] = {}
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         output = pool.submit(process.communicate)
         while process.poll() is None:
-            peak = max(peak, tree_rss_kb(process.pid))
-            time.sleep(0.2)
+            peak = max(peak, tree_usage(process.pid, cpu))
+            time.sleep(0.1)
         stdout, stderr = output.result()
     seconds = time.monotonic() - started
     if process.returncode:
         raise SystemExit(f"import failed:\n{stderr}")
-    return seconds, peak / 1024, stdout.splitlines()[0]
+    importer = cpu.pop(process.pid, 0.0)
+    return ImportRun(seconds, peak / 1024, importer, sum(cpu.values()), stdout.splitlines()[0])
 
 
-def tree_rss_kb(pid: int) -> int:
-    """The resident memory of ``pid`` and its descendants, in kB (Linux ``/proc``)."""
+def tree_usage(pid: int, cpu: dict[int, float]) -> int:
+    """The resident memory of ``pid`` and its descendants, in kB, summed over them; notes
+    each one's CPU seconds so far in ``cpu`` (Linux ``/proc``)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -147,11 +164,16 @@ def tree_rss_kb(pid: int) -> int:
     while todo:
         current = todo.pop()
         todo += children.get(current, [])
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu[current] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
     return total
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 async def downlink_bytes(url: str, village: str, node: str, *, enrol: bool) -> list[bytes]:
@@ -193,12 +215,15 @@ def measure(
         [sys.executable, "-m", "puskesos", "hub", "init", "--config", str(config)],
         capture_output=True, check=True,
     )  # fmt: skip
-    seconds, rss, line = run_import(config, extract)
+    imported = run_import(config, extract)
     records = rows + rows // 4
+    seconds = imported.seconds
+    per_record = [cpu / records * 1e6 for cpu in (imported.importer_cpu, imported.workers_cpu)]
     print(f"  [{label}] a. import: {seconds:.1f} s, {rows / seconds:,.0f} rows/s, "
           f"{records / seconds:,.0f} records/s, "
-          f"peak RSS {rss:.0f} MB (with its workers)")  # fmt: skip
-    print(f"           {line}")
+          f"peak RSS {imported.rss_mb:.0f} MB (with its workers); CPU per record: "
+          f"importer {per_record[0]:.0f} us, workers {per_record[1]:.0f} us")  # fmt: skip
+    print(f"           {imported.line}")
     if args.import_only:
         return []
     real = load_config(config).url
@@ -208,10 +233,10 @@ def measure(
     print(f"  [{label}] b. one village to a new box: {len(payloads)} down batches, {size:,} B, "
           f"{size / max(1, in_village):.0f} B per record ({in_village:,} records, "
           f"{versions:,} field versions)")  # fmt: skip
-    seconds, _, line = run_import(config, extract)
+    reimport = run_import(config, extract)
     again = asyncio.run(downlink_bytes(real, village, "edge-bench-a", enrol=False))
-    print(f"  [{label}] c. re-import unchanged: {seconds:.1f} s; downlink "
-          f"{sum(map(len, again))} B in {len(again)} batches; {line}")  # fmt: skip
+    print(f"  [{label}] c. re-import unchanged: {reimport.seconds:.1f} s; downlink "
+          f"{sum(map(len, again))} B in {len(again)} batches; {reimport.line}")  # fmt: skip
     link = args.link_households if label == "sqlite" else 0
     link_village = district_villages("3201", len(VILLAGES) + 1)[-1]
     if link:  # a village of its own for e, imported now (the hub is not serving yet)

@@ -306,7 +306,9 @@ class Ingest:
         """:meth:`push` for every active box of ``village`` but ``skip``."""
         d = db.devices
         query = sa.select(d.c.node).where(d.c.village == village, d.c.status == "active")
-        async with self.store.engine.connect() as conn:
+        # Reads on a snapshot, here and in the sweep: on SQLite they would otherwise take
+        # the write lock that the next batch waits for.
+        async with db.reading(self.store.engine) as conn:
             nodes = [row.node for row in await conn.execute(query)]
         for node in nodes:
             if node != skip:
@@ -358,7 +360,7 @@ class Ingest:
             .join(v, v.c.code == d.c.village)
             .where(d.c.status == "active", v.c.log_seq > d.c.down_cursor)
         )
-        async with self.store.engine.connect() as conn:
+        async with db.reading(self.store.engine) as conn:
             nodes = [row.node for row in await conn.execute(behind)]
         c = self.config
         for node in nodes:

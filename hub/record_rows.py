@@ -10,7 +10,6 @@ in one place, :func:`record_row`, whichever way the record is written: merged on
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -20,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from protocol.changes import Value
 from protocol.digest import first_versions_digest, record_digest, to_signed
 from protocol.entities import household_of, shown_status
-from protocol.jsonform import dump_first_versions, dump_state
+from protocol.jsonform import dump_first_versions, dump_json, dump_state
 from protocol.merge import RecordState, open_conflicts, values
 from protocol.registry import lacking
 from protocol.schema import TOMBSTONE_FIELD
@@ -54,7 +53,7 @@ def record_row(
         "village": village,
         "household_id": household_of(entity, record_id, shown),
         "state": dump_state(state),
-        "data": json.dumps(shown, separators=(",", ":"), ensure_ascii=False),
+        "data": dump_json(shown),
         "deleted": shown.get(TOMBSTONE_FIELD) is True,
         "conflicts": len(open_conflicts(state)),
         "log_seq": log_seq,
@@ -88,7 +87,6 @@ def new_record_rows(
     digests."""
     rows: list[tuple[Any, ...]] = []
     delta = 0
-    dumps = _COMPACT.encode
     for entity, record_id, shown in records:
         log_seq += 1
         digest = first_versions_digest(entity, record_id, shown, stamp, node)
@@ -96,18 +94,13 @@ def new_record_rows(
         rows.append(
             (
                 record_id, now, entity, village, household_of(entity, record_id, shown),
-                dump_first_versions(shown, stamp, node), dumps(shown),
+                dump_first_versions(shown, stamp, node), dump_json(shown),
                 shown.get(TOMBSTONE_FIELD) is True, 0, log_seq, node if shown else "", now, False,
                 active_nik(entity, shown), to_signed(digest), shown_status(entity, shown),
                 lacking(entity, shown),
             )
         )  # fmt: skip
     return rows, log_seq, delta
-
-
-#: ``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` as :func:`record_row`
-#: stores the shown values, made once.
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 async def insert_rows(

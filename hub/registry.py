@@ -3,8 +3,9 @@
 Rows are read one at a time (:mod:`hub.registry_files`), turned into households and
 members and checked (:mod:`protocol.registry`; in worker processes for a large extract,
 :mod:`hub.registry_checks`), and written in chunks as versions of the writer
-:data:`REGISTRY_NODE`: a chunk's households in one transaction, then its members in
-another, whatever villages they are of (their locks taken in code order). Records the
+:data:`REGISTRY_NODE`: a chunk's households, then its members, in one transaction
+whatever villages they are of (their locks taken in code order), planned whole first so
+that a row any part of which is refused is written in no part. Records the
 hub does not hold yet are inserted in bulk with the rows merging them would give
 (:meth:`hub.store.HubStore.insert_new`); known ones are merged. ``registry_rows``
 links each extract id to its record and keeps the values last imported, so that a
@@ -24,6 +25,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -40,8 +42,8 @@ from protocol.registry import ImportIssues, Layout, RowIssue, RowPart
 
 __all__ = ["REGISTRY_NODE", "ImportSummary", "Report", "import_files"]
 
-#: Parts (a household or a member) per chunk; a chunk's households and its members are
-#: each written in one transaction, whatever villages they are of.
+#: Parts (a household or a member) per chunk; a chunk is written in one transaction,
+#: whatever villages it is of.
 CHUNK = 2000
 #: Records the hub does not hold yet are inserted in bulk (``HubStore.insert_new``)
 #: instead of merged one by one: the same rows (tests compare the two ways).
@@ -223,19 +225,64 @@ async def _analyze_as_it_grows(run: _Import) -> None:
 
 
 async def _flush(run: _Import, pending: list[_Pending]) -> None:
-    """Write a chunk: its households first (members link to them), then its members, each
-    in one transaction for all their villages."""
+    """Write a chunk in one transaction for all its villages: its households first, then
+    its members (linked to them). Every part is planned before anything is written, so
+    that a row any part of which is refused is written in no part; leaving a row out can
+    leave another row's member without its household, so the chunk is planned again
+    until no more rows are refused."""
+    store = run.store
     households = [p for p in pending if p.part.entity == HOUSEHOLD.name]
     members = [p for p in pending if p.part.entity == MEMBER.name]
-    if households:
-        village_of = lambda p: str(p.part.values["village_code"])  # noqa: E731
-        await _write(run, HOUSEHOLD.name, _by_village(households, village_of))
-    if members:
-        members = await _link_members(run, members)
-        groups = _by_village(members, lambda p: str(p.part.values["_village"]))
-        if groups:
-            await _write(run, MEMBER.name, groups)
+    async with store.engine.begin() as conn:
+        wanted = sorted({m.part.household_registry_id for m in members})
+        known = await _links(store, conn, HOUSEHOLD.name, wanted)
+        villages = {_household_village(p) for p in households}
+        await store.lock_villages(conn, [*villages, *(link.village for link in known.values())])
+        links = {
+            HOUSEHOLD.name: await _links(
+                store, conn, HOUSEHOLD.name, [p.part.registry_id for p in households]
+            ),
+            MEMBER.name: await _links(
+                store, conn, MEMBER.name, [p.part.registry_id for p in members]
+            ),
+        }
+        stored = await _stored(store, conn, [p.part.record_id for p in pending if p.part.record_id])
+        refused: dict[tuple[str, int], list[RowIssue]] = {}
+        while True:
+            issues: dict[tuple[str, int], list[RowIssue]] = {}
+            kept = [p for p in households if p.where not in refused]
+            groups = _by_village(kept, _household_village)
+            household_plans = _plans(run, HOUSEHOLD.name, groups, links, stored, issues)
+            planned = {
+                plan.item.part.registry_id: (plan.record_id, village)
+                for village, plans in household_plans.items()
+                for plan in plans
+            }
+            kept = [p for p in members if p.where not in refused]
+            linked = _link_members(run, kept, known, planned, issues)
+            groups = _by_village(linked, lambda p: str(p.part.values["_village"]))
+            taken = {**stored, **{rid: (HOUSEHOLD.name, v) for rid, v in planned.values()}}
+            member_plans = _plans(run, MEMBER.name, groups, links, taken, issues)
+            if not issues:
+                break
+            refused.update(issues)
+        for where, found in refused.items():
+            for issue in found:
+                run.refuse(where, issue)
+        warned: list[_Plan] = []
+        for entity, plans in ((HOUSEHOLD.name, household_plans), (MEMBER.name, member_plans)):
+            if plans:
+                warned += await _write(run, conn, entity, plans, links[entity])
+        for plan in warned:  # audit rows last: the transaction's other writes come first
+            await audit.record(
+                conn, at_ms=store.wall(), actor=REGISTRY_NODE, action="registry.warning",
+                subject=plan.record_id, detail={"codes": [w.code for w in plan.item.warnings]},
+            )  # fmt: skip
     run.settle_rows()
+
+
+def _household_village(item: _Pending) -> str:
+    return str(item.part.values["village_code"])
 
 
 def _by_village(
@@ -247,34 +294,36 @@ def _by_village(
     return sorted(groups.items())
 
 
-async def _link_members(run: _Import, members: list[_Pending]) -> list[_Pending]:
-    """Members whose household is known, with ``household_id`` set; the others are
-    refused (an unknown household, or one of another village)."""
-    ids = sorted({m.part.household_registry_id for m in members})
-    rr = db.registry_rows
-    async with run.store.engine.connect() as conn:
-        rows = await conn.execute(
-            sa.select(rr.c.registry_id, rr.c.record_id, rr.c.village).where(
-                rr.c.entity == HOUSEHOLD.name, run.store.among(rr.c.registry_id, ids)
-            )
-        )
-        households = {row.registry_id: (row.record_id, row.village) for row in rows}
+def _link_members(
+    run: _Import,
+    members: list[_Pending],
+    known: dict[str, Any],
+    planned: dict[str, tuple[str, str]],
+    issues: dict[tuple[str, int], list[RowIssue]],
+) -> list[_Pending]:
+    """Members whose household is stored (``known``: its ``registry_rows``) or planned in
+    this chunk, with ``household_id`` set; the others are refused (an unknown household,
+    or one of another village) into ``issues``."""
     linked = []
     for member in members:
         part = member.part
-        if run.outcome.get(member.where) == "refused":
+        if member.where in issues:
             continue  # its row's household part was refused: nothing of the row is written
-        household = households.get(part.household_registry_id)
+        household = planned.get(part.household_registry_id)
+        if household is None and part.household_registry_id in known:
+            link = known[part.household_registry_id]
+            household = (link.record_id, link.village)
         if household is None:
             issue = ImportIssues.household_missing(
                 run.layout.member_household, part.household_registry_id
             )
-            run.refuse(member.where, issue)
+            issues.setdefault(member.where, []).append(issue)
             continue
         record_id, village = household
         if part.village and part.village != village:
             column = _village_column(run.layout, part)
-            run.refuse(member.where, ImportIssues.other_village(column, part.village, village))
+            issue = ImportIssues.other_village(column, part.village, village)
+            issues.setdefault(member.where, []).append(issue)
             continue
         part.values["household_id"] = record_id
         part.values["_village"] = village
@@ -282,67 +331,75 @@ async def _link_members(run: _Import, members: list[_Pending]) -> list[_Pending]
     return linked
 
 
-async def _write(run: _Import, entity: str, groups: list[tuple[str, list[_Pending]]]) -> None:
-    """The records of a chunk, by village, in one transaction (see the module docstring).
-    Records the hub does not hold yet are inserted in bulk (:meth:`HubStore.insert_new`);
-    the others are merged."""
+def _plans(
+    run: _Import,
+    entity: str,
+    groups: list[tuple[str, list[_Pending]]],
+    links: dict[str, dict[str, Any]],
+    stored: dict[str, tuple[str, str]],
+    issues: dict[tuple[str, int], list[RowIssue]],
+) -> dict[str, list[_Plan]]:
+    return {
+        village: _plan(run, entity, village, group, links[entity], stored, issues)
+        for village, group in groups
+    }
+
+
+async def _write(
+    run: _Import,
+    conn: AsyncConnection,
+    entity: str,
+    plans: dict[str, list[_Plan]],
+    links: dict[str, Any],
+) -> list[_Plan]:
+    """The planned records of a chunk, by village, in the chunk's transaction (which holds
+    the villages' locks). Records the hub does not hold yet are inserted in bulk
+    (:meth:`HubStore.insert_new`); the others are merged. Returns the plans with
+    warnings (to audit)."""
     store = run.store
-    async with store.engine.begin() as conn:
-        heads = await store.lock_villages(conn, [village for village, _ in groups])
-        ids = [p.part.registry_id for _, group in groups for p in group]
-        links = await _links(store, conn, entity, ids)
-        given = [p.part.record_id for _, group in groups for p in group if p.part.record_id]
-        stored = await _stored(store, conn, given)
-        plans = {
-            village: _plan(run, entity, village, group, links, stored) for village, group in groups
-        }
-        known = [
-            plan.record_id for ps in plans.values() for plan in ps if plan.changed and plan.exists
-        ]
-        states = await _states(store, conn, known)
-        frontiers = [v for state in states.values() for f in state.values() for v in f]
-        stamp = await store.stamp(conn, tuple(frontiers), node=REGISTRY_NODE)
-        new: dict[str, list[NewRecord]] = {}
-        changes: dict[str, list[Change]] = {}
-        written: set[str] = set()
-        for village, village_plans in plans.items():
-            run.seen.add((village, entity))
-            new[village], changes[village], made = _changes(
-                run, entity, village, village_plans, states, stamp
-            )
-            written |= made
-        now = store.wall()
-        fresh = [record.record_id for group in new.values() for record in group]
-        if BULK_NEW and len(set(fresh)) == len(fresh):
-            heads = await store.insert_new(
-                conn, heads, new, stamp=stamp, node=REGISTRY_NODE, now=now
-            )
-        else:  # the same records, merged one by one (an id the file gives twice: merged)
-            changes = {v: _created(new[v], v, stamp) + group for v, group in changes.items()}
-        for village, group in changes.items():
-            if not group:
-                continue
-            log_seq, conflicts = await store.merge_changes(
-                conn, village, group, heads[village][0], now, by=REGISTRY_NODE, review=False
-            )
-            run.summary.conflicts += conflicts
-            await conn.execute(
-                db.villages.update().where(db.villages.c.code == village).values(log_seq=log_seq)
-            )
-        await _save_links(conn, run, entity, plans, links)
-        for village, ps in plans.items():
-            for plan in ps:
-                item, record_id = plan.item, plan.record_id
-                if record_id in written:
-                    run.note(item.where, "written")
-                    run.summary.villages[village] += 1
-                for warning in item.warnings:
-                    run.report.add(item.where, warning)
-                if item.warnings:
-                    await audit.record(
-                        conn, at_ms=store.wall(), actor=REGISTRY_NODE, action="registry.warning",
-                        subject=record_id, detail={"codes": [w.code for w in item.warnings]},
-                    )  # fmt: skip
+    heads = await store.lock_villages(conn, list(plans))
+    known = [plan.record_id for ps in plans.values() for plan in ps if plan.changed and plan.exists]
+    states = await _states(store, conn, known)
+    frontiers = [v for state in states.values() for f in state.values() for v in f]
+    stamp = await store.stamp(conn, tuple(frontiers), node=REGISTRY_NODE)
+    new: dict[str, list[NewRecord]] = {}
+    changes: dict[str, list[Change]] = {}
+    written: set[str] = set()
+    for village, village_plans in plans.items():
+        run.seen.add((village, entity))
+        new[village], changes[village], made = _changes(
+            run, entity, village, village_plans, states, stamp
+        )
+        written |= made
+    now = store.wall()
+    fresh = [record.record_id for group in new.values() for record in group]
+    if BULK_NEW and len(set(fresh)) == len(fresh):
+        heads = await store.insert_new(conn, heads, new, stamp=stamp, node=REGISTRY_NODE, now=now)
+    else:  # the same records, merged one by one (an id the file gives twice: merged)
+        changes = {v: _created(new[v], v, stamp) + group for v, group in changes.items()}
+    for village, group in changes.items():
+        if not group:
+            continue
+        log_seq, conflicts = await store.merge_changes(
+            conn, village, group, heads[village][0], now, by=REGISTRY_NODE, review=False
+        )
+        run.summary.conflicts += conflicts
+        await conn.execute(
+            db.villages.update().where(db.villages.c.code == village).values(log_seq=log_seq)
+        )
+    await _save_links(conn, run, entity, plans, links)
+    warned: list[_Plan] = []
+    for village, ps in plans.items():
+        for plan in ps:
+            item, record_id = plan.item, plan.record_id
+            if record_id in written:
+                run.note(item.where, "written")
+                run.summary.villages[village] += 1
+            for warning in item.warnings:
+                run.report.add(item.where, warning)
+            if item.warnings:
+                warned.append(plan)
+    return warned
 
 
 def _plan(
@@ -352,10 +409,11 @@ def _plan(
     group: list[_Pending],
     links: dict[str, Any],
     stored: dict[str, tuple[str, str]],
+    issues: dict[tuple[str, int], list[RowIssue]],
 ) -> list[_Plan]:
-    """What to do with each of a village's parts: refused (reported), met before in this
-    import, or a plan; the records the hub does not hold yet first (so that they get the
-    first ``log_seq`` numbers, whichever way they are written)."""
+    """What to do with each of a village's parts: refused (into ``issues``), met before
+    in this import, or a plan; the records the hub does not hold yet first (so that they
+    get the first ``log_seq`` numbers, whichever way they are written)."""
     plans: list[_Plan] = []
     taken: dict[str, tuple[RowPart, dict[str, object]]] = {}
     for item in group:
@@ -363,23 +421,24 @@ def _plan(
         if part.registry_id in taken:  # twice in this chunk
             first, first_values = taken[part.registry_id]
             if part is not first:  # not a household read once for all its members' rows
-                _twice(run, item, first_values, _imported(part))
+                _twice(run, item, first_values, _imported(part), issues)
             continue
         imported = _imported(part)
         link = links.get(part.registry_id)
         if link is not None and link.village != village:
             column = _village_column(run.layout, part)
-            run.refuse(item.where, ImportIssues.moved(column, part.registry_id, link.village))
+            issue = ImportIssues.moved(column, part.registry_id, link.village)
+            issues.setdefault(item.where, []).append(issue)
             continue
         before = json.loads(link.imported) if link is not None else {}
         if link is not None and link.import_id == run.import_id:
-            _twice(run, item, before, imported)
+            _twice(run, item, before, imported, issues)
             continue
         if link is not None:
             record_id = link.record_id
         elif part.record_id in stored and stored[part.record_id] != (entity, village):
             issue = ImportIssues.record_taken(run.layout.record_id, part.record_id)
-            run.refuse(item.where, issue)
+            issues.setdefault(item.where, []).append(issue)
             continue
         else:
             record_id = part.record_id or uuid7(run.store.wall())
@@ -400,7 +459,11 @@ def _village_column(layout: Layout, part: RowPart) -> str:
 
 
 def _twice(
-    run: _Import, item: _Pending, before: dict[str, object], imported: dict[str, object]
+    run: _Import,
+    item: _Pending,
+    before: dict[str, object],
+    imported: dict[str, object],
+    issues: dict[tuple[str, int], list[RowIssue]],
 ) -> None:
     """An id met again in this import: the same values (a household repeated on each of
     its members' rows) are fine, other values are refused."""
@@ -408,7 +471,7 @@ def _twice(
         column = run.layout.household_id
         if item.part.entity == MEMBER.name:
             column = run.layout.member_id
-        run.refuse(item.where, ImportIssues.twice(column, item.part.registry_id))
+        issues.setdefault(item.where, []).append(ImportIssues.twice(column, item.part.registry_id))
 
 
 def _changes(
@@ -530,7 +593,7 @@ async def _save_links(
     updates: list[dict[str, Any]] = []
     for village, village_plans in plans.items():
         for plan in village_plans:
-            document = json.dumps(plan.imported, ensure_ascii=False, sort_keys=True)
+            document = _IMPORTED(plan.imported).decode()
             registry_id = plan.item.part.registry_id
             if registry_id in links:
                 updates.append({"b_id": registry_id, "imported": document})
@@ -546,6 +609,9 @@ async def _save_links(
         )
     await insert_rows(conn, rr, _LINK_COLUMNS, inserts)
 
+
+#: ``registry_rows.imported``: the values last imported, read back with ``json.loads``.
+_IMPORTED = msgspec.json.Encoder(order="sorted").encode
 
 _LINK_COLUMNS = (
     "entity",

@@ -223,7 +223,9 @@ class HubStore:
         query = sa.select(db.devices).where(db.devices.c.node == node)
         if conn is not None:
             return (await conn.execute(query)).first()
-        async with self.engine.connect() as own:
+        # On a snapshot: on SQLite a plain connection would queue for the write lock
+        # behind the batches being applied (issue 18).
+        async with db.reading(self.engine) as own:
             return (await own.execute(query)).first()
 
     # --- up batches ------------------------------------------------------------------------

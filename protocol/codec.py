@@ -432,9 +432,8 @@ def _batch_from_wire(wire: _Batch, limits: Limits) -> Batch:
             node = nodes[item.node]
             if upward and node != batch_node:
                 raise _invalid(position, f"field {item.name!r}: not written by the sender")
-            fields[item.name] = FieldVersion(
-                item.value, item.time, node, _seen_from_wire(item.seen, nodes, item.time)
-            )
+            seen = _seen_from_wire(item.seen, nodes, item.time) if item.seen else ()
+            fields[item.name] = FieldVersion(item.value, item.time, node, seen)
         changes.append(Change(raw.entity, str(record), raw.village, origin, fields))
     return Batch(batch_node, seq, tuple(changes), direction)
 

@@ -156,6 +156,11 @@ class RowIssue:
     level: Level
     message: str
 
+    def __reduce__(self) -> tuple[type[RowIssue], tuple[str, str, Level, str]]:
+        # Check workers send issues and parts back by the hundred thousand: pickled as
+        # the arguments, not through dataclasses' slower generic ``__setstate__``.
+        return RowIssue, (self.column, self.code, self.level, self.message)
+
 
 @dataclass(frozen=True, slots=True)
 class RowPart:
@@ -171,6 +176,13 @@ class RowPart:
     village: str = ""
     #: The column each value was read from (for the error report).
     sources: dict[str, str] = field(default_factory=dict)
+
+    def __reduce__(self) -> tuple[type[RowPart], tuple[object, ...]]:
+        # As RowIssue's.
+        return RowPart, (
+            self.entity, self.registry_id, self.values, self.record_id,
+            self.household_registry_id, self.village, self.sources,
+        )  # fmt: skip
 
 
 def _cell(row: Mapping[str, object], column: str) -> object:

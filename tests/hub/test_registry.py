@@ -295,6 +295,53 @@ async def test_a_row_with_an_error_in_any_part_is_written_in_no_part(hub_store, 
     assert (await village_state(hub_store))[1] == {}
 
 
+async def test_a_row_whose_member_is_refused_when_linked_writes_no_household_either(
+    hub_store, tmp_path
+):
+    await run_import(hub_store, write_csv(tmp_path / "old.csv", district_rows(2)))
+    # A family moved to another village under a new household id, its member keeping hers
+    # (a move is proposed by the village); a new household whose member's id is already
+    # taken in this extract with other values; a household listed on both its members'
+    # rows, one of them refused: the other row still brings it.
+    moved = {**household_row(20, OTHER_VILLAGE), **member_rows(1, 1, kode_desa=OTHER_VILLAGE)[0]}
+    moved["id_keluarga"] = "DTSEN-000020"
+    first, second = member_rows(21, 2)
+    twice = {**household_row(22), **first, "id_keluarga": "DTSEN-000022"}
+    shared = [{**household_row(23), **row} for row in member_rows(23, 2)]
+    shared[0]["id_art"] = first["id_art"]
+    rows = [{**household_row(21), **first}, {**household_row(21), **second}, twice, moved]
+    summary, report = await run_import(hub_store, write_csv(tmp_path / "new.csv", rows + shared))
+
+    assert sorted((r["baris"], r["kode"]) for r in report) == [
+        ("4", "registry_id_twice"),
+        ("5", "registry_moved"),
+        ("6", "registry_id_twice"),
+    ]
+    assert (summary.refused, summary.written, summary.created) == (3, 3, 5)
+    rr = db.registry_rows
+    async with hub_store.engine.connect() as conn:
+        query = sa.select(rr.c.registry_id).where(rr.c.entity == "household")
+        households = set((await conn.execute(query)).scalars())
+    assert households == {"DTSEN-000001", "DTSEN-000002", "DTSEN-000021", "DTSEN-000023"}
+    assert len((await village_state(hub_store))[1]) == 6 + 5  # no record of the refused rows
+
+
+async def test_a_warning_is_written_with_the_record_reported_and_audited(hub_store, tmp_path):
+    [member] = member_rows(1, 1)
+    other = "Perempuan" if member["jenis_kelamin"] == "Laki-laki" else "Laki-laki"
+    row = {**household_row(1), **member, "jenis_kelamin": other}  # the NIK says otherwise
+    summary, report = await run_import(hub_store, write_csv(tmp_path / "dtsen.csv", [row]))
+    assert (summary.written, summary.created, summary.warnings) == (1, 2, 1)
+    assert [(r["kode"], r["tingkat"]) for r in report] == [("nik_sex_mismatch", "peringatan")]
+    async with hub_store.engine.connect() as conn:
+        query = sa.select(db.audit.c.subject, db.audit.c.detail).where(
+            db.audit.c.action == "registry.warning"
+        )
+        [(subject, detail)] = (await conn.execute(query)).all()
+    assert subject == await record_of(hub_store, "member", "ART-000001-0")
+    assert json.loads(detail) == {"codes": ["nik_sex_mismatch"]}
+
+
 async def test_our_own_dataset_keeps_its_record_ids_and_refuses_ids_that_are_not_ours(
     hub_store, tmp_path
 ):

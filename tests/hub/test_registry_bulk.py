@@ -118,9 +118,12 @@ async def test_a_bulk_import_writes_what_merging_each_record_writes(
     assert len(bulk["records"]) == 12 * 4
     assert bulk == merged
 
-    # A newer extract: a changed household, one gone, new ones in the same chunks.
+    # A newer extract: a changed household, one gone, new ones in the same chunks, and a
+    # new household on the row of a member listed in the other village (refused whole).
     rows = [row for row in extract(range(1, 17)) if row["id_keluarga"] != "DTSEN-000002"]
     rows[0]["alamat"] = "Jl. Baru 7"
+    moved = {**household_row(40, OTHER_VILLAGE), **member_rows(1, 1, kode_desa=OTHER_VILLAGE)[0]}
+    rows.insert(5, {**moved, "id_keluarga": "DTSEN-000040"})
     newer = write_csv(tmp_path / "newer.csv", rows)
     await import_both(two_hubs, ids, newer, monkeypatch)
     bulk, merged = [await tables(store) for store in two_hubs]

@@ -3,6 +3,7 @@ people, and hands each box what it lacks (on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from hub import downlink
@@ -54,6 +55,25 @@ async def test_batches_arriving_out_of_order_are_all_applied_and_the_watermark_c
 
     assert (await hub_store.apply(one, "edge-a")).ack == Ack("edge-a", 1, 2)
     assert len(await hub_store.records(DEFAULT_VILLAGE)) == 2
+
+
+async def test_batches_handled_at_once_are_each_applied_once(hub_store):
+    # A hub worker applies up to apply_concurrency batches at once, duplicates racing
+    # their originals.
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    now = hub_store.wall()
+    batches = [box.batch(box.edit(new_id(), now, rt=f"{n:03d}")) for n in range(1, 9)]
+
+    results = await asyncio.gather(
+        *(hub_store.apply(batch, "edge-a") for batch in [*batches, *reversed(batches)])
+    )
+
+    outcomes = [result.outcome for result in results]
+    assert outcomes.count(Outcome.APPLIED) == 8 and outcomes.count(Outcome.DUPLICATE) == 8
+    device = await hub_store.device("edge-a")
+    assert (device.up_watermark, device.changes_applied) == (8, 8)
+    assert len(await hub_store.records(DEFAULT_VILLAGE)) == 8
 
 
 async def test_refused_batches_change_nothing_and_are_counted(hub_store):
