@@ -75,6 +75,7 @@ async def test_an_export_writes_every_record_once_with_matching_checksums_and_a_
         "complaint": 0,
         "referral": 0,
         "visit": 0,
+        "layanan": 0,
     }
     written = (target / MANIFEST_FILE).read_bytes()
     assert parse_manifest(written, district="3201", period="2026-11") == manifest
