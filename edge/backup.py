@@ -16,7 +16,12 @@ removed first so SQLite never replays a WAL onto the wrong file, and migrations 
 backup made by an older version to the current schema.
 
 On an encrypted box every connection is keyed with the data key (``edge.db.connect``): a
-copy made by the backup API is encrypted with the same key, page for page.
+copy made by the backup API is encrypted with the same key, page for page, and the box's key
+slots as they are go next to it (``<backup>.keys.json``, ``docs/storage.md`` §3), so any
+staff password of the time or the district's recovery key opens it again, also on a
+replacement box set up with the old box's node id (slots name their node). Restoring such a
+backup makes its slots the box's: the restored accounts and the slots that open the
+restored database are of the same time.
 """
 
 from __future__ import annotations
@@ -30,12 +35,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge import keys
 from edge.config import EdgeConfig
 from edge.db import DATABASE_ERRORS, connect, upgrade
 from puskesos.commands import CommandError
-from puskesos.durable import fsync_dir
+from puskesos.durable import fsync_dir, replace_file
+from puskesos.keyslots import KeySlots, SlotFileError, read_slots
 
-__all__ = ["BackupError", "BoxBusy", "backup", "integrity_problems", "restore", "serving_lock"]
+__all__ = [
+    "BackupError",
+    "BoxBusy",
+    "backup",
+    "backup_slots",
+    "integrity_problems",
+    "keys_path",
+    "restore",
+    "serving_lock",
+]
 
 LOCK_FILE = "serve.lock"
 
@@ -87,10 +103,35 @@ def integrity_problems(path: Path, key: bytes | None = None) -> list[str]:
     return [] if rows == ["ok"] else rows
 
 
+def keys_path(backup: Path) -> Path:
+    """Where the key slots that travel with backup ``backup`` are: ``<backup>.keys.json``."""
+    return backup.with_name(f"{backup.name}.keys.json")
+
+
+def backup_slots(config: EdgeConfig, source: Path) -> KeySlots | None:
+    """The key slots beside backup ``source`` (``None``: there are none, a backup of a plain
+    box or of an older release); :class:`BackupError` when they are damaged or another
+    node's."""
+    path = keys_path(source)
+    try:
+        slots = KeySlots.from_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except SlotFileError as exc:
+        raise BackupError(f"{path}: {exc}") from None
+    if slots.node != config.node:
+        raise BackupError(
+            f"backup {source} belongs to node {slots.node}, this box is node {config.node}: "
+            "restore it on a box set up with the old box's node id (README: Replace a box)"
+        )
+    return slots
+
+
 def backup(config: EdgeConfig, destination: str | Path, key: bytes | None = None) -> Path:
     """Copy the box's database (data key ``key``) to ``destination`` (an existing folder or
     a path ending in ``/``: a file named with the time is made in it) while the box may be
-    serving; returns the path of the checked copy."""
+    serving; returns the path of the checked copy. With a key, the box's key slots are
+    copied beside it first (:func:`keys_path`)."""
     source = config.database_path
     if not source.exists():
         raise BackupError(f"there is no database at {source}; run `puskesos edge init` first")
@@ -105,24 +146,46 @@ def backup(config: EdgeConfig, destination: str | Path, key: bytes | None = None
     if problems:
         _remove(temporary)
         raise BackupError(f"the copy failed its integrity check: {problems[0]}")
+    slots = read_slots(config.data_dir, config.node) if key is not None else None
+    if slots is not None:
+        replace_file(keys_path(dest), slots.to_json(), mode=0o600)
+    else:  # a plain copy over an older encrypted one must not keep that one's slots
+        keys_path(dest).unlink(missing_ok=True)
     os.replace(temporary, dest)
     fsync_dir(dest.parent)
     return dest
 
 
-def restore(config: EdgeConfig, source: Path, key: bytes | None = None) -> Path | None:
-    """Replace the box's database with the backup ``source`` (the box must not be serving;
-    both encrypted with data key ``key``, or both plain).
+def restore(
+    config: EdgeConfig,
+    source: Path,
+    key: bytes | None = None,
+    *,
+    slots: KeySlots | None = None,
+    box_keys: tuple[bytes | None, ...] = (),
+) -> Path | None:
+    """Replace the box's database with the backup ``source``, opened with data key ``key``
+    (``None``: plain); the box must not be serving.
+
+    ``slots`` are the key slots that came with the backup (:func:`backup_slots`): they
+    become the box's, its own kept as ``keyslots.json.before-restore``. The box's current
+    database is opened with ``key`` (the same box, the same data key) or the first of
+    ``box_keys`` that opens it: it gives the restored box its clock and is kept as
+    ``<database>.before-restore``. Nothing changes when the backup or the current database
+    does not open.
 
     Returns where the database it replaced was kept (``None`` when there was none).
     """
     if not source.is_file():
         raise BackupError(f"backup {source} does not exist")
+    if not _opens(f"file:{source}?mode=ro", key):
+        raise BackupError(_why_not(config, source, key, slots))
     problems = integrity_problems(source, key)
     if problems:
         raise BackupError(f"backup {source} is damaged: {problems[0]}")
+    target = config.database_path
+    current = _current_key(target, (key, *box_keys)) if target.exists() else None
     with serving_lock(config):
-        target = config.database_path
         target.parent.mkdir(parents=True, exist_ok=True)
         incoming = target.with_name(f"{target.name}.restore-tmp")
         _copy(connect(f"file:{source}?mode=ro", key, uri=True), incoming, key)
@@ -134,18 +197,66 @@ def restore(config: EdgeConfig, source: Path, key: bytes | None = None) -> Path 
         _restart_down_stream(incoming, key)
         kept = None
         if target.exists():
-            _keep_clock_ahead(incoming, target, key)
+            _keep_clock_ahead(incoming, key, target, current)
             kept = target.with_name(f"{target.name}.before-restore")
-            _copy(connect(target, key, timeout=30), kept, key)
+            _copy(connect(target, current, timeout=30), kept, current)
             # Fold the WAL into the file before its -wal/-shm go (nothing else has it open).
-            with contextlib.closing(connect(target, key, timeout=30)) as connection:
+            with contextlib.closing(connect(target, current, timeout=30)) as connection:
                 connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         for stale in (_sidecar(target, "-wal"), _sidecar(target, "-shm")):
             stale.unlink(missing_ok=True)
         os.replace(incoming, target)
         fsync_dir(target.parent)
+        # After the database: a restore cut short here is done again with the same backup
+        # and password (the current database then opens with the backup's key).
+        if slots is not None:
+            keys.replace_slots(config, slots)
         upgrade(target, key)
     return kept
+
+
+def _opens(path: str | Path, key: bytes | None) -> bool:
+    """Whether ``key`` opens the database ``path`` (a wrong key fails at the first read,
+    before any file is made)."""
+    try:
+        with contextlib.closing(connect(path, key, uri=str(path).startswith("file:"))) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except DATABASE_ERRORS:
+        return False
+    return True
+
+
+def _why_not(config: EdgeConfig, source: Path, key: bytes | None, slots: KeySlots | None) -> str:
+    """Why backup ``source`` does not open with ``key``, and what to bring instead."""
+    beside = keys_path(source)
+    if slots is not None:
+        return f"backup {source} does not open with the data key of {beside}: not its slots"
+    if key is None:
+        return (
+            f"backup {source} is not a plain database: an encrypted backup restores only "
+            f"with the key slots made with it ({beside.name} beside it), or it is damaged"
+        )
+    if _opens(f"file:{source}?mode=ro", None):
+        return (
+            f"backup {source} is a plain database and this box is encrypted: restoring it "
+            "would leave the box's data in the clear"
+        )
+    return (
+        f"backup {source} does not open with this box's data key and there is no "
+        f"{beside.name} beside it: bring the key slots made with the backup"
+    )
+
+
+def _current_key(target: Path, candidates: tuple[bytes | None, ...]) -> bytes | None:
+    """The first of ``candidates`` that opens the box's current database."""
+    for candidate in dict.fromkeys(candidates):
+        if _opens(target, candidate):
+            return candidate
+    raise BackupError(
+        f"the box's current database {target} opens neither with the backup's key nor with "
+        "what was given for this box, so its clock cannot be carried over: give --as a staff "
+        "member whose password opens both, or --recovery-key"
+    )
 
 
 def _restart_down_stream(incoming: Path, key: bytes | None) -> None:
@@ -163,10 +274,12 @@ def _restart_down_stream(incoming: Path, key: bytes | None) -> None:
         )
 
 
-def _keep_clock_ahead(incoming: Path, current: Path, key: bytes | None) -> None:
+def _keep_clock_ahead(
+    incoming: Path, key: bytes | None, current: Path, current_key: bytes | None
+) -> None:
     """The restored box's clock must not go back to the backup's: stamps it issued since
     were sent to the hub, and new edits stamped lower would lose every merge there."""
-    with contextlib.closing(connect(current, key, timeout=30)) as connection:
+    with contextlib.closing(connect(current, current_key, timeout=30)) as connection:
         row = connection.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()
     if row is None:
         return

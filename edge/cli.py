@@ -3,7 +3,9 @@
 Every command reads ``--config`` (TOML, see :mod:`edge.config`, with ``PUSKESOS_*``
 environment overrides). On an encrypted box (``docs/storage.md``) the commands that open the
 database take ``--as NAME``: that staff member's password (asked, or the first line of
-stdin) opens their key slot; before the first account exists the setup slot does.
+stdin) opens their key slot; before the first account exists the setup slot does. A backup
+of an encrypted box carries its key slots (``<backup>.keys.json``): ``restore`` opens them
+with ``--as NAME`` (a password of the backup's time) or the district's ``--recovery-key``.
 Exit status: 0 done, 2 usage or configuration error, 1 any other failure; an error is one
 line on stderr. The web stack, SQLAlchemy and Alembic are imported inside the commands that
 need them, so ``puskesos --version`` stays fast on a Raspberry Pi.
@@ -35,6 +37,7 @@ from puskesos.tls import certificate_note
 
 if TYPE_CHECKING:
     from edge.store import Store
+    from puskesos.keyslots import KeySlots
 
 __all__ = ["add_parser"]
 
@@ -43,6 +46,7 @@ AS_USER_HELP = (
     "on an encrypted box: a staff member whose password (asked, or the first line of stdin) "
     "opens the database"
 )
+RECOVERY_KEY_HELP = "the district's recovery PRIVATE key (from its offline USB stick)"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -122,23 +126,38 @@ def add_parser(subparsers: Any) -> None:
         "and give an admin account a new password",
     )  # fmt: skip
     recover.add_argument(
-        "--recovery-key", type=Path, required=True, metavar="FILE",
-        help="the district's recovery PRIVATE key (from its offline USB stick)",
-    )  # fmt: skip
-    recover.add_argument(
-        "--username", default="admin", help="the admin account to (re)create (default admin)"
+        "--recovery-key", type=Path, required=True, metavar="FILE", help=RECOVERY_KEY_HELP
     )
-    recover.add_argument(
-        "--password-stdin", action="store_true", help="read the new password from stdin"
-    )
+    _recovery_account(recover)
 
     command("serve", _serve, "run pending migrations, then serve the web UI and API")
     backup = command("backup", _backup, "consistent copy of the database, also while serving")
     backup.add_argument("dest", help="a folder (a dated file is made) or a file")
+    backup.add_argument("--as", dest="as_user", metavar="NAME", help=AS_USER_HELP)
     restore = command("restore", _restore, "bring a backup back (the box must be stopped)")
     restore.add_argument("source", type=Path, help="the backup file")
-    for parser in (backup, restore):
-        parser.add_argument("--as", dest="as_user", metavar="NAME", help=AS_USER_HELP)
+    opener = restore.add_mutually_exclusive_group()
+    opener.add_argument(
+        "--as", dest="as_user", metavar="NAME",
+        help="on an encrypted backup: a staff member whose password of the backup's time "
+        "(asked, or the first line of stdin) opens it",
+    )  # fmt: skip
+    opener.add_argument(
+        "--recovery-key", type=Path, metavar="FILE",
+        help=f"{RECOVERY_KEY_HELP}: opens an encrypted backup, then an admin account gets a "
+        "new password as with `edge recover`",
+    )  # fmt: skip
+    _recovery_account(restore)
+
+
+def _recovery_account(parser: argparse.ArgumentParser) -> None:
+    """The options of the admin account that the district's recovery key gives a password."""
+    parser.add_argument(
+        "--username", default="admin", help="the admin account to (re)create (default admin)"
+    )
+    parser.add_argument(
+        "--password-stdin", action="store_true", help="read the new password from stdin"
+    )
 
 
 # --- init -----------------------------------------------------------------------------------
@@ -344,30 +363,40 @@ def _data_key(config: EdgeConfig, as_user: str | None) -> bytes | None:
             "opens it",
             2,
         )
-    if sys.stdin.isatty():
-        password = getpass.getpass(f"Password of {as_user}: ")
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    key = keys.open_with_password(config, as_user, password)
+    key = keys.open_with_password(config, as_user, _password_of(as_user))
     if key is None:
         raise CommandError(f"that password does not open the key slot of {as_user!r}")
     return key
+
+
+def _password_of(name: str) -> str:
+    """Staff member ``name``'s password: asked, or the first line of stdin."""
+    if sys.stdin.isatty():
+        return getpass.getpass(f"Password of {name}: ")
+    return sys.stdin.readline().rstrip("\r\n")
 
 
 @asynccontextmanager
 async def _open_box(config: EdgeConfig, as_user: str | None = None) -> AsyncIterator[Store]:
     """The store of an initialised box whose database belongs to this configuration
     (``as_user``: see :func:`_data_key`)."""
-    from edge.store import Store
-
     if not config.database_path.exists():
         raise CommandError(
             f"there is no database at {config.database_path}: run `puskesos edge init` first", 2
         )
-    store = Store(config, key=_data_key(config, as_user))
+    async with _opened(config, _data_key(config, as_user)) as store:
+        yield store
+
+
+@asynccontextmanager
+async def _opened(config: EdgeConfig, key: bytes | None) -> AsyncIterator[Store]:
+    """The store of the box's database (data key ``key``), checked to be this box's."""
+    from edge.store import Store
+
+    store = Store(config, key=key)
     await store.open()
     try:
-        _check_identity(config, {key: await store.get_meta(key) for key in ("village", "node")})
+        _check_identity(config, {k: await store.get_meta(k) for k in ("village", "node")})
         yield store
     finally:
         await store.close()
@@ -429,10 +458,7 @@ def _token_add(args: argparse.Namespace) -> int:
 
 
 def _recover(args: argparse.Namespace) -> int:
-    """Open the box with the district slot; the account's new password gets a slot (the
-    store is keyed, so ``auth`` writes it) and the act is audited (``keys.recover``)."""
-    from edge import auth
-    from edge.records import AuditEntry
+    """Open the box with the district slot and give an admin account a new password."""
     from puskesos.keyslots import load_recovery_private, open_district, read_slots
 
     config = load_config(args.config)
@@ -448,41 +474,43 @@ def _recover(args: argparse.Namespace) -> int:
     key = open_district(
         district, node=config.node, private_key=load_recovery_private(args.recovery_key)
     )
+    password = _read_password(args.password_stdin)
+    _recover_admin(config, key, district.key_id, args.username, password)
+    return 0
+
+
+def _recover_admin(
+    config: EdgeConfig, key: bytes, key_id: str, username: str, password: str
+) -> None:
+    """Give admin ``username`` of the box opened with the district's key ``key_id`` a new
+    password (made when missing); it gets a slot (the store is keyed, so ``auth`` writes
+    it) and the act is audited (``keys.recover``)."""
+    from edge import auth
+    from edge.records import AuditEntry
 
     async def recover() -> str:
-        from edge.store import Store
-
-        store = Store(config, key=key)
-        await store.open()
-        try:
-            _check_identity(config, {k: await store.get_meta(k) for k in ("village", "node")})
-            password = _read_password(args.password_stdin)
+        async with _opened(config, key) as store:
             users = {user.username: user for user in await auth.list_users(store)}
-            user = users.get(args.username)
+            user = users.get(username)
             if user is None:
                 await auth.create_user(
-                    store, username=args.username, full_name="Admin (pemulihan)",
+                    store, username=username, full_name="Admin (pemulihan)",
                     role=auth.Role.ADMIN, password=password, actor="cli",
                 )  # fmt: skip
                 done = "added"
             else:
                 if user.role is not auth.Role.ADMIN:
-                    raise CommandError(
-                        f"{args.username} is not an admin: choose another --username"
-                    )
+                    raise CommandError(f"{username} is not an admin: choose another --username")
                 await auth.set_password(store, user.id, password, actor="cli")
                 if not user.active:
                     await auth.set_user_active(store, user.id, True, actor="cli")
                 done = "given a new password"
-            detail = {"username": args.username, "key_id": district.key_id}
+            detail = {"username": username, "key_id": key_id}
             await store.audit(AuditEntry("cli", "keys.recover", detail=detail))
             return done
-        finally:
-            await store.close()
 
     done = asyncio.run(recover())
-    print(f"recovered with the district's key {district.key_id}: admin {args.username} {done}")
-    return 0
+    print(f"recovered with the district's key {key_id}: admin {username} {done}")
 
 
 # --- serve, backup, restore -------------------------------------------------------------------
@@ -551,14 +579,69 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from edge.backup import BoxBusy, restore
+    from edge.backup import BoxBusy, backup_slots, keys_path, restore
 
     config = load_config(args.config)
+    travelling = backup_slots(config, args.source)
     try:
-        kept = restore(config, args.source, _data_key(config, args.as_user))
+        if travelling is not None:
+            kept = _restore_encrypted(config, args, travelling)
+        elif args.recovery_key is not None:
+            raise CommandError(
+                f"there is no {keys_path(args.source)}: without the key slots made with the "
+                "backup the district's key cannot open it"
+            )
+        else:
+            kept = restore(config, args.source, _data_key(config, args.as_user))
     except BoxBusy as exc:
         raise CommandError(f"{exc}; stop `puskesos edge serve` before restoring") from None
     print(f"restored {args.source} into {config.database_path}")
     if kept is not None:
         print(f"the database it replaced is kept as {kept}")
     return 0
+
+
+def _restore_encrypted(
+    config: EdgeConfig, args: argparse.Namespace, travelling: KeySlots
+) -> Path | None:
+    """Restore a backup whose key slots came with it, opened with a staff password of its
+    time (``--as``) or the district's key; with the latter, an admin gets a new password."""
+    from edge import auth
+    from edge.backup import restore
+    from puskesos.keyslots import WrongKey, load_recovery_private, open_slots, read_slots
+
+    private = load_recovery_private(args.recovery_key) if args.recovery_key else None
+    if private is None and args.as_user is None and travelling.setup() is None:
+        raise CommandError(
+            f"backup {args.source} is encrypted: give --as NAME (a staff member of the "
+            "backup's time) or --recovery-key FILE (the district's private key)",
+            2,
+        )
+    password = _password_of(args.as_user) if args.as_user is not None else None
+
+    def opened(slots: KeySlots) -> bytes:
+        return open_slots(slots, user=args.as_user, password=password, private_key=private)
+
+    try:
+        key = opened(travelling)
+    except WrongKey as exc:
+        raise CommandError(f"backup {args.source} does not open: {exc}") from None
+    district = travelling.district() if private is not None else None
+    new_password = None
+    if district is not None:  # asked before anything changes, and refused if weak
+        new_password = _read_password(args.password_stdin)
+        weak = auth.password_weakness(config, args.username, new_password)
+        if weak is not None:
+            raise weak
+    # The box's current database (kept aside) gives the restored one its clock: it opens
+    # with the backup's key on the same box, or with what opens the box's own slots.
+    own = read_slots(config.data_dir, config.node)
+    box_keys: tuple[bytes | None, ...]
+    try:
+        box_keys = (None,) if own is None else (opened(own),)
+    except WrongKey:
+        box_keys = ()
+    kept = restore(config, args.source, key, slots=travelling, box_keys=box_keys)
+    if district is not None and new_password is not None:
+        _recover_admin(config, key, district.key_id, args.username, new_password)
+    return kept

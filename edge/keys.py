@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from edge.config import EdgeConfig
+from puskesos.durable import replace_file
 from puskesos.keyslots import (
+    SLOT_FILE,
     Argon2Cost,
     KeySlots,
     SetupSlot,
@@ -41,6 +43,7 @@ __all__ = [
     "forget_user",
     "has_slot",
     "open_with_password",
+    "replace_slots",
     "setup_key",
     "spend",
     "store_password",
@@ -131,3 +134,14 @@ def forget_user(config: EdgeConfig, username: str) -> None:
         slots = read_slots(config.data_dir, config.node)
         if slots is not None and slots.user(username) is not None:
             write_slots(config.data_dir, slots.without_user(username))
+
+
+def replace_slots(config: EdgeConfig, slots: KeySlots) -> None:
+    """Make ``slots`` (those of a restored backup) the box's; its own, if any, are kept as
+    ``keyslots.json.before-restore`` (they open the database the restore kept aside)."""
+    with _locked(config):
+        current = config.data_dir / SLOT_FILE
+        if current.exists():
+            kept = current.with_name(f"{SLOT_FILE}.before-restore")
+            replace_file(kept, current.read_bytes(), mode=0o600)
+        write_slots(config.data_dir, slots)

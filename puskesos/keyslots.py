@@ -53,6 +53,7 @@ __all__ = [
     "load_recovery_public",
     "new_data_key",
     "open_district",
+    "open_slots",
     "read_slots",
     "recovery_key_id",
     "seal_for_district",
@@ -346,6 +347,30 @@ def open_district(slot: DistrictSlot, *, node: str, private_key: X25519PrivateKe
         return AESGCM(kek).decrypt(slot.nonce, slot.wrapped, _district_context(node))
     except InvalidTag:
         raise WrongKey("the recovery key does not open this box's district slot") from None
+
+
+def open_slots(
+    slots: KeySlots,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    private_key: X25519PrivateKey | None = None,
+) -> bytes:
+    """The data key of ``slots``: from the setup slot while there is one, else from the
+    district slot with ``private_key``, else from ``user``'s slot with ``password``;
+    :class:`WrongKey` when what is given does not open them."""
+    setup = slots.setup()
+    if setup is not None:
+        return setup.key
+    if private_key is not None:
+        district = slots.district()
+        if district is None:
+            raise WrongKey("there is no district slot (the box was set up with --no-recovery-key)")
+        return open_district(district, node=slots.node, private_key=private_key)
+    slot = slots.user(user) if user is not None else None
+    if slot is None or password is None:
+        raise WrongKey(f"there is no key slot of {user!r}")
+    return unwrap_user(slot, node=slots.node, password=password)
 
 
 # --- recovery key files ----------------------------------------------------------------------
