@@ -40,6 +40,7 @@ __all__ = [
     "create_session",
     "create_user",
     "csrf_token",
+    "end_all_sessions",
     "end_session",
     "list_api_tokens",
     "list_users",
@@ -288,6 +289,11 @@ async def end_session(store: Store, token: str) -> None:
     """Log out: the session token stops working."""
     delete = db.sessions.delete().where(db.sessions.c.token_hash == webauth.sha256(token))
     await store.run_write(lambda conn: conn.execute(delete))
+
+
+async def end_all_sessions(store: Store) -> None:
+    """Every session token stops working (the box is being locked)."""
+    await store.run_write(lambda conn: conn.execute(db.sessions.delete()))
 
 
 async def create_api_token(store: Store, user: User, name: str, *, actor: str = "") -> str:

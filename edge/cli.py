@@ -258,8 +258,9 @@ def _init(args: argparse.Namespace) -> int:
             data_key = keys.setup_key(config)
         elif encrypt and config.database_path.exists():
             raise CommandError(
-                f"{config.database_path} is a plain database made by an older release: this "
-                "release cannot encrypt it yet; run `edge init` without --recovery-key",
+                f"{config.database_path} is a plain database made by an older release: set "
+                "[edge] recovery_key to the recovery public key in the configuration instead, "
+                "and the box's first staff sign-in encrypts it (docs/storage.md §5)",
                 2,
             )
         elif encrypt:
@@ -519,6 +520,7 @@ def _recover_admin(
 def _serve(args: argparse.Namespace) -> int:
     from edge import db, keys
     from edge.backup import BoxBusy, serving_lock
+    from edge.securing import finish_interrupted
     from puskesos import logs
 
     config = load_config(args.config)
@@ -529,6 +531,7 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure()
     try:
         with serving_lock(config):
+            finish_interrupted(config)  # a securing cut short by a crash (docs/storage.md §5)
             if not keys.encrypted(config):  # an encrypted box migrates when it is unlocked
                 db.upgrade(config.database_path)
             asyncio.run(_run_app(config))

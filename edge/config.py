@@ -76,6 +76,7 @@ class EdgeConfig:
     page_size: int = 25
     timezone: str = "Asia/Jakarta"
     round_months: int = 3
+    recovery_key: str = ""
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
 
@@ -118,6 +119,10 @@ KEYS: Mapping[tuple[str, str], str] = {
     ): "IANA time zone of the village (WIB Asia/Jakarta, WITA Asia/Makassar, WIT Asia/Jayapura)",
     ("edge", "round_months"): (
         "months of one verification round, from January (1, 2, 3, 4, 6 or 12; give the hub's)"
+    ),
+    ("edge", "recovery_key"): (
+        "the district's recovery public key (`puskesos hub keys recovery-init`); a plain box "
+        "given one is encrypted at its first staff sign-in (docs/storage.md §5)"
     ),
     **BROKER_KEYS,
     (

@@ -143,10 +143,15 @@ class SyncClient:
         self._last_reason = state.last_reject.reason if state.last_reject else None
         self._epoch = await self.store.get_meta("epoch") or ""
         self._audit_acked = int(await self.store.get_meta(auditchain.ACKED) or 0)
+        # Started again after the box was locked or secured: a link is started only once.
+        again, self._stopping = self._stopping, False
         if await self.store.get_meta("clean_session") == "1":
             # Restored from a backup: the broker's session belongs to the old down stream.
             self.link = self._make_link(clean_start=True)
-        self.store.on_save(self.wake)
+        elif again:
+            self.link = self._make_link(clean_start=False)
+        if not again:
+            self.store.on_save(self.wake)
         self.metrics.sync_connected.set_function(lambda: 1.0 if self.link.connected else 0.0)
         self.metrics.sync_link.watch(lambda: self.link)
         await self.link.start()

@@ -32,6 +32,8 @@ ACTION_LABELS = {
     "user_deactivate": "Menonaktifkan pengguna",
     "password_set": "Mengganti kata sandi",
     "keys.recover": "Memulihkan akses dengan kunci kabupaten",
+    "keys.secure": "Mengenkripsi data perangkat",
+    "keys.lock": "Mengunci perangkat",
     "token_create": "Membuat token API",
     "token_revoke": "Mencabut token API",
     "clock_confirm": "Mengonfirmasi tanggal hari ini",

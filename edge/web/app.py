@@ -30,10 +30,11 @@ import jinja2
 from aiohttp import web
 from yarl import URL
 
-from edge import auth, db, keys
+from edge import auth, db, keys, securing
 from edge.config import EdgeConfig
 from edge.disk import is_disk_full
 from edge.metrics import EdgeMetrics
+from edge.records import AuditEntry
 from edge.services import Actor
 from edge.store import Store
 from edge.sync import SyncClient, read_password
@@ -61,7 +62,10 @@ __all__ = [
     "is_locked",
     "json_error",
     "local_today",
+    "lock",
+    "needs_securing",
     "render",
+    "sign_in_securing",
     "unlock",
 ]
 
@@ -222,12 +226,75 @@ async def unlock(app: web.Application, key: bytes) -> None:
         if store.opened:
             return
         await asyncio.to_thread(db.upgrade, store.config.database_path, key)
-        store.key = key
-        await store.open()
-        client = app[SYNC]
-        if client is not None:
-            await client.start()
+        await _open(app, key)
     log.info("box unlocked")
+
+
+async def _open(app: web.Application, key: bytes | None) -> None:
+    store = app[STORE]
+    store.key = key
+    await store.open()
+    client = app[SYNC]
+    if client is not None:
+        await client.start()
+
+
+async def _close(app: web.Application) -> None:
+    """Stop the sync and close the store: nothing writes the database any more."""
+    client = app[SYNC]
+    if client is not None:
+        await client.stop()
+    await app[STORE].close()
+
+
+def needs_securing(app: web.Application) -> bool:
+    """Whether the box is plain and its next staff sign-in encrypts it (``edge.securing``)."""
+    return app[STORE].key is None and securing.needs_securing(app[CONFIG])
+
+
+async def sign_in_securing(
+    app: web.Application, username: str, password: str, address: str
+) -> auth.LoginResult:
+    """A sign-in on a plain box that needs securing (``docs/storage.md`` §5): checked
+    against the plain database as always; a staff member's success encrypts the box
+    before the session is made. A failure to secure is logged, and the box, still plain,
+    tries again at the next sign-in."""
+    async with app[LOCKED_SIGN_IN].lock:
+        store, config = app[STORE], app[CONFIG]
+        result = await auth.authenticate(store, username, password, address)
+        if result.user is None or not needs_securing(app):
+            return result
+        await _close(app)
+        try:
+            key: bytes | None = await asyncio.to_thread(
+                securing.secure, config, result.user.username, password
+            )
+        except Exception:
+            log.exception("securing the box failed; it stays plain until the next sign-in")
+            # Undone or finished by the rule at start; finished, the new slot opens it.
+            await asyncio.to_thread(securing.finish_interrupted, config)
+            key = await asyncio.to_thread(
+                keys.open_with_password, config, result.user.username, password
+            )
+        await _open(app, key)
+        if key is not None:
+            await store.audit(AuditEntry(result.user.username, "keys.secure", address=address))
+            log.info("box secured: its database is encrypted")
+        return result
+
+
+async def lock(app: web.Application, actor: Actor) -> None:
+    """Kunci perangkat: audited, every session ended, then the sync stopped and the store
+    closed; the box is as after a restart (a sign-in opens it)."""
+    store = app[STORE]
+    async with app[LOCKED_SIGN_IN].lock:
+        if not store.opened or store.key is None:
+            return
+        await store.audit(AuditEntry(actor.username, "keys.lock", address=actor.address))
+        await auth.end_all_sessions(store)
+        await _close(app)
+        store.key = None
+    log.info("box locked by %s", actor.username)
 
 
 async def _while_locked(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -249,6 +316,9 @@ async def _while_locked(request: web.Request, handler: Handler) -> web.StreamRes
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/static/") and request.match_info.http_exception is None:
         return await handler(request)
+    if is_locked(request.app) and request.app[LOCKED_SIGN_IN].lock.locked():
+        async with request.app[LOCKED_SIGN_IN].lock:
+            pass  # the box is being opened, secured or locked: answer once it is done
     if is_locked(request.app):
         return await _while_locked(request, handler)
     user, session_token = await _caller(request)
@@ -397,6 +467,12 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
         store = app[STORE]
         if store.key is not None or not keys.encrypted(config):
             await store.open()
+        if store.key is None and not keys.encrypted(config):
+            log.warning(
+                "the box's database is NOT encrypted: %s",
+                "its first staff sign-in encrypts it" if config.recovery_key
+                else "set [edge] recovery_key to the district's recovery public key",
+            )  # fmt: skip
         yield
         if store.opened:
             await store.close()

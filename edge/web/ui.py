@@ -16,9 +16,11 @@ from edge.web.app import (
     STORE,
     is_locked,
     local_today,
+    needs_securing,
     render,
     render_before_login,
     set_session_cookie,
+    sign_in_securing,
     unlock,
 )
 from edge.web.routing import ALL_ROLES, PUBLIC, RouteTable
@@ -100,16 +102,21 @@ async def login(request: web.Request) -> web.StreamResponse:
     password = str(form.get("password", ""))
     target = webauth.safe_next(str(form.get("next", "")))
     address = request.remote or ""
-    if is_locked(request.app):
-        # The password must open the account's key slot before the database can be read.
-        key, refused_ms = await request.app[LOCKED_SIGN_IN].data_key(username, password, address)
-        if key is None:
-            return render_before_login(
-                request, "masuk.html", 401, next=target, username=username,
-                error=webauth.login_error(refused_ms), locked_notice=LOCKED_NOTICE,
-            )  # fmt: skip
-        await unlock(request.app, key)
-    result = await auth.authenticate(request.app[STORE], username, password, address)
+    if needs_securing(request.app):
+        result = await sign_in_securing(request.app, username, password, address)
+    else:
+        if is_locked(request.app):
+            # The password must open the account's key slot before the database is read.
+            key, refused_ms = await request.app[LOCKED_SIGN_IN].data_key(
+                username, password, address
+            )
+            if key is None:
+                return render_before_login(
+                    request, "masuk.html", 401, next=target, username=username,
+                    error=webauth.login_error(refused_ms), locked_notice=LOCKED_NOTICE,
+                )  # fmt: skip
+            await unlock(request.app, key)
+        result = await auth.authenticate(request.app[STORE], username, password, address)
     if result.user is None:
         error = webauth.login_error(result.refused_ms)
         return render_before_login(

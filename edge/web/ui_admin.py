@@ -13,7 +13,7 @@ from edge import auth, db
 from edge.auth import AUDITORS, MIN_PASSWORD_LENGTH, ROLE_LABELS, Role
 from edge.boxtime import SOFTWARE_DATE, confirm_today
 from edge.store import Store
-from edge.web.app import CONFIG, SESSION_COOKIE, STORE, USER, render
+from edge.web.app import CONFIG, SESSION_COOKIE, STORE, USER, actor, lock, render
 from edge.web.received import RECENT_DAYS, received
 from edge.web.routing import ALL_ROLES, RouteTable
 from edge.web.sync_view import sync_view
@@ -140,6 +140,7 @@ async def _users_page(
         new_token=new_token,
         notice=notice,
         min_length=MIN_PASSWORD_LENGTH,
+        encrypted=store.key is not None,
     )
 
 
@@ -218,6 +219,17 @@ async def user_password(request: web.Request) -> web.Response:
         return await _users_page(request, errors={f"password-{user.id}": error}, status=422)
     await auth.set_password(store, user.id, str(post.get("password")), actor=request[USER].username)
     return await _users_page(request, notice=f"Kata sandi {user.username} diganti.")
+
+
+@routes.post("/pengguna/kunci", roles=ADMIN, summary="Kunci perangkat: lock the encrypted box")
+async def lock_box(request: web.Request) -> web.Response:
+    if request.app[STORE].key is None:
+        errors = {"lock": "Data perangkat ini tidak terenkripsi: perangkat tidak dapat dikunci."}
+        return await _users_page(request, errors=errors, status=409)
+    await lock(request.app, actor(request))
+    response = web.HTTPSeeOther("/masuk")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    raise response
 
 
 def _own_password_page(
