@@ -139,6 +139,8 @@ def backup(config: EdgeConfig, destination: str | Path, key: bytes | None = None
     if dest.is_dir() or str(destination).endswith(os.sep):
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         dest = dest / f"puskesos-{config.node or 'edge'}-{stamp}.sqlite"
+    if dest.resolve() == source.resolve():
+        raise BackupError(f"{dest} is the box's database itself: choose another destination")
     dest.parent.mkdir(parents=True, exist_ok=True)
     temporary = dest.with_name(f".{dest.name}.tmp")
     _copy(connect(source, key, timeout=30), temporary, key)

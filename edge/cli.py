@@ -6,9 +6,11 @@ database take ``--as NAME``: that staff member's password (asked, or the first l
 stdin) opens their key slot; before the first account exists the setup slot does. A backup
 of an encrypted box carries its key slots (``<backup>.keys.json``): ``restore`` opens them
 with ``--as NAME`` (a password of the backup's time) or the district's ``--recovery-key``.
-Exit status: 0 done, 2 usage or configuration error, 1 any other failure; an error is one
-line on stderr. The web stack, SQLAlchemy and Alembic are imported inside the commands that
-need them, so ``puskesos --version`` stays fast on a Raspberry Pi.
+``backup`` without ``--as`` asks the running box over its control socket (:mod:`edge.control`).
+Exit status: 0 done, 2 usage or configuration error, 3 ``backup`` refused by a running box
+that is locked, 1 any other failure; an error is one line on stderr. The web stack,
+SQLAlchemy and Alembic are imported inside the commands that need them, so
+``puskesos --version`` stays fast on a Raspberry Pi.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["add_parser"]
 
 DEFAULT_CONFIG = Path("/etc/puskesos/edge.toml")
+#: Exit status of ``edge backup`` when the running box is locked (no data key in memory).
+LOCKED_STATUS = 3
 AS_USER_HELP = (
     "on an encrypted box: a staff member whose password (asked, or the first line of stdin) "
     "opens the database"
@@ -131,7 +136,10 @@ def add_parser(subparsers: Any) -> None:
     _recovery_account(recover)
 
     command("serve", _serve, "run pending migrations, then serve the web UI and API")
-    backup = command("backup", _backup, "consistent copy of the database, also while serving")
+    backup = command(
+        "backup", _backup,
+        "consistent copy of the database, also while serving (then taken by the running box)",
+    )  # fmt: skip
     backup.add_argument("dest", help="a folder (a dated file is made) or a file")
     backup.add_argument("--as", dest="as_user", metavar="NAME", help=AS_USER_HELP)
     restore = command("restore", _restore, "bring a backup back (the box must be stopped)")
@@ -544,8 +552,9 @@ async def _run_app(config: EdgeConfig) -> None:
     """Serve until SIGTERM or SIGINT, then finish the requests in flight and stop."""
     import gc
 
-    from edge import keys
+    from edge import control, keys
     from edge.web import create_app
+    from edge.web.app import STORE
     from puskesos import __version__
     from puskesos.serving import serve
     from puskesos.tls import listener
@@ -565,18 +574,38 @@ async def _run_app(config: EdgeConfig) -> None:
         gc.collect()
         gc.freeze()
 
+    app = create_app(config)
+    # Last in, first out: the socket closes before the sync and the store.
+    app.cleanup_ctx.append(lambda app: control.listen(config, app[STORE]))
     tls, facts = listener(config)
     await serve(
-        create_app(config), config.listen_host, config.listen_port, name="edge", ready=ready,
+        app, config.listen_host, config.listen_port, name="edge", ready=ready,
         shutdown_timeout=10, tls=tls, village=config.village, node=config.node,
         version=__version__, **facts,
     )  # fmt: skip
 
 
 def _backup(args: argparse.Namespace) -> int:
+    """Without ``--as``, the running box takes the backup when it answers on its control
+    socket (it holds the data key); otherwise this process opens the database itself."""
+    from edge import control, keys
     from edge.backup import backup
 
     config = load_config(args.config)
+    if args.as_user is None:
+        # The serving process has another working directory: give it an absolute path,
+        # keeping the trailing "/" that asks for a dated file in a folder.
+        destination = os.path.abspath(args.dest) + (os.sep if args.dest.endswith(os.sep) else "")
+        answer = control.ask(config, {"command": "backup", "destination": destination})
+        if answer is not None and answer["ok"]:
+            print(answer["path"])
+            return 0
+        locked = answer is not None and answer["error"] == "locked"
+        # A locked box with its setup slot (no account yet) opens without a password.
+        if answer is not None and not (locked and keys.setup_key(config) is not None):
+            hint = "; or give --as NAME" if locked else ""
+            status = LOCKED_STATUS if locked else 1
+            raise CommandError(f"the running box refused: {answer['message']}{hint}", status)
     print(backup(config, args.dest, _data_key(config, args.as_user)))
     return 0
 

@@ -5,6 +5,8 @@ through Mosquitto, a dead box replaced, a rollout stopped by a box that does not
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shlex
 import shutil
 import socket
 import sqlite3
@@ -15,13 +17,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from edge.config import load_config as load_edge_config
+from edge.db import connect
+from edge.keys import encrypted, open_with_password, setup_key
 from hub.config import load_config as load_hub_config
 from protocol.topics import Topic, TopicKind
-from puskesos.fleet import Box, Hub, wait_for
+from puskesos.fleet import Box, Hub, sign_in, wait_for
+from puskesos.keyslots import read_slots
 from puskesos.mqtt import MqttLink
 from puskesos.tomlconfig import BrokerConfig
 from tests.edge.box_process import household_body
@@ -33,6 +39,7 @@ from tests.provisioning.conftest import (
     UnitService,
     build_wheel,
     recap,
+    unit_settings,
 )
 
 pytestmark = pytest.mark.slow
@@ -182,11 +189,24 @@ def test_site_installs_the_release_and_renders_hub_broker_and_boxes(district: Di
         assert signed.returncode == 0, signed.stdout + signed.stderr
         password = district.machine(host) / "etc/puskesos/broker.password"
         assert stat.S_IMODE(password.stat().st_mode) == 0o640
-        with sqlite3.connect(edge.database_path) as db:
+        # desa-b (edge_district_recovery_key) is encrypted; its setup slot opens it until
+        # its first account exists.
+        key = setup_key(edge) if "edge_district_recovery_key" in wanted else None
+        with contextlib.closing(connect(edge.database_path, key)) as db:
             claimed = dict(
                 db.execute("SELECT key, value FROM meta WHERE key IN ('village', 'node')")
             )
         assert claimed == {"village": edge.village, "node": edge.node}
+    plain, secured = (load_edge_config(district.config(host)) for host in BOXES)
+    assert plain.recovery_key == "" and not encrypted(plain)
+    assert (
+        Path(secured.recovery_key).read_bytes()
+        == Path(district.boxes["desa-b"]["edge_district_recovery_key"]).read_bytes()
+    )
+    with pytest.raises(sqlite3.DatabaseError), sqlite3.connect(secured.database_path) as db:
+        db.execute("SELECT count(*) FROM meta").fetchone()
+    slots = read_slots(secured.data_dir, secured.node)
+    assert slots is not None and slots.district() is not None
     hub = load_hub_config(district.config("hub"))
     assert (hub.district, hub.broker.tls, hub.sweep_interval_s) == ("3201", True, 1)
 
@@ -327,6 +347,48 @@ def test_one_box_s_password_knocks_neither_another_box_nor_the_hub_off(
     body["household"].pop("village_code", None)
     saved = str(box.api("/api/v1/households", body)["id"])
     wait_for(lambda: saved in at_hub(hub, VILLAGE_A), 60, "the hub to have it")
+
+
+def test_an_encrypted_box_is_backed_up_at_night_by_the_running_box(district: District) -> None:
+    config = district.config("desa-b")
+    edge = load_edge_config(config)
+    # The box's first account opens the setup slot: no --as (provisioning/README.md, step 6).
+    district.puskesos(
+        "desa-b", "edge", "user", "add", "--config", str(config), "--username", "admin",
+        "--full-name", "Admin Desa", "--role", "admin", stdin="rahasia-balai-123\n",
+    )  # fmt: skip
+    service = UnitService(
+        district.unit("desa-b", "puskesos-edge.service"),
+        district.machine("desa-b") / "edge.log",
+        edge.listen_port,
+        tls=(edge.tls_port, district.ca_dir / "ca.crt"),
+    )
+    district.services.append(service)
+    nightly = shlex.split(
+        unit_settings(district.unit("desa-b", "puskesos-edge-backup.service"))["ExecStart"]
+    )
+    backups = district.machine("desa-b") / "var/lib/puskesos/backups"
+    service.start()
+    try:
+        locked = subprocess.run(nightly, capture_output=True, text=True, check=False)
+        assert locked.returncode == 3, locked.stderr  # the timer shows the failure
+        assert "the box is locked" in locked.stderr
+        assert list(backups.glob("puskesos-*.sqlite")) == []
+
+        sign_in(service, "admin", "rahasia-balai-123")
+        made = subprocess.run(nightly, capture_output=True, text=True, check=False)
+        assert made.returncode == 0, made.stderr
+        (copy,) = backups.glob("puskesos-*.sqlite")
+        assert Path(made.stdout.strip()) == copy
+    finally:
+        assert service.stop() == 0
+    key = open_with_password(edge, "admin", "rahasia-balai-123")
+    with contextlib.closing(connect(f"file:{copy}?mode=ro", key, uri=True)) as db:
+        assert dict(db.execute("SELECT key, value FROM meta WHERE key = 'node'")) == {
+            "node": edge.node
+        }
+    with pytest.raises(sqlite3.DatabaseError), sqlite3.connect(copy) as db:
+        db.execute("SELECT count(*) FROM meta").fetchone()
 
 
 def test_a_replaced_box_is_shut_out_and_its_successor_gets_the_village_back(
