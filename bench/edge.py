@@ -19,8 +19,12 @@ with a year of services.
 hub (SQLite) and box set up as the tests' fleet does, the box pinned like above; ``--saves``
 saves of a household with 4 members at 10 clients with the box's sync off, then the same
 on a fresh set-up with sync on, each save's changes flowing to the hub while the others
-are made. Prints p50/p99 and saves/s of each, their min/median/max over the rounds, and
-how many of the saved records the hub had committed when the saves ended.
+are made. Prints p50/p99, saves/s and the box's CPU per save (its packing process
+included) of each, their min/median/max over the rounds, and how many of the saved records
+the hub had committed when the saves ended. With
+``--baseline DIR`` the box and the hub of another checkout (e.g. the unchanged main) run
+too, in the same rounds (the order reversed every other round), and the ratios of this
+tree against it are printed.
 
 ``--encrypted-rounds N`` measures what encryption at rest costs (issue 16: saves at most
 15 % slower): per round a fresh plain box and a fresh encrypted one (SQLCipher, unlocked by
@@ -71,6 +75,20 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, s) of ``pid`` and its living children so far."""
+    tree = [pid] + [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+    ticks = 0
+    for process in tree:
+        fields = Path(f"/proc/{process}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def pin(pid: int, cpu: int) -> None:
@@ -276,11 +294,22 @@ async def bench_village_pages(box: ServedBox, token: str, rounds: int = 20) -> N
             )
 
 
-async def bench_sync(rounds: int, saves: int) -> None:
-    """Save latency at 10 clients with the box's sync off and on, interleaved rounds."""
-    figures: dict[str, list[tuple[float, float, float]]] = {"off": [], "on": []}
+async def bench_sync(rounds: int, saves: int, baseline: Path | None) -> None:
+    """Save latency at 10 clients with the box's sync off and on, interleaved rounds; with
+    ``baseline``, the same from that checkout too, in the same rounds."""
+    trees = [("ours", HERE.parent)] + ([("baseline", baseline.resolve())] if baseline else [])
+    variants = [(tree, mode) for tree in trees for mode in ("off", "on")]
+    figures: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {
+        (label, mode): [] for (label, _), mode in variants
+    }
+    # `python -m puskesos` puts its working folder first on sys.path: run the children from
+    # one that holds no checkout, or every variant would run the code of the folder we are in.
+    os.chdir(tempfile.gettempdir())
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for number in range(rounds):
-        for mode in figures:
+        # Every other round in reverse order: what a run leaves behind falls on each alike.
+        for (label, tree), mode in variants if number % 2 == 0 else variants[::-1]:
+            os.environ["PYTHONPATH"] = str(tree)  # the box and the hub run that tree
             with tempfile.TemporaryDirectory(prefix="puskesos-bench-") as tmp:
                 fleet = Fleet(Path(tmp))
                 try:
@@ -292,12 +321,15 @@ async def bench_sync(rounds: int, saves: int) -> None:
                     assert box.service.process is not None
                     if os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
                         pin(box.service.process.pid, SERVER_CPU)
-                    print(f"round {number + 1}, sync {mode}:")
-                    before = time.perf_counter()
+                    print(f"round {number + 1}, {label}, sync {mode}:")
+                    before, cpu = time.perf_counter(), cpu_s(box.service.process.pid)
                     _, [(latencies, rate)] = await bench_saves(box.service, box.token, {10: saves})
                     took = time.perf_counter() - before
+                    # Per save, the 20 warm-up saves included; the packing process too.
+                    cpu_ms = (cpu_s(box.service.process.pid) - cpu) * 1000 / (saves + 20)
+                    print(f"  box CPU per save: {cpu_ms:.2f} ms")
                     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-                    figures[mode].append((cuts[49], cuts[98], rate))
+                    figures[label, mode].append((cuts[49], cuts[98], rate, cpu_ms))
                     if mode == "on":
                         with contextlib.closing(box.connect(readonly=True)) as connection:
                             made = connection.execute("SELECT count(*) FROM records").fetchone()[0]
@@ -309,14 +341,27 @@ async def bench_sync(rounds: int, saves: int) -> None:
                 finally:
                     fleet.stop()
     print(f"save a household with 4 members, 10 clients, {rounds} rounds (min median max):")
-    for mode, runs in figures.items():
+    for (label, mode), runs in figures.items():
         line = "  ".join(
             f"{what} {min(v):6.1f} {statistics.median(v):6.1f} {max(v):6.1f}"
             for what, v in zip(
-                ("p50 ms", "p99 ms", "saves/s"), zip(*runs, strict=True), strict=True
+                ("p50 ms", "p99 ms", "saves/s", "CPU ms/save"),
+                zip(*runs, strict=True),
+                strict=True,
             )
         )
-        print(f"  sync {mode:3s}: {line}")
+        print(f"  {label:8s} sync {mode:3s}: {line}")
+    if baseline:
+        print("ours / baseline, median of the per-round ratios (p50, p99, saves/s, CPU/save):")
+        for mode in ("off", "on"):
+            ratios = [
+                statistics.median(o[i] / b[i] for o, b in zip(
+                    figures["ours", mode], figures["baseline", mode], strict=True
+                ))
+                for i in range(4)
+            ]  # fmt: skip
+            print(f"  sync {mode:3s}: " + "  ".join(f"{r:.2f}" for r in ratios))
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 async def bench_encrypted(rounds: int, saves: int) -> None:
@@ -379,13 +424,16 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="requests per village page")
     parser.add_argument("--sync-rounds", type=int, default=0, help="measure sync's cost instead")
     parser.add_argument(
+        "--baseline", type=Path, help="with --sync-rounds: another checkout to run too"
+    )
+    parser.add_argument(
         "--encrypted-rounds", type=int, default=0, help="measure encryption's cost instead"
     )
     args = parser.parse_args()
     if os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - {SERVER_CPU})
     if args.sync_rounds:
-        await bench_sync(args.sync_rounds, args.saves)
+        await bench_sync(args.sync_rounds, args.saves, args.baseline)
         return
     if args.encrypted_rounds:
         await bench_encrypted(args.encrypted_rounds, args.saves)

@@ -11,21 +11,22 @@ or a reader thread (reads). See ``docs/replication.md``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from edge import db
 from edge.digest import Check, read_check, read_root
+from edge.packing import Packed, pack_rows
 from edge.store import Store, pending_changes
-from protocol.changes import Ack, Batch, Change, Reject
-from protocol.codec import DEFAULT_LIMITS, Limits, encode
-from protocol.delivery import AppliedSeqs, pack
-from protocol.errors import TooLargeError
-from protocol.jsonform import load_change
+from protocol.changes import Ack, Reject
+from protocol.codec import DEFAULT_LIMITS, Limits
+from protocol.delivery import AppliedSeqs
 
 __all__ = [
     "DOWN_APPLIED",
@@ -105,18 +106,26 @@ class QueueState:
 # --- sealing --------------------------------------------------------------------------------
 
 
-async def seal(store: Store, *, max_changes: int, max_bytes: int, max_batches: int) -> int:
+async def seal(
+    store: Store,
+    *,
+    max_changes: int,
+    max_bytes: int,
+    max_batches: int,
+    packer: Executor | None = None,
+) -> int:
     """Seal up to ``max_batches`` batches from the outbox; returns how many were made.
 
     Each batch holds at most ``max_changes`` changes and encodes within ``max_bytes`` (both
     capped at the wire limits). Only rows wholly inside the sealed batches leave the outbox;
     a row too large for one batch is spread over several (``protocol.delivery.pack``).
 
-    The packing and encoding (about 50 ms for 500 changes) run on a reader thread, so saves
-    do not queue behind them; the write transaction then checks that the rows and
-    ``up_seq`` are still the ones packed, and inserts the batches, deletes the rows and
-    advances ``up_seq`` together. When something changed meanwhile it seals nothing and
-    the next round packs again.
+    The rows are read on a reader thread and packed and encoded (about 50 ms for 500
+    changes) in ``packer`` (the sync client's worker process, ``edge.packing``; without
+    one, the loop's default thread pool), so saves do not queue behind them; the write
+    transaction then checks that the rows and ``up_seq`` are still the ones packed, and
+    inserts the batches, deletes the rows and advances ``up_seq`` together. When something
+    changed meanwhile it seals nothing and the next round packs again.
     """
     limits = Limits(
         max_frame_bytes=min(max_bytes, DEFAULT_LIMITS.max_frame_bytes),
@@ -124,9 +133,19 @@ async def seal(store: Store, *, max_changes: int, max_bytes: int, max_batches: i
     )
     if max_batches < 1:
         return 0
-    plan = await store.read(lambda conn: _pack(conn, store.node, limits, max_batches))
-    if plan is None:
+    up_seq, rows = await store.read(lambda conn: _queue(conn, limits.max_changes * max_batches))
+    if not rows:
         return 0
+    count, batches = await asyncio.get_running_loop().run_in_executor(
+        packer,
+        pack_rows,
+        store.node,
+        up_seq + 1,
+        [(change, created_ms) for _, change, created_ms in rows],
+        limits,
+        max_batches,
+    )
+    plan = _Sealed(up_seq, [(row_id, change) for row_id, change, _ in rows[:count]], batches)
     now = store.now_ms()
     return await store.run_write(lambda conn: _store(conn, plan, now))
 
@@ -137,43 +156,15 @@ class _Sealed:
 
     up_seq: int
     taken: list[tuple[int, str]]
-    rows: list[dict[str, object]]
+    rows: list[Packed]
 
 
-def _pack(conn: sa.Connection, node: str, limits: Limits, max_batches: int) -> _Sealed | None:
+def _queue(conn: sa.Connection, limit: int) -> tuple[int, list[tuple[int, str, int]]]:
+    """``up_seq`` and the first ``limit`` outbox rows (id, change text, ``created_ms``)."""
     o = db.outbox
-    query = (
-        sa.select(o.c.id, o.c.change, o.c.created_ms)
-        .order_by(o.c.id)
-        .limit(limits.max_changes * max_batches)
-    )
-    rows = conn.execute(query).all()
-    if not rows:
-        return None
-    changes = [load_change(row.change) for row in rows]
-    up_seq = int(db.read_meta(conn, UP_SEQ) or 0)
-    count = len(rows)
-    frames = _frames(node, up_seq + 1, changes, limits)
-    if frames is None:
-        batches = pack(node, up_seq + 1, changes, limits=limits)
-        # Over the budget: keep the rows the first batches hold whole, and pack those alone
-        # so that the last batch does not carry half a row (a lone huge row still goes out).
-        while len(batches) > max_batches and count > 1:
-            count = max(1, _rows_of(batches[:max_batches], changes)[0])
-            batches = pack(node, up_seq + 1, changes[:count], limits=limits)
-        frames = [(batch, encode(batch, limits=limits)) for batch in batches]
-    _, spans = _rows_of([batch for batch, _ in frames], changes)
-    stored: list[dict[str, object]] = [
-        {
-            "seq": batch.seq,
-            "payload": frame,
-            "changes": len(batch.changes),
-            "oldest_ms": min(rows[i].created_ms for i in span),
-            "sent_ms": None,
-        }
-        for (batch, frame), span in zip(frames, spans, strict=True)
-    ]
-    return _Sealed(up_seq, [(row.id, row.change) for row in rows[:count]], stored)
+    query = sa.select(o.c.id, o.c.change, o.c.created_ms).order_by(o.c.id).limit(limit)
+    rows = [(row.id, row.change, row.created_ms) for row in conn.execute(query)]
+    return int(db.read_meta(conn, UP_SEQ) or 0), rows
 
 
 def _store(conn: sa.Connection, plan: _Sealed, now: int) -> int:
@@ -189,41 +180,6 @@ def _store(conn: sa.Connection, plan: _Sealed, now: int) -> int:
     conn.execute(sa.delete(o).where(o.c.id <= last))
     db.put_meta(conn, UP_SEQ, str(plan.up_seq + len(plan.rows)))
     return len(plan.rows)
-
-
-def _frames(
-    node: str, first: int, changes: Sequence[Change], limits: Limits
-) -> list[tuple[Batch, bytes]] | None:
-    """The queue cut into batches of ``max_changes`` with their frames, when each fits in
-    a frame: what ``pack`` makes of it then, but encoded once instead of twice (encoding is
-    most of a seal's time). ``None`` when some batch is too large: ``pack`` decides."""
-    size = max(1, limits.max_changes)
-    frames = []
-    for start in range(0, len(changes), size):
-        batch = Batch(node, first + len(frames), tuple(changes[start : start + size]))
-        try:
-            frames.append((batch, encode(batch, limits=limits)))
-        except TooLargeError:
-            return None
-    return frames
-
-
-def _rows_of(batches: Sequence[Batch], changes: Sequence[Change]) -> tuple[int, list[range]]:
-    """How many of ``changes`` the batches hold whole, and each batch's span of them.
-
-    ``pack`` keeps the order and splits a change only into consecutive parts with disjoint
-    fields, so counting fields tells where each change ends.
-    """
-    row = taken = 0
-    spans = []
-    for batch in batches:
-        start = row
-        for part in batch.changes:
-            taken += len(part.fields)
-            if taken == len(changes[row].fields):
-                row, taken = row + 1, 0
-        spans.append(range(start, row + (1 if taken else 0)))
-    return row, spans
 
 
 # --- sending and acks -----------------------------------------------------------------------
@@ -251,13 +207,13 @@ async def stored(store: Store, seqs: Collection[int]) -> list[StoredBatch]:
 
 
 async def mark_sent(store: Store, seqs: Iterable[int], now: int) -> None:
-    """Note when these batches were last handed to the broker."""
+    """Note when these batches were last handed to the broker (not durable: a note)."""
     wanted = sorted(set(seqs))
     if not wanted:
         return
     b = db.up_batches
     statement = sa.update(b).where(b.c.seq.in_(wanted)).values(sent_ms=now)
-    await store.run_write(lambda conn: conn.execute(statement))
+    await store.run_write(lambda conn: conn.execute(statement), durable=False)
 
 
 async def retire(store: Store, ack: Ack, now: int) -> int:
@@ -267,8 +223,12 @@ async def retire(store: Store, ack: Ack, now: int) -> int:
     An ack above the box's own ``up_seq`` means the box was restored from an older backup
     after the hub had applied later batches: ``up_seq`` moves past it, so new batches never
     reuse a number the hub has applied.
+
+    Not durable (``Store.run_write``): a power cut that takes it back costs a resend of
+    what the hub has, which it acks again and applies no second time; and no batch is
+    sealed from the moved ``up_seq`` before a durable commit has kept this one too.
     """
-    return await store.run_write(lambda conn: _retire(conn, ack, now))
+    return await store.run_write(lambda conn: _retire(conn, ack, now), durable=False)
 
 
 def _retire(conn: sa.Connection, ack: Ack, now: int) -> int:

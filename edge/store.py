@@ -219,17 +219,34 @@ class Store:
 
         return await asyncio.get_running_loop().run_in_executor(self._readers, run)
 
-    async def run_write(self, statements: Callable[[sa.Connection], T]) -> T:
+    async def run_write(
+        self, statements: Callable[[sa.Connection], T], *, durable: bool = True
+    ) -> T:
         """Run ``statements(conn)`` in one write transaction on the writer thread (the same
-        thread as the group commits, so writes never wait on each other's locks)."""
+        thread as the group commits, so writes never wait on each other's locks).
+
+        ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL`` for
+        that transaction): for bookkeeping that a power cut may take back at the cost of a
+        resend (the hub's acks), so that it does not hold the writer, and the saves behind
+        it, for an fsync. The WAL keeps commits in order: such a transaction is on disk as
+        soon as any later durable one is, and a power cut loses only a tail of them.
+        """
         assert self._thread_engine is not None and self._thread is not None, "open() first"
         engine = self._thread_engine
 
         def run() -> tuple[T, bool]:
-            with engine.begin() as conn:
-                before = _changes(conn)
-                result = statements(conn)
-                changed = _changes(conn) != before
+            with engine.connect() as conn:
+                driver = conn.connection.driver_connection
+                if not durable:
+                    driver.execute("PRAGMA synchronous=NORMAL")  # type: ignore[union-attr]
+                try:
+                    with conn.begin():
+                        before = _changes(conn)
+                        result = statements(conn)
+                        changed = _changes(conn) != before
+                finally:
+                    if not durable:
+                        driver.execute("PRAGMA synchronous=FULL")  # type: ignore[union-attr]
             return result, changed
 
         try:
@@ -260,9 +277,9 @@ class Store:
         query = sa.select(db.meta.c.value).where(db.meta.c.key == key)
         return await self.read(lambda conn: conn.execute(query).scalar_one_or_none())
 
-    async def set_meta(self, key: str, value: str) -> None:
-        """Set a value of the ``meta`` table (its own transaction)."""
-        await self.run_write(lambda conn: db.put_meta(conn, key, value))
+    async def set_meta(self, key: str, value: str, *, durable: bool = True) -> None:
+        """Set a value of the ``meta`` table (its own transaction; see :meth:`run_write`)."""
+        await self.run_write(lambda conn: db.put_meta(conn, key, value), durable=durable)
 
     # --- writes ----------------------------------------------------------------------------
 

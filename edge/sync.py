@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
@@ -34,15 +35,16 @@ from edge.config import EdgeConfig
 from edge.digest import answer_probe
 from edge.downlink import apply_remote
 from edge.metrics import EdgeMetrics, take_snapshot, telemetry
+from edge.packing import encode_audit, packer
 from edge.restamp import restamp_due, restamp_if_due
 from edge.store import Store
-from protocol.auditchain import AuditAck, AuditBatch
+from protocol.auditchain import AuditAck
 from protocol.changes import Ack, Batch, Direction, Reject
 from protocol.codec import WIRE_VERSION, decode, encode
 from protocol.codec import Message as WireMessage
 from protocol.digest import DigestProbe, root_hex
 from protocol.entities import SCHEMA_VERSION
-from protocol.errors import ProtocolError, TooLargeError
+from protocol.errors import ProtocolError
 from protocol.status import Status, encode_status
 from protocol.telemetry import encode_telemetry
 from protocol.topics import Topic, TopicKind
@@ -111,6 +113,8 @@ class SyncClient:
         #: the batch after it was handed to the broker (monotonic; one batch in flight).
         self._audit_acked = 0
         self._audit_sent_at: float | None = None
+        #: Packs and encodes batches away from the server's GIL (``edge.packing``).
+        self._packer = packer()
 
     def _make_link(self, *, clean_start: bool) -> MqttLink:
         offline = encode_status(
@@ -150,7 +154,9 @@ class SyncClient:
             self.link = self._make_link(clean_start=True)
         elif again:
             self.link = self._make_link(clean_start=False)
-        if not again:
+        if again:
+            self._packer = packer()  # stop() shut the previous one down
+        else:
             self.store.on_save(self.wake)
         self.metrics.sync_connected.set_function(lambda: 1.0 if self.link.connected else 0.0)
         self.metrics.sync_link.watch(lambda: self.link)
@@ -185,6 +191,8 @@ class SyncClient:
             except TimeoutError:
                 log.warning("sync receiver did not finish in time")
         self.metrics.sync_connected.set_function(lambda: 0.0)
+        # In a thread: the worker may be finishing a batch, the loop must not wait for it.
+        await asyncio.to_thread(self._packer.shutdown, cancel_futures=True)
 
     # --- connection and status --------------------------------------------------------------
 
@@ -244,6 +252,13 @@ class SyncClient:
             self._wake.clear()
             try:
                 await self._round()
+            except BrokenProcessPool:
+                # The packing process died (killed, out of memory): the next round has a new one.
+                log.error("the sync packing process died; starting another")
+                self._packer.shutdown(wait=False)
+                self._packer = packer()
+                await asyncio.sleep(_RETRY_PAUSE_S)
+                self._wake.set()  # the round it failed is still to do
             except Exception:
                 log.exception("sync round failed")
                 await asyncio.sleep(_RETRY_PAUSE_S)
@@ -290,6 +305,7 @@ class SyncClient:
                 max_changes=settings.batch_changes,
                 max_bytes=settings.batch_bytes,
                 max_batches=room,
+                packer=self._packer,
             )
             if sealed:
                 waiting = await outbox.unacked(store, limit=settings.window)
@@ -327,20 +343,19 @@ class SyncClient:
             return
         acked, limit = self._audit_acked, self.settings.batch_changes
         entries = await self.store.read(lambda conn: auditchain.entries_after(conn, acked, limit))
-        while entries:
-            try:
-                payload = encode(AuditBatch(self.store.node, tuple(entries)))
-            except TooLargeError:
-                if len(entries) == 1:
-                    log.error("audit entry %s is over the frame limit", entries[0].seq)
-                    return
-                entries = entries[: len(entries) // 2]
-                continue
-            sent = await self.link.publish(self.topics[TopicKind.UP], payload, timeout=timeout)
-            # Its ack may have come while it was read or published: then nothing waits.
-            if sent and self._audit_acked < entries[-1].seq:
-                self._audit_sent_at = time.monotonic()
+        if not entries:
             return
+        frame = await asyncio.get_running_loop().run_in_executor(
+            self._packer, encode_audit, self.store.node, entries
+        )
+        if frame is None:
+            log.error("audit entry %s is over the frame limit", entries[0].seq)
+            return
+        payload, count = frame
+        sent = await self.link.publish(self.topics[TopicKind.UP], payload, timeout=timeout)
+        # Its ack may have come while it was read or published: then nothing waits.
+        if sent and self._audit_acked < entries[count - 1].seq:
+            self._audit_sent_at = time.monotonic()
 
     # --- receiving --------------------------------------------------------------------------
 
@@ -412,7 +427,8 @@ class SyncClient:
             log.warning("sync dropped an audit ack for node %s", ack.node)
             return
         if ack.seq > self._audit_acked:
-            await self.store.set_meta(auditchain.ACKED, str(ack.seq))
+            # Not durable: lost in a power cut, the hub gets entries again it already has.
+            await self.store.set_meta(auditchain.ACKED, str(ack.seq), durable=False)
             self._audit_acked = ack.seq
             self._audit_sent_at = None
             self._wake.set()  # the next batch of the trail, if any

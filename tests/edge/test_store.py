@@ -140,3 +140,20 @@ async def test_a_save_cancelled_while_waiting_is_never_written(store, edge_confi
     await store.write(household_edits(seed=9), actor="third")
     actors = {a for (a,) in rows(edge_config, "SELECT DISTINCT actor FROM audit")}
     assert "ghost" not in actors
+
+
+async def test_ack_bookkeeping_skips_the_fsync_but_every_save_after_it_is_durable(store):
+    def synchronous(conn) -> int:
+        return conn.exec_driver_sql("PRAGMA synchronous").scalar_one()
+
+    # 1 = NORMAL (no fsync at commit), 2 = FULL.
+    assert await store.run_write(synchronous, durable=False) == 1
+
+    def fails(conn) -> None:
+        raise RuntimeError("a bug in the bookkeeping")
+
+    with pytest.raises(RuntimeError):
+        await store.run_write(fails, durable=False)
+    assert await store.run_write(synchronous) == 2
+    await store.write(household_edits(seed=10), actor="op")
+    assert await store.run_write(synchronous) == 2

@@ -7,7 +7,10 @@ by itself once the clock is right."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import re
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -334,6 +337,25 @@ async def test_the_box_stops_promptly_even_right_after_its_sender_was_woken(
             assert time.monotonic() - started < 5
     finally:
         await store.close()
+
+
+async def test_a_box_whose_packing_process_died_packs_in_a_new_one_and_keeps_sending(
+    tmp_path,
+    hub,
+):
+    config = sync_config(tmp_path, hub.port)
+    async with running_box(config) as box:
+        first = await box.save_household(seed=1)
+        await eventually(box.drained, what="the first household acked")
+        packers = multiprocessing.active_children()
+        assert packers, "batches are packed in a process of their own"
+        for process in packers:
+            os.kill(process.pid, signal.SIGKILL)  # e.g. the out-of-memory killer
+        second = await box.save_household(seed=2)
+        await eventually(box.drained, what="the second household acked", timeout=20)
+        sent = set().union(*(record_ids(r.batch) for r in hub.received()))
+        assert {first, second} <= sent
+        assert all(p.pid not in {q.pid for q in packers} for p in multiprocessing.active_children())
 
 
 async def test_the_audit_trail_reaches_the_hub_in_order_until_acked_and_resumes_after_a_restart(
