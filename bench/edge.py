@@ -30,6 +30,16 @@ tree against it are printed.
 15 % slower): per round a fresh plain box and a fresh encrypted one (SQLCipher, unlocked by
 a sign-in), ``--saves`` saves at 10 clients on each, the order swapped every other round;
 prints p50/p99, saves/s and database bytes per household of each and the per-round ratio.
+
+``--pages-rounds N --baseline DIR`` measures the village pages of this checkout against
+another one (``DIR``, e.g. ``git archive eb7cef4 | tar -x -C /tmp/base``) on one box of
+``--households`` households with ``--service-months`` of services: per round, each
+checkout's ``puskesos edge serve`` (alternating which goes first) serves ``--rounds``
+requests of each page; prints each page's p50 and max latency, the server's CPU ms per
+request and its RSS after the page (min/median/max over the rounds) and the ratio of the
+medians. Then the register computation alone, in a process pinned like the server
+(``--register-runs`` runs per checkout, two processes each): the village scan, the families
+(ages), each register's count, CPU ms and RSS.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import contextlib
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +61,9 @@ from pathlib import Path
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
 # `edge` package; the repository root gives the test factories and the box helpers.
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+#: The checkout whose packages this process measures (``--registers-of`` runs it on another).
+CODE = os.environ.get("BENCH_CODE", str(HERE.parent))
+sys.path[:] = [CODE] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 from edge.config import load_config
 from edge.records import Edit
@@ -264,17 +277,24 @@ def database_bytes(database: Path) -> int:
     return sum(p.stat().st_size for p in database.parent.glob(database.name + "*"))
 
 
-async def bench_village_pages(box: ServedBox, token: str, rounds: int = 20) -> None:
+#: The pages that read the whole village at once.
+VILLAGE_PAGES = (
+    "/", "/verifikasi", "/kelengkapan", "/kelompok-rentan", "/kelompok-rentan/lansia",
+    "/posyandu", "/posyandu?kelompok=lansia", "/posyandu/mbg", "/posyandu/laporan",
+)  # fmt: skip
+
+
+async def bench_village_pages(
+    box: ServedBox, token: str, rounds: int = 20
+) -> dict[str, tuple[float, float, float, float]]:
     """Latency of the pages that read the whole village at once (Beranda's round progress,
     the verification worklist, the completeness list, the vulnerable-group registers, the
-    Posyandu pages), one client, with the server's RSS after each."""
+    Posyandu pages), one client, with the server's CPU time per request and RSS after
+    each: path → (p50 ms, max ms, RSS MB, CPU ms per request)."""
     headers = {"Authorization": f"Bearer {token}"}
+    figures = {}
     async with box.client(headers=headers) as session:
-        pages = (
-            "/", "/verifikasi", "/kelengkapan", "/kelompok-rentan", "/kelompok-rentan/lansia",
-            "/posyandu", "/posyandu?kelompok=lansia", "/posyandu/mbg", "/posyandu/laporan",
-        )  # fmt: skip
-        for path in pages:
+        for path in VILLAGE_PAGES:
 
             def job(path: str = path) -> Callable[[], Awaitable[None]]:
                 async def get() -> None:
@@ -286,12 +306,17 @@ async def bench_village_pages(box: ServedBox, token: str, rounds: int = 20) -> N
                 return get
 
             await timed(1, [job()])  # warm up
+            pid = box.process.pid  # type: ignore[union-attr]
+            before = cpu_s(pid) * 1000
             latencies, _ = await timed(1, [job() for _ in range(rounds)])
-            rss = rss_mb(box.process.pid)  # type: ignore[union-attr]
+            cpu = (cpu_s(pid) * 1000 - before) / rounds
+            rss = rss_mb(pid)
+            figures[path] = (statistics.median(latencies), max(latencies), rss, cpu)
             print(
                 f"  GET {path:25s}: {percentiles(latencies)}  "
-                f"(n={len(latencies)}, RSS {rss:.0f} MB)"
+                f"(n={len(latencies)}, CPU {cpu:.0f} ms each, RSS {rss:.0f} MB)"
             )
+    return figures
 
 
 async def bench_sync(rounds: int, saves: int, baseline: Path | None) -> None:
@@ -414,6 +439,130 @@ async def bench_encrypted(rounds: int, saves: int) -> None:
           f"(median {statistics.median(ratios):.2f}; goal ≥ 0.85)")  # fmt: skip
 
 
+def spread(values: list[float], unit: str = "") -> str:
+    """min/median/max of ``values``."""
+    return f"{min(values):7.1f} {statistics.median(values):7.1f} {max(values):7.1f}{unit}"
+
+
+async def bench_registers(config_path: Path, runs: int) -> None:
+    """The register computation in this process (pinned like the server): the village
+    scan, the families with their ages, and each register's count, CPU ms per run; the
+    process's RSS after the runs. Prints one line per figure: its name, a tab, the values."""
+    from edge.web.ui_registry import village_households
+    from protocol.vulnerable import REGISTERS, family_of, tally
+
+    os.sched_setaffinity(0, {SERVER_CPU})
+    store = Store(load_config(config_path))
+    await store.open()
+    today = store.box_time().today
+    figures: dict[str, list[float]] = {}
+
+    def took(name: str, since: float) -> float:
+        now = time.process_time()
+        figures.setdefault(name, []).append((now - since) * 1000)
+        return now
+
+    try:
+        for _ in range(runs):
+            began = time.process_time()
+            households = await village_households(store)
+            mark = took("scan", began)
+            families = [family_of(h.values, h.active, today) for h in households]
+            mark = took("families", mark)
+            for code, register in REGISTERS.items():
+                tally(register, families)
+                mark = took(code, mark)
+            took("scan to counts", began)
+            del households, families
+    finally:
+        await store.close()
+    figures["RSS MB"] = [rss_mb(os.getpid())]
+    for name, values in figures.items():
+        print(name, " ".join(f"{v:.2f}" for v in values), sep="\t")
+
+
+def registers_of(code: str, config: Path, runs: int) -> dict[str, list[float]]:
+    """:func:`bench_registers` run by ``code``'s packages in a fresh process."""
+    answer = subprocess.run(
+        [sys.executable, __file__, "--registers-of", str(config), "--register-runs", str(runs)],
+        env=os.environ | {"BENCH_CODE": code, "PYTHONPATH": code},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    figures = {}
+    for line in answer.stdout.splitlines():
+        name, values = line.split("\t")
+        figures[name] = [float(v) for v in values.split()]
+    return figures
+
+
+async def bench_pages_against(
+    baseline: Path, households: int, months: int, rounds: int, requests: int, runs: int
+) -> None:
+    """The village pages and the register computation of this checkout and ``baseline``
+    on one box, interleaved rounds (see the module's docstring)."""
+    checkouts = {"this": str(HERE.parent), "baseline": str(baseline.resolve())}
+    with tempfile.TemporaryDirectory(prefix="puskesos-bench-") as tmp:
+        folder = Path(tmp)
+        config = init_box(folder, users={"bench": ("operator", PASSWORD)})
+        token = puskesos(
+            "edge", "token", "add", "--config", str(config), "--username", "bench",
+            "--name", "bench",
+        ).stdout.strip()  # fmt: skip
+        await fill(config, households)
+        services = await fill_services(config, months)
+        print(f"{households} households, {services} Posyandu services ({months} months); "
+              f"load average {os.getloadavg()[0]:.1f} at the start")  # fmt: skip
+        figures: dict[
+            str, list[tuple[float, float, dict[str, tuple[float, float, float, float]]]]
+        ] = {name: [] for name in checkouts}
+        for number in range(rounds):
+            order = list(checkouts) if number % 2 == 0 else list(reversed(checkouts))
+            for name in order:
+                box = ServedBox(config, folder / f"serve-{name}-{number}.log")
+                # PYTHONSAFEPATH: ``-m`` would put the working folder first on sys.path.
+                box.env |= {"PYTHONPATH": checkouts[name], "PYTHONSAFEPATH": "1"}
+                box.start()
+                try:
+                    pin(box.process.pid, SERVER_CPU)  # type: ignore[union-attr]
+                    time.sleep(1)
+                    idle = rss_mb(box.process.pid)  # type: ignore[union-attr]
+                    print(f"round {number + 1}, {name} ({checkouts[name]}), RSS idle "
+                          f"{idle:.1f} MB, load average {os.getloadavg()[0]:.1f}:")  # fmt: skip
+                    pages = await bench_village_pages(box, token, requests)
+                    figures[name].append((idle, os.getloadavg()[0], pages))
+                    assert box.stop() == 0
+                finally:
+                    box.kill()
+        print(f"village pages, {rounds} rounds of {requests} requests "
+              "(min median max over the rounds; ratio of the medians this/baseline):")  # fmt: skip
+        idles = {name: [run[0] for run in runs] for name, runs in figures.items()}
+        print(
+            f"  RSS idle MB {'':14s} this {spread(idles['this'])}  baseline "
+            f"{spread(idles['baseline'])}  ratio "
+            f"{statistics.median(idles['this']) / statistics.median(idles['baseline']):.2f}"
+        )
+        for path in VILLAGE_PAGES:
+            for index, what in enumerate(("p50 ms", "max ms", "RSS MB", "CPU ms")):
+                of = {n: [run[2][path][index] for run in runs] for n, runs in figures.items()}
+                ratio = statistics.median(of["this"]) / statistics.median(of["baseline"])
+                print(f"  {path:25s} {what}: this {spread(of['this'])}  baseline "
+                      f"{spread(of['baseline'])}  ratio {ratio:.2f}")  # fmt: skip
+        print(
+            f"register computation in-process, CPU ms, {runs} runs per checkout, "
+            f"alternating (min median max; ratio of the medians this/baseline):"
+        )
+        measured: dict[str, dict[str, list[float]]] = {name: {} for name in checkouts}
+        for number in range(2):
+            for name in checkouts if number == 0 else reversed(checkouts):
+                for key, values in registers_of(checkouts[name], config, runs).items():
+                    measured[name].setdefault(key, []).extend(values)
+        for key in measured["this"]:
+            this, base = measured["this"][key], measured["baseline"][key]
+            ratio = statistics.median(this) / statistics.median(base)
+            print(f"  {key:25s}: this {spread(this)}  baseline {spread(base)}  ratio {ratio:.2f}")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--households", type=int, default=20_000)
@@ -424,14 +573,34 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="requests per village page")
     parser.add_argument("--sync-rounds", type=int, default=0, help="measure sync's cost instead")
     parser.add_argument(
-        "--baseline", type=Path, help="with --sync-rounds: another checkout to run too"
-    )
+        "--baseline", type=Path,
+        help="another checkout to compare with (--sync-rounds: optional; --pages-rounds: needed)",
+    )  # fmt: skip
     parser.add_argument(
         "--encrypted-rounds", type=int, default=0, help="measure encryption's cost instead"
     )
+    parser.add_argument(
+        "--pages-rounds", type=int, default=0,
+        help="measure the village pages against --baseline instead",
+    )  # fmt: skip
+    parser.add_argument(
+        "--register-runs", type=int, default=5, help="in-process register runs per checkout"
+    )
+    parser.add_argument("--registers-of", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.registers_of:
+        await bench_registers(args.registers_of, args.register_runs)
+        return
     if os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - {SERVER_CPU})
+    if args.pages_rounds:
+        if args.baseline is None:
+            parser.error("--pages-rounds needs --baseline")
+        await bench_pages_against(
+            args.baseline, args.households, args.service_months, args.pages_rounds,
+            args.rounds, args.register_runs,
+        )  # fmt: skip
+        return
     if args.sync_rounds:
         await bench_sync(args.sync_rounds, args.saves, args.baseline)
         return

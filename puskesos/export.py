@@ -23,9 +23,6 @@ from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
 from protocol.identity import mask_number
 from protocol.schema import TOMBSTONE_FIELD, EntitySchema, FieldKind, FieldSpec
@@ -167,6 +164,12 @@ def _write_csv(table: Table, out: IO[bytes]) -> None:
 
 
 def _write_xlsx(table: Table, out: IO[bytes]) -> None:
+    # Imported on the first download: openpyxl (and the numpy it loads when installed)
+    # would add 17 MB to every box from its start (docs/posyandu.md, "Cost").
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
     book = Workbook(write_only=True)
     sheet = book.create_sheet(table.title[:31])
     sheet.append(table.headers)

@@ -26,7 +26,7 @@ from edge.web.app import STORE, USER, actor, local_today, render
 from edge.web.forms import editable, messages_by_input, parse, raw_from_post, raw_from_values
 from edge.web.routing import ALL_ROLES, RouteTable
 from edge.web.ui import flash, record_or_404
-from edge.web.ui_registry import HouseholdRow, village_households
+from edge.web.ui_registry import Fields, HouseholdRow, village_households
 from protocol.entities import LAYANAN, RECORD_ID_KEY, SERVICE_TYPES, SPM_FIELDS
 from protocol.posyandu import (
     WEIGHING,
@@ -47,6 +47,7 @@ __all__ = [
     "Attendee",
     "MbgList",
     "MonthView",
+    "ServiceFields",
     "age_text",
     "mbg_list",
     "month_view",
@@ -76,7 +77,7 @@ class Attendee:
 
     household: HouseholdRow
     person: Person
-    services: list[dict[str, Any]]
+    services: list[ServiceFields]
     period: str
 
     @property
@@ -84,7 +85,7 @@ class Attendee:
         return str(self.person.values[RECORD_ID_KEY])
 
     @property
-    def month(self) -> list[dict[str, Any]]:
+    def month(self) -> list[ServiceFields]:
         """The month's services, the latest first."""
         found = [s for s in self.services if month_of(s.get("service_date")) == self.period]
         return sorted(found, key=lambda s: str(s.get("service_date")), reverse=True)
@@ -108,7 +109,7 @@ class PosyanduDay:
     rts: list[str]
     rws: list[str]
     #: Every service read (the village's, from the first month on).
-    services: list[dict[str, Any]]
+    services: list[ServiceFields]
 
 
 def last_weighings(conn: sa.Connection, first_day: str) -> dict[str, tuple[str, float]]:
@@ -133,17 +134,33 @@ def last_weighings(conn: sa.Connection, first_day: str) -> dict[str, tuple[str, 
     return found
 
 
-def services_since(conn: sa.Connection, first_day: str) -> list[dict[str, Any]]:
+class ServiceFields(Fields):
+    """What the Posyandu pages, flags and monthly report read of a service."""
+
+    __slots__ = (
+        "member_id",
+        "muac_cm",
+        "referred",
+        "service_date",
+        "service_type",
+        "spm_field",
+        "weight_kg",
+    )  # fmt: skip
+
+
+def services_since(conn: sa.Connection, first_day: str) -> list[ServiceFields]:
     """The village's services dated ``first_day`` or later, withdrawn ones left out."""
     r = db.records
     rows = conn.execute(
-        sa.select(r.c.data).where(
+        sa.select(
+            sa.func.json_extract(r.c.data, *(f"$.{name}" for name in ServiceFields.__slots__))
+        ).where(
             r.c.entity == LAYANAN.name,
             r.c.deleted.is_(False),
             sa.func.json_extract(r.c.data, "$.service_date") >= first_day,
         )
-    ).all()
-    return [json.loads(row.data) for row in rows]
+    )
+    return [ServiceFields(json.loads(values)) for (values,) in rows]
 
 
 def _months_back(period: str, months: int) -> str:
@@ -161,7 +178,7 @@ async def posyandu_day(store: Store, day: date, *, rt: str = "", rw: str = "") -
     start = _months_back(period, 3)
     households = await village_households(store)
     found = await store.read(lambda conn: services_since(conn, start + "-01"))
-    by_member: dict[str, list[dict[str, Any]]] = {}
+    by_member: dict[str, list[ServiceFields]] = {}
     for service in found:
         by_member.setdefault(str(service.get("member_id")), []).append(service)
     families = [

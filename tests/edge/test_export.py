@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from datetime import date, datetime
 from typing import Any
 
@@ -195,3 +197,21 @@ async def test_proposals_and_referrals_download_with_their_labels(client):
     referrals = _sheet(await (await client.get("/rujukan.xlsx")).read())
     assert referrals[1][referrals[0].index("Kebutuhan")] == "Kursi roda"
     assert len(await _exports(store)) == 2
+
+
+def test_a_box_loads_the_spreadsheet_library_only_for_a_download(edge_config):
+    """openpyxl (with the numpy it loads) is 16 MB of a box's memory: the app is built
+    without it, and the first XLSX download imports it."""
+    program = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from edge.config import EdgeConfig\n"
+        "from edge.web import create_app\n"
+        f"create_app(EdgeConfig(village={edge_config.village!r}, node={edge_config.node!r}, "
+        f"data_dir=Path({str(edge_config.data_dir)!r})))\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'openpyxl', 'numpy'}))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]"

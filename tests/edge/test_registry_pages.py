@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from edge.downlink import apply_remote
+from edge.records import Edit
 from edge.store import Store
 from edge.web.app import STORE
 from protocol.changes import Batch, Change, Direction, FieldVersion
@@ -34,6 +35,31 @@ async def test_incomplete_households_are_listed_with_what_they_lack(client):
     assert members[0]["name"] in listing and more[0]["name"] not in listing
     other_rt = await (await client.get("/kelengkapan", params={"rt": "999"})).text()
     assert members[0]["name"] not in other_rt and "sudah lengkap" in other_rt
+
+
+async def test_only_active_members_keep_a_household_on_the_completeness_list(client):
+    """The village scan reads a record whole only where it lacks a ranking variable: a
+    member who moved away lacking one does not count; once the household itself lacks one
+    it is listed, with the field's label."""
+    await login(client, "operator1")
+    store: Store = client.app[STORE]
+    household, members = make_household_with_members(2, seed=24)
+    household_id = household.pop("id")
+    members[1].update(status="pindah", status_date="2026-01-05", education=None)
+    await store.write(
+        [Edit("household", household_id, household)]
+        + [Edit("member", m.pop("id"), m) for m in members],
+        actor="test",
+    )
+    listing = await (await client.get("/kelengkapan")).text()
+    assert "<strong>0</strong> dari 1 rumah tangga belum lengkap" in listing
+    assert members[1]["name"] not in listing
+
+    await store.write([Edit("household", household_id, {"floor_material": None})], actor="test")
+    listing = await (await client.get("/kelengkapan")).text()
+    assert "<strong>1</strong> dari 1 rumah tangga belum lengkap" in listing
+    row = listing.split(f"/rumah-tangga/{household_id}#kelengkapan")[1].split("</tr>")[0]
+    assert "Jenis lantai terluas" in row and members[1]["name"] not in row
 
 
 async def test_beneficiaries_include_households_the_district_imported(client, edge_config):
