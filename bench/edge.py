@@ -327,9 +327,9 @@ async def bench_sync(rounds: int, saves: int, baseline: Path | None) -> None:
     figures: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {
         (label, mode): [] for (label, _), mode in variants
     }
-    # `python -m puskesos` puts its working folder first on sys.path: run the children from
-    # one that holds no checkout, or every variant would run the code of the folder we are in.
-    os.chdir(tempfile.gettempdir())
+    # PYTHONSAFEPATH: `python -m puskesos` would put the working folder first on sys.path,
+    # and every variant would run the code of the folder we are in.
+    os.environ["PYTHONSAFEPATH"] = "1"
     print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for number in range(rounds):
         # Every other round in reverse order: what a run leaves behind falls on each alike.

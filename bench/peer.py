@@ -182,6 +182,8 @@ async def fill_households(box: Box, records: int) -> None:
 async def ours(root: Path, records: int, *, tree: Path, postgres: bool) -> Run:
     """Replicate ``records`` households from a real box to a real hub (code of ``tree``)."""
     os.environ["PYTHONPATH"] = str(tree)  # every puskesos child process runs that tree
+    # ``python -m`` would put the working folder (a checkout, maybe not ``tree``) first.
+    os.environ["PYTHONSAFEPATH"] = "1"
     name, url = fresh_postgres() if postgres else ("", "")
     fleet = Fleet(root, database_url=url, sync=SyncConfig(backoff_min_s=1, backoff_max_s=2))
     proxy: FaultProxy | None = None
