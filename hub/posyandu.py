@@ -11,19 +11,24 @@ changed since the last count (its newest ``log_seq``) or on a new day (ages move
 district of a million households changes a few villages an hour, and counting one takes
 70 µs per household on a quiet machine, 0.5 ms on a busy one
 (``bench/progress.py``): 2 to 13 minutes of CPU for a million households.
+
+A past month (reviewed after it ends) is counted on demand by the same function and kept
+per village with its newest ``log_seq`` (:class:`PastMonths`), for the last few months
+viewed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from aiohttp import web
 
 from hub import db
 from hub.store import HubStore
@@ -32,7 +37,7 @@ from protocol.posyandu import MonthlyReport, monthly_report, previous_month
 from protocol.vulnerable import REGISTERS, Status, family_of
 from puskesos.sqljson import json_fields
 
-__all__ = ["VillagePosyandu", "village_posyandu"]
+__all__ = ["PAST_MONTHS", "PAST_MONTHS_KEPT", "PastMonths", "VillagePosyandu", "village_posyandu"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,19 +47,27 @@ class VillagePosyandu:
 
     registers: Counter[str] = field(default_factory=Counter)
     report: MonthlyReport = field(default_factory=lambda: MonthlyReport(""))
-    #: The village's newest ``log_seq`` and the day when it was counted.
+    #: The village's newest ``log_seq`` and the day its registers were read on.
     seq: int = 0
     day: date | None = None
 
 
 async def village_posyandu(
-    store: HubStore, *, today: date, known: Mapping[str, VillagePosyandu] | None = None
+    store: HubStore,
+    *,
+    today: date,
+    month: str = "",
+    known: Mapping[str, VillagePosyandu] | None = None,
 ) -> dict[str, VillagePosyandu]:
-    """Every village with households or services: its registers on ``today`` and its
-    post's report of ``today``'s month; a village of ``known`` counted on ``today`` whose
-    records did not change since is taken from there."""
+    """Every village with households or services: its registers and its post's report of
+    ``month`` (``YYYY-MM``, ``today``'s by default), the registers read on ``today`` or, for
+    a past month, on its last day (as the box's report does); a village of ``known``
+    counted on that day whose records did not change since is taken from there."""
     known = known or {}
-    period = today.strftime("%Y-%m")
+    period = month or today.strftime("%Y-%m")
+    first = date(int(period[:4]), int(period[5:7]), 1)
+    last = (first + timedelta(days=31)).replace(day=1) - timedelta(days=1)
+    day = min(today, last)
     start = previous_month(previous_month(period)) + "-01"
     r = db.records
     service_date = json_fields(r.c.data, store.engine.dialect.name)("service_date")
@@ -70,7 +83,7 @@ async def village_posyandu(
         ).all()
         for village, seq in newest:
             before = known.get(village)
-            if before is not None and before.seq == seq and before.day == today:
+            if before is not None and before.seq == seq and before.day == day:
                 found[village] = before
                 continue
             rows = (
@@ -80,17 +93,55 @@ async def village_posyandu(
                         r.c.deleted.is_(False),
                         sa.or_(
                             r.c.entity.in_((HOUSEHOLD.name, MEMBER.name)),
-                            sa.and_(r.c.entity == LAYANAN.name, service_date >= start),
+                            sa.and_(
+                                r.c.entity == LAYANAN.name,
+                                service_date >= start,
+                                service_date <= last.isoformat(),
+                            ),
                         ),
                     )
                 )
             ).all()
             if rows:
-                found[village] = await asyncio.to_thread(_count, rows, today, period, seq)
+                found[village] = await asyncio.to_thread(_count, rows, day, period, seq)
     return found
 
 
-def _count(rows: Any, today: date, period: str, seq: int) -> VillagePosyandu:
+#: How many past months' counts :class:`PastMonths` keeps (the ones viewed last).
+PAST_MONTHS_KEPT = 3
+
+
+class PastMonths:
+    """Past months' figures, counted on demand by :func:`village_posyandu` and kept per
+    month and village with the village's newest ``log_seq``: viewing a month again
+    recounts only the villages whose records changed since. One count at a time, so that
+    two verifiers opening the same month count it once."""
+
+    def __init__(self, kept: int = PAST_MONTHS_KEPT) -> None:
+        self.kept = kept
+        self._months: OrderedDict[str, dict[str, VillagePosyandu]] = OrderedDict()
+        self._lock = asyncio.Lock()
+
+    async def count(
+        self, store: HubStore, month: str, *, today: date
+    ) -> dict[str, VillagePosyandu]:
+        """Every village's figures of ``month`` (up to ``today``'s)."""
+        async with self._lock:
+            found = await village_posyandu(
+                store, today=today, month=month, known=self._months.get(month)
+            )
+            self._months[month] = found
+            self._months.move_to_end(month)
+            while len(self._months) > self.kept:
+                self._months.popitem(last=False)
+            return found
+
+
+#: Where the hub's app keeps its :class:`PastMonths`.
+PAST_MONTHS = web.AppKey("posyandu_past_months", PastMonths)
+
+
+def _count(rows: Any, day: date, period: str, seq: int) -> VillagePosyandu:
     households: dict[str, dict[str, Any]] = {}
     members: dict[str, list[dict[str, Any]]] = {}
     services = []
@@ -106,7 +157,7 @@ def _count(rows: Any, today: date, period: str, seq: int) -> VillagePosyandu:
     registers: Counter[str] = Counter()
     expected: dict[str, list[str]] = {code: [] for code in REGISTERS}
     for household_id, values in households.items():
-        family = family_of(values, members.get(household_id, []), today)
+        family = family_of(values, members.get(household_id, []), day)
         for code, register in REGISTERS.items():
             for entry in register.entries(family):
                 if entry.verdict.status is not Status.IN:
@@ -114,4 +165,4 @@ def _count(rows: Any, today: date, period: str, seq: int) -> VillagePosyandu:
                 registers[code] += 1
                 if entry.person is not None and not register.per_household:
                     expected[code].append(str(entry.person.values[RECORD_ID_KEY]))
-    return VillagePosyandu(registers, monthly_report(services, period, expected), seq, today)
+    return VillagePosyandu(registers, monthly_report(services, period, expected), seq, day)

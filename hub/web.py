@@ -37,6 +37,7 @@ from hub.openapi import (
     path_parameter,
     query_parameter,
 )
+from hub.posyandu import PAST_MONTHS, PastMonths
 from hub.progress import PROGRESS, ProgressCache
 from hub.store import HubStore, ResolveError
 from hub.tokens import Token, required_scope, token_for
@@ -440,6 +441,7 @@ def create_app(
     hub_metrics = HubMetrics(stale_after_s=config.box_stale_after_s, progress=progress)
     app[STORE] = store
     app[PROGRESS] = progress
+    app[PAST_MONTHS] = PastMonths()
     app[METRICS] = hub_metrics
     app.add_routes(routes)
     app[API_ROUTES] = api.register(app)

@@ -13,9 +13,9 @@ from prometheus_client import generate_latest
 
 from hub import db
 from hub.metrics import HubMetrics
-from hub.posyandu import village_posyandu
+from hub.posyandu import PAST_MONTHS_KEPT, PastMonths, village_posyandu
 from hub.store import Outcome
-from protocol.posyandu import Flag
+from protocol.posyandu import Flag, previous_month
 from tests.factories import DEFAULT_VILLAGE, make_service
 from tests.hub.boxes import Box, enrol
 from tests.hub.families import change, send_family
@@ -176,7 +176,8 @@ async def test_the_district_downloads_the_posyandu_figures_per_village_and_it_is
     await district_with_services(hub_store)
     await login(client, "verif")
     page = await (await client.get("/posyandu")).text()
-    assert 'href="/posyandu.csv"' in page
+    month = _today(hub_store).strftime("%Y-%m")
+    assert f'href="/posyandu.csv?bulan={month}"' in page
     answer = await client.get("/posyandu.csv")
     assert answer.status == 200
     lines = list(csv.reader(io.StringIO((await answer.read()).decode("utf-8-sig")), delimiter=";"))
@@ -188,3 +189,120 @@ async def test_the_district_downloads_the_posyandu_figures_per_village_and_it_is
     assert (here["Tanda 2T"], total["Layanan"], total["Desa"]) == ("1", "3", "Kabupaten/kota")
     assert "Ujang" not in "".join(map(str, lines))  # counts only
     assert [detail["list"] for _, detail in await list_exports(hub_store)] == ["posyandu"]
+
+
+async def _with_last_months_check(store, ids: dict[str, str]) -> str:
+    """The mother's pregnancy check last month, at risk of KEK; returns last month."""
+    box = Box("edge-c")  # a second box of the same village
+    await enrol(store, box)
+    last_month = _months_before(_today(store), 1)
+    await send_service(
+        store, box, **make_service({"id": ids["mother"], "household_id": ids["household"]},
+                                   "pemeriksaan_ibu_hamil", service_date=last_month,
+                                   weight_kg=49.0, muac_cm=22.0),
+    )  # fmt: skip
+    return last_month[:7]
+
+
+def _service_cells(page: str) -> list[str]:
+    row = page.split(f'id="layanan-{DEFAULT_VILLAGE}"')[1].split("</tr>")[0]
+    return [cell.split("</td>")[0] for cell in row.split("<td>")[2:]]
+
+
+async def test_a_verifier_picks_a_past_month_and_sees_that_months_services_only(
+    client,  # noqa: F811
+    hub_store,
+):
+    ids = await district_with_services(hub_store)
+    last_month = await _with_last_months_check(hub_store, ids)
+    this_month = _today(hub_store).strftime("%Y-%m")
+    await login(client, "verif")
+
+    default = await (await client.get("/posyandu")).text()
+    # All, the six SPM fields, balita and ibu hamil served/expected, 2T, KEK, referrals.
+    assert _service_cells(default)[:7] == ["3", "0", "2", "0", "0", "0", "1"]
+    assert _service_cells(default)[-3:] == ["1", "1", "1"]
+    picker = default.split('id="pilih-bulan"')[1].split("</nav>")[0]
+    assert f'<strong aria-current="page">{this_month}</strong>' in picker
+    assert f'href="/posyandu?bulan={last_month}"' in picker
+    assert picker.count("<a href=") == 11  # twelve months, the shown one not a link
+    assert "<form" not in default.split("<h1>")[1]  # still read-only
+
+    past = await client.get(f"/posyandu?bulan={last_month}")
+    assert past.status == 200
+    page = await past.text()
+    # Last month: the child's weighing and the mother's check; no 2T (two weighings only).
+    cells = _service_cells(page)
+    assert cells[:7] == ["2", "0", "2", "0", "0", "0", "0"]
+    assert cells[-3:] == ["0", "1", "0"]
+    assert f"Layanan bulan {last_month}" in page
+    assert "kelompok rentan menurut data saat ini" in page
+    registers = page.split(f'id="kelompok-{DEFAULT_VILLAGE}"')[1].split("</tr>")[0]
+    assert "<td>1</td>" in registers  # the registers stay the current ones
+    assert f'href="/posyandu.csv?bulan={last_month}"' in page
+
+    again = await (await client.get(f"/posyandu?bulan={this_month}")).text()
+    assert _service_cells(again) == _service_cells(default)
+
+
+async def test_a_malformed_or_future_month_is_refused_in_indonesian_and_nothing_is_exported(
+    client,  # noqa: F811
+    hub_store,
+):
+    await district_with_services(hub_store)
+    await login(client, "verif")
+    next_month = _months_before(_today(hub_store), -1)[:7]
+    for path in ("/posyandu", "/posyandu.csv", "/posyandu.xlsx"):
+        for asked in ("2026-13", "abc", "2026-1", "0000-01"):
+            answer = await client.get(path, params={"bulan": asked})
+            assert answer.status == 400, (path, asked)
+            assert "Bulan tidak dikenal. Tulis bulan sebagai TTTT-BB" in await answer.text()
+        answer = await client.get(path, params={"bulan": next_month})
+        assert answer.status == 400
+        assert f"Bulan {next_month} belum tiba" in await answer.text()
+    assert await list_exports(hub_store) == []
+
+
+async def test_the_download_of_a_past_month_holds_its_counts_and_names_the_month(
+    client,  # noqa: F811
+    hub_store,
+):
+    ids = await district_with_services(hub_store)
+    last_month = await _with_last_months_check(hub_store, ids)
+    await login(client, "verif")
+    answer = await client.get("/posyandu.csv", params={"bulan": last_month})
+    assert answer.status == 200
+    assert f"posyandu-3201-{last_month}-" in answer.headers["Content-Disposition"]
+    lines = list(csv.reader(io.StringIO((await answer.read()).decode("utf-8-sig")), delimiter=";"))
+    rows = {line[0]: dict(zip(lines[0], line, strict=True)) for line in lines[1:]}
+    here, total = rows[DEFAULT_VILLAGE], rows[""]
+    shown = (here["Layanan"], here["Kesehatan"], here["Sosial"], here["Rujukan"])
+    assert shown == ("2", "2", "0", "0")
+    assert (here["Tanda 2T"], here["Tanda KEK"], total["Layanan"]) == ("0", "1", "2")
+    [(actor, detail)] = await list_exports(hub_store)
+    assert (actor, detail["list"], detail["filter"]) == ("verif", "posyandu", {"bulan": last_month})
+
+
+async def test_a_past_month_is_counted_again_only_for_a_village_that_changed(hub_store):
+    ids = await district_with_services(hub_store)
+    today = _today(hub_store)
+    last_month = previous_month(today.strftime("%Y-%m"))
+    past = PastMonths()
+    first = await past.count(hub_store, last_month, today=today)
+    assert first[DEFAULT_VILLAGE].report.services == 1
+    second = await past.count(hub_store, last_month, today=today)
+    assert second[DEFAULT_VILLAGE] is first[DEFAULT_VILLAGE]  # nothing recounted
+
+    await _with_last_months_check(hub_store, ids)
+    third = await past.count(hub_store, last_month, today=today)
+    assert third[DEFAULT_VILLAGE].report.services == 2
+    assert third[OTHER_VILLAGE] is first[OTHER_VILLAGE]
+
+    # Only the last few months viewed stay: viewing as many others forgets this one.
+    other = last_month
+    for _ in range(PAST_MONTHS_KEPT):
+        other = previous_month(other)
+        await past.count(hub_store, other, today=today)
+    fourth = await past.count(hub_store, last_month, today=today)
+    assert fourth[OTHER_VILLAGE] is not third[OTHER_VILLAGE]
+    assert fourth[DEFAULT_VILLAGE].report.services == 2
