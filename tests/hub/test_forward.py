@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import filecmp
 import json
+import os
 import subprocess
 import sys
 import time
@@ -131,11 +132,14 @@ asyncio.run(forward(Path(sys.argv[1]), sys.argv[3], sys.argv[4], public_key=key,
 
 
 def received_on_disk(receiver: ServedReceiver) -> int:
-    """Bytes of JSON Lines files in open uploads (an upload may be renamed meanwhile)."""
+    """Bytes of JSON Lines files in open uploads. An upload's folder may be renamed while
+    it is walked: ``os.walk`` skips what vanished, where ``Path.rglob`` raises."""
     total = 0
-    for path in (receiver.data_dir / "uploads").rglob("*.jsonl"):
-        with contextlib.suppress(FileNotFoundError):
-            total += path.stat().st_size
+    for folder, _, names in os.walk(receiver.data_dir / "uploads"):
+        for name in names:
+            if name.endswith(".jsonl"):
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.stat(os.path.join(folder, name)).st_size
     return total
 
 
