@@ -131,6 +131,48 @@ async def test_a_backup_made_while_serving_brings_the_data_back(tmp_path):
         box.kill()
 
 
+def imported(output: str) -> set[str]:
+    """The modules a process imported, from its ``-X importtime`` lines."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in output.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+async def served_modules(config: Path, log: Path) -> set[str]:
+    """Serve the box, sign in and open the home page, stop; what the server imported."""
+    box = ServedBox(config, log, env={"PYTHONPROFILEIMPORTTIME": "1"}).start()
+    try:
+        async with box.client(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            await log_in(session, box.url, "operator1")
+        assert box.stop() == 0
+    finally:
+        box.kill()
+    return imported(box.output())
+
+
+async def test_a_box_at_the_newest_schema_serves_without_the_migration_tool_in_memory(tmp_path):
+    config = init_box(tmp_path, users={"operator1": ("operator", PASSWORD)})
+    modules = await served_modules(config, tmp_path / "serve.log")
+    assert {"sqlalchemy", "edge.web.app"} <= modules  # the profile lists what it loaded
+    assert not {m for m in modules if m.split(".")[0] in ("alembic", "mako", "hub", "national")}
+
+
+async def test_a_box_of_the_previous_release_is_migrated_when_it_starts(tmp_path):
+    from alembic import command
+
+    from edge.db import HEAD_REVISION, _alembic_config
+
+    config = init_box(tmp_path, users={"operator1": ("operator", PASSWORD)})
+    database = tmp_path / "data" / "edge.sqlite"
+    command.downgrade(_alembic_config(database), "-1")
+    assert query(database, "SELECT version_num FROM alembic_version") != [(HEAD_REVISION,)]
+    modules = await served_modules(config, tmp_path / "serve.log")
+    assert "alembic" in modules
+    assert query(database, "SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
+
+
 def test_init_with_a_code_that_is_not_a_village_says_so(tmp_path):
     config = tmp_path / "edge.toml"
     result = puskesos(

@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from edge.db import MIGRATIONS, metadata, upgrade
+from edge.db import HEAD_REVISION, MIGRATIONS, metadata, upgrade
 
 
 def schema(path: Path) -> list[tuple[str, str]]:
@@ -25,6 +25,12 @@ def schema(path: Path) -> list[tuple[str, str]]:
 
 def head() -> str | None:
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def test_the_head_a_start_compares_with_is_the_newest_migration():
+    """A start loads Alembic only when the box's revision is not this constant: a
+    migration added without moving it would never run on a box of the previous release."""
+    assert head() == HEAD_REVISION
 
 
 def test_the_migrated_schema_is_the_one_the_code_declares(tmp_path):
