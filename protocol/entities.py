@@ -62,8 +62,10 @@ RECORD_ID_KEY = "id"
 #: ``decile_period``, ``eligible_programmes``, ``review_*``; member status ``ganda``).
 #: 3: the district's registry (``registry_id``, member ``civil_flags``). 4: field visits
 #: (entity ``visit``, proposal kind ``tidak_ditemukan``). 5: member ``status_date`` and
-#: ``status_document``. 6: the Posyandu's services (entity ``layanan``).
-SCHEMA_VERSION = 6
+#: ``status_document``. 6: the Posyandu's services (entity ``layanan``). 7: what the
+#: vulnerable-group registers need (member ``school_status``, ``breastfeeding``,
+#: ``health_insurance``).
+SCHEMA_VERSION = 7
 
 K = FieldKind
 
@@ -76,12 +78,20 @@ def _enum(
     kind: FieldKind = K.ENUM,
     required: bool = False,
     codes_since: tuple[tuple[str, int], ...] = (),
+    since: int = 1,
 ) -> FieldSpec:
     """An ENUM / ENUM_SET field from ``(code, Indonesian label)`` pairs."""
     codes = tuple(code for code, _ in options)
     labels = tuple(text for _, text in options)
     return FieldSpec(
-        name, kind, label, required, choices=codes, choice_labels=labels, codes_since=codes_since
+        name,
+        kind,
+        label,
+        required,
+        choices=codes,
+        choice_labels=labels,
+        codes_since=codes_since,
+        since=since,
     )
 
 
@@ -409,6 +419,38 @@ MEMBER = EntitySchema(
             "Nomor akta kematian / surat keterangan",
             max_length=100,
             since=5,
+        ),
+        # What the registers of protocol/vulnerable.py derive from (docs/posyandu.md §1).
+        _enum(
+            "school_status",
+            "Status sekolah saat ini",
+            (
+                ("sekolah", "Masih sekolah"),
+                ("tidak_sekolah", "Tidak/belum pernah sekolah"),
+                ("putus_sekolah", "Putus sekolah / tidak melanjutkan"),
+            ),
+            since=7,
+        ),
+        # A choice, not a tick box: an unticked box would record "no" for every mother whose
+        # form is saved, and only an empty field keeps the register's estimate.
+        _enum(
+            "breastfeeding",
+            "Sedang menyusui",
+            (("ya", "Ya, sedang menyusui"), ("tidak", "Tidak menyusui")),
+            since=7,
+        ),
+        _enum(
+            "health_insurance",
+            "Jaminan kesehatan",
+            (
+                ("pbi_jk", "PBI-JK (dibayar APBN)"),
+                ("pbi_daerah", "PBI daerah (dibayar APBD)"),
+                ("bpjs_mandiri", "BPJS mandiri"),
+                ("bpjs_ppu", "BPJS pekerja penerima upah"),
+                ("lainnya", "Asuransi lain"),
+                ("tidak_ada", "Tidak punya"),
+            ),
+            since=7,
         ),
     ),
 )

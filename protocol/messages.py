@@ -213,6 +213,20 @@ MESSAGES: Mapping[str, tuple[str, str]] = MappingProxyType(
             "A member whose status is {status} is still recorded as pregnant; "
             "consider clearing it.",
         ),
+        "breastfeeding_male": (
+            "Status menyusui hanya untuk perempuan.",
+            "Only a woman can be recorded as breastfeeding.",
+        ),
+        "breastfeeding_age": (
+            "Status menyusui hanya untuk umur {minimum}–{maximum} tahun (umur sekarang {age}).",
+            "Breastfeeding is recorded only at ages {minimum}–{maximum} (age now {age}).",
+        ),
+        "breastfeeding_inactive": (
+            "Anggota berstatus {status} masih tercatat menyusui. Sebaiknya status menyusui "
+            "dihapus.",
+            "A member whose status is {status} is still recorded as breastfeeding; "
+            "consider clearing it.",
+        ),
         "service_spm_mismatch": (
             "{type} termasuk bidang SPM {spm}.",
             "The service type {type} belongs to the SPM field {spm}.",

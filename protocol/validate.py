@@ -313,12 +313,8 @@ class _Context:
 
 
 def _member_rules(ctx: _Context) -> list[Issue]:
-    """NIK against birth date and sex (warnings); who may be recorded as pregnant.
-
-    Pregnancy: an error for a man or outside :data:`PREGNANCY_AGE`; for a member who moved
-    or died it is only a warning, so that recording a death or a move is never blocked by
-    a flag someone forgot to clear.
-    """
+    """NIK against birth date and sex (warnings); who may be recorded as pregnant or
+    breastfeeding (:func:`_woman_only_rules`)."""
     issues: list[Issue] = []
     record = ctx.record
     birth = as_date(record.get("birth_date"))
@@ -336,27 +332,62 @@ def _member_rules(ctx: _Context) -> list[Issue]:
     if too_old and ctx.touches("birth_date"):
         params = {"field": "birth_date", "max_age": str(_MAX_PLAUSIBLE_AGE)}
         issues.append(Issue.warning("birth_date", "age_implausible", params))
-    if record.get("pregnant") is True and ctx.touches("pregnant", "sex", "birth_date", "status"):
-        base = {"field": "pregnant", "label": ctx.label("pregnant")}
-        if sex == "laki_laki":
-            issues.append(Issue.error("pregnant", "pregnant_male", base))
-        low, high = PREGNANCY_AGE
-        if birth is not None and not low <= age_on(birth, ctx.today) <= high:
-            params = {
-                **base,
-                "age": str(age_on(birth, ctx.today)),
-                "minimum": str(low),
-                "maximum": str(high),
-            }
-            if ctx.when.trusted:
-                issues.append(Issue.error("pregnant", "pregnant_age", params))
-            else:  # the age is only as right as the device's date
-                issues.append(Issue.warning("pregnant", "pregnant_age", params))
-        status = record.get("status")
-        if _is_inactive(status):
-            params = {**base, "status": ctx.choice_label("status", status)}
-            issues.append(Issue.warning("pregnant", "pregnant_inactive", params))
+    issues += _woman_only_rules(
+        ctx,
+        "pregnant",
+        male_code="pregnant_male",
+        age_code="pregnant_age",
+        inactive_code="pregnant_inactive",
+    )
+    issues += _woman_only_rules(
+        ctx,
+        "breastfeeding",
+        flagged="ya",
+        male_code="breastfeeding_male",
+        age_code="breastfeeding_age",
+        inactive_code="breastfeeding_inactive",
+    )
     issues += _departure_rules(ctx)
+    return issues
+
+
+def _woman_only_rules(
+    ctx: _Context,
+    name: str,
+    *,
+    male_code: str,
+    age_code: str,
+    inactive_code: str,
+    flagged: object = True,
+) -> list[Issue]:
+    """A flag only a woman of :data:`PREGNANCY_AGE` may carry (pregnant, breastfeeding),
+    set (its value is ``flagged``): an error for a man or outside that age; for a member
+    who moved or died only a warning, so that recording a death or a move is never blocked
+    by a flag someone forgot to clear."""
+    record = ctx.record
+    if record.get(name) != flagged or not ctx.touches(name, "sex", "birth_date", "status"):
+        return []
+    issues: list[Issue] = []
+    birth = as_date(record.get("birth_date"))
+    base = {"field": name, "label": ctx.label(name)}
+    if record.get("sex") == "laki_laki":
+        issues.append(Issue.error(name, male_code, base))
+    low, high = PREGNANCY_AGE
+    if birth is not None and not low <= age_on(birth, ctx.today) <= high:
+        params = {
+            **base,
+            "age": str(age_on(birth, ctx.today)),
+            "minimum": str(low),
+            "maximum": str(high),
+        }
+        if ctx.when.trusted:
+            issues.append(Issue.error(name, age_code, params))
+        else:  # the age is only as right as the device's date
+            issues.append(Issue.warning(name, age_code, params))
+    status = record.get("status")
+    if _is_inactive(status):
+        params = {**base, "status": ctx.choice_label("status", status)}
+        issues.append(Issue.warning(name, inactive_code, params))
     return issues
 
 

@@ -13,10 +13,11 @@ Ages are completed years on the reference day (the box's today): a child turning
 is no longer a balita; a person turning 60 today is lansia; someone born on 29 February
 turns a year older on 1 March in a common year (:func:`protocol.validate.age_on`).
 
-Where the schema has no field for what a register is about (breastfeeding, current school
-attendance, BPJS Kesehatan paid by the member or an employer), the register says so in
-``gap`` and lists what the fields can honestly show, named for what it is. The rules are
-pure, so the hub can count the same registers later.
+A register whose own field (schema 7: ``school_status``, ``breastfeeding``,
+``health_insurance``) is empty for a person falls back to what the older fields show:
+belum lengkap for the school register, the estimate from the household's ages for ibu
+menyusui, the household's PBI-JK for the health-insurance register. The rules are pure,
+so the hub counts the same registers.
 """
 
 from __future__ import annotations
@@ -151,6 +152,9 @@ def _age_rule(low: int | None, high: int | None) -> Callable[[Person, Family], V
     return rule
 
 
+_school_age = _age_rule(*SCHOOL_AGE)
+
+
 def _woman_of_childbearing_age(person: Person) -> Verdict:
     """In: a woman whose age allows a pregnancy (:data:`PREGNANCY_AGE`)."""
     sex = person.values.get("sex")
@@ -178,7 +182,25 @@ def _pregnant(person: Person, family: Family) -> Verdict:
     return Verdict(Status.INCOMPLETE, (_M["pregnant"], *could.missing))
 
 
-def _with_a_baby(person: Person, family: Family) -> Verdict:
+def _out_of_school(person: Person, family: Family) -> Verdict:
+    """In: a school-age child recorded as not (or no longer) in school."""
+    school = person.values.get("school_status")
+    if school == "sekolah":
+        return _OUT
+    by_age = _school_age(person, family)
+    if by_age.status is Status.OUT:
+        return _OUT
+    if _empty(school):
+        return Verdict(Status.INCOMPLETE, (_M["school_status"], *by_age.missing))
+    return by_age
+
+
+def _breastfeeding(person: Person, family: Family) -> Verdict:
+    """In: recorded as breastfeeding; when the field is empty, the estimate: a woman of
+    childbearing age living with a child under :data:`BABY_AGE`."""
+    breastfeeding = person.values.get("breastfeeding")
+    if breastfeeding is not None:
+        return _IN if breastfeeding == "ya" else _OUT
     has_baby = any(
         p.age is not None and p.age < BABY_AGE and p is not person for p in family.people
     )
@@ -192,10 +214,15 @@ def _disabled(person: Person, family: Family) -> Verdict:
     return _IN if disability else _OUT
 
 
-def _without_pbi_jk(person: Person, family: Family) -> Verdict:
+def _without_health_insurance(person: Person, family: Family) -> Verdict:
+    """In: recorded as having no health insurance; when the field is empty, a member of a
+    household that does not receive PBI-JK."""
+    insurance = person.values.get("health_insurance")
+    if not _empty(insurance):
+        return _IN if insurance == "tidak_ada" else _OUT
     programmes = family.values.get("programmes")
     if not isinstance(programmes, list):
-        return Verdict(Status.INCOMPLETE, (_H["programmes"],))
+        return Verdict(Status.INCOMPLETE, (_M["health_insurance"], _H["programmes"]))
     return _OUT if "pbi_jk" in programmes else _IN
 
 
@@ -225,8 +252,7 @@ class Register:
     """A register: ``code`` (its address), ``title`` and ``rule`` (Indonesian), the fields
     it derives from, and its rule over a person and their family (``of_member``) or, for a
     register of households, over the family alone (``of_household``). ``shows``: fields its
-    list shows besides name and age; ``gap``: what the schema lacks for it (Indonesian;
-    empty when nothing)."""
+    list shows besides name and age."""
 
     code: str
     title: str
@@ -235,7 +261,6 @@ class Register:
     of_member: MemberRule | None = None
     of_household: HouseholdRule | None = None
     shows: tuple[FieldSpec, ...] = ()
-    gap: str = ""
 
     @property
     def per_household(self) -> bool:
@@ -280,14 +305,13 @@ _REGISTERS = (
     ),
     Register(
         "anak-usia-sekolah",
-        "Anak usia sekolah",
-        f"Anak berumur {SCHOOL_AGE[0]} sampai {SCHOOL_AGE[1]} tahun, dengan ijazah tertingginya.",
-        (_M["birth_date"],),
-        of_member=_age_rule(*SCHOOL_AGE),
-        shows=(_M["education"],),
-        gap="Belum ada isian status bersekolah saat ini: formulir hanya mencatat ijazah "
-        "tertinggi, sehingga anak yang tidak bersekolah belum bisa dipisahkan dari yang "
-        "masih bersekolah. Pastikan saat kunjungan rumah.",
+        "Anak usia sekolah tidak bersekolah",
+        f"Anak berumur {SCHOOL_AGE[0]} sampai {SCHOOL_AGE[1]} tahun yang tidak atau belum "
+        "pernah sekolah, atau putus sekolah. Anak yang status sekolahnya masih kosong "
+        "tercatat belum lengkap.",
+        (_M["birth_date"], _M["school_status"]),
+        of_member=_out_of_school,
+        shows=(_M["school_status"], _M["education"]),
     ),
     Register(
         "ibu-hamil",
@@ -299,13 +323,12 @@ _REGISTERS = (
     ),
     Register(
         "ibu-menyusui",
-        "Ibu menyusui (perkiraan)",
-        f"Perempuan berumur {PREGNANCY_AGE[0]}–{PREGNANCY_AGE[1]} tahun yang serumah dengan "
-        f"anak di bawah {BABY_AGE} tahun.",
-        (_M["sex"], _M["birth_date"]),
-        of_member=_with_a_baby,
-        gap="Belum ada isian sedang menyusui: daftar ini perkiraan dari umur anggota "
-        "serumah. Pastikan saat kunjungan atau hari buka Posyandu.",
+        "Ibu menyusui",
+        "Perempuan yang tercatat sedang menyusui. Bila isian menyusuinya masih kosong: "
+        f"perkiraan, perempuan berumur {PREGNANCY_AGE[0]}–{PREGNANCY_AGE[1]} tahun yang "
+        f"serumah dengan anak di bawah {BABY_AGE} tahun.",
+        (_M["breastfeeding"], _M["sex"], _M["birth_date"]),
+        of_member=_breastfeeding,
     ),
     Register(
         "disabilitas",
@@ -317,13 +340,13 @@ _REGISTERS = (
     ),
     Register(
         "tanpa-pbi-jk",
-        "Tanpa jaminan kesehatan PBI-JK",
-        "Anggota keluarga yang tidak menerima PBI-JK (BPJS Kesehatan dibayar pemerintah).",
-        (_H["programmes"],),
-        of_member=_without_pbi_jk,
-        gap="Belum ada isian BPJS Kesehatan mandiri atau dari pemberi kerja: sebagian "
-        "anggota di daftar ini mungkin sudah punya BPJS sendiri. Pastikan sebelum "
-        "diusulkan.",
+        "Tanpa jaminan kesehatan",
+        "Anggota yang tercatat tidak punya jaminan kesehatan. Bila isian jaminan kesehatannya "
+        "masih kosong: anggota keluarga yang tidak menerima PBI-JK (BPJS Kesehatan dibayar "
+        "pemerintah).",
+        (_M["health_insurance"], _H["programmes"]),
+        of_member=_without_health_insurance,
+        shows=(_M["health_insurance"],),
     ),
     Register(
         "desil-1-4-tanpa-bantuan",

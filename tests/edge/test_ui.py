@@ -203,6 +203,51 @@ async def test_a_nik_that_disagrees_with_the_birth_date_needs_confirmation(clien
     assert (await store_of(client).counts())["member"] == 3
 
 
+async def test_the_member_form_records_school_breastfeeding_and_health_insurance(client):
+    csrf = await login(client, "operator1")
+    page = await (await client.get("/rumah-tangga/baru")).text()
+    assert "Status sekolah saat ini" in field_block(page, "members-0-school_status")
+    assert "Putus sekolah / tidak melanjutkan" in field_block(page, "members-0-school_status")
+    assert "Sedang menyusui" in field_block(page, "members-0-breastfeeding")
+    assert "PBI daerah (dibayar APBD)" in field_block(page, "members-0-health_insurance")
+
+    household, members = make_household_with_members(3, seed=21)
+    father, mother, son = members  # born 1990, 1987 and 2010
+    assert (father["sex"], mother["sex"], son["relation_to_head"]) == (
+        "laki_laki", "perempuan", "anak",
+    )  # fmt: skip
+    form = household_form(csrf, household, [{**father, "breastfeeding": "ya"}, mother, son])
+    response = await client.post("/rumah-tangga/baru", data=form)
+    page = await response.text()
+    assert response.status == 422
+    message = "Status menyusui hanya untuk perempuan."
+    assert message in field_block(page, "members-0-breastfeeding")
+
+    members = [
+        {**father, "health_insurance": "bpjs_ppu"},
+        {**mother, "breastfeeding": "ya", "health_insurance": "bpjs_ppu"},
+        {**son, "school_status": "putus_sekolah", "health_insurance": "tidak_ada"},
+    ]
+    response = await client.post(
+        "/rumah-tangga/baru", data=household_form(csrf, household, members)
+    )
+    page = await response.text()
+    assert response.status == 200 and "Data tersimpan." in page
+    household_id = re.search(r'href="/rumah-tangga/([^"/]+)/ubah"', page).group(1)
+    stored = {m.get("name"): m for m in await store_of(client).related("member", household_id)}
+    assert stored[mother["name"]].get("breastfeeding") == "ya"
+    # Left at "— pilih —", the answer stays empty: the register keeps its estimate for her.
+    assert stored[father["name"]].get("breastfeeding") is None
+    assert stored[son["name"]].get("school_status") == "putus_sekolah"
+    assert stored[son["name"]].get("health_insurance") == "tidak_ada"
+    assert stored[father["name"]].get("health_insurance") == "bpjs_ppu"
+    expected = {"anak-usia-sekolah": son, "ibu-menyusui": mother, "tanpa-pbi-jk": son}
+    for code, listed in expected.items():
+        register = await (await client.get(f"/kelompok-rentan/{code}")).text()
+        rows = [m["name"] for m in members if f'data-label="Nama">{m["name"]}<' in register]
+        assert rows == [listed["name"]], code
+
+
 async def test_marking_a_member_deceased_keeps_them_and_makes_a_proposal(client):
     csrf = await login(client, "operator1")
     household_id, _ = await register(client, csrf, seed=10)

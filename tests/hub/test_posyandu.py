@@ -58,6 +58,26 @@ async def test_an_old_box_keeps_syncing_and_is_sent_no_service_while_a_new_box_s
     assert (await downlink_values(hub_store, newer.node, weighing))["weight_kg"] == 11.2
 
 
+async def test_a_schema_6_box_is_sent_no_register_field_and_its_members_keep_syncing(
+    hub_store,
+):
+    new, old = Box("edge-new"), Box("edge-old")
+    await enrol(hub_store, new)
+    await enrol(hub_store, old, schema=6)
+    registers = {"school_status": "putus_sekolah", "health_insurance": "tidak_ada"}
+    _, (_, child) = await send_family(
+        hub_store, new, Ujang={"birth_date": "2012-03-01", **registers}
+    )
+    sent = await downlink_values(hub_store, old.node, child)
+    assert sent["name"] == "Ujang" and not set(registers) & set(sent)
+    # The old box's own member edits, without the fields it does not know, are taken.
+    edit = old.edit(child, hub_store.wall(), entity="member", name="Ujang Saepudin")
+    assert (await hub_store.apply(old.batch(edit), old.node)).outcome is Outcome.APPLIED
+    newer = Box("edge-newer")
+    await enrol(hub_store, newer)
+    assert (await downlink_values(hub_store, newer.node, child)).items() >= registers.items()
+
+
 def _months_before(day: date, months: int) -> str:
     month = day.month - months
     return date(day.year + (month - 1) // 12, (month - 1) % 12 + 1, 1).isoformat()

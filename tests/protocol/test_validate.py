@@ -326,6 +326,32 @@ def test_seeded_households_are_reproducible_and_distinct() -> None:
             id="died-while-pregnant-is-only-a-warning",
         ),
         pytest.param(
+            {"breastfeeding": "ya", "sex": "laki_laki"},
+            {("breastfeeding", "breastfeeding_male")},
+        ),
+        pytest.param(
+            {"breastfeeding": "ya", "sex": "perempuan", "birth_date": "1955-03-01"},
+            {("breastfeeding", "breastfeeding_age")},
+            id="breastfeeding-70-year-old",
+        ),
+        pytest.param(
+            {"breastfeeding": "ya", "sex": "perempuan", "birth_date": "1995-03-01"},
+            set(),
+            id="breastfeeding-ok",
+        ),
+        pytest.param(
+            {
+                "breastfeeding": "ya",
+                "sex": "perempuan",
+                "birth_date": "1995-03-01",
+                "status": "pindah",
+                "status_date": "2025-01-03",
+                "status_document": "SKPWNI/88",
+            },
+            {("breastfeeding", "breastfeeding_inactive")},
+            id="moved-while-breastfeeding-is-only-a-warning",
+        ),
+        pytest.param(
             {"status": "pindah"},
             {("status_date", "departure_missing"), ("status_document", "departure_missing")},
             id="moved-without-date-and-document-is-asked",

@@ -47,3 +47,14 @@ def test_a_status_says_its_schema_and_one_from_an_older_box_means_version_1():
     assert status.schema == SCHEMA_VERSION
     older = json.dumps({"state": "online", "software": "0.4.0", "wire": 1}).encode()
     assert decode_status(older).schema == 1
+
+
+def test_a_version_6_box_is_not_sent_the_register_fields_of_version_7():
+    member = {
+        "name": _version("Siti"),
+        "school_status": _version("putus_sekolah"),
+        "breastfeeding": _version("ya"),
+        "health_insurance": _version("tidak_ada"),
+    }
+    assert known_state("member", member, 6) == {"name": member["name"]}
+    assert known_state("member", member, 7) == member

@@ -56,19 +56,46 @@ def test_a_leap_day_birthday_counts_on_the_first_of_march_in_a_common_year():
 
 
 def test_school_age_runs_from_the_seventh_to_the_nineteenth_birthday():
-    assert _status("anak-usia-sekolah", _member(birth_date=_years_ago(7))) is Status.IN
-    assert _status("anak-usia-sekolah", _member(birth_date=_years_ago(7, days=1))) is Status.OUT
-    assert _status("anak-usia-sekolah", _member(birth_date=_years_ago(19, days=1))) is Status.IN
-    assert _status("anak-usia-sekolah", _member(birth_date=_years_ago(19))) is Status.OUT
+    def child(years: int, days: int = 0) -> dict[str, Any]:
+        return _member(birth_date=_years_ago(years, days), school_status="putus_sekolah")
+
+    assert _status("anak-usia-sekolah", child(7)) is Status.IN
+    assert _status("anak-usia-sekolah", child(7, days=1)) is Status.OUT
+    assert _status("anak-usia-sekolah", child(19, days=1)) is Status.IN
+    assert _status("anak-usia-sekolah", child(19)) is Status.OUT
     register = REGISTERS["anak-usia-sekolah"]
-    assert "status bersekolah" in register.gap  # the schema cannot tell who left school
-    assert [spec.name for spec in register.shows] == ["education"]
+    assert [spec.name for spec in register.fields] == ["birth_date", "school_status"]
+    assert [spec.name for spec in register.shows] == ["school_status", "education"]
+
+
+def test_a_school_age_child_is_listed_when_not_in_school_and_unknown_when_empty():
+    born = _years_ago(12)
+    for status in ("tidak_sekolah", "putus_sekolah"):
+        assert _status("anak-usia-sekolah", _member(birth_date=born, school_status=status)) is (
+            Status.IN
+        )
+    in_school = _member(birth_date=born, school_status="sekolah")
+    assert _status("anak-usia-sekolah", in_school) is Status.OUT
+    [unknown] = _entries("anak-usia-sekolah", [_member(birth_date=born)])
+    assert unknown.verdict.status is Status.INCOMPLETE
+    assert [s.name for s in unknown.verdict.missing] == ["school_status"]
+    # Outside the school age the empty field does not matter; in school, the age does not.
+    assert _status("anak-usia-sekolah", _member(birth_date=_years_ago(30))) is Status.OUT
+    no_date = _member(birth_date=None, school_status="sekolah")
+    assert _status("anak-usia-sekolah", no_date) is Status.OUT
+    [neither] = _entries("anak-usia-sekolah", [_member(birth_date=None)])
+    assert [s.name for s in neither.verdict.missing] == ["school_status", "birth_date"]
 
 
 def test_a_member_without_a_birth_date_is_belum_lengkap_not_absent():
     unknown = _member(birth_date=None)
-    for code in ("lansia", "balita", "anak-usia-sekolah"):
-        [entry] = _entries(code, [unknown])
+    left_school = _member(birth_date=None, school_status="tidak_sekolah")
+    for code, member in (
+        ("lansia", unknown),
+        ("balita", unknown),
+        ("anak-usia-sekolah", left_school),
+    ):
+        [entry] = _entries(code, [member])
         assert entry.verdict.status is Status.INCOMPLETE, code
         assert [spec.label for spec in entry.verdict.missing] == ["Tanggal lahir"], code
     assert _status("lansia", _member(birth_date="17-05-1950")) is Status.INCOMPLETE
@@ -109,7 +136,22 @@ def test_nursing_mothers_are_estimated_from_a_baby_in_the_household():
     assert [(e.person.values["name"], e.verdict.status) for e in found] == [("Ibu", Status.IN)]
     toddler = _member(name="Balita", birth_date=_years_ago(2))  # two today
     assert _entries("ibu-menyusui", [mother, father, toddler]) == []
-    assert "sedang menyusui" in REGISTERS["ibu-menyusui"].gap
+
+
+def test_a_recorded_breastfeeding_answer_replaces_the_estimate():
+    baby = _member(name="Bayi", birth_date=_years_ago(1))
+    toddler = _member(name="Balita", birth_date=_years_ago(3))
+    nursing = _member(name="Ibu", birth_date=_years_ago(26), breastfeeding="ya")
+    # Recorded as breastfeeding: listed even with no child under two in the household.
+    assert _status("ibu-menyusui", nursing) is Status.IN
+    assert [e.verdict.status for e in _entries("ibu-menyusui", [nursing, toddler])] == [Status.IN]
+    weaned = _member(name="Ibu", birth_date=_years_ago(26), breastfeeding="tidak")
+    assert _entries("ibu-menyusui", [weaned, baby]) == []
+    empty = _member(name="Ibu", birth_date=_years_ago(26), breastfeeding=None)
+    [estimated] = _entries("ibu-menyusui", [empty, baby])
+    assert estimated.verdict.status is Status.IN  # today's estimate, as the MBG list needs
+    assert _entries("ibu-menyusui", [empty, toddler]) == []
+    assert REGISTERS["ibu-menyusui"].fields[0].name == "breastfeeding"
 
 
 def test_disability_none_recorded_is_an_answer_an_empty_field_is_not():
@@ -123,8 +165,22 @@ def test_every_member_of_a_household_without_pbi_jk_is_listed():
     assert len(_entries("tanpa-pbi-jk", members)) == 2
     assert _entries("tanpa-pbi-jk", members, programmes=["pkh", "pbi_jk"]) == []
     [first, _] = _entries("tanpa-pbi-jk", members, programmes=None)
-    assert [s.label for s in first.verdict.missing] == ["Program bantuan yang diterima"]
-    assert "BPJS" in REGISTERS["tanpa-pbi-jk"].gap
+    assert [s.name for s in first.verdict.missing] == ["health_insurance", "programmes"]
+
+
+def test_a_recorded_health_insurance_replaces_the_households_pbi_jk():
+    none = _member(health_insurance="tidak_ada")
+    assert _status("tanpa-pbi-jk", none, programmes=["pbi_jk"]) is Status.IN
+    assert _status("tanpa-pbi-jk", none, programmes=None) is Status.IN
+    own = _member(health_insurance="bpjs_mandiri")
+    assert _status("tanpa-pbi-jk", own) is Status.OUT  # a household without PBI-JK
+    assert _status("tanpa-pbi-jk", own, programmes=None) is Status.OUT
+    empty = _member(health_insurance=None)
+    assert _status("tanpa-pbi-jk", empty) is Status.IN
+    assert _status("tanpa-pbi-jk", empty, programmes=["pbi_jk"]) is Status.OUT
+    assert _status("tanpa-pbi-jk", empty, programmes=None) is Status.INCOMPLETE
+    register = REGISTERS["tanpa-pbi-jk"]
+    assert [spec.name for spec in register.fields] == ["health_insurance", "programmes"]
 
 
 def test_low_decile_households_without_any_programme():
@@ -171,7 +227,7 @@ days = st.dates(min_value=date(1900, 1, 1), max_value=date(2100, 12, 31))
 
 @given(born=days, today=days)
 def test_age_registers_agree_with_the_calendar(born, today):
-    member = _member(birth_date=born.isoformat())
+    member = _member(birth_date=born.isoformat(), school_status="tidak_sekolah")
 
     def listed(code: str) -> bool:
         found: list[Entry] = _entries(code, [member], today)
