@@ -54,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -367,14 +367,7 @@ async def bench_sync(rounds: int, saves: int, baseline: Path | None) -> None:
                     fleet.stop()
     print(f"save a household with 4 members, 10 clients, {rounds} rounds (min median max):")
     for (label, mode), runs in figures.items():
-        line = "  ".join(
-            f"{what} {min(v):6.1f} {statistics.median(v):6.1f} {max(v):6.1f}"
-            for what, v in zip(
-                ("p50 ms", "p99 ms", "saves/s", "CPU ms/save"),
-                zip(*runs, strict=True),
-                strict=True,
-            )
-        )
+        line = spreads(("p50 ms", "p99 ms", "saves/s", "CPU ms/save"), runs)
         print(f"  {label:8s} sync {mode:3s}: {line}")
     if baseline:
         print("ours / baseline, median of the per-round ratios (p50, p99, saves/s, CPU/save):")
@@ -425,14 +418,7 @@ async def bench_encrypted(rounds: int, saves: int) -> None:
                 figures[mode].append((cuts[49], cuts[98], rate, size))
     print(f"save a household with 4 members, 10 clients, {rounds} rounds (min median max):")
     for mode, runs in figures.items():
-        line = "  ".join(
-            f"{what} {min(v):7.1f} {statistics.median(v):7.1f} {max(v):7.1f}"
-            for what, v in zip(
-                ("p50 ms", "p99 ms", "saves/s", "bytes/household"),
-                zip(*runs, strict=True),
-                strict=True,
-            )
-        )
+        line = spreads(("p50 ms", "p99 ms", "saves/s", "bytes/household"), runs)
         print(f"  {mode:9s}: {line}")
     ratios = [e[2] / p[2] for p, e in zip(figures["plain"], figures["encrypted"], strict=True)]
     print(f"  saves/s encrypted / plain per round: {', '.join(f'{r:.2f}' for r in ratios)} "
@@ -442,6 +428,14 @@ async def bench_encrypted(rounds: int, saves: int) -> None:
 def spread(values: list[float], unit: str = "") -> str:
     """min/median/max of ``values``."""
     return f"{min(values):7.1f} {statistics.median(values):7.1f} {max(values):7.1f}{unit}"
+
+
+def spreads(names: Sequence[str], runs: Sequence[Sequence[float]]) -> str:
+    """min/median/max of each figure of ``runs`` (one tuple of figures per round), named."""
+    return "  ".join(
+        f"{name} {spread(list(values))}"
+        for name, values in zip(names, zip(*runs, strict=True), strict=True)
+    )
 
 
 async def bench_registers(config_path: Path, runs: int) -> None:
