@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from edge import db
+from edge.records import stored_state
 from protocol.changes import Change
 from protocol.digest import (
     BUCKETS,
@@ -28,7 +29,7 @@ from protocol.digest import (
     from_signed,
 )
 from protocol.entities import ENTITIES
-from protocol.jsonform import dump_change, load_state
+from protocol.jsonform import dump_change
 
 if TYPE_CHECKING:
     from edge.records import Record
@@ -98,7 +99,9 @@ def _answer(conn: sa.Connection, node: str, probe: DigestProbe, now: int) -> Dig
     sent = check.records_sent if check else 0
     if probe.wanted:
         rows = conn.execute(
-            sa.select(r.c.id, r.c.entity, r.c.village, r.c.state).where(r.c.id.in_(probe.wanted))
+            sa.select(r.c.id, r.c.entity, r.c.village, r.c.state, r.c.data).where(
+                r.c.id.in_(probe.wanted)
+            )
         ).all()
         queued = [row for row in (_own_change(node, row) for row in rows) if row is not None]
         if queued:
@@ -143,7 +146,7 @@ def _own_change(node: str, row: Any) -> dict[str, Any] | None:
     fields = ENTITIES[row.entity].fields
     own = {
         name: version
-        for name, frontier in load_state(row.state).items()
+        for name, frontier in stored_state(row.state, row.data).items()
         for version in frontier
         if version.node == node and name in fields and not fields[name].readonly
     }

@@ -1,8 +1,9 @@
 """Records as the edge stores them, and their conversion to and from database rows.
 
 A :class:`Record` is a record of any entity with its shown values and its merge state; the
-merge state and the outbox's changes are stored as compact JSON. :func:`to_row` and
-:func:`from_row` are the only places that know the ``records`` table's columns.
+shown values are stored as JSON (``data``), the merge state in its compact form beside them
+(``state``: no values, the shared stamp once, ``docs/storage.md`` §4). :func:`to_row`,
+:func:`from_row` and :func:`stored_state` are the only places that know those columns.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 from protocol.changes import Value
 from protocol.digest import from_signed, record_digest, to_signed
 from protocol.entities import household_of, shown_status
-from protocol.jsonform import dump_state, load_state
-from protocol.merge import RecordState, open_conflicts, values
+from protocol.jsonform import dump_compact_state, load_compact_state
+from protocol.merge import Frontier, RecordState, open_conflicts, values
 from protocol.registry import lacking
 from protocol.schema import TOMBSTONE_FIELD
 from puskesos.search import search_key
@@ -29,6 +30,7 @@ __all__ = [
     "build_record",
     "from_row",
     "head_of",
+    "stored_state",
     "to_row",
 ]
 
@@ -113,7 +115,7 @@ def to_row(record: Record) -> dict[str, Any]:
         "entity": record.entity,
         "village": record.village,
         "household_id": record.household_id,
-        "state": dump_state(record.state),
+        "state": dump_compact_state(record.state, shown),
         "data": json.dumps(shown, separators=(",", ":"), ensure_ascii=False),
         "nik": nik if isinstance(nik, str) else None,
         "kk": kk if isinstance(kk, str) else None,
@@ -129,12 +131,13 @@ def to_row(record: Record) -> dict[str, Any]:
 
 
 def from_row(row: Any) -> Record:
+    shown = json.loads(row.data)
     return Record(
         id=row.id,
         entity=row.entity,
         village=row.village,
-        values=json.loads(row.data),
-        state=load_state(row.state),
+        values=shown,
+        state=load_compact_state(row.state, shown),
         household_id=row.household_id,
         created_ms=row.created_ms,
         updated_ms=row.updated_ms,
@@ -142,6 +145,11 @@ def from_row(row: Any) -> Record:
         conflicts=row.conflicts,
         digest=from_signed(row.digest),
     )
+
+
+def stored_state(state: str, data: str) -> dict[str, Frontier]:
+    """A record's merge state from its row's ``state`` and ``data`` columns."""
+    return load_compact_state(state, json.loads(data))
 
 
 def audit_row(entry: AuditEntry, at_ms: int) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from edge import db
 from edge.outbox import LAST_REJECT, LAST_RESTAMP, read_reject
-from edge.records import Record, build_record, from_row
+from edge.records import Record, build_record, from_row, stored_state
 from edge.store import Store, save_records
 from protocol.changes import Batch, Change, FieldVersion
 from protocol.clock import HybridClock, pack
@@ -38,13 +38,6 @@ from protocol.merge import Frontier, join
 __all__ = ["Restamped", "restamp_due", "restamp_if_due"]
 
 log = logging.getLogger("puskesos.edge.restamp")
-
-# Every stamp in the records with a time of at least :t (node and time of each version).
-_STAMPS_AHEAD = sa.text(
-    "SELECT json_extract(v.value, '$[2]') AS node, json_extract(v.value, '$[1]') AS time "
-    "FROM records AS r, json_each(r.state) AS f, json_each(f.value) AS v "
-    "WHERE json_extract(v.value, '$[1]') >= :t"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +102,11 @@ def _restamp(store: Store, conn: sa.Connection, now: int) -> Restamped | None:
     # Above every stamp that keeps its time: in the records, and the seen vectors of the
     # versions being moved (they may name a version superseded since).
     floor = pack(now, 0)
-    for row in conn.execute(_STAMPS_AHEAD, {"t": ahead}):
-        if not (row.node == node and row.time in bad):
-            floor = max(floor, row.time)
+    for row in conn.execute(sa.select(db.records.c.state, db.records.c.data)):
+        for frontier in stored_state(row.state, row.data).values():
+            for version in frontier:
+                if version.time >= ahead and not (version.node == node and version.time in bad):
+                    floor = max(floor, version.time)
     for change in queued:
         for version in change.fields.values():
             for seen_node, seen_time in version.seen:

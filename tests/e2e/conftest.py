@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from edge.config import SyncConfig
-from protocol.jsonform import load_state
+from edge.records import stored_state
 from puskesos import fleet as fleets
 from puskesos.fleet import Box, Fleet, Hub, wait_for
 from tests.edge.box_process import household_body
@@ -109,8 +109,8 @@ def fill_offline(box: Box, households: int, *, seed: int = 1_000_000) -> int:
 def box_states(box: Box) -> dict[str, Any]:
     """Every record's merge state on a box, from its database (read-only)."""
     with contextlib.closing(box.connect(readonly=True)) as connection:
-        rows = connection.execute("SELECT id, state FROM records").fetchall()
-    return {record_id: load_state(state) for record_id, state in rows}
+        rows = connection.execute("SELECT id, state, data FROM records").fetchall()
+    return {record_id: stored_state(state, data) for record_id, state, data in rows}
 
 
 def hub_states(hub: Hub, village: str) -> dict[str, Any]:

@@ -103,7 +103,7 @@ def test_a_box_of_the_previous_release_gets_digests_of_the_records_it_holds(tmp_
                 "VALUES (?, 'household', '3201022001', ?, '{}', 1, 1)",
                 (record_id, dump_state(merge(None, change).state)),
             )
-    upgrade(path)
+    command.upgrade(_alembic_config(path), "0006")
     with sqlite3.connect(path) as connection:
         rows = connection.execute("SELECT id, entity, state, digest FROM records").fetchall()
         root = connection.execute("SELECT value FROM meta WHERE key = 'digest'").fetchone()[0]
@@ -281,3 +281,80 @@ def test_a_box_of_the_previous_release_chains_its_audit_trail_in_the_order_it_wa
     assert follow(0, GENESIS, entries) == (4_104, entries[-1].hash, [])
     with sqlite3.connect(path) as connection, pytest.raises(sqlite3.IntegrityError):
         connection.execute("UPDATE audit SET actor = 'someone else' WHERE seq = 2")
+
+
+def test_a_box_of_the_previous_release_keeps_every_version_in_the_compact_state(tmp_path):
+    """Revision 0012 rewrites every record's state and every waiting outbox change into
+    the compact forms: each reads back as exactly what it was (concurrent versions, edits
+    stamped apart from the record's creation, a field the shown values lack), the state
+    shrinks by an order of magnitude, and a downgrade writes the old forms back."""
+    from alembic import command
+
+    from edge.db import _alembic_config
+    from edge.records import stored_state
+    from protocol.changes import Change, FieldVersion
+    from protocol.jsonform import dump_json, dump_state, load_change
+    from protocol.merge import merge, values
+    from tests.factories import make_household_with_members
+
+    path = tmp_path / "edge.sqlite"
+    command.upgrade(_alembic_config(path), "0011")
+    household, members = make_household_with_members(4, seed=9)
+    records, waiting = {}, []
+    for entity, record in [("household", household)] + [("member", m) for m in members]:
+        record_id = record.pop("id")
+        created = {n: FieldVersion(v, 5 << 20, "edge-a1") for n, v in record.items()}
+        change = Change(entity, record_id, "3201022001", "edge-a1", created)
+        state = merge(None, change).state
+        waiting.append(change)
+        if entity == "household":
+            seen = (("edge-a1", 5 << 20),)
+            edit = {"address": FieldVersion("Jl. Melati 3", 6 << 20, "edge-a1", seen)}
+            rival = {"address": FieldVersion("Jl. Melati 4", 6 << 20, "hub", seen)}
+            for fields, origin in ((edit, "edge-a1"), (rival, "hub")):
+                later = Change(entity, record_id, "3201022001", origin, fields)
+                state = merge(state, later).state
+            waiting.append(Change(entity, record_id, "3201022001", "edge-a1", edit))
+        records[record_id] = (entity, state)
+    with sqlite3.connect(path) as connection:
+        for record_id, (entity, state) in records.items():
+            shown = values(state)
+            if entity == "member":
+                shown = {n: v for n, v in shown.items() if n != "occupation"}
+            connection.execute(
+                "INSERT INTO records(id, entity, village, state, data, created_ms, updated_ms) "
+                "VALUES (?, ?, '3201022001', ?, ?, 1, 1)",
+                (record_id, entity, dump_state(state), json.dumps(shown)),
+            )
+        for change in waiting:
+            fields = {n: [v.value, v.time, v.node, v.seen] for n, v in change.fields.items()}
+            text = json.dumps(
+                {"entity": change.entity, "record_id": change.record_id,
+                 "village": change.village, "origin": change.origin, "fields": fields},
+                separators=(",", ":"), ensure_ascii=False,
+            )  # fmt: skip
+            connection.execute(
+                "INSERT INTO outbox(record_id, entity, change, created_ms) VALUES (?, ?, ?, 1)",
+                (change.record_id, change.entity, text),
+            )
+        before = connection.execute("SELECT id, state, data FROM records ORDER BY id").fetchall()
+        queued = connection.execute("SELECT change FROM outbox ORDER BY id").fetchall()
+
+    upgrade(path)
+    with sqlite3.connect(path) as connection:
+        after = connection.execute("SELECT id, state, data FROM records ORDER BY id").fetchall()
+        changes = connection.execute("SELECT change FROM outbox ORDER BY id").fetchall()
+    assert {i: stored_state(s, d) for i, s, d in after} == {i: st for i, (_, st) in records.items()}
+    assert [load_change(text) for (text,) in changes] == waiting
+    assert sum(len(s) for _, s, _ in after) * 8 < sum(len(s) for _, s, _ in before)
+    assert all(len(s) < 200 for _, s, _ in after), [s for _, s, _ in after]
+    assert len(dump_json([c for (c,) in changes])) < len(dump_json([c for (c,) in queued]))
+
+    command.downgrade(_alembic_config(path), "0011")
+    with sqlite3.connect(path) as connection:
+        again = connection.execute("SELECT id, state, data FROM records ORDER BY id").fetchall()
+        requeued = connection.execute("SELECT change FROM outbox ORDER BY id").fetchall()
+    assert [(i, json.loads(s), d) for i, s, d in again] == [
+        (i, json.loads(s), d) for i, s, d in before
+    ]
+    assert [json.loads(c) for (c,) in requeued] == [json.loads(c) for (c,) in queued]

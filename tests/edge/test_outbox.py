@@ -4,7 +4,6 @@ stamped by a wrong clock re-stamped once the clock is right."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ import pytest
 from edge import outbox
 from edge.config import EdgeConfig
 from edge.downlink import apply_remote
-from edge.records import Edit
+from edge.records import Edit, stored_state
 from edge.restamp import restamp_if_due
 from edge.store import Store
 from protocol.changes import Ack, Batch, Change, Direction, FieldVersion, Reject, Value
@@ -129,8 +128,10 @@ async def test_a_backlog_is_sealed_within_the_budget_and_only_whole_rows_leave_t
     }
     for record_id, fields in sealed_fields.items():
         assert record_id not in waiting
-        state = rows(edge_config, "SELECT state FROM records WHERE id = ?", record_id)[0][0]
-        assert fields == set(json.loads(state))
+        ((state, data),) = rows(
+            edge_config, "SELECT state, data FROM records WHERE id = ?", record_id
+        )
+        assert fields == set(stored_state(state, data))
     assert (await store.outbox_pending())[0] >= 50
 
 

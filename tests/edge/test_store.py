@@ -4,7 +4,6 @@ records + outbox + clock + audit together, and each save succeeding or failing a
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import AsyncIterator
 
@@ -13,6 +12,7 @@ import pytest
 from edge.config import EdgeConfig
 from edge.records import Edit
 from edge.store import Store
+from protocol.jsonform import load_change
 from protocol.merge import values
 from tests.factories import make_household_with_members
 
@@ -43,8 +43,8 @@ async def test_a_save_writes_records_outbox_clock_and_audit_together(store, edge
     assert rows(edge_config, "SELECT count(*) FROM records") == [(5,)]
     outbox = rows(edge_config, "SELECT record_id, change FROM outbox ORDER BY id")
     assert [r for r, _ in outbox] == [e.record_id for e in edits]
-    change = json.loads(outbox[0][1])
-    assert change["origin"] == edge_config.node and change["village"] == edge_config.village
+    change = load_change(outbox[0][1])
+    assert change.origin == edge_config.node and change.village == edge_config.village
     assert rows(edge_config, "SELECT value FROM meta WHERE key = 'clock'") == [
         (str(store.clock.state),)
     ]
@@ -125,7 +125,7 @@ async def test_two_edits_of_one_record_in_one_save_both_count(store, edge_config
     assert saved[-1].get("rt") == "042"
     assert (await store.get(household_id)).get("rt") == "042"
     stamps = rows(edge_config, f"SELECT change FROM outbox WHERE record_id = '{household_id}'")
-    times = [json.loads(c)["fields"].get("rt", [None, None])[1] for (c,) in stamps[-2:]]
+    times = [load_change(c).fields["rt"].time for (c,) in stamps[-2:]]
     assert times[0] < times[1]
 
 
