@@ -1,7 +1,10 @@
 """The ``puskesos edge`` commands: init, user add, token add, serve, backup, restore.
 
 Every command reads ``--config`` (TOML, see :mod:`edge.config`, with ``PUSKESOS_*``
-environment overrides). On an encrypted box (``docs/storage.md``) the commands that open the
+environment overrides). ``init`` makes a new box's database encrypted, with a district slot
+sealed to ``--recovery-key FILE`` or ``[edge] recovery_key``; without either it refuses,
+unless ``--no-recovery-key`` (no district slot) or ``--plain`` (not encrypted) says so. On an
+encrypted box (``docs/storage.md``) the commands that open the
 database take ``--as NAME``: that staff member's password (asked, or the first line of
 stdin) opens their key slot; before the first account exists the setup slot does. A backup
 of an encrypted box carries its key slots (``<backup>.keys.json``): ``restore`` opens them
@@ -39,6 +42,8 @@ from puskesos.commands import CommandError, guarded
 from puskesos.tls import certificate_note
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
     from edge.store import Store
     from puskesos.keyslots import KeySlots
 
@@ -88,13 +93,19 @@ def add_parser(subparsers: Any) -> None:
     encryption = init.add_mutually_exclusive_group()
     encryption.add_argument(
         "--recovery-key", type=Path, metavar="FILE",
-        help="the district's recovery public key (`puskesos hub keys recovery-init`): the new "
-        "database is encrypted, and the district can recover it when every password is lost",
+        help="the district's recovery public key (`puskesos hub keys recovery-init`; default: "
+        "[edge] recovery_key): the new database is encrypted, and the district can recover it "
+        "when every password is lost. A new box needs it, --no-recovery-key or --plain",
     )  # fmt: skip
     encryption.add_argument(
         "--no-recovery-key", action="store_true",
         help="encrypt the new database without a district slot (a test bench): if every staff "
         "password is lost, so is the box's data",
+    )  # fmt: skip
+    encryption.add_argument(
+        "--plain", action="store_true",
+        help="do NOT encrypt the new database: a stolen SD card (or any copy of its backups) "
+        "then gives every household's data away",
     )  # fmt: skip
     as_user = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     as_user.add_argument("--as", dest="as_user", metavar="NAME", help=AS_USER_HELP)
@@ -202,7 +213,6 @@ def _village(code: str) -> Region:
 
 def _init(args: argparse.Namespace) -> int:
     from edge import auth, db, keys
-    from puskesos.keyslots import load_recovery_public
 
     path: Path = args.config
     given = {"village": args.village, "node": args.node}
@@ -259,20 +269,23 @@ def _init(args: argparse.Namespace) -> int:
                 "e.g. edge-3201022001-a",
                 2,
             )
-        # Personal data: only the box's user may read the folder.
-        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        encrypt = args.recovery_key is not None or args.no_recovery_key
-        if keys.encrypted(config):
-            data_key = keys.setup_key(config)
-        elif encrypt and config.database_path.exists():
+        encrypted = keys.encrypted(config)
+        plain = not encrypted and config.database_path.exists()
+        if plain and (args.recovery_key is not None or args.no_recovery_key):
             raise CommandError(
                 f"{config.database_path} is a plain database made by an older release: set "
                 "[edge] recovery_key to the recovery public key in the configuration instead, "
                 "and the box's first staff sign-in encrypts it (docs/storage.md §5)",
                 2,
             )
-        elif encrypt:
-            public = load_recovery_public(args.recovery_key) if args.recovery_key else None
+        # A new box is encrypted unless --plain says otherwise (docs/storage.md §3).
+        new_key = not (encrypted or plain or args.plain)
+        public = _district_key(config, args) if new_key else None
+        # Personal data: only the box's user may read the folder.
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if encrypted:
+            data_key = keys.setup_key(config)
+        elif new_key:
             data_key = keys.create_slots(config, public)
         else:
             data_key = None
@@ -297,14 +310,40 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _district_key(config: EdgeConfig, args: argparse.Namespace) -> X25519PublicKey | None:
+    """The recovery public key a new box's district slot is sealed to (``None`` with
+    ``--no-recovery-key``), or a usage error when neither option nor configuration gives one."""
+    from puskesos.keyslots import load_recovery_public
+
+    if args.no_recovery_key:
+        return None
+    if args.recovery_key is not None:
+        return load_recovery_public(args.recovery_key)
+    if config.recovery_key:
+        return load_recovery_public(config.path(config.recovery_key))
+    raise CommandError(
+        "a new box's database is encrypted: give the district's recovery public key with "
+        "--recovery-key FILE (or set [edge] recovery_key), --no-recovery-key to encrypt it "
+        "without a district slot (a test bench), or --plain to leave it unencrypted (a stolen "
+        "SD card then gives its data away)",
+        2,
+    )
+
+
 def _encryption_note(config: EdgeConfig, args: argparse.Namespace) -> str:
     """What ``edge init`` says about the encryption of the box's data."""
     from edge import keys
 
+    if not keys.encrypted(config) and config.recovery_key:
+        return (
+            "the database is NOT encrypted yet: the box's first staff sign-in encrypts it "
+            "([edge] recovery_key, docs/storage.md §5)"
+        )
     if not keys.encrypted(config):
         return (
-            "the database is NOT encrypted: a stolen SD card gives its data away; set up "
-            "new boxes with --recovery-key FILE (docs/storage.md)"
+            "the database is NOT encrypted: a stolen SD card gives its data away; set [edge] "
+            "recovery_key to the district's recovery public key and the box's first staff "
+            "sign-in encrypts it (docs/storage.md §5)"
         )
     if args.no_recovery_key:
         return (

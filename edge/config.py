@@ -121,8 +121,9 @@ KEYS: Mapping[tuple[str, str], str] = {
         "months of one verification round, from January (1, 2, 3, 4, 6 or 12; give the hub's)"
     ),
     ("edge", "recovery_key"): (
-        "the district's recovery public key (`puskesos hub keys recovery-init`); a plain box "
-        "given one is encrypted at its first staff sign-in (docs/storage.md §5)"
+        "the district's recovery public key (`puskesos hub keys recovery-init`): `edge init` "
+        "encrypts a new box with it; a plain box given one is encrypted at its first staff "
+        "sign-in (docs/storage.md §5)"
     ),
     **BROKER_KEYS,
     (

@@ -167,7 +167,8 @@ def add_commands(commands: HubCommands) -> None:
     recovery = commands.command("keys recovery-init", _recovery_init, text)
     recovery.add_argument(
         "--out", type=Path, required=True, metavar="FILE",
-        help="where to write the private key, e.g. on a USB stick; never on the hub",
+        help="where to write the private key, e.g. on a USB stick (provisioning makes it on "
+        "the hub: provisioning/README.md)",
     )  # fmt: skip
 
 

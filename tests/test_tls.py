@@ -48,7 +48,7 @@ async def test_the_box_serves_https_with_the_certificate_init_printed_and_plain_
     config = tmp_path / "edge.toml"
     made = puskesos(
         "edge", "init", "--config", str(config), "--village", "3201022001",
-        "--node", "edge-3201022001-a", "--data-dir", str(tmp_path / "data"),
+        "--node", "edge-3201022001-a", "--data-dir", str(tmp_path / "data"), "--plain",
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     printed = FINGERPRINT.search(made.stdout)

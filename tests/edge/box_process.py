@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from edge.config import load_config
+from edge.config import EdgeConfig, load_config, render_toml
 from puskesos.fleet import Service, free_port
 from puskesos.fleet import run_puskesos as puskesos
 from tests.factories import make_household_with_members
@@ -26,19 +26,28 @@ def init_box(
     *,
     users: dict[str, tuple[str, str]] | None = None,
     recovery_key: Path | None = None,
+    configured: bool = False,
 ) -> Path:
     """``edge init`` a box in ``folder`` and add ``users`` (name → (role, password)); with
     ``recovery_key`` (the district's public key) the box is encrypted, and every user after
-    the first is added ``--as`` the first.
+    the first is added ``--as`` the first; without, it is made ``--plain``. ``configured``:
+    the key is not given to ``edge init`` but named by ``[edge] recovery_key`` in the
+    configuration written before it, as provisioning does.
 
     Returns the configuration file; the database lives in ``folder / "data"``.
     """
     config = folder / "edge.toml"
-    encryption = ["--recovery-key", str(recovery_key)] if recovery_key else []
-    result = puskesos(
-        "edge", "init", "--config", str(config), "--village", VILLAGE, "--node", NODE,
-        "--data-dir", str(folder / "data"), *encryption,
-    )  # fmt: skip
+    if configured:
+        settings = EdgeConfig(
+            village=VILLAGE, node=NODE, data_dir=folder / "data", recovery_key=str(recovery_key)
+        )
+        config.write_text(render_toml(settings), encoding="utf-8")
+        options = []
+    else:
+        encryption = ["--recovery-key", str(recovery_key)] if recovery_key else ["--plain"]
+        options = ["--village", VILLAGE, "--node", NODE, "--data-dir", str(folder / "data"),
+                   *encryption]  # fmt: skip
+    result = puskesos("edge", "init", "--config", str(config), *options)
     assert result.returncode == 0, result.stderr
     first: tuple[str, str] | None = None
     for username, (role, password) in (users or {}).items():

@@ -268,7 +268,7 @@ def test_init_points_a_new_box_at_the_district_broker_with_replication_on(tmp_pa
     made = puskesos(
         "edge", "init", "--config", str(config), "--village", VILLAGE, "--node", NODE,
         "--data-dir", str(tmp_path / "data"), "--broker-host", "mqtt.dinsos.example",
-        "--broker-port", "8883", "--broker-password-file", "broker.password",
+        "--broker-port", "8883", "--broker-password-file", "broker.password", "--plain",
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     settings = load_config(config, env={})

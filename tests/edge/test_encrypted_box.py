@@ -1,4 +1,5 @@
-"""District IT sets up an encrypted box with the district's recovery key, staff save
+"""District IT sets up a box, encrypted by default with the district's recovery key named in
+its configuration (a box without one is refused unless made plain on purpose), staff save
 households through the UI and the API, and the SD card (data folder and backup) gives none
 of their numbers away; after a restart the box waits for a sign-in (docs/storage.md)."""
 
@@ -53,7 +54,7 @@ async def sign_in(session: aiohttp.ClientSession, url: str, password: str) -> tu
 async def test_an_encrypted_box_gives_nothing_away_and_waits_for_a_sign_in(tmp_path):
     public = recovery_key(tmp_path)
     users = {"admin": ("admin", PASSWORD), "operator1": ("operator", PASSWORD)}
-    config = init_box(tmp_path, users=users, recovery_key=public)
+    config = init_box(tmp_path, users=users, recovery_key=public, configured=True)
     slots = json.loads((tmp_path / "data" / "keyslots.json").read_text())
     assert [slot["kind"] for slot in slots["slots"]] == ["district", "user", "user"]
 
@@ -123,15 +124,26 @@ async def test_an_encrypted_box_gives_nothing_away_and_waits_for_a_sign_in(tmp_p
         box.kill()
 
 
-def test_init_without_a_recovery_key_says_the_box_is_not_encrypted(tmp_path):
+def test_init_refuses_a_box_without_a_recovery_key_unless_told_to_make_it_plain(tmp_path):
     config = tmp_path / "edge.toml"
-    made = puskesos("edge", "init", "--config", str(config), "--village", "3201022001", "--node",
-                    "edge-3201022001-a", "--data-dir", str(tmp_path / "data"))  # fmt: skip
+    box = ["--village", "3201022001", "--node", "edge-3201022001-a", "--data-dir",
+           str(tmp_path / "data")]  # fmt: skip
+    refused = puskesos("edge", "init", "--config", str(config), *box)
+    assert refused.returncode == 2, refused.stderr
+    for option in ("--recovery-key FILE", "[edge] recovery_key", "--no-recovery-key", "--plain"):
+        assert option in refused.stderr
+    assert list(tmp_path.iterdir()) == []  # no configuration, no data folder, no key
+
+    made = puskesos("edge", "init", "--config", str(config), *box, "--plain")
     assert made.returncode == 0 and "NOT encrypted" in made.stdout
+    assert "stolen SD card" in made.stdout
     assert not (tmp_path / "data" / "keyslots.json").exists()
-    # An existing plain database is not encrypted in place by this release.
+    # An existing plain database is not encrypted in place by `edge init`: an upgrade
+    # (provisioning's migration) goes on without an option.
     again = puskesos("edge", "init", "--config", str(config), "--no-recovery-key")
     assert again.returncode == 2 and "plain database" in again.stderr
+    upgrade = puskesos("edge", "init", "--config", str(config))
+    assert upgrade.returncode == 0 and "NOT encrypted" in upgrade.stdout
     bench = puskesos("edge", "init", "--config", str(tmp_path / "b.toml"), "--village",
                      "3201022001", "--node", "edge-3201022001-b", "--data-dir",
                      str(tmp_path / "bench"), "--no-recovery-key")  # fmt: skip

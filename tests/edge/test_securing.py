@@ -250,7 +250,7 @@ async def test_a_failure_before_the_switch_leaves_the_plain_box_as_it_was(plain,
 
 async def test_serve_finishes_a_securing_killed_after_the_switch_over_https(plain, tmp_path):
     users = {"admin": ("admin", PASSWORD), "operator1": ("operator", PASSWORD)}
-    config_file = init_box(tmp_path, users=users)  # a plain box, as provisioned until now
+    config_file = init_box(tmp_path, users=users)  # a plain box, as an older release made it
     settings = replace(plain, data_dir=tmp_path / "data")
     box = ServedBox(config_file, tmp_path / "serve.log").start()
     try:

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from puskesos.fleet import MosquittoBroker, Service, environment, free_port, puskesos
+from puskesos.fleet import MosquittoBroker, Service, environment, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVISIONING = ROOT / "provisioning"
@@ -261,19 +261,13 @@ class District:
 
 @pytest.fixture(scope="module")
 def district(tmp_path_factory: pytest.TempPathFactory) -> Iterator[District]:
-    """A two-village district after a first run of site.yml (asserted to succeed), desa-b
-    set up with the district's recovery key; whatever the tests start is stopped at the
-    end."""
+    """A two-village district after a first run of site.yml (asserted to succeed): desa-b
+    set up with the defaults (encrypted, with the recovery key the hub made), desa-a made
+    plain on purpose (edge_plain); whatever the tests start is stopped at the end."""
     root = tmp_path_factory.mktemp("district")
     made = District(root, build_wheel(root / "dist"))
-    made.add_box("desa-a", VILLAGE_A, "edge-3201022001-a")
-    # The district's recovery key pair, made on the control host: desa-b is encrypted.
-    recovery = made.root / "control" / "recovery" / "recovery.key"
-    puskesos("hub", "keys", "recovery-init", "--out", str(recovery))
-    made.add_box(
-        "desa-b", VILLAGE_B, "edge-3201022002-a",
-        edge_district_recovery_key=str(recovery.with_suffix(".pub")),
-    )  # fmt: skip
+    made.add_box("desa-a", VILLAGE_A, "edge-3201022001-a", edge_plain=True)
+    made.add_box("desa-b", VILLAGE_B, "edge-3201022002-a")
     result = made.play("site.yml")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     made.first_run = result.stdout

@@ -27,7 +27,7 @@ from edge.keys import encrypted, open_with_password, setup_key
 from hub.config import load_config as load_hub_config
 from protocol.topics import Topic, TopicKind
 from puskesos.fleet import Box, Hub, sign_in, wait_for
-from puskesos.keyslots import read_slots
+from puskesos.keyslots import load_recovery_private, open_district, read_slots
 from puskesos.mqtt import MqttLink
 from puskesos.tomlconfig import BrokerConfig
 from tests.edge.box_process import household_body
@@ -189,9 +189,9 @@ def test_site_installs_the_release_and_renders_hub_broker_and_boxes(district: Di
         assert signed.returncode == 0, signed.stdout + signed.stderr
         password = district.machine(host) / "etc/puskesos/broker.password"
         assert stat.S_IMODE(password.stat().st_mode) == 0o640
-        # desa-b (edge_district_recovery_key) is encrypted; its setup slot opens it until
-        # its first account exists.
-        key = setup_key(edge) if "edge_district_recovery_key" in wanted else None
+        # desa-b (the defaults) is encrypted; its setup slot opens it until its first
+        # account exists.
+        key = None if wanted.get("edge_plain") else setup_key(edge)
         with contextlib.closing(connect(edge.database_path, key)) as db:
             claimed = dict(
                 db.execute("SELECT key, value FROM meta WHERE key IN ('village', 'node')")
@@ -199,14 +199,30 @@ def test_site_installs_the_release_and_renders_hub_broker_and_boxes(district: Di
         assert claimed == {"village": edge.village, "node": edge.node}
     plain, secured = (load_edge_config(district.config(host)) for host in BOXES)
     assert plain.recovery_key == "" and not encrypted(plain)
-    assert (
-        Path(secured.recovery_key).read_bytes()
-        == Path(district.boxes["desa-b"]["edge_district_recovery_key"]).read_bytes()
-    )
+    # The hub made the district's recovery key pair; only its public key went to the
+    # control host and from there to the box, whose district slot it opens.
+    recovery = district.machine("hub") / "var/lib/puskesos-hub/recovery.key"
+    public = recovery.with_suffix(".pub").read_bytes()
+    assert (district.root / "district-recovery.pub").read_bytes() == public
+    assert Path(secured.recovery_key).read_bytes() == public
     with pytest.raises(sqlite3.DatabaseError), sqlite3.connect(secured.database_path) as db:
         db.execute("SELECT count(*) FROM meta").fetchone()
     slots = read_slots(secured.data_dir, secured.node)
-    assert slots is not None and slots.district() is not None
+    district_slot = slots.district() if slots is not None else None
+    assert district_slot is not None
+    private_key = load_recovery_private(recovery)
+    opened = open_district(district_slot, node=secured.node, private_key=private_key)
+    assert opened == setup_key(secured)
+    assert list(district.root.rglob("recovery.key")) == [recovery]
+    private = recovery.read_bytes()
+    box_files = (
+        path
+        for host in BOXES
+        for folder in ("etc", "var")
+        for path in (district.machine(host) / folder).rglob("*")
+        if path.is_file()
+    )
+    assert not any(private in path.read_bytes() for path in box_files)
     hub = load_hub_config(district.config("hub"))
     assert (hub.district, hub.broker.tls, hub.sweep_interval_s) == ("3201", True, 1)
 
@@ -231,8 +247,9 @@ def test_site_installs_the_release_and_renders_hub_broker_and_boxes(district: Di
         for host in ("hub", "broker", *BOXES)
         for path in district.machine(host).rglob("*.key")
     }
-    # The broker's, the boxes' and the hub's own keys; never the CA's.
-    assert keys == {"server.key", "session.key", "box.key", "hub.key"}, (
+    # The broker's, the boxes' and the hub's own keys, the district's recovery key on the
+    # hub; never the CA's.
+    assert keys == {"server.key", "session.key", "box.key", "hub.key", "recovery.key"}, (
         "the CA's key left the control host"
     )
 
@@ -349,7 +366,9 @@ def test_one_box_s_password_knocks_neither_another_box_nor_the_hub_off(
     wait_for(lambda: saved in at_hub(hub, VILLAGE_A), 60, "the hub to have it")
 
 
-def test_an_encrypted_box_is_backed_up_at_night_by_the_running_box(district: District) -> None:
+def test_a_box_set_up_with_the_defaults_is_backed_up_at_night_by_the_running_box(
+    district: District,
+) -> None:
     config = district.config("desa-b")
     edge = load_edge_config(config)
     # The box's first account opens the setup slot: no --as (provisioning/README.md, step 6).
@@ -401,7 +420,9 @@ def test_a_replaced_box_is_shut_out_and_its_successor_gets_the_village_back(
     assert broker_accepts(district, old["edge_node"], old_password)
 
     # The district's IT gives the village's host the new box, under a new node id.
-    district.add_box("desa-a", VILLAGE_A, "edge-3201022001-b", edge_replaces=old["edge_node"])
+    district.add_box(
+        "desa-a", VILLAGE_A, "edge-3201022001-b", edge_replaces=old["edge_node"], edge_plain=True
+    )
     result = district.play("replace-edge.yml", "-e", "boxes=desa-a")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert recap(result.stdout)["desa-a"]["changed"] > 0
