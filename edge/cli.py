@@ -1,4 +1,5 @@
-"""The ``puskesos edge`` commands: init, user add, token add, serve, backup, restore.
+"""The ``puskesos edge`` commands: init, user add, token add, secret set, serve, backup,
+restore.
 
 Every command reads ``--config`` (TOML, see :mod:`edge.config`, with ``PUSKESOS_*``
 environment overrides). ``init`` makes a new box's database encrypted, with a district slot
@@ -146,12 +147,26 @@ def add_parser(subparsers: Any) -> None:
     )
     _recovery_account(recover)
 
+    secret = commands.add_parser("secret", help="the box's secrets").add_subparsers(
+        dest="secret_command", metavar="COMMAND", required=True
+    )
+    secret_set = secret.add_parser(
+        "set", parents=[common], allow_abbrev=False,
+        help="seal a secret (the first line of stdin) to an encrypted box: no password is "
+        "needed, and only the box, unlocked, can open it",
+    )  # fmt: skip
+    secret_set.set_defaults(handler=guarded("edge secret set", _secret_set))
+    secret_set.add_argument("name", metavar="NAME", help="broker-password")
+
     command("serve", _serve, "run pending migrations, then serve the web UI and API")
     backup = command(
         "backup", _backup,
         "consistent copy of the database, also while serving (then taken by the running box)",
     )  # fmt: skip
-    backup.add_argument("dest", help="a folder (a dated file is made) or a file")
+    backup.add_argument(
+        "dest", nargs="?",
+        help="a folder (a dated file is made) or a file; default: [edge] backup_dir",
+    )  # fmt: skip
     backup.add_argument("--as", dest="as_user", metavar="NAME", help=AS_USER_HELP)
     restore = command("restore", _restore, "bring a backup back (the box must be stopped)")
     restore.add_argument("source", type=Path, help="the backup file")
@@ -212,7 +227,7 @@ def _village(code: str) -> Region:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from edge import auth, db, keys
+    from edge import boxsecrets, db, keys
 
     path: Path = args.config
     given = {"village": args.village, "node": args.node}
@@ -292,7 +307,7 @@ def _init(args: argparse.Namespace) -> int:
         if data_key is not None or not keys.encrypted(config):
             db.upgrade(config.database_path, data_key)
             asyncio.run(_claim(config, data_key))
-        auth.load_secret(config.data_dir / config.session_secret_file)
+        boxsecrets.prepare(config, data_key)
         certificate = certificate_note(config)
         if new_file:
             pending.replace(path)
@@ -505,6 +520,21 @@ def _token_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _secret_set(args: argparse.Namespace) -> int:
+    from edge import boxsecrets
+
+    config = load_config(args.config)
+    value = sys.stdin.readline().strip()
+    if not value:
+        raise CommandError(f"give the {args.name} on the first line of stdin", 2)
+    try:
+        path = boxsecrets.seal_secret(config, args.name, value)
+    except boxsecrets.BoxSecretError as exc:
+        raise CommandError(str(exc), 2) from None
+    print(f"{args.name} sealed to the box in {path}")
+    return 0
+
+
 def _recover(args: argparse.Namespace) -> int:
     """Open the box with the district slot and give an admin account a new password."""
     from puskesos.keyslots import load_recovery_private, open_district, read_slots
@@ -631,10 +661,11 @@ def _backup(args: argparse.Namespace) -> int:
     from edge.backup import backup
 
     config = load_config(args.config)
+    dest = args.dest or f"{config.path(config.backup_dir)}{os.sep}"
     if args.as_user is None:
         # The serving process has another working directory: give it an absolute path,
         # keeping the trailing "/" that asks for a dated file in a folder.
-        destination = os.path.abspath(args.dest) + (os.sep if args.dest.endswith(os.sep) else "")
+        destination = os.path.abspath(dest) + (os.sep if dest.endswith(os.sep) else "")
         answer = control.ask(config, {"command": "backup", "destination": destination})
         if answer is not None and answer["ok"]:
             print(answer["path"])
@@ -645,7 +676,7 @@ def _backup(args: argparse.Namespace) -> int:
             hint = "; or give --as NAME" if locked else ""
             status = LOCKED_STATUS if locked else 1
             raise CommandError(f"the running box refused: {answer['message']}{hint}", status)
-    print(backup(config, args.dest, _data_key(config, args.as_user)))
+    print(backup(config, dest, _data_key(config, args.as_user)))
     return 0
 
 

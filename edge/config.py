@@ -59,6 +59,7 @@ class EdgeConfig:
     node: str = ""
     data_dir: Path = Path("/var/lib/puskesos")
     database: str = "edge.sqlite"
+    backup_dir: str = "backups"
     listen_host: str = "0.0.0.0"
     listen_port: int = 8080
     session_secret_file: str = "session.key"
@@ -96,9 +97,16 @@ KEYS: Mapping[tuple[str, str], str] = {
     ("edge", "node"): "node id of the box, unique in the district (set by `edge init`)",
     ("edge", "data_dir"): "folder of the database, the session key and backups",
     ("edge", "database"): "SQLite file name, relative to data_dir",
+    ("edge", "backup_dir"): (
+        "folder of the backups (`edge backup` without a destination), relative to data_dir or "
+        "absolute (a USB stick); securing a plain box deletes its plain backups there too"
+    ),
     ("edge", "listen_host"): "address the web UI listens on",
     ("edge", "listen_port"): "port of the web UI and API",
-    ("edge", "session_secret_file"): "key file CSRF tokens are derived from (made by `edge init`)",
+    ("edge", "session_secret_file"): (
+        "key file CSRF tokens are derived from on a plain box (made by `edge init`; an "
+        "encrypted box derives the key from its data key)"
+    ),
     ("edge", "session_max_age_s"): "seconds a login lasts",
     ("edge", "session_idle_s"): "seconds without a request after which a login ends",
     ("edge", "cookie_secure"): (

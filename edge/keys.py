@@ -1,5 +1,6 @@
 """The box's key slots in use (``docs/storage.md`` §2–3): made at ``edge init``, opened at
-sign-in, rewrapped when a password is set, dropped when an account is disabled.
+sign-in, rewrapped when a password is set, dropped when an account is disabled; the
+district's slot sealed again when the district's recovery key in use changes.
 
 A box without ``keyslots.json`` is a box of an older release (or one set up without
 encryption): its database is plain and every function here leaves it so. The slot file is
@@ -25,8 +26,10 @@ from puskesos.keyslots import (
     SetupSlot,
     UserSlot,
     WrongKey,
+    load_recovery_public,
     new_data_key,
     read_slots,
+    recovery_key_id,
     seal_for_district,
     spend_like,
     unwrap_user,
@@ -44,6 +47,7 @@ __all__ = [
     "has_slot",
     "open_with_password",
     "replace_slots",
+    "reseal_district",
     "setup_key",
     "spend",
     "store_password",
@@ -145,3 +149,25 @@ def replace_slots(config: EdgeConfig, slots: KeySlots) -> None:
             kept = current.with_name(f"{SLOT_FILE}.before-restore")
             replace_file(kept, current.read_bytes(), mode=0o600)
         write_slots(config.data_dir, slots)
+
+
+def reseal_district(config: EdgeConfig, key: bytes) -> tuple[str | None, str] | None:
+    """Seal the data ``key`` (of the open box) to the district's recovery key named by
+    ``[edge] recovery_key`` when the district slot is sealed to another one (a backup of
+    before the district's key was replaced, restored; the key replaced since) or missing.
+    Returns the old slot's key id (``None``: there was none) and the new one, or ``None``
+    when nothing changed (no key configured, a plain box, or the slot already sealed to
+    it). :class:`~puskesos.keyslots.SlotFileError` when the key file cannot be read."""
+    if not config.recovery_key:
+        return None
+    public = load_recovery_public(config.path(config.recovery_key))
+    with _locked(config):
+        slots = read_slots(config.data_dir, config.node)
+        if slots is None:
+            return None
+        old = slots.district()
+        if old is not None and old.key_id == recovery_key_id(public):
+            return None
+        district = seal_for_district(key, node=config.node, public_key=public)
+        write_slots(config.data_dir, slots.with_district(district))
+    return (old.key_id if old is not None else None), district.key_id

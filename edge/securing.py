@@ -15,7 +15,8 @@ leaves the plain box as it was or the encrypted one, and :func:`finish_interrupt
 3. The plain database's WAL was checkpointed before the export; its ``-wal`` and ``-shm``
    go, so no plain WAL can ever be replayed onto the encrypted file.
 4. ``<database>.enc`` is renamed over ``<database>`` and the folder fsynced: **the switch**.
-5. The plain backups this box made are deleted (personal data in the clear).
+5. The plain backups this box made are deleted (personal data in the clear), in the data
+   folder and in the backup folder (``[edge] backup_dir``, wherever it is).
 6. ``keyslots.securing.json`` becomes ``keyslots.json``.
 
 The rule at start: with ``keyslots.securing.json`` present, a database that still begins
@@ -52,7 +53,6 @@ from puskesos.keyslots import (
 )
 
 __all__ = [
-    "BACKUP_FOLDER",
     "PENDING_SLOTS",
     "SecuringError",
     "delete_plain_copies",
@@ -65,8 +65,6 @@ log = logging.getLogger("puskesos.edge.securing")
 
 #: The slots of a securing under way, until the encrypted database is in place.
 PENDING_SLOTS = "keyslots.securing.json"
-#: The box's backup folder in its data folder (provisioning's ``edge_backup_dir``).
-BACKUP_FOLDER = "backups"
 _PLAIN_HEADER = b"SQLite format 3\x00"
 #: The tables whose row counts must be the same in the encrypted copy.
 _COUNTED = ("records", "outbox", "users", "audit")
@@ -213,9 +211,10 @@ def finish_interrupted(config: EdgeConfig) -> None:
 
 def delete_plain_copies(config: EdgeConfig) -> list[Path]:
     """Delete the plain SQLite copies of this box's database in its data folder and its
-    backup folder (backups, ``<database>.before-restore``): files that begin with the plain
-    header and whose ``meta`` names this node. Returns what was deleted."""
-    folders = (config.data_dir, config.data_dir / BACKUP_FOLDER)
+    backup folder (``[edge] backup_dir``; backups, ``<database>.before-restore``): files
+    that begin with the plain header and whose ``meta`` names this node. Returns what was
+    deleted."""
+    folders = dict.fromkeys((config.data_dir, config.path(config.backup_dir)))
     candidates = [
         path
         for folder in folders

@@ -33,7 +33,7 @@ from protocol.merge import local_change, merge
 from puskesos.boxtrail import about_person
 from puskesos.search import Query
 
-__all__ = ["Store", "pending_changes", "save_records", "wall_ms"]
+__all__ = ["Store", "StoreClosed", "pending_changes", "save_records", "wall_ms"]
 
 T = TypeVar("T")
 
@@ -88,6 +88,10 @@ def _changes(conn: sa.Connection) -> int:
     """Rows changed on this SQLite connection since it was opened."""
     changes: int = conn.connection.driver_connection.total_changes  # type: ignore[union-attr]
     return changes
+
+
+class StoreClosed(RuntimeError):
+    """The store is not open (not yet, or closed meanwhile: the box was locked)."""
 
 
 def wall_ms() -> int:
@@ -163,9 +167,11 @@ class Store:
         self.opened = True
 
     async def close(self) -> None:
-        """Release the connections."""
+        """Release the connections; what was handed to them finishes first, what comes
+        after raises :class:`StoreClosed`."""
         self.opened = False
-        for pool in (self._thread, self._readers):
+        pools, self._thread, self._readers = (self._thread, self._readers), None, None
+        for pool in pools:
             if pool is not None:
                 pool.shutdown(wait=True)
         for thread_engine in (self._thread_engine, self._read_engine):
@@ -210,7 +216,8 @@ class Store:
         One thread hop per query: through aiosqlite every statement (execute, fetch, close)
         is its own hop, about 0.8 ms of CPU per small query against 0.2 ms this way.
         """
-        assert self._read_engine is not None and self._readers is not None, "open() first"
+        if self._read_engine is None or self._readers is None:
+            raise StoreClosed("the store is not open")
         engine = self._read_engine
 
         def run() -> T:
@@ -231,7 +238,8 @@ class Store:
         it, for an fsync. The WAL keeps commits in order: such a transaction is on disk as
         soon as any later durable one is, and a power cut loses only a tail of them.
         """
-        assert self._thread_engine is not None and self._thread is not None, "open() first"
+        if self._thread_engine is None or self._thread is None:
+            raise StoreClosed("the store is not open")
         engine = self._thread_engine
 
         def run() -> tuple[T, bool]:
@@ -337,7 +345,8 @@ class Store:
                 await self._commit([job])
 
     async def _write_together(self, jobs: list[_Job]) -> None:
-        assert self._thread is not None, "Store.open() first"
+        if self._thread is None:
+            raise StoreClosed("the store is not open")
         wall = self._wall()
         wrote = await asyncio.get_running_loop().run_in_executor(
             self._thread, self._write_in_thread, jobs, wall

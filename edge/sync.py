@@ -25,13 +25,12 @@ import logging
 import time
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
-from pathlib import Path
 from typing import TypeVar
 
 import sqlalchemy as sa
 
 from edge import auditchain, outbox
-from edge.config import EdgeConfig
+from edge.boxsecrets import broker_password
 from edge.digest import answer_probe
 from edge.downlink import apply_remote
 from edge.metrics import EdgeMetrics, take_snapshot, telemetry
@@ -51,7 +50,7 @@ from protocol.topics import Topic, TopicKind
 from puskesos import __version__
 from puskesos.mqtt import Message, MqttLink, Will
 
-__all__ = ["SyncClient", "read_password"]
+__all__ = ["SyncClient"]
 
 log = logging.getLogger("puskesos.edge.sync")
 
@@ -68,24 +67,10 @@ _RECHECK_QUIET_S = 2.0
 _RETRY_PAUSE_S = 1.0
 
 
-def read_password(config: EdgeConfig) -> str | None:
-    """The broker password from ``broker.password_file`` (relative to ``data_dir``);
-    ``None`` without one. An unreadable file is logged, not fatal: the box keeps working
-    offline and the broker refuses the connection, which the sync page shows."""
-    if not config.broker.password_file:
-        return None
-    path = config.data_dir / Path(config.broker.password_file)
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        log.error("cannot read the broker password file %s: %s", path, exc.strerror)
-        return None
-
-
 class SyncClient:
     """Replication of one box with its hub. :meth:`start` once, :meth:`stop` once."""
 
-    def __init__(self, store: Store, metrics: EdgeMetrics, *, password: str | None) -> None:
+    def __init__(self, store: Store, metrics: EdgeMetrics) -> None:
         config = store.config
         self.store = store
         self.settings = config.sync
@@ -94,7 +79,7 @@ class SyncClient:
         broker = config.broker
         if not broker.username:
             broker = replace(broker, username=config.node)
-        self._broker, self._password = broker, password
+        self._broker = broker
         self.link = self._make_link(clean_start=False)
         self._epoch = ""
         self._wake = asyncio.Event()
@@ -123,7 +108,9 @@ class SyncClient:
         return MqttLink(
             self._broker,
             client_id=self.store.config.node,
-            password=self._password,
+            # Read at every connect: a rotated password (sealed to the box, opened with the
+            # data key it holds while unlocked) takes effect at the next reconnect.
+            password=lambda: broker_password(self.store.config, self.store.key),
             subscriptions=[
                 (self.topics[kind], 1) for kind in (TopicKind.ACK, TopicKind.ERROR, TopicKind.DOWN)
             ],

@@ -515,7 +515,9 @@ def _rotate(args: argparse.Namespace) -> int:
     lines = [
         f"device {args.node} has a new broker password",
         *_shown_once(password),
-        f"On the box, replace the password in {BOX_PASSWORD_FILE} with it and restart the box.",
+        f"On the box, replace the password in {BOX_PASSWORD_FILE} with it and restart the box",
+        "(an encrypted box: `puskesos edge secret set broker-password` with it on stdin, no",
+        "restart).",
     ]
     print("\n".join(lines))
     print(

@@ -500,6 +500,15 @@ class Box:
                 self._key = keys.open_with_password(config, username, password)
         return self._key
 
+    def broker_password(self) -> str | None:
+        """The box's broker password as the box reads it (sealed to an encrypted box, which
+        `edge init` did with the file :meth:`Fleet.enrol` wrote), for a test that speaks
+        with the box's credentials."""
+        from edge.boxsecrets import broker_password
+        from edge.config import load_config
+
+        return broker_password(load_config(self.config, env={}), self.data_key())
+
     def connect(self, *, readonly: bool = False) -> Any:
         """A DB-API connection to the box's database (keyed when it is encrypted), for a
         test or a benchmark that looks inside; ``readonly`` while the box may be serving."""

@@ -10,7 +10,8 @@ it wrapped per slot:
   box;
 - a **district slot**: sealed to the district's X25519 recovery public key (ephemeral
   X25519 agreement, HKDF-SHA256, AES-256-GCM), associated data
-  ``puskesos-slot/1/district/<node>``; its private key stays offline at the district.
+  ``puskesos-slot/1/district/<node>``; its private key stays offline at the district. The
+  same sealing (:func:`seal_to`) carries a box's own secrets to it (``edge/boxsecrets.py``).
 
 The file is rewritten whole, atomically and durably (:func:`puskesos.durable.replace_file`);
 slots of a kind this release does not know are kept as they were read.
@@ -53,10 +54,12 @@ __all__ = [
     "load_recovery_public",
     "new_data_key",
     "open_district",
+    "open_sealed",
     "open_slots",
     "read_slots",
     "recovery_key_id",
     "seal_for_district",
+    "seal_to",
     "spend_like",
     "unwrap_user",
     "wrap_for_user",
@@ -162,6 +165,11 @@ class KeySlots:
             and not (isinstance(s, UserSlot) and s.user == slot.user)
         )
         return replace(self, slots=(*kept, slot))
+
+    def with_district(self, slot: DistrictSlot) -> KeySlots:
+        """These slots with ``slot`` in place of the district's old one (if any)."""
+        kept = tuple(s for s in self.slots if not isinstance(s, DistrictSlot))
+        return replace(self, slots=(slot, *kept))
 
     def without_user(self, name: str) -> KeySlots:
         """These slots without account ``name``'s."""
@@ -323,14 +331,36 @@ def _sealing_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
     ).derive(shared)
 
 
-def seal_for_district(data_key: bytes, *, node: str, public_key: X25519PublicKey) -> DistrictSlot:
-    """A slot only the holder of ``public_key``'s private key can open."""
+def seal_to(secret: bytes, *, public_key: X25519PublicKey, context: bytes) -> DistrictSlot:
+    """``secret`` sealed so that only ``public_key``'s private key opens it, and only for
+    ``context`` (the associated data that says what it is and whose)."""
     ephemeral = X25519PrivateKey.generate()
     ephemeral_raw = _raw_public(ephemeral.public_key())
     kek = _sealing_key(ephemeral.exchange(public_key), ephemeral_raw, _raw_public(public_key))
     nonce = os.urandom(_NONCE_BYTES)
-    wrapped = AESGCM(kek).encrypt(nonce, data_key, _district_context(node))
+    wrapped = AESGCM(kek).encrypt(nonce, secret, context)
     return DistrictSlot(recovery_key_id(public_key), ephemeral_raw, nonce, wrapped)
+
+
+def open_sealed(sealed: DistrictSlot, *, private_key: X25519PrivateKey, context: bytes) -> bytes:
+    """What :func:`seal_to` sealed for ``context``; :class:`WrongKey` for another key or
+    context."""
+    public = private_key.public_key()
+    if recovery_key_id(public) != sealed.key_id:
+        raise WrongKey(
+            f"this key is {recovery_key_id(public)}, the secret was sealed to {sealed.key_id}"
+        )
+    ephemeral = X25519PublicKey.from_public_bytes(sealed.ephemeral)
+    kek = _sealing_key(private_key.exchange(ephemeral), sealed.ephemeral, _raw_public(public))
+    try:
+        return AESGCM(kek).decrypt(sealed.nonce, sealed.wrapped, context)
+    except InvalidTag:
+        raise WrongKey("the key does not open this sealed secret") from None
+
+
+def seal_for_district(data_key: bytes, *, node: str, public_key: X25519PublicKey) -> DistrictSlot:
+    """A slot only the holder of ``public_key``'s private key can open."""
+    return seal_to(data_key, public_key=public_key, context=_district_context(node))
 
 
 def open_district(slot: DistrictSlot, *, node: str, private_key: X25519PrivateKey) -> bytes:
@@ -341,11 +371,9 @@ def open_district(slot: DistrictSlot, *, node: str, private_key: X25519PrivateKe
             f"this recovery key is {recovery_key_id(public)}, the box's slot was sealed to "
             f"{slot.key_id}"
         )
-    ephemeral = X25519PublicKey.from_public_bytes(slot.ephemeral)
-    kek = _sealing_key(private_key.exchange(ephemeral), slot.ephemeral, _raw_public(public))
     try:
-        return AESGCM(kek).decrypt(slot.nonce, slot.wrapped, _district_context(node))
-    except InvalidTag:
+        return open_sealed(slot, private_key=private_key, context=_district_context(node))
+    except WrongKey:
         raise WrongKey("the recovery key does not open this box's district slot") from None
 
 

@@ -126,6 +126,7 @@ class _Connection:
 class MqttLink:
     """A connection to the broker that keeps itself up. Use ``async with`` or start/stop.
 
+    ``password`` may be a function, called (in a thread) before each connect attempt.
     ``subscriptions`` are (filter, qos) pairs made again after every connect; then
     ``on_connect`` runs (keep it short: publish a status, wake a sender task).
     ``clean_start=False`` asks for a persistent session that outlives ``session_expiry_s``
@@ -138,7 +139,7 @@ class MqttLink:
         broker: BrokerConfig,
         *,
         client_id: str,
-        password: str | None = None,
+        password: str | Callable[[], str | None] | None = None,
         subscriptions: Sequence[tuple[str, int]] = (),
         will: Will | None = None,
         clean_start: bool = False,
@@ -368,7 +369,10 @@ class MqttLink:
 
     async def _session(self) -> bool:
         """One connection from TCP connect to its end; True if it got as far as connected."""
-        client = self._new_client()
+        password = self._password
+        if callable(password):  # read afresh for each attempt (a rotated password)
+            password = await asyncio.to_thread(password)
+        client = self._new_client(password)
         conn = _Connection(self._loop, client)
         attempt = asyncio.ensure_future(asyncio.to_thread(self._connect_blocking, client))
         try:
@@ -470,7 +474,7 @@ class MqttLink:
 
     # -- the paho client and its callbacks (these run in paho's thread) -----------------
 
-    def _new_client(self) -> paho.Client:
+    def _new_client(self, password: str | None) -> paho.Client:
         v5 = self.broker.mqtt_version == 5
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -481,7 +485,7 @@ class MqttLink:
             manual_ack=True,
         )
         if self.broker.username:
-            client.username_pw_set(self.broker.username, self._password)
+            client.username_pw_set(self.broker.username, password)
         if self._will is not None:
             client.will_set(
                 self._will.topic, self._will.payload, qos=self._will.qos, retain=self._will.retain

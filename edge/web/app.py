@@ -11,12 +11,16 @@ Every request goes through four middlewares, outermost first:
 4. ``guard``: finds who is calling (session cookie or bearer token), refuses routes that
    are not in the route table (deny by default), checks the route's roles, and checks the
    CSRF token of every state-changing request made with a cookie. While an encrypted box
-   is locked (``docs/storage.md`` §3) only sign-in, health and static files answer.
+   is locked (``docs/storage.md`` §3) only sign-in, health and static files answer. While
+   the store is being opened, secured or closed, requests wait; closing it waits for the
+   requests inside it (:data:`CLOSE_WAIT_S` at most: one still inside after that is
+   answered as the locked box answers, 503, never 500).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import secrets
@@ -31,19 +35,21 @@ import jinja2
 from aiohttp import web
 from yarl import URL
 
-from edge import auth, db, keys, securing
+from edge import auth, boxsecrets, db, keys, securing
 from edge.config import EdgeConfig
 from edge.disk import is_disk_full
 from edge.metrics import EdgeMetrics
 from edge.records import AuditEntry
 from edge.services import Actor
-from edge.store import Store
-from edge.sync import SyncClient, read_password
+from edge.store import Store, StoreClosed
+from edge.sync import SyncClient
 from edge.unlock import LockedSignIn
+from edge.web.inflight import StoreUsers
 from edge.web.routing import Route
 from edge.web.templating import create_environment
 from protocol.regions import village_label
 from puskesos import webauth
+from puskesos.keyslots import KeySlotError
 from puskesos.search import SearchTokens
 from puskesos.tls import https_redirect
 from puskesos.webpages import security_headers, set_private_cookie
@@ -74,6 +80,7 @@ log = logging.getLogger("puskesos.edge.web")
 
 CONFIG = web.AppKey("config", EdgeConfig)
 STORE = web.AppKey("store", Store)
+#: The session key of a plain box (its file); an encrypted box derives it from its data key.
 SECRET = web.AppKey("secret", bytes)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 METRICS = web.AppKey("metrics", EdgeMetrics)
@@ -84,6 +91,8 @@ SYNC = web.AppKey("sync", SyncClient | None)
 SEARCHES = web.AppKey("searches", SearchTokens)
 #: The sign-in of the box while it is locked.
 LOCKED_SIGN_IN = web.AppKey("locked_sign_in", LockedSignIn)
+#: The requests inside the open store: closing it waits for them.
+STORE_USERS = web.AppKey("store_users", StoreUsers)
 #: Who is calling (``None`` before login) and, for a cookie session, its CSRF token.
 USER = web.RequestKey("user", auth.User | None)
 CSRF = web.RequestKey("csrf", str | None)
@@ -96,6 +105,8 @@ UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: What answers while the box is locked (besides ``/static/``).
 WHILE_LOCKED = frozenset({"/masuk", "/healthz"})
 LOCKED_NOTICE = "Perangkat terkunci setelah dinyalakan ulang. Masuk untuk membukanya."
+#: Seconds the store's closing (Kunci perangkat, securing) waits for the requests inside it.
+CLOSE_WAIT_S = 15.0
 STATIC = Path(__file__).parent.parent / "static"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -137,6 +148,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "")
         return response
+    except StoreClosed:
+        return _closed_meanwhile(request)
     except Exception as exc:
         if is_disk_full(exc):
             return _disk_full(request, exc)
@@ -168,6 +181,19 @@ def _error_page(request: web.Request, exc: web.HTTPException) -> web.Response:
     if "Allow" in exc.headers:
         response.headers["Allow"] = exc.headers["Allow"]
     return response
+
+
+def _closed_meanwhile(request: web.Request) -> web.Response:
+    """503: the box was locked while this request was still inside the store (it waited
+    :data:`CLOSE_WAIT_S` for it). A save may or may not have landed: the page says so."""
+    log.warning("the store closed during %s %s", request.method, request.path)
+    if is_api(request):
+        return json_error(503, "locked")
+    message = (
+        "Perangkat dikunci sebelum permintaan ini selesai. Masuk lagi, lalu periksa apakah "
+        "data terakhir sudah tersimpan."
+    )
+    return render(request, "galat.html", 503, title="Perangkat terkunci", message=message)
 
 
 def _disk_full(request: web.Request, exc: Exception) -> web.Response:
@@ -220,24 +246,66 @@ def is_locked(app: web.Application) -> bool:
     return not app[STORE].opened
 
 
-async def unlock(app: web.Application, key: bytes) -> None:
-    """Open the store with the data ``key`` (migrations first) and start the sync."""
-    store = app[STORE]
+@contextlib.asynccontextmanager
+async def _changing(app: web.Application) -> AsyncIterator[None]:
+    """Hold the unlock lock: the store is opened, secured and closed only inside it. The
+    request calling this is not one of the store's users meanwhile (closing waits for the
+    others, not for itself)."""
+    app[STORE_USERS].step_out()
     async with app[LOCKED_SIGN_IN].lock:
+        yield
+
+
+async def unlock(app: web.Application, key: bytes, username: str, address: str) -> None:
+    """Open the store with the data ``key`` (migrations first) and start the sync, for the
+    sign-in of ``username`` from ``address``; the district slot is sealed again if the
+    district's recovery key changed (:func:`edge.keys.reseal_district`)."""
+    store = app[STORE]
+    async with _changing(app):
         if store.opened:
             return
         await asyncio.to_thread(db.upgrade, store.config.database_path, key)
         await _open(app, key)
+        await _reseal_district(app, key, username, address)
     log.info("box unlocked")
+
+
+async def _reseal_district(app: web.Application, key: bytes, username: str, address: str) -> None:
+    """Seal the district slot to ``[edge] recovery_key`` when it is sealed to another key,
+    audited ``keys.reseal`` with the two key ids in the name of the sign-in that unlocked
+    the box. A key file that cannot be read is logged: the box opens all the same, its
+    slot as it was."""
+    try:
+        sealed = await asyncio.to_thread(keys.reseal_district, app[CONFIG], key)
+    except KeySlotError as exc:
+        log.error("the district slot was not sealed to [edge] recovery_key: %s", exc)
+        return
+    if sealed is not None:
+        old, new = sealed
+        detail = {"from": old, "to": new}
+        await app[STORE].audit(AuditEntry(username, "keys.reseal", detail=detail, address=address))
+        log.info("the district slot is sealed to the recovery key %s now (was %s)", new, old)
 
 
 async def _open(app: web.Application, key: bytes | None) -> None:
     store = app[STORE]
     store.key = key
+    if key is not None:
+        try:  # before the sync starts: it reads the broker password sealed here
+            await asyncio.to_thread(boxsecrets.settle, store.config, key)
+        except (OSError, ValueError):
+            log.exception("moving the box's plain secret files failed; next unlock again")
     await store.open()
     client = app[SYNC]
     if client is not None:
         await client.start()
+
+
+async def _requests_done(app: web.Application) -> None:
+    """Let the requests inside the store finish, :data:`CLOSE_WAIT_S` at most (inside the
+    unlock lock: no new one comes in), before the store closes."""
+    if not await app[STORE_USERS].gone(CLOSE_WAIT_S):
+        log.warning("closing the store with requests still inside after %.0f s", CLOSE_WAIT_S)
 
 
 async def _close(app: web.Application) -> None:
@@ -260,11 +328,12 @@ async def sign_in_securing(
     against the plain database as always; a staff member's success encrypts the box
     before the session is made. A failure to secure is logged, and the box, still plain,
     tries again at the next sign-in."""
-    async with app[LOCKED_SIGN_IN].lock:
+    async with _changing(app):
         store, config = app[STORE], app[CONFIG]
         result = await auth.authenticate(store, username, password, address)
         if result.user is None or not needs_securing(app):
             return result
+        await _requests_done(app)
         await _close(app)
         try:
             key: bytes | None = await asyncio.to_thread(
@@ -285,12 +354,14 @@ async def sign_in_securing(
 
 
 async def lock(app: web.Application, actor: Actor) -> None:
-    """Kunci perangkat: audited, every session ended, then the sync stopped and the store
-    closed; the box is as after a restart (a sign-in opens it)."""
+    """Kunci perangkat: once the requests inside the store are done, audited, every
+    session ended, then the sync stopped and the store closed; the box is as after a
+    restart (a sign-in opens it)."""
     store = app[STORE]
-    async with app[LOCKED_SIGN_IN].lock:
+    async with _changing(app):
         if not store.opened or store.key is None:
             return
+        await _requests_done(app)
         await store.audit(AuditEntry(actor.username, "keys.lock", address=actor.address))
         await auth.end_all_sessions(store)
         await _close(app)
@@ -317,17 +388,24 @@ async def _while_locked(request: web.Request, handler: Handler) -> web.StreamRes
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/static/") and request.match_info.http_exception is None:
         return await handler(request)
-    if is_locked(request.app) and request.app[LOCKED_SIGN_IN].lock.locked():
+    if request.app[LOCKED_SIGN_IN].lock.locked():
         async with request.app[LOCKED_SIGN_IN].lock:
             pass  # the box is being opened, secured or locked: answer once it is done
     if is_locked(request.app):
         return await _while_locked(request, handler)
+    with request.app[STORE_USERS].inside():
+        return await _while_open(request, handler)
+
+
+async def _while_open(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An open box: who is calling, the route's roles and the CSRF token are checked."""
     user, session_token = await _caller(request)
     request[USER] = user
     if user is not None:
         request[webauth.SIGNED_IN] = user.username
-    secret = request.app[SECRET]
-    request[CSRF] = auth.csrf_token(secret, session_token) if session_token else None
+    request[CSRF] = (
+        auth.csrf_token(_session_secret(request.app), session_token) if session_token else None
+    )
     if request.match_info.http_exception is not None:
         raise request.match_info.http_exception  # a wrong link: its page shows the menu
     route = _route_for(request)
@@ -343,6 +421,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method in UNSAFE:
         await _check_csrf(request, session_token)
     return await handler(request)
+
+
+def _session_secret(app: web.Application) -> bytes:
+    key = app[STORE].key
+    return app[SECRET] if key is None else boxsecrets.session_secret(key, app[CONFIG].node)
 
 
 async def _check_csrf(request: web.Request, session_token: str | None) -> None:
@@ -453,16 +536,15 @@ def create_app(config: EdgeConfig, *, store: Store | None = None) -> web.Applica
     )
     app[CONFIG] = config
     app[STORE] = store or Store(config)
-    app[SECRET] = auth.load_secret(config.data_dir / config.session_secret_file)
+    # An encrypted box keeps no session key file (edge.boxsecrets).
+    secret_file = config.data_dir / config.session_secret_file
+    app[SECRET] = b"" if keys.encrypted(config) else auth.load_secret(secret_file)
     app[LOCKED_SIGN_IN] = LockedSignIn(config)
+    app[STORE_USERS] = StoreUsers()
     app[TEMPLATES] = create_environment(config.timezone)
     app[METRICS] = EdgeMetrics()
     app[SEARCHES] = SearchTokens()
-    app[SYNC] = (
-        SyncClient(app[STORE], app[METRICS], password=read_password(config))
-        if config.sync.enabled
-        else None
-    )
+    app[SYNC] = SyncClient(app[STORE], app[METRICS]) if config.sync.enabled else None
     table: dict[tuple[str, str], Route] = {}
     # ui_export before ui_vulnerable: "/kelompok-rentan/lansia.xlsx" also fits the pattern of
     # "/kelompok-rentan/{register}", and the router takes the first route that fits.

@@ -74,7 +74,7 @@ def _forge(fleet: Fleet, box: Box, seq: int, record_id: str, **values: object) -
         for name, value in values.items()
     }
     batch = Batch(box.node, seq, (Change("household", record_id, box.village, box.node, fields),))
-    password = (box.folder / "broker.password").read_text().strip()
+    password = box.broker_password()
 
     async def publish() -> None:
         link = MqttLink(

@@ -146,7 +146,7 @@ def test_bad_traffic_is_refused_and_counted_while_a_good_box_keeps_syncing(fleet
     stolen = fleet.enrol(VILLAGE_A, "edge-a2")
     fleet.boxes.remove(stolen)  # never started: the test speaks with its credentials
     fleet.start()
-    password = (stolen.folder / "broker.password").read_text().strip()
+    password = stolen.broker_password()
     reasons = asyncio.run(_misbehave(fleet.broker.port, password))
     assert reasons == ["wrong_village", "malformed", "too_large", "ack", "ack"]
 

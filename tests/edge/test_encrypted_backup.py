@@ -199,3 +199,52 @@ async def test_a_plain_replacement_box_becomes_encrypted_with_the_backups_slots(
     key = keys.open_with_password(settings, "operator1", PASSWORD)
     assert key is not None and await active(settings, key, niks) == set(niks)
     assert files_holding(niks, settings.data_dir) == []
+
+
+async def test_after_a_restore_the_sign_in_seals_the_district_slot_to_the_districts_new_key(
+    tmp_path,
+):
+    recovery_key(tmp_path)
+    copy, _, niks = await lost_box_and_its_backup(tmp_path)
+    # Since that backup the district replaced its recovery key; the replacement box and its
+    # configuration have the new one.
+    made = puskesos("hub", "keys", "recovery-init", "--out", str(tmp_path / "usb-2" / "new.key"))
+    assert made.returncode == 0, made.stderr
+    new_public = Path(made.stdout.strip())
+    config = init_box(tmp_path / "new", recovery_key=new_public)
+    settings = load_config(config)
+    done = puskesos("edge", "restore", str(copy), "--config", str(config), "--as", "operator1",
+                    stdin=PASSWORD + "\n")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    recover = ["edge", "recover", "--config", str(config), "--recovery-key"]
+    refused = puskesos(*recover, str(tmp_path / "usb-2" / "new.key"), stdin=NEW_PASSWORD + "\n")
+    assert refused.returncode == 1 and "sealed to" in refused.stderr  # the backup's slot
+    users_before = json.loads((settings.data_dir / "keyslots.json").read_text())["slots"][1:]
+
+    env = {"PUSKESOS_EDGE_RECOVERY_KEY": str(new_public)}
+    box = ServedBox(config, tmp_path / "serve.log", env=env).start()
+    try:
+        async with box.client(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            status, _ = await sign_in(session, box.url, PASSWORD)
+            assert status == 303
+        assert box.stop() == 0
+    finally:
+        box.kill()
+
+    slots_file = settings.data_dir / "keyslots.json"
+    assert stat.S_IMODE(slots_file.stat().st_mode) == 0o600
+    slots = json.loads(slots_file.read_text())["slots"]
+    assert slots[1:] == users_before  # the staff's slots as they were
+    old = puskesos(*recover, str(tmp_path / "usb" / "recovery.key"), stdin=NEW_PASSWORD + "\n")
+    assert old.returncode == 1 and "sealed to" in old.stderr
+    done = puskesos(*recover, str(tmp_path / "usb-2" / "new.key"), stdin=NEW_PASSWORD + "\n")
+    assert done.returncode == 0, done.stderr
+    key = keys.open_with_password(settings, "admin", NEW_PASSWORD)
+    assert key is not None and await active(settings, key, niks) == set(niks)
+    with contextlib.closing(connect(settings.database_path, key)) as connection:
+        audited = connection.execute(
+            "SELECT actor, detail FROM audit WHERE action = 'keys.reseal'"
+        ).fetchall()
+    assert [(actor, json.loads(detail)["to"]) for actor, detail in audited] == [
+        ("operator1", slots[0]["key_id"])
+    ]

@@ -6,7 +6,9 @@ the key slots in step."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,14 @@ from edge import auth, db, keys
 from edge.config import BrokerConfig, EdgeConfig, SyncConfig
 from edge.store import Store
 from edge.web.app import STORE, create_app
+from puskesos.keyslots import (
+    generate_recovery_key,
+    load_recovery_private,
+    load_recovery_public,
+    open_slots,
+    read_slots,
+    recovery_key_id,
+)
 from tests.edge.api_client import household_body
 from tests.edge.conftest import PASSWORD, _hidden, login
 from tests.edge.hub_peer import HubPeer, eventually
@@ -177,3 +187,30 @@ async def test_a_locked_box_does_not_sync_and_starts_after_sign_in(
             await eventually(hub.received, what="an up batch")
     finally:
         hub.stop()
+
+
+async def test_the_next_unlock_seals_the_district_slot_to_the_configured_recovery_key(
+    config, tmp_path, caplog
+):
+    await encrypted_box(config)  # set up without a district slot
+    unreadable = replace(config, recovery_key=str(tmp_path / "usb" / "hilang.pub"))
+    async with TestClient(TestServer(create_app(unreadable))) as client:
+        assert (await sign_in(client, "admin", PASSWORD))[0] == 303  # it opens all the same
+    assert "the district slot was not sealed" in caplog.text
+    assert read_slots(config.data_dir, config.node).district() is None
+
+    # The district's key given (or replaced: the same step), and the box restarted.
+    public = generate_recovery_key(tmp_path / "usb" / "recovery.key")
+    configured = replace(config, recovery_key=str(public))
+    for _ in range(2):  # a second restart finds the slot sealed to it already
+        async with TestClient(TestServer(create_app(configured))) as client:
+            assert (await sign_in(client, "operator1", PASSWORD))[0] == 303
+            rows, total = await client.server.app[STORE].audit_log(actions=["keys.reseal"])
+    assert total == 1 and rows[0].actor == "operator1"
+    sealed_to = recovery_key_id(load_recovery_public(public))
+    assert json.loads(rows[0].detail) == {"from": None, "to": sealed_to}
+    slots = read_slots(config.data_dir, config.node)
+    private = load_recovery_private(tmp_path / "usb" / "recovery.key")
+    assert open_slots(slots, private_key=private) == keys.open_with_password(
+        config, "admin", PASSWORD
+    )

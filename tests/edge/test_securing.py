@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from edge import auth, db, keys, securing
 from edge.backup import backup
-from edge.config import BrokerConfig, EdgeConfig, SyncConfig
+from edge.config import BrokerConfig, EdgeConfig, SyncConfig, render_toml
 from edge.store import Store
 from edge.web.app import STORE, create_app
 from puskesos.fleet import free_port
@@ -26,7 +26,7 @@ from puskesos.keyslots import generate_recovery_key
 from tests.browser import LAPTOP
 from tests.browser import sign_in as browser_sign_in
 from tests.edge.api_client import household_body
-from tests.edge.box_process import ServedBox, init_box
+from tests.edge.box_process import ServedBox, init_box, puskesos
 from tests.edge.conftest import PASSWORD, _hidden, login
 from tests.edge.hub_peer import HubPeer, eventually
 from tests.edge.test_encrypted_box import files_holding
@@ -171,6 +171,29 @@ async def test_the_first_sign_in_encrypts_a_plain_box_with_every_record(plain, t
         assert await households_seen(client, token) == households
 
 
+async def test_securing_deletes_the_plain_backups_on_a_usb_stick_outside_the_data_folder(
+    plain, tmp_path
+):
+    stick = tmp_path / "media" / "usb" / "puskesos"
+    settings = replace(plain, backup_dir=str(stick))
+    _, _, niks = await plain_box_with_data(settings)
+    config_file = tmp_path / "edge.toml"
+    config_file.write_text(render_toml(settings))
+    made = puskesos("edge", "backup", "--config", str(config_file))  # as the nightly timer
+    assert made.returncode == 0, made.stderr
+    nightly = Path(made.stdout.strip())
+    assert nightly.parent == stick and files_holding(niks[:1], stick)
+    notes = stick / "catatan.txt"
+    notes.write_text("dipindah ke laptop tiap bulan\n")
+
+    config = with_recovery_key(settings, tmp_path)
+    async with TestClient(TestServer(create_app(config))) as client:
+        assert (await sign_in(client, "operator1", PASSWORD))[0] == 303
+    assert keys.encrypted(config)
+    assert not nightly.exists() and notes.exists()
+    assert files_holding(niks, stick, plain.data_dir) == []
+
+
 async def test_a_plain_box_without_a_recovery_key_stays_plain(plain, caplog):
     token, households, _ = await plain_box_with_data(plain)
     async with TestClient(TestServer(create_app(plain))) as client:
@@ -179,6 +202,30 @@ async def test_a_plain_box_without_a_recovery_key_stays_plain(plain, caplog):
     assert is_plain_sqlite(plain.database_path)
     assert not (plain.data_dir / "keyslots.json").exists()
     assert "NOT encrypted" in caplog.text and "recovery_key" in caplog.text
+
+
+async def test_the_sign_in_page_asks_staff_to_wait_while_their_sign_in_secures_the_box(
+    plain, tmp_path
+):
+    await plain_box_with_data(plain)
+    waits = ("data di perangkat ini dienkripsi", "sekitar 2 detik untuk setiap 2.000 rumah tangga",
+             "jangan muat ulang halaman dan jangan matikan perangkat")  # fmt: skip
+    async with TestClient(TestServer(create_app(plain))) as client:
+        page = await (await client.get("/masuk")).text()
+        assert not any(text in page for text in waits)  # no recovery key: it stays plain
+
+    config = with_recovery_key(plain, tmp_path)
+    async with TestClient(TestServer(create_app(config))) as client:
+        page = await (await client.get("/masuk")).text()
+        assert all(text in page for text in waits) and LOCKED not in page
+        status, page = await sign_in(client, "operator1", "bukan-sandinya-9")
+        assert status == 401 and all(text in page for text in waits)
+        assert (await sign_in(client, "operator1", PASSWORD))[0] == 303
+        page = await (await client.get("/masuk")).text()
+        assert not any(text in page for text in waits)  # secured: nothing to wait for
+    async with TestClient(TestServer(create_app(config))) as client:
+        page = await (await client.get("/masuk")).text()
+        assert LOCKED in page and not any(text in page for text in waits)
 
 
 CRASH = """

@@ -325,7 +325,7 @@ async def test_the_box_stops_promptly_even_right_after_its_sender_was_woken(
         # Stopping at each moment of the sender waking up (a save, an ack): it must end
         # every time, not swallow the cancellation and keep running.
         for turns in range(6):
-            client = SyncClient(store, EdgeMetrics(), password=None)
+            client = SyncClient(store, EdgeMetrics())
             await client.start()
             assert await client.link.wait_connected(10)
             await asyncio.sleep(0.1)  # past the connect's own round

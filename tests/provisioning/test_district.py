@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shlex
 import shutil
 import socket
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.boxsecrets import broker_password, session_secret
 from edge.config import load_config as load_edge_config
 from edge.db import connect
 from edge.keys import encrypted, open_with_password, setup_key
@@ -31,6 +33,7 @@ from puskesos.keyslots import load_recovery_private, open_district, read_slots
 from puskesos.mqtt import MqttLink
 from puskesos.tomlconfig import BrokerConfig
 from tests.edge.box_process import household_body
+from tests.edge.test_box_secrets import files_holding
 from tests.provisioning.conftest import (
     HUB_VPN_ADDRESS,
     VILLAGE_A,
@@ -78,6 +81,19 @@ def broker_accepts(district: District, username: str, password: str) -> bool:
             await link.stop()
 
     return asyncio.run(attempt())
+
+
+def box_password(district: District, host: str) -> str:
+    """The broker password a box has: in its plain file, or sealed to an encrypted box (opened
+    with its setup slot, or once it has an account with that admin's password)."""
+    edge = load_edge_config(district.config(host))
+    key = None
+    if encrypted(edge):
+        key = setup_key(edge) or open_with_password(edge, "admin", "rahasia-balai-123")
+        assert key is not None
+    password = broker_password(edge, key)
+    assert password
+    return password
 
 
 def start_box(district: District, host: str) -> Box:
@@ -177,6 +193,8 @@ def test_site_installs_the_release_and_renders_hub_broker_and_boxes(district: Di
             district.broker_port, True, True
         )  # fmt: skip
         assert edge.sync.ack_timeout_s == 3  # edge_settings reach the file
+        # The nightly backups' folder: `edge backup` and the securing of a plain box know it.
+        assert edge.path(edge.backup_dir) == district.machine(host) / "var/lib/puskesos/backups"
         # HTTPS from the start, with a certificate the district CA signed for the box's
         # address; its key private to the box.
         assert edge.tls
@@ -187,11 +205,17 @@ def test_site_installs_the_release_and_renders_hub_broker_and_boxes(district: Di
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert signed.returncode == 0, signed.stdout + signed.stderr
-        password = district.machine(host) / "etc/puskesos/broker.password"
-        assert stat.S_IMODE(password.stat().st_mode) == 0o640
-        # desa-b (the defaults) is encrypted; its setup slot opens it until its first
-        # account exists.
-        key = None if wanted.get("edge_plain") else setup_key(edge)
+        # desa-b (the defaults) is encrypted, and its password is sealed to it: `edge init`
+        # sealed the file enrolment wrote; desa-a is `edge_plain`.
+        encrypted = not wanted.get("edge_plain")
+        plain = district.machine(host) / "etc/puskesos/broker.password"
+        sealed = edge.data_dir / "broker-password.sealed"
+        if encrypted:
+            assert not plain.exists() and stat.S_IMODE(sealed.stat().st_mode) == 0o600
+        else:
+            assert stat.S_IMODE(plain.stat().st_mode) == 0o640 and not sealed.exists()
+        # Its setup slot opens it until its first account exists.
+        key = setup_key(edge) if encrypted else None
         with contextlib.closing(connect(edge.database_path, key)) as db:
             claimed = dict(
                 db.execute("SELECT key, value FROM meta WHERE key IN ('village', 'node')")
@@ -329,7 +353,7 @@ def test_one_box_s_password_knocks_neither_another_box_nor_the_hub_off(
                 (hub.service.plain_url, "puskesos_hub_broker_disconnects_total")]  # fmt: skip
     before = [disconnects(*counter) for counter in counters]
     node = district.boxes["desa-b"]["edge_node"]
-    password = (district.machine("desa-b") / "etc/puskesos/broker.password").read_text().strip()
+    password = box_password(district, "desa-b")
 
     async def attack() -> None:
         # desa-b's password with desa-a's client id and the hub worker's, and in the hub
@@ -415,7 +439,7 @@ def test_a_replaced_box_is_shut_out_and_its_successor_gets_the_village_back(
 ) -> None:
     wait_for(lambda: running.household in at_hub(running.hub, VILLAGE_A), 60, "the hub to have it")
     old = district.boxes["desa-a"]
-    old_password = (district.machine("desa-a") / "etc/puskesos/broker.password").read_text().strip()
+    old_password = box_password(district, "desa-a")
     running.box.service.kill()  # the SD card dies
     assert broker_accepts(district, old["edge_node"], old_password)
 
@@ -445,18 +469,38 @@ def test_rotating_credentials_retires_the_old_passwords_and_the_broker_certifica
     certificate = district.machine("broker") / "etc/mosquitto/certs/server.crt"
     box, nodes = running.box, {host: district.boxes[host]["edge_node"] for host in BOXES}
 
-    def box_password(host: str) -> str:
-        return (district.machine(host) / "etc/puskesos/broker.password").read_text().strip()
-
-    old = {"hub": hub_password_file.read_text().strip(), **{h: box_password(h) for h in BOXES}}
+    old = {
+        "hub": hub_password_file.read_text().strip(),
+        **{host: box_password(district, host) for host in BOXES},
+    }
     old_certificate = certificate.read_text()
     wait_for(lambda: box.api("/api/v1/sync/status")["connected"], 60, "the box to be connected")
+    # The encrypted box runs too, unlocked by a sign-in: it is not restarted below.
+    edge_b = load_edge_config(district.config("desa-b"))
+    box_b = UnitService(
+        district.unit("desa-b", "puskesos-edge.service"),
+        district.machine("desa-b") / "edge.log",
+        edge_b.listen_port,
+        tls=(edge_b.tls_port, district.ca_dir / "ca.crt"),
+    )
+    district.services.append(box_b)
+    box_b.start()
+    staff = sign_in(box_b, "admin", "rahasia-balai-123")
+
+    def b_connected() -> bool:
+        with staff.open(f"{box_b.url}/api/v1/sync/status", timeout=10) as answer:
+            return bool(json.load(answer)["connected"])
+
+    wait_for(b_connected, 60, "the encrypted box to be connected")
 
     result = district.play("rotate-credentials.yml")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert all(stats["changed"] > 0 for stats in recap(result.stdout).values()), result.stdout
     assert "shown only this once" not in result.stdout + result.stderr
-    new = {"hub": hub_password_file.read_text().strip(), **{h: box_password(h) for h in BOXES}}
+    new = {
+        "hub": hub_password_file.read_text().strip(),
+        **{host: box_password(district, host) for host in BOXES},
+    }
     assert all(new[name] != old[name] for name in old), "a password was not rotated"
     assert not any(password in result.stdout for password in new.values())
     # What the handlers do with systemd: the broker restarts (new certificate), then the hub
@@ -472,11 +516,21 @@ def test_rotating_credentials_retires_the_old_passwords_and_the_broker_certifica
     running.hub.service.start(healthy=True)
     box.service.stop()
     box.service.start(healthy=True)
+    # The broker's restart made the encrypted box reconnect: with the new password, sealed.
+    wait_for(b_connected, 60, "the encrypted box to connect with its new password")
+    assert box_b.stop() == 0
 
     body = household_body(42)
     body["household"].pop("village_code", None)
     saved = str(box.api("/api/v1/households", body)["id"])
     wait_for(lambda: saved in at_hub(running.hub, VILLAGE_A), 60, "the hub to have it")
+    # Signed in, synced, rotated: the card holds neither password nor the session key.
+    key = open_with_password(edge_b, "admin", "rahasia-balai-123")
+    assert key is not None
+    secrets = {"old password": old["desa-b"], "new password": new["desa-b"],
+               "session key": session_secret(key, edge_b.node)}  # fmt: skip
+    card = district.machine("desa-b")
+    assert files_holding(secrets, card / "etc", card / "var") == []
 
 
 def test_a_rollout_backs_up_and_upgrades_a_box_and_stops_at_the_first_that_does_not_answer(
