@@ -207,15 +207,15 @@ def test_site_installs_the_release_and_renders_hub_broker_and_boxes(district: Di
         assert signed.returncode == 0, signed.stdout + signed.stderr
         # desa-b (the defaults) is encrypted, and its password is sealed to it: `edge init`
         # sealed the file enrolment wrote; desa-a is `edge_plain`.
-        encrypted = not wanted.get("edge_plain")
+        keyed = not wanted.get("edge_plain")
         plain = district.machine(host) / "etc/puskesos/broker.password"
         sealed = edge.data_dir / "broker-password.sealed"
-        if encrypted:
+        if keyed:
             assert not plain.exists() and stat.S_IMODE(sealed.stat().st_mode) == 0o600
         else:
             assert stat.S_IMODE(plain.stat().st_mode) == 0o640 and not sealed.exists()
         # Its setup slot opens it until its first account exists.
-        key = setup_key(edge) if encrypted else None
+        key = setup_key(edge) if keyed else None
         with contextlib.closing(connect(edge.database_path, key)) as db:
             claimed = dict(
                 db.execute("SELECT key, value FROM meta WHERE key IN ('village', 'node')")
