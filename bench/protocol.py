@@ -3,6 +3,7 @@
 Run: ``python bench/protocol.py`` (from the repository root, after ``pip install -e .``).
 Prints figures; asserts nothing. Goals (issue "Foundation"): >= 200,000 field merges/s on
 one core; a household update (10 changed fields) batched by 500 <= 25 % of its plain JSON.
+Issue 18: <= 60 B per change in batches of 500 (wire version 2 against version 1).
 """
 
 from __future__ import annotations
@@ -124,25 +125,26 @@ def wire_sizes() -> None:
     updates = [change for _, change in typical_updates(500)]
     fields_per_update = statistics.mean(len(c.fields) for c in updates)
     one_json = len(json.dumps(plain_json(updates[0]), separators=(",", ":")).encode())
-    one_wire = len(encode(Batch(BOX, 1, (updates[0],))))
     batch_json = json.dumps(
         {"node": BOX, "seq": 1, "changes": [plain_json(c) for c in updates]},
         separators=(",", ":"),
     ).encode()
-    batch_wire = encode(Batch(BOX, 1, tuple(updates)))
+    # Alone: the mean over the 500 updates (each frame on its own), not one lucky sample.
+    alone = {
+        v: statistics.mean(len(encode(Batch(BOX, 1, (c,)), version=v)) for c in updates)
+        for v in (1, 2)
+    }
+    batch = {v: len(encode(Batch(BOX, 1, tuple(updates)), version=v)) / 500 for v in (1, 2)}
     print(f"typical household update: {fields_per_update:.0f} changed fields")
-    print(
-        f"  alone      plain JSON {one_json:6d} B   wire {one_wire:6d} B   "
-        f"({100 * one_wire / one_json:.0f} %)"
-    )
+    print(f"  {'':10} {'plain JSON':>10} {'wire v1':>9} {'wire v2':>9} {'v2/v1':>6}")
     per_json = len(batch_json) / 500
-    per_wire = len(batch_wire) / 500
+    for label, plain, sizes in (("alone", one_json, alone), ("batch 500", per_json, batch)):
+        print(
+            f"  {label:10} {plain:8.0f} B {sizes[1]:7.0f} B {sizes[2]:7.0f} B "
+            f"{sizes[2] / sizes[1]:6.2f}   (v2 {100 * sizes[2] / plain:.0f} % of plain JSON)"
+        )
     per_gzip_json = len(zlib.compress(batch_json, 6)) / 500
-    print(
-        f"  batch 500  plain JSON {per_json:6.0f} B   wire {per_wire:6.0f} B   "
-        f"({100 * per_wire / per_json:.0f} %)   [zlib'd JSON {per_gzip_json:.0f} B]"
-    )
-    print(f"  batch 500 frame: {len(batch_wire)} B")
+    print(f"  batch 500, zlib'd JSON: {per_gzip_json:.0f} B per change")
 
 
 def merge_rate(seconds: float) -> None:

@@ -12,7 +12,13 @@ a. one real box → hub (SQLite): changes/s end to end (from the first commit se
 b. 100 simulated boxes (MQTT clients sending real batches) → one hub worker: changes
    applied and committed per second, on SQLite and on PostgreSQL (and with two workers);
 c. catch-up time of a box that comes online with a 20,000-change backlog (same run as a);
-d. bytes on the wire per change: encoded batch plus MQTT PUBLISH header and topic.
+d. bytes on the wire per change: encoded batch (wire versions 1 and 2) plus MQTT PUBLISH
+   header and topic;
+e. bytes up per change through the real stack (a box behind a counting TCP proxy, a hub),
+   one household revisit of 10 fields per second through the box API: all the box sends
+   (minus the idle traffic measured before), by message and with MQTT apart. A revisit
+   that needs the district's review also makes a proposal record, and a save writes audit
+   entries (update, create, view): they travel too.
 
 Goals (issue 4): a ≥ 5,000 changes/s, p99 lag < 1 s at 100 changes/s, b ≥ 20,000
 changes/s on PostgreSQL, c < 10 s.
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import random
 import sqlite3
 import statistics
 import subprocess
@@ -41,7 +48,8 @@ sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolv
 from edge.config import SyncConfig
 from hub import db
 from hub.devices import add_device
-from protocol.codec import encode
+from protocol.codec import MAGIC, Kind, encode
+from protocol.entities import ENTITIES
 from protocol.ids import uuid7
 from protocol.regions import lookup
 from protocol.topics import Topic, TopicKind
@@ -49,6 +57,7 @@ from puskesos.fleet import Fleet, free_port, wait_for
 from puskesos.mqtt import MqttLink
 from puskesos.tomlconfig import BrokerConfig
 from tests.e2e.conftest import fill_offline, register
+from tests.faultproxy import FaultProxy
 from tests.hub.boxes import Box
 from tests.hub.conftest import drop_postgres, fresh_postgres
 
@@ -251,33 +260,151 @@ async def _publish_all(port: int, payloads: list[tuple[Topic, bytes]]) -> None:
 
 
 def wire_bytes() -> None:
+    from puskesos.samples import make_household_with_members
+
     box = Box("edge-3201022001-a")
     topic = str(Topic(VILLAGE, box.node, TopicKind.UP))
     now = int(time.time() * 1000)
     for size in (1, 10, 500):
-        from puskesos.samples import make_household_with_members
-
         changes = []
         for _ in range(size):
             household, _members = make_household_with_members(1)
             values = {k: v for k, v in household.items() if k not in ("id",)}
             changes.append(box.edit(household["id"], now, **values))
-        payload = encode(box.batch(*changes))
-        # PUBLISH QoS 1 (MQTT 5): fixed header 1 + remaining length (1-3) + topic length 2 +
-        # topic + packet id 2 + properties length 1; the PUBACK back is 4 bytes.
-        remaining = 2 + len(topic) + 2 + 1 + len(payload)
-        header = 1 + (1 if remaining < 128 else 2 if remaining < 16384 else 3)
-        on_wire = header + remaining + 4
-        fields = len(changes[0].fields)
+        batch = box.batch(*changes)
+        sizes = []
+        for version in (1, 2):
+            payload = encode(batch, version=version)
+            # PUBLISH QoS 1 (MQTT 5): fixed header 1 + remaining length (1-3) + topic length
+            # 2 + topic + packet id 2 + properties length 1; the PUBACK back is 4 bytes.
+            remaining = 2 + len(topic) + 2 + 1 + len(payload)
+            header = 1 + (1 if remaining < 128 else 2 if remaining < 16384 else 3)
+            mqtt = header + remaining - len(payload) + 4
+            sizes.append((len(payload), mqtt))
+        (v1, mqtt1), (v2, mqtt2) = sizes
         print(
-            f"d    batch of {size:3d} new households ({fields} fields each): payload "
-            f"{len(payload):7,} B, on the wire {on_wire:7,} B = {on_wire / size:6.0f} B/change"
+            f"d    batch of {size:3d} new households ({len(changes[0].fields)} fields each), "
+            f"per change: payload v1 {v1 / size:6.0f} B, v2 {v2 / size:6.0f} B "
+            f"(v2/v1 {v2 / v1:.2f}); MQTT {mqtt2 / size:4.0f} B; on the wire v1 "
+            f"{(v1 + mqtt1) / size:6.0f} B, v2 {(v2 + mqtt2) / size:6.0f} B"
         )
+
+
+# --- e: bytes up per change at one change per second ----------------------------------------
+
+REVISITED = (
+    "floor_material",
+    "wall_material",
+    "drinking_water_source",
+    "cooking_fuel",
+    "presence_status",
+)
+
+
+def revisit(rng: random.Random) -> dict[str, object]:
+    """A household revisit of 10 fields with varied values, as ``bench/protocol.py``'s."""
+    schema = ENTITIES["household"].fields
+    values: dict[str, object] = {
+        "address": f"Jl. Kenanga Gg. {rng.randint(1, 30)} No. {rng.randint(1, 250)}",
+        "rt": f"{rng.randint(1, 25):03d}",
+        "rw": f"{rng.randint(1, 12):03d}",
+        "floor_area_m2": round(rng.uniform(12, 250), 1),
+        "programmes": sorted(rng.sample(schema["programmes"].choices, rng.randint(1, 3))),
+    }
+    values.update((name, rng.choice(schema[name].choices)) for name in REVISITED)
+    return values
+
+
+KIND_NAMES = {Kind.BATCH: "batches", Kind.AUDIT: "audit entries", Kind.ACK: "acks"}
+MQTT_NAMES = {3: "", 4: "PUBACK", 12: "PINGREQ", 14: "DISCONNECT", 1: "CONNECT", 8: "SUBSCRIBE"}
+
+
+def mqtt_packets(stream: bytes) -> list[tuple[str, int, bytes]]:
+    """The MQTT 5 packets a client sent, whole: (the topic's last level for a PUBLISH,
+    else the packet's name; its size; its payload)."""
+    packets = []
+    at = 0
+    while at < len(stream):
+        first, at = stream[at], at + 1
+        length, shift, start = 0, 0, at - 1
+        while True:
+            byte, at = stream[at], at + 1
+            length |= (byte & 127) << shift
+            shift += 7
+            if byte < 128:
+                break
+        body, at = stream[at : at + length], at + length
+        name = MQTT_NAMES.get(first >> 4, f"packet type {first >> 4}")
+        payload = b""
+        if first >> 4 == 3:
+            topic_end = 2 + int.from_bytes(body[:2], "big")
+            name = body[2:topic_end].decode().rsplit("/", 1)[-1]
+            cursor = topic_end + (2 if first & 0b0110 else 0)
+            properties, shift = 0, 0
+            while True:
+                byte, cursor = body[cursor], cursor + 1
+                properties |= (byte & 127) << shift
+                shift += 7
+                if byte < 128:
+                    break
+            payload = body[cursor + properties :]
+        packets.append((name, at - start, payload))
+    return packets
+
+
+def one_per_second(root: Path, changes: int) -> None:
+    fleet = Fleet(root / "one-per-second", sync=SyncConfig(backoff_min_s=1, backoff_max_s=2))
+    proxy: FaultProxy | None = None
+    try:
+        fleet.add_hub(start=False)
+        fleet.write_broker_config()
+        fleet.broker.start()
+        proxy = FaultProxy(fleet.broker.port)
+        box = fleet.enrol(VILLAGE, "edge-bench", broker_port=proxy.port)
+        fleet.start()
+        households = [register(box, 20_000 + n) for n in range(changes)]
+        time.sleep(10)  # registered, sent, acked: the link is idle
+        idle_s = 30.0
+        before = proxy.bytes_up
+        time.sleep(idle_s)
+        idle = (proxy.bytes_up - before) / idle_s
+        rng = random.Random(18)
+        before, started = proxy.bytes_up, time.monotonic()
+        offset = len(proxy.seen_up)
+        for n, household in enumerate(households):
+            box.api(f"/api/v1/households/{household}", {"household": revisit(rng)}, method="PATCH")
+            time.sleep(max(0.0, started + n + 1 - time.monotonic()))
+        time.sleep(10)  # the last ones sent and acked
+        took = time.monotonic() - started
+        up = proxy.bytes_up - before - idle * took
+        state = box.api("/api/v1/sync/status")
+        print(
+            f"e    one 10-field revisit per second, {changes} changes: {up / changes:5.0f} B up "
+            f"per change through the real stack (idle link {idle:.1f} B/s subtracted; "
+            f"outbox now {state['outbox_pending']}), of which per change:"
+        )
+        sizes: dict[str, list[int]] = {}
+        for name, packet, payload in mqtt_packets(bytes(proxy.seen_up[offset:])):
+            if name == "up" and payload[:1] == bytes((MAGIC,)):
+                name = f"up, wire v{payload[1]}, {KIND_NAMES.get(payload[2], payload[2])}"
+            counted = sizes.setdefault(name, [0, 0, 0])
+            counted[0] += 1
+            counted[1] += len(payload)
+            counted[2] += packet - len(payload)
+        for name, (count, payload_bytes, mqtt) in sorted(sizes.items()):
+            print(
+                f"e      {name:28} {count:4d} packets: payload {payload_bytes / changes:5.0f} B, "
+                f"MQTT {mqtt / changes:4.0f} B"
+            )
+    finally:
+        fleet.stop()
+        if proxy is not None:
+            proxy.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="a,b,d", help="sections to run (a,b,c,d; c is in a)")
+    parser.add_argument("--only", default="a,b,d", help="sections to run (a-e; c is in a)")
     parser.add_argument("--backlog", type=int, default=20_000)
     parser.add_argument("--lag-saves", type=int, default=1000)
     parser.add_argument("--boxes", type=int, default=100)
@@ -289,6 +416,8 @@ def main() -> None:
         root = Path(folder)
         if "d" in sections:
             wire_bytes()
+        if "e" in sections:
+            one_per_second(root, 60)
         if sections & {"a", "c"}:
             one_box(root, args.backlog, args.lag_saves)
         if "b" in sections:

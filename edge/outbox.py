@@ -113,8 +113,10 @@ async def seal(
     max_bytes: int,
     max_batches: int,
     packer: Executor | None = None,
+    version: int = 1,
 ) -> int:
-    """Seal up to ``max_batches`` batches from the outbox; returns how many were made.
+    """Seal up to ``max_batches`` batches from the outbox, encoded in wire ``version``;
+    returns how many were made.
 
     Each batch holds at most ``max_changes`` changes and encodes within ``max_bytes`` (both
     capped at the wire limits). Only rows wholly inside the sealed batches leave the outbox;
@@ -144,6 +146,7 @@ async def seal(
         [(change, created_ms) for _, change, created_ms in rows],
         limits,
         max_batches,
+        version,
     )
     plan = _Sealed(up_seq, [(row_id, change) for row_id, change, _ in rows[:count]], batches)
     now = store.now_ms()

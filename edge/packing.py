@@ -39,23 +39,29 @@ def packer() -> ProcessPoolExecutor:
 
 
 def pack_rows(
-    node: str, first: int, rows: Sequence[tuple[str, int]], limits: Limits, max_batches: int
+    node: str,
+    first: int,
+    rows: Sequence[tuple[str, int]],
+    limits: Limits,
+    max_batches: int,
+    version: int = 1,
 ) -> tuple[int, list[Packed]]:
     """Outbox rows (the change's JSON text, ``created_ms``), in order, packed into at most
-    ``max_batches`` batches numbered from ``first``, each encoded once; returns how many
-    rows the batches hold whole (only those may leave the outbox) and the batches to store.
+    ``max_batches`` batches numbered from ``first``, each encoded once in wire ``version``;
+    returns how many rows the batches hold whole (only those may leave the outbox) and the
+    batches to store.
     """
     changes = [load_change(text) for text, _ in rows]
     count = len(rows)
-    frames = _frames(node, first, changes, limits)
+    frames = _frames(node, first, changes, limits, version)
     if frames is None:
-        batches = pack(node, first, changes, limits=limits)
+        batches = pack(node, first, changes, limits=limits, version=version)
         # Over the budget: keep the rows the first batches hold whole, and pack those alone
         # so that the last batch does not carry half a row (a lone huge row still goes out).
         while len(batches) > max_batches and count > 1:
             count = max(1, _rows_of(batches[:max_batches], changes)[0])
-            batches = pack(node, first, changes[:count], limits=limits)
-        frames = [(batch, encode(batch, limits=limits)) for batch in batches]
+            batches = pack(node, first, changes[:count], limits=limits, version=version)
+        frames = [(batch, encode(batch, limits=limits, version=version)) for batch in batches]
     _, spans = _rows_of([batch for batch, _ in frames], changes)
     return count, [
         {
@@ -69,20 +75,23 @@ def pack_rows(
     ]
 
 
-def encode_audit(node: str, entries: Sequence[AuditEntry]) -> tuple[bytes, int] | None:
-    """The frame of an audit batch of the first of ``entries`` (all, or as many as fit in
-    a frame, halving) and how many it holds; ``None`` when even the first does not fit."""
+def encode_audit(
+    node: str, entries: Sequence[AuditEntry], version: int = 1
+) -> tuple[bytes, int] | None:
+    """The frame (in wire ``version``) of an audit batch of the first of ``entries`` (all,
+    or as many as fit in a frame, halving) and how many it holds; ``None`` when even the
+    first does not fit."""
     count = len(entries)
     while count:
         try:
-            return encode(AuditBatch(node, tuple(entries[:count]))), count
+            return encode(AuditBatch(node, tuple(entries[:count])), version=version), count
         except TooLargeError:
             count = 0 if count == 1 else count // 2
     return None
 
 
 def _frames(
-    node: str, first: int, changes: Sequence[Change], limits: Limits
+    node: str, first: int, changes: Sequence[Change], limits: Limits, version: int
 ) -> list[tuple[Batch, bytes]] | None:
     """The queue cut into batches of ``max_changes`` with their frames, when each fits in
     a frame: what ``pack`` makes of it then, but encoded once instead of twice (encoding is
@@ -92,7 +101,7 @@ def _frames(
     for start in range(0, len(changes), size):
         batch = Batch(node, first + len(frames), tuple(changes[start : start + size]))
         try:
-            frames.append((batch, encode(batch, limits=limits)))
+            frames.append((batch, encode(batch, limits=limits, version=version)))
         except TooLargeError:
             return None
     return frames

@@ -30,7 +30,7 @@ from edge.records import Record, build_record, from_row, stored_state
 from edge.store import Store, save_records
 from protocol.changes import Batch, Change, FieldVersion
 from protocol.clock import HybridClock, pack
-from protocol.codec import decode, encode
+from protocol.codec import decode, encode, frame_version
 from protocol.errors import Reason
 from protocol.jsonform import dump_change, load_change
 from protocol.merge import Frontier, join
@@ -86,10 +86,12 @@ def _restamp(store: Store, conn: sa.Connection, now: int) -> Restamped | None:
     ahead = pack(now + 1, 0)  # the first time whose milliseconds are past the wall clock
     b, o = db.up_batches, db.outbox
     batches: list[Batch] = []
+    versions: dict[int, int] = {}  # seq → wire version: re-encoded in the one it had
     for row in conn.execute(sa.select(b.c.payload).order_by(b.c.seq)):
         batch = decode(row.payload)
         assert isinstance(batch, Batch)
         batches.append(batch)
+        versions[batch.seq] = frame_version(row.payload)
     rows = [
         (row.id, load_change(row.change))
         for row in conn.execute(sa.select(o.c.id, o.c.change).order_by(o.c.id))
@@ -118,9 +120,8 @@ def _restamp(store: Store, conn: sa.Connection, now: int) -> Restamped | None:
     rewritten = [batch for batch in batches if _touches(batch.changes, node, new)]
     for batch in rewritten:
         fresh = replace(batch, changes=tuple(_change(c, node, new) for c in batch.changes))
-        conn.execute(
-            sa.update(b).where(b.c.seq == batch.seq).values(payload=encode(fresh), sent_ms=None)
-        )
+        payload = encode(fresh, version=versions[batch.seq])
+        conn.execute(sa.update(b).where(b.c.seq == batch.seq).values(payload=payload, sent_ms=None))
     moved_rows = [(i, c) for i, c in rows if _touches((c,), node, new)]
     for row_id, change in moved_rows:
         text = dump_change(_change(change, node, new))

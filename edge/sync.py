@@ -39,7 +39,7 @@ from edge.restamp import restamp_due, restamp_if_due
 from edge.store import Store
 from protocol.auditchain import AuditAck
 from protocol.changes import Ack, Batch, Direction, Reject
-from protocol.codec import WIRE_VERSION, decode, encode
+from protocol.codec import WIRE_VERSION, decode, encode, frame_version
 from protocol.codec import Message as WireMessage
 from protocol.digest import DigestProbe, root_hex
 from protocol.entities import SCHEMA_VERSION
@@ -100,6 +100,9 @@ class SyncClient:
         self._audit_sent_at: float | None = None
         #: Packs and encodes batches away from the server's GIL (``edge.packing``).
         self._packer = packer()
+        #: The wire version to send in: 1 until a frame of a higher one came from the hub
+        #: (it speaks that one then); an older hub never sends one (``protocol/SPEC.md`` §8).
+        self._wire = 1
 
     def _make_link(self, *, clean_start: bool) -> MqttLink:
         offline = encode_status(
@@ -293,6 +296,7 @@ class SyncClient:
                 max_bytes=settings.batch_bytes,
                 max_batches=room,
                 packer=self._packer,
+                version=self._wire,
             )
             if sealed:
                 waiting = await outbox.unacked(store, limit=settings.window)
@@ -333,7 +337,7 @@ class SyncClient:
         if not entries:
             return
         frame = await asyncio.get_running_loop().run_in_executor(
-            self._packer, encode_audit, self.store.node, entries
+            self._packer, encode_audit, self.store.node, entries, self._wire
         )
         if frame is None:
             log.error("audit entry %s is over the frame limit", entries[0].seq)
@@ -372,13 +376,14 @@ class SyncClient:
         message = self._decode(payload, topic)
         return None if message is None else self._accept(message, kind, direction, topic)
 
-    @staticmethod
-    def _decode(payload: bytes, topic: str) -> WireMessage | None:
+    def _decode(self, payload: bytes, topic: str) -> WireMessage | None:
         try:
-            return decode(payload)
+            message = decode(payload)
         except ProtocolError as exc:
             log.warning("sync dropped an unreadable message on %s: %s", topic, exc)
             return None
+        self._wire = max(self._wire, frame_version(payload))
+        return message
 
     def _accept(
         self, message: WireMessage, kind: type[_M], direction: Direction, topic: str
@@ -450,7 +455,8 @@ class SyncClient:
             self.metrics.down_applied.inc()
             log.info("applied down batch %s: %s records changed", batch.seq, applied.records)
         ack = Ack(self.store.node, batch.seq, applied.watermark, Direction.DOWN)
-        if not await self.link.publish(self.topics[TopicKind.DOWN_ACK], encode(ack)):
+        down_ack = encode(ack, version=self._wire)
+        if not await self.link.publish(self.topics[TopicKind.DOWN_ACK], down_ack):
             # The status carries the down watermark, and the hub trusts it: send it soon
             # (the hub resends whatever it still holds above that, and that is acked again).
             self._next_status = min(self._next_status, time.monotonic() + _ROUND_GAP_S)
@@ -471,6 +477,6 @@ class SyncClient:
             len(probe.wanted),
         )
         if reply is not None:
-            await self.link.publish(self.topics[TopicKind.UP], encode(reply))
+            await self.link.publish(self.topics[TopicKind.UP], encode(reply, version=self._wire))
         self._recheck_at = time.monotonic() + _RECHECK_QUIET_S
         self._wake.set()

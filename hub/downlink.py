@@ -8,6 +8,8 @@ publishes them. A stored batch is sent again until the box acks it (:func:`due`)
 box starts at cursor 0: the same walk is its resync, batch by batch, each acked and so
 resumable. See ``docs/replication.md``.
 
+Batches are encoded in the highest wire version the box's status reported (``known_wire``);
+one stored before the box reported a higher one is resent as stored, which it still reads.
 A box is sent only what its entity schema version knows (its status says which; a box
 never heard of is sent nothing yet): fields, entities or enum codes added later are left
 out of its batches, and sent when it reports the newer version (``HubStore.note_status``
@@ -23,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from hub import db
-from hub.store import HubStore, known_schema
+from hub.store import HubStore, known_schema, known_wire
 from protocol.changes import Batch, Change, Direction
 from protocol.codec import Limits, encode
 from protocol.delivery import pack
@@ -62,6 +64,7 @@ async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max
     if device is None or device.status != "active" or known_schema(device.reported) == 0:
         return 0
     limits = Limits(max_frame_bytes=max_bytes, max_changes=max_changes)
+    version = known_wire(device.reported)
     made = 0
     async with store.engine.begin() as conn:
         head = await store.lock_village(conn, device.village)
@@ -73,11 +76,11 @@ async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max
         cursor, seq = device.down_cursor, device.down_seq
         while unacked + made < window:
             batches, cursor = await _next_batches(
-                conn, device, cursor, head, seq, limits, store.node
+                conn, device, cursor, head, seq, limits, version, store.node
             )
             if not batches:
                 break
-            seq = await _store(conn, node, batches, limits, store.wall())
+            seq = await _store(conn, node, batches, limits, version, store.wall())
             made += len(batches)
         if cursor != device.down_cursor:
             await conn.execute(
@@ -88,14 +91,17 @@ async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max
     return made
 
 
-async def _store(conn: Any, node: str, batches: Sequence[Batch], limits: Limits, now: int) -> int:
-    """Store ``batches`` (encoded once) as down batches of ``node``; returns the last seq."""
+async def _store(
+    conn: Any, node: str, batches: Sequence[Batch], limits: Limits, version: int, now: int
+) -> int:
+    """Store ``batches`` (encoded once, in wire ``version``) as down batches of ``node``;
+    returns the last seq."""
     for batch in batches:
         await conn.execute(
             db.down_batches.insert().values(
                 node=node,
                 seq=batch.seq,
-                payload=encode(batch, limits=limits),
+                payload=encode(batch, limits=limits, version=version),
                 changes=len(batch.changes),
                 created_ms=now,
             )
@@ -113,7 +119,7 @@ async def store_records(
     if device is None or device.status != "active":
         return 0
     limits = Limits(max_frame_bytes=max_bytes, max_changes=max_changes)
-    schema = known_schema(device.reported)
+    schema, version = known_schema(device.reported), known_wire(device.reported)
     r = db.records
     sent = 0
     async with store.engine.begin() as conn:
@@ -141,8 +147,10 @@ async def store_records(
                 )
             ]
             if changes:
-                batches = pack(node, seq + 1, changes, direction=Direction.DOWN, limits=limits)
-                seq = await _store(conn, node, batches, limits, store.wall())
+                batches = pack(
+                    node, seq + 1, changes, direction=Direction.DOWN, limits=limits, version=version
+                )
+                seq = await _store(conn, node, batches, limits, version, store.wall())
                 sent += len(rows)
         if seq != device.down_seq:
             await conn.execute(
@@ -158,6 +166,7 @@ async def _next_batches(
     head: int,
     seq: int,
     limits: Limits,
+    version: int,
     origin: str,
 ) -> tuple[list[Batch], int]:
     """The next batch (several only for one record too large for a frame) after ``cursor``,
@@ -193,7 +202,7 @@ async def _next_batches(
                 break
     if not changes:
         return [], last
-    batches = pack(node, seq + 1, changes, direction=Direction.DOWN, limits=limits)
+    batches = pack(node, seq + 1, changes, direction=Direction.DOWN, limits=limits, version=version)
     if len(batches) == 1:
         return batches, last
     # Records are sent whole: cut the first batch after the last record it holds
@@ -209,7 +218,9 @@ async def _next_batches(
         whole = owners.index(owners[taken - 1])
     if whole == 0:
         count = owners.count(owners[0])
-        spread = pack(node, seq + 1, changes[:count], direction=Direction.DOWN, limits=limits)
+        spread = pack(
+            node, seq + 1, changes[:count], direction=Direction.DOWN, limits=limits, version=version
+        )
         return spread, owners[0]
     return [Batch(node, seq + 1, tuple(changes[:whole]), Direction.DOWN)], owners[whole - 1]
 

@@ -10,6 +10,10 @@ resends it anyway when no ack comes. A message whose handling failed is acknowle
 (its box resends it): unacknowledged, it would hold a broker in-flight slot for good. A
 sweep packs downlink batches and resends unacked ones. Nothing here assumes a single hub
 process.
+
+What the hub sends a box is in the wire version the box speaks: an answer in the version of
+the frame it answers, the rest in the highest one the box's status reported
+(``protocol/SPEC.md`` §8).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from hub.mosquitto import share_group
 from hub.store import HubStore, Outcome
 from protocol.auditchain import AuditBatch
 from protocol.changes import Ack, Batch, Direction, Reject
-from protocol.codec import decode, encode
+from protocol.codec import decode, encode, frame_version, version_for
 from protocol.digest import DigestProbe, DigestReply
 from protocol.errors import MalformedError, ProtocolError, Reason, TopicError
 from protocol.status import Status, decode_status
@@ -141,10 +145,10 @@ class Ingest:
         try:
             batch = decode(message.payload)
             if isinstance(batch, DigestReply) and batch.node == topic.node:
-                await self._digest_reply(topic, batch)
+                await self._digest_reply(topic, batch, frame_version(message.payload))
                 return
             if isinstance(batch, AuditBatch) and batch.node == topic.node:
-                await self._audit(topic, batch)
+                await self._audit(topic, batch, frame_version(message.payload))
                 return
             if not isinstance(batch, Batch):
                 raise MalformedError(
@@ -154,14 +158,16 @@ class Ingest:
             await self.store.note_reject(topic.node, 0, exc.reason, exc.detail)
             await self._reject(topic, 0, exc.reason, exc.detail)
             return
+        version = frame_version(message.payload)
         result = await self.store.apply(batch, topic.node)
         if result.outcome is Outcome.REJECTED:
             assert result.reason is not None
-            await self._reject(topic, batch.seq, result.reason, result.detail)
+            await self._reject(topic, batch.seq, result.reason, result.detail, version)
             return
         assert result.ack is not None
         await self.link.publish(
-            str(Topic(topic.village, topic.node, TopicKind.ACK)), encode(result.ack)
+            str(Topic(topic.village, topic.node, TopicKind.ACK)),
+            encode(result.ack, version=version),
         )
         self.metrics.batches.labels(result.outcome.value).inc()
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
@@ -178,13 +184,17 @@ class Ingest:
             assert result.village is not None
             await self.push_village(result.village, skip=batch.node)
 
-    async def _reject(self, topic: Topic, seq: int, reason: Reason, detail: str) -> None:
+    async def _reject(
+        self, topic: Topic, seq: int, reason: Reason, detail: str, version: int = 1
+    ) -> None:
+        """Refuse a batch; in version 1 unless it could be read (every box reads that)."""
         self.metrics.batches.labels(Outcome.REJECTED.value).inc()
         self.metrics.rejected.labels(reason.value).inc()
         log.warning("refused batch %s of %s: %s: %s", seq, topic.node, reason.value, detail)
         reject = Reject(topic.node, seq, reason.value, detail[:500], Direction.UP)
         await self.link.publish(
-            str(Topic(topic.village, topic.node, TopicKind.ERROR)), encode(reject)
+            str(Topic(topic.village, topic.node, TopicKind.ERROR)),
+            encode(reject, version=version),
         )
 
     async def _down_ack(self, topic: Topic, payload: bytes) -> None:
@@ -215,8 +225,10 @@ class Ingest:
         before = await self.store.device(topic.node)
         answer = await self.store.note_status(topic.node, status, retained=retained)
         if answer is not None:
+            # In the version the box speaks: a box of wire 2 learns from it that we do too.
             await self.link.publish(
-                str(Topic(topic.village, topic.node, TopicKind.ACK)), encode(answer)
+                str(Topic(topic.village, topic.node, TopicKind.ACK)),
+                encode(answer, version=version_for(status.wire)),
             )
         if status.state == "online":
             # A box coming back may have lost what was in flight: every unacked down batch
@@ -238,14 +250,14 @@ class Ingest:
             log.warning("the data of %s differs from the hub's: probing", topic.node)
         if comparison.tell:
             probe = await antientropy.probe(self.store, topic.node, comparison.verdict)
-            await self._send_probe(topic, probe)
+            await self._send_probe(topic, probe, version_for(status.wire))
 
-    async def _send_probe(self, topic: Topic, probe: DigestProbe) -> None:
+    async def _send_probe(self, topic: Topic, probe: DigestProbe, version: int) -> None:
         await self.link.publish(
-            str(Topic(topic.village, topic.node, TopicKind.DOWN)), encode(probe)
+            str(Topic(topic.village, topic.node, TopicKind.DOWN)), encode(probe, version=version)
         )
 
-    async def _digest_reply(self, topic: Topic, reply: DigestReply) -> None:
+    async def _digest_reply(self, topic: Topic, reply: DigestReply, version: int) -> None:
         c = self.config
         wanted = await antientropy.repair(
             self.store, reply, max_changes=c.batch_changes, max_bytes=c.batch_bytes
@@ -260,9 +272,9 @@ class Ingest:
             await downlink.due(self.store, older_than_ms=self.store.wall() + 1, node=topic.node)
         )
         if wanted is not None:
-            await self._send_probe(topic, wanted)
+            await self._send_probe(topic, wanted, version)
 
-    async def _audit(self, topic: Topic, batch: AuditBatch) -> None:
+    async def _audit(self, topic: Topic, batch: AuditBatch, version: int) -> None:
         """Store and check entries of the box's audit chain (``hub/auditchain.py``), then
         ack them."""
         ack = await auditchain.receive(
@@ -273,7 +285,7 @@ class Ingest:
         )
         if ack is not None:
             await self.link.publish(
-                str(Topic(topic.village, topic.node, TopicKind.ACK)), encode(ack)
+                str(Topic(topic.village, topic.node, TopicKind.ACK)), encode(ack, version=version)
             )
 
     async def _telemetry(self, topic: Topic, payload: bytes) -> None:

@@ -26,6 +26,7 @@ from hub import audit, db
 from hub.record_rows import COLUMNS, NewRecord, insert_rows, new_record_rows, record_row
 from protocol.changes import Ack, Batch, Change, Direction, FieldVersion, Value
 from protocol.clock import COUNTER_BITS, HybridClock
+from protocol.codec import version_for
 from protocol.delivery import AppliedSeqs
 from protocol.digest import from_signed, to_signed
 from protocol.entities import ENTITIES
@@ -42,6 +43,7 @@ __all__ = [
     "Outcome",
     "ResolveError",
     "known_schema",
+    "known_wire",
     "wall_ms",
 ]
 
@@ -816,6 +818,11 @@ def known_schema(reported: str | None) -> int:
     if reported is None:
         return 0
     return int(json.loads(reported).get("schema", 1))
+
+
+def known_wire(reported: str | None) -> int:
+    """The wire version to send a box in, by its last stored status (``reported``)."""
+    return version_for(json.loads(reported).get("wire", 1) if reported else 1)
 
 
 def _down_applied(device: Any, box_watermark: int) -> AppliedSeqs:

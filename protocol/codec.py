@@ -1,5 +1,9 @@
 """Wire codec: a versioned envelope around a MessagePack body, compressed when it pays.
 
+Two wire versions: 1, and 2 (batches with one shared stamp per change, and zlib with a
+preset dictionary). A decoder reads both; an encoder writes the version it is asked for,
+1 unless told otherwise: the version every peer reads (``protocol/SPEC.md`` §8).
+
 Decoding any bytes either returns a complete, valid message or raises one
 :class:`~protocol.errors.ProtocolError` subclass; never another exception, never a
 partially valid batch. The layout is specified in ``protocol/SPEC.md`` ("Wire format").
@@ -10,13 +14,16 @@ from __future__ import annotations
 import re
 import uuid
 import zlib
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass
+from functools import cache
+from importlib import resources
 from typing import Any, Final, TypeAlias
 
 import msgspec
 
 from protocol.auditchain import HASH_BYTES, AuditAck, AuditBatch, AuditEntry
-from protocol.changes import Ack, Batch, Change, Direction, FieldVersion, Reject
+from protocol.changes import Ack, Batch, Change, Direction, FieldVersion, Reject, Seen
 from protocol.digest import BUCKETS, DigestProbe, DigestReply
 from protocol.entities import ENTITIES
 from protocol.errors import (
@@ -27,7 +34,8 @@ from protocol.errors import (
     UnsupportedVersionError,
 )
 from protocol.ids import is_node_id
-from protocol.schema import wire_value_error
+from protocol.jsonform import common_stamp
+from protocol.schema import EntitySchema, wire_value_error
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -39,10 +47,14 @@ __all__ = [
     "Message",
     "decode",
     "encode",
+    "frame_version",
+    "version_for",
 ]
 
 MAGIC: Final = 0x50  # "P"
-WIRE_VERSION: Final = 1
+#: The highest wire version this codec speaks, the one a box reports in its status.
+WIRE_VERSION: Final = 2
+_VERSIONS: Final = (1, 2)
 _HEADER_SIZE: Final = 4
 _MAX_TIME: Final = (1 << 64) - 1
 _MAX_SEQ: Final = (1 << 53) - 1
@@ -69,6 +81,9 @@ class Compression:
 
     NONE: Final = 0
     ZLIB: Final = 1
+    #: zlib with the preset dictionary ``protocol/data/zdict-2.bin``; wire version 2 only.
+    #: The dictionary is frozen: another one would be another code.
+    ZLIB_DICT: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +125,30 @@ class _Batch(msgspec.Struct, array_like=True, frozen=True):
     seq: int
     nodes: list[str]
     changes: list[_Change]
+
+
+class _Change2(msgspec.Struct, array_like=True, frozen=True):
+    """A change of wire version 2: the stamp most of its fields share once (``time``,
+    ``node``, ``seen``), the ``values`` of the fields stamped so, and the other fields
+    whole (``exceptions``)."""
+
+    entity: str
+    record_id: bytes
+    village: str
+    origin: int
+    time: int
+    node: int
+    seen: list[int]
+    values: list[tuple[str, Any]]
+    exceptions: list[_Field]
+
+
+class _Batch2(msgspec.Struct, array_like=True, frozen=True):
+    direction: int
+    node: str
+    seq: int
+    nodes: list[str]
+    changes: list[_Change2]
 
 
 class _Ack(msgspec.Struct, array_like=True, frozen=True):
@@ -171,15 +210,48 @@ _BODY_TYPES: Final[dict[int, type[msgspec.Struct]]] = {
     Kind.AUDIT_ACK: _AuditAck,
 }
 _ENCODER: Final = msgspec.msgpack.Encoder()
-_DECODERS: Final = {kind: msgspec.msgpack.Decoder(t) for kind, t in _BODY_TYPES.items()}
+#: Per wire version, per kind: version 2 changes the batch body only.
+_DECODERS: Final = {
+    1: {kind: msgspec.msgpack.Decoder(t) for kind, t in _BODY_TYPES.items()},
+    2: {
+        kind: msgspec.msgpack.Decoder(_Batch2 if kind == Kind.BATCH else t)
+        for kind, t in _BODY_TYPES.items()
+    },
+}
+#: Version 1 compresses bodies over this size; version 2 tries every body (its dictionary
+#: makes even a short one smaller).
 _COMPRESS_ABOVE: Final = 96
+_ZLIB_LEVEL: Final = 6
+
+
+@cache
+def _zdict() -> bytes:
+    """Compression code 2's preset dictionary (read once)."""
+    return resources.files("protocol").joinpath("data", "zdict-2.bin").read_bytes()
+
+
+def frame_version(frame: bytes) -> int:
+    """The wire version of a frame :func:`decode` accepted: answer it in that version."""
+    return frame[1]
+
+
+def version_for(reported: int) -> int:
+    """The wire version to send a peer whose status reported ``reported`` (a status without
+    one, or an older version than ours: what it speaks)."""
+    return max(1, min(reported, WIRE_VERSION))
+
+
 _REASON_RE: Final = re.compile(r"[a-z][a-z_]{0,39}")
 
 
-def encode(message: Message, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
-    """The wire bytes of ``message``; raises :class:`TooLargeError` over the frame limit."""
+def encode(message: Message, *, limits: Limits = DEFAULT_LIMITS, version: int = 1) -> bytes:
+    """The wire bytes of ``message`` in wire ``version``; raises :class:`TooLargeError`
+    over the frame limit."""
+    if version not in _VERSIONS:
+        raise ValueError(f"wire version {version} is not spoken here")
     if isinstance(message, Batch):
-        kind, body = Kind.BATCH, _ENCODER.encode(_batch_to_wire(message))
+        wire_batch = _batch_to_wire(message) if version == 1 else _batch_to_wire_2(message)
+        kind, body = Kind.BATCH, _ENCODER.encode(wire_batch)
     elif isinstance(message, Ack):
         kind = Kind.ACK
         wire_ack = _Ack(message.direction, message.node, message.seq, message.watermark)
@@ -207,38 +279,82 @@ def encode(message: Message, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
         )
         body = _ENCODER.encode(wire_reject)
     compression = Compression.NONE
-    if len(body) > _COMPRESS_ABOVE:
-        packed = zlib.compress(body, 6)
-        if len(packed) < len(body):
-            body, compression = packed, Compression.ZLIB
-    frame = bytes((MAGIC, WIRE_VERSION, kind, compression)) + body
+    if version == 1 and len(body) > _COMPRESS_ABOVE:
+        packed, code = zlib.compress(body, _ZLIB_LEVEL), Compression.ZLIB
+    elif version == 2:
+        deflater = zlib.compressobj(_ZLIB_LEVEL, zdict=_zdict())
+        packed, code = deflater.compress(body) + deflater.flush(), Compression.ZLIB_DICT
+    else:
+        packed, code = body, compression
+    if len(packed) < len(body):
+        body, compression = packed, code
+    frame = bytes((MAGIC, version, kind, compression)) + body
     if len(frame) > limits.max_frame_bytes:
         raise TooLargeError(f"frame of {len(frame)} bytes over {limits.max_frame_bytes}")
     return frame
 
 
-def _batch_to_wire(batch: Batch) -> _Batch:
-    index: dict[str, int] = {}
+class _NodeTable(dict[str, int]):
+    """A batch's node table as it is built: each node gets an index on first use."""
 
-    def node_index(node: str) -> int:
-        position = index.get(node)
+    def index(self, node: str) -> int:
+        position = self.get(node)
         if position is None:
-            position = index[node] = len(index)
+            position = self[node] = len(self)
         return position
 
+    def seen(self, seen: Seen) -> list[int]:
+        """``seen`` in its flat wire form ``[node_index, time, ...]``."""
+        flat: list[int] = []
+        for node, time in seen:
+            flat.append(self.index(node))
+            flat.append(time)
+        return flat
+
+    def field(self, name: str, version: FieldVersion) -> _Field:
+        return _Field(
+            name, version.value, version.time, self.index(version.node), self.seen(version.seen)
+        )
+
+
+def _batch_to_wire(batch: Batch) -> _Batch:
+    table = _NodeTable()
     changes = []
     for change in batch.changes:
-        fields = []
-        for name, version in change.fields.items():
-            seen: list[int] = []
-            for node, time in version.seen:
-                seen.append(node_index(node))
-                seen.append(time)
-            fields.append(_Field(name, version.value, version.time, node_index(version.node), seen))
+        fields = [table.field(name, version) for name, version in change.fields.items()]
         record_bytes = uuid.UUID(change.record_id).bytes
-        origin = node_index(change.origin)
+        origin = table.index(change.origin)
         changes.append(_Change(change.entity, record_bytes, change.village, origin, fields))
-    return _Batch(batch.direction, batch.node, batch.seq, list(index), changes)
+    return _Batch(batch.direction, batch.node, batch.seq, list(table), changes)
+
+
+def _batch_to_wire_2(batch: Batch) -> _Batch2:
+    table = _NodeTable()
+    changes = []
+    for change in batch.changes:
+        stamp = common_stamp((v.time, v.node, v.seen) for v in change.fields.values())
+        values: list[tuple[str, Any]] = []
+        exceptions: list[_Field] = []
+        for name, version in change.fields.items():
+            if (version.time, version.node, version.seen) == stamp:
+                values.append((name, version.value))
+            else:
+                exceptions.append(table.field(name, version))
+        time, node, seen = stamp
+        changes.append(
+            _Change2(
+                change.entity,
+                uuid.UUID(change.record_id).bytes,
+                change.village,
+                table.index(change.origin),
+                time,
+                table.index(node),
+                table.seen(seen),
+                values,
+                exceptions,
+            )
+        )
+    return _Batch2(batch.direction, batch.node, batch.seq, list(table), changes)
 
 
 def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Message:
@@ -248,12 +364,12 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Message:
     if len(data) < _HEADER_SIZE or data[0] != MAGIC:
         raise MalformedError("not a Puskesos frame")
     version, kind, compression = data[1], data[2], data[3]
-    if version != WIRE_VERSION:
+    if version not in _VERSIONS:
         raise UnsupportedVersionError(f"wire version {version}")
-    decoder = _DECODERS.get(kind)
+    decoder = _DECODERS[version].get(kind)
     if decoder is None:
         raise MalformedError(f"unknown message kind {kind}")
-    body = _decompress(data[_HEADER_SIZE:], compression, limits)
+    body = _decompress(data[_HEADER_SIZE:], compression, version, limits)
     try:
         wire = decoder.decode(body)
     except (
@@ -264,7 +380,7 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Message:
     ) as exc:
         raise MalformedError(f"body: {exc}") from None
     try:
-        if isinstance(wire, _Batch):
+        if isinstance(wire, _Batch | _Batch2):
             return _batch_from_wire(wire, limits)
         if isinstance(wire, _Ack):
             # seq 0: the answer to a box's hello when nothing of it was applied yet.
@@ -295,14 +411,17 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Message:
         raise MalformedError(str(exc)) from None
 
 
-def _decompress(body: bytes, compression: int, limits: Limits) -> bytes:
+def _decompress(body: bytes, compression: int, version: int, limits: Limits) -> bytes:
     if compression == Compression.NONE:
         if len(body) > limits.max_body_bytes:
             raise TooLargeError("body over limit")
         return body
-    if compression != Compression.ZLIB:
+    if compression == Compression.ZLIB:
+        inflater = zlib.decompressobj()
+    elif compression == Compression.ZLIB_DICT and version >= 2:
+        inflater = zlib.decompressobj(zdict=_zdict())
+    else:
         raise MalformedError(f"unknown compression {compression}")
-    inflater = zlib.decompressobj()
     try:
         plain = inflater.decompress(body, limits.max_body_bytes + 1)
     except zlib.error as exc:
@@ -383,7 +502,7 @@ def _invalid(index: int, detail: str) -> InvalidChangeError:
     return InvalidChangeError(f"change {index}: {detail}")
 
 
-def _batch_from_wire(wire: _Batch, limits: Limits) -> Batch:
+def _batch_from_wire(wire: _Batch | _Batch2, limits: Limits) -> Batch:
     direction, batch_node, seq = _stream(wire.direction, wire.node, wire.seq)
     nodes = wire.nodes
     if len(nodes) > limits.max_nodes:
@@ -392,10 +511,11 @@ def _batch_from_wire(wire: _Batch, limits: Limits) -> Batch:
         raise MalformedError("node table has a bad or repeated node id")
     if len(wire.changes) > limits.max_changes:
         raise TooLargeError(f"{len(wire.changes)} changes over {limits.max_changes}")
-    node_count = len(nodes)
-    upward = direction is Direction.UP
+    # An uplink batch holds only the sender's own writes.
+    writer = batch_node if direction is Direction.UP else None
+    raws: Sequence[_Change | _Change2] = wire.changes
     changes = []
-    for position, raw in enumerate(wire.changes):
+    for position, raw in enumerate(raws):
         entity = ENTITIES.get(raw.entity)
         if entity is None:
             raise _invalid(position, f"unknown entity {raw.entity[:40]!r}")
@@ -406,36 +526,67 @@ def _batch_from_wire(wire: _Batch, limits: Limits) -> Batch:
             raise _invalid(position, "record id is not a UUIDv7")
         if len(raw.village) != 10 or not raw.village.isdigit() or not raw.village.isascii():
             raise _invalid(position, "village code is not 10 digits")
-        if not 0 <= raw.origin < node_count:
+        if not 0 <= raw.origin < len(nodes):
             raise _invalid(position, "origin outside the node table")
         origin = nodes[raw.origin]
-        if upward and origin != batch_node:
+        if writer is not None and origin != writer:
             raise _invalid(position, "an uplink change must come from the sending node")
-        if not 1 <= len(raw.fields) <= limits.max_fields:
+        fields = _Fields(position, entity, nodes, writer)
+        if isinstance(raw, _Change):
+            count = len(raw.fields)
+            exceptions = raw.fields
+        else:
+            count = len(raw.values) + len(raw.exceptions)
+            exceptions = raw.exceptions
+        if not 1 <= count <= limits.max_fields:
             raise _invalid(position, f"needs 1 to {limits.max_fields} fields")
-        fields: dict[str, FieldVersion] = {}
-        for item in raw.fields:
-            spec = entity.fields.get(item.name)
-            if spec is None:
-                raise _invalid(position, f"unknown field {item.name[:40]!r}")
-            if item.name in fields:
-                raise _invalid(position, f"field {item.name!r} twice")
-            if upward and spec.readonly:
-                raise _invalid(position, f"field {item.name!r} is set by the hub only")
-            problem = wire_value_error(spec, item.value)
-            if problem is not None:
-                raise _invalid(position, f"field {item.name!r}: {problem}")
-            if not 0 <= item.time <= _MAX_TIME:
-                raise _invalid(position, f"field {item.name!r}: time out of range")
-            if not 0 <= item.node < node_count:
-                raise _invalid(position, f"field {item.name!r}: node outside the table")
-            node = nodes[item.node]
-            if upward and node != batch_node:
-                raise _invalid(position, f"field {item.name!r}: not written by the sender")
-            seen = _seen_from_wire(item.seen, nodes, item.time) if item.seen else ()
-            fields[item.name] = FieldVersion(item.value, item.time, node, seen)
-        changes.append(Change(raw.entity, str(record), raw.village, origin, fields))
+        if isinstance(raw, _Change2):
+            stamp = fields.stamp("shared stamp", raw.time, raw.node, raw.seen)
+            for name, value in raw.values:
+                fields.add(name, value, *stamp)
+        for item in exceptions:
+            fields.add(
+                item.name,
+                item.value,
+                *fields.stamp(f"field {item.name!r}", item.time, item.node, item.seen),
+            )
+        changes.append(Change(raw.entity, str(record), raw.village, origin, fields.versions))
     return Batch(batch_node, seq, tuple(changes), direction)
+
+
+class _Fields:
+    """The fields of one change being decoded, each checked against the schema and the
+    rules of ``protocol/SPEC.md`` §5.2."""
+
+    __slots__ = ("entity", "nodes", "position", "versions", "writer")
+
+    def __init__(self, position: int, entity: EntitySchema, nodes: list[str], writer: str | None):
+        self.position, self.entity, self.nodes, self.writer = position, entity, nodes, writer
+        self.versions: dict[str, FieldVersion] = {}
+
+    def stamp(self, label: str, time: int, node: int, seen: list[int]) -> tuple[int, str, Seen]:
+        """A stamp's ``time``, writer and ``seen`` from their wire form."""
+        if not 0 <= time <= _MAX_TIME:
+            raise _invalid(self.position, f"{label}: time out of range")
+        if not 0 <= node < len(self.nodes):
+            raise _invalid(self.position, f"{label}: node outside the table")
+        writer = self.nodes[node]
+        if self.writer is not None and writer != self.writer:
+            raise _invalid(self.position, f"{label}: not written by the sender")
+        return time, writer, _seen_from_wire(seen, self.nodes, time) if seen else ()
+
+    def add(self, name: str, value: Any, time: int, node: str, seen: Seen) -> None:
+        spec = self.entity.fields.get(name)
+        if spec is None:
+            raise _invalid(self.position, f"unknown field {name[:40]!r}")
+        if name in self.versions:
+            raise _invalid(self.position, f"field {name!r} twice")
+        if self.writer is not None and spec.readonly:
+            raise _invalid(self.position, f"field {name!r} is set by the hub only")
+        problem = wire_value_error(spec, value)
+        if problem is not None:
+            raise _invalid(self.position, f"field {name!r}: {problem}")
+        self.versions[name] = FieldVersion(value, time, node, seen)
 
 
 def _seen_from_wire(flat: list[int], nodes: list[str], time: int) -> tuple[tuple[str, int], ...]:

@@ -83,9 +83,11 @@ def pack(
     *,
     direction: Direction = Direction.UP,
     limits: Limits = DEFAULT_LIMITS,
+    version: int = 1,
 ) -> list[Batch]:
     """Pack ``changes``, in order, into batches numbered from ``first_seq`` that each encode
-    within ``limits`` (at most ``limits.max_changes`` changes and ``max_frame_bytes``).
+    in wire ``version`` within ``limits`` (at most ``limits.max_changes`` changes and
+    ``max_frame_bytes``).
 
     A change too large for a frame on its own is split into changes with fewer fields:
     any grouping of field versions merges to the same state (``protocol/SPEC.md`` §3.3).
@@ -100,7 +102,7 @@ def pack(
         while True:
             batch = Batch(node, seq, tuple(pending[start : start + count]), direction)
             try:
-                encode(batch, limits=limits)
+                encode(batch, limits=limits, version=version)
                 break
             except TooLargeError:
                 if count > 1:

@@ -23,6 +23,7 @@ from protocol.merge import Frontier, RecordState
 _Stamp = tuple[int, str, Seen]
 
 __all__ = [
+    "common_stamp",
     "dump_change",
     "dump_compact_state",
     "dump_first_versions",
@@ -79,8 +80,9 @@ def _seen(raw: list[Any]) -> Seen:
     return tuple((node, time) for node, time in raw)
 
 
-def _common_stamp(stamps: Iterable[_Stamp]) -> _Stamp:
-    """The stamp most of ``stamps`` have (the one a form save gave every field it wrote)."""
+def common_stamp(stamps: Iterable[_Stamp]) -> _Stamp:
+    """The stamp most of ``stamps`` have (the one a form save gave every field it wrote);
+    the box's stored forms and wire version 2 write it once per record or change."""
     counted = Counter(stamps).most_common(1)
     return counted[0][0] if counted else (0, "", ())
 
@@ -101,7 +103,7 @@ def dump_compact_state(state: RecordState, shown: Mapping[str, Value]) -> str:
         for name, frontier in state.items()
         if len(frontier) == 1 and name in shown and frontier[0].value == shown[name]
     }
-    time, node, seen = common = _common_stamp(singles.values())
+    time, node, seen = common = common_stamp(singles.values())
     exceptions: dict[str, Any] = {}
     for name, frontier in state.items():
         stamp = singles.get(name)
@@ -143,7 +145,7 @@ def dump_change(change: Change) -> str:
     node, seen, values, exceptions]``, where ``time, node, seen`` is the stamp most of its
     fields have (a local save stamps every field it writes alike), ``values`` the values
     of the fields stamped so, and ``exceptions`` the other fields' whole versions."""
-    common = _common_stamp((v.time, v.node, v.seen) for v in change.fields.values())
+    common = common_stamp((v.time, v.node, v.seen) for v in change.fields.values())
     values: dict[str, Value] = {}
     exceptions: dict[str, Any] = {}
     for name, v in change.fields.items():

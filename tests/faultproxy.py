@@ -4,7 +4,8 @@ One proxy stands between one box and the broker (loopback only). It forwards bot
 with a bandwidth cap and a latency per chunk (2G shaping), and can, on demand, cut every
 connection (a flapping link) or refuse new ones for a while (a partition). It counts the
 bytes it forwarded each way (``bytes_up``: box → broker, ``bytes_down``: broker → box) and
-keeps them (``seen``: what a sniffer on the link reads). It runs its own asyncio loop in a
+keeps them (``seen``: what a sniffer on the link reads; ``seen_up``: what the box sent,
+alone). It runs its own asyncio loop in a
 thread so that tests written as plain functions can drive it.
 """
 
@@ -40,6 +41,7 @@ class FaultProxy:
         self.bytes_down = 0
         #: Every byte forwarded either way, as a sniffer on the link would see it.
         self.seen = bytearray()
+        self.seen_up = bytearray()
         self._down_until = 0.0
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
@@ -150,6 +152,7 @@ class FaultProxy:
                 self.seen += chunk
                 if up:
                     self.bytes_up += len(chunk)
+                    self.seen_up += chunk
                 else:
                     self.bytes_down += len(chunk)
                 await writer.drain()

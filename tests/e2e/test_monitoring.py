@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pytest
 
+from protocol.codec import WIRE_VERSION
 from puskesos import __version__
 from puskesos.fleet import Box, Hub
 from tests.e2e.conftest import QUICK, VILLAGE_A, VILLAGE_B, converged, register, sign_in, wait_for
@@ -80,7 +81,10 @@ def test_the_hub_shows_each_boxs_health_and_marks_a_silent_box_stale(make_fleet)
     assert 0 <= value(text, "puskesos_box_last_ack_age_seconds", **labels_a) < 60
     assert 0 < value(text, "puskesos_box_uptime_seconds", **labels_a) < time.time() - started + 60
     assert value(text, "puskesos_box_login_failures_total", **where["b"]) == 0
-    assert value(text, "puskesos_box_info", software=__version__, wire="1", **labels_a) == 1
+    assert (
+        value(text, "puskesos_box_info", software=__version__, wire=str(WIRE_VERSION), **labels_a)
+        == 1
+    )
 
     village_a = {"district": "3201", "village": VILLAGE_A}
     assert value(text, "puskesos_hub_village_records", entity="household", **village_a) == 1

@@ -234,8 +234,9 @@ def own_times(change: Change, node: str) -> list[int]:
     return [v.time for v in change.fields.values() if v.node == node]
 
 
+@pytest.mark.parametrize("version", [1, 2])
 async def test_changes_stamped_by_a_clock_running_ahead_are_restamped_once_it_is_right(
-    store, edge_config, wall
+    store, edge_config, wall, version
 ):
     node = edge_config.node
     hub_stamp = pack(REAL_MS - 10_000, 0)
@@ -253,7 +254,7 @@ async def test_changes_stamped_by_a_clock_running_ahead_are_restamped_once_it_is
     first = household_edits(seed=1)
     await store.write(first, actor="operator1")
     await store.write([Edit("household", first[0].record_id, {"rt": "007"})], actor="operator1")
-    await outbox.seal(store, **BIG, max_batches=8)
+    await outbox.seal(store, **BIG, max_batches=8, version=version)
     second = household_edits(seed=2)
     await store.write(second, actor="operator1")  # still in the outbox
     await outbox.record_reject(store, Reject(node, 1, "clock_ahead", "an hour ahead"), wall.ms)
@@ -270,6 +271,9 @@ async def test_changes_stamped_by_a_clock_running_ahead_are_restamped_once_it_is
 
     limit = pack(wall.ms + 1, 0)
     after = stored_batches(edge_config)[1]  # same seq, new content, still valid on the wire
+    # ...in the wire version it was sealed in.
+    payloads = rows(edge_config, "SELECT payload FROM up_batches")
+    assert [bytes(payload)[1] for (payload,) in payloads] == [version]
     new_order = [t for c in after.changes for t in own_times(c, node)]
     assert all(t < limit for t in new_order)
     # In their original order: old stamps and new stamps sort the versions alike.

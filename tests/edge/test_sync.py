@@ -31,7 +31,7 @@ from edge.web.app import STORE, create_app
 from edge.web.sync_view import reject_message
 from protocol.changes import Ack, Batch, Change, Direction, FieldVersion
 from protocol.clock import pack
-from protocol.codec import encode
+from protocol.codec import WIRE_VERSION, encode
 from protocol.errors import Reason
 from protocol.topics import TopicKind
 from puskesos import __version__
@@ -131,7 +131,7 @@ async def test_a_saved_household_reaches_the_hub_and_leaves_the_queue_on_its_ack
         async with running_box(config) as box:
             await eventually(lambda: any(s.state == "online" for s in hub.statuses), what="status")
             online = next(s for s in hub.statuses if s.state == "online")
-            assert (online.software, online.wire, online.up_seq) == (__version__, 1, 0)
+            assert (online.software, online.wire, online.up_seq) == (__version__, WIRE_VERSION, 0)
             # Garbage and messages meant for others never stop the client.
             for kind in (TopicKind.ACK, TopicKind.ERROR, TopicKind.DOWN):
                 hub.send(VILLAGE, NODE, kind, b"not a frame")

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.changes import Ack, Batch, Change, Direction, FieldVersion, Reject
-from protocol.codec import MAGIC, WIRE_VERSION, Compression, Kind, Limits, decode, encode
+from protocol.codec import MAGIC, Compression, Kind, Limits, decode, encode
 from protocol.entities import ENTITIES
 from protocol.errors import (
     InvalidChangeError,
@@ -36,14 +36,18 @@ def household_change(**values: object) -> Change:
 
 def frame(body: bytes, *, kind: int = Kind.BATCH, compress: bool = False) -> bytes:
     if compress:
-        return bytes((MAGIC, WIRE_VERSION, kind, Compression.ZLIB)) + zlib.compress(body)
-    return bytes((MAGIC, WIRE_VERSION, kind, Compression.NONE)) + body
+        return bytes((MAGIC, 1, kind, Compression.ZLIB)) + zlib.compress(body)
+    return bytes((MAGIC, 1, kind, Compression.NONE)) + body
 
 
+VERSIONS = pytest.mark.parametrize("version", [1, 2])
+
+
+@VERSIONS
 @pytest.mark.parametrize("entity", sorted(ENTITIES))
 @settings(max_examples=40)
 @given(data=st.data())
-def test_every_field_of_every_entity_round_trips(entity: str, data: st.DataObject):
+def test_every_field_of_every_entity_round_trips(entity: str, version: int, data: st.DataObject):
     schema = ENTITIES[entity]
     fields = {
         spec.name: FieldVersion(data.draw(value_strategy(spec)), T + i, NODE, (("hub-1", T - 1),))
@@ -51,22 +55,26 @@ def test_every_field_of_every_entity_round_trips(entity: str, data: st.DataObjec
         if not spec.readonly
     }
     batch = Batch(NODE, 7, (Change(entity, RID, "3201012001", NODE, fields),))
-    assert decode(encode(batch)) == batch
+    assert decode(encode(batch, version=version)) == batch
 
 
+@VERSIONS
 @settings(max_examples=300)
-@given(batches())
-def test_random_batches_in_both_directions_round_trip(batch: Batch):
-    assert decode(encode(batch)) == batch
+@given(batch=batches())
+def test_random_batches_in_both_directions_round_trip(version: int, batch: Batch):
+    frame = encode(batch, version=version)
+    assert frame[1] == version
+    assert decode(frame) == batch
 
 
-def test_acks_and_rejections_round_trip():
+@VERSIONS
+def test_acks_and_rejections_round_trip(version: int):
     for message in (
         Ack(NODE, 12, 11),
         Ack(NODE, 3, 3, Direction.DOWN),
         Reject(NODE, 4, Reason.WRONG_VILLAGE, "record in 3201012002"),
     ):
-        assert decode(encode(message)) == message
+        assert decode(encode(message, version=version)) == message
 
 
 def test_a_reason_code_from_a_newer_hub_is_kept_as_it_is():
@@ -150,9 +158,10 @@ def test_a_zip_bomb_is_refused_without_inflating_it():
         ),
     ],
 )
-def test_invalid_changes_are_refused_with_a_reason(change: Change, reason: str):
+@VERSIONS
+def test_invalid_changes_are_refused_with_a_reason(change: Change, reason: str, version: int):
     with pytest.raises(InvalidChangeError) as raised:
-        decode(encode(Batch(NODE, 1, (change,))))
+        decode(encode(Batch(NODE, 1, (change,)), version=version))
     assert raised.value.reason is Reason.INVALID_CHANGE
     assert reason in str(raised.value)
 
@@ -174,7 +183,7 @@ def test_envelope_errors_name_their_reason():
     with pytest.raises(MalformedError):
         decode(good[:3])
     with pytest.raises(MalformedError):
-        decode(bytes((MAGIC, WIRE_VERSION, 99, 0)) + good[4:])
+        decode(bytes((MAGIC, 1, 99, 0)) + good[4:])
     with pytest.raises(MalformedError):
         decode(good + b"\x00")
 

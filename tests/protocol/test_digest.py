@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.changes import Change, FieldVersion
-from protocol.codec import MAGIC, WIRE_VERSION, Compression, Kind, decode, encode
+from protocol.codec import MAGIC, Compression, Kind, decode, encode
 from protocol.digest import (
     BUCKETS,
     DigestProbe,
@@ -122,7 +122,7 @@ def _frame(kind: int, body: list) -> bytes:
     import msgspec
 
     raw = msgspec.msgpack.encode(body)
-    return bytes((MAGIC, WIRE_VERSION, kind, Compression.NONE)) + raw
+    return bytes((MAGIC, 1, kind, Compression.NONE)) + raw
 
 
 @pytest.mark.parametrize(
