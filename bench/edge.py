@@ -39,7 +39,8 @@ requests of each page; prints each page's p50 and max latency, the server's CPU 
 request and its RSS after the page (min/median/max over the rounds) and the ratio of the
 medians. Then the register computation alone, in a process pinned like the server
 (``--register-runs`` runs per checkout, two processes each): the village scan, the families
-(ages), each register's count, CPU ms and RSS.
+(ages), each register's count, CPU ms and RSS. With ``--encrypted`` the box is encrypted
+(SQLCipher, unlocked by a sign-in of each server), its page cache decrypted per connection.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
 # `edge` package; the repository root gives the test factories and the box helpers.
@@ -178,12 +180,15 @@ async def bench_saves(
     return seed, levels_measured
 
 
-async def fill(config_path: Path, households: int) -> list[tuple[str, str, str]]:
-    """Add ``households`` households of 4 members by ``Store.write``, 200 per transaction.
+async def fill(
+    config_path: Path, households: int, key: bytes | None = None
+) -> list[tuple[str, str, str]]:
+    """Add ``households`` households of 4 members by ``Store.write``, 200 per transaction
+    (``key``: the data key of an encrypted box).
 
     Returns (NIK, family-card number, member name) samples to search for.
     """
-    store = Store(load_config(config_path))
+    store = Store(load_config(config_path), key=key)
     await store.open()
     samples: list[tuple[str, str, str]] = []
     try:
@@ -203,20 +208,21 @@ async def fill(config_path: Path, households: int) -> list[tuple[str, str, str]]
     return samples
 
 
-async def fill_services(config_path: Path, months: int) -> int:
+async def fill_services(config_path: Path, months: int, key: bytes | None = None) -> int:
     """Add ``months`` months of Posyandu services, ending this month: each month, for
     every household, a weighing of its youngest member (a year for 5,000 households is
     60,000 services, more than a post of that size records). Returns how many."""
     config = load_config(config_path)
-    store = Store(config)
+    store = Store(config, key=key)
     await store.open()
     today = store.box_time().today
     rng = random.Random(19)
     youngest: dict[str, dict[str, str]] = {}
-    for member_id, household_id, born in query(
-        config.database_path,
-        "SELECT id, household_id, json_extract(data, '$.birth_date') FROM records "
-        "WHERE entity = 'member'",
+    for member_id, household_id, born in await store.read(
+        lambda conn: conn.exec_driver_sql(
+            "SELECT id, household_id, json_extract(data, '$.birth_date') FROM records "
+            "WHERE entity = 'member'"
+        ).all()
     ):
         if household_id not in youngest or str(born) > youngest[household_id]["born"]:
             youngest[household_id] = {"id": member_id, "household_id": household_id, "born": born}
@@ -442,11 +448,21 @@ async def bench_registers(config_path: Path, runs: int) -> None:
     """The register computation in this process (pinned like the server): the village
     scan, the families with their ages, and each register's count, CPU ms per run; the
     process's RSS after the runs. Prints one line per figure: its name, a tab, the values."""
-    from edge.web.ui_registry import village_households
+    from edge import keys
     from protocol.vulnerable import REGISTERS, family_of, tally
 
+    try:
+        from edge.web.ui_registry import walk_village
+
+        async def village_households(store: Store) -> list[Any]:
+            return await store.read(lambda conn: list(walk_village(conn)))
+    except ImportError:  # a checkout from before the walk in batches (269fb5e)
+        from edge.web.ui_registry import village_households  # type: ignore[attr-defined,no-redef]
+
     os.sched_setaffinity(0, {SERVER_CPU})
-    store = Store(load_config(config_path))
+    config = load_config(config_path)
+    key = keys.open_with_password(config, "bench", PASSWORD) if keys.encrypted(config) else None
+    store = Store(config, key=key)
     await store.open()
     today = store.box_time().today
     figures: dict[str, list[float]] = {}
@@ -490,21 +506,29 @@ def registers_of(code: str, config: Path, runs: int) -> dict[str, list[float]]:
 
 
 async def bench_pages_against(
-    baseline: Path, households: int, months: int, rounds: int, requests: int, runs: int
-) -> None:
+    baseline: Path, households: int, months: int, rounds: int, requests: int, runs: int,
+    encrypted: bool = False,
+) -> None:  # fmt: skip
     """The village pages and the register computation of this checkout and ``baseline``
-    on one box, interleaved rounds (see the module's docstring)."""
+    on one box (``encrypted``: a SQLCipher box, unlocked by a sign-in), interleaved rounds
+    (see the module's docstring)."""
+    from edge import keys
+
     checkouts = {"this": str(HERE.parent), "baseline": str(baseline.resolve())}
     with tempfile.TemporaryDirectory(prefix="puskesos-bench-") as tmp:
         folder = Path(tmp)
-        config = init_box(folder, users={"bench": ("operator", PASSWORD)})
+        recovery = generate_recovery_key(folder / "recovery.key") if encrypted else None
+        config = init_box(folder, users={"bench": ("operator", PASSWORD)}, recovery_key=recovery)
         token = puskesos(
             "edge", "token", "add", "--config", str(config), "--username", "bench",
-            "--name", "bench",
+            "--name", "bench", *(("--as", "bench") if encrypted else ()),
+            stdin=f"{PASSWORD}\n" if encrypted else "",
         ).stdout.strip()  # fmt: skip
-        await fill(config, households)
-        services = await fill_services(config, months)
-        print(f"{households} households, {services} Posyandu services ({months} months); "
+        key = keys.open_with_password(load_config(config), "bench", PASSWORD) if encrypted else None
+        await fill(config, households, key)
+        services = await fill_services(config, months, key)
+        print(f"{households} households, {services} Posyandu services ({months} months), "
+              f"{'encrypted' if encrypted else 'plain'} box; "
               f"load average {os.getloadavg()[0]:.1f} at the start")  # fmt: skip
         figures: dict[
             str, list[tuple[float, float, dict[str, tuple[float, float, float, float]]]]
@@ -517,6 +541,8 @@ async def bench_pages_against(
                 box.env |= {"PYTHONPATH": checkouts[name], "PYTHONSAFEPATH": "1"}
                 box.start()
                 try:
+                    if encrypted:  # unlocked (Argon2id, the store opened) before pinning
+                        sign_in(box, "bench", PASSWORD)
                     pin(box.process.pid, SERVER_CPU)  # type: ignore[union-attr]
                     time.sleep(1)
                     idle = rss_mb(box.process.pid)  # type: ignore[union-attr]
@@ -580,6 +606,10 @@ async def main() -> None:
     parser.add_argument(
         "--register-runs", type=int, default=5, help="in-process register runs per checkout"
     )
+    parser.add_argument(
+        "--encrypted", action="store_true",
+        help="--pages-rounds: on an encrypted box (SQLCipher) instead of a plain one",
+    )  # fmt: skip
     parser.add_argument("--registers-of", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.registers_of:
@@ -592,7 +622,7 @@ async def main() -> None:
             parser.error("--pages-rounds needs --baseline")
         await bench_pages_against(
             args.baseline, args.households, args.service_months, args.pages_rounds,
-            args.rounds, args.register_runs,
+            args.rounds, args.register_runs, args.encrypted,
         )  # fmt: skip
         return
     if args.sync_rounds:

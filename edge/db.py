@@ -82,7 +82,7 @@ records = sa.Table(
     #: progress needs no JSON parsing (SQLite 3.40 parses a document per json_extract).
     sa.Column("lacking", sa.Integer),
     sa.Index("ix_records_entity_updated", "entity", "updated_ms"),
-    sa.Index("ix_records_household", "household_id"),
+    sa.Index("ix_records_household", "household_id", "entity"),
     sa.Index("ix_records_nik", "nik"),
     sa.Index("ix_records_kk", "kk"),
     sa.Index("ix_records_search", "entity", "search_key", "household_id"),
@@ -207,7 +207,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 #: The newest revision in ``MIGRATIONS`` (a test holds it to Alembic's head), so a start
 #: at head needs neither Alembic nor Mako in memory (about 11 MB).
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0013"
 
 
 def _alembic_config(database_path: Path, key: bytes | None = None) -> Config:
@@ -254,16 +254,27 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _install(engine: Engine, begin: str) -> None:
+def _install(engine: Engine, begin: str, pragmas: tuple[str, ...] = ()) -> None:
     def _begin(connection: Any) -> None:
         connection.exec_driver_sql(begin)
 
-    event.listen(engine, "connect", _on_connect)
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        _on_connect(dbapi_connection, record)
+        for pragma in pragmas:
+            dbapi_connection.execute(pragma)
+
+    event.listen(engine, "connect", _connect)
     event.listen(engine, "begin", _begin)
 
 
 #: Reader threads (and connections) of a store.
 READER_THREADS = 4
+#: Page cache of each reader connection, KiB (SQLite's default: 2,000). The village pages
+#: read every household once, so a large cache only keeps pages no other read asks for
+#: again; with SQLCipher the cache holds decrypted pages, per connection too. Four readers
+#: at the default held 8 MB more after the pages of a 5,000-household village
+#: (``bench/edge.py --pages-rounds``).
+READER_CACHE_KIB = 512
 
 
 def create_engine(path: Path, key: bytes | None, **options: Any) -> Engine:
@@ -286,5 +297,8 @@ def create_thread_engine(path: Path, *, writer: bool, key: bytes | None = None) 
     reader thread with deferred transactions, which in WAL mode never wait for the writer.
     """
     engine = create_engine(path, key, pool_size=1 if writer else READER_THREADS, max_overflow=0)
-    _install(engine, "BEGIN IMMEDIATE" if writer else "BEGIN")
+    if writer:
+        _install(engine, "BEGIN IMMEDIATE")
+    else:
+        _install(engine, "BEGIN", (f"PRAGMA cache_size=-{READER_CACHE_KIB}",))
     return engine

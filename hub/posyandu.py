@@ -12,15 +12,19 @@ district of a million households changes a few villages an hour, and counting on
 70 µs per household on a quiet machine, 0.5 ms on a busy one
 (``bench/progress.py``): 2 to 13 minutes of CPU for a million households.
 
-A past month (reviewed after it ends) is counted on demand by the same function and kept
-per village with its newest ``log_seq`` (:class:`PastMonths`), for the last few months
-viewed.
+A past month (reviewed after it ends) is counted by the same function in the background,
+when it is first viewed (a district of a million households takes minutes: the page says
+"sedang dihitung" meanwhile), and kept per village with its newest ``log_seq``
+(:class:`PastMonths`), for the last few months viewed; each later view shows the last
+count and recounts, in the background, the villages that changed since.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +42,8 @@ from protocol.vulnerable import REGISTERS, Status, family_of
 from puskesos.sqljson import json_fields
 
 __all__ = ["PAST_MONTHS", "PAST_MONTHS_KEPT", "PastMonths", "VillagePosyandu", "village_posyandu"]
+
+log = logging.getLogger("puskesos.hub.posyandu")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,20 +118,21 @@ PAST_MONTHS_KEPT = 3
 
 
 class PastMonths:
-    """Past months' figures, counted on demand by :func:`village_posyandu` and kept per
-    month and village with the village's newest ``log_seq``: viewing a month again
-    recounts only the villages whose records changed since. One count at a time, so that
-    two verifiers opening the same month count it once."""
+    """Past months' figures, counted by :func:`village_posyandu` and kept per month and
+    village with the village's newest ``log_seq``: counting a month again recounts only
+    the villages whose records changed since. One count at a time, so that two verifiers
+    opening the same month count it once."""
 
     def __init__(self, kept: int = PAST_MONTHS_KEPT) -> None:
         self.kept = kept
         self._months: OrderedDict[str, dict[str, VillagePosyandu]] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._counting: dict[str, asyncio.Task[dict[str, VillagePosyandu]]] = {}
 
     async def count(
         self, store: HubStore, month: str, *, today: date
     ) -> dict[str, VillagePosyandu]:
-        """Every village's figures of ``month`` (up to ``today``'s)."""
+        """Every village's figures of ``month`` (up to ``today``'s), counted now."""
         async with self._lock:
             found = await village_posyandu(
                 store, today=today, month=month, known=self._months.get(month)
@@ -135,6 +142,32 @@ class PastMonths:
             while len(self._months) > self.kept:
                 self._months.popitem(last=False)
             return found
+
+    def latest(
+        self, store: HubStore, month: str, *, today: date
+    ) -> dict[str, VillagePosyandu] | None:
+        """``month``'s figures of its last count (``None``: not counted yet), and a count
+        started in the background unless one of that month is under way: the first view
+        of a month waits for nothing, and a later one shows what changed before it."""
+        running = self._counting.get(month)
+        if running is None or running.done():
+            task = asyncio.create_task(self.count(store, month, today=today))
+            task.add_done_callback(self._counted)
+            self._counting[month] = task
+        return self._months.get(month)
+
+    def _counted(self, task: asyncio.Task[dict[str, VillagePosyandu]]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("counting a past month failed", exc_info=task.exception())
+
+    async def stop(self, _app: web.Application | None = None) -> None:
+        """Cancel the counts under way (the app's ``on_cleanup``)."""
+        for task in self._counting.values():
+            task.cancel()
+        for task in self._counting.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._counting.clear()
 
 
 #: Where the hub's app keeps its :class:`PastMonths`.

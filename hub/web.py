@@ -442,6 +442,7 @@ def create_app(
     app[STORE] = store
     app[PROGRESS] = progress
     app[PAST_MONTHS] = PastMonths()
+    app.on_cleanup.append(app[PAST_MONTHS].stop)
     app[METRICS] = hub_metrics
     app.add_routes(routes)
     app[API_ROUTES] = api.register(app)

@@ -23,6 +23,7 @@ __all__ = [
     "environment",
     "field_text",
     "guides",
+    "secure",
     "security_headers",
     "set_private_cookie",
     "tanggal",
@@ -125,7 +126,9 @@ def guides(own: R, roles: Iterable[R], asked: str) -> tuple[R, list[R]]:
     raise web.HTTPNotFound(text="Panduan untuk peran itu tidak ada.")
 
 
-def _secure(request: web.Request, response: web.StreamResponse) -> None:
+def secure(request: web.Request, response: web.StreamResponse) -> None:
+    """Give ``response`` the headers :func:`security_headers` sets (a response streamed
+    by its handler needs them before it is prepared)."""
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Frame-Options", "DENY")
@@ -145,9 +148,9 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        _secure(request, exc)
+        secure(request, exc)
         raise
-    _secure(request, response)
+    secure(request, response)
     return response
 
 

@@ -66,11 +66,13 @@ __all__ = [
     "USER",
     "actor",
     "create_app",
+    "encoded",
     "is_locked",
     "json_error",
     "local_today",
     "lock",
     "needs_securing",
+    "page_pieces",
     "render",
     "sign_in_securing",
     "unlock",
@@ -472,17 +474,17 @@ def set_session_cookie(request: web.Request, response: web.StreamResponse, token
 _RENDER_BATCH = 2_000
 
 
-def _encoded(pieces: Iterator[str]) -> bytearray:
-    body = bytearray()
+def encoded(pieces: Iterator[str]) -> Iterator[bytes]:
+    """A page's rendered pieces, joined and encoded :data:`_RENDER_BATCH` at a time."""
     for batch in iter(lambda: list(islice(pieces, _RENDER_BATCH)), []):
-        body += "".join(batch).encode()
-    return body
+        yield "".join(batch).encode()
 
 
-def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
-    """An HTML page from a template, with the user, CSRF token and box facts in context."""
+def page_pieces(request: web.Request, template: str, **context: Any) -> Iterator[str]:
+    """A template's pieces as Jinja renders them, with the user, CSRF token and box facts
+    in context (:func:`render` joins them; a streamed list sends them as they come)."""
     config = request.app[CONFIG]
-    page = _encoded(
+    return (
         request.app[TEMPLATES]
         .get_template(template)
         .generate(
@@ -496,7 +498,14 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
             **context,
         )
     )
-    return web.Response(body=page, content_type="text/html", charset="utf-8", status=status)
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    """An HTML page from a template, with the user, CSRF token and box facts in context."""
+    body = bytearray()
+    for chunk in encoded(page_pieces(request, template, **context)):
+        body += chunk
+    return web.Response(body=body, content_type="text/html", charset="utf-8", status=status)
 
 
 def actor(request: web.Request) -> Actor:

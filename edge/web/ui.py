@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from aiohttp import web
-from yarl import URL
 
 from edge import auth, db
 from edge.records import Record, head_of
@@ -30,8 +29,6 @@ from puskesos import webauth
 
 __all__ = [
     "flash",
-    "page_number",
-    "pager_base",
     "record_or_404",
     "routes",
 ]
@@ -67,23 +64,6 @@ async def record_or_404(store: Store, entity: str, record_id: str) -> Record:
     if record is None:
         raise web.HTTPNotFound(text="Data tidak ditemukan.")
     return record
-
-
-def page_number(request: web.Request) -> int:
-    """The 1-based ``?page=`` of a list (1 when missing or not a positive number)."""
-    text = request.query.get("page", "1")
-    # ASCII digits only ("²".isdigit() is true), and a page SQLite can still count to.
-    if not text.isascii() or not text.isdigit() or len(text) > 6:
-        return 1
-    return max(int(text), 1)
-
-
-def pager_base(request: web.Request, path: str | None = None) -> str:
-    """This list's URL (``path`` when a form posted elsewhere shows the list) with its
-    filters and without ``page``, ready for ``page=N``."""
-    query = {k: v for k, v in request.query.items() if k != "page"}
-    url = str(URL(path or request.path).with_query(query))
-    return url + ("&" if query else "?")
 
 
 #: On the sign-in page of a plain box that its next staff sign-in encrypts (docs/storage.md

@@ -14,10 +14,10 @@ from edge.auth import AUDITORS, MIN_PASSWORD_LENGTH, ROLE_LABELS, Role
 from edge.boxtime import SOFTWARE_DATE, confirm_today
 from edge.store import Store
 from edge.web.app import CONFIG, SESSION_COOKIE, STORE, USER, actor, lock, render
+from edge.web.lists import page_number, pager_base
 from edge.web.received import RECENT_DAYS, received
 from edge.web.routing import ALL_ROLES, RouteTable
 from edge.web.sync_view import sync_view
-from edge.web.ui import page_number, pager_base
 from puskesos.boxtrail import audit_rows
 from puskesos.webauth import login_error
 

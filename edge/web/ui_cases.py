@@ -21,8 +21,9 @@ from edge.web.forms import (
     raw_from_post,
     raw_from_values,
 )
+from edge.web.lists import page_number, pager_base
 from edge.web.routing import ALL_ROLES, RouteTable
-from edge.web.ui import flash, page_number, pager_base, record_or_404
+from edge.web.ui import flash, record_or_404
 from protocol.entities import COMPLAINT, REFERRAL, WORKFLOWS
 from protocol.issues import Issue
 from protocol.regions import lookup

@@ -225,7 +225,7 @@ async def referrals(request: web.Request, full: bool) -> Built:
 )  # fmt: skip
 async def vulnerable_group(request: web.Request, full: bool) -> Built:
     """The register's rows as its page lists them, with address and what is missing."""
-    view = await register_view(request)
+    view = await register_view(request, whole=True)
     person_fields = [MEMBER.fields[name] for name in ("name", "nik", "sex", "birth_date")]
     place_fields = [HOUSEHOLD.fields[name] for name in ("rt", "rw", "address")]
     shows = view.register.shows

@@ -26,8 +26,9 @@ from edge.web.forms import (
     raw_from_post,
     raw_from_values,
 )
+from edge.web.lists import page_number, pager_base
 from edge.web.routing import ALL_ROLES, RouteTable
-from edge.web.ui import flash, page_number, pager_base, record_or_404
+from edge.web.ui import flash, record_or_404
 from edge.web.ui_registry import missing_labels
 from protocol.changes import Value
 from protocol.entities import HOUSEHOLD, MEMBER
@@ -42,6 +43,11 @@ routes = RouteTable()
 
 HOUSEHOLD_FIELDS = editable(HOUSEHOLD, exclude=("village_code",))
 MEMBER_FIELDS = editable(MEMBER, exclude=("household_id",))
+#: The member fields the vulnerable-group registers read that the member table shows too.
+_REGISTER_MEMBER_FIELDS = [
+    MEMBER.fields[name]
+    for name in ("pregnant", "breastfeeding", "school_status", "health_insurance")
+]
 #: A form never carries more member blocks than this (a household of 30 is already rare).
 MAX_MEMBERS = 30
 #: A new member block with none of these typed in is an unused block, not a member.
@@ -241,6 +247,7 @@ async def household_detail(request: web.Request) -> web.Response:
         missing=missing,
         civil_flagged=any(member.get("civil_flags") for member in view.members),
         household_fields=HOUSEHOLD.field_list,
+        register_fields=_REGISTER_MEMBER_FIELDS,
         notice=flash(request),
     )
 

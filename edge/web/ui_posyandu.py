@@ -3,15 +3,17 @@
 the form that records a service in a few taps, then returns to the member's row.
 
 Groups are the vulnerable-group registers (:mod:`protocol.vulnerable`) that a service type
-serves; the village is read once per page (:func:`village_households`), and the services
-of the chosen month and the two before it (what the 2T flag needs) with it.
+serves; each page walks the village afresh (:func:`walk_village`), counts every group and
+keeps only the members it shows, with their services of the chosen month and the two
+before it (what the 2T flag needs).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -22,11 +24,12 @@ from yarl import URL
 
 from edge import db, services
 from edge.store import Store
-from edge.web.app import STORE, USER, actor, local_today, render
+from edge.web.app import CONFIG, STORE, USER, actor, local_today, render
 from edge.web.forms import editable, messages_by_input, parse, raw_from_post, raw_from_values
+from edge.web.lists import Paged, page_number, pager_base
 from edge.web.routing import ALL_ROLES, RouteTable
 from edge.web.ui import flash, record_or_404
-from edge.web.ui_registry import Fields, HouseholdRow, village_households
+from edge.web.ui_registry import Fields, HouseholdRow, places, walk_village
 from protocol.entities import LAYANAN, RECORD_ID_KEY, SERVICE_TYPES, SPM_FIELDS
 from protocol.posyandu import (
     WEIGHING,
@@ -53,7 +56,7 @@ __all__ = [
     "month_view",
     "posyandu_day",
     "routes",
-    "services_since",
+    "services_between",
 ]
 
 routes = RouteTable()
@@ -97,19 +100,18 @@ class Attendee:
 
 @dataclass
 class PosyanduDay:
-    """The registers the post serves on one day (in an RT/RW): each group's attendees and
-    counts (people served this month, people expected)."""
+    """The registers the post serves on one day (in an RT/RW): each group's counts (people
+    served this month, people expected), and the expected members of the groups asked for
+    (a page of them, or all)."""
 
     day: date
     period: str
-    attendees: dict[str, list[Attendee]]
+    attendees: dict[str, Paged[Attendee]]
     counts: dict[str, tuple[int, int]]
     rt: str
     rw: str
     rts: list[str]
     rws: list[str]
-    #: Every service read (the village's, from the first month on).
-    services: list[ServiceFields]
 
 
 def last_weighings(conn: sa.Connection, first_day: str) -> dict[str, tuple[str, float]]:
@@ -148,19 +150,67 @@ class ServiceFields(Fields):
     )  # fmt: skip
 
 
-def services_since(conn: sa.Connection, first_day: str) -> list[ServiceFields]:
-    """The village's services dated ``first_day`` or later, withdrawn ones left out."""
+def services_between(
+    conn: sa.Connection, first: str, last: str, households: Collection[str] | None = None
+) -> list[ServiceFields]:
+    """The services of months ``first`` to ``last`` (``YYYY-MM``), of ``households`` when
+    given, else the village's; withdrawn ones left out."""
     r = db.records
+    day = sa.func.json_extract(r.c.data, "$.service_date")
+    query = sa.select(
+        sa.func.json_extract(r.c.data, *(f"$.{name}" for name in ServiceFields.__slots__))
+    ).where(
+        r.c.entity == LAYANAN.name,
+        r.c.deleted.is_(False),
+        day.between(f"{first}-01", f"{last}-31"),
+    )
+    if households is None:
+        return [ServiceFields(json.loads(values)) for (values,) in conn.execute(query)]
+    ids = list(households)
+    return [
+        ServiceFields(json.loads(values))
+        for start in range(0, len(ids), _HOUSEHOLDS_PER_QUERY)
+        for (values,) in conn.execute(
+            query.where(r.c.household_id.in_(ids[start : start + _HOUSEHOLDS_PER_QUERY]))
+        )
+    ]
+
+
+#: Households whose services one query reads (SQLite binds each id as a parameter).
+_HOUSEHOLDS_PER_QUERY = 500
+
+
+def _served(conn: sa.Connection, period: str) -> dict[str, set[str]]:
+    """Group → the members who had a service of a type for that group in month ``period``
+    (two values read per service)."""
+    r = db.records
+    value = functools.partial(sa.func.json_extract, r.c.data)
     rows = conn.execute(
-        sa.select(
-            sa.func.json_extract(r.c.data, *(f"$.{name}" for name in ServiceFields.__slots__))
-        ).where(
+        sa.select(value("$.member_id"), value("$.service_type")).where(
             r.c.entity == LAYANAN.name,
             r.c.deleted.is_(False),
-            sa.func.json_extract(r.c.data, "$.service_date") >= first_day,
+            value("$.service_date").between(f"{period}-01", f"{period}-31"),
         )
     )
-    return [ServiceFields(json.loads(values)) for (values,) in rows]
+    served: dict[str, set[str]] = {}
+    for member, code in rows:
+        kind = SERVICE_TYPES.get(str(code))
+        if kind is not None and kind.group:
+            served.setdefault(kind.group, set()).add(str(member))
+    return served
+
+
+def _expected(
+    households: Iterable[HouseholdRow], day: date
+) -> Iterator[tuple[str, HouseholdRow, Person]]:
+    """Each group's expected members on ``day`` (its register's members), as (group,
+    household, person), household by household."""
+    for household in households:
+        family = family_of(household.values, household.active, day)
+        for code in GROUPS:
+            for entry in REGISTERS[code].entries(family):
+                if entry.verdict.status is Status.IN and entry.person is not None:
+                    yield code, household, entry.person
 
 
 def _months_back(period: str, months: int) -> str:
@@ -170,44 +220,50 @@ def _months_back(period: str, months: int) -> str:
     return period
 
 
-async def posyandu_day(store: Store, day: date, *, rt: str = "", rw: str = "") -> PosyanduDay:
-    """Every group's expected members on ``day`` (its register's members, in the RT/RW
-    asked for) with their services of ``day``'s month and the two before it (2T needs
-    three months)."""
+def _day(
+    conn: sa.Connection, day: date, rt: str, rw: str, shown: Mapping[str, tuple[int, int]]
+) -> PosyanduDay:
+    """:func:`posyandu_day` in one read transaction."""
     period = day.strftime("%Y-%m")
-    start = _months_back(period, 3)
-    households = await village_households(store)
-    found = await store.read(lambda conn: services_since(conn, start + "-01"))
+    served = _served(conn, period)
+    counts = {code: (0, 0) for code in GROUPS}
+    kept: dict[str, list[tuple[HouseholdRow, Person]]] = {code: [] for code in shown}
+    for code, household, person in _expected(walk_village(conn, rt=rt, rw=rw), day):
+        done, expected = counts[code]
+        if code in shown:
+            page, size = shown[code]
+            if (page - 1) * size <= expected < page * size:
+                kept[code].append((household, person))
+        done += str(person.values[RECORD_ID_KEY]) in served.get(code, ())
+        counts[code] = (done, expected + 1)
+    households = {household.id for listed in kept.values() for household, _ in listed}
     by_member: dict[str, list[ServiceFields]] = {}
-    for service in found:
+    # The month and the two before it: what the 2T flag needs.
+    for service in services_between(conn, _months_back(period, 3), period, households):
         by_member.setdefault(str(service.get("member_id")), []).append(service)
-    families = [
-        (h, family_of(h.values, h.active, day))
-        for h in households
-        if (not rt or h.values.get("rt") == rt) and (not rw or h.values.get("rw") == rw)
-    ]
-    counts: dict[str, tuple[int, int]] = {}
-    attendees: dict[str, list[Attendee]] = {}
-    for code in GROUPS:
-        kinds = {t.code for t in SERVICE_TYPES.values() if t.group == code}
-        listed = attendees[code] = [
-            Attendee(
-                household,
-                entry.person,
-                by_member.get(str(entry.person.values[RECORD_ID_KEY]), []),
-                period,
-            )
-            for household, family in families
-            for entry in REGISTERS[code].entries(family)
-            if entry.verdict.status is Status.IN and entry.person is not None
-        ]
-        served = sum(any(s.get("service_type") in kinds for s in a.month) for a in listed)
-        counts[code] = (served, len(listed))
-    return PosyanduDay(
-        day, period, attendees, counts, rt, rw,
-        sorted({str(h.values["rt"]) for h in households if h.values.get("rt")}),
-        sorted({str(h.values["rw"]) for h in households if h.values.get("rw")}), found,
-    )  # fmt: skip
+    attendees = {
+        code: Paged(
+            [
+                Attendee(h, p, by_member.get(str(p.values[RECORD_ID_KEY]), []), period)
+                for h, p in kept[code]
+            ],
+            counts[code][1],
+            *shown[code],
+        )
+        for code in shown
+    }
+    rts, rws = places(conn)
+    return PosyanduDay(day, period, attendees, counts, rt, rw, rts, rws)
+
+
+async def posyandu_day(
+    store: Store, day: date, shown: Mapping[str, tuple[int, int]], *, rt: str = "", rw: str = ""
+) -> PosyanduDay:
+    """Every group's counts on ``day`` (its register's members in the RT/RW asked for, and
+    those of them served in ``day``'s month), and the expected members of the groups
+    ``shown`` (group → (page, size)) with their services of ``day``'s month and the two
+    before it (2T needs three months)."""
+    return await store.read(lambda conn: _day(conn, day, rt, rw, shown))
 
 
 def _chosen_day(request: web.Request, query: Any) -> date:
@@ -216,7 +272,7 @@ def _chosen_day(request: web.Request, query: Any) -> date:
 
 
 def _back(day: date, group: str, place: dict[str, str], member: str = "") -> str:
-    """The screen of that day and group (and RT/RW), at the member's row."""
+    """The screen of that day and group (and RT/RW, and page), at the member's row."""
     query = {"tanggal": day.isoformat(), "kelompok": group} | {k: v for k, v in place.items() if v}
     url = URL("/posyandu").with_query(query)
     return str(url.with_fragment(f"anggota-{member}") if member else url)
@@ -224,6 +280,12 @@ def _back(day: date, group: str, place: dict[str, str], member: str = "") -> str
 
 def _place(query: Any) -> dict[str, str]:
     return {"rt": str(query.get("rt", "")).strip()[:3], "rw": str(query.get("rw", "")).strip()[:3]}
+
+
+def _where(query: Any) -> dict[str, str]:
+    """The RT/RW and the page of the screen a form was opened from (to return to it)."""
+    page = str(query.get("page", ""))
+    return _place(query) | {"page": page if page.isascii() and page.isdigit() else ""}
 
 
 @routes.get(
@@ -234,10 +296,13 @@ async def day_page(request: web.Request) -> web.Response:
     if group not in GROUPS:
         group = GROUPS[0]
     place = _place(request.query)
-    view = await posyandu_day(request.app[STORE], _chosen_day(request, request.query), **place)
+    view = await posyandu_day(
+        request.app[STORE], _chosen_day(request, request.query),
+        {group: (page_number(request), request.app[CONFIG].page_size)}, **place,
+    )  # fmt: skip
     return render(
         request, "posyandu.html", view=view, group=group, registers=REGISTERS, groups=GROUPS,
-        types=SERVICE_TYPES, notice=flash(request), back=_back,
+        types=SERVICE_TYPES, notice=flash(request), back=_back, base=pager_base(request),
     )  # fmt: skip
 
 
@@ -263,7 +328,7 @@ def _form(
 def _context(request: web.Request, query: Any, member_id: str) -> dict[str, Any]:
     group = str(query.get("kelompok", ""))
     group = group if group in GROUPS else GROUPS[0]
-    day, place = _chosen_day(request, query), _place(query)
+    day, place = _chosen_day(request, query), _where(query)
     return {"day": day, "group": group, "place": place, "back": _back(day, group, place, member_id)}
 
 
@@ -340,15 +405,11 @@ async def mbg_list(request: web.Request) -> MbgList:
     chosen = chosen if chosen in MBG_GROUPS else ""
     store = request.app[STORE]
     today = local_today(request)
-    day = await posyandu_day(store, today, **place)
+    shown = {code: (1, sys.maxsize) for code in MBG_GROUPS if not chosen or code == chosen}
+    day = await posyandu_day(store, today, shown, **place)
     since = _months_back(today.strftime("%Y-%m"), MBG_MONTHS) + "-01"
     weighings = await store.read(lambda conn: last_weighings(conn, since))
-    rows = [
-        (code, attendee)
-        for code in MBG_GROUPS
-        if not chosen or code == chosen
-        for attendee in day.attendees[code]
-    ]
+    rows = [(code, attendee) for code in shown for attendee in day.attendees[code].items]
     return MbgList(day, rows, place | {"sasaran": chosen}, weighings)
 
 
@@ -381,9 +442,17 @@ async def month_view(request: web.Request) -> MonthView:
     day = min(today, following - timedelta(days=1))
     period = first.strftime("%Y-%m")
     day = max(day, first)  # a month ahead of the box's today is read on its first day
-    view = await posyandu_day(request.app[STORE], day)
-    expected = {code: [a.id for a in listed] for code, listed in view.attendees.items()}
-    return MonthView(monthly_report(view.services, period, expected), day)
+    return MonthView(await request.app[STORE].read(lambda conn: _report(conn, day, period)), day)
+
+
+def _report(conn: sa.Connection, day: date, period: str) -> MonthlyReport:
+    """Month ``period``'s report, its registers read on ``day``: the month's services and
+    the two months before it (the 2T flag), and each group's expected member ids."""
+    expected: dict[str, list[str]] = {code: [] for code in GROUPS}
+    for code, _, person in _expected(walk_village(conn), day):
+        expected[code].append(str(person.values[RECORD_ID_KEY]))
+    services = services_between(conn, _months_back(period, 3), period)
+    return monthly_report(services, period, expected)
 
 
 @routes.get("/posyandu/laporan", roles=ALL_ROLES, summary="The post's monthly report, printable")

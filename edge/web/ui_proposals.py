@@ -13,8 +13,9 @@ from edge.records import Record, head_of
 from edge.store import Store
 from edge.web.app import CONFIG, STORE, USER, actor, local_today, render
 from edge.web.forms import editable, messages_by_input, parse, raw_from_post
+from edge.web.lists import page_number, pager_base
 from edge.web.routing import ALL_ROLES, RouteTable
-from edge.web.ui import flash, page_number, pager_base, record_or_404
+from edge.web.ui import flash, record_or_404
 from protocol.entities import PROPOSAL
 from protocol.issues import Issue
 from protocol.schema import wire_value_problem

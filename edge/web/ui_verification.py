@@ -9,18 +9,27 @@ visited it since.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import web
 from yarl import URL
 
 from edge import services
-from edge.web.app import STORE, USER, actor, local_today, render
+from edge.web.app import CONFIG, STORE, USER, actor, local_today, render
 from edge.web.forms import editable, messages_by_input, parse, raw_from_post, raw_from_values
+from edge.web.lists import page_number, paged, pager_base, stream_page
 from edge.web.routing import ALL_ROLES, RouteTable
 from edge.web.ui import flash, record_or_404
-from edge.web.ui_registry import HouseholdRow, current_round, round_progress, village_households
+from edge.web.ui_registry import (
+    HouseholdRow,
+    current_round,
+    over_village,
+    places,
+    round_progress,
+    walk_village,
+)
 from protocol.entities import VISIT, VISIT_PROPOSALS
 from protocol.rounds import Round
 
@@ -57,55 +66,84 @@ def reasons(household: HouseholdRow, period: Round) -> list[str]:
     return found
 
 
-async def _selection(request: web.Request) -> dict[str, Any]:
-    """The worklist as the query selects it (RT, RW, which list), with the round's
-    progress: what the page and its printable version both show."""
-    period = current_round(request)
-    households = await village_households(request.app[STORE])
-    rt = request.query.get("rt", "").strip()[:3]
-    rw = request.query.get("rw", "").strip()[:3]
+def _filters(request: web.Request) -> dict[str, str]:
+    """The worklist's RT, RW and which list, as the query asks."""
     chosen = request.query.get("daftar", "semua")
-    if chosen not in LISTS:
-        chosen = "semua"
-    listed = []
+    return {
+        "rt": request.query.get("rt", "").strip()[:3],
+        "rw": request.query.get("rw", "").strip()[:3],
+        "chosen": chosen if chosen in LISTS else "semua",
+    }
+
+
+def _worklist(
+    households: Iterable[HouseholdRow], period: Round, chosen: str
+) -> Iterator[tuple[HouseholdRow, list[str]]]:
+    """The households of the list ``chosen``, each with why it is on the worklist."""
     for household in households:
-        if (rt and household.values.get("rt") != rt) or (rw and household.values.get("rw") != rw):
-            continue
         why = reasons(household, period)
         if why and (chosen == "semua" or chosen in why):
-            listed.append((household, why))
+            yield household, why
+
+
+async def _context(request: web.Request) -> dict[str, Any]:
+    """What the worklist and its printable version both show besides the list: the
+    round's progress, the filters and the village's RTs and RWs."""
+    period = current_round(request)
+    store = request.app[STORE]
+    rts, rws = await store.read(places)
     return {
         "period": period,
-        "progress": await round_progress(request.app[STORE], period),
-        "listed": listed,
-        "rt": rt,
-        "rw": rw,
-        "chosen": chosen,
+        "progress": await round_progress(store, period),
         "lists": LISTS,
         "reasons": REASONS,
-        "rts": sorted({str(h.values["rt"]) for h in households if h.values.get("rt")}),
-        "rws": sorted({str(h.values["rw"]) for h in households if h.values.get("rw")}),
+        "rts": rts,
+        "rws": rws,
         "query": request.query_string,
+        **_filters(request),
     }
 
 
 @routes.get("/verifikasi", roles=ALL_ROLES, summary="Field verification: the worklist by RT/RW")
 async def worklist(request: web.Request) -> web.Response:
-    return render(request, "verifikasi.html", notice=flash(request), **await _selection(request))
+    context = await _context(request)
+    size = request.app[CONFIG].page_size
+    listed = await over_village(
+        request.app[STORE],
+        lambda households: paged(
+            _worklist(households, context["period"], context["chosen"]),
+            page_number(request),
+            size,
+        ),
+        rt=context["rt"],
+        rw=context["rw"],
+    )
+    return render(
+        request, "verifikasi.html", notice=flash(request), listed=listed,
+        base=pager_base(request), **context,
+    )  # fmt: skip
 
 
 @routes.get(
     "/verifikasi/cetak", roles=ALL_ROLES, summary="Printable door-to-door list (masked NIK)"
 )
-async def door_to_door(request: web.Request) -> web.Response:
-    return render(
-        request, "verifikasi_cetak.html", today=local_today(request), **await _selection(request)
-    )
+async def door_to_door(request: web.Request) -> web.StreamResponse:
+    context = await _context(request) | {"today": local_today(request)}
+
+    def whole_list(conn: sa.Connection) -> dict[str, Any]:
+        def listed() -> Iterator[tuple[HouseholdRow, list[str]]]:
+            village = walk_village(conn, rt=context["rt"], rw=context["rw"])
+            return _worklist(village, context["period"], context["chosen"])
+
+        # Counted first (the heading says how many), listed while the page is sent.
+        return context | {"count": sum(1 for _ in listed()), "listed": listed()}
+
+    return await stream_page(request, "verifikasi_cetak.html", whole_list)
 
 
 def _back(request: web.Request, query: str) -> str:
     """The worklist with the selection the officer came from (only its own parameters)."""
-    kept = {k: v for k, v in URL(f"?{query}").query.items() if k in ("rt", "rw", "daftar")}
+    kept = {k: v for k, v in URL(f"?{query}").query.items() if k in ("rt", "rw", "daftar", "page")}
     return str(URL("/verifikasi").with_query(kept))
 
 

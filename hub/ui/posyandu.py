@@ -1,7 +1,8 @@
 """Posyandu: per village of the district, the vulnerable-group registers and a month's
 services of its post (``docs/posyandu.md`` section 5), read-only. The registers and the
 current month come from the background count the round's progress shares, a past month
-(``?bulan=YYYY-MM``) is counted on demand (:mod:`hub.posyandu`)."""
+(``?bulan=YYYY-MM``) is counted in the background when first viewed, its page saying
+"sedang dihitung" and reloading itself until the count is there (:mod:`hub.posyandu`)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ _GROUPS = tuple(dict.fromkeys(t.group for t in SERVICE_TYPES.values() if t.group
 #: How many months, the current one included, the page offers to choose from.
 MONTHS_OFFERED = 12
 _MONTH_RE = re.compile(r"[0-9]{4}-[0-9]{2}", re.ASCII)
+#: Seconds between the reloads of the "sedang dihitung" page of a past month.
+COUNTING_REFRESH_S = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +47,10 @@ class _Figures:
     current: str
 
 
-async def _figures(request: web.Request) -> _Figures:
+async def _figures(request: web.Request, *, wait: bool) -> _Figures | None:
     """The figures of the month asked for (``bulan``, ``YYYY-MM``; the current month by
-    default); a malformed or future month is refused (400) before anything is counted."""
+    default); a malformed or future month is refused (400) before anything is counted. A
+    past month not counted yet is ``None`` (its count started) unless ``wait``."""
     store = request.app[STORE]
     today = datetime.fromtimestamp(store.wall() / 1000, ZoneInfo(request.app[CONFIG].timezone))
     current = today.strftime("%Y-%m")
@@ -54,7 +58,12 @@ async def _figures(request: web.Request) -> _Figures:
     counted = await request.app[progress.PROGRESS].latest(store)
     if month in ("", counted.month):
         return _Figures(counted.month, counted.posyandu, counted.at_ms, current)
-    reports = await request.app[PAST_MONTHS].count(store, month, today=today.date())
+    past = request.app[PAST_MONTHS]
+    reports = past.latest(store, month, today=today.date())
+    if reports is None:
+        if not wait:
+            return None
+        reports = await past.count(store, month, today=today.date())
     villages = {
         village: VillagePosyandu(
             counted.posyandu.get(village, VillagePosyandu()).registers,
@@ -99,7 +108,12 @@ def _months_offered(current: str) -> list[str]:
 
 @routes.get("/posyandu", roles=READERS)
 async def posyandu(request: web.Request) -> web.Response:
-    shown = await _figures(request)
+    shown = await _figures(request, wait=False)
+    if shown is None:
+        return render(
+            request, "posyandu_dihitung.html", month=request.query["bulan"],
+            refresh_s=COUNTING_REFRESH_S,
+        )  # fmt: skip
     return render(
         request, "posyandu.html", villages=shown.villages,
         total=_total(shown.villages, shown.month), month=shown.month,
@@ -111,8 +125,9 @@ async def posyandu(request: web.Request) -> web.Response:
 @routes.downloads("/posyandu", roles=READERS)
 async def posyandu_export(request: web.Request) -> web.StreamResponse:
     """The page's figures, one row per village and the district's total, as a
-    spreadsheet: counts only, no person."""
-    shown = await _figures(request)
+    spreadsheet: counts only, no person (a past month not counted yet is counted first)."""
+    shown = await _figures(request, wait=True)
+    assert shown is not None
     headers = [
         "Kode desa", "Desa",
         *(f"{r.title} ({r.unit})" for r in REGISTERS.values()),

@@ -557,9 +557,11 @@ async def test_a_cadre_reads_a_vulnerable_group_register_on_a_phone(base_url, bo
     [table] = await page.evaluate(_STACKED)
     assert table["wrapFits"] and (table["head"], table["row"]) == ("none", "block")
 
+    await page.click("text=Cetak daftar lengkap")  # every row, the RT kept
+    assert await page.locator("#daftar-rentan tbody tr").count() == 2
     assert await page.is_visible("button[data-cetak]")  # cetak.js shows it
     await page.emulate_media(media="print")
-    assert await page.is_hidden("nav") and await page.is_hidden("form.no-print")
+    assert await page.is_hidden("nav") and await page.is_hidden("p.no-print")
     [printed] = await page.evaluate(_STACKED)
     assert (printed["head"], printed["row"]) == ("table-header-group", "table-row")
     await context.close()

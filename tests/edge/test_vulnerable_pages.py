@@ -94,7 +94,10 @@ async def test_the_registers_count_the_village_and_each_rt(client):
     assert "60 tahun" in _row(page, "Nenek Icih")  # her birthday is today
     nik = people["head"]["nik"]
     assert mask_number(nik) in _row(page, "Bapak Sutisna") and nik not in page
-    assert "data-cetak" in page and "/kelompok-rentan/lansia.xlsx" in page
+    assert 'href="/kelompok-rentan/lansia/cetak"' in page and "/kelompok-rentan/lansia.xlsx" in page
+    printed = await (await client.get("/kelompok-rentan/lansia/cetak")).text()
+    assert "data-cetak" in printed
+    assert _names(printed) == ["Bapak Sutisna", "Nenek Icih", "Ujang Tanpa Tanggal"]
 
     rt_three = await (await client.get("/kelompok-rentan/lansia", params={"rt": "003"})).text()
     assert _names(rt_three) == ["Nenek Icih", "Ujang Tanpa Tanggal"]
@@ -158,3 +161,34 @@ async def test_a_register_downloads_masked_and_audited(client):
     assert [row[0] for row in rows[1:]] == ["Bapak Sutisna"]
     assert rows[1][1] == people["head"]["nik"]  # the kepala desa reads numbers in full
     assert json.loads((await _exports(store))[-1].detail)["numbers"] == "lengkap"
+
+
+async def test_the_household_page_shows_what_the_registers_read_of_each_member(client):
+    store = client.server.app[STORE]
+    today = store.box_time().today
+    household = make_household(id=new_id(), rt="001", rw="002")
+    mother = make_member(
+        household["id"], name="Ibu Euis", sex="perempuan", birth_date=_born(today, 28),
+        pregnant=True, breastfeeding="tidak", health_insurance="pbi_jk",
+    )  # fmt: skip
+    child = make_member(
+        household["id"], name="Asep Putus", relation_to_head="anak",
+        birth_date=_born(today, 14), school_status="putus_sekolah",
+    )  # fmt: skip
+    await store.write(
+        [Edit("household", household.pop("id"), household)]
+        + [Edit("member", m.pop("id"), m) for m in (mother, child)],
+        actor="registry",
+    )
+    await login(client, "operator1")
+
+    page = await (await client.get(f"/rumah-tangga/{mother['household_id']}")).text()
+
+    row = _row(page, "Ibu Euis")
+    assert 'data-label="Sedang hamil">Ya<' in row
+    assert 'data-label="Sedang menyusui">Tidak menyusui<' in row
+    assert 'data-label="Jaminan kesehatan">PBI-JK (dibayar APBN)<' in row
+    assert 'data-label="Status sekolah saat ini">-<' in row  # not filled in
+    row = _row(page, "Asep Putus")
+    assert 'data-label="Status sekolah saat ini">Putus sekolah / tidak melanjutkan<' in row
+    assert 'data-label="Jaminan kesehatan">-<' in row
