@@ -236,6 +236,11 @@ SAMPLES = sample_frames()
 @settings(max_examples=4000)
 @given(data=st.data(), original=st.sampled_from(SAMPLES))
 def test_mutated_frames_raise_only_protocol_errors(data: st.DataObject, original: bytes):
+    assert_only_protocol_errors(mutated(data, original))
+
+
+def mutated(data: st.DataObject, original: bytes) -> bytes:
+    """``original`` with one to four bits flipped, tails cut or bytes inserted."""
     wire = bytearray(original)
     for _ in range(data.draw(st.integers(1, 4))):
         action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
@@ -246,7 +251,7 @@ def test_mutated_frames_raise_only_protocol_errors(data: st.DataObject, original
             del wire[at:]
         else:
             wire[at:at] = data.draw(st.binary(min_size=1, max_size=8))
-    assert_only_protocol_errors(bytes(wire))
+    return bytes(wire)
 
 
 json_like = st.recursive(

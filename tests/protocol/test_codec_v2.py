@@ -34,6 +34,7 @@ from tests.protocol.test_codec import (
     assert_only_protocol_errors,
     household_change,
     json_like,
+    mutated,
 )
 
 ZDICT = resources.files("protocol").joinpath("data", "zdict-2.bin").read_bytes()
@@ -191,17 +192,7 @@ SAMPLES_2 = [
 @settings(max_examples=3000)
 @given(data=st.data(), original=st.sampled_from(SAMPLES_2))
 def test_mutated_version_2_frames_raise_only_protocol_errors(data: st.DataObject, original: bytes):
-    wire = bytearray(original)
-    for _ in range(data.draw(st.integers(1, 4))):
-        action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
-        at = data.draw(st.integers(0, max(len(wire) - 1, 0)))
-        if action == "flip" and wire:
-            wire[at] ^= 1 << data.draw(st.integers(0, 7))
-        elif action == "cut":
-            del wire[at:]
-        else:
-            wire[at:at] = data.draw(st.binary(min_size=1, max_size=8))
-    assert_only_protocol_errors(bytes(wire))
+    assert_only_protocol_errors(mutated(data, original))
 
 
 @settings(max_examples=2000)
