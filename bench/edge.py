@@ -80,7 +80,9 @@ SERVER_CPU = 0
 
 
 def percentiles(samples_ms: list[float]) -> str:
-    cuts = statistics.quantiles(samples_ms, n=100, method="inclusive")
+    # ``--rounds 1`` gives one sample: every percentile is that sample.
+    samples = samples_ms if len(samples_ms) > 1 else samples_ms * 2
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
     return f"p50 {cuts[49]:6.1f} ms  p95 {cuts[94]:6.1f} ms  p99 {cuts[98]:6.1f} ms"
 
 
