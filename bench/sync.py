@@ -319,20 +319,25 @@ KIND_NAMES = {Kind.BATCH: "batches", Kind.AUDIT: "audit entries", Kind.ACK: "ack
 MQTT_NAMES = {3: "", 4: "PUBACK", 12: "PINGREQ", 14: "DISCONNECT", 1: "CONNECT", 8: "SUBSCRIBE"}
 
 
+def variable_int(data: bytes, at: int) -> tuple[int, int]:
+    """MQTT's variable byte integer at ``at``, and where what follows it starts."""
+    value, shift = 0, 0
+    while True:
+        byte, at = data[at], at + 1
+        value |= (byte & 127) << shift
+        shift += 7
+        if byte < 128:
+            return value, at
+
+
 def mqtt_packets(stream: bytes) -> list[tuple[str, int, bytes]]:
     """The MQTT 5 packets a client sent, whole: (the topic's last level for a PUBLISH,
     else the packet's name; its size; its payload)."""
     packets = []
     at = 0
     while at < len(stream):
-        first, at = stream[at], at + 1
-        length, shift, start = 0, 0, at - 1
-        while True:
-            byte, at = stream[at], at + 1
-            length |= (byte & 127) << shift
-            shift += 7
-            if byte < 128:
-                break
+        start, first = at, stream[at]
+        length, at = variable_int(stream, at + 1)
         body, at = stream[at : at + length], at + length
         name = MQTT_NAMES.get(first >> 4, f"packet type {first >> 4}")
         payload = b""
@@ -340,13 +345,7 @@ def mqtt_packets(stream: bytes) -> list[tuple[str, int, bytes]]:
             topic_end = 2 + int.from_bytes(body[:2], "big")
             name = body[2:topic_end].decode().rsplit("/", 1)[-1]
             cursor = topic_end + (2 if first & 0b0110 else 0)
-            properties, shift = 0, 0
-            while True:
-                byte, cursor = body[cursor], cursor + 1
-                properties |= (byte & 127) << shift
-                shift += 7
-                if byte < 128:
-                    break
+            properties, cursor = variable_int(body, cursor)
             payload = body[cursor + properties :]
         packets.append((name, at - start, payload))
     return packets
