@@ -150,6 +150,16 @@ def test_a_secret_cannot_be_sealed_to_a_plain_box(tmp_path):
     assert unknown.returncode == 2 and "broker-password" in unknown.stderr
 
 
+def syncing_config(data_dir: Path, port: int) -> EdgeConfig:
+    """A box that syncs with the broker on ``port``, its password in the plain file an older
+    release (or a box not yet encrypted) reads."""
+    return EdgeConfig(
+        village=VILLAGE, node=NODE, data_dir=data_dir,
+        broker=BrokerConfig(host="127.0.0.1", port=port, password_file="broker.password"),
+        sync=SyncConfig(enabled=True, backoff_min_s=1, backoff_max_s=1),
+    )  # fmt: skip
+
+
 async def plain_box(config: EdgeConfig) -> None:
     """A box of an older release: plain database with an admin, its broker password and
     session key in plain files."""
@@ -171,11 +181,7 @@ async def test_a_plain_box_secured_at_its_first_sign_in_seals_its_secrets_and_ke
     tmp_path,
 ):
     broker = broker_with(tmp_path / "mosquitto", {NODE: FIRST})
-    config = EdgeConfig(
-        village=VILLAGE, node=NODE, data_dir=tmp_path / "box",
-        broker=BrokerConfig(host="127.0.0.1", port=broker.port, password_file="broker.password"),
-        sync=SyncConfig(enabled=True, backoff_min_s=1, backoff_max_s=1),
-    )  # fmt: skip
+    config = syncing_config(tmp_path / "box", broker.port)
     try:
         await plain_box(config)
         old_session_key = (config.data_dir / config.session_secret_file).read_bytes()
@@ -205,11 +211,7 @@ async def test_a_plain_password_newer_than_the_sealed_one_wins_and_goes(tmp_path
     """A box killed after provisioning wrote a plain password (it could not seal yet) and
     before the box sealed it: the plain file is the newer, and is never lost."""
     broker = broker_with(tmp_path / "mosquitto", {NODE: SECOND})
-    config = EdgeConfig(
-        village=VILLAGE, node=NODE, data_dir=tmp_path / "box",
-        broker=BrokerConfig(host="127.0.0.1", port=broker.port, password_file="broker.password"),
-        sync=SyncConfig(enabled=True, backoff_min_s=1, backoff_max_s=1),
-    )  # fmt: skip
+    config = syncing_config(tmp_path / "box", broker.port)
     try:
         await plain_box(config)
         config = with_recovery_key(config, tmp_path)
