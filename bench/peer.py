@@ -165,7 +165,7 @@ class Committed:
 async def fill_households(box: Box, records: int) -> None:
     """Save ``records`` households (no members) on a box that is not serving, straight
     through its store, 500 per transaction."""
-    store = Store(load_config(box.config))
+    store = Store(load_config(box.config), key=box.data_key())
     await store.open()
     try:
         for start in range(0, records, 500):
