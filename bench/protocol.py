@@ -132,15 +132,15 @@ def wire_sizes() -> None:
     # Alone: the mean over the 500 updates (each frame on its own), not one lucky sample.
     alone = {
         v: statistics.mean(len(encode(Batch(BOX, 1, (c,)), version=v)) for c in updates)
-        for v in (1, 2)
+        for v in (1, 2, 3)
     }
-    batch = {v: len(encode(Batch(BOX, 1, tuple(updates)), version=v)) / 500 for v in (1, 2)}
+    batch = {v: len(encode(Batch(BOX, 1, tuple(updates)), version=v)) / 500 for v in (1, 2, 3)}
     print(f"typical household update: {fields_per_update:.0f} changed fields")
-    print(f"  {'':10} {'plain JSON':>10} {'wire v1':>9} {'wire v2':>9} {'v2/v1':>6}")
+    print(f"  {'':10} {'plain JSON':>10} {'wire v1':>9} {'wire v2':>9} {'wire v3':>9} {'v2/v1':>6}")
     per_json = len(batch_json) / 500
     for label, plain, sizes in (("alone", one_json, alone), ("batch 500", per_json, batch)):
         print(
-            f"  {label:10} {plain:8.0f} B {sizes[1]:7.0f} B {sizes[2]:7.0f} B "
+            f"  {label:10} {plain:8.0f} B {sizes[1]:7.0f} B {sizes[2]:7.0f} B {sizes[3]:7.0f} B "
             f"{sizes[2] / sizes[1]:6.2f}   (v2 {100 * sizes[2] / plain:.0f} % of plain JSON)"
         )
     per_gzip_json = len(zlib.compress(batch_json, 6)) / 500

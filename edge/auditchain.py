@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from edge import db
 from protocol.auditchain import GENESIS, AuditEntry, seal
 
-__all__ = ["ACKED", "append", "entries_after"]
+__all__ = ["ACKED", "append", "entries_after", "hash_of", "waiting"]
 
 #: ``meta`` key: the highest ``seq`` of the chain the hub acked.
 ACKED = "audit_acked"
@@ -63,3 +63,20 @@ def entries_after(conn: sa.Connection, seq: int, limit: int) -> list[AuditEntry]
         )
         for r in rows
     ]
+
+
+def hash_of(conn: sa.Connection, seq: int) -> bytes | None:
+    """The stored hash of entry ``seq`` (:data:`GENESIS` for 0, ``None`` when the box does
+    not hold it): what the entries after it link to."""
+    if seq == 0:
+        return GENESIS
+    a = db.audit
+    row = conn.execute(sa.select(a.c.hash).where(a.c.seq == seq)).first()
+    return None if row is None else bytes(row.hash)
+
+
+def waiting(conn: sa.Connection, seq: int, limit: int) -> int:
+    """How many entries follow ``seq``, counted up to ``limit``."""
+    a = db.audit
+    after = sa.select(a.c.seq).where(a.c.seq > seq).limit(limit).subquery()
+    return int(conn.execute(sa.select(sa.func.count()).select_from(after)).scalar_one())

@@ -44,6 +44,7 @@ class SyncConfig:
     batch_bytes: int = 65536
     window: int = 8
     ack_timeout_s: int = 30
+    audit_delay_s: int = 30
     status_interval_s: int = 60
     telemetry_interval_s: int = 300
     session_expiry_s: int = 7 * 24 * 3600
@@ -142,6 +143,10 @@ KEYS: Mapping[tuple[str, str], str] = {
     ("sync", "batch_bytes"): "most bytes of one batch on the wire (at most 262144)",
     ("sync", "window"): "batches sent and not yet acknowledged by the hub, at most",
     ("sync", "ack_timeout_s"): "seconds without the hub's ack before a batch is sent again",
+    ("sync", "audit_delay_s"): (
+        "seconds the box gathers audit entries before it sends them to the hub (one message "
+        "for many saves; a full batch goes at once; 0: each save's entries at once)"
+    ),
     ("sync", "status_interval_s"): "seconds between two status messages to the hub",
     ("sync", "telemetry_interval_s"): (
         "seconds between two health reports to the hub (monitoring/METRICS.md)"

@@ -76,15 +76,17 @@ def pack_rows(
 
 
 def encode_audit(
-    node: str, entries: Sequence[AuditEntry], version: int = 1
+    node: str, entries: Sequence[AuditEntry], version: int = 1, previous: bytes | None = None
 ) -> tuple[bytes, int] | None:
     """The frame (in wire ``version``) of an audit batch of the first of ``entries`` (all,
     or as many as fit in a frame, halving) and how many it holds; ``None`` when even the
-    first does not fit."""
+    first does not fit. ``previous``: the hash the first entry links to (version 3 then
+    leaves the hashes out, when the entries link up)."""
     count = len(entries)
     while count:
         try:
-            return encode(AuditBatch(node, tuple(entries[:count])), version=version), count
+            batch = AuditBatch(node, tuple(entries[:count]), previous)
+            return encode(batch, version=version), count
         except TooLargeError:
             count = 0 if count == 1 else count // 2
     return None

@@ -56,10 +56,16 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class AuditBatch:
-    """Box → hub (on ``up``, kind 6): consecutive entries of the box's chain, in order."""
+    """Box → hub (on ``up``, kind 6): consecutive entries of the box's chain, in order.
+
+    ``previous`` is the hash of the entry before the first (:data:`GENESIS` before entry
+    1), as the box holds it, when the box knows it: with it, and entries that each link to
+    the one before, wire version 3 leaves the hashes out (the receiver computes them).
+    """
 
     node: str
     entries: tuple[AuditEntry, ...]
+    previous: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

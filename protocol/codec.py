@@ -1,8 +1,10 @@
 """Wire codec: a versioned envelope around a MessagePack body, compressed when it pays.
 
-Two wire versions: 1, and 2 (batches with one shared stamp per change, and zlib with a
-preset dictionary). A decoder reads both; an encoder writes the version it is asked for,
-1 unless told otherwise: the version every peer reads (``protocol/SPEC.md`` §8).
+Three wire versions: 1; 2 (batches with one shared stamp per change, and zlib with a
+preset dictionary); 3 (version 2 with raw DEFLATE instead of zlib's wrapping, UUID values as
+16 bytes, and audit entries without their hashes). A decoder reads all three; an encoder
+writes the version it is asked for, 1 unless told otherwise: the version every peer reads
+(``protocol/SPEC.md`` §8).
 
 Decoding any bytes either returns a complete, valid message or raises one
 :class:`~protocol.errors.ProtocolError` subclass; never another exception, never a
@@ -11,6 +13,7 @@ partially valid batch. The layout is specified in ``protocol/SPEC.md`` ("Wire fo
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 import zlib
@@ -22,7 +25,7 @@ from typing import Any, Final, TypeAlias
 
 import msgspec
 
-from protocol.auditchain import HASH_BYTES, AuditAck, AuditBatch, AuditEntry
+from protocol.auditchain import HASH_BYTES, AuditAck, AuditBatch, AuditEntry, chain_hash, seal
 from protocol.changes import Ack, Batch, Change, Direction, FieldVersion, Reject, Seen
 from protocol.digest import BUCKETS, DigestProbe, DigestReply
 from protocol.entities import ENTITIES
@@ -53,8 +56,8 @@ __all__ = [
 
 MAGIC: Final = 0x50  # "P"
 #: The highest wire version this codec speaks, the one a box reports in its status.
-WIRE_VERSION: Final = 2
-_VERSIONS: Final = (1, 2)
+WIRE_VERSION: Final = 3
+_VERSIONS: Final = (1, 2, 3)
 _HEADER_SIZE: Final = 4
 _MAX_TIME: Final = (1 << 64) - 1
 _MAX_SEQ: Final = (1 << 53) - 1
@@ -81,9 +84,12 @@ class Compression:
 
     NONE: Final = 0
     ZLIB: Final = 1
-    #: zlib with the preset dictionary ``protocol/data/zdict-2.bin``; wire version 2 only.
+    #: zlib with the preset dictionary ``protocol/data/zdict-2.bin``; wire version 2 on.
     #: The dictionary is frozen: another one would be another code.
     ZLIB_DICT: Final = 2
+    #: Raw DEFLATE (RFC 1951: no zlib header, dictionary id or Adler-32, 10 bytes less)
+    #: with the same preset dictionary; wire version 3 only.
+    DEFLATE_DICT: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +201,29 @@ class _Audit(msgspec.Struct, array_like=True, frozen=True):
     entries: list[_AuditEntry]
 
 
+class _AuditEntry3(msgspec.Struct, array_like=True, frozen=True):
+    """An audit entry of wire version 3: no ``seq`` (they follow ``first``) and no ``hash``
+    (the receiver computes it); ``at`` is the difference from the previous entry's
+    ``at_ms`` (the first entry's is whole); ``None`` for ``actor`` or ``address`` is the
+    previous entry's; ``record_id`` may be 16 bytes (a lowercase UUID) and ``detail`` a
+    list of field names (the text ``{"fields": [...]}``)."""
+
+    at: int
+    actor: str | None
+    action: str
+    entity: str | None
+    record_id: Any
+    detail: Any
+    address: str | None
+
+
+class _Audit3(msgspec.Struct, array_like=True, frozen=True):
+    node: str
+    first: int
+    previous: bytes
+    entries: list[_AuditEntry3]
+
+
 class _AuditAck(msgspec.Struct, array_like=True, frozen=True):
     node: str
     seq: int
@@ -210,11 +239,17 @@ _BODY_TYPES: Final[dict[int, type[msgspec.Struct]]] = {
     Kind.AUDIT_ACK: _AuditAck,
 }
 _ENCODER: Final = msgspec.msgpack.Encoder()
-#: Per wire version, per kind: version 2 changes the batch body only.
+#: Per wire version, per kind: version 2 changes the batch body, version 3 the audit body.
 _DECODERS: Final = {
     1: {kind: msgspec.msgpack.Decoder(t) for kind, t in _BODY_TYPES.items()},
     2: {
         kind: msgspec.msgpack.Decoder(_Batch2 if kind == Kind.BATCH else t)
+        for kind, t in _BODY_TYPES.items()
+    },
+    3: {
+        kind: msgspec.msgpack.Decoder(
+            _Batch2 if kind == Kind.BATCH else _Audit3 if kind == Kind.AUDIT else t
+        )
         for kind, t in _BODY_TYPES.items()
     },
 }
@@ -226,8 +261,21 @@ _ZLIB_LEVEL: Final = 6
 
 @cache
 def _zdict() -> bytes:
-    """Compression code 2's preset dictionary (read once)."""
+    """Compression codes 2 and 3's preset dictionary (read once)."""
     return resources.files("protocol").joinpath("data", "zdict-2.bin").read_bytes()
+
+
+@cache
+def _primed(wbits: int) -> zlib._Compress:
+    """A compressor that has taken in the dictionary and nothing else: each message
+    compresses with a copy of it, the same bytes as a fresh one without hashing the 30 KB
+    dictionary again (about 65 µs a message)."""
+    return zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, wbits, zdict=_zdict())
+
+
+def _deflate(body: bytes, wbits: int) -> bytes:
+    deflater = _primed(wbits).copy()
+    return deflater.compress(body) + deflater.flush()
 
 
 def frame_version(frame: bytes) -> int:
@@ -250,7 +298,10 @@ def encode(message: Message, *, limits: Limits = DEFAULT_LIMITS, version: int = 
     if version not in _VERSIONS:
         raise ValueError(f"wire version {version} is not spoken here")
     if isinstance(message, Batch):
-        wire_batch = _batch_to_wire(message) if version == 1 else _batch_to_wire_2(message)
+        if version == 1:
+            wire_batch: _Batch | _Batch2 = _batch_to_wire(message)
+        else:
+            wire_batch = _batch_to_wire_2(message, uuids=version >= 3)
         kind, body = Kind.BATCH, _ENCODER.encode(wire_batch)
     elif isinstance(message, Ack):
         kind = Kind.ACK
@@ -267,8 +318,16 @@ def encode(message: Message, *, limits: Limits = DEFAULT_LIMITS, version: int = 
         body = _ENCODER.encode(_Reply(message.node, list(message.buckets), records))
     elif isinstance(message, AuditBatch):
         kind = Kind.AUDIT
-        entries = [_AuditEntry(*astuple(entry)) for entry in message.entries]
-        body = _ENCODER.encode(_Audit(message.node, entries))
+        compact = _audit_to_wire_3(message) if version >= 3 else None
+        if compact is not None:
+            body = _ENCODER.encode(compact)
+        elif version >= 3:
+            # Not one run linked from ``previous``: the entries with their hashes, in version
+            # 2, which every reader of version 3 reads (SPEC §8).
+            return encode(message, limits=limits, version=2)
+        else:
+            entries = [_AuditEntry(*astuple(entry)) for entry in message.entries]
+            body = _ENCODER.encode(_Audit(message.node, entries))
     elif isinstance(message, AuditAck):
         kind, body = Kind.AUDIT_ACK, _ENCODER.encode(_AuditAck(message.node, message.seq))
     else:
@@ -282,8 +341,9 @@ def encode(message: Message, *, limits: Limits = DEFAULT_LIMITS, version: int = 
     if version == 1 and len(body) > _COMPRESS_ABOVE:
         packed, code = zlib.compress(body, _ZLIB_LEVEL), Compression.ZLIB
     elif version == 2:
-        deflater = zlib.compressobj(_ZLIB_LEVEL, zdict=_zdict())
-        packed, code = deflater.compress(body) + deflater.flush(), Compression.ZLIB_DICT
+        packed, code = _deflate(body, zlib.MAX_WBITS), Compression.ZLIB_DICT
+    elif version >= 3:
+        packed, code = _deflate(body, -zlib.MAX_WBITS), Compression.DEFLATE_DICT
     else:
         packed, code = body, compression
     if len(packed) < len(body):
@@ -311,10 +371,9 @@ class _NodeTable(dict[str, int]):
             flat.append(time)
         return flat
 
-    def field(self, name: str, version: FieldVersion) -> _Field:
-        return _Field(
-            name, version.value, version.time, self.index(version.node), self.seen(version.seen)
-        )
+    def field(self, name: str, version: FieldVersion, uuids: bool = False) -> _Field:
+        value = _uuid_bytes(version.value) if uuids else version.value
+        return _Field(name, value, version.time, self.index(version.node), self.seen(version.seen))
 
 
 def _batch_to_wire(batch: Batch) -> _Batch:
@@ -328,7 +387,23 @@ def _batch_to_wire(batch: Batch) -> _Batch:
     return _Batch(batch.direction, batch.node, batch.seq, list(table), changes)
 
 
-def _batch_to_wire_2(batch: Batch) -> _Batch2:
+_UUID_TEXT: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _uuid_bytes(value: Any) -> Any:
+    """Version 3: a lowercase UUID text travels as its 16 bytes (any other value as it is)."""
+    if type(value) is str and len(value) == 36 and _UUID_TEXT.fullmatch(value):
+        return bytes.fromhex(value.replace("-", ""))
+    return value
+
+
+def _uuid_text(raw: bytes) -> str:
+    """The lowercase UUID text of 16 bytes (the inverse of :func:`_uuid_bytes`)."""
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _batch_to_wire_2(batch: Batch, *, uuids: bool = False) -> _Batch2:
     table = _NodeTable()
     changes = []
     for change in batch.changes:
@@ -337,9 +412,9 @@ def _batch_to_wire_2(batch: Batch) -> _Batch2:
         exceptions: list[_Field] = []
         for name, version in change.fields.items():
             if (version.time, version.node, version.seen) == stamp:
-                values.append((name, version.value))
+                values.append((name, _uuid_bytes(version.value) if uuids else version.value))
             else:
-                exceptions.append(table.field(name, version))
+                exceptions.append(table.field(name, version, uuids))
         time, node, seen = stamp
         changes.append(
             _Change2(
@@ -381,7 +456,7 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Message:
         raise MalformedError(f"body: {exc}") from None
     try:
         if isinstance(wire, _Batch | _Batch2):
-            return _batch_from_wire(wire, limits)
+            return _batch_from_wire(wire, limits, uuids=version >= 3)
         if isinstance(wire, _Ack):
             # seq 0: the answer to a box's hello when nothing of it was applied yet.
             direction, node, seq = _stream(wire.direction, wire.node, wire.seq, first=0)
@@ -394,6 +469,8 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Message:
             return _reply_from_wire(wire, limits)
         if isinstance(wire, _Audit):
             return _audit_from_wire(wire, limits)
+        if isinstance(wire, _Audit3):
+            return _audit_from_wire_3(wire, limits)
         if isinstance(wire, _AuditAck):
             _stream(Direction.UP, wire.node, wire.seq)
             return AuditAck(wire.node, wire.seq)
@@ -420,6 +497,8 @@ def _decompress(body: bytes, compression: int, version: int, limits: Limits) -> 
         inflater = zlib.decompressobj()
     elif compression == Compression.ZLIB_DICT and version >= 2:
         inflater = zlib.decompressobj(zdict=_zdict())
+    elif compression == Compression.DEFLATE_DICT and version >= 3:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS, zdict=_zdict())
     else:
         raise MalformedError(f"unknown compression {compression}")
     try:
@@ -498,11 +577,100 @@ def _audit_from_wire(wire: _Audit, limits: Limits) -> AuditBatch:
     return AuditBatch(wire.node, tuple(entries))
 
 
+#: The one detail text version 3 sends as its field names (``edge.store`` writes it for
+#: every create and update): ``{"fields": ["name", ...]}`` as ``json.dumps`` writes it.
+_FIELDS_DETAIL: Final = re.compile(
+    r'\{"fields": \[(?:"[a-z0-9_]{1,64}"(?:, "[a-z0-9_]{1,64}")*)?\]\}'
+)
+_FIELD_NAME: Final = re.compile(r"[a-z0-9_]{1,64}")
+
+
+def _fields_detail(names: list[str]) -> str:
+    return json.dumps({"fields": names})
+
+
+def _audit_to_wire_3(batch: AuditBatch) -> _Audit3 | None:
+    """The version 3 body of ``batch``, or ``None`` when its entries are not one run of
+    consecutive seqs each linking to the one before from ``batch.previous`` (the receiver
+    could not compute the same hashes)."""
+    previous = batch.previous
+    if previous is None or len(previous) != HASH_BYTES or not batch.entries:
+        return None
+    entries: list[_AuditEntry3] = []
+    seq, link, at, actor, address = batch.entries[0].seq, previous, 0, None, None
+    for e in batch.entries:
+        if e.seq != seq or chain_hash(link, e) != e.hash:
+            return None
+        if not -(1 << 63) <= e.at_ms - at <= _MAX_TIME:
+            return None  # a difference MessagePack cannot carry
+        detail: Any = e.detail
+        if _FIELDS_DETAIL.fullmatch(detail):
+            names = json.loads(detail)["fields"]
+            if _fields_detail(names) == detail:
+                detail = names
+        entries.append(
+            _AuditEntry3(
+                e.at_ms - at,
+                None if e.actor == actor and seq != batch.entries[0].seq else e.actor,
+                e.action,
+                e.entity,
+                _uuid_bytes(e.record_id),
+                detail,
+                None if e.address == address and seq != batch.entries[0].seq else e.address,
+            )
+        )
+        seq, link, at, actor, address = seq + 1, e.hash, e.at_ms, e.actor, e.address
+    return _Audit3(batch.node, batch.entries[0].seq, previous, entries)
+
+
+def _audit_from_wire_3(wire: _Audit3, limits: Limits) -> AuditBatch:
+    count = len(wire.entries)
+    if not 1 <= count <= limits.max_changes:
+        raise TooLargeError(f"an audit batch carries 1 to {limits.max_changes} entries")
+    _stream(Direction.UP, wire.node, wire.first)
+    _stream(Direction.UP, wire.node, wire.first + count - 1)
+    if len(wire.previous) != HASH_BYTES:
+        raise MalformedError(f"audit previous hash is not {HASH_BYTES} bytes")
+    entries = []
+    link, at, actor, address = wire.previous, 0, None, None
+    for position, e in enumerate(wire.entries):
+        at += e.at
+        if not 0 <= at <= _MAX_TIME:
+            raise MalformedError("audit time out of range")
+        actor = e.actor if e.actor is not None else actor
+        address = e.address if e.address is not None else address
+        if actor is None or address is None:
+            raise MalformedError("the first audit entry names its actor and address")
+        record_id = e.record_id
+        if type(record_id) is bytes:
+            if len(record_id) != 16:
+                raise MalformedError("audit record id of bytes other than a UUID's 16")
+            record_id = _uuid_text(record_id)
+        elif record_id is not None and type(record_id) is not str:
+            raise MalformedError("audit record id is not text, a UUID or nil")
+        detail = e.detail
+        if type(detail) is list:
+            if not all(type(name) is str and _FIELD_NAME.fullmatch(name) for name in detail):
+                raise MalformedError("audit detail names a field that is not a field name")
+            detail = _fields_detail(detail)
+        elif type(detail) is not str:
+            raise MalformedError("audit detail is not text or field names")
+        entry = seal(
+            link,
+            AuditEntry(
+                wire.first + position, at, actor, e.action, e.entity, record_id, detail, address
+            ),
+        )
+        link = entry.hash
+        entries.append(entry)
+    return AuditBatch(wire.node, tuple(entries), wire.previous)
+
+
 def _invalid(index: int, detail: str) -> InvalidChangeError:
     return InvalidChangeError(f"change {index}: {detail}")
 
 
-def _batch_from_wire(wire: _Batch | _Batch2, limits: Limits) -> Batch:
+def _batch_from_wire(wire: _Batch | _Batch2, limits: Limits, *, uuids: bool = False) -> Batch:
     direction, batch_node, seq = _stream(wire.direction, wire.node, wire.seq)
     nodes = wire.nodes
     if len(nodes) > limits.max_nodes:
@@ -531,7 +699,7 @@ def _batch_from_wire(wire: _Batch | _Batch2, limits: Limits) -> Batch:
         origin = nodes[raw.origin]
         if writer is not None and origin != writer:
             raise _invalid(position, "an uplink change must come from the sending node")
-        fields = _Fields(position, entity, nodes, writer)
+        fields = _Fields(position, entity, nodes, writer, uuids)
         if isinstance(raw, _Change):
             count = len(raw.fields)
             exceptions = raw.fields
@@ -558,10 +726,19 @@ class _Fields:
     """The fields of one change being decoded, each checked against the schema and the
     rules of ``protocol/SPEC.md`` §5.2."""
 
-    __slots__ = ("entity", "nodes", "position", "versions", "writer")
+    __slots__ = ("entity", "nodes", "position", "uuids", "versions", "writer")
 
-    def __init__(self, position: int, entity: EntitySchema, nodes: list[str], writer: str | None):
+    def __init__(
+        self,
+        position: int,
+        entity: EntitySchema,
+        nodes: list[str],
+        writer: str | None,
+        uuids: bool = False,
+    ):
         self.position, self.entity, self.nodes, self.writer = position, entity, nodes, writer
+        #: Version 3: 16 bytes are a UUID's text.
+        self.uuids = uuids
         self.versions: dict[str, FieldVersion] = {}
 
     def stamp(self, label: str, time: int, node: int, seen: list[int]) -> tuple[int, str, Seen]:
@@ -583,6 +760,10 @@ class _Fields:
             raise _invalid(self.position, f"field {name!r} twice")
         if self.writer is not None and spec.readonly:
             raise _invalid(self.position, f"field {name!r} is set by the hub only")
+        if self.uuids and type(value) is bytes:
+            if len(value) != 16:
+                raise _invalid(self.position, f"field {name!r}: bytes other than a UUID's 16")
+            value = _uuid_text(value)
         problem = wire_value_error(spec, value)
         if problem is not None:
             raise _invalid(self.position, f"field {name!r}: {problem}")

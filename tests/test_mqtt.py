@@ -453,3 +453,43 @@ async def test_with_tls_the_link_trusts_only_the_configured_ca(tmp_path: Path) -
             assert not await doubting.wait_connected(1)
     finally:
         broker.kill()
+
+
+@pytest.mark.parametrize("version", [5, 4])
+async def test_a_box_names_each_topic_once_per_connection_then_its_alias(
+    mosquitto: MosquittoBroker, version: int
+) -> None:
+    """MQTT 5 topic aliases (Mosquitto allows 10 a client): after the first acknowledged
+    publish of a topic, the box sends its 3-byte alias instead; every message still arrives
+    under its topic, after a reconnect too (aliases start over). MQTT 3.1.1: topics."""
+    from tests.faultproxy import FaultProxy
+
+    up, status = "puskesos/v1/3201/3201010001/box-a/up", "puskesos/v1/3201/3201010001/box-a/status"
+    proxy = FaultProxy(mosquitto.port)
+    hub = MqttLink(
+        config(mosquitto, version),
+        client_id="hub-1",
+        subscriptions=[("puskesos/v1/+/+/+/+", 1)],
+        clean_start=True,
+        **FAST,
+    )
+    box_config = BrokerConfig(host="127.0.0.1", port=proxy.port, mqtt_version=version)
+    box = MqttLink(box_config, client_id="box-a", topic_aliases=True, **FAST)
+    try:
+        async with running(hub), running(box):
+            for round_ in range(2):
+                sent = [(up, b"batch-%d" % n) for n in range(4)] + [(status, b"{}")] * 2
+                results = [await box.publish(t, p, retain=t == status) for t, p in sent]
+                assert all(results)
+                got = await receive(hub, len(sent))
+                assert [(m.topic, m.payload) for m in got] == sent
+                if round_ == 0:
+                    proxy.cut()  # a new connection: the aliases start over
+                    assert await box.wait_connected(10)
+                    await asyncio.sleep(0.3)
+                    while box.connects < 2:
+                        await asyncio.sleep(0.1)
+    finally:
+        proxy.stop()
+    named = bytes(proxy.seen_up).count(up.encode())
+    assert named == (2 if version == 5 else 8)  # once per connection, or every time

@@ -22,8 +22,11 @@ from tests.hub.conftest import drop_postgres, fresh_postgres
 #: Two villages of Kecamatan Gunung Putri, Kabupaten Bogor.
 VILLAGE_A = "3201022001"
 VILLAGE_B = "3201022002"
-#: Short timeouts so that a lost message is sent again within the test's patience.
-QUICK = SyncConfig(ack_timeout_s=3, status_interval_s=5, backoff_min_s=1, backoff_max_s=2)
+#: Short timeouts so that a lost message is sent again within the test's patience, and
+#: audit entries that wait a second for company, not half a minute.
+QUICK = SyncConfig(
+    ack_timeout_s=3, audit_delay_s=1, status_interval_s=5, backoff_min_s=1, backoff_max_s=2
+)
 
 
 @pytest.fixture

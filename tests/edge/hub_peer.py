@@ -44,11 +44,16 @@ class Received:
 class HubPeer:
     """Connects to the broker at ``port``; ``mode`` is ``ack``, ``silent`` (receives, never
     answers) or ``clock`` (refuses batches stamped more than the drift ahead of its own
-    clock with ``clock_ahead``, acks the others)."""
+    clock with ``clock_ahead``, acks the others). It answers in wire version ``wire``."""
 
-    def __init__(self, port: int, *, mode: str = "ack", mqtt_version: int = 5) -> None:
+    def __init__(
+        self, port: int, *, mode: str = "ack", mqtt_version: int = 5, wire: int = 1
+    ) -> None:
         self.port = port
         self.mode = mode
+        self.wire = wire
+        #: The audit messages' frames, as they came.
+        self.audit_frames: list[bytes] = []
         self.up: list[Received] = []
         #: Entries of the box's audit chain, as they came (duplicates too).
         self.audit: list[AuditEntry] = []
@@ -100,6 +105,7 @@ class HubPeer:
         batch = decode(payload)
         if isinstance(batch, AuditBatch):
             self.audit.extend(batch.entries)
+            self.audit_frames.append(payload)
             if self.mode != "silent":
                 self._answer(topic, AuditAck(topic.node, batch.entries[-1].seq))
             return
@@ -119,7 +125,8 @@ class HubPeer:
     def _answer(
         self, topic: Topic, message: Ack | AuditAck | Reject, kind: TopicKind = TopicKind.ACK
     ) -> None:
-        self.client.publish(str(Topic(topic.village, topic.node, kind)), encode(message), qos=1)
+        payload = encode(message, version=self.wire)
+        self.client.publish(str(Topic(topic.village, topic.node, kind)), payload, qos=1)
 
     def send(self, village: str, node: str, kind: TopicKind, payload: bytes) -> None:
         """Publish raw bytes on one of a box's topics (QoS 1)."""

@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from edge.web.app import STORE, create_app
 from edge.web.sync_view import reject_message
 from protocol.changes import Ack, Batch, Change, Direction, FieldVersion
 from protocol.clock import pack
-from protocol.codec import WIRE_VERSION, encode
+from protocol.codec import WIRE_VERSION, decode, encode
 from protocol.errors import Reason
 from protocol.topics import TopicKind
 from puskesos import __version__
@@ -52,7 +52,10 @@ def sync_config(tmp_path: Path, port: int, mqtt_version: int = 5) -> EdgeConfig:
         node=NODE,
         data_dir=tmp_path / "box",
         broker=BrokerConfig(port=port, mqtt_version=mqtt_version),
-        sync=SyncConfig(enabled=True, ack_timeout_s=2, backoff_min_s=1, backoff_max_s=2),
+        # Audit entries sent at once, as before sync.audit_delay_s (tested on its own).
+        sync=SyncConfig(
+            enabled=True, ack_timeout_s=2, audit_delay_s=0, backoff_min_s=1, backoff_max_s=2
+        ),
     )
     upgrade(config.database_path)
     return config
@@ -356,6 +359,61 @@ async def test_a_box_whose_packing_process_died_packs_in_a_new_one_and_keeps_sen
         sent = set().union(*(record_ids(r.batch) for r in hub.received()))
         assert {first, second} <= sent
         assert all(p.pid not in {q.pid for q in packers} for p in multiprocessing.active_children())
+
+
+async def test_audit_entries_wait_for_company_and_travel_in_version_3_without_their_hashes(
+    tmp_path,
+    mosquitto,  # noqa: F811
+):
+    from edge import auditchain
+    from protocol.auditchain import GENESIS, follow
+    from protocol.codec import frame_version
+
+    hub = HubPeer(mosquitto.port, wire=3).start()
+    try:
+        config = sync_config(tmp_path, mosquitto.port)
+        config = replace(config, sync=replace(config.sync, audit_delay_s=8))
+        async with running_box(config) as box:
+            await box.save_household(seed=1)
+            await eventually(box.drained, what="the household acked", timeout=20)
+            assert not hub.audit  # waiting for company
+            await eventually(lambda: hub.audit, what="the trail", timeout=20)
+            stored = await box.store.read(lambda c: auditchain.entries_after(c, 0, 10_000))
+            # One message for all of them, in version 3 (the hub spoke it first), its
+            # hashes left out and computed again: the box's own.
+            assert len(hub.audit_frames) == 1 and frame_version(hub.audit_frames[0]) == 3
+            assert hub.audit == stored
+            assert follow(0, GENESIS, hub.audit) == (len(stored), stored[-1].hash, [])
+            assert not any(entry.hash in hub.audit_frames[0] for entry in stored)
+    finally:
+        hub.stop()
+
+
+async def test_a_full_audit_batch_goes_at_once_and_the_rest_waits(
+    tmp_path,
+    mosquitto,  # noqa: F811
+):
+    from edge import auditchain
+
+    hub = HubPeer(mosquitto.port).start()
+    try:
+        config = sync_config(tmp_path, mosquitto.port)
+        config = replace(config, sync=replace(config.sync, audit_delay_s=600, batch_changes=2))
+        async with running_box(config) as box:
+            await box.save_household(seed=1)
+            stored = await box.store.read(lambda c: auditchain.entries_after(c, 0, 10_000))
+            full = len(stored) // 2 * 2
+            assert full >= 4
+            await eventually(lambda: len(hub.audit) >= full, what="the full batches", timeout=20)
+            await asyncio.sleep(2)
+            # Two at a time, in order; a last one alone waits its ten minutes.
+            sent = [e.seq for e in hub.audit]
+            assert sent == list(range(1, len(sent) + 1)) and len(sent) % 2 == 0
+            assert {len(decode(frame).entries) for frame in hub.audit_frames} == {2}
+            head = await box.store.read(lambda c: auditchain.entries_after(c, 0, 10_000))
+            assert len(head) - len(sent) < 2
+    finally:
+        hub.stop()
 
 
 async def test_the_audit_trail_reaches_the_hub_in_order_until_acked_and_resumes_after_a_restart(

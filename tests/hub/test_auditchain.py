@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from hub import db
 from hub.auditchain import check_all, receive
 from protocol.auditchain import GENESIS, AuditAck, AuditBatch, AuditEntry, seal
+from protocol.codec import decode, encode, frame_version
 from tests.hub.boxes import Box, enrol
 
 GRACE_MS = 60_000
@@ -128,3 +129,44 @@ async def test_the_hubs_copy_of_a_box_chain_refuses_update_and_delete(hub_store,
     with pytest.raises(sa.exc.DBAPIError, match="append-only"):
         async with hub_store.engine.begin() as conn:
             await conn.execute(sa.text(statement))
+
+
+async def test_version_3_messages_without_hashes_are_stored_and_checked_as_the_box_holds_them(
+    hub_store,
+):
+    """Wire version 3 leaves the hashes out; the hub computes them from ``previous``: the
+    same entries, the same verdicts as with the hashes (a ``previous`` other than the hub's
+    own hash of the entry before is a break at the first entry, as in version 2)."""
+    box = Box("edge-a")
+    await enrol(hub_store, box)
+    entries = chain(9)
+
+    async def send_3(batch: AuditBatch) -> AuditAck | None:
+        frame = encode(batch, version=3)
+        assert frame_version(frame) == 3
+        received = decode(frame)
+        assert isinstance(received, AuditBatch)
+        return await receive(hub_store, box.node, received, grace_ms=GRACE_MS)
+
+    assert await send_3(AuditBatch(box.node, tuple(entries[:4]), GENESIS)) == AuditAck(box.node, 4)
+    assert await send_3(AuditBatch(box.node, tuple(entries[4:6]), entries[3].hash))
+    device = await hub_store.device(box.node)
+    assert (device.audit_state, device.audit_seq, bytes(device.audit_hash)) == (
+        "ok",
+        6,
+        entries[5].hash,
+    )
+    b = db.box_audit
+    async with hub_store.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(b.c.seq, b.c.hash).where(b.c.node == box.node))).all()
+    assert {row.seq: bytes(row.hash) for row in rows} == {e.seq: e.hash for e in entries[:6]}
+    # A run that links up, but to another past: its first entry does not follow the hub's.
+    other = chain(9, actor="intruder")
+    await send_3(AuditBatch(box.node, tuple(other[6:]), other[5].hash))
+    device = await hub_store.device(box.node)
+    assert (device.audit_state, device.audit_problem, device.audit_problem_seq) == (
+        "broken",
+        "break",
+        7,
+    )
+    assert (device.audit_seq, device.audit_breaks) == (9, 1)

@@ -40,7 +40,7 @@ def frame(body: bytes, *, kind: int = Kind.BATCH, compress: bool = False) -> byt
     return bytes((MAGIC, 1, kind, Compression.NONE)) + body
 
 
-VERSIONS = pytest.mark.parametrize("version", [1, 2])
+VERSIONS = pytest.mark.parametrize("version", [1, 2, 3])
 
 
 @VERSIONS

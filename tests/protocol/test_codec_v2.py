@@ -107,9 +107,9 @@ def test_every_kind_travels_in_a_version_2_envelope_and_says_so():
 
 
 def test_a_peer_is_sent_the_highest_version_both_speak():
-    assert [version_for(reported) for reported in (0, 1, 2, 9)] == [1, 1, 2, WIRE_VERSION]
+    assert [version_for(reported) for reported in (0, 1, 2, 3, 9)] == [1, 1, 2, 3, WIRE_VERSION]
     with pytest.raises(ValueError):
-        encode(Ack(NODE, 1, 1), version=3)
+        encode(Ack(NODE, 1, 1), version=WIRE_VERSION + 1)
 
 
 def test_version_1_frames_still_decode():
