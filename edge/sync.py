@@ -58,8 +58,12 @@ _M = TypeVar("_M", Ack, Batch, Reject)
 
 #: How long ``stop`` lets the message being handled finish.
 _STOP_TIMEOUT_S = 10.0
-#: Least time between two rounds: a burst of saves makes one batch, not one each.
+#: Least time between two rounds: a burst of saves makes one batch, not one each. An ack
+#: ends it early (the room it makes is filled at once).
 _ROUND_GAP_S = 0.1
+#: Batches sealed beyond the window: packed while the window's batches travel, each is
+#: published the moment an ack makes room, instead of after its packing.
+_SEAL_AHEAD = 2
 #: After a probe, the root is reported again once the box has sent all it has and no repair
 #: batch came for this long.
 _RECHECK_QUIET_S = 2.0
@@ -83,6 +87,8 @@ class SyncClient:
         self.link = self._make_link(clean_start=False)
         self._epoch = ""
         self._wake = asyncio.Event()
+        #: Set by an ack of an up batch: ends the pause between two rounds.
+        self._acked = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # seq → when (monotonic) it was handed to the broker on this connection.
         self._sent_at: dict[int, float] = {}
@@ -257,8 +263,12 @@ class SyncClient:
             except Exception:
                 log.exception("sync round failed")
                 await asyncio.sleep(_RETRY_PAUSE_S)
-            # Saves that land meanwhile are sealed together in the next round.
-            await asyncio.sleep(_ROUND_GAP_S)
+            # Saves that land meanwhile are sealed together in the next round; an ack ends
+            # the pause (its room goes to a batch sealed ahead, at once).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_ROUND_GAP_S):
+                    await self._acked.wait()
+            self._acked.clear()
 
     def _sleep_for(self) -> float | None:
         """Seconds until something is due: a status, a report, the end of the hello wait, a
@@ -294,8 +304,12 @@ class SyncClient:
         now = time.monotonic()
         if not self._hello and self._connected_at is not None:
             self._hello = now - self._connected_at >= settings.ack_timeout_s
-        waiting = await outbox.unacked(store, limit=settings.window)
-        room = settings.window - len(waiting)
+        # The first `window` stored batches are in flight; up to _SEAL_AHEAD more wait,
+        # sealed, for room: packed while the others travel, they go out as an ack comes.
+        sealed_most = settings.window + _SEAL_AHEAD
+        waiting = await outbox.unacked(store, limit=sealed_most)
+        await self._send_due(waiting[: settings.window], now)
+        room = sealed_most - len(waiting)
         if self._hello and room > 0:
             sealed = await outbox.seal(
                 store,
@@ -306,21 +320,8 @@ class SyncClient:
                 version=self._wire,
             )
             if sealed:
-                waiting = await outbox.unacked(store, limit=settings.window)
-        timeout = settings.ack_timeout_s
-        due = [seq for seq in waiting if now - self._sent_at.get(seq, -timeout) >= timeout]
-        if due:
-            batches = await outbox.stored(store, due)
-            up = self.topics[TopicKind.UP]
-            results = await asyncio.gather(
-                *(self.link.publish(up, b.payload, timeout=timeout) for b in batches)
-            )
-            sent = [batch.seq for batch, ok in zip(batches, results, strict=True) if ok]
-            handed = time.monotonic()
-            for seq in sent:
-                self._sent_at[seq] = handed
-            await outbox.mark_sent(store, sent, store.now_ms())
-            self.metrics.batches_sent.inc(len(sent))
+                waiting = await outbox.unacked(store, limit=sealed_most)
+                await self._send_due(waiting[: settings.window], time.monotonic())
         if self._hello:
             await self._send_audit()
         if self._recheck_at is not None and time.monotonic() >= self._recheck_at and not waiting:
@@ -332,6 +333,25 @@ class SyncClient:
             await self._publish_status()
         if self.link.connected and time.monotonic() >= self._next_telemetry:
             await self._publish_telemetry()
+
+    async def _send_due(self, seqs: list[int], now: float) -> None:
+        """Publish the stored batches of ``seqs`` not handed to the broker within
+        ``ack_timeout_s`` (never, on this connection)."""
+        timeout = self.settings.ack_timeout_s
+        due = [seq for seq in seqs if now - self._sent_at.get(seq, -timeout) >= timeout]
+        if not due:
+            return
+        batches = await outbox.stored(self.store, due)
+        up = self.topics[TopicKind.UP]
+        results = await asyncio.gather(
+            *(self.link.publish(up, b.payload, timeout=timeout) for b in batches)
+        )
+        sent = [batch.seq for batch, ok in zip(batches, results, strict=True) if ok]
+        handed = time.monotonic()
+        for seq in sent:
+            self._sent_at[seq] = handed
+        await outbox.mark_sent(self.store, sent, self.store.now_ms())
+        self.metrics.batches_sent.inc(len(sent))
 
     async def _send_audit(self) -> None:
         """Send the audit entries after the last one the hub acked, one batch at a time:
@@ -439,6 +459,7 @@ class SyncClient:
             del self._sent_at[seq]
         self.metrics.batches_acked.inc(retired)
         self._wake.set()  # room in the window, or the hello this connection waited for
+        self._acked.set()
 
     async def _on_audit_ack(self, ack: AuditAck) -> None:
         if ack.node != self.store.node:

@@ -75,7 +75,7 @@ async def compare(store: HubStore, node: str, status: Status) -> Comparison:
     device = await store.device(node)
     if device is None or device.status != "active":
         return Comparison(Verdict.UNCHECKED)
-    async with store.engine.begin() as conn:
+    async with store.writing() as conn:
         head = await store.lock_village(conn, device.village)
         device = await store.device(node, conn)
         up = AppliedSeqs.from_state(device.up_watermark, json.loads(device.up_above))
@@ -160,6 +160,6 @@ async def repair(
         sent = await store_records(
             store, reply.node, send, max_changes=max_changes, max_bytes=max_bytes
         )
-        async with store.engine.begin() as conn:
+        async with store.writing() as conn:
             await _update_device(conn, reply.node, {"repaired": db.devices.c.repaired + sent})
     return DigestProbe(reply.node, wanted=tuple(wanted)) if wanted else None

@@ -48,7 +48,7 @@ async def receive(
     d, b = db.devices, db.box_audit
     seqs = [entry.seq for entry in batch.entries]
     now = store.wall()
-    async with store.engine.begin() as conn:
+    async with store.writing() as conn:
         device = (
             await conn.execute(sa.select(d).where(d.c.node == node).with_for_update())
         ).first()
@@ -89,7 +89,7 @@ async def check_all(store: HubStore, *, grace_ms: int) -> None:
 async def check(store: HubStore, node: str, *, grace_ms: int) -> None:
     """Walk ``node``'s chain from its verified head over what has arrived."""
     d = db.devices
-    async with store.engine.begin() as conn:
+    async with store.writing() as conn:
         locked = sa.select(d.c.node).where(d.c.node == node).with_for_update()
         if (await conn.execute(locked)).first() is not None:
             await _walk(conn, node, store.wall(), grace_ms)

@@ -390,11 +390,20 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
+#: The page cache of each SQLite connection of the hub, in KiB.
+SQLITE_CACHE_KIB = 32 * 1024
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # 32 MB of pages per connection (SQLite's default is 2 MB): a batch of 500 new records
+    # writes into the table and six indexes, whose pages otherwise leave the cache between
+    # two batches and are read back (issue 18: a third less time in SQLite per batch). The
+    # cache grows only as pages are used.
+    cursor.execute(f"PRAGMA cache_size={-SQLITE_CACHE_KIB}")
     cursor.close()
 
 

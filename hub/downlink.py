@@ -66,7 +66,7 @@ async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max
     limits = Limits(max_frame_bytes=max_bytes, max_changes=max_changes)
     version = known_wire(device.reported)
     made = 0
-    async with store.engine.begin() as conn:
+    async with store.writing() as conn:
         head = await store.lock_village(conn, device.village)
         device = await store.device(node, conn)
         d = db.down_batches
@@ -122,7 +122,7 @@ async def store_records(
     schema, version = known_schema(device.reported), known_wire(device.reported)
     r = db.records
     sent = 0
-    async with store.engine.begin() as conn:
+    async with store.writing() as conn:
         await store.lock_village(conn, device.village)
         device = await store.device(node, conn)
         seq = device.down_seq
@@ -243,7 +243,7 @@ async def due(
     )
     if node is not None:
         query = query.where(d.c.node == node)
-    async with store.engine.begin() as conn:
+    async with store.writing() as conn:
         rows = (await conn.execute(query)).all()
         if rows:
             now = store.wall()

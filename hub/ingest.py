@@ -34,7 +34,8 @@ from hub.mosquitto import share_group
 from hub.store import HubStore, Outcome
 from protocol.auditchain import AuditBatch
 from protocol.changes import Ack, Batch, Direction, Reject
-from protocol.codec import decode, encode, frame_version, version_for
+from protocol.codec import Message as WireMessage
+from protocol.codec import decode, decode_gradually, encode, frame_version, version_for
 from protocol.digest import DigestProbe, DigestReply
 from protocol.errors import MalformedError, ProtocolError, Reason, TopicError
 from protocol.status import Status, decode_status
@@ -143,7 +144,8 @@ class Ingest:
     async def _up(self, topic: Topic, message: Message) -> None:
         started = time.perf_counter()
         try:
-            batch = decode(message.payload)
+            async with self.store.preparing:
+                batch = await _decode(message.payload)
             if isinstance(batch, DigestReply) and batch.node == topic.node:
                 await self._digest_reply(topic, batch, frame_version(message.payload))
                 return
@@ -385,3 +387,17 @@ class Ingest:
             )
         older = self.store.wall() - c.resend_after_s * 1000
         await self._publish(await downlink.due(self.store, older_than_ms=older))
+
+
+async def _decode(payload: bytes) -> WireMessage:
+    """``decode`` a message, giving the event loop back every few dozen changes: a batch
+    being decoded must not hold up the one being written (its statements' results wait
+    for the loop), nor paho's acks."""
+    steps = decode_gradually(payload)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            message: WireMessage = done.value
+            return message
+        await asyncio.sleep(0)

@@ -77,14 +77,21 @@ class NewRecord(NamedTuple):
 
 
 def new_record_rows(
-    records: Sequence[NewRecord], village: str, log_seq: int, *, stamp: int, node: str, now: int
+    records: Sequence[NewRecord],
+    village: str,
+    log_seq: int,
+    *,
+    stamp: int,
+    node: str,
+    now: int,
+    pending: bool = False,
 ) -> tuple[list[tuple[Any, ...]], int, int]:
     """The rows (tuples in :data:`COLUMNS` order) of records that are not stored yet,
     distinct ids, each field a version of ``node`` at ``stamp`` that has seen nothing,
     numbered from ``log_seq + 1`` in order: the rows :func:`record_row` gives their merge
-    state (one version per field, so no conflict; not pending), worked out without
-    building that state. Returns the rows, the last ``log_seq`` and the XOR of their
-    digests."""
+    state (one version per field, so no conflict; ``pending`` as given), worked out
+    without building that state. Returns the rows, the last ``log_seq`` and the XOR of
+    their digests."""
     rows: list[tuple[Any, ...]] = []
     delta = 0
     for entity, record_id, shown in records:
@@ -95,7 +102,7 @@ def new_record_rows(
             (
                 record_id, now, entity, village, household_of(entity, record_id, shown),
                 dump_first_versions(shown, stamp, node), dump_json(shown),
-                shown.get(TOMBSTONE_FIELD) is True, 0, log_seq, node if shown else "", now, False,
+                shown.get(TOMBSTONE_FIELD) is True, 0, log_seq, node if shown else "", now, pending,
                 active_nik(entity, shown), to_signed(digest), shown_status(entity, shown),
                 lacking(entity, shown),
             )

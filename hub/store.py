@@ -10,10 +10,13 @@ most once even when two hub workers receive it, and each record written gets the
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,8 +120,28 @@ class HubStore:
         self.max_clock_drift_ms = max_clock_drift_ms
         self.wall = clock
         self._postgres = engine.dialect.name == "postgresql"
+        #: On SQLite, this process's writers queue here rather than in SQLite's busy
+        #: handler, which polls (sleeping up to 100 ms between tries): with several batches
+        #: waiting, the lock sat free while they slept (issue 18). ``None`` on PostgreSQL,
+        #: whose row locks wake a waiter at once.
+        self._write_lock = None if self._postgres else asyncio.Lock()
+        #: One batch at a time is decoded or prepared (``ingest``, :meth:`prepare`), in
+        #: steps that give the loop back: with several at once, their steps would queue
+        #: ahead of each statement result of the batch being written.
+        self.preparing = asyncio.Lock()
 
     # --- helpers ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """``engine.begin()`` for a write transaction; on SQLite behind this process's write
+        lock first (one writer at a time anyway; see ``_write_lock``). Not re-entrant."""
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     def _insert(self, table: sa.Table) -> Any:
         return (postgresql.insert if self._postgres else sqlite.insert)(table)
@@ -211,14 +234,22 @@ class HubStore:
             return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(sa.Text)))
         return column.in_(values)
 
-    @staticmethod
-    async def _village_changed(conn: AsyncConnection, village: str, log_seq: int, now: int) -> None:
-        """Move the village's ``log_seq`` on, and note that its data changed ``now``."""
-        await conn.execute(
-            db.villages.update()
-            .where(db.villages.c.code == village)
-            .values(log_seq=log_seq, last_change_ms=now)
+    async def _lock_head(self, conn: AsyncConnection, village: str) -> tuple[int, int, int]:
+        """:meth:`lock_village`, returning the village's ``log_seq``, digest (unsigned) and
+        record count; one statement when the village's row exists (the usual case)."""
+        v = db.villages
+        query = (
+            sa.select(v.c.log_seq, v.c.digest, v.c.records)
+            .where(v.c.code == village)
+            .with_for_update()
         )
+        row = (await conn.execute(query)).first()
+        if row is None:
+            await conn.execute(
+                self._insert(v).values(code=village, log_seq=0).on_conflict_do_nothing()
+            )
+            row = (await conn.execute(query)).one()
+        return int(row.log_seq), from_signed(row.digest), int(row.records)
 
     async def device(self, node: str, conn: AsyncConnection | None = None) -> Any:
         """The device row of ``node`` (``None`` when not registered)."""
@@ -264,9 +295,16 @@ class HubStore:
             problem = Reason.UNKNOWN_NODE, f"node {topic_node} is not registered"
         if problem is not None:
             return await self._refuse(batch, device, *problem)
+        # The rows of the records the batch creates are made before the write lock is
+        # taken (the lock then covers little more than the statements), unless the batch
+        # is already applied (a resend).
+        applied = AppliedSeqs.from_state(device.up_watermark, json.loads(device.up_above))
+        prepared = None
+        if batch.seq not in applied:
+            prepared = await self.prepare(batch.changes, device.village, review=True)
         try:
-            async with self.engine.begin() as conn:
-                return await self._apply_locked(conn, batch, device.village)
+            async with self.writing() as conn:
+                return await self._apply_locked(conn, batch, device.village, prepared)
         except _Refused as refused:
             return await self._refuse(batch, device, refused.reason, refused.detail)
 
@@ -278,15 +316,17 @@ class HubStore:
     async def note_reject(self, node: str, seq: int, reason: Reason, detail: str) -> None:
         """Count a refused batch against a registered node (``seq`` 0: unreadable)."""
         note = json.dumps({"reason": reason.value, "detail": detail, "seq": seq})
-        async with self.engine.begin() as conn:
+        async with self.writing() as conn:
             await conn.execute(
                 db.devices.update()
                 .where(db.devices.c.node == node)
                 .values(rejected=db.devices.c.rejected + 1, last_reject=note)
             )
 
-    async def _apply_locked(self, conn: AsyncConnection, batch: Batch, village: str) -> Applied:
-        log_seq = await self.lock_village(conn, village)
+    async def _apply_locked(
+        self, conn: AsyncConnection, batch: Batch, village: str, prepared: Prepared | None
+    ) -> Applied:
+        log_seq, digest, records = await self._lock_head(conn, village)
         device = await self.device(batch.node, conn)
         if device.status != "active":
             raise _Refused(Reason.REVOKED_NODE, f"node {batch.node} is revoked")
@@ -302,9 +342,10 @@ class HubStore:
                     f"node {batch.node} belongs to {village}",
                 )
         now = self.wall()
-        log_seq, conflicts = await self.merge_changes(
-            conn, village, batch.changes, log_seq, now, by=batch.node, review=True
-        )
+        log_seq, conflicts, delta, added = await self._merge(
+            conn, village, batch.changes, log_seq, now, by=batch.node, review=True,
+            prepared=prepared,
+        )  # fmt: skip
         applied = applied.add(batch.seq)
         watermark, above = applied.to_state()
         await conn.execute(
@@ -317,7 +358,17 @@ class HubStore:
                 changes_applied=db.devices.c.changes_applied + len(batch.changes),
             )
         )
-        await self._village_changed(conn, village, log_seq, now)
+        v = db.villages
+        await conn.execute(
+            v.update()
+            .where(v.c.code == village)
+            .values(
+                log_seq=log_seq,
+                last_change_ms=now,
+                digest=to_signed(digest ^ delta),
+                records=records + added,
+            )
+        )
         return Applied(
             Outcome.APPLIED,
             village=village,
@@ -344,8 +395,63 @@ class HubStore:
         district's own imports). Returns the new ``log_seq`` and the conflicts found.
 
         Raises ``_Refused`` for a record of another village or entity."""
+        log_seq, conflicts, delta, added = await self._merge(
+            conn, village, changes, log_seq, now, by=by, review=review
+        )
+        if delta or added:
+            await self._fold_digest(conn, village, delta, added)
+        return log_seq, conflicts
+
+    async def prepare(self, changes: Sequence[Change], village: str, *, review: bool) -> Prepared:
+        """The rows of the records ``changes`` create, should the hub not hold them yet
+        (:func:`_creating`), for :meth:`merge_changes`; made in steps that give the event
+        loop back, before any lock is taken."""
+        prepared: Prepared = {}
+        async with self.preparing:
+            for position, (change, first) in enumerate(_creating(changes)):
+                if position and not position % _PREPARE_STEP:
+                    await asyncio.sleep(0)
+                prepared[change.record_id] = _new_row(change, first, village, review)
+        return prepared
+
+    async def _merge(
+        self,
+        conn: AsyncConnection,
+        village: str,
+        changes: Sequence[Change],
+        log_seq: int,
+        now: int,
+        *,
+        by: str,
+        review: bool,
+        prepared: Prepared | None = None,
+    ) -> tuple[int, int, int, int]:
+        """:meth:`merge_changes` but the village's digest and record count: returns the new
+        ``log_seq``, the conflicts found, the XOR of the old and new digests of the records
+        written and how many records are new, for the caller to fold in."""
         ids = sorted({change.record_id for change in changes})
         stored = await self._load(conn, ids)
+        # Records created by these changes (most of a box's backlog) skip the merge: their
+        # rows come from their values, as a registry import's new records do.
+        if prepared is None:
+            prepared = {
+                change.record_id: _new_row(change, first, village, review)
+                for change, first in _creating(changes)
+            }
+        new_rows: list[tuple[Any, ...]] = []
+        delta = 0
+        if prepared:
+            rest = []
+            for change in changes:
+                made = prepared.get(change.record_id)
+                if made is None or change.record_id in stored:
+                    rest.append(change)
+                    continue
+                new_row, digest = made
+                log_seq += 1
+                new_rows.append(_numbered(new_row, log_seq, now))
+                delta ^= digest
+            changes = rest
         working: dict[str, dict[str, Any]] = {}
         found: dict[tuple[str, str], Frontier] = {}
         touched: set[tuple[str, str]] = set()
@@ -377,9 +483,11 @@ class HubStore:
                 touched.add((change.record_id, name))
             for conflict in result.conflicts:
                 found[(change.record_id, conflict.field)] = conflict.versions
-        log_seq = await self._write_records(conn, working, log_seq, now)
+        log_seq, delta, added = await self._write_rows(
+            conn, working, log_seq, now, new_rows=new_rows, delta=delta
+        )
         await self._record_conflicts(conn, working, found, touched, now, by)
-        return log_seq, len(found)
+        return log_seq, len(found), delta, added
 
     async def _load(self, conn: AsyncConnection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         stored: dict[str, dict[str, Any]] = {}
@@ -412,11 +520,32 @@ class HubStore:
     async def _write_records(
         self, conn: AsyncConnection, working: Mapping[str, dict[str, Any]], log_seq: int, now: int
     ) -> int:
+        """Insert or update the merged records (of one village), each with the next
+        ``log_seq``, and fold them into the village's digest; returns the last ``log_seq``."""
+        village = next((row["village"] for row in working.values()), "")
+        log_seq, delta, added = await self._write_rows(conn, working, log_seq, now)
+        if delta or added:
+            await self._fold_digest(conn, village, delta, added)
+        return log_seq
+
+    async def _write_rows(
+        self,
+        conn: AsyncConnection,
+        working: Mapping[str, dict[str, Any]],
+        log_seq: int,
+        now: int,
+        *,
+        new_rows: Sequence[tuple[Any, ...]] = (),
+        delta: int = 0,
+    ) -> tuple[int, int, int]:
         """Insert or update the merged records, each with the next ``log_seq``; ``pending``
-        as the row says (set by a box's change), ``nik`` for an active member."""
-        inserts: list[dict[str, Any]] = []
+        as the row says (set by a box's change), ``nik`` for an active member. ``new_rows``
+        (rows of :data:`COLUMNS` of records not stored yet, numbered already, their
+        digests' XOR ``delta``) are inserted with them. Returns the last ``log_seq``, the
+        XOR of the old and new digests of everything written, and how many rows are new."""
+        inserts: list[tuple[Any, ...]] = list(new_rows)
         updates: list[dict[str, Any]] = []
-        delta, added, village = 0, 0, ""
+        added = len(inserts)
         for record_id, row in working.items():
             log_seq += 1
             full, digest = record_row(
@@ -425,13 +554,14 @@ class HubStore:
             )  # fmt: skip
             delta ^= digest ^ row.get("digest", 0)
             added += bool(row.get("is_new"))
-            village = row["village"]
             if row.get("is_new"):
-                inserts.append({"id": record_id, "created_ms": row["created_ms"], **full})
+                full.update(id=record_id, created_ms=row["created_ms"])
+                inserts.append(tuple(full[name] for name in COLUMNS))
             else:
                 updates.append({"b_id": record_id, **full})
-        if inserts:
-            await conn.execute(db.records.insert(), inserts)
+        # The driver's own bulk insert (COPY on PostgreSQL): the row values are already
+        # what it stores.
+        await insert_rows(conn, db.records, COLUMNS, inserts)
         if updates:
             columns = [name for name in updates[0] if name != "b_id"]
             await conn.execute(
@@ -440,9 +570,7 @@ class HubStore:
                 .values({name: sa.bindparam(name) for name in columns}),
                 updates,
             )
-        if delta or added:
-            await self._fold_digest(conn, village, delta, added)
-        return log_seq
+        return log_seq, delta, added
 
     @staticmethod
     async def _fold_digest(conn: AsyncConnection, village: str, delta: int, added: int) -> None:
@@ -545,7 +673,7 @@ class HubStore:
         ``value``: a new version of the field stamped by this hub node that has seen every
         concurrent version, so it supersedes them all on every replica it reaches. Audited
         in the same transaction."""
-        async with self.engine.begin() as conn:
+        async with self.writing() as conn:
             head = (
                 await conn.execute(sa.select(db.conflicts).where(db.conflicts.c.id == conflict_id))
             ).first()
@@ -660,7 +788,7 @@ class HubStore:
         if device is None:
             return None
         now = self.wall()
-        async with self.engine.begin() as conn:
+        async with self.writing() as conn:
             head = await self.lock_village(conn, device.village)
             device = await self.device(node, conn)
             update: dict[str, Any] = {
@@ -724,7 +852,7 @@ class HubStore:
         a node that is not an active device of ``village`` (its report is dropped)."""
         now = self.wall()
         d = db.devices
-        async with self.engine.begin() as conn:
+        async with self.writing() as conn:
             result = await conn.execute(
                 d.update()
                 .where(d.c.node == node, d.c.village == village, d.c.status == "active")
@@ -743,7 +871,7 @@ class HubStore:
         device = await self.device(ack.node)
         if device is None:
             return None
-        async with self.engine.begin() as conn:
+        async with self.writing() as conn:
             await self.lock_village(conn, device.village)
             device = await self.device(ack.node, conn)
             if ack.seq > device.down_seq:
@@ -810,6 +938,72 @@ class HubStore:
 
 #: Entities whose changes from a box wait for the district's review (docs/cycle.md).
 _REVIEWED = frozenset({"household", "member"})
+
+
+#: Record id → the row (in :data:`COLUMNS` order, to be numbered) and digest of the record
+#: a change creates, should the hub not hold it (:meth:`HubStore.prepare`).
+Prepared = dict[str, tuple[tuple[Any, ...], int]]
+#: Records :meth:`HubStore.prepare` makes rows of between two turns of the event loop.
+_PREPARE_STEP = 50
+_CREATED, _LOG_SEQ, _UPDATED = (
+    COLUMNS.index(name) for name in ("created_ms", "log_seq", "updated_ms")
+)
+
+
+def _creating(changes: Sequence[Change]) -> Iterator[tuple[Change, _FirstWrite]]:
+    """The changes that create their record if the hub does not hold it yet, with their
+    stamp and values: no other of ``changes`` names the record, and every field the change
+    writes is a version of one writer at one stamp that has seen nothing. The merge state
+    of such a record is one version per field, whose row
+    :func:`hub.record_rows.new_record_rows` makes from the values alone."""
+    counts = Counter(change.record_id for change in changes)
+    for change in changes:
+        if counts[change.record_id] == 1:
+            first = _first_write(change)
+            if first is not None:
+                yield change, first
+
+
+#: A change that writes a record's first versions: their time, writer and values.
+_FirstWrite = tuple[int, str, dict[str, Value]]
+
+
+def _first_write(change: Change) -> _FirstWrite | None:
+    """The time and writer every field of ``change`` is written at and the values, when
+    the fields share one stamp and none has seen an earlier version; ``None`` otherwise."""
+    values: dict[str, Value] = {}
+    time, node = -1, ""
+    for name, version in change.fields.items():
+        if version.seen:
+            return None
+        if not values:
+            time, node = version.time, version.node
+        elif version.time != time or version.node != node:
+            return None
+        values[name] = version.value
+    return (time, node, values) if values else None
+
+
+def _new_row(
+    change: Change, first: _FirstWrite, village: str, review: bool
+) -> tuple[tuple[Any, ...], int]:
+    """The row (``log_seq`` and times to be set by :func:`_numbered`) and digest of the
+    record ``change`` creates; a box's new household or member waits for review."""
+    time, node, values = first
+    (row,), _, digest = new_record_rows(
+        [NewRecord(change.entity, change.record_id, values)],
+        village, 0, stamp=time, node=node, now=0,
+        pending=review and change.entity in _REVIEWED,
+    )  # fmt: skip
+    return row, digest
+
+
+def _numbered(row: tuple[Any, ...], log_seq: int, now: int) -> tuple[Any, ...]:
+    """A prepared row with its ``log_seq`` and its creation and update times."""
+    numbered = list(row)
+    numbered[_CREATED] = numbered[_UPDATED] = now
+    numbered[_LOG_SEQ] = log_seq
+    return tuple(numbered)
 
 
 def known_schema(reported: str | None) -> int:

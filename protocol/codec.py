@@ -17,7 +17,7 @@ import json
 import re
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import astuple, dataclass
 from functools import cache
 from importlib import resources
@@ -38,7 +38,7 @@ from protocol.errors import (
 )
 from protocol.ids import is_node_id
 from protocol.jsonform import common_stamp
-from protocol.schema import EntitySchema, wire_value_error
+from protocol.schema import EntitySchema, wire_value_accept, wire_value_error
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -49,7 +49,9 @@ __all__ = [
     "Limits",
     "Message",
     "decode",
+    "decode_gradually",
     "encode",
+    "encode_stored_changes",
     "frame_version",
     "version_for",
 ]
@@ -337,6 +339,11 @@ def encode(message: Message, *, limits: Limits = DEFAULT_LIMITS, version: int = 
             message.direction, message.node, message.seq, str(message.reason), detail
         )
         body = _ENCODER.encode(wire_reject)
+    return _frame(kind, body, version, limits)
+
+
+def _frame(kind: int, body: bytes, version: int, limits: Limits) -> bytes:
+    """The envelope around ``body``, compressed when that makes it smaller."""
     compression = Compression.NONE
     if version == 1 and len(body) > _COMPRESS_ABOVE:
         packed, code = zlib.compress(body, _ZLIB_LEVEL), Compression.ZLIB
@@ -432,8 +439,64 @@ def _batch_to_wire_2(batch: Batch, *, uuids: bool = False) -> _Batch2:
     return _Batch2(batch.direction, batch.node, batch.seq, list(table), changes)
 
 
+def encode_stored_changes(
+    node: str,
+    seq: int,
+    changes: Sequence[Sequence[Any]],
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    direction: Direction = Direction.UP,
+) -> bytes:
+    """The wire version 2 frame of ``Batch(node, seq, changes)``, from the changes in the
+    form a box stores them (``protocol.jsonform.dump_change``'s lists, decoded): the same
+    bytes as :func:`encode`, without making the changes' objects first (a box packs its
+    queue this way; ``dump_change`` already split each change on its shared stamp)."""
+    table = _NodeTable()
+    wire = []
+    for entity, record_id, village, origin, time, node_, seen, values, exceptions in changes:
+        fields = [
+            _Field(name, value, version_time, table.index(writer), table.seen(version_seen))
+            for name, (value, version_time, writer, version_seen) in exceptions.items()
+        ]
+        wire.append(
+            _Change2(
+                entity,
+                uuid.UUID(record_id).bytes,
+                village,
+                table.index(origin),
+                time,
+                table.index(node_),
+                table.seen(seen),
+                list(values.items()),
+                fields,
+            )
+        )
+    body = _ENCODER.encode(_Batch2(direction, node, seq, list(table), wire))
+    return _frame(Kind.BATCH, body, 2, limits)
+
+
 def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Message:
     """Parse and validate wire bytes; raises only :class:`ProtocolError` subclasses."""
+    steps = decode_gradually(data, limits=limits, step=_NO_STEPS)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            message: Message = done.value
+            return message
+
+
+#: A step size no batch reaches: :func:`decode` runs the decoding in one go.
+_NO_STEPS: Final = 1 << 62
+
+
+def decode_gradually(
+    data: bytes, *, limits: Limits = DEFAULT_LIMITS, step: int = 50
+) -> Generator[None, None, Message]:
+    """:func:`decode` in steps: a generator that yields after every ``step`` changes of a
+    batch and returns the message (``StopIteration.value``), raising what :func:`decode`
+    raises. A receiver with an event loop (the hub) resumes it between other work, so that
+    decoding a batch of 500 changes (tens of milliseconds) never holds up the loop for long."""
     if len(data) > limits.max_frame_bytes:
         raise TooLargeError(f"frame of {len(data)} bytes over {limits.max_frame_bytes}")
     if len(data) < _HEADER_SIZE or data[0] != MAGIC:
@@ -456,7 +519,7 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Message:
         raise MalformedError(f"body: {exc}") from None
     try:
         if isinstance(wire, _Batch | _Batch2):
-            return _batch_from_wire(wire, limits, uuids=version >= 3)
+            return (yield from _batch_from_wire(wire, limits, step, uuids=version >= 3))
         if isinstance(wire, _Ack):
             # seq 0: the answer to a box's hello when nothing of it was applied yet.
             direction, node, seq = _stream(wire.direction, wire.node, wire.seq, first=0)
@@ -670,7 +733,9 @@ def _invalid(index: int, detail: str) -> InvalidChangeError:
     return InvalidChangeError(f"change {index}: {detail}")
 
 
-def _batch_from_wire(wire: _Batch | _Batch2, limits: Limits, *, uuids: bool = False) -> Batch:
+def _batch_from_wire(
+    wire: _Batch | _Batch2, limits: Limits, step: int, *, uuids: bool = False
+) -> Generator[None, None, Batch]:
     direction, batch_node, seq = _stream(wire.direction, wire.node, wire.seq)
     nodes = wire.nodes
     if len(nodes) > limits.max_nodes:
@@ -684,6 +749,8 @@ def _batch_from_wire(wire: _Batch | _Batch2, limits: Limits, *, uuids: bool = Fa
     raws: Sequence[_Change | _Change2] = wire.changes
     changes = []
     for position, raw in enumerate(raws):
+        if position and not position % step:
+            yield
         entity = ENTITIES.get(raw.entity)
         if entity is None:
             raise _invalid(position, f"unknown entity {raw.entity[:40]!r}")
@@ -710,23 +777,35 @@ def _batch_from_wire(wire: _Batch | _Batch2, limits: Limits, *, uuids: bool = Fa
             raise _invalid(position, f"needs 1 to {limits.max_fields} fields")
         if isinstance(raw, _Change2):
             stamp = fields.stamp("shared stamp", raw.time, raw.node, raw.seen)
-            for name, value in raw.values:
-                fields.add(name, value, *stamp)
+            fields.add_all(raw.values, *stamp)
         for item in exceptions:
-            fields.add(
-                item.name,
-                item.value,
+            fields.add_all(
+                ((item.name, item.value),),
                 *fields.stamp(f"field {item.name!r}", item.time, item.node, item.seen),
             )
         changes.append(Change(raw.entity, str(record), raw.village, origin, fields.versions))
     return Batch(batch_node, seq, tuple(changes), direction)
 
 
+#: Per entity and direction (uplink or not): the fields a change may write, each with
+#: :func:`~protocol.schema.wire_value_accept`'s test of its values. A field that is not
+#: there (unknown, or set by the hub only in an uplink) is refused by the full checks.
+_ACCEPTS: Final[dict[tuple[str, bool], dict[str, Callable[[object], bool]]]] = {
+    (name, uplink): {
+        field: wire_value_accept(spec)
+        for field, spec in entity.fields.items()
+        if not (uplink and spec.readonly)
+    }
+    for name, entity in ENTITIES.items()
+    for uplink in (False, True)
+}
+
+
 class _Fields:
     """The fields of one change being decoded, each checked against the schema and the
     rules of ``protocol/SPEC.md`` §5.2."""
 
-    __slots__ = ("entity", "nodes", "position", "uuids", "versions", "writer")
+    __slots__ = ("accepts", "entity", "nodes", "position", "uuids", "versions", "writer")
 
     def __init__(
         self,
@@ -739,6 +818,7 @@ class _Fields:
         self.position, self.entity, self.nodes, self.writer = position, entity, nodes, writer
         #: Version 3: 16 bytes are a UUID's text.
         self.uuids = uuids
+        self.accepts = _ACCEPTS[entity.name, writer is not None]
         self.versions: dict[str, FieldVersion] = {}
 
     def stamp(self, label: str, time: int, node: int, seen: list[int]) -> tuple[int, str, Seen]:
@@ -752,7 +832,20 @@ class _Fields:
             raise _invalid(self.position, f"{label}: not written by the sender")
         return time, writer, _seen_from_wire(seen, self.nodes, time) if seen else ()
 
+    def add_all(self, values: Sequence[tuple[str, Any]], time: int, node: str, seen: Seen) -> None:
+        """Add fields written at one stamp (a version 2 change's shared stamp)."""
+        accepts, versions = self.accepts, self.versions
+        for name, value in values:
+            accept = accepts.get(name)
+            if accept is None or name in versions or not accept(value):
+                self.add(name, value, time, node, seen)
+                continue
+            # FieldVersion(value, time, node, seen) without the constructor's argument
+            # handling: one per field of every change.
+            versions[name] = tuple.__new__(FieldVersion, (value, time, node, seen))
+
     def add(self, name: str, value: Any, time: int, node: str, seen: Seen) -> None:
+        """Add one field after every check (raising the first that fails)."""
         spec = self.entity.fields.get(name)
         if spec is None:
             raise _invalid(self.position, f"unknown field {name[:40]!r}")

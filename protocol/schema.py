@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -28,6 +28,7 @@ __all__ = [
     "FieldKind",
     "FieldSpec",
     "WireProblem",
+    "wire_value_accept",
     "wire_value_error",
     "wire_value_problem",
 ]
@@ -62,6 +63,7 @@ _DIGITS_RE = re.compile(r"[0-9]+")
 
 #: Upper bound for any text value on the wire, whatever the field's own limit.
 MAX_TEXT_LENGTH = 4000
+_STR = frozenset({str})
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,55 @@ def wire_value_error(spec: FieldSpec, value: object) -> str | None:
     """
     problem = wire_value_problem(spec, value)
     return None if problem is None else problem.reason
+
+
+def wire_value_accept(spec: FieldSpec) -> Callable[[object], bool]:
+    """A quick test for values of ``spec`` that certainly may travel: ``True`` only for a
+    value :func:`wire_value_error` accepts; ``False`` means "ask it" (it gives the reason).
+    For the codec's hot loop, which checks every field of every change; build once per
+    field (the fields of the common kinds get a test without the dispatch on the kind)."""
+    kind = spec.kind
+    limit = min(spec.max_length or MAX_TEXT_LENGTH, MAX_TEXT_LENGTH)
+    if kind is FieldKind.TEXT:
+        return lambda value: value is None or (type(value) is str and len(value) <= limit)
+    if kind is FieldKind.ENUM:
+        codes = frozenset(code for code in spec.choices if len(code) <= limit)
+        return lambda value: value is None or (type(value) is str and value in codes)
+    if kind is FieldKind.BOOL:
+        return lambda value: value is None or value is True or value is False
+    if kind is FieldKind.DATE:
+        return lambda value: (
+            value is None or (type(value) is str and len(value) <= limit and _is_date(value))
+        )
+    if kind is FieldKind.ENUM_SET:
+        known = frozenset(spec.choices)
+        return lambda value: (
+            value is None
+            or (
+                type(value) is list
+                and set(map(type, value)) <= _STR
+                and known.issuperset(value)
+                and len(set(value)) == len(value)
+            )
+        )
+    if kind in (FieldKind.INT, FieldKind.DECIMAL):
+        low = -math.inf if spec.minimum is None else spec.minimum
+        high = math.inf if spec.maximum is None else spec.maximum
+        if kind is FieldKind.INT:
+            return lambda value: value is None or (type(value) is int and low <= value <= high)
+        return lambda value: (
+            value is None
+            or (
+                (type(value) is int or (type(value) is float and math.isfinite(value)))
+                and low <= value <= high
+            )
+        )
+    if kind in (FieldKind.NIK, FieldKind.KK) and limit >= 16:
+        return lambda value: (
+            value is None
+            or (type(value) is str and len(value) == 16 and _DIGITS_RE.fullmatch(value) is not None)
+        )
+    return lambda value: wire_value_problem(spec, value) is None
 
 
 def wire_value_problem(spec: FieldSpec, value: object) -> WireProblem | None:

@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 
-from hub import downlink
+import sqlalchemy as sa
+
+from hub import db, downlink
 from hub.devices import revoke_device
+from hub.record_rows import record_row
 from hub.store import HubStore, Outcome
 from protocol.changes import Ack, Batch, Direction
 from protocol.codec import decode
+from protocol.digest import from_signed
 from protocol.errors import Reason
 from protocol.merge import merge
 from protocol.status import Status
-from tests.factories import DEFAULT_VILLAGE, new_id
+from tests.factories import DEFAULT_VILLAGE, make_household, make_member, new_id
 from tests.hub.boxes import Box, enrol
 
 OTHER_VILLAGE = "3201022002"
@@ -232,3 +236,54 @@ async def test_seqs_a_box_will_never_send_stop_holding_the_watermark_back(hub_st
     assert answer == Ack("edge-a", 5, 5)
     device = await hub_store.device("edge-a")
     assert (device.up_watermark, json.loads(device.up_above)) == (5, [])
+
+
+async def test_records_a_batch_creates_get_the_rows_and_digest_the_merge_gives(hub_store):
+    # Most of a box's backlog is records the hub does not hold yet: their rows are made
+    # from their values before the write lock is taken (HubStore.prepare), not merged one
+    # by one. Whatever a batch mixes, every row, the village's digest, record count and
+    # log_seq come out as the merge makes them (record_row of the merged state).
+    box, other = Box("edge-a"), Box("edge-b")
+    await enrol(hub_store, box, other)
+    now = hub_store.wall()
+    known = new_id()
+    await hub_store.apply(other.batch(other.edit(known, now, address="lama")), "edge-b")
+    household = make_household(village_code=DEFAULT_VILLAGE)
+    household_id = household.pop("id")
+    member = make_member(household_id)
+    member_id = member.pop("id")
+    twice, gone = new_id(), new_id()
+    changes = [
+        box.edit(household_id, now, entity="household", **household),
+        box.edit(member_id, now, entity="member", **member),
+        box.edit(twice, now, address="satu"),
+        box.edit(twice, now, address="dua", rt="002"),  # seen the first: merged
+        box.edit(known, now, address="baru"),  # the hub holds it: merged, a conflict
+        box.edit(gone, now, address="salah", deleted=True),
+    ]
+    result = await hub_store.apply(box.batch(*changes), "edge-a")
+    assert result.outcome is Outcome.APPLIED and result.conflicts == 1
+
+    states: dict[str, dict] = {}
+    for change in changes:
+        states[change.record_id] = merge(states.get(change.record_id), change).state
+    r, v = db.records, db.villages
+    async with hub_store.engine.connect() as conn:
+        rows = {row.id: row for row in await conn.execute(sa.select(r))}
+        head = (await conn.execute(sa.select(v).where(v.c.code == DEFAULT_VILLAGE))).one()
+    for record_id in (household_id, member_id, twice, gone):
+        full, _ = record_row(
+            rows[record_id].entity, record_id, DEFAULT_VILLAGE, states[record_id],
+            log_seq=rows[record_id].log_seq, now=rows[record_id].updated_ms, pending=True,
+        )  # fmt: skip
+        assert {name: getattr(rows[record_id], name) for name in full} == full, record_id
+    assert rows[gone].deleted and rows[member_id].nik == member["nik"]
+    state = await hub_store.record_state(known)
+    assert {version.value for version in state["address"]} == {"lama", "baru"}
+    # The first batch numbered the known record 1; this one numbers its five records 2 to 6.
+    assert sorted(row.log_seq for row in rows.values()) == list(range(2, 7))
+    assert head.log_seq == 6 and head.records == 5
+    root = 0
+    for row in rows.values():
+        root ^= from_signed(row.digest)
+    assert from_signed(head.digest) == root

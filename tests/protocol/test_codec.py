@@ -22,6 +22,7 @@ from protocol.errors import (
     TooLargeError,
     UnsupportedVersionError,
 )
+from protocol.schema import wire_value_accept, wire_value_error
 from tests.protocol.strategies import batches, value_strategy
 
 NODE = "edge-3201012001-a"
@@ -298,3 +299,15 @@ def test_only_a_reject_or_a_hello_ack_may_name_seq_0():
         assert decode(encode(message)) == message
     with pytest.raises(MalformedError):
         decode(encode(Batch("edge-a", 0, ())))
+
+
+@settings(max_examples=400)
+@given(
+    data=st.data(),
+    spec=st.sampled_from([s for e in ENTITIES.values() for s in e.fields.values()]),
+)
+def test_the_quick_value_test_agrees_with_the_full_one(data: st.DataObject, spec):
+    # The decoder asks wire_value_accept first and the full check only when it says no:
+    # it must never accept what the full check refuses (and should say yes to the rest).
+    value = data.draw(json_like | value_strategy(spec))
+    assert wire_value_accept(spec)(value) == (wire_value_error(spec, value) is None)

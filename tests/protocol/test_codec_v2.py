@@ -20,11 +20,14 @@ from protocol.codec import (
     Kind,
     Limits,
     decode,
+    decode_gradually,
     encode,
+    encode_stored_changes,
     frame_version,
     version_for,
 )
 from protocol.errors import InvalidChangeError, MalformedError, TooLargeError
+from protocol.jsonform import dump_change, load_change
 from tests.protocol.strategies import batches
 from tests.protocol.test_codec import (
     NODE,
@@ -216,3 +219,39 @@ def test_version_2_batches_with_a_spliced_value_raise_only_protocol_errors(
             field[1] = data.draw(json_like)
         change[4] = data.draw(st.integers(-1, 2**64 - 1) | json_like)
     assert_only_protocol_errors(frame2(msgspec.msgpack.encode(wire)))
+
+
+# --- the box's and the hub's fast paths (issue 18) ------------------------------------------
+
+
+@settings(max_examples=300)
+@given(batch=batches())
+def test_a_box_encodes_its_stored_changes_to_the_bytes_of_their_batch(batch: Batch):
+    # The box packs its queue from the changes' stored JSON (edge.packing), without making
+    # the changes' objects: the frame must be byte for byte the batch's own.
+    stored = [dump_change(change) for change in batch.changes]
+    rows = [msgspec.json.decode(text) for text in stored]
+    loaded = Batch(
+        batch.node, batch.seq, tuple(load_change(text) for text in stored), batch.direction
+    )
+
+    frame = encode_stored_changes(batch.node, batch.seq, rows, direction=batch.direction)
+
+    assert frame == encode(loaded, version=2)
+    assert decode(frame) == loaded
+
+
+@settings(max_examples=200)
+@given(batch=batches(), version=st.sampled_from([1, 2]), step=st.integers(1, 4))
+def test_decoding_in_steps_gives_what_decoding_at_once_gives(batch: Batch, version: int, step: int):
+    frame = encode(batch, version=version)
+    steps = decode_gradually(frame, step=step)
+    yields = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            assert done.value == decode(frame) == batch
+            break
+        yields += 1
+    assert yields == max(0, (len(batch.changes) - 1) // step)
