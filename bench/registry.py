@@ -10,7 +10,8 @@ a. import of a generated CSV extract (N households of 4 members, in V villages, 
    combined file) with ``puskesos hub registry import``: wall time, rows/s, records/s, the
    peak RSS of the importing process and its worker processes together, and the CPU time
    per record of each (the importer is one process: its CPU per record bounds the rate
-   whatever the processors; ``--import-only``: this step alone);
+   whatever the processors), and of the PostgreSQL server processes serving the
+   import's database (``--postgres``, a local server); ``--import-only``: this step alone;
 b. the downlink of one village to a new box: down batches packed by the hub for a box of
    that village, bytes per record and in total (what a 2G modem would carry);
 c. re-import of the unchanged extract: wall time, and the downlink bytes it causes (goal 0);
@@ -60,6 +61,8 @@ import urllib.request
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+
+import sqlalchemy as sa
 
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
@@ -119,18 +122,21 @@ def write_extract(path: Path, households: int, villages: list[str], *, first: in
 @dataclass
 class ImportRun:
     """What one ``registry import`` took: wall seconds, peak RSS (MB) of the importing
-    process and its workers together, CPU seconds of the importing process and of its
-    workers (sampled), and its summary line."""
+    process and its workers together, CPU seconds of the importing process, of its
+    workers and of the PostgreSQL processes serving its database (sampled; 0 on SQLite),
+    and its summary line."""
 
     seconds: float
     rss_mb: float
     importer_cpu: float
     workers_cpu: float
     line: str
+    database_cpu: float = 0.0
 
 
-def run_import(config: Path, extract: Path) -> ImportRun:
-    """Run ``puskesos hub registry import``, sampling its process tree every 0.1 s."""
+def run_import(config: Path, extract: Path, database: str = "") -> ImportRun:
+    """Run ``puskesos hub registry import``, sampling its process tree every 0.1 s, and
+    the PostgreSQL backends of ``database`` (a local server) if given."""
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "puskesos", "hub", "registry", "import", str(extract),
@@ -139,17 +145,35 @@ def run_import(config: Path, extract: Path) -> ImportRun:
     )  # fmt: skip
     peak = 0
     cpu: dict[int, float] = {}
+    served: dict[int, float] = {}
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         output = pool.submit(process.communicate)
         while process.poll() is None:
             peak = max(peak, tree_usage(process.pid, cpu))
+            if database:
+                backends_cpu(database, served)
             time.sleep(0.1)
         stdout, stderr = output.result()
     seconds = time.monotonic() - started
     if process.returncode:
         raise SystemExit(f"import failed:\n{stderr}")
     importer = cpu.pop(process.pid, 0.0)
-    return ImportRun(seconds, peak / 1024, importer, sum(cpu.values()), stdout.splitlines()[0])
+    return ImportRun(
+        seconds, peak / 1024, importer, sum(cpu.values()), stdout.splitlines()[0],
+        sum(served.values()),
+    )  # fmt: skip
+
+
+def backends_cpu(database: str, cpu: dict[int, float]) -> None:
+    """Note in ``cpu`` the CPU seconds so far of each PostgreSQL backend connected to
+    ``database`` (its process title names the database; Linux ``/proc``)."""
+    name = f" {database} ".encode()  # "postgres: USER DATABASE HOST(PORT) STATE"
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            title = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+            if title.startswith(b"postgres: ") and name in title:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def tree_usage(pid: int, cpu: dict[int, float]) -> int:
@@ -215,14 +239,19 @@ def measure(
         [sys.executable, "-m", "puskesos", "hub", "init", "--config", str(config)],
         capture_output=True, check=True,
     )  # fmt: skip
-    imported = run_import(config, extract)
+    database = (sa.make_url(url).database or "") if url else ""
+    imported = run_import(config, extract, database)
     records = rows + rows // 4
     seconds = imported.seconds
-    per_record = [cpu / records * 1e6 for cpu in (imported.importer_cpu, imported.workers_cpu)]
+    per_record = [
+        cpu / records * 1e6
+        for cpu in (imported.importer_cpu, imported.workers_cpu, imported.database_cpu)
+    ]
+    served = f", PostgreSQL {per_record[2]:.0f} us" if database else ""
     print(f"  [{label}] a. import: {seconds:.1f} s, {rows / seconds:,.0f} rows/s, "
           f"{records / seconds:,.0f} records/s, "
           f"peak RSS {imported.rss_mb:.0f} MB (with its workers); CPU per record: "
-          f"importer {per_record[0]:.0f} us, workers {per_record[1]:.0f} us")  # fmt: skip
+          f"importer {per_record[0]:.0f} us, workers {per_record[1]:.0f} us{served}")  # fmt: skip
     print(f"           {imported.line}")
     if args.import_only:
         return []

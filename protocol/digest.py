@@ -83,11 +83,12 @@ def first_versions_digest(
     """:func:`record_digest` of a state whose every field has one version, of ``node`` at
     ``time``, that has seen nothing (a record just created by one writer), from its
     values: the same number, without building the state (a bulk import's hot path)."""
-    canonical = [
+    # Tuples pack as the same arrays as lists, and are cheaper to build.
+    canonical = (
         entity,
         record_id,
-        [[name, [[value, time, node]]] for name, value in sorted(values.items())],
-    ]
+        [(name, ((values[name], time, node),)) for name in sorted(values)],
+    )
     packed = _ENCODER.encode(canonical)
     return int.from_bytes(hashlib.blake2b(packed, digest_size=8).digest(), "big")
 

@@ -11,6 +11,7 @@ splits, moves or loses its head.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from datetime import date
 
@@ -30,6 +31,7 @@ from protocol.regions import (
 __all__ = [
     "NikInfo",
     "mask_number",
+    "nik_mismatches",
     "parse_nik",
     "validate_kk",
     "validate_nik",
@@ -140,7 +142,6 @@ def _nik_structure(nik: object, field: str, label: str) -> tuple[list[Issue], Ni
     if nik[12:] == "0000":
         issues.append(Issue.error(field, "nik_serial_zero", base))
     day, month, yy = int(nik[6:8]), int(nik[8:10]), int(nik[10:12])
-    sex = "perempuan" if day > 40 else "laki_laki"
     real_day = day - 40 if day > 40 else day
     day_ok = 1 <= day <= 31 or 41 <= day <= 71
     if not day_ok:
@@ -148,16 +149,42 @@ def _nik_structure(nik: object, field: str, label: str) -> tuple[list[Issue], Ni
     if not 1 <= month <= 12:
         issues.append(Issue.error(field, "nik_month", {**base, "month": nik[8:10]}))
     elif day_ok:
-        # 29-02-00 is a real date in 2000 though not in 1900: either century will do.
-        if any(_real_date(century + yy, month, real_day) for century in (1900, 2000)):
-            parsed = NikInfo(nik[:6], real_day, month, yy, sex, nik[12:])
-        else:
+        parsed = _nik_info(nik, day, month, yy)
+        if parsed is None:
             nik_date = f"{real_day:02d}-{month:02d}-{yy:02d}"
             issues.append(Issue.error(field, "nik_date", {**base, "nik_date": nik_date}))
     issues += _prefix_issues(
         nik[:6], field, base, old_code="nik_prefix_old", unknown_code="nik_prefix_unknown"
     )
     return issues, parsed
+
+
+def nik_mismatches(
+    nik: object, *, field: str = "nik", birth_date: date | None, sex: str | None, label: str
+) -> list[Issue]:
+    """The issues of :func:`validate_nik` that compare the NIK with ``birth_date`` and
+    ``sex`` (``nik_birth_date_mismatch``, ``nik_sex_mismatch``), without the NIK's own:
+    a record's cross-field rule, when the field's own check has already run."""
+    if not isinstance(nik, str) or len(nik) != 16 or not (nik.isascii() and nik.isdigit()):
+        return []
+    day, month = int(nik[6:8]), int(nik[8:10])
+    if not (1 <= day <= 31 or 41 <= day <= 71) or not 1 <= month <= 12:
+        return []
+    parsed = _nik_info(nik, day, month, int(nik[10:12]))
+    if parsed is None:
+        return []
+    return _nik_mismatches(parsed, field, label, birth_date, sex)
+
+
+def _nik_info(nik: str, day: int, month: int, yy: int) -> NikInfo | None:
+    """What a NIK of 16 digits says, given its day (women: plus 40, 01–31 or 41–71) and
+    month (01–12); ``None`` when that date exists in neither 19YY nor 20YY."""
+    real_day = day - 40 if day > 40 else day
+    # 29-02-00 is a real date in 2000 though not in 1900: either century will do.
+    if _real_date(1900 + yy, month, real_day) or _real_date(2000 + yy, month, real_day):
+        sex = "perempuan" if day > 40 else "laki_laki"
+        return NikInfo(nik[:6], real_day, month, yy, sex, nik[12:])
+    return None
 
 
 def _nik_mismatches(
@@ -202,13 +229,18 @@ def _prefix_issues(
     prefix: str, field: str, base: Mapping[str, str], *, old_code: str, unknown_code: str
 ) -> list[Issue]:
     # A NIK or KK keeps the kecamatan where it was first issued, so an old code is real.
-    if is_current_kecamatan(prefix):
+    if _is_current_kecamatan(prefix):
         return []
     dotted = format_dotted(prefix)
     if is_old_kecamatan(prefix):
         name = old_region_name(prefix) or ""
         return [Issue.warning(field, old_code, {**base, "prefix": dotted, "name": name})]
     return [Issue.warning(field, unknown_code, {**base, "prefix": dotted})]
+
+
+#: :func:`is_current_kecamatan` of the prefixes met lately: a district's NIKs and family
+#: cards share a few dozen (the answer depends on the code alone).
+_is_current_kecamatan = functools.lru_cache(maxsize=4096)(is_current_kecamatan)
 
 
 def _real_date(year: int, month: int, day: int) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Final
@@ -22,7 +22,7 @@ from protocol.entities import HOUSEHOLD, MEMBER, RECORD_ID_KEY
 from protocol.issues import Issue, Level
 from protocol.messages import render
 from protocol.schema import EntitySchema, FieldKind, FieldSpec, wire_value_problem
-from protocol.validate import validate_fields
+from protocol.validate import NewRecordChecks
 
 __all__ = [
     "DEFAULT_LAYOUT",
@@ -250,8 +250,24 @@ def _id(row: Mapping[str, object], column: str) -> str:
     return _uuid7(text) or text
 
 
-#: A layout's columns of one entity that a row holds: (column, field) in layout order.
-_Columns = tuple[tuple[str, FieldSpec], ...]
+#: A layout's columns of one entity that a row holds: (column, field, the field's
+#: :meth:`RowParser._coerce` of a cell) in layout order.
+_Columns = tuple[tuple[str, FieldSpec, Callable[[object], object]], ...]
+#: Cells remembered per field by :meth:`RowParser._coercer` at most (then forgotten).
+_REMEMBERED_CELLS = 20_000
+#: Field kinds whose cells repeat from row to row and whose values are immutable: their
+#: coercion is remembered per cell text.
+_REMEMBERED_KINDS = frozenset(
+    {
+        FieldKind.ENUM,
+        FieldKind.BOOL,
+        FieldKind.INT,
+        FieldKind.DECIMAL,
+        FieldKind.DATE,
+        FieldKind.PERIOD,
+        FieldKind.REGION,
+    }
+)
 
 
 class RowParser:
@@ -287,9 +303,20 @@ class RowParser:
             schema.name: frozenset(n for n, spec in schema.fields.items() if spec.readonly)
             for schema in (HOUSEHOLD, MEMBER)
         }
+        #: The household-only columns that say a member row also describes its household
+        #: (not its village, which says where the member is listed).
+        self._household_filled = [
+            c for c in self._household_only if layout.household[c] != "village_code"
+        ]
+        #: Per entity and field: its coercion of a cell (:meth:`_coercer`).
+        self._coercers: dict[tuple[str, str], Callable[[object], object]] = {}
         #: Per tuple of a row's column names: the household's, member's, village columns.
         self._present: dict[tuple[str, ...], tuple[_Columns, _Columns, _Columns]] = {}
         self._last_household: tuple[tuple[object, ...], RowPart, list[RowIssue]] | None = None
+        self._checks = NewRecordChecks(today=today)
+        #: The parts' ``sources`` (column of each value), one dict per distinct content:
+        #: parts read from the same columns share it (a check worker sends it once).
+        self._sources: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
 
     def read(
         self, row: Mapping[str, object]
@@ -309,20 +336,22 @@ class RowParser:
         only."""
         schema = HOUSEHOLD if part.entity == HOUSEHOLD.name else MEMBER
         readonly = self._readonly[schema.name]
-        typed = {n: v for n, v in part.values.items() if n not in readonly}
+        values = part.values
+        given = [n for n in values if n in readonly]
+        typed = {n: v for n, v in values.items() if n not in readonly} if given else dict(values)
         if schema is MEMBER:
             typed["household_id"] = "00000000-0000-7000-8000-000000000000"  # linked by the hub
-        issues = validate_fields(schema, typed, is_new=True, today=self.today)
+        issues = self._checks(schema, typed)
         if part.record_id and _uuid7(part.record_id) != part.record_id:
             issues.append(Issue.error(RECORD_ID_KEY, "invalid_ref", {"label": "ID data"}))
-        for name, value in part.values.items():
-            if name not in readonly:
-                continue
+        for name in given:
             spec = schema.fields[name]
-            problem = wire_value_problem(spec, value)
+            problem = wire_value_problem(spec, values[name])
             if problem is not None:
                 params = {"label": spec.label, "field": name, **dict(problem.params)}
                 issues.append(Issue.error(name, problem.code, params))
+        if not issues:
+            return []
         return [
             RowIssue(
                 part.sources.get(i.field) or self.layout.column_of(part.entity, i.field),
@@ -340,13 +369,9 @@ class RowParser:
         layout = self.layout
         member_id = _id(row, layout.member_id)
         household_id = _id(row, layout.household_id)
-        is_member = bool(member_id) and any(_cell(row, c) is not None for c in self._member_only)
+        is_member = bool(member_id) and _any_filled(row, self._member_only)
         # A member row's village alone says where the member is listed, not a household.
-        filled = any(
-            _cell(row, c) is not None
-            for c in self._household_only
-            if not (is_member and layout.household[c] == "village_code")
-        )
+        filled = _any_filled(row, self._household_filled if is_member else self._household_only)
         parts: list[tuple[RowPart, list[RowIssue]]] = []
         if household_id and (filled or not is_member):
             if check:
@@ -370,11 +395,20 @@ class RowParser:
                 self._present.clear()
             held = set(names)
             layout = self.layout
+            village_code = HOUSEHOLD.fields["village_code"]
             found = (
-                tuple((c, HOUSEHOLD.fields[f]) for c, f in layout.household.items() if c in held),
-                tuple((c, MEMBER.fields[f]) for c, f in layout.member.items() if c in held),
                 tuple(
-                    (c, HOUSEHOLD.fields["village_code"])
+                    (c, HOUSEHOLD.fields[f], self._coercer(HOUSEHOLD.name, HOUSEHOLD.fields[f]))
+                    for c, f in layout.household.items()
+                    if c in held
+                ),
+                tuple(
+                    (c, MEMBER.fields[f], self._coercer(MEMBER.name, MEMBER.fields[f]))
+                    for c, f in layout.member.items()
+                    if c in held
+                ),
+                tuple(
+                    (c, village_code, self._coercer(HOUSEHOLD.name, village_code))
                     for c in self._village_columns
                     if c in held
                 ),
@@ -386,7 +420,7 @@ class RowParser:
         self, row: Mapping[str, object], registry_id: str, columns: _Columns
     ) -> tuple[RowPart, list[RowIssue]]:
         record = self.layout.record_id
-        key = (registry_id, row.get(record) if record else None, *(row.get(c) for c, _ in columns))
+        key = (registry_id, row.get(record) if record else None, *[row.get(c[0]) for c in columns])
         last = self._last_household
         if last is not None and last[0] == key:
             return last[1], last[2]
@@ -404,36 +438,84 @@ class RowParser:
         village_columns: _Columns,
     ) -> RowPart:
         layout = self.layout
-        values, sources = self._values(row, schema, columns)
+        values, sources = self._values(row, columns)
         written = _text(_cell(row, layout.record_id) or "") if layout.record_id else ""
-        record_id = _uuid7(written) or written  # refused by check_part unless a UUIDv7
+        record_id = (_uuid7(written) or written) if written else ""  # refused unless a UUIDv7
         if record_id:
             sources[RECORD_ID_KEY] = layout.record_id
+        sources = self._shared_sources(sources)
         if schema is HOUSEHOLD:
             return RowPart(HOUSEHOLD.name, registry_id, values, record_id, sources=sources)
         values.setdefault("status", "aktif")  # the extract lists the living
         household = _id(row, layout.member_household)
-        village = self._values(row, HOUSEHOLD, village_columns)[0].get("village_code", "")
+        village = self._values(row, village_columns)[0].get("village_code", "")
         return RowPart(
             MEMBER.name, registry_id, values, record_id, household, str(village), sources
         )
 
+    def _shared_sources(self, sources: dict[str, str]) -> dict[str, str]:
+        """``sources``, or the equal dict an earlier part got (never changed after)."""
+        key = tuple(sources.items())
+        shared = self._sources.get(key)
+        if shared is None:
+            if len(self._sources) > 256:  # rows of JSON Lines may each fill other columns
+                self._sources.clear()
+            shared = self._sources[key] = sources
+        return shared
+
+    @staticmethod
     def _values(
-        self, row: Mapping[str, object], schema: EntitySchema, columns: _Columns
+        row: Mapping[str, object], columns: _Columns
     ) -> tuple[dict[str, object], dict[str, str]]:
-        """The values of ``schema``'s fields in ``row`` (a field's first filled column
-        wins) and the column each came from."""
+        """The values of the fields of ``columns`` in ``row`` (a field's first filled
+        column wins) and the column each came from."""
         values: dict[str, object] = {}
         sources: dict[str, str] = {}
-        for column, spec in columns:
+        for column, spec, coerce in columns:
             name = spec.name
             if name in values:
                 continue
-            cell = _cell(row, column)
-            if cell is not None:
-                values[name] = self._coerce(schema.name, spec, cell)
-                sources[name] = column
+            cell = row.get(column)
+            if cell is None:
+                continue
+            if isinstance(cell, str):
+                if not cell.strip():
+                    continue
+            elif isinstance(cell, float) and math.isnan(cell):
+                continue
+            values[name] = coerce(cell)
+            sources[name] = column
         return values, sources
+
+    def _coercer(self, entity: str, spec: FieldSpec) -> Callable[[object], object]:
+        """:meth:`_coerce` of a filled cell for one field; for fields whose cells repeat
+        (codes, dates, numbers), remembered per cell text."""
+        known = self._coercers.get((entity, spec.name))
+        if known is not None:
+            return known
+        if spec.kind is FieldKind.TEXT:
+            coerce: Callable[[object], object] = _text
+        elif spec.kind in _REMEMBERED_KINDS:
+            remembered: dict[str, object] = {}
+
+            def coerce(cell: object) -> object:
+                if cell.__class__ is not str:
+                    return self._coerce(entity, spec, cell)
+                value = remembered.get(cell, remembered)
+                if value is remembered:
+                    value = self._coerce(entity, spec, cell)
+                    if len(remembered) >= _REMEMBERED_CELLS:
+                        remembered.clear()
+                    remembered[cell] = value
+                return value
+
+        else:
+
+            def coerce(cell: object) -> object:
+                return self._coerce(entity, spec, cell)
+
+        self._coercers[(entity, spec.name)] = coerce
+        return coerce
 
     def _choice(self, entity: str, name: str, text: str) -> str:
         translate = self.layout.values.get(name)
@@ -474,6 +556,20 @@ class RowParser:
         if kind in (FieldKind.NIK, FieldKind.KK, FieldKind.REGION):
             return text.lstrip("'").replace(" ", "").replace(".", "")
         return text
+
+
+def _any_filled(row: Mapping[str, object], columns: list[str]) -> bool:
+    """Whether any of ``columns`` is filled in ``row`` (see :func:`_cell`)."""
+    for column in columns:
+        value = row.get(column)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            if value.strip():
+                return True
+        elif not (isinstance(value, float) and math.isnan(value)):
+            return True
+    return False
 
 
 def parse_row(row: Mapping[str, object], layout: Layout) -> tuple[list[RowPart], list[RowIssue]]:
@@ -541,7 +637,15 @@ RANKING_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
 def lacking(entity: str, values: Mapping[str, object]) -> int | None:
     """How many ranking variables a record lacks; ``None`` for an entity without them (the
     ``lacking`` column of the box's and the hub's records)."""
-    return len(missing_fields(entity, values)) if entity in RANKING_FIELDS else None
+    names = RANKING_FIELDS.get(entity)
+    if names is None:
+        return None
+    lacks = 0
+    for name in names:  # as missing_fields, without the list (a bulk import's hot path)
+        value = values.get(name)
+        if value is None or value == "":
+            lacks += 1
+    return lacks
 
 
 def missing_fields(entity: str, values: Mapping[str, object]) -> list[str]:

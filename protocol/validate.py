@@ -47,9 +47,10 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date
+from typing import cast
 
 from protocol.entities import HOUSEHOLD, MEMBER, RECORD_ID_KEY, WORKFLOWS
-from protocol.identity import validate_kk, validate_nik, validate_region
+from protocol.identity import nik_mismatches, validate_kk, validate_nik, validate_region
 from protocol.issues import Issue, Level, has_errors, warnings_only
 from protocol.posyandu import service_issues
 from protocol.schema import EntitySchema, FieldKind, FieldSpec, wire_value_problem
@@ -58,6 +59,7 @@ __all__ = [
     "PREGNANCY_AGE",
     "Issue",
     "Level",
+    "NewRecordChecks",
     "age_on",
     "as_date",
     "has_errors",
@@ -77,7 +79,6 @@ _MAX_PLAUSIBLE_AGE = 110
 _PAST_ONLY = frozenset({"birth_date", "received_date", "visit_date", "status_date", "service_date"})
 _HEAD = "kepala_keluarga"
 _INACTIVE = frozenset({"pindah", "meninggal"})
-_NIK_CROSS_CHECKS = frozenset({"nik_birth_date_mismatch", "nik_sex_mismatch"})
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -91,6 +92,89 @@ class _Today:
 
 
 # --- records -------------------------------------------------------------------------------
+
+#: Field kinds whose check :class:`NewRecordChecks` remembers per value: few distinct
+#: values, repeated from record to record (codes, villages, dates, numbers). Not free
+#: text, NIKs or family-card numbers, which are mostly each record's own.
+_REMEMBERED_KINDS = frozenset(
+    {
+        FieldKind.ENUM,
+        FieldKind.ENUM_SET,
+        FieldKind.BOOL,
+        FieldKind.INT,
+        FieldKind.DECIMAL,
+        FieldKind.DATE,
+        FieldKind.PERIOD,
+        FieldKind.REF,
+        FieldKind.REGION,
+    }
+)
+#: Values remembered per field at most (then forgotten, and remembered anew).
+_REMEMBERED_VALUES = 20_000
+#: An entity's fields as :class:`NewRecordChecks` goes through them: name, spec, whether
+#: required, and the findings remembered per (type, value), for a field whose kind is
+#: one of :data:`_REMEMBERED_KINDS` (else ``None``).
+_FieldPlan = tuple[tuple[str, FieldSpec, bool, dict[tuple[type, object], list[Issue]] | None], ...]
+
+
+class NewRecordChecks:
+    """:func:`validate_fields` of new records (``is_new=True``, no ``current``), many of
+    them on one day: a bulk import of the district's registry. The same issues; what the
+    check of one field finds depends on its value alone, so it is worked out once per
+    value for the fields whose values repeat from record to record (codes, villages,
+    dates), remembered for at most :data:`_REMEMBERED_VALUES` values a field."""
+
+    def __init__(self, *, today: date, clock_trusted: bool = True) -> None:
+        self._when = _Today(today, clock_trusted)
+        #: Per entity schema (kept, so that its id stays its own): its field plan.
+        self._plans: dict[int, tuple[EntitySchema, _FieldPlan]] = {}
+
+    def __call__(self, entity: EntitySchema, values: Mapping[str, object]) -> list[Issue]:
+        """``validate_fields(entity, values, is_new=True, today=...)``."""
+        if not isinstance(values, Mapping):
+            return [Issue.error("", "invalid_value", {"field": ""})]
+        when = self._when
+        issues = _key_issues(entity, values)
+        for name, spec, required, known in self._plan(entity):
+            if name not in values and not required:
+                continue
+            if known is None:
+                issues += _field_issues(spec, values, {}, when=when, full=False)
+                continue
+            value = values.get(name)
+            kind = value.__class__
+            if kind is str or kind is int or kind is bool or value is None:
+                key: tuple[type, object] = (kind, value)
+            elif kind is list:
+                key = (kind, tuple(value))  # type: ignore[arg-type]
+                try:
+                    hash(key)
+                except TypeError:  # an item that cannot be a key: checked each time
+                    issues += _field_issues(spec, values, {}, when=when, full=False)
+                    continue
+            else:  # a float (-0.0 == 0.0) or another type: checked each time
+                issues += _field_issues(spec, values, {}, when=when, full=False)
+                continue
+            found = known.get(key)
+            if found is None:
+                found = _field_issues(spec, values, {}, when=when, full=False)
+                if len(known) >= _REMEMBERED_VALUES:
+                    known.clear()
+                known[key] = found
+            issues += found
+        record = cast("dict[object, object]", dict(values))
+        issues += _rule_issues(entity, values, record, {}, None, is_new=True, when=when, full=False)
+        return issues
+
+    def _plan(self, entity: EntitySchema) -> _FieldPlan:
+        kept = self._plans.get(id(entity))
+        if kept is None or kept[0] is not entity:
+            plan: _FieldPlan = tuple(
+                (spec.name, spec, spec.required, {} if spec.kind in _REMEMBERED_KINDS else None)
+                for spec in entity.fields.values()
+            )
+            kept = self._plans[id(entity)] = (entity, plan)
+        return kept[1]
 
 
 def validate_fields(
@@ -219,20 +303,49 @@ def _record_issues(
         return [Issue.error("", "invalid_value", {"field": ""})]
     stored: Mapping[object, object] = current if isinstance(current, Mapping) else {}
     record: dict[object, object] = {**stored, **values}
-    issues: list[Issue] = []
-    for key, value in values.items():
-        if key == RECORD_ID_KEY:
-            if not _is_uuid(value):
-                issues.append(Issue.error(RECORD_ID_KEY, "invalid_value", {"field": RECORD_ID_KEY}))
-        elif not isinstance(key, str) or key not in entity.fields:
-            name = str(key)[:40]
-            issues.append(Issue.error(name, "unknown_field", {"field": name}))
+    issues = _key_issues(entity, values)
     for spec in entity.fields.values():
         if spec.name in values or (is_new and spec.required):
             issues += _field_issues(spec, values, stored, when=when, full=full)
+    issues += _rule_issues(
+        entity, values, record, stored, current, is_new=is_new, when=when, full=full
+    )
+    return issues
+
+
+def _key_issues(entity: EntitySchema, values: Mapping[str, object]) -> list[Issue]:
+    """Keys that are not the entity's fields (nor a valid record id)."""
+    issues: list[Issue] = []
+    fields = entity.fields
+    for key, value in values.items():
+        if key.__class__ is str and key in fields:
+            continue
+        if key == RECORD_ID_KEY:
+            if not _is_uuid(value):
+                issues.append(Issue.error(RECORD_ID_KEY, "invalid_value", {"field": RECORD_ID_KEY}))
+        elif not isinstance(key, str) or key not in fields:
+            name = str(key)[:40]
+            issues.append(Issue.error(name, "unknown_field", {"field": name}))
+    return issues
+
+
+def _rule_issues(
+    entity: EntitySchema,
+    values: Mapping[str, object],
+    record: Mapping[object, object],
+    stored: Mapping[object, object],
+    current: object,
+    *,
+    is_new: bool,
+    when: _Today,
+    full: bool,
+) -> list[Issue]:
+    """The issues of the rules that relate several fields: the entity's own and its
+    status workflow's."""
     context = _Context(
         entity, values, record, is_new or full, is_new or full or current is not None, when
     )
+    issues: list[Issue] = []
     rules = _ENTITY_RULES.get(entity.name)
     if rules is not None:
         issues += rules(context)
@@ -251,17 +364,17 @@ def _field_issues(
 ) -> list[Issue]:
     name = spec.name
     value = values.get(name)
-    base = {"field": name, "label": spec.label}
-    if _is_blank(value):
+    if value is None or (isinstance(value, str) and not value.strip()):  # _is_blank
         if spec.required:
-            return [Issue.error(name, "required", base)]
+            return [Issue.error(name, "required", {"field": name, "label": spec.label})]
         if value is None:
             return []
     if spec.readonly and not full and value is not None and value != stored.get(name):
-        return [Issue.error(name, "readonly", base)]
+        return [Issue.error(name, "readonly", {"field": name, "label": spec.label})]
     problem = wire_value_problem(spec, value)
     if problem is not None:
-        return [Issue.error(name, problem.code, {**base, **dict(problem.params)})]
+        params = {"field": name, "label": spec.label, **dict(problem.params)}
+        return [Issue.error(name, problem.code, params)]
     if spec.kind is FieldKind.NIK:
         return validate_nik(value, field=name, label=spec.label)
     if spec.kind is FieldKind.KK:
@@ -271,6 +384,7 @@ def _field_issues(
     if spec.kind is FieldKind.DATE and name in _PAST_ONLY:
         parsed = as_date(value)
         if parsed is not None and parsed > when.today:
+            base = {"field": name, "label": spec.label}
             if when.trusted:
                 return [Issue.error(name, "date_in_future", base)]
             params = {**base, "today": f"{when.today:%d-%m-%Y}"}
@@ -278,7 +392,7 @@ def _field_issues(
     return []
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class _Context:
     """What a cross-field rule sees. ``new``: the whole record is being written.
     ``complete``: fields absent from ``record`` are known to be empty (a new or whole
@@ -321,13 +435,12 @@ def _member_rules(ctx: _Context) -> list[Issue]:
     sex = record.get("sex")
     if ctx.touches("nik", "birth_date", "sex"):
         # Only the cross-checks: the NIK's own issues come from its field check.
-        found = validate_nik(
+        issues += nik_mismatches(
             record.get("nik"),
             birth_date=birth,
             sex=sex if isinstance(sex, str) else None,
             label=ctx.label("nik"),
         )
-        issues += [issue for issue in found if issue.code in _NIK_CROSS_CHECKS]
     too_old = birth is not None and age_on(birth, ctx.today) > _MAX_PLAUSIBLE_AGE
     if too_old and ctx.touches("birth_date"):
         params = {"field": "birth_date", "max_age": str(_MAX_PLAUSIBLE_AGE)}
