@@ -54,7 +54,7 @@ def pack_rows(
     batches to store.
     """
     if version >= 2:
-        packed = _stored_frames(node, first, rows, limits)
+        packed = _stored_frames(node, first, rows, limits, version)
         if packed is not None:
             return len(rows), packed
     changes = [load_change(text) for text, _ in rows]
@@ -99,9 +99,9 @@ def encode_audit(
 
 
 def _stored_frames(
-    node: str, first: int, rows: Sequence[tuple[str, int]], limits: Limits
+    node: str, first: int, rows: Sequence[tuple[str, int]], limits: Limits, version: int
 ) -> list[Packed] | None:
-    """What :func:`pack_rows` makes of ``rows`` in wire version 2 when each batch of
+    """What :func:`pack_rows` makes of ``rows`` in wire ``version`` (2 or later) when each batch of
     ``max_changes`` rows fits in a frame: the frames made from the rows' JSON as it is
     (``encode_stored_changes``), a third of the work of making each change's objects and
     encoding those (issue 18). ``None`` when some batch is too large: the caller packs."""
@@ -111,7 +111,11 @@ def _stored_frames(
         chunk = rows[start : start + size]
         try:
             frame = encode_stored_changes(
-                node, first + len(packed), [_ROW(text) for text, _ in chunk], limits=limits
+                node,
+                first + len(packed),
+                [_ROW(text) for text, _ in chunk],
+                version=version,
+                limits=limits,
             )
         except TooLargeError:
             return None

@@ -444,20 +444,36 @@ def encode_stored_changes(
     seq: int,
     changes: Sequence[Sequence[Any]],
     *,
+    version: int = 2,
     limits: Limits = DEFAULT_LIMITS,
     direction: Direction = Direction.UP,
 ) -> bytes:
-    """The wire version 2 frame of ``Batch(node, seq, changes)``, from the changes in the
-    form a box stores them (``protocol.jsonform.dump_change``'s lists, decoded): the same
-    bytes as :func:`encode`, without making the changes' objects first (a box packs its
-    queue this way; ``dump_change`` already split each change on its shared stamp)."""
+    """The wire ``version`` (2 or later) frame of ``Batch(node, seq, changes)``, from the
+    changes in the form a box stores them (``protocol.jsonform.dump_change``'s lists,
+    decoded): the same bytes as :func:`encode`, without making the changes' objects first (a
+    box packs its queue this way; ``dump_change`` already split each change on its shared
+    stamp)."""
+    if version < 2 or version not in _VERSIONS:
+        raise ValueError(f"wire version {version}: stored changes are encoded in 2 or later")
+    uuids = version >= 3
     table = _NodeTable()
     wire = []
     for entity, record_id, village, origin, time, node_, seen, values, exceptions in changes:
         fields = [
-            _Field(name, value, version_time, table.index(writer), table.seen(version_seen))
+            _Field(
+                name,
+                _uuid_bytes(value) if uuids else value,
+                version_time,
+                table.index(writer),
+                table.seen(version_seen),
+            )
             for name, (value, version_time, writer, version_seen) in exceptions.items()
         ]
+        shared = (
+            [(name, _uuid_bytes(value)) for name, value in values.items()]
+            if uuids
+            else (list(values.items()))
+        )
         wire.append(
             _Change2(
                 entity,
@@ -467,12 +483,12 @@ def encode_stored_changes(
                 time,
                 table.index(node_),
                 table.seen(seen),
-                list(values.items()),
+                shared,
                 fields,
             )
         )
     body = _ENCODER.encode(_Batch2(direction, node, seq, list(table), wire))
-    return _frame(Kind.BATCH, body, 2, limits)
+    return _frame(Kind.BATCH, body, version, limits)
 
 
 def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Message:

@@ -225,8 +225,8 @@ def test_version_2_batches_with_a_spliced_value_raise_only_protocol_errors(
 
 
 @settings(max_examples=300)
-@given(batch=batches())
-def test_a_box_encodes_its_stored_changes_to_the_bytes_of_their_batch(batch: Batch):
+@given(batch=batches(), version=st.sampled_from([2, 3]))
+def test_a_box_encodes_its_stored_changes_to_the_bytes_of_their_batch(batch: Batch, version: int):
     # The box packs its queue from the changes' stored JSON (edge.packing), without making
     # the changes' objects: the frame must be byte for byte the batch's own.
     stored = [dump_change(change) for change in batch.changes]
@@ -235,9 +235,11 @@ def test_a_box_encodes_its_stored_changes_to_the_bytes_of_their_batch(batch: Bat
         batch.node, batch.seq, tuple(load_change(text) for text in stored), batch.direction
     )
 
-    frame = encode_stored_changes(batch.node, batch.seq, rows, direction=batch.direction)
+    frame = encode_stored_changes(
+        batch.node, batch.seq, rows, version=version, direction=batch.direction
+    )
 
-    assert frame == encode(loaded, version=2)
+    assert frame == encode(loaded, version=version)
     assert decode(frame) == loaded
 
 
