@@ -160,30 +160,37 @@ def is_referral(service: Mapping[str, object]) -> bool:
     return service.get("referred") is True or (kind is not None and kind.referral)
 
 
-def _monthly_weights(services: Iterable[Mapping[str, object]]) -> dict[str, float]:
-    """Month → the weight of that month's last weighing (by date, then by order given)."""
-    found: dict[str, tuple[str, float]] = {}
-    for service in services:
-        weight = _number(service.get("weight_kg"))
-        day = service.get("service_date")
-        if service.get("service_type") != WEIGHING or weight is None or not isinstance(day, str):
-            continue
-        month = month_of(day)
-        if month not in found or day >= found[month][0]:
-            found[month] = (day, weight)
-    return {month: weight for month, (_, weight) in found.items()}
+def _weigh(found: dict[str, tuple[str, float]], service: Mapping[str, object]) -> None:
+    """Keep in ``found`` (month → (date, kg)) ``service``'s weight when it is its month's
+    last weighing so far (by date, then by order given)."""
+    weight = _number(service.get("weight_kg"))
+    day = service.get("service_date")
+    if service.get("service_type") != WEIGHING or weight is None or not isinstance(day, str):
+        return
+    month = month_of(day)
+    if month not in found or day >= found[month][0]:
+        found[month] = (day, weight)
+
+
+def _falling(weighed: Mapping[str, tuple[str, float]], period: str) -> bool:
+    """Whether the monthly weights ``weighed`` (month → (date, kg)) raise 2T in ``period``:
+    a weight in it and in each of the two months before, none of them higher than the
+    month before."""
+    before = previous_month(period)
+    months = (period, before, previous_month(before))
+    now, last, first = (weighed[m][1] if m in weighed else None for m in months)
+    if now is None or last is None or first is None:
+        return False
+    return now <= last <= first
 
 
 def two_t(services: Iterable[Mapping[str, object]], period: str) -> bool:
     """Whether one balita's services (any order) raise 2T in month ``period`` (the
     module docstring)."""
-    weights = _monthly_weights(services)
-    before = previous_month(period)
-    chain = (weights.get(period), weights.get(before), weights.get(previous_month(before)))
-    now, last, first = chain
-    if now is None or last is None or first is None:
-        return False
-    return now <= last <= first
+    weighed: dict[str, tuple[str, float]] = {}
+    for service in services:
+        _weigh(weighed, service)
+    return _falling(weighed, period)
 
 
 def flags_in(services: Sequence[Mapping[str, object]], period: str) -> tuple[Flag, ...]:
@@ -221,15 +228,21 @@ def monthly_report(
     member is served in a group when they are expected there and had a service of a type
     for that group in the month."""
     report = MonthlyReport(period)
-    by_member: dict[str, list[Mapping[str, object]]] = {}
+    # Of each member only what the flags need, counted as the services come: their
+    # monthly weights (2T) and whether a pregnancy check found KEK in the month.
+    weighed: dict[str, dict[str, tuple[str, float]]] = {}
+    kek: set[str] = set()
     served: dict[str, set[str]] = {}
     for service in services:
         if service.get("deleted") is True:
             continue
         member = str(service.get("member_id"))
-        by_member.setdefault(member, []).append(service)
+        if service.get("service_type") == WEIGHING:
+            _weigh(weighed.setdefault(member, {}), service)
         if month_of(service.get("service_date")) != period:
             continue
+        if is_kek(service):
+            kek.add(member)
         report.services += 1
         report.by_spm[str(service.get("spm_field"))] += 1
         report.by_type[str(service.get("service_type"))] += 1
@@ -240,6 +253,6 @@ def monthly_report(
     for group, members in expected.items():
         listed = set(members)
         report.groups[group] = (len(listed & served.get(group, set())), len(listed))
-    for member_services in by_member.values():
-        report.flags.update(flags_in(member_services, period))
+    two_t_people = sum(_falling(months, period) for months in weighed.values())
+    report.flags = +Counter({Flag.TWO_T: two_t_people, Flag.KEK: len(kek)})
     return report

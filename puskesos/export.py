@@ -1,6 +1,7 @@
-"""Lists as spreadsheets, for the box and the hub alike: XLSX (openpyxl's write-only mode,
-rows streamed into the workbook) and CSV, with Indonesian column headers, enum codes as the
-labels the UI shows, dates as real dates, and NIK/KK masked unless the reader may see them.
+"""Lists as spreadsheets, for the box and the hub alike: XLSX (XlsxWriter's
+constant_memory mode, rows streamed into the workbook) and CSV, with Indonesian column
+headers, enum codes as the labels the UI shows, dates as real dates, and NIK/KK masked
+unless the reader may see them.
 
 CSV is UTF-8 with a byte-order mark (so Excel reads the Indonesian text right) and
 :data:`CSV_SEPARATOR` between cells: a semicolon, the list separator of Excel set to
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import itertools
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -163,33 +166,40 @@ def _write_csv(table: Table, out: IO[bytes]) -> None:
     text.detach()
 
 
-def _write_xlsx(table: Table, out: IO[bytes]) -> None:
-    # Imported on the first download: openpyxl (and the numpy it loads when installed)
-    # would add 17 MB to every box from its start (docs/posyandu.md, "Cost").
-    from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+#: Characters XLSX cannot hold (most control characters): a pasted vertical tab would make
+#: every download of the list fail.
+_NOT_IN_XLSX = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet(table.title[:31])
-    sheet.append(table.headers)
-    for row in table.rows:
-        cells = []
-        for value in row:
+
+def _write_xlsx(table: Table, out: IO[bytes]) -> None:
+    # XlsxWriter's constant_memory mode writes each row out as it comes (a temporary file,
+    # text inline). Imported on the first download, as openpyxl was (which the hub still
+    # uses to read registry files): it loaded numpy, 16 MB of a box's memory from then on.
+    import xlsxwriter
+
+    book = xlsxwriter.Workbook(
+        out,
+        {
+            "constant_memory": True,
+            # Never a formula, a link or a number made of a text, whatever it starts with.
+            "strings_to_formulas": False,
+            "strings_to_urls": False,
+            "strings_to_numbers": False,
+        },
+    )
+    formats = {datetime: book.add_format({"num_format": _TIME_XLSX}),
+               date: book.add_format({"num_format": _DATE_XLSX})}  # fmt: skip
+    sheet = book.add_worksheet(table.title[:31])
+    for row, cells in enumerate(itertools.chain([table.headers], table.rows)):
+        for column, value in enumerate(cells):
             if isinstance(value, str):
-                # XLSX cannot hold most control characters (a pasted vertical tab would
-                # make every download of the list fail): a space each.
-                value = ILLEGAL_CHARACTERS_RE.sub(" ", value)
-            cell = WriteOnlyCell(sheet, value=value)
-            if isinstance(value, str):
-                cell.data_type = "s"  # never a formula, whatever it starts with
-            elif isinstance(value, datetime):
-                cell.number_format = _TIME_XLSX
+                sheet.write_string(row, column, _NOT_IN_XLSX.sub(" ", value))
             elif isinstance(value, date):
-                cell.number_format = _DATE_XLSX
-            cells.append(cell)
-        sheet.append(cells)
-    book.save(out)
+                kind = datetime if isinstance(value, datetime) else date
+                sheet.write_datetime(row, column, value, formats[kind])
+            elif value is not None:
+                sheet.write(row, column, value)  # a number (or a boolean) as itself
+    book.close()
 
 
 _WRITERS = {"xlsx": _write_xlsx, "csv": _write_csv}

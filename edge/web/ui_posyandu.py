@@ -152,9 +152,9 @@ class ServiceFields(Fields):
 
 def services_between(
     conn: sa.Connection, first: str, last: str, households: Collection[str] | None = None
-) -> list[ServiceFields]:
+) -> Iterator[ServiceFields]:
     """The services of months ``first`` to ``last`` (``YYYY-MM``), of ``households`` when
-    given, else the village's; withdrawn ones left out."""
+    given, else the village's, as they are read; withdrawn ones left out."""
     r = db.records
     day = sa.func.json_extract(r.c.data, "$.service_date")
     query = sa.select(
@@ -165,15 +165,16 @@ def services_between(
         day.between(f"{first}-01", f"{last}-31"),
     )
     if households is None:
-        return [ServiceFields(json.loads(values)) for (values,) in conn.execute(query)]
-    ids = list(households)
-    return [
-        ServiceFields(json.loads(values))
-        for start in range(0, len(ids), _HOUSEHOLDS_PER_QUERY)
-        for (values,) in conn.execute(
+        queries = [query]
+    else:
+        ids = list(households)
+        queries = [
             query.where(r.c.household_id.in_(ids[start : start + _HOUSEHOLDS_PER_QUERY]))
-        )
-    ]
+            for start in range(0, len(ids), _HOUSEHOLDS_PER_QUERY)
+        ]
+    for each in queries:
+        for (values,) in conn.execute(each):
+            yield ServiceFields(json.loads(values))
 
 
 #: Households whose services one query reads (SQLite binds each id as a parameter).
@@ -228,12 +229,17 @@ def _day(
     served = _served(conn, period)
     counts = {code: (0, 0) for code in GROUPS}
     kept: dict[str, list[tuple[HouseholdRow, Person]]] = {code: [] for code in shown}
+    trimmed: HouseholdRow | None = None
     for code, household, person in _expected(walk_village(conn, rt=rt, rw=rw), day):
         done, expected = counts[code]
         if code in shown:
             page, size = shown[code]
             if (page - 1) * size <= expected < page * size:
-                kept[code].append((household, person))
+                # Of the household, only what a row shows (its place and address): the
+                # MBG list keeps every target, not their households' members and visits.
+                if trimmed is None or trimmed.id != household.id:
+                    trimmed = HouseholdRow(household.id, household.values)
+                kept[code].append((trimmed, person))
         done += str(person.values[RECORD_ID_KEY]) in served.get(code, ())
         counts[code] = (done, expected + 1)
     households = {household.id for listed in kept.values() for household, _ in listed}

@@ -7,6 +7,7 @@ what the district imported and what the village typed alike.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, NamedTuple, TypeVar
 
+import msgspec
 import sqlalchemy as sa
 from aiohttp import web
 
@@ -188,13 +190,32 @@ def missing_labels(household: Mapping[str, Any], members: Iterable[Mapping[str, 
     return labels
 
 
-def _paths(names: Iterable[str]) -> list[str]:
-    return [f"$.{name}" for name in names]
+def _picked(names: Iterable[str]) -> str:
+    """One ``json_extract`` of a record's ``names`` (a small JSON array of their values)."""
+    return "json_extract(r.data, " + ", ".join(f"'$.{name}'" for name in names) + ")"
 
 
-#: Households read at a time (with their members and visits) when a page walks the
-#: village: a batch is what one walk holds in memory, whatever the village's size.
-_BATCH = 100
+#: The village's records that :func:`walk_village` reads, household by household in the
+#: order of the ids bound as a JSON array: of each record only the fields the pages use,
+#: and the whole record only where its ``lacking`` column says a ranking variable is
+#: missing (for the labels; migration 0007 counted the old records). ``CROSS JOIN`` keeps
+#: ``json_each`` the outer loop (SQLite's planner does not reorder it), so the rows come a
+#: household at a time, in the ids' order, each looked up in ``ix_records_household``.
+_WALK = f"""
+SELECT r.id, r.entity, r.household_id,
+    CASE r.entity
+        WHEN '{HOUSEHOLD.name}' THEN {_picked(HouseholdFields.__slots__)}
+        WHEN '{MEMBER.name}' THEN {_picked(MemberFields.__slots__[1:])}
+        ELSE {_picked(Visit._fields)}
+    END,
+    CASE WHEN r.lacking > 0 THEN r.data END
+FROM json_each(?) AS listed CROSS JOIN records AS r
+WHERE r.household_id = listed.value
+    AND r.entity IN ('{HOUSEHOLD.name}', '{MEMBER.name}', '{VISIT.name}')
+    AND NOT r.deleted
+"""
+
+_decode = msgspec.json.Decoder().decode
 
 
 def _order(conn: sa.Connection, rt: str, rw: str) -> list[str]:
@@ -227,69 +248,58 @@ def _order(conn: sa.Connection, rt: str, rw: str) -> list[str]:
     return [household_id for *_, household_id in keys]
 
 
-def _scan(conn: sa.Connection, ids: list[str]) -> list[HouseholdRow]:
-    """The households ``ids`` in that order with their active members and visits: of each
-    record only the fields the pages use (one ``json_extract`` of several paths, a small
-    JSON array), and the whole record only where its ``lacking`` column says a ranking
-    variable is missing (for the labels)."""
-    r = db.records
-    household_paths = _paths(HouseholdFields.__slots__)
-    member_paths = _paths(n for n in MemberFields.__slots__ if n != RECORD_ID_KEY)
-    picked = sa.case(
-        (r.c.entity == HOUSEHOLD.name, sa.func.json_extract(r.c.data, *household_paths)),
-        (r.c.entity == MEMBER.name, sa.func.json_extract(r.c.data, *member_paths)),
-        else_=sa.func.json_extract(r.c.data, *_paths(Visit._fields)),
-    )
-    whole = sa.case((r.c.lacking > 0, r.c.data))  # migration 0007 counted the old records
-    rows = conn.execute(
-        sa.select(r.c.id, r.c.entity, r.c.household_id, picked, whole).where(
-            sa.or_(
-                sa.and_(r.c.entity == HOUSEHOLD.name, r.c.id.in_(ids)),
-                sa.and_(r.c.entity.in_((MEMBER.name, VISIT.name)), r.c.household_id.in_(ids)),
-            ),
-            r.c.deleted.is_(False),
-        )
-    )
-    households: dict[str, HouseholdRow] = {}
-    members: dict[str, list[MemberFields]] = {}
-    visits: dict[str, list[Visit]] = {}
-    lacking: dict[str, list[str]] = {}
-    for record_id, entity, household_id, values, whole in rows:
-        if whole is not None:
-            lacking[record_id] = _labels(entity, json.loads(whole))
-        if entity == HOUSEHOLD.name:
-            households[record_id] = HouseholdRow(record_id, HouseholdFields(json.loads(values)))
-        elif entity == VISIT.name and household_id:
-            visits.setdefault(household_id, []).append(Visit(*json.loads(values)))
-        elif household_id:
-            member = MemberFields((record_id, *json.loads(values)))
-            if is_active(member):
-                members.setdefault(household_id, []).append(member)
-    for household in households.values():
-        household.visits = sorted(
-            visits.get(household.id, []), key=lambda v: str(v.visit_date), reverse=True
-        )
-        active = household.active = members.get(household.id, [])
-        household.members = len(active)
-        head = next((m for m in active if m.get("relation_to_head") == "kepala_keluarga"), None)
-        household.head = str(head.get("name") or "") if head else ""
-        household.head_nik = str(head.get("nik") or "") if head else ""
-        household.missing = [
-            label
-            for record_id in (household.id, *(m[RECORD_ID_KEY] for m in active))
-            for label in lacking.get(record_id, ())
-        ]
-    return [households[i] for i in ids if i in households]
+def _household(
+    household: HouseholdRow, members: list[MemberFields], visits: list[Visit],
+    lacking: dict[str, list[str]],
+) -> HouseholdRow:  # fmt: skip
+    """``household`` completed with its active ``members``, its ``visits`` (the latest
+    first) and the labels of what it and its members lack (``lacking``: record id →
+    labels)."""
+    household.visits = sorted(visits, key=lambda v: str(v.visit_date), reverse=True)
+    household.active = members
+    household.members = len(members)
+    head = next((m for m in members if m.get("relation_to_head") == "kepala_keluarga"), None)
+    household.head = str(head.get("name") or "") if head else ""
+    household.head_nik = str(head.get("nik") or "") if head else ""
+    household.missing = [
+        label
+        for record_id in (household.id, *(m[RECORD_ID_KEY] for m in members))
+        for label in lacking.get(record_id, ())
+    ]
+    return household
 
 
 def walk_village(conn: sa.Connection, *, rt: str = "", rw: str = "") -> Iterator[HouseholdRow]:
     """The village's households (of RT ``rt`` and RW ``rw`` when given) with their head,
-    active members, visits and what they still lack, by RT/RW and head, read
-    :data:`_BATCH` at a time: a walk holds one batch, not the village (a page that kept
-    every household stayed about 20 MB larger for 5,000 of them)."""
+    active members, visits and what they still lack, by RT/RW and head: one statement
+    (:data:`_WALK`) on the driver's connection, read a household at a time, so a walk holds
+    one household, not the village (a page that kept every household stayed about 20 MB
+    larger for 5,000 of them; a statement per batch of 100 left 2–4 MB per page type)."""
     ids = _order(conn, rt, rw)
-    for first in range(0, len(ids), _BATCH):
-        yield from _scan(conn, ids[first : first + _BATCH])
+    driver = conn.connection.driver_connection
+    current: HouseholdRow | None = None
+    members: list[MemberFields] = []
+    visits: list[Visit] = []
+    lacking: dict[str, list[str]] = {}
+    # Closed even when the page stops reading early, so the transaction can end.
+    read = driver.execute(_WALK, (json.dumps(ids),))  # type: ignore[union-attr]
+    with contextlib.closing(read) as rows:
+        for record_id, entity, household_id, values, whole in rows:
+            if current is not None and household_id != current.id:
+                yield _household(current, members, visits, lacking)
+                current, members, visits, lacking = None, [], [], {}
+            if whole is not None:
+                lacking[record_id] = _labels(entity, _decode(whole))
+            if entity == HOUSEHOLD.name:
+                current = HouseholdRow(record_id, HouseholdFields(_decode(values)))
+            elif entity == VISIT.name:
+                visits.append(Visit(*_decode(values)))
+            else:
+                member = MemberFields((record_id, *_decode(values)))
+                if is_active(member):
+                    members.append(member)
+    if current is not None:
+        yield _household(current, members, visits, lacking)
 
 
 async def over_village(
@@ -301,18 +311,21 @@ async def over_village(
 
 
 def places(conn: sa.Connection) -> tuple[list[str], list[str]]:
-    """Every RT and every RW of the village's households (a page's filter choices)."""
+    """Every RT and every RW of the village's households (a page's filter choices),
+    gathered here rather than by a ``DISTINCT`` (which builds its index in the reader's
+    memory)."""
     r = db.records
-    found = []
-    for name in ("rt", "rw"):
-        code = sa.func.json_extract(r.c.data, f"$.{name}")
-        rows = conn.execute(
-            sa.select(code)
-            .distinct()
-            .where(r.c.entity == HOUSEHOLD.name, r.c.deleted.is_(False), code.is_not(None))
+    rts: set[str] = set()
+    rws: set[str] = set()
+    for (place,) in conn.execute(
+        sa.select(sa.func.json_extract(r.c.data, "$.rt", "$.rw")).where(
+            r.c.entity == HOUSEHOLD.name, r.c.deleted.is_(False)
         )
-        found.append(sorted(str(c) for (c,) in rows if c))
-    return found[0], found[1]
+    ):
+        rt_code, rw_code = _decode(place)
+        rts.add(str(rt_code) if rt_code else "")
+        rws.add(str(rw_code) if rw_code else "")
+    return sorted(rts - {""}), sorted(rws - {""})
 
 
 @dataclass
@@ -353,29 +366,29 @@ def _count_round(conn: sa.Connection, period: Round) -> RoundProgress:
         )
         .exists()
     )
-    # One parse of each household's JSON for both: ["001", "002"].
+    # One parse of each household's JSON for both: ["001", "002"]. Counted here, not
+    # grouped in SQL: a GROUP BY sorts the village in the reader's memory (TEMP_STORE=2
+    # with SQLCipher), which stayed about 3 MB larger per reader thread.
     place = sa.func.json_extract(r.c.data, "$.rt", "$.rw")
     rows = conn.execute(
         sa.select(
             place,
-            sa.func.count(),
-            sa.func.sum(sa.case((visited, 1), else_=0)),
-            sa.func.sum(sa.case((incomplete_household(r), 1), else_=0)),
-            sa.func.sum(sa.case((r.c.status == "tidak_ditemukan", 1), else_=0)),
-        )
-        .where(r.c.entity == HOUSEHOLD.name, r.c.deleted.is_(False))
-        .group_by(place)
-    ).all()
+            visited,
+            incomplete_household(r),
+            r.c.status == "tidak_ditemukan",
+        ).where(r.c.entity == HOUSEHOLD.name, r.c.deleted.is_(False))
+    )
     result = RoundProgress(period)
     village = result.village
-    for where, *counts in rows:
+    for where, *flags in rows:
         rt_code, rw_code = json.loads(where)
         key = f"{rt_code or '-'}/{rw_code or '-'}"
         here = result.by_rt_rw.setdefault(key, Progress())  # "" and null are one place
-        for name, value in zip(("total", "visited", "incomplete", "not_found"), counts,
-                               strict=True):  # fmt: skip
-            setattr(here, name, getattr(here, name) + int(value or 0))
-            setattr(village, name, getattr(village, name) + int(value or 0))
+        for name, flag in zip(("visited", "incomplete", "not_found"), flags, strict=True):
+            setattr(here, name, getattr(here, name) + bool(flag))
+            setattr(village, name, getattr(village, name) + bool(flag))
+        here.total += 1
+        village.total += 1
     result.by_rt_rw = dict(sorted(result.by_rt_rw.items()))
     return result
 

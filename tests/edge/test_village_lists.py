@@ -14,9 +14,10 @@ from edge.config import EdgeConfig
 from edge.records import Edit
 from edge.store import Store
 from edge.web.app import STORE
+from edge.web.ui_registry import walk_village
 from tests.edge.conftest import login
 from tests.edge.test_vulnerable_pages import _names
-from tests.factories import make_household, make_member, new_id
+from tests.factories import make_household, make_member, make_service, new_id
 
 #: Five elderly heads of household, by RT (the lists' order: RT/RW, then the head's name).
 HEADS = {"Abah Asep": "001", "Abah Budi": "001", "Abah Cecep": "001", "Aki Dadang": "002",
@@ -178,3 +179,37 @@ async def test_the_posyandu_screen_pages_a_group_and_a_service_returns_to_its_pa
     page = await (await client.get(location)).text()
     assert "<strong>1</strong> dari <strong>5</strong> orang sudah dilayani" in page
     assert ids["Abah Cecep"] in page
+
+
+async def test_the_walk_reads_each_household_once_with_its_own_people_and_visits(client):
+    store = client.server.app[STORE]
+    ids = await _village(store)
+    cecep = ids["Abah Cecep"]
+    wife = make_member(cecep, name="Euis", relation_to_head="istri", sex="perempuan")
+    gone = make_member(cecep, name="Ujang", relation_to_head="anak", status="meninggal")
+    head = next(iter(await store.related("member", cecep)))
+    visit = {"household_id": cecep, "visit_date": store.box_time().today.isoformat(),
+             "officer": "Kader", "outcome": "ditemukan"}  # fmt: skip
+    await store.write(
+        [Edit("member", wife.pop("id"), wife), Edit("member", gone.pop("id"), gone),
+         Edit("visit", new_id(), visit),
+         Edit("layanan", new_id(), make_service({"id": head.id, "household_id": cecep}))],
+        actor="kader",
+    )  # fmt: skip
+
+    walked = await store.read(lambda conn: list(walk_village(conn)))
+
+    # One statement reads the village a household at a time, in the lists' order; a
+    # household's services (same household_id) are not among its people.
+    assert [h.head for h in walked] == list(HEADS)
+    household = walked[2]
+    assert household.id == cecep and household.members == 2
+    assert [m.get("name") for m in household.active] == ["Abah Cecep", "Euis"]
+    assert [v.outcome for v in household.visits] == ["ditemukan"]
+    assert [h.members for h in walked if h.id != cecep] == [1, 1, 1, 1]
+    only = await store.read(lambda conn: [h.head for h in walk_village(conn, rt="002")])
+    assert only == ["Aki Dadang", "Aki Engkos"]
+    # A page that stops reading early leaves its reader usable.
+    first = await store.read(lambda conn: next(walk_village(conn)).head)
+    assert first == "Abah Asep"
+    assert len(await store.read(lambda conn: list(walk_village(conn)))) == 5

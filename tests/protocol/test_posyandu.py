@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol.entities import LAYANAN, SERVICE_TYPES, SPM_FIELDS, known_state
 from protocol.posyandu import Flag, age_in_months, flags_in, is_kek, monthly_report, two_t
@@ -118,6 +121,37 @@ def test_the_monthly_report_counts_the_month_only():
     assert report.groups == {"balita": (1, 2), "ibu-hamil": (1, 1)}
     assert report.flags == {Flag.KEK: 1}
     assert report.referrals == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([CHILD, MOTHER, HOUSEHOLD]),
+            st.sampled_from(["penimbangan_balita", "pemeriksaan_ibu_hamil", "imunisasi"]),
+            st.sampled_from(["2026-09-30", "2026-10-01", "2026-10-15", "2026-11-02", "2026-12-02"]),
+            st.sampled_from([None, 8.5, 9.0, 9.5]),
+            st.sampled_from([None, 22.0, 24.0]),
+            st.booleans(),
+        ),
+        max_size=30,
+    )
+)
+def test_the_monthly_reports_flags_are_each_persons_flags(drawn):
+    # The report keeps only what the flags need of each person while it counts; it must
+    # raise what each person's own services raise.
+    services = [
+        service(kind, member_id=member, service_date=day, weight_kg=kg, muac_cm=muac,
+                deleted=deleted)
+        for member, kind, day, kg, muac, deleted in drawn
+    ]  # fmt: skip
+    kept = [s for s in services if not s["deleted"]]
+    expected = Counter(
+        flag
+        for member in (CHILD, MOTHER, HOUSEHOLD)
+        for flag in flags_in([s for s in kept if s["member_id"] == member], "2026-12")
+    )
+    assert monthly_report(services, "2026-12", {}).flags == expected
 
 
 def test_a_box_of_schema_5_is_sent_no_service():
