@@ -1,9 +1,9 @@
 """Registry import benchmark: the district's extract into the hub, and what it costs the
 downlink (``docs/registry.md``).
 
-Run: ``python bench/registry.py [--households N] [--villages V] [--postgres] [--runs R]
-[--link-households L] [--link-kbit K]`` (from the repository root, after ``pip install -e
-.``; needs Mosquitto, and PostgreSQL at 127.0.0.1 for ``--postgres``). Prints figures,
+Run: ``python bench/registry.py [--households N] [--villages V] [--postgres [--no-sqlite]]
+[--runs R] [--link-households L] [--link-kbit K]`` (from the repository root, after ``pip
+install -e .``; needs Mosquitto, and PostgreSQL at 127.0.0.1 for ``--postgres``). Prints figures,
 asserts nothing. For each database:
 
 a. import of a generated CSV extract (N households of 4 members, in V villages, one
@@ -15,6 +15,10 @@ a. import of a generated CSV extract (N households of 4 members, in V villages, 
 b. the downlink of one village to a new box: down batches packed by the hub for a box of
    that village, bytes per record and in total (what a 2G modem would carry);
 c. re-import of the unchanged extract: wall time, and the downlink bytes it causes (goal 0);
+   c2. a newer extract (every 10th household moved to a new address): its import, and
+   the downlink bytes it causes to a box that holds the village (only the changed
+   fields), against the same records sent whole (the hub's downlink before migration
+   0013, by a second box of b's that is switched back to whole records);
 d. the same village to a new box end to end over the real broker, ``R`` times (a new box
    each run, ``--runs``, default 3): a hub worker (``puskesos hub serve`` on the database
    of a-c), Mosquitto and a box (``puskesos edge serve``) as processes (``puskesos.fleet``,
@@ -92,8 +96,11 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def write_extract(path: Path, households: int, villages: list[str], *, first: int = 0) -> int:
-    """A combined CSV extract (households numbered from ``first``); returns its rows."""
+def write_extract(
+    path: Path, households: int, villages: list[str], *, first: int = 0, moved: int = 0
+) -> int:
+    """A combined CSV extract (households numbered from ``first``); returns its rows.
+    ``moved``: every ``moved``-th household has a new address (a newer extract)."""
     rows = 0
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
@@ -107,6 +114,8 @@ def write_extract(path: Path, households: int, villages: list[str], *, first: in
                 str(1 + number % 10), household["floor_material"], household["wall_material"],
                 household["roof_material"], household["cooking_fuel"],
             ]  # fmt: skip
+            if moved and number % moved == 0:
+                base[2] = f"Jl. Pindahan No. {number % 997}"
             for index, member in enumerate(members):
                 writer.writerow(
                     [
@@ -200,14 +209,22 @@ def tree_usage(pid: int, cpu: dict[int, float]) -> int:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-async def downlink_bytes(url: str, village: str, node: str, *, enrol: bool) -> list[bytes]:
-    """Pack everything a box of ``village`` has not got yet; returns the encoded batches."""
+async def downlink_bytes(
+    url: str, village: str, node: str, *, enrol: bool, whole: bool = False
+) -> list[bytes]:
+    """Pack everything a box of ``village`` has not got yet; returns the encoded batches.
+    ``whole``: as whole records, the way the hub sent them before it sent by field."""
     engine = db.create_engine(url)
     store = HubStore(engine, node="hub-1", max_clock_drift_ms=300_000)
     try:
         if enrol:
             await add_device(engine, village=village, node=node, now_ms=store.wall())
             await store.note_status(node, Status("online", schema=SCHEMA_VERSION), retained=True)
+        if whole:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    db.devices.update().where(db.devices.c.node == node).values(down_by_field=False)
+                )
         payloads: list[bytes] = []
         while True:
             made = await downlink.fill(store, node, window=64, max_changes=500, max_bytes=65536)
@@ -262,10 +279,23 @@ def measure(
     print(f"  [{label}] b. one village to a new box: {len(payloads)} down batches, {size:,} B, "
           f"{size / max(1, in_village):.0f} B per record ({in_village:,} records, "
           f"{versions:,} field versions)")  # fmt: skip
+    asyncio.run(downlink_bytes(real, village, "edge-bench-w", enrol=True))  # for c2
     reimport = run_import(config, extract)
     again = asyncio.run(downlink_bytes(real, village, "edge-bench-a", enrol=False))
     print(f"  [{label}] c. re-import unchanged: {reimport.seconds:.1f} s; downlink "
           f"{sum(map(len, again))} B in {len(again)} batches; {reimport.line}")  # fmt: skip
+    newer = folder / f"newer-{label}.csv"
+    write_extract(newer, args.households, VILLAGES, moved=10)
+    updated = run_import(config, newer)
+    by_field = asyncio.run(downlink_bytes(real, village, "edge-bench-a", enrol=False))
+    whole = asyncio.run(downlink_bytes(real, village, "edge-bench-w", enrol=False, whole=True))
+    moved, fields = batch_contents(by_field)
+    sizes = [sum(map(len, sent)) for sent in (by_field, whole)]
+    print(f"  [{label}] c2. newer extract, every 10th household's address changed: "
+          f"{updated.seconds:.1f} s; downlink to a box that holds the village: {sizes[0]:,} B "
+          f"in {len(by_field)} batches, {sizes[0] / max(1, moved):.0f} B per record changed "
+          f"({moved:,} records, {fields:,} field versions); as whole records "
+          f"{sizes[1]:,} B ({sizes[0] / max(1, sizes[1]):.2f}x)")  # fmt: skip
     link = args.link_households if label == "sqlite" else 0
     link_village = district_villages("3201", len(VILLAGES) + 1)[-1]
     if link:  # a village of its own for e, imported now (the hub is not serving yet)
@@ -483,6 +513,7 @@ def main() -> None:
     parser.add_argument("--households", type=int, default=20_000)
     parser.add_argument("--villages", type=int, default=4)
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL alone (a-d)")
     parser.add_argument("--runs", type=int, default=3, help="new boxes in d, stores in f")
     parser.add_argument(
         "--link-households", type=int, default=None, help="village size of e (0: skip e)"
@@ -502,14 +533,14 @@ def main() -> None:
         size = extract.stat().st_size / 1e6
         print(f"extract: {args.households:,} households, {rows:,} rows, {size:.0f} MB "
               f"(made in {made:.0f} s)")  # fmt: skip
-        payloads = measure("sqlite", "", folder, extract, rows, args)
+        payloads = [] if args.no_sqlite else measure("sqlite", "", folder, extract, rows, args)
         if args.postgres:
             database, url = fresh_postgres()
             try:
                 measure("postgresql", url, folder, extract, rows, args)
             finally:
                 drop_postgres(database)
-        if not args.import_only:
+        if payloads:
             box_apply_rate(folder, payloads, args.runs)
 
 

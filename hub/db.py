@@ -91,6 +91,10 @@ records = sa.Table(
     #: them without parsing every record's JSON (hub/progress.py).
     sa.Column("status", sa.Text),
     sa.Column("lacking", sa.Integer),
+    #: The ``log_seq`` of each field the downlink has no need to send again with the record
+    #: (JSON, field → seq below ``log_seq``; NULL: every field belongs to ``log_seq``), see
+    #: hub/downlink.py and migration 0013.
+    sa.Column("field_seqs", sa.Text),
     sa.Index("ix_records_village_log", "village", "log_seq"),
     sa.Index("ix_records_pending", "pending", "village", "household_id"),
     sa.Index("ix_records_approved", "approved_seq"),
@@ -130,6 +134,9 @@ devices = sa.Table(
     sa.Column("up_above", sa.Text, nullable=False, server_default="[]"),
     sa.Column("down_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("down_cursor", sa.BigInteger, nullable=False, server_default="0"),
+    #: The box is sent only the fields it lacks (its walk reached the village's head since
+    #: its down stream last started from 0); false: whole records (hub/downlink.py).
+    sa.Column("down_by_field", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("down_watermark", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("down_above", sa.Text, nullable=False, server_default="[]"),
     sa.Column("epoch", sa.Text),

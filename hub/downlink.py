@@ -8,6 +8,18 @@ publishes them. A stored batch is sent again until the box acks it (:func:`due`)
 box starts at cursor 0: the same walk is its resync, batch by batch, each acked and so
 resumable. See ``docs/replication.md``.
 
+Of a record the walk sends only the fields the box lacks (issue 15: a newer registry
+extract changes a few fields of many records). Each field belongs to the ``log_seq`` of
+the write that last changed it (``records.field_seqs`` keeps those below the record's own
+``log_seq``). A box sent by field (``devices.down_by_field``) holds every field of a
+``log_seq`` up to its cursor, so a fill sends the fields above the cursor it began with.
+That holds only because a write that moves a record on (from ``log_seq`` s to s') also
+moves to s' every field of a seq above the lowest cursor of the village's boxes sent by
+field (``HubStore._settled_cursor``): a box whose cursor had not reached s would otherwise
+pass s with the record already gone from there, and never get those fields. A box whose
+stream starts from 0 (new, restored, upgraded) is sent whole records until its walk
+reaches the village's head; from then on it is sent by field.
+
 Batches are encoded in the highest wire version the box's status reported (``known_wire``);
 one stored before the box reported a higher one is resent as stored, which it still reads.
 A box is sent only what its entity schema version knows (its status says which; a box
@@ -18,6 +30,7 @@ starts its walk again). See ``protocol/SPEC.md`` §8.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +70,16 @@ def _record_changes(
         yield Change(entity, record_id, village, origin, fields)
 
 
+def _unseen(row: Any, since: int) -> RecordState:
+    """The fields of a ``records`` row a box lacks whose walk holds every field of a
+    ``log_seq`` up to ``since``."""
+    state = load_state(row.state)
+    if not since or not row.field_seqs:
+        return state
+    seqs = json.loads(row.field_seqs)
+    return {name: f for name, f in state.items() if seqs.get(name, row.log_seq) > since}
+
+
 async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max_bytes: int) -> int:
     """Pack and store new down batches for ``node`` until it has ``window`` unacked ones
     or nothing is left to send; returns how many were made (:func:`due` hands them out)."""
@@ -74,19 +97,23 @@ async def fill(store: HubStore, node: str, *, window: int, max_changes: int, max
             await conn.execute(sa.select(sa.func.count()).select_from(d).where(d.c.node == node))
         ).scalar_one()
         cursor, seq = device.down_cursor, device.down_seq
+        # Fields at or below the cursor it had when this fill began the box holds.
+        since = cursor if device.down_by_field else 0
         while unacked + made < window:
             batches, cursor = await _next_batches(
-                conn, device, cursor, head, seq, limits, version, store.node
+                conn, device, cursor, since, head, seq, limits, version, store.node
             )
             if not batches:
                 break
             seq = await _store(conn, node, batches, limits, version, store.wall())
             made += len(batches)
-        if cursor != device.down_cursor:
+        # Its walk reached the head: the box holds every record as it is now.
+        by_field = device.down_by_field or cursor == head
+        if (cursor, by_field) != (device.down_cursor, device.down_by_field):
             await conn.execute(
                 db.devices.update()
                 .where(db.devices.c.node == node)
-                .values(down_cursor=cursor, down_seq=seq)
+                .values(down_cursor=cursor, down_seq=seq, down_by_field=by_field)
             )
     return made
 
@@ -163,6 +190,7 @@ async def _next_batches(
     conn: Any,
     device: Any,
     cursor: int,
+    since: int,
     head: int,
     seq: int,
     limits: Limits,
@@ -170,7 +198,8 @@ async def _next_batches(
     origin: str,
 ) -> tuple[list[Batch], int]:
     """The next batch (several only for one record too large for a frame) after ``cursor``,
-    and the cursor after it (``head`` is the village's ``log_seq``). Records written only by
+    and the cursor after it (``head`` is the village's ``log_seq``). Of each record go the
+    fields of a ``log_seq`` above ``since`` (0: whole records). Records written only by
     the node itself are skipped (it has them), except up to ``resync_until`` for a box
     restored from a backup (it lost those it wrote since)."""
     node, village = device.node, device.village
@@ -183,7 +212,7 @@ async def _next_batches(
     while len(changes) < limits.max_changes:
         rows = (
             await conn.execute(
-                sa.select(r.c.id, r.c.entity, r.c.state, r.c.log_seq)
+                sa.select(r.c.id, r.c.entity, r.c.state, r.c.log_seq, r.c.field_seqs)
                 .where(r.c.village == village, r.c.log_seq > last, sa.not_(mine))
                 .order_by(r.c.log_seq)
                 .limit(limits.max_changes)
@@ -194,7 +223,7 @@ async def _next_batches(
             break
         for row in rows:
             last = row.log_seq
-            state = known_state(row.entity, load_state(row.state), schema)
+            state = known_state(row.entity, _unseen(row, since), schema)
             for change in _record_changes(row.entity, row.id, village, origin, state):
                 changes.append(change)
                 owners.append(row.log_seq)

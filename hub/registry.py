@@ -44,7 +44,7 @@ __all__ = ["REGISTRY_NODE", "ImportSummary", "Report", "import_files"]
 
 #: Parts (a household or a member) per chunk; a chunk is written in one transaction,
 #: whatever villages it is of.
-CHUNK = 2000
+CHUNK = 5000
 #: Records the hub does not hold yet are inserted in bulk (``HubStore.insert_new``)
 #: instead of merged one by one: the same rows (tests compare the two ways).
 BULK_NEW = True

@@ -34,7 +34,7 @@ from protocol.delivery import AppliedSeqs
 from protocol.digest import from_signed, to_signed
 from protocol.entities import ENTITIES
 from protocol.errors import Reason
-from protocol.jsonform import load_state
+from protocol.jsonform import dump_json, load_state
 from protocol.merge import Frontier, merge, seen_of, values
 from protocol.schema import wire_value_error
 from protocol.status import Status
@@ -501,19 +501,26 @@ class HubStore:
             r.c.created_ms,
             r.c.pending,
             r.c.digest,
+            r.c.log_seq,
+            r.c.field_seqs,
         )
         for start in range(0, len(ids), 2000):
             chunk = ids[start : start + 2000]
             rows = await conn.execute(sa.select(*columns).where(self.among(r.c.id, chunk)))
             for row in rows:
+                state = load_state(row.state)
                 stored[row.id] = {
                     "entity": row.entity,
                     "village": row.village,
-                    "state": load_state(row.state),
+                    "state": state,
                     "had_conflicts": row.conflicts > 0,
                     "created_ms": row.created_ms,
                     "pending": bool(row.pending),
                     "digest": from_signed(row.digest),
+                    # What the downlink needs to tell the fields this write changes.
+                    "loaded": state,
+                    "log_seq": row.log_seq,
+                    "field_seqs": json.loads(row.field_seqs) if row.field_seqs else {},
                 }
         return stored
 
@@ -546,6 +553,9 @@ class HubStore:
         inserts: list[tuple[Any, ...]] = list(new_rows)
         updates: list[dict[str, Any]] = []
         added = len(inserts)
+        settled: int | None = None
+        if any(not row.get("is_new") for row in working.values()):
+            settled = await self._settled_cursor(conn, next(iter(working.values()))["village"])
         for record_id, row in working.items():
             log_seq += 1
             full, digest = record_row(
@@ -558,6 +568,8 @@ class HubStore:
                 full.update(id=record_id, created_ms=row["created_ms"])
                 inserts.append(tuple(full[name] for name in COLUMNS))
             else:
+                kept = kept_field_seqs(row, settled)
+                full["field_seqs"] = dump_json(kept) if kept else None
                 updates.append({"b_id": record_id, **full})
         # The driver's own bulk insert (COPY on PostgreSQL): the row values are already
         # what it stores.
@@ -571,6 +583,16 @@ class HubStore:
                 updates,
             )
         return log_seq, delta, added
+
+    @staticmethod
+    async def _settled_cursor(conn: AsyncConnection, village: str) -> int | None:
+        """The lowest down cursor of the village's active boxes sent by field (``None``:
+        no such box): every field a write leaves at or below it, each of them holds."""
+        d = db.devices
+        query = sa.select(sa.func.min(d.c.down_cursor)).where(
+            d.c.village == village, d.c.status == "active", d.c.down_by_field
+        )
+        return (await conn.execute(query)).scalar_one()
 
     @staticmethod
     async def _fold_digest(conn: AsyncConnection, village: str, delta: int, added: int) -> None:
@@ -822,13 +844,14 @@ class HubStore:
             if status.schema > known_schema(device.reported):
                 # Upgraded: what was left out for the old version is sent now, with the
                 # village's whole state again (the box merges what it has, idempotently).
-                update["down_cursor"] = 0
+                update.update(down_cursor=0, down_by_field=False)
             if status.state == "online" and status.epoch != (device.epoch or ""):
                 update["epoch"] = status.epoch
                 if status.epoch:  # restored from a backup: a fresh down stream
                     update.update(
                         down_seq=0,
                         down_cursor=0,
+                        down_by_field=False,
                         down_watermark=0,
                         down_above="[]",
                         resync_until=head,
@@ -948,6 +971,24 @@ _PREPARE_STEP = 50
 _CREATED, _LOG_SEQ, _UPDATED = (
     COLUMNS.index(name) for name in ("created_ms", "log_seq", "updated_ms")
 )
+
+
+def kept_field_seqs(row: Mapping[str, Any], settled: int | None) -> dict[str, int]:
+    """The ``field_seqs`` of a stored record (``row`` as :meth:`HubStore._load` gave it,
+    with its merged ``state``) written again: the fields whose versions this write keeps
+    and that every box sent by field holds (at or below ``settled``, the lowest of their
+    cursors) keep their older seq; the rest belong to the new ``log_seq`` and go down with
+    it, so a box whose cursor passes the record's old place before it gets there misses
+    none of them (hub/downlink.py)."""
+    loaded, old_seq, seqs = row["loaded"], row["log_seq"], row["field_seqs"]
+    if settled is None:
+        settled = old_seq  # no box walks by field: every field keeps its seq
+    kept = {}
+    for name, frontier in row["state"].items():
+        seq = seqs.get(name, old_seq)
+        if seq <= settled and loaded.get(name) == frontier:
+            kept[name] = seq
+    return kept
 
 
 def _creating(changes: Sequence[Change]) -> Iterator[tuple[Change, _FirstWrite]]:

@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 
 from hub import audit, db
 from hub.db import MIGRATIONS, create_engine, metadata, upgrade
+from hub.devices import add_device
 from hub.store import HubStore
 from tests.hub.conftest import drop_postgres, fresh_postgres
 
@@ -415,3 +416,49 @@ def test_a_hub_in_the_field_chains_its_audit_trail_in_the_order_it_was_written(e
     assert tuple(rows[-1]) == (4_104, "admin")
     assert verdict.ok and verdict.rows == 4_104 and verdict.head.seq == 4_104
     assert "append-only" in editing
+
+
+def test_boxes_a_hub_served_before_0013_are_sent_by_field_and_new_ones_whole_first(empty_url):
+    """Hub 0013 on a database of the previous release: the boxes it served (whole records,
+    at their current log_seq) hold every record at or below their cursor, so they are sent
+    only the fields they lack from now on; a box enrolled afterwards gets its village whole
+    first; records already held start with every field at their own log_seq."""
+    upgrade(empty_url, "0012")
+
+    async def served() -> None:
+        engine = create_engine(empty_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO devices(node, village, password_hash, broker_hash, "
+                        "created_ms, down_cursor) VALUES ('edge-a', '3201022001', 'x', 'y', 1, 7)"
+                    )
+                )
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO records(id, entity, village, state, data, log_seq, "
+                        "created_ms, updated_ms) VALUES ('r-1', 'household', '3201022001', "
+                        "'{}', '{}', 7, 1, 1)"
+                    )
+                )
+        finally:
+            await engine.dispose()
+
+    async def after() -> tuple[object, object, object]:
+        engine = create_engine(empty_url)
+        try:
+            await add_device(engine, village="3201022001", node="edge-b", now_ms=2)
+            store = HubStore(engine, node="hub-1", max_clock_drift_ms=0)
+            async with engine.connect() as conn:
+                seqs = (await conn.execute(sa.text("SELECT field_seqs FROM records"))).scalar_one()
+            return await store.device("edge-a"), await store.device("edge-b"), seqs
+        finally:
+            await engine.dispose()
+
+    asyncio.run(served())
+    upgrade(empty_url)
+    old, new, seqs = asyncio.run(after())
+    assert (old.down_cursor, old.down_by_field) == (7, True)
+    assert (new.down_cursor, new.down_by_field) == (0, False)
+    assert seqs is None

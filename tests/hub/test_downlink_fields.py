@@ -1,0 +1,207 @@
+"""The downlink sends a box only the fields of a record it lacks, and never fewer: whatever
+the order of writes, fills, acks and restores, every box ends up with every record's whole
+state (issue 15; the rules are in hub/downlink.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hub import db, downlink
+from hub.store import HubStore
+from protocol.changes import Ack, Direction
+from protocol.clock import HybridClock
+from protocol.codec import decode
+from protocol.merge import merge
+from protocol.status import Status
+from tests.factories import new_id
+from tests.hub.boxes import Box, enrol
+
+FIELDS = ("address", "rt", "rw")
+MAX_EXAMPLES = 60
+
+
+def value_of(name: str, number: int) -> str:
+    return f"Jl. Nomor {number}" if name == "address" else f"{number % 1000:03d}"
+
+
+async def pull(store: HubStore, box: Box, *, max_changes: int, window: int = 1) -> list:
+    """Fill ``box``'s down batches, apply them to its states as the box would and ack
+    them; returns the changes it got."""
+    await downlink.fill(store, box.node, window=window, max_changes=max_changes, max_bytes=65536)
+    got = []
+    for stored in await downlink.due(store, older_than_ms=store.wall() + 1, node=box.node):
+        batch = decode(stored.payload)
+        for change in batch.changes:
+            box.states[change.record_id] = merge(box.states.get(change.record_id), change).state
+            got.append(change)
+        await store.note_down_ack(Ack(box.node, batch.seq, batch.seq, Direction.DOWN))
+    return got
+
+
+async def drain(store: HubStore, box: Box) -> None:
+    while await pull(store, box, max_changes=50, window=10):
+        pass
+
+
+async def hub_states(store: HubStore) -> dict[str, dict]:
+    return {
+        row["id"]: await store.record_state(row["id"])
+        for row in await store.records(Box("x").village, limit=1000)
+    }
+
+
+async def hub_write(store: HubStore, record_id: str, values: dict[str, str]) -> None:
+    """A district-side write (a resolution, a decision, an import's update)."""
+    async with store.writing() as conn:
+        village = Box("x").village
+        log_seq = await store.lock_village(conn, village)
+        await store.write_hub_values(conn, {record_id: values}, log_seq, store.wall())
+
+
+async def test_a_box_that_holds_a_record_is_sent_only_the_field_that_changed(hub_store):
+    a, b = Box("edge-a"), Box("edge-b")
+    await enrol(hub_store, a, b)
+    ids = [new_id() for _ in range(3)]
+    now = hub_store.wall()
+    await hub_store.apply(
+        a.batch(*(a.edit(i, now, rt="001", rw="002", address="Jl. A") for i in ids)), a.node
+    )
+    await drain(hub_store, b)
+    assert set(b.states) == set(ids)
+
+    await hub_write(hub_store, ids[0], {"address": "Jl. Baru 1"})
+    [change] = await pull(hub_store, b, max_changes=50)
+    assert (change.record_id, set(change.fields)) == (ids[0], {"address"})
+    # A new box is sent its village whole, and by field from then on.
+    c = Box("edge-c")
+    await enrol(hub_store, c)
+    await drain(hub_store, c)
+    assert all(set(state) >= set(FIELDS) for state in c.states.values())
+    assert c.states == await hub_states(hub_store)
+    await hub_write(hub_store, ids[1], {"rt": "009"})
+    for box in (b, c):
+        [change] = await pull(hub_store, box, max_changes=50)
+        assert set(change.fields) == {"rt"}
+        assert box.states == await hub_states(hub_store)
+
+
+async def test_a_record_that_moves_on_past_a_lagging_box_still_reaches_it_whole(hub_store):
+    """The pitfall of docs/registry.md §2: the box's cursor passes where a record was after
+    the record moved on; the fields written there must still come."""
+    a, b = Box("edge-a"), Box("edge-b")
+    await enrol(hub_store, a, b)
+    now = hub_store.wall()
+    ids = [new_id() for _ in range(4)]
+    await hub_store.apply(
+        a.batch(*(a.edit(i, now, rt="001", rw="002", address="Jl. A") for i in ids)), a.node
+    )
+    await drain(hub_store, b)  # b walks by field from here
+    await hub_write(hub_store, ids[0], {"address": "Jl. Dua"})  # log_seq 5
+    await hub_write(hub_store, ids[1], {"address": "Jl. Tiga"})  # 6
+    await pull(hub_store, b, max_changes=1)  # b's cursor at 5
+    await hub_write(hub_store, ids[2], {"rw": "004"})  # 7
+    await hub_write(hub_store, ids[1], {"rt": "003"})  # record 1 leaves 6 for 8
+    await pull(hub_store, b, max_changes=1)  # b's cursor passes 6 (to 7): record 1 is gone
+    await drain(hub_store, b)
+    assert b.states == await hub_states(hub_store)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> list[tuple]:
+    steps = [("create", 0, 3)]
+    for _ in range(draw(st.integers(1, 40))):
+        kind = draw(
+            st.sampled_from(
+                ["create", "hub", "hub", "box", "pull", "pull", "drain", "backup", "restore"]
+            )
+        )
+        box = draw(st.integers(0, 2))
+        if kind == "create":
+            steps.append(("create", box, draw(st.integers(1, 3))))
+        elif kind in ("hub", "box"):
+            fields = draw(st.sets(st.sampled_from(FIELDS), min_size=1))
+            steps.append((kind, box, draw(st.integers(0, 5)), tuple(sorted(fields))))
+        elif kind == "pull":
+            steps.append(("pull", box, draw(st.sampled_from([1, 1, 2, 3]))))
+        else:
+            steps.append((kind, box))
+    return steps
+
+
+async def run(url: str, steps: list[tuple]) -> None:
+    engine = db.create_engine(url)
+    store = HubStore(engine, node="hub-1", max_clock_drift_ms=300_000)
+    try:
+        boxes = [Box(f"edge-{name}") for name in "abc"]
+        await enrol(store, *boxes)
+        backups: dict[str, dict] = {}
+        ids: list[str] = []
+        for number, step in enumerate(steps):
+            box = boxes[step[1]]
+            now = store.wall()
+            if step[0] == "create":
+                made = [new_id() for _ in range(step[2])]
+                ids += made
+                edits = [
+                    box.edit(i, now, **{name: value_of(name, number) for name in FIELDS})
+                    for i in made
+                ]
+                await store.apply(box.batch(*edits), box.node)
+            elif step[0] == "hub":
+                await hub_write(
+                    store,
+                    ids[step[2] % len(ids)],
+                    {name: value_of(name, number) for name in step[3]},
+                )
+            elif step[0] == "box":
+                record_id = ids[step[2] % len(ids)]
+                if record_id in box.states:  # a box edits what it holds
+                    newest = max(v.time for f in box.states[record_id].values() for v in f)
+                    box.clock = HybridClock(box.node, state=max(newest, box.clock.state))
+                    edit = box.edit(record_id, now, **{n: value_of(n, number) for n in step[3]})
+                    await store.apply(box.batch(edit), box.node)
+            elif step[0] == "pull":
+                await pull(store, box, max_changes=step[2])
+            elif step[0] == "drain":  # caught up: sent by field from then on
+                await drain(store, box)
+            elif step[0] == "backup":
+                backups[box.node] = dict(box.states)
+            else:  # restored from its backup (or wiped): a new epoch, a fresh down stream
+                box.states = dict(backups.get(box.node, {}))
+                await store.note_status(box.node, Status("online", epoch=f"e{number}"))
+        expected = await hub_states(store)
+        for box in boxes:
+            await drain(store, box)
+            # Its own records too: what it wrote it holds, as the hub merged them.
+            held = {i: s for i, s in box.states.items() if i in expected}
+            assert held == expected, box.node
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("hub") / "hub.sqlite"
+    db.upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=scenarios())
+def test_whatever_the_interleaving_every_box_ends_with_every_record_whole(
+    template: Path, tmp_path: Path, steps: list[tuple]
+) -> None:
+    path = tmp_path / f"{new_id()}.sqlite"
+    shutil.copy(template, path)
+    try:
+        asyncio.run(run(f"sqlite+aiosqlite:///{path}", steps))
+    finally:
+        path.unlink(missing_ok=True)
