@@ -114,21 +114,21 @@ async def test_a_record_that_moves_on_past_a_lagging_box_still_reaches_it_whole(
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> list[tuple]:
-    steps = [("create", 0, 3)]
-    for _ in range(draw(st.integers(1, 40))):
-        kind = draw(
-            st.sampled_from(
-                ["create", "hub", "hub", "box", "pull", "pull", "drain", "backup", "restore"]
-            )
-        )
+    """Steps on three boxes of one village, weighted towards district writes to a few
+    records and boxes that fall behind a record at a time (what loses fields when a
+    record moves on past a lagging cursor)."""
+    kinds = ["hub"] * 4 + ["pull"] * 3 + ["drain", "box", "create", "backup", "restore"]
+    steps = [("create", 0, 3), ("drain", 1)]
+    for _ in range(draw(st.integers(1, 50))):
+        kind = draw(st.sampled_from(kinds))
         box = draw(st.integers(0, 2))
         if kind == "create":
             steps.append(("create", box, draw(st.integers(1, 3))))
         elif kind in ("hub", "box"):
-            fields = draw(st.sets(st.sampled_from(FIELDS), min_size=1))
-            steps.append((kind, box, draw(st.integers(0, 5)), tuple(sorted(fields))))
+            fields = draw(st.sets(st.sampled_from(FIELDS), min_size=1, max_size=2))
+            steps.append((kind, box, draw(st.integers(0, 3)), tuple(sorted(fields))))
         elif kind == "pull":
-            steps.append(("pull", box, draw(st.sampled_from([1, 1, 2, 3]))))
+            steps.append(("pull", box, draw(st.sampled_from([1, 1, 1, 2]))))
         else:
             steps.append((kind, box))
     return steps
