@@ -23,7 +23,6 @@ from tests.factories import new_id
 from tests.hub.boxes import Box, enrol
 
 FIELDS = ("address", "rt", "rw")
-MAX_EXAMPLES = 60
 
 
 def value_of(name: str, number: int) -> str:
