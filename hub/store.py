@@ -568,7 +568,7 @@ class HubStore:
                 full.update(id=record_id, created_ms=row["created_ms"])
                 inserts.append(tuple(full[name] for name in COLUMNS))
             else:
-                kept = kept_field_seqs(row, settled)
+                kept = _kept_field_seqs(row, settled)
                 full["field_seqs"] = dump_json(kept) if kept else None
                 updates.append({"b_id": record_id, **full})
         # The driver's own bulk insert (COPY on PostgreSQL): the row values are already
@@ -973,7 +973,7 @@ _CREATED, _LOG_SEQ, _UPDATED = (
 )
 
 
-def kept_field_seqs(row: Mapping[str, Any], settled: int | None) -> dict[str, int]:
+def _kept_field_seqs(row: Mapping[str, Any], settled: int | None) -> dict[str, int]:
     """The ``field_seqs`` of a stored record (``row`` as :meth:`HubStore._load` gave it,
     with its merged ``state``) written again: the fields whose versions this write keeps
     and that every box sent by field holds (at or below ``settled``, the lowest of their

@@ -12,12 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub import db, downlink
+from hub import db
 from hub.store import HubStore
-from protocol.changes import Ack, Direction
 from protocol.clock import HybridClock
-from protocol.codec import decode
-from protocol.merge import merge
 from protocol.status import Status
 from tests.factories import new_id
 from tests.hub.boxes import Box, enrol
@@ -27,25 +24,6 @@ FIELDS = ("address", "rt", "rw")
 
 def value_of(name: str, number: int) -> str:
     return f"Jl. Nomor {number}" if name == "address" else f"{number % 1000:03d}"
-
-
-async def pull(store: HubStore, box: Box, *, max_changes: int, window: int = 1) -> list:
-    """Fill ``box``'s down batches, apply them to its states as the box would and ack
-    them; returns the changes it got."""
-    await downlink.fill(store, box.node, window=window, max_changes=max_changes, max_bytes=65536)
-    got = []
-    for stored in await downlink.due(store, older_than_ms=store.wall() + 1, node=box.node):
-        batch = decode(stored.payload)
-        for change in batch.changes:
-            box.states[change.record_id] = merge(box.states.get(change.record_id), change).state
-            got.append(change)
-        await store.note_down_ack(Ack(box.node, batch.seq, batch.seq, Direction.DOWN))
-    return got
-
-
-async def drain(store: HubStore, box: Box) -> None:
-    while await pull(store, box, max_changes=50, window=10):
-        pass
 
 
 async def hub_states(store: HubStore) -> dict[str, dict]:
@@ -71,21 +49,21 @@ async def test_a_box_that_holds_a_record_is_sent_only_the_field_that_changed(hub
     await hub_store.apply(
         a.batch(*(a.edit(i, now, rt="001", rw="002", address="Jl. A") for i in ids)), a.node
     )
-    await drain(hub_store, b)
+    await b.drain(hub_store)
     assert set(b.states) == set(ids)
 
     await hub_write(hub_store, ids[0], {"address": "Jl. Baru 1"})
-    [change] = await pull(hub_store, b, max_changes=50)
+    [change] = await b.pull(hub_store, max_changes=50)
     assert (change.record_id, set(change.fields)) == (ids[0], {"address"})
     # A new box is sent its village whole, and by field from then on.
     c = Box("edge-c")
     await enrol(hub_store, c)
-    await drain(hub_store, c)
+    await c.drain(hub_store)
     assert all(set(state) >= set(FIELDS) for state in c.states.values())
     assert c.states == await hub_states(hub_store)
     await hub_write(hub_store, ids[1], {"rt": "009"})
     for box in (b, c):
-        [change] = await pull(hub_store, box, max_changes=50)
+        [change] = await box.pull(hub_store, max_changes=50)
         assert set(change.fields) == {"rt"}
         assert box.states == await hub_states(hub_store)
 
@@ -100,14 +78,14 @@ async def test_a_record_that_moves_on_past_a_lagging_box_still_reaches_it_whole(
     await hub_store.apply(
         a.batch(*(a.edit(i, now, rt="001", rw="002", address="Jl. A") for i in ids)), a.node
     )
-    await drain(hub_store, b)  # b walks by field from here
+    await b.drain(hub_store)  # b walks by field from here
     await hub_write(hub_store, ids[0], {"address": "Jl. Dua"})  # log_seq 5
     await hub_write(hub_store, ids[1], {"address": "Jl. Tiga"})  # 6
-    await pull(hub_store, b, max_changes=1)  # b's cursor at 5
+    await b.pull(hub_store, max_changes=1)  # b's cursor at 5
     await hub_write(hub_store, ids[2], {"rw": "004"})  # 7
     await hub_write(hub_store, ids[1], {"rt": "003"})  # record 1 leaves 6 for 8
-    await pull(hub_store, b, max_changes=1)  # b's cursor passes 6 (to 7): record 1 is gone
-    await drain(hub_store, b)
+    await b.pull(hub_store, max_changes=1)  # b's cursor passes 6 (to 7): record 1 is gone
+    await b.drain(hub_store)
     assert b.states == await hub_states(hub_store)
 
 
@@ -166,9 +144,9 @@ async def run(url: str, steps: list[tuple]) -> None:
                     edit = box.edit(record_id, now, **{n: value_of(n, number) for n in step[3]})
                     await store.apply(box.batch(edit), box.node)
             elif step[0] == "pull":
-                await pull(store, box, max_changes=step[2])
+                await box.pull(store, max_changes=step[2])
             elif step[0] == "drain":  # caught up: sent by field from then on
-                await drain(store, box)
+                await box.drain(store)
             elif step[0] == "backup":
                 backups[box.node] = dict(box.states)
             else:  # restored from its backup (or wiped): a new epoch, a fresh down stream
@@ -176,7 +154,7 @@ async def run(url: str, steps: list[tuple]) -> None:
                 await store.note_status(box.node, Status("online", epoch=f"e{number}"))
         expected = await hub_states(store)
         for box in boxes:
-            await drain(store, box)
+            await box.drain(store)
             # Its own records too: what it wrote it holds, as the hub merged them.
             held = {i: s for i, s in box.states.items() if i in expected}
             assert held == expected, box.node

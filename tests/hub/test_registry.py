@@ -15,13 +15,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from hub import db, downlink, registry_checks
+from hub import db, registry_checks
 from hub.registry import REGISTRY_NODE, Report, import_files
 from hub.registry_checks import CheckedRows
 from hub.registry_files import FileError, open_rows
-from protocol.changes import Ack, Direction
 from protocol.clock import HybridClock
-from protocol.codec import decode
 from protocol.registry import DEFAULT_LAYOUT
 from tests.factories import DEFAULT_VILLAGE, make_household_with_members, new_id
 from tests.hub.boxes import Box, enrol
@@ -216,13 +214,13 @@ async def test_a_newer_extract_goes_down_as_the_changed_fields_alone(hub_store, 
     await run_import(hub_store, write_csv(tmp_path / "old.csv", district_rows(3)))
     box = Box("edge-a")
     await enrol(hub_store, box)
-    whole = await pull_all(hub_store, box.node)
+    whole = await box.drain(hub_store)
     assert len(whole) == 9 and all(len(change.fields) > 3 for change in whole)
     rows = district_rows(3)
     rows[0]["alamat"] = "Jl. Baru 7"
     rows[4]["nama"] = "Siti Rahayu Baru"  # the first member of household 2
     await run_import(hub_store, write_csv(tmp_path / "new.csv", rows))
-    sent = await pull_all(hub_store, box.node)
+    sent = await box.drain(hub_store)
     assert sorted((change.entity, sorted(change.fields)) for change in sent) == [
         ("household", ["address"]),
         ("member", ["name"]),
@@ -230,17 +228,6 @@ async def test_a_newer_extract_goes_down_as_the_changed_fields_alone(hub_store, 
     assert [change.fields["address"].value for change in sent if change.entity == "household"] == [
         "Jl. Baru 7"
     ]
-
-
-async def pull_all(hub_store, node: str) -> list:
-    """Everything the downlink packs for ``node`` now, acked as the box would."""
-    changes = []
-    while await downlink.fill(hub_store, node, window=10, max_changes=500, max_bytes=65536):
-        for stored in await downlink.due(hub_store, older_than_ms=hub_store.wall() + 1, node=node):
-            batch = decode(stored.payload)
-            changes += batch.changes
-            await hub_store.note_down_ack(Ack(node, batch.seq, batch.seq, Direction.DOWN))
-    return changes
 
 
 async def test_a_field_a_box_changed_since_becomes_a_conflict_not_an_overwrite(hub_store, tmp_path):
