@@ -5,7 +5,7 @@ audit batch of 500 entries about 10 ms. In a thread of the web server that time 
 the GIL: the event loop and the writer thread then wait for it (up to the interpreter's
 switch interval, 5 ms, each time they come back from SQLite or a socket) and saves queue
 behind sync (issue 18). :func:`packer` gives the sync client one worker process for it,
-which the operating system shares the core with like any other process.
+which the operating system shares the core with at a lower priority than the server.
 
 Everything here is pure: the caller reads the rows (``edge.outbox``, ``edge.auditchain``)
 and stores or publishes the result. Only ``protocol`` is imported, so the worker starts
@@ -15,6 +15,7 @@ small (about 20 MB, 0.15 s).
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
@@ -36,8 +37,11 @@ Packed = dict[str, object]
 
 def packer() -> ProcessPoolExecutor:
     """A one-worker process pool (started on its first task). Not fork: the server has
-    threads (SQLite's, paho's) by then."""
-    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    threads (SQLite's, paho's) by then. The worker runs at a lower priority (nice 10):
+    where it shares a core with the server, a save waits for no packing (issue 18)."""
+    return ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice, initargs=(10,)
+    )
 
 
 def pack_rows(
