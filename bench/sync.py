@@ -52,7 +52,7 @@ sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolv
 from edge.config import SyncConfig
 from hub import db
 from hub.devices import add_device
-from protocol.codec import MAGIC, Kind, encode
+from protocol.codec import MAGIC, WIRE_VERSION, Kind, encode
 from protocol.entities import ENTITIES
 from protocol.regions import lookup
 from protocol.topics import Topic, TopicKind
@@ -199,7 +199,8 @@ async def hundred_boxes(
                     household, _ = make_household_with_members(1, village=village, seed=seed)
                     values = {k: v for k, v in household.items() if k != "id"}
                     changes.append(box.edit(household["id"], now, **values))
-                payloads.append((Topic(village, node, TopicKind.UP), encode(box.batch(*changes))))
+                frame = encode(box.batch(*changes), version=WIRE_VERSION)  # what a box sends today
+                payloads.append((Topic(village, node, TopicKind.UP), frame))
         total = boxes * batches * size
         fields = len(values)
         await asyncio.sleep(2)
