@@ -21,7 +21,8 @@ e. bytes up per change through the real stack (a box behind a counting TCP proxy
    (minus the idle traffic measured before), by message and with MQTT apart. A revisit
    that needs the district's review also makes a proposal record, and a save writes audit
    entries (update, create, view): they travel too, and the count ends once the hub has
-   the box's whole audit chain.
+   the box's whole audit chain. ``--seal-delays 0,10`` runs it once for each
+   ``sync.seal_delay_s`` (the box gathering saves before it seals a batch).
 
 Goals (issue 4): a ≥ 5,000 changes/s, p99 lag < 1 s at 100 changes/s, b ≥ 20,000
 changes/s on PostgreSQL, c < 10 s. Issue 18: b ≥ 40,000 whole-household changes/s on
@@ -403,8 +404,11 @@ def audit_at_hub(fleet: Fleet, box) -> bool:  # type: ignore[no-untyped-def]
     return row is not None and row[0] == head
 
 
-def one_per_second(root: Path, changes: int) -> None:
-    fleet = Fleet(root / "one-per-second", sync=SyncConfig(backoff_min_s=1, backoff_max_s=2))
+def one_per_second(root: Path, changes: int, seal_delay_s: int) -> None:
+    fleet = Fleet(
+        root / f"one-per-second-{seal_delay_s}",
+        sync=SyncConfig(backoff_min_s=1, backoff_max_s=2, seal_delay_s=seal_delay_s),
+    )
     proxy: FaultProxy | None = None
     try:
         fleet.add_hub(start=False)
@@ -426,7 +430,8 @@ def one_per_second(root: Path, changes: int) -> None:
         for n, household in enumerate(households):
             box.api(f"/api/v1/households/{household}", {"household": revisit(rng)}, method="PATCH")
             time.sleep(max(0.0, started + n + 1 - time.monotonic()))
-        time.sleep(10)  # the last ones sent and acked
+        pending = lambda: box.api("/api/v1/sync/status")["outbox_pending"]  # noqa: E731
+        wait_for(lambda: pending() == 0, 60, "the last changes sent and acked", 0.5)
         # Audit entries may wait for company (`sync.audit_delay_s`): count them all.
         wait_for(lambda: audit_at_hub(fleet, box), 180, "the box's audit chain at the hub", 0.5)
         time.sleep(2)  # the last audit ack's PUBACK
@@ -434,7 +439,8 @@ def one_per_second(root: Path, changes: int) -> None:
         up = proxy.bytes_up - before - idle * took
         state = box.api("/api/v1/sync/status")
         print(
-            f"e    one 10-field revisit per second, {changes} changes: {up / changes:5.0f} B up "
+            f"e    one 10-field revisit per second, sync.seal_delay_s = {seal_delay_s}, "
+            f"{changes} changes: {up / changes:5.0f} B up "
             f"per change through the real stack (idle link {idle:.1f} B/s subtracted; "
             f"outbox now {state['outbox_pending']}), of which per change:"
         )
@@ -467,6 +473,12 @@ def main() -> None:
     parser.add_argument("--boxes", type=int, default=100)
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--seal-delays",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[0],
+        help="e: the box's sync.seal_delay_s, one run each (e.g. 0,10)",
+    )
     args = parser.parse_args()
     sections = set(args.only.split(","))
     with tempfile.TemporaryDirectory(prefix="puskesos-bench-") as folder:
@@ -474,7 +486,8 @@ def main() -> None:
         if "d" in sections:
             wire_bytes()
         if "e" in sections:
-            one_per_second(root, 60)
+            for delay in args.seal_delays:
+                one_per_second(root, 60, delay)
         if sections & {"a", "c"}:
             one_box(root, args.backlog, args.lag_saves)
         if "b" in sections:

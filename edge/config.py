@@ -45,6 +45,7 @@ class SyncConfig:
     window: int = 8
     ack_timeout_s: int = 30
     audit_delay_s: int = 30
+    seal_delay_s: int = 0
     status_interval_s: int = 60
     telemetry_interval_s: int = 300
     session_expiry_s: int = 7 * 24 * 3600
@@ -147,6 +148,10 @@ KEYS: Mapping[tuple[str, str], str] = {
         "seconds the box gathers audit entries before it sends them to the hub (one message "
         "for many saves; a full batch goes at once; 0: each save's entries at once)"
     ),
+    ("sync", "seal_delay_s"): (
+        "seconds the box gathers saved changes before it seals them into a batch (one batch "
+        "for many saves: fewer bytes on a 2G link; a full batch goes at once; 0: at once)"
+    ),
     ("sync", "status_interval_s"): "seconds between two status messages to the hub",
     ("sync", "telemetry_interval_s"): (
         "seconds between two health reports to the hub (monitoring/METRICS.md)"
@@ -177,12 +182,17 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Edge
     return config
 
 
+#: ``[sync]`` numbers for which 0 means "at once"; every other must be at least 1.
+_DELAYS = frozenset({"audit_delay_s", "seal_delay_s"})
+
+
 def _checked(sync: SyncConfig) -> SyncConfig:
     """Refuse ``[sync]`` numbers the client cannot work with (a window of 0 sends nothing)."""
     for item in fields(sync):
         value = getattr(sync, item.name)
-        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-            raise ConfigError(f"[sync] {item.name} must be at least 1, not {value}")
+        least = 0 if item.name in _DELAYS else 1
+        if isinstance(value, int) and not isinstance(value, bool) and value < least:
+            raise ConfigError(f"[sync] {item.name} must be at least {least}, not {value}")
     if sync.backoff_min_s > sync.backoff_max_s:
         raise ConfigError("[sync] backoff_min_s must not be above backoff_max_s")
     return sync

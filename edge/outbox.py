@@ -162,6 +162,16 @@ class _Sealed:
     rows: list[Packed]
 
 
+def waiting(conn: sa.Connection, limit: int) -> tuple[int, int | None]:
+    """How many outbox rows wait to be sealed, counted up to ``limit``, and when the
+    first of them was made (ms; ``None`` when none wait)."""
+    o = db.outbox
+    rows = sa.select(o.c.id).limit(limit).subquery()
+    count = conn.execute(sa.select(sa.func.count()).select_from(rows)).scalar_one()
+    first = conn.execute(sa.select(o.c.created_ms).order_by(o.c.id).limit(1)).scalar()
+    return int(count), first
+
+
 def _queue(conn: sa.Connection, limit: int) -> tuple[int, list[tuple[int, str, int]]]:
     """``up_seq`` and the first ``limit`` outbox rows (id, change text, ``created_ms``)."""
     o = db.outbox

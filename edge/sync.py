@@ -107,6 +107,9 @@ class SyncClient:
         #: When the entries waiting to be sent are due (monotonic; ``sync.audit_delay_s``
         #: after they were first seen waiting), ``None`` when none wait.
         self._audit_due_at: float | None = None
+        #: When the outbox rows held back by ``sync.seal_delay_s`` are due (monotonic),
+        #: ``None`` when none are held back.
+        self._seal_at: float | None = None
         #: Packs and encodes batches away from the server's GIL (``edge.packing``).
         self._packer = packer()
         #: The wire version to send in: 1 until a frame of a higher one came from the hub
@@ -285,6 +288,8 @@ class SyncClient:
             deadlines.append(self._connected_at + timeout)
         if self._recheck_at is not None:
             deadlines.append(self._recheck_at)
+        if self._seal_at is not None:
+            deadlines.append(self._seal_at)
         if self._audit_sent_at is not None:
             deadlines.append(self._audit_sent_at + timeout)
         elif self._audit_due_at is not None and self._hello:
@@ -310,7 +315,7 @@ class SyncClient:
         waiting = await outbox.unacked(store, limit=sealed_most)
         await self._send_due(waiting[: settings.window], now)
         room = sealed_most - len(waiting)
-        if self._hello and room > 0:
+        if self._hello and room > 0 and await self._seal_due():
             sealed = await outbox.seal(
                 store,
                 max_changes=settings.batch_changes,
@@ -333,6 +338,24 @@ class SyncClient:
             await self._publish_status()
         if self.link.connected and time.monotonic() >= self._next_telemetry:
             await self._publish_telemetry()
+
+    async def _seal_due(self) -> bool:
+        """Whether the outbox rows are to be sealed now: at once without
+        ``seal_delay_s``; with it, once a batch's worth waits or the first row is that
+        old, so that on a slow link one batch carries the changes of many saves. A wall
+        clock set back (the first row then made "later" than now) seals at once."""
+        self._seal_at = None
+        delay, most = self.settings.seal_delay_s, self.settings.batch_changes
+        if delay <= 0:
+            return True
+        count, oldest = await self.store.read(lambda conn: outbox.waiting(conn, most))
+        if oldest is None:
+            return False
+        age = (self.store.now_ms() - oldest) / 1000
+        if count >= most or not 0 <= age < delay:
+            return True
+        self._seal_at = time.monotonic() + delay - age
+        return False
 
     async def _send_due(self, seqs: list[int], now: float) -> None:
         """Publish the stored batches of ``seqs`` not handed to the broker within

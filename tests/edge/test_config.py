@@ -78,6 +78,7 @@ def test_environment_overrides_the_file(tmp_path):
         ('[broker]\nhostname = "x"\n', "hostname"),
         ('[hub]\nurl = "x"\n', "hub"),
         ("[sync]\nwindow = 0\n", "window"),
+        ("[sync]\nseal_delay_s = -1\n", "seal_delay_s"),
         ("[sync]\nbackoff_min_s = 60\nbackoff_max_s = 10\n", "backoff_min_s"),
         ('[sync]\nenabled = "sometimes"\n', "enabled"),
         ("[edge\n", "edge.toml"),
@@ -87,6 +88,12 @@ def test_a_wrong_value_or_unknown_key_is_refused_naming_it(tmp_path, text, named
     path = write(tmp_path, text)
     with pytest.raises(ConfigError, match=named):
         load_config(path, env={})
+
+
+def test_the_delays_may_be_zero_for_at_once(tmp_path):
+    path = write(tmp_path, "[sync]\naudit_delay_s = 0\nseal_delay_s = 0\n")
+    sync = load_config(path, env={}).sync
+    assert (sync.audit_delay_s, sync.seal_delay_s) == (0, 0)
 
 
 def test_a_wrong_environment_value_names_the_variable():
