@@ -604,10 +604,15 @@ def _stream(direction: int, node: str, seq: int, first: int = 1) -> tuple[Direct
 def _record_id(raw: bytes) -> str:
     if len(raw) != 16:
         raise MalformedError("record id is not 16 bytes")
-    record = uuid.UUID(bytes=raw)
-    if record.version != 7 or record.variant != uuid.RFC_4122:
+    if not _is_uuid7(raw):
         raise MalformedError("record id is not a UUIDv7")
-    return str(record)
+    return _uuid_text(raw)
+
+
+def _is_uuid7(raw: bytes) -> bool:
+    """Whether 16 bytes are a UUIDv7 (version 7, the RFC 4122 variant), read from the
+    bytes: a quarter of the time of ``uuid.UUID``, once per change decoded (issue 18)."""
+    return raw[6] >> 4 == 7 and raw[8] >> 6 == 0b10
 
 
 def _probe_from_wire(wire: _Probe, limits: Limits) -> DigestProbe:
@@ -770,10 +775,10 @@ def _batch_from_wire(
         entity = ENTITIES.get(raw.entity)
         if entity is None:
             raise _invalid(position, f"unknown entity {raw.entity[:40]!r}")
-        if len(raw.record_id) != 16:
+        record = raw.record_id
+        if len(record) != 16:
             raise _invalid(position, "record id is not 16 bytes")
-        record = uuid.UUID(bytes=raw.record_id)
-        if record.version != 7 or record.variant != uuid.RFC_4122:
+        if not _is_uuid7(record):
             raise _invalid(position, "record id is not a UUIDv7")
         if len(raw.village) != 10 or not raw.village.isdigit() or not raw.village.isascii():
             raise _invalid(position, "village code is not 10 digits")
@@ -799,7 +804,7 @@ def _batch_from_wire(
                 ((item.name, item.value),),
                 *fields.stamp(f"field {item.name!r}", item.time, item.node, item.seen),
             )
-        changes.append(Change(raw.entity, str(record), raw.village, origin, fields.versions))
+        changes.append(Change(raw.entity, _uuid_text(record), raw.village, origin, fields.versions))
     return Batch(batch_node, seq, tuple(changes), direction)
 
 

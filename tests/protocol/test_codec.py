@@ -153,6 +153,16 @@ def test_a_zip_bomb_is_refused_without_inflating_it():
             ),
             "UUIDv7",
         ),
+        (  # version 7, but not the RFC 4122 variant
+            Change(
+                "household",
+                "01890a5d-ac96-774b-3cc6-9b5a1e2f3d40",
+                "3201012001",
+                NODE,
+                {"rt": FieldVersion("001", T, NODE)},
+            ),
+            "UUIDv7",
+        ),
         (
             Change("household", RID, "32010120", NODE, {"rt": FieldVersion("001", T, NODE)}),
             "10 digits",
