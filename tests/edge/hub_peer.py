@@ -133,9 +133,9 @@ class HubPeer:
         self.client.publish(str(Topic(village, node, kind)), payload, qos=1).wait_for_publish(10)
 
     def send_down(self, batch: Batch, village: str) -> None:
-        """Publish a down batch to its box."""
+        """Publish a down batch to its box, in wire version ``wire``."""
         assert batch.direction is Direction.DOWN
-        self.send(village, batch.node, TopicKind.DOWN, encode(batch))
+        self.send(village, batch.node, TopicKind.DOWN, encode(batch, version=self.wire))
 
     def received(self) -> list[Received]:
         """The up batches so far, in arrival order."""

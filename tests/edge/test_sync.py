@@ -277,6 +277,41 @@ async def test_down_batches_are_applied_acked_and_a_duplicate_changes_nothing(
         assert "puskesos_edge_sync_down_batches_applied_total 1.0" in await box.metrics()
 
 
+@pytest.mark.parametrize("wire", [1, 2, 3])
+async def test_a_down_change_of_one_field_leaves_the_box_s_other_fields_as_they_were(
+    tmp_path,
+    mosquitto,  # noqa: F811
+    wire,
+):
+    # The hub sends a box only the fields of a record it lacks (docs/replication.md, "Only
+    # the fields a box lacks"), in whatever wire version the box reads.
+    hub = HubPeer(mosquitto.port, wire=wire).start()
+    try:
+        config = sync_config(tmp_path, mosquitto.port)
+        async with running_box(config) as box:
+            household = await box.save_household(seed=1)
+            await eventually(box.drained, what="the household acked", timeout=20)
+            before = await box.store.get(household)
+            assert before is not None
+            [mine] = before.state["address"]
+            seen = ((mine.node, mine.time),)  # the district saw the box's address, then wrote
+            version = FieldVersion("Jl. Kabupaten 9", pack(wall_ms(), 0), "hub-1", seen)
+            change = Change("household", household, VILLAGE, "hub-1", {"address": version})
+            hub.send_down(Batch(NODE, 1, (change,), Direction.DOWN), VILLAGE)
+            await eventually(lambda: hub.down_acks, what="down-ack")
+            after = await box.store.get(household)
+            assert after is not None and after.get("address") == "Jl. Kabupaten 9"
+            assert after.conflicts == 0
+            assert {k: v for k, v in after.values.items() if k != "address"} == {
+                k: v for k, v in before.values.items() if k != "address"
+            }
+            assert {k: v for k, v in after.state.items() if k != "address"} == {
+                k: v for k, v in before.state.items() if k != "address"
+            }
+    finally:
+        hub.stop()
+
+
 @pytest.mark.slow
 async def test_a_clock_ahead_refusal_shows_on_the_sync_page_until_the_clock_is_right(
     tmp_path,
