@@ -67,7 +67,7 @@ HERE = Path(__file__).resolve().parent
 CODE = os.environ.get("BENCH_CODE", str(HERE.parent))
 sys.path[:] = [CODE] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
-from edge.config import load_config
+from edge.config import load_config, render_toml
 from edge.records import Edit
 from edge.store import Store
 from puskesos.fleet import Fleet, Service, sign_in
@@ -344,7 +344,8 @@ async def bench_sync(rounds: int, saves: int, baseline: Path | None) -> None:
         for (label, tree), mode in variants if number % 2 == 0 else variants[::-1]:
             os.environ["PYTHONPATH"] = str(tree)  # the box and the hub run that tree
             with tempfile.TemporaryDirectory(prefix="puskesos-bench-") as tmp:
-                fleet = Fleet(Path(tmp))
+                # Only the keys set here: a baseline checkout refuses the keys added since.
+                fleet = Fleet(Path(tmp), changed_keys_only=True)
                 try:
                     hub = fleet.add_hub(start=False)
                     box = fleet.enrol("3201022001", "edge-bench")
@@ -521,6 +522,8 @@ async def bench_pages_against(
         folder = Path(tmp)
         recovery = generate_recovery_key(folder / "recovery.key") if encrypted else None
         config = init_box(folder, users={"bench": ("operator", PASSWORD)}, recovery_key=recovery)
+        # `edge init` wrote every key this checkout knows; the baseline refuses newer ones.
+        config.write_text(render_toml(load_config(config), changed_only=True), encoding="utf-8")
         token = puskesos(
             "edge", "token", "add", "--config", str(config), "--username", "bench",
             "--name", "bench", *(("--as", "bench") if encrypted else ()),

@@ -185,7 +185,9 @@ async def ours(root: Path, records: int, *, tree: Path, postgres: bool) -> Run:
     # ``python -m`` would put the working folder (a checkout, maybe not ``tree``) first.
     os.environ["PYTHONSAFEPATH"] = "1"
     name, url = fresh_postgres() if postgres else ("", "")
-    fleet = Fleet(root, database_url=url, sync=SyncConfig(backoff_min_s=1, backoff_max_s=2))
+    sync = SyncConfig(backoff_min_s=1, backoff_max_s=2)
+    # Only the keys set here: a baseline checkout refuses the keys added since.
+    fleet = Fleet(root, database_url=url, sync=sync, changed_keys_only=True)
     proxy: FaultProxy | None = None
     try:
         hub = fleet.add_hub(start=False)

@@ -198,10 +198,11 @@ def _checked(sync: SyncConfig) -> SyncConfig:
     return sync
 
 
-def render_toml(config: EdgeConfig) -> str:
-    """The configuration as a TOML file, every key with its documentation line."""
+def render_toml(config: EdgeConfig, *, changed_only: bool = False) -> str:
+    """The configuration as a TOML file, every key with its documentation line
+    (``changed_only``: those not at their default, :func:`render_section`)."""
     return "\n".join(
-        render_section("edge", config, KEYS, nested=_NESTED)
-        + render_section("broker", config.broker, KEYS)
-        + render_section("sync", config.sync, KEYS)
+        render_section("edge", config, KEYS, nested=_NESTED, changed_only=changed_only)
+        + render_section("broker", config.broker, KEYS, changed_only=changed_only)
+        + render_section("sync", config.sync, KEYS, changed_only=changed_only)
     )

@@ -178,9 +178,10 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> HubC
     return config
 
 
-def render_toml(config: HubConfig) -> str:
-    """The configuration as a TOML file, every key with its documentation line."""
+def render_toml(config: HubConfig, *, changed_only: bool = False) -> str:
+    """The configuration as a TOML file, every key with its documentation line
+    (``changed_only``: those not at their default, :func:`render_section`)."""
     return "\n".join(
-        render_section("hub", config, KEYS, nested=("broker",))
-        + render_section("broker", config.broker, KEYS)
+        render_section("hub", config, KEYS, nested=("broker",), changed_only=changed_only)
+        + render_section("broker", config.broker, KEYS, changed_only=changed_only)
     )

@@ -546,7 +546,10 @@ class Fleet:
     boxes' ``[sync]`` settings (tests shorten the timeouts). With ``port_base``, ports are
     handed out in order from it (the broker's first; then per hub worker its plain and
     its HTTPS port, per receiver one, per box its plain and its HTTPS port), so the same
-    set-up gets the same ports every time; without, any free ones.
+    set-up gets the same ports every time; without, any free ones. ``changed_keys_only``
+    writes the hubs' and boxes' configuration files with only the keys not at their
+    default, so that the code of an older checkout (a bench's baseline), which refuses
+    keys added since, runs in the fleet too.
     """
 
     def __init__(
@@ -559,8 +562,10 @@ class Fleet:
         district: str = "",
         broker: str = "mosquitto",
         port_base: int | None = None,
+        changed_keys_only: bool = False,
     ) -> None:
         self.root = root
+        self.changed_keys_only = changed_keys_only
         self.port_base = port_base
         self._ports_given = 0
         self.root.mkdir(parents=True, exist_ok=True)
@@ -628,12 +633,14 @@ class Fleet:
             **settings,
         )
         path = folder / "hub.toml"
-        path.write_text(render_hub(config), encoding="utf-8")
+        path.write_text(render_hub(config, changed_only=self.changed_keys_only), encoding="utf-8")
         puskesos("hub", "init", "--config", str(path))
         if first is not None:
             # broker-config reads the first worker's file: it gives every worker an account.
             known = load_hub_config(first.config, env={})
-            text = render_hub(replace(known, workers=config.workers))
+            text = render_hub(
+                replace(known, workers=config.workers), changed_only=self.changed_keys_only
+            )
             first.config.write_text(text, encoding="utf-8")
         service = Service(
             ["hub", "serve", "--config", str(path)], folder / "hub.log", port,
@@ -682,7 +689,9 @@ class Fleet:
             national_token_file=str(token_file),
             national_key_file=str(receiver.public_key_file),
         )
-        hub.config.write_text(render_hub(configured), encoding="utf-8")
+        hub.config.write_text(
+            render_hub(configured, changed_only=self.changed_keys_only), encoding="utf-8"
+        )
         self.receivers.append(receiver)
         return receiver
 
@@ -728,7 +737,7 @@ class Fleet:
             sync=self.sync,
         )
         path = folder / "edge.toml"
-        path.write_text(render_edge(config), encoding="utf-8")
+        path.write_text(render_edge(config, changed_only=self.changed_keys_only), encoding="utf-8")
         puskesos("edge", "init", "--config", str(path), "--recovery-key", str(self.recovery_key()))
         users = users or {"admin": ("admin", "rahasia-balai-123")}
         # The first account replaces the setup slot; the others are added as that account,

@@ -128,15 +128,25 @@ def read_toml(path: Path | None, sections: Iterable[str]) -> dict[str, Any]:
 
 
 def render_section(
-    section: str, obj: Any, docs: Mapping[tuple[str, str], str], *, nested: Iterable[str] = ()
+    section: str,
+    obj: Any,
+    docs: Mapping[tuple[str, str], str],
+    *,
+    nested: Iterable[str] = (),
+    changed_only: bool = False,
 ) -> list[str]:
-    """One section of a TOML file, every key with its documentation line above it."""
+    """One section of a TOML file, every key with its documentation line above it;
+    ``changed_only``: only the keys whose value is not their default (a file that an older
+    release, which lacks keys added since, reads too)."""
     skip = set(nested)
     lines = [f"[{section}]"]
+    defaults = type(obj)() if changed_only else None
     for f in fields(obj):
         if f.name in skip:
             continue
         value = getattr(obj, f.name)
+        if defaults is not None and value == getattr(defaults, f.name):
+            continue
         lines.append(f"# {docs[(section, f.name)]}")
         if isinstance(value, bool):
             lines.append(f"{f.name} = {'true' if value else 'false'}")

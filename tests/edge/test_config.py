@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import KEYS, BrokerConfig, ConfigError, EdgeConfig, load_config, render_toml
+from edge.config import (
+    KEYS,
+    BrokerConfig,
+    ConfigError,
+    EdgeConfig,
+    SyncConfig,
+    load_config,
+    render_toml,
+)
 from tests.config_docs import assert_readme_documents
 
 
@@ -123,6 +131,20 @@ def test_the_rendered_file_documents_every_key_and_reads_back_the_same(tmp_path)
         assert f"# {doc}\n{key} = " in text, (section, key)
     assert load_config(write(tmp_path, text), env={}) == config
     assert load_config(write(tmp_path, render_toml(EdgeConfig())), env={}) == EdgeConfig()
+
+
+def test_a_file_of_the_changed_keys_only_reads_back_the_same(tmp_path):
+    # What a bench writes for an older checkout, which refuses keys added since.
+    config = EdgeConfig(
+        village="3201022001",
+        data_dir=tmp_path / "data",
+        broker=BrokerConfig(port=1884),
+        sync=SyncConfig(enabled=True, window=4),
+    )
+    text = render_toml(config, changed_only=True)
+    keys = [line.split(" = ")[0] for line in text.splitlines() if " = " in line]
+    assert keys == ["village", "data_dir", "port", "enabled", "window"]
+    assert load_config(write(tmp_path, text), env={}) == config
 
 
 def test_the_readme_documents_every_key_with_its_variable_and_default():
