@@ -1,7 +1,8 @@
 """Protocol benchmark: field merges per second and bytes on the wire per household update.
 
 Run: ``python bench/protocol.py`` (from the repository root, after ``pip install -e .``).
-Prints figures; asserts nothing. Goals (issue "Foundation"): >= 200,000 field merges/s on
+Prints figures (and the time to decode a version 3 batch of 500 changes, what the hub does
+for every batch); asserts nothing. Goals (issue "Foundation"): >= 200,000 field merges/s on
 one core; a household update (10 changed fields) batched by 500 <= 25 % of its plain JSON.
 Issue 18: <= 60 B per change in batches of 500 (wire version 2 against version 1).
 """
@@ -23,10 +24,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 from protocol.changes import Batch, Change, FieldVersion
 from protocol.clock import HybridClock, Timestamp
-from protocol.codec import encode
+from protocol.codec import decode, encode
 from protocol.entities import ENTITIES
 from protocol.ids import UuidV7Generator
 from protocol.merge import RecordState, local_change, merge, merge_field
+from puskesos.samples import make_household_with_members
 
 BOX = "edge-3201012001-a"
 VILLAGE = "3201012001"
@@ -185,12 +187,55 @@ def merge_rate(seconds: float) -> None:
     print(f"merge (10-field change into a record): {done / elapsed:,.0f} field merges/s")
 
 
+def decode_rate(seconds: float) -> None:
+    """Decoding a version 3 batch of 500 changes, as the hub does for every batch a box
+    sends: the median time of one, for revisits (10 fields) and for new households (every
+    field, a box's first sync)."""
+    samples = {
+        "500 revisits (10 fields)": [change for _, change in typical_updates(500)],
+        "500 new households": new_households(500),
+    }
+    for label, changes in samples.items():
+        frame = encode(Batch(BOX, 1, tuple(changes)), version=3)
+        took = []
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            before = time.perf_counter()
+            decode(frame)
+            took.append(time.perf_counter() - before)
+        median = statistics.median(took)
+        print(
+            f"decode, wire v3, {label}: {median * 1000:.2f} ms a batch (median of "
+            f"{len(took)}), {500 / median:,.0f} changes/s"
+        )
+
+
+def new_households(count: int) -> list[Change]:
+    """``count`` households as a box first sends them: every field, one stamp."""
+    clock = HybridClock(BOX)
+    changes = []
+    for n in range(count):
+        household, _ = make_household_with_members(1, village=VILLAGE, seed=n + 1)
+        change = local_change(
+            None,
+            entity="household",
+            record_id=household.pop("id"),
+            village=VILLAGE,
+            stamp=clock.now(START_MS + n),
+            new_values=household,
+        )
+        assert change is not None
+        changes.append(change)
+    return changes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=2.0, help="time per rate figure")
     args = parser.parse_args()
     wire_sizes()
     merge_rate(args.seconds)
+    decode_rate(args.seconds)
 
 
 if __name__ == "__main__":
