@@ -457,65 +457,56 @@ async def test_a_full_audit_batch_goes_at_once_and_the_rest_waits(
 async def test_with_a_seal_delay_the_changes_of_several_saves_travel_in_one_batch(
     tmp_path,
     mosquitto,  # noqa: F811
+    hub,
 ):
-    hub = HubPeer(mosquitto.port).start()
-    try:
-        config = sync_config(tmp_path, mosquitto.port)
-        config = replace(config, sync=replace(config.sync, seal_delay_s=4))
-        async with running_box(config) as box:
-            await box.save_household(seed=1)
-            await eventually(box.drained, what="the first household acked", timeout=20)
-            second = await box.save_household(seed=2)
-            saved = time.monotonic()
-            await asyncio.sleep(1)
-            third = await box.save_household(seed=3)
-            await eventually(lambda: len(hub.received()) > 1, what="the next batch", timeout=20)
-            waited = time.monotonic() - saved
-            await eventually(box.drained, what="both households acked", timeout=20)
-            # One batch for both saves, sealed once the first had waited its 4 s.
-            assert [len(record_ids(r.batch) & {second, third}) for r in hub.received()] == [0, 2]
-            assert waited >= 3.5
-    finally:
-        hub.stop()
+    config = sync_config(tmp_path, mosquitto.port)
+    config = replace(config, sync=replace(config.sync, seal_delay_s=4))
+    async with running_box(config) as box:
+        await box.save_household(seed=1)
+        await eventually(box.drained, what="the first household acked", timeout=20)
+        second = await box.save_household(seed=2)
+        saved = time.monotonic()
+        await asyncio.sleep(1)
+        third = await box.save_household(seed=3)
+        await eventually(lambda: len(hub.received()) > 1, what="the next batch", timeout=20)
+        waited = time.monotonic() - saved
+        await eventually(box.drained, what="both households acked", timeout=20)
+        # One batch for both saves, sealed once the first had waited its 4 s.
+        assert [len(record_ids(r.batch) & {second, third}) for r in hub.received()] == [0, 2]
+        assert waited >= 3.5
 
 
 async def test_with_a_seal_delay_a_full_batch_goes_at_once(
     tmp_path,
     mosquitto,  # noqa: F811
+    hub,
 ):
-    hub = HubPeer(mosquitto.port).start()
-    try:
-        config = sync_config(tmp_path, mosquitto.port)
-        config = replace(config, sync=replace(config.sync, seal_delay_s=600, batch_changes=4))
-        async with running_box(config) as box:
-            household = await box.save_household(seed=1)  # itself and 3 members: 4 changes
-            await eventually(box.drained, what="the household acked", timeout=20)
-            assert household in record_ids(hub.received()[0].batch)
-    finally:
-        hub.stop()
+    config = sync_config(tmp_path, mosquitto.port)
+    config = replace(config, sync=replace(config.sync, seal_delay_s=600, batch_changes=4))
+    async with running_box(config) as box:
+        household = await box.save_household(seed=1)  # itself and 3 members: 4 changes
+        await eventually(box.drained, what="the household acked", timeout=20)
+        assert household in record_ids(hub.received()[0].batch)
 
 
 async def test_with_a_seal_delay_a_clock_set_back_does_not_hold_the_changes_for_good(
     tmp_path,
     mosquitto,  # noqa: F811
+    hub,
 ):
-    hub = HubPeer(mosquitto.port).start()
     offset = {"ms": 0}
-    try:
-        config = sync_config(tmp_path, mosquitto.port)
-        config = replace(config, sync=replace(config.sync, seal_delay_s=600))
-        store = Store(config, clock=lambda: wall_ms() + offset["ms"])
-        async with running_box(config, store) as box:
-            first = await box.save_household(seed=1)
-            await asyncio.sleep(3)
-            assert not hub.received()  # held back for its ten minutes
-            offset["ms"] = -24 * 3_600_000  # someone sets the clock a day back
-            second = await box.save_household(seed=2)
-            # The first save now seems made tomorrow: waiting for its age would never end.
-            await eventually(box.drained, what="both households acked", timeout=20)
-            assert {first, second} <= set().union(*(record_ids(r.batch) for r in hub.received()))
-    finally:
-        hub.stop()
+    config = sync_config(tmp_path, mosquitto.port)
+    config = replace(config, sync=replace(config.sync, seal_delay_s=600))
+    store = Store(config, clock=lambda: wall_ms() + offset["ms"])
+    async with running_box(config, store) as box:
+        first = await box.save_household(seed=1)
+        await asyncio.sleep(3)
+        assert not hub.received()  # held back for its ten minutes
+        offset["ms"] = -24 * 3_600_000  # someone sets the clock a day back
+        second = await box.save_household(seed=2)
+        # The first save now seems made tomorrow: waiting for its age would never end.
+        await eventually(box.drained, what="both households acked", timeout=20)
+        assert {first, second} <= set().union(*(record_ids(r.batch) for r in hub.received()))
 
 
 async def test_the_audit_trail_reaches_the_hub_in_order_until_acked_and_resumes_after_a_restart(
